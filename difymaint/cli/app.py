@@ -1,0 +1,75 @@
+"""The ``difymaint`` command: one subcommand per job, registered from difymaint.jobs.JOBS."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from difymaint import __version__
+from difymaint.cli.commands import register_all
+from difymaint.core.exit_codes import ExitCode
+
+
+class DifymaintGroup(TyperGroup):
+    """Turns usage errors into one line on stderr (exit 2) instead of a multi-line usage box."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.exceptions.TyperException as exc:  # Click's UsageError/BadParameter/…
+            ctx = getattr(exc, "ctx", None)
+            where = f"see '{ctx.command_path} --help'" if ctx is not None else "see 'difymaint --help'"
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            sys.stderr.write(f"difymaint: error: {message} ({where})\n")
+            code = int(getattr(exc, "exit_code", ExitCode.USAGE))
+            if standalone_mode:
+                sys.exit(code)
+            raise
+        except typer.Abort:
+            sys.stderr.write("Aborted.\n")
+            if standalone_mode:
+                sys.exit(ExitCode.FAILED)
+            raise
+        if standalone_mode:
+            sys.exit(result if isinstance(result, int) else 0)
+        return result
+
+
+app = typer.Typer(
+    name="difymaint",
+    cls=DifymaintGroup,
+    help="Dify's periodic maintenance jobs, run from cron or Kubernetes CronJobs.\n\n"
+    "Settings come from Dify's own environment variables (or --env-file pointing at Dify's .env).\n\n"
+    "Exit codes: 0 done, 1 failed, 2 usage/config error, 3 threshold exceeded, 4 partial (budget hit), "
+    "5 skipped (locked), 130/143 interrupted.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"difymaint {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Dify's periodic maintenance jobs, run from cron or Kubernetes CronJobs."""
+
+
+register_all(app)
+
+
+def main() -> None:
+    app()

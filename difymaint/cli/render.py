@@ -1,0 +1,166 @@
+"""Everything that touches a terminal: consoles, logging, progress, and the rendered summary.
+
+stdout carries results (the summary table, or the one-line ``--json``); stderr carries logs and progress.
+Rich honours NO_COLOR, FORCE_COLOR and TERM=dumb; ``--color/--no-color`` overrides.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from difymaint.core.reporter import BatchProgress
+from difymaint.core.summary import Outcome, RunSummary
+
+
+@dataclass
+class Consoles:
+    out: Console
+    err: Console
+
+    @classmethod
+    def create(cls, color: bool | None) -> Consoles:
+        kwargs: dict[str, Any] = {}
+        if color is True:
+            kwargs["force_terminal"] = True
+        elif color is False:
+            kwargs["no_color"] = True
+        return cls(
+            out=Console(highlight=False, soft_wrap=True, **kwargs),
+            err=Console(stderr=True, highlight=False, **kwargs),
+        )
+
+
+class JsonLogFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        payload.update(getattr(record, "fields", {}))
+        return json.dumps(payload, default=str)
+
+
+def setup_logging(consoles: Consoles, *, verbosity: int, log_format: str | None) -> None:
+    level = {-2: logging.ERROR, -1: logging.WARNING, 0: logging.INFO}.get(max(-2, min(verbosity, 0)), logging.DEBUG)
+    if verbosity >= 1:
+        level = logging.DEBUG
+    logger = logging.getLogger("difymaint")
+    logger.handlers.clear()
+    logger.propagate = False
+    logger.setLevel(level)
+    handler: logging.Handler
+    if log_format == "json":
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonLogFormatter())
+    elif consoles.err.is_terminal:
+        handler = RichHandler(console=consoles.err, show_path=False, markup=False, rich_tracebacks=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    logger.addHandler(handler)
+
+
+log = logging.getLogger("difymaint")
+
+
+@dataclass
+class ConsoleReporter:
+    """Progress bar on a terminal; otherwise a log line per batch, at most every few seconds."""
+
+    consoles: Consoles
+    show_progress: bool
+    log_every_s: float = 5.0
+    _progress: Progress | None = None
+    _task: Any = None
+    _last_log: float = field(default=0.0)
+
+    def info(self, message: str) -> None:
+        log.info(message)
+
+    def warning(self, message: str) -> None:
+        log.warning(message)
+
+    def batch(self, progress: BatchProgress) -> None:
+        verb = "would delete" if progress.dry_run else "deleted"
+        if self.show_progress:
+            if self._progress is None:
+                self._progress = Progress(
+                    SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=None),
+                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=self.consoles.err,
+                    transient=True,
+                )
+                self._progress.start()
+                self._task = self._progress.add_task(progress.job, total=None, status="")
+            self._progress.update(
+                self._task,
+                status=f"batch {progress.batch_no} · {verb} {progress.total_affected:,} · size {progress.batch_size}",
+            )
+            return
+        now = time.monotonic()
+        if progress.batch_no == 1 or now - self._last_log >= self.log_every_s:
+            self._last_log = now
+            log.info(
+                "%s batch %d: scanned %d, %s %d (total %d) in %.0f ms; next batch size %d",
+                progress.job, progress.batch_no, progress.scanned, verb, progress.affected,
+                progress.total_affected, progress.seconds * 1000, progress.batch_size,
+            )
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+_OUTCOME_STYLE = {
+    Outcome.DONE: "green", Outcome.PARTIAL: "yellow", Outcome.INTERRUPTED: "yellow",
+    Outcome.SKIPPED_LOCKED: "yellow", Outcome.FAILED: "red", Outcome.THRESHOLD_EXCEEDED: "red",
+}
+
+
+def render_summary(consoles: Consoles, summary: RunSummary) -> None:
+    """The human summary on stdout."""
+    verb = "would delete" if summary.dry_run else "deleted"
+    title = f"{summary.job}{' (dry run)' if summary.dry_run else ''}"
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    table.add_column("table")
+    table.add_column(f"rows {verb}", justify="right")
+    for name, count in summary.tables.items():
+        table.add_row(name, f"{count:,}")
+    table.add_row("[b]total[/b]", f"[b]{summary.total_rows:,}[/b]")
+    consoles.out.print(table)
+    style = _OUTCOME_STYLE.get(summary.outcome, "white")
+    window = summary.window
+    span = (f"{window.get('start_from') or '-∞'} .. {window.get('end_before')}" if window.get("end_before") else "")
+    line = (
+        f"[{style}]{summary.outcome.value}[/{style}] in {summary.duration_s:.1f}s · {summary.batches} batches · "
+        f"scanned {summary.scanned:,}"
+    )
+    if span:
+        line += f" · window {span}"
+    if summary.stop_reason:
+        line += f" · stopped by {summary.stop_reason}"
+    if summary.rows_remaining not in (None, 0):
+        approx = "~" if summary.rows_remaining_estimated else ""
+        line += f" · {approx}{summary.rows_remaining:,} rows remain"
+    consoles.out.print(line)
+
+
+def error_line(consoles: Consoles, message: str, hint: str | None = None) -> None:
+    """Exactly one line on stderr: the error, and the hint after a dash."""
+    text = f"[red]difymaint: error:[/red] {escape(message)}"
+    if hint:
+        text += f" [dim]— {escape(hint)}[/dim]"
+    consoles.err.print(text, markup=True, highlight=False, soft_wrap=True)

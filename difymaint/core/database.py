@@ -1,0 +1,153 @@
+"""Engine construction from Dify's DB_* settings, per-batch transactions, and portable id predicates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qsl
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+
+from difymaint.core.errors import ConfigError, DatabaseUnavailable
+from difymaint.core.settings import Settings
+
+# SQLSTATEs that mean "this batch was too big or contended", worth a smaller retry.
+_RETRYABLE_SQLSTATES = {"57014", "55P03", "40P01", "40001"}  # query_canceled, lock_not_available, deadlock, serialization
+
+
+class BatchTimeout(Exception):
+    """A batch hit statement_timeout / lock_timeout / a deadlock and was rolled back."""
+
+
+def database_url(settings: Settings) -> URL:
+    """The SQLAlchemy URL: DIFYMAINT_DATABASE_URL if set, else Dify's DB_* variables."""
+    if settings.DIFYMAINT_DATABASE_URL:
+        try:
+            return make_url(settings.DIFYMAINT_DATABASE_URL)
+        except ArgumentError:
+            raise ConfigError(
+                "DIFYMAINT_DATABASE_URL is not a valid SQLAlchemy URL",
+                hint="e.g. postgresql://user:pass@host:5432/dify or sqlite:///path/to/file.db",
+            ) from None
+    if settings.DB_TYPE != "postgresql":
+        raise ConfigError(
+            f"DB_TYPE={settings.DB_TYPE!r} is not supported yet",
+            hint="difymaint targets PostgreSQL (and SQLite for the demo); MySQL support is planned",
+        )
+    query: dict[str, str] = dict(parse_qsl(settings.DB_EXTRAS)) if settings.DB_EXTRAS else {}
+    if settings.DB_CHARSET:
+        query["client_encoding"] = settings.DB_CHARSET
+    return URL.create(
+        "postgresql+psycopg2",
+        username=settings.DB_USERNAME,
+        password=settings.DB_PASSWORD.get_secret_value() or None,
+        host=settings.DB_HOST,
+        port=settings.DB_PORT,
+        database=settings.DB_DATABASE,
+        query=query,
+    )
+
+
+def create_engine(settings: Settings) -> Engine:
+    url = database_url(settings)
+    backend = url.get_backend_name()
+    if backend not in ("postgresql", "sqlite"):
+        raise ConfigError(f"database backend {backend!r} is not supported", hint="use PostgreSQL or SQLite")
+    kwargs: dict[str, Any] = {"echo": settings.SQLALCHEMY_ECHO, "future": True}
+    if backend == "postgresql":
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg2")
+        options = url.query.get("options", "")
+        extra = []
+        if settings.DB_SESSION_TIMEZONE_OVERRIDE:
+            # Dify writes naive UTC; compare in the same zone (spec §3.1).
+            extra.append(f"-c timezone={settings.DB_SESSION_TIMEZONE_OVERRIDE}")
+        # A killed client must never leave a transaction holding locks and the xmin horizon.
+        extra.append("-c idle_in_transaction_session_timeout=600000")
+        merged = " ".join(part for part in [options if isinstance(options, str) else " ".join(options), *extra] if part)
+        url = url.set(query={**url.query, "options": merged, "application_name": "difymaint"})
+        kwargs.update(
+            # A CLI needs a connection for the batch and one for a lock or a count, not Dify's 30 + 10.
+            pool_size=min(settings.SQLALCHEMY_POOL_SIZE, 4),
+            max_overflow=min(settings.SQLALCHEMY_MAX_OVERFLOW, 2),
+            pool_recycle=settings.SQLALCHEMY_POOL_RECYCLE,
+            pool_pre_ping=settings.SQLALCHEMY_POOL_PRE_PING,
+            pool_use_lifo=settings.SQLALCHEMY_POOL_USE_LIFO,
+            pool_timeout=settings.SQLALCHEMY_POOL_TIMEOUT,
+            connect_args={"connect_timeout": 10},
+        )
+    return sa.create_engine(url, **kwargs)
+
+
+def describe_url(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def check_connection(engine: Engine) -> None:
+    """Fail early with one readable line when the database cannot be reached."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseUnavailable(
+            f"cannot connect to the database {describe_url(engine)}: {reason}",
+            hint="check DB_HOST/DB_PORT/DB_USERNAME/DB_PASSWORD/DB_DATABASE or --database-url",
+        ) from None
+
+
+def is_postgres(conn: Connection | Engine) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+@contextmanager
+def batch_transaction(engine: Engine, settings: Settings) -> Iterator[Connection]:
+    """One transaction for one batch, with per-batch timeouts on PostgreSQL.
+
+    Raises :class:`BatchTimeout` (after rollback) when the batch was cancelled by a timeout or deadlock,
+    so the caller can retry the same cursor with a smaller batch.
+    """
+    try:
+        with engine.begin() as conn:
+            if is_postgres(conn):
+                if settings.DIFYMAINT_STATEMENT_TIMEOUT:
+                    conn.execute(sa.text(f"SET LOCAL statement_timeout = '{settings.DIFYMAINT_STATEMENT_TIMEOUT}s'"))
+                if settings.DIFYMAINT_LOCK_TIMEOUT:
+                    conn.execute(sa.text(f"SET LOCAL lock_timeout = '{settings.DIFYMAINT_LOCK_TIMEOUT}s'"))
+            yield conn
+    except DBAPIError as exc:
+        if getattr(exc.orig, "pgcode", None) in _RETRYABLE_SQLSTATES:
+            raise BatchTimeout(str(exc.orig).strip().splitlines()[0]) from exc
+        raise
+
+
+def ids_in(column: sa.ColumnElement[Any], ids: Sequence[str], dialect_name: str) -> sa.ColumnElement[bool]:
+    """``column = ANY(:ids)`` on PostgreSQL (one array parameter, index-friendly), ``IN (...)`` elsewhere."""
+    if dialect_name == "postgresql":
+        array = sa.cast(
+            sa.bindparam(None, list(ids), type_=postgresql.ARRAY(sa.Text())),
+            postgresql.ARRAY(postgresql.UUID(as_uuid=False)),
+        )
+        return column == sa.any_(array)
+    return column.in_(list(ids))
+
+
+def ids_not_in(column: sa.ColumnElement[Any], ids: Sequence[str], dialect_name: str) -> sa.ColumnElement[bool]:
+    if not ids:
+        return sa.true()
+    if dialect_name == "postgresql":
+        array = sa.cast(
+            sa.bindparam(None, list(ids), type_=postgresql.ARRAY(sa.Text())),
+            postgresql.ARRAY(postgresql.UUID(as_uuid=False)),
+        )
+        return column != sa.all_(array)
+    return column.not_in(list(ids))
+
+
+def as_str(value: Any) -> str:
+    """uuid columns come back as uuid.UUID from psycopg2 and as str from SQLite."""
+    return str(value)

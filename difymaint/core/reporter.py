@@ -1,0 +1,83 @@
+"""How jobs tell the operator what is happening, without knowing about terminals.
+
+The CLI supplies a Rich implementation (progress bar on a TTY) or a plain-log one; tests use a recorder.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    job: str
+    batch_no: int
+    scanned: int  # parent rows read by this batch
+    affected: int  # parent rows deleted (or that would be, in a dry run)
+    total_affected: int
+    batch_size: int  # the size the next batch will use
+    seconds: float
+    dry_run: bool
+
+
+class Reporter(Protocol):
+    def info(self, message: str) -> None: ...
+
+    def warning(self, message: str) -> None: ...
+
+    def batch(self, progress: BatchProgress) -> None: ...
+
+    def close(self) -> None: ...
+
+
+log = logging.getLogger("difymaint")
+
+
+class LogReporter:
+    """Plain log lines (cron mail, kubectl logs)."""
+
+    def info(self, message: str) -> None:
+        log.info(message)
+
+    def warning(self, message: str) -> None:
+        log.warning(message)
+
+    def batch(self, progress: BatchProgress) -> None:
+        verb = "would delete" if progress.dry_run else "deleted"
+        log.info(
+            "%s batch %d: scanned %d, %s %d (total %d) in %.0f ms; next batch size %d",
+            progress.job,
+            progress.batch_no,
+            progress.scanned,
+            verb,
+            progress.affected,
+            progress.total_affected,
+            progress.seconds * 1000,
+            progress.batch_size,
+        )
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass
+class RecordingReporter:
+    """Collects everything; used by tests and by the demo."""
+
+    infos: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    batches: list[BatchProgress] = field(default_factory=list)
+
+    def info(self, message: str) -> None:
+        self.infos.append(message)
+
+    def warning(self, message: str) -> None:
+        self.warnings.append(message)
+
+    def batch(self, progress: BatchProgress) -> None:
+        self.batches.append(progress)
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,239 @@
+"""The run contract every destructive job shares: lock, budget, batches, pacing, summary.
+
+A job's loop looks like::
+
+    with job_run(ctx, "clean-messages", lock_key=..., options=...) as run:
+        while run.keep_going():
+            ...select a page with the keyset cursor...
+            with run.batch() as batch:          # times it, adapts the size, renews the lock, sleeps
+                with batch.transaction() as conn:  # one transaction per batch, with timeouts
+                    ...delete children, then parents...
+                batch.record(scanned=..., affected=..., rows={...})
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from sqlalchemy.engine import Connection
+
+from difymaint.core.context import Context
+from difymaint.core.database import BatchTimeout, batch_transaction
+from difymaint.core.errors import DifymaintError, LockHeld
+from difymaint.core.locking import JobLock
+from difymaint.core.reporter import BatchProgress
+from difymaint.core.settings import Settings
+from difymaint.core.summary import Outcome, RunSummary
+from difymaint.core.window import TimeWindow
+
+MAX_TIMEOUT_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options every destructive job takes (see difymaint.cli.options)."""
+
+    dry_run: bool = False
+    batch_size: int = 1000
+    max_runtime_s: float | None = None
+    max_batches: int | None = None
+    sleep_ms: int = 0
+    use_lock: bool = True
+
+
+class AdaptiveBatchSize:
+    """Steer the batch size toward a target duration per batch (GitLab BBM / rin-nas style).
+
+    Only full batches are measured: a short last page says nothing about the cost of a full one.
+    """
+
+    def __init__(self, initial: int, *, target_s: float, maximum: int) -> None:
+        self.size = max(1, initial)
+        self.target_s = target_s
+        self.maximum = max(maximum, self.size)
+        self.minimum = max(1, min(self.size, 50))
+
+    def observe(self, seconds: float, rows: int) -> None:
+        if self.target_s <= 0 or rows < self.size:
+            return
+        ratio = self.target_s / max(seconds, 1e-3)
+        ratio = min(2.0, max(0.5, ratio))  # move at most ×2 / ÷2 per batch
+        if 0.8 <= ratio <= 1.25:
+            return  # close enough; avoid jitter
+        self.size = min(self.maximum, max(self.minimum, int(self.size * ratio)))
+
+    def shrink(self) -> None:
+        self.size = max(self.minimum, self.size // 2)
+
+
+@dataclass
+class Batch:
+    run: JobRun
+    scanned: int = 0
+    affected: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    recorded: bool = False
+    rolled_back: bool = False  # hit a timeout: the caller must retry the same cursor
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with batch_transaction(self.run.ctx.engine, self.run.ctx.settings) as conn:
+            yield conn
+
+    def record(self, *, scanned: int, affected: int, rows: dict[str, int]) -> None:
+        self.scanned, self.affected, self.rows, self.recorded = scanned, affected, rows, True
+
+
+class JobRun:
+    def __init__(
+        self,
+        ctx: Context,
+        job: str,
+        *,
+        options: RunOptions,
+        lock: JobLock,
+        window: TimeWindow | None,
+        tables: list[str],
+    ) -> None:
+        self.ctx = ctx
+        self.job = job
+        self.options = options
+        self.lock = lock
+        settings: Settings = ctx.settings
+        self.sizer = AdaptiveBatchSize(
+            options.batch_size,
+            target_s=settings.DIFYMAINT_TARGET_BATCH_MS / 1000,
+            maximum=max(settings.DIFYMAINT_MAX_BATCH_SIZE, options.batch_size),
+        )
+        self.summary = RunSummary(
+            job=job,
+            dry_run=options.dry_run,
+            started_at=ctx.clock.now(),
+            window=window.as_dict() if window else {},
+            tables=dict.fromkeys(tables, 0),
+        )
+        self._started = ctx.clock.monotonic()
+        self._last_renew = self._started
+        self._timeouts_in_a_row = 0
+
+    @property
+    def dry_run(self) -> bool:
+        return self.options.dry_run
+
+    @property
+    def batch_size(self) -> int:
+        return self.sizer.size
+
+    def elapsed(self) -> float:
+        return self.ctx.clock.monotonic() - self._started
+
+    def keep_going(self) -> bool:
+        """False once a stop was requested or the budget is spent (recording why)."""
+        if self.summary.stop_reason is not None:
+            return False
+        if self.ctx.stop.requested:
+            self.summary.outcome = Outcome.INTERRUPTED
+            self.summary.exit_code_override = self.ctx.stop.exit_code
+            self.summary.stop_reason = f"signal {signal.Signals(self.ctx.stop.signum or 15).name}"
+            return False
+        if self.options.max_batches is not None and self.summary.batches >= self.options.max_batches:
+            self.summary.outcome = Outcome.PARTIAL
+            self.summary.stop_reason = "max-batches"
+            return False
+        if self.options.max_runtime_s is not None and self.elapsed() >= self.options.max_runtime_s:
+            self.summary.outcome = Outcome.PARTIAL
+            self.summary.stop_reason = "max-runtime"
+            return False
+        return True
+
+    @contextmanager
+    def batch(self) -> Iterator[Batch]:
+        batch = Batch(self)
+        started = self.ctx.clock.monotonic()
+        try:
+            yield batch
+        except BatchTimeout as exc:
+            self._timeouts_in_a_row += 1
+            if self._timeouts_in_a_row > MAX_TIMEOUT_RETRIES:
+                raise DifymaintError(
+                    f"{self.job}: {MAX_TIMEOUT_RETRIES} batches in a row hit a timeout ({exc})",
+                    hint="lower --batch-size, raise DIFYMAINT_STATEMENT_TIMEOUT, or check for missing indexes",
+                ) from None
+            self.sizer.shrink()
+            self.ctx.reporter.warning(f"batch rolled back ({exc}); retrying with batch size {self.sizer.size}")
+            batch.rolled_back = True
+            return
+        self._timeouts_in_a_row = 0
+        if not batch.recorded:
+            return
+        seconds = self.ctx.clock.monotonic() - started
+        self.summary.batches += 1
+        self.summary.scanned += batch.scanned
+        for table, count in batch.rows.items():
+            self.summary.add(table, count)
+        self.sizer.observe(seconds, batch.scanned)
+        self._renew_lock()
+        self.ctx.reporter.batch(
+            BatchProgress(
+                job=self.job,
+                batch_no=self.summary.batches,
+                scanned=batch.scanned,
+                affected=batch.affected,
+                total_affected=self.summary.tables.get(self.primary_table, 0),
+                batch_size=self.sizer.size,
+                seconds=seconds,
+                dry_run=self.dry_run,
+            )
+        )
+        if batch.affected and self.options.sleep_ms and not self.dry_run:
+            # Dify's pacing: a random pause up to the cap after each batch that deleted something.
+            self.ctx.stop.wait(random.uniform(0, self.options.sleep_ms) / 1000)
+
+    @property
+    def primary_table(self) -> str:
+        return next(iter(self.summary.tables), "")
+
+    def _renew_lock(self) -> None:
+        now = self.ctx.clock.monotonic()
+        if now - self._last_renew >= 5:
+            self.lock.renew()
+            self._last_renew = now
+
+    def finish(self) -> RunSummary:
+        self.summary.duration_s = self.elapsed()
+        return self.summary
+
+
+@contextmanager
+def job_run(
+    ctx: Context,
+    job: str,
+    *,
+    lock_key: str,
+    options: RunOptions,
+    window: TimeWindow | None,
+    tables: list[str],
+) -> Iterator[JobRun]:
+    """Take the job's lock (or raise LockHeld), run the body, always release, finish the summary."""
+    lock = ctx.job_lock(lock_key, enabled=options.use_lock)
+    if not lock.acquire():
+        raise LockHeld(
+            f"{job}: another run holds the lock ({lock.description}); skipped",
+            hint="this is normal when runs overlap; see DIFYMAINT_ON_LOCKED to change the exit code",
+        )
+    run = JobRun(ctx, job, options=options, lock=lock, window=window, tables=tables)
+    ctx.reporter.info(f"{job}: holding {lock.description}")
+    try:
+        yield run
+    except BaseException as exc:
+        # Keep what the committed batches did: a failed run still reports its per-table counts.
+        run.summary.outcome = Outcome.FAILED
+        run.summary.error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        exc.difymaint_summary = run.summary  # type: ignore[attr-defined]
+        raise
+    finally:
+        lock.release()
+        run.finish()

@@ -1,0 +1,1 @@
+"""What difymaint knows about Dify itself: its tables (real names, columns, indexes) and its cascades."""

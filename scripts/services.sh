@@ -1,0 +1,77 @@
+# shellcheck shell=bash
+# Throwaway PostgreSQL and Redis servers for the test suite.
+# Sourced by scripts/test; every function is idempotent and safe to call on a fresh Debian machine.
+
+SERVICES_DIR="${SERVICES_DIR:-$(mktemp -d /tmp/difymaint-services.XXXXXX)}"
+chmod 755 "$SERVICES_DIR"
+
+_as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else
+    echo "scripts/test: need root (or sudo) to run: $*" >&2; return 1; fi
+}
+
+_pg_bindir() {
+  local dir
+  for dir in /usr/lib/postgresql/*/bin; do [ -x "$dir/initdb" ] && { echo "$dir"; return 0; }; done
+  return 1
+}
+
+ensure_packages() {
+  local missing=()
+  _pg_bindir >/dev/null || missing+=(postgresql)
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "scripts/test: installing ${missing[*]} from Debian's packages" >&2
+    _as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    _as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  # Debian's postinst may start a default cluster and redis on the standard ports; ours use free ports,
+  # so they do not collide, and we leave the system services alone.
+}
+
+_free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+start_postgres() {
+  local bindir port data run_as=()
+  bindir=$(_pg_bindir)
+  port=$(_free_port)
+  data="$SERVICES_DIR/pg"
+  mkdir -p "$data"
+  # initdb refuses to run as root, so the cluster belongs to the postgres user when we are root.
+  if [ "$(id -u)" -eq 0 ]; then chown postgres: "$data"; run_as=(runuser -u postgres --); fi
+  "${run_as[@]}" "$bindir/initdb" -D "$data" -A trust -U postgres --no-sync -E UTF8 >"$SERVICES_DIR/initdb.log" 2>&1 \
+    || { cat "$SERVICES_DIR/initdb.log" >&2; return 1; }
+  "${run_as[@]}" "$bindir/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
+    -o "-p $port -k $data -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+    start >/dev/null || { cat "$data/server.log" >&2; return 1; }
+  PG_DATA_DIR="$data"; PG_BINDIR="$bindir"; PG_RUN_AS=("${run_as[@]}")
+  export DIFYMAINT_TEST_PG_URL="postgresql+psycopg2://postgres@127.0.0.1:$port/postgres"
+  echo "scripts/test: PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port" >&2
+}
+
+start_redis() {
+  local port
+  port=$(_free_port)
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --pidfile "$SERVICES_DIR/redis.pid" --logfile "$SERVICES_DIR/redis.log" --dir "$SERVICES_DIR" >/dev/null
+  for _ in $(seq 50); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  redis-cli -p "$port" ping >/dev/null 2>&1 || { cat "$SERVICES_DIR/redis.log" >&2; return 1; }
+  REDIS_PIDFILE="$SERVICES_DIR/redis.pid"
+  export DIFYMAINT_TEST_REDIS_URL="redis://127.0.0.1:$port/0"
+  echo "scripts/test: Redis $(redis-server --version | awk '{print $3}' | cut -d= -f2) on 127.0.0.1:$port" >&2
+}
+
+stop_services() {
+  if [ -n "${PG_DATA_DIR:-}" ]; then
+    "${PG_RUN_AS[@]}" "$PG_BINDIR/pg_ctl" -D "$PG_DATA_DIR" -m immediate stop >/dev/null 2>&1 || true
+  fi
+  if [ -n "${REDIS_PIDFILE:-}" ] && [ -f "$REDIS_PIDFILE" ]; then
+    kill "$(cat "$REDIS_PIDFILE")" 2>/dev/null || true
+  fi
+  rm -rf "$SERVICES_DIR"
+}
