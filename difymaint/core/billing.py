@@ -10,7 +10,6 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -213,7 +212,7 @@ class TenantPlanCache:
                 try:
                     pipe = self.redis.pipeline(transaction=False)
                     for tid, plan in fetched.items():
-                        pipe.setex(self._key(tid), PLAN_CACHE_TTL_S, plan.to_cache())
+                        pipe.set(self._key(tid), plan.to_cache(), ex=PLAN_CACHE_TTL_S)  # = Dify's SETEX
                     pipe.execute()
                 except Exception as exc:
                     self.redis_errors += 1
@@ -323,7 +322,3 @@ def sandbox_expiry_policy(
     return SandboxExpiryPolicy(
         cache=cache, whitelist=whitelist, graceful_period_days=graceful_period_days, clock=clock
     )
-
-
-def utc_timestamp(moment: datetime) -> int:
-    return int(moment.timestamp())

@@ -28,7 +28,7 @@ class OrphanManifest:
 
     @property
     def enabled(self) -> bool:
-        return self._handle is not None
+        return self.path is not None
 
     def write(self, rows: list[dict[str, Any]], *, source: str) -> None:
         if self._handle is None:

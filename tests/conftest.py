@@ -1,0 +1,142 @@
+"""Shared fixtures: a fresh PostgreSQL database per test, a Redis server, SQLite, a billing stub, helpers.
+
+The PostgreSQL and Redis servers are the ones scripts/test starts (DIFYMAINT_TEST_PG_URL /
+DIFYMAINT_TEST_REDIS_URL). Under CI (or DIFYMAINT_TEST_REQUIRE_SERVICES) a missing server fails the test;
+only a developer running bare pytest sees a skip.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+from difymaint.core.context import Context
+from difymaint.core.reporter import RecordingReporter
+from difymaint.core.settings import load_settings
+from difymaint.dify.tables import metadata
+from tests.stubs.billing import BillingStub
+
+NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
+_REQUIRE = bool(os.environ.get("CI") or os.environ.get("DIFYMAINT_TEST_REQUIRE_SERVICES"))
+_counter = itertools.count()
+
+
+def _need(var: str, what: str) -> str:
+    value = os.environ.get(var)
+    if not value:
+        message = f"{what} is not available ({var} unset); run the suite with scripts/test"
+        if _REQUIRE:
+            pytest.fail(message)
+        pytest.skip(message)
+    return value
+
+
+class FixedClock:
+    def __init__(self, now: datetime = NOW) -> None:
+        self._now = now
+        self._mono = 0.0
+        self.slept: list[float] = []
+
+    def now(self) -> datetime:
+        return self._now
+
+    def monotonic(self) -> float:
+        self._mono += 0.001
+        return self._mono
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    return _need("DIFYMAINT_TEST_PG_URL", "PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_admin_url: str) -> str:
+    """A template database holding Dify's tables, created once per session."""
+    name = f"difymaint_tpl_{os.getpid()}"
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine = sa.create_engine(make_url(pg_admin_url).set(database=name))
+    with engine.begin() as conn:
+        conn.execute(sa.text('CREATE EXTENSION IF NOT EXISTS "uuid-ossp"'))
+    metadata.create_all(engine)
+    engine.dispose()
+    admin.dispose()
+    return name
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str, pg_template: str) -> Iterator[str]:
+    """A fresh database (copied from the template) for one test."""
+    name = f"difymaint_t{os.getpid()}_{next(_counter)}"
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    url = make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def pg_engine(pg_url: str) -> Iterator[Engine]:
+    engine = sa.create_engine(pg_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Any) -> str:
+    url = f"sqlite:///{tmp_path / 'dify.sqlite'}"
+    engine = sa.create_engine(url)
+    metadata.create_all(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    url = _need("DIFYMAINT_TEST_REDIS_URL", "Redis")
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def billing() -> Iterator[BillingStub]:
+    with BillingStub() as stub:
+        yield stub
+
+
+def make_context(database_url: str, clock: FixedClock | None = None, **settings: Any) -> Context:
+    """A context for calling a job directly, with settings overrides and a recording reporter."""
+    base: dict[str, Any] = {
+        "DIFYMAINT_DATABASE_URL": database_url,
+        "DIFYMAINT_USE_REDIS": False,
+        "DIFYMAINT_BILLING_RETRY_SECONDS": 0,
+        "DIFYMAINT_BILLING_RETRY_WAIT": 0,
+    }
+    base.update(settings)
+    return Context(load_settings(None, base), clock=clock or FixedClock(), reporter=RecordingReporter())
+
+
+def row_counts(engine: Engine, tables: list[str]) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {name: int(conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one()) for name in tables}
