@@ -34,8 +34,17 @@ def params(scenario: Any, **kwargs: Any) -> CleanMessagesParams:
 
 
 def untouched_tables(engine: Any) -> dict[str, int]:
-    return row_counts(engine, ["conversations", "pinned_conversations", "upload_files",
-                               "workflow_conversation_variables", "apps", "tenants"])
+    return row_counts(
+        engine,
+        [
+            "conversations",
+            "pinned_conversations",
+            "upload_files",
+            "workflow_conversation_variables",
+            "apps",
+            "tenants",
+        ],
+    )
 
 
 @pytest.mark.parametrize("strategy", ["global", "eligible-apps"])
@@ -61,8 +70,7 @@ def test_billing_plan_matrix(pg_engine: Any, pg_url: str, billing: Any) -> None:
     billing.state.whitelist = scenario.whitelist()
     billing.state.expiration_as_string = True  # the API may send ints as strings
     before = remaining_messages(pg_engine)
-    ctx = make_context(pg_url, BILLING_ENABLED=True, BILLING_API_URL=billing.url,
-                       BILLING_API_SECRET_KEY="test-secret")
+    ctx = make_context(pg_url, BILLING_ENABLED=True, BILLING_API_URL=billing.url, BILLING_API_SECRET_KEY="test-secret")
     summary = clean_messages.run(ctx, params(scenario))
     assert remaining_messages(pg_engine) == before - scenario.eligible_old()
     assert summary.details["strategy"] == "eligible-apps"
@@ -79,13 +87,21 @@ def test_dry_run_counts_equal_real_run(pg_engine: Any, pg_url: str, billing: Any
     scenario = seed(pg_engine, NOW)
     billing.state.plans = scenario.plans()
     billing.state.whitelist = scenario.whitelist()
-    settings = {"BILLING_ENABLED": True, "BILLING_API_URL": billing.url, "BILLING_API_SECRET_KEY": "test-secret"}
+    settings = {
+        "BILLING_ENABLED": True,
+        "BILLING_API_URL": billing.url,
+        "BILLING_API_SECRET_KEY": "test-secret",
+    }
     before = row_counts(pg_engine, list(MESSAGE_CASCADE_TABLES) + ["conversations"])
-    dry = clean_messages.run(make_context(pg_url, **settings),
-                             params(scenario, run=RunOptions(dry_run=True, batch_size=2), clean_conversations=True))
+    dry = clean_messages.run(
+        make_context(pg_url, **settings),
+        params(scenario, run=RunOptions(dry_run=True, batch_size=2), clean_conversations=True),
+    )
     assert row_counts(pg_engine, list(MESSAGE_CASCADE_TABLES) + ["conversations"]) == before  # nothing written
-    real = clean_messages.run(make_context(pg_url, **settings),
-                              params(scenario, run=RunOptions(batch_size=5), clean_conversations=True))
+    real = clean_messages.run(
+        make_context(pg_url, **settings),
+        params(scenario, run=RunOptions(batch_size=5), clean_conversations=True),
+    )
     assert dry.tables == real.tables
     assert real.tables["conversations"] >= 1  # the fully-expired conversations of eligible tenants
     assert dry.dry_run and not real.dry_run
@@ -99,8 +115,9 @@ def test_clean_conversations_only_removes_empty_old_ones(pg_engine: Any, pg_url:
         pins = conn.execute(sa.select(sa.func.count()).select_from(t.pinned_conversations)).scalar_one()
         variables = conn.execute(sa.select(sa.func.count()).select_from(t.workflow_conversation_variables)).scalar_one()
         orphaned = conn.execute(
-            sa.select(sa.func.count()).select_from(t.messages).where(~t.messages.c.conversation_id.in_(
-                sa.select(t.conversations.c.id)))
+            sa.select(sa.func.count())
+            .select_from(t.messages)
+            .where(~t.messages.c.conversation_id.in_(sa.select(t.conversations.c.id)))
         ).scalar_one()
     # every tenant's all-old conversation (and the deleted app's) went; the mixed ones stay
     assert not set(scenario.conversations.values()) & left
@@ -150,8 +167,14 @@ def test_plan_cache_uses_difys_keys(pg_engine: Any, pg_url: str, billing: Any, r
 
     scenario = seed(pg_engine, NOW)
     billing.state.plans = scenario.plans()
-    settings = {"BILLING_ENABLED": True, "BILLING_API_URL": billing.url, "BILLING_API_SECRET_KEY": "test-secret",
-                "DIFYMAINT_USE_REDIS": True, "DIFYMAINT_REDIS_URL": redis_url, "REDIS_KEY_PREFIX": "dify"}
+    settings = {
+        "BILLING_ENABLED": True,
+        "BILLING_API_URL": billing.url,
+        "BILLING_API_SECRET_KEY": "test-secret",
+        "DIFYMAINT_USE_REDIS": True,
+        "DIFYMAINT_REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": "dify",
+    }
     clean_messages.run(make_context(pg_url, **settings), params(scenario, run=RunOptions(dry_run=True)))
     client = redis.Redis.from_url(redis_url)
     tid = scenario.tenant_ids["professional"]
@@ -201,8 +224,10 @@ def test_advisory_lock_without_redis(pg_engine: Any, pg_url: str) -> None:
 def test_max_batches_is_partial_and_resumable(pg_engine: Any, pg_url: str) -> None:
     scenario = seed(pg_engine, NOW)
     total_old = len(scenario.all_old())
-    first = clean_messages.run(make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0),
-                               params(scenario, run=RunOptions(batch_size=4, max_batches=2)))
+    first = clean_messages.run(
+        make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0),
+        params(scenario, run=RunOptions(batch_size=4, max_batches=2)),
+    )
     assert first.outcome is Outcome.PARTIAL and first.exit_code == 4 and first.stop_reason == "max-batches"
     assert first.tables["messages"] == 8
     assert first.rows_remaining == total_old - 8

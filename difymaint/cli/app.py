@@ -16,9 +16,11 @@ from difymaint.core.exit_codes import ExitCode
 class DifymaintGroup(TyperGroup):
     """Turns usage errors into one line on stderr (exit 2) instead of a multi-line usage box."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        standalone_mode = bool(kwargs.pop("standalone_mode", True))
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
+            kwargs["standalone_mode"] = False  # we render errors ourselves, below
+            result = super().main(*args, **kwargs)
         except typer.exceptions.TyperException as exc:  # Click's UsageError/BadParameter/…
             ctx = getattr(exc, "ctx", None)
             where = f"see '{ctx.command_path} --help'" if ctx is not None else "see 'difymaint --help'"

@@ -98,8 +98,12 @@ class ConsoleReporter:
         if self.show_progress:
             if self._progress is None:
                 self._progress = Progress(
-                    SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=None),
-                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=self.consoles.err,
+                    SpinnerColumn(),
+                    TextColumn("{task.description}"),
+                    BarColumn(bar_width=None),
+                    TextColumn("{task.fields[status]}"),
+                    TimeElapsedColumn(),
+                    console=self.consoles.err,
                     transient=True,
                 )
                 self._progress.start()
@@ -114,8 +118,14 @@ class ConsoleReporter:
             self._last_log = now
             log.info(
                 "%s batch %d: scanned %d, %s %d (total %d) in %.0f ms; next batch size %d",
-                progress.job, progress.batch_no, progress.scanned, verb, progress.affected,
-                progress.total_affected, progress.seconds * 1000, progress.batch_size,
+                progress.job,
+                progress.batch_no,
+                progress.scanned,
+                verb,
+                progress.affected,
+                progress.total_affected,
+                progress.seconds * 1000,
+                progress.batch_size,
             )
 
     def close(self) -> None:
@@ -125,8 +135,12 @@ class ConsoleReporter:
 
 
 _OUTCOME_STYLE = {
-    Outcome.DONE: "green", Outcome.PARTIAL: "yellow", Outcome.INTERRUPTED: "yellow",
-    Outcome.SKIPPED_LOCKED: "yellow", Outcome.FAILED: "red", Outcome.THRESHOLD_EXCEEDED: "red",
+    Outcome.DONE: "green",
+    Outcome.PARTIAL: "yellow",
+    Outcome.INTERRUPTED: "yellow",
+    Outcome.SKIPPED_LOCKED: "yellow",
+    Outcome.FAILED: "red",
+    Outcome.THRESHOLD_EXCEEDED: "red",
 }
 
 
@@ -143,7 +157,7 @@ def render_summary(consoles: Consoles, summary: RunSummary) -> None:
     consoles.out.print(table)
     style = _OUTCOME_STYLE.get(summary.outcome, "white")
     window = summary.window
-    span = (f"{window.get('start_from') or '-∞'} .. {window.get('end_before')}" if window.get("end_before") else "")
+    span = f"{window.get('start_from') or '-∞'} .. {window.get('end_before')}" if window.get("end_before") else ""
     line = (
         f"[{style}]{summary.outcome.value}[/{style}] in {summary.duration_s:.1f}s · {summary.batches} batches · "
         f"scanned {summary.scanned:,}"

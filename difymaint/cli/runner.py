@@ -68,9 +68,11 @@ def execute(
         on_locked = ctx.settings.DIFYMAINT_ON_LOCKED if ctx else "skip"
         log.warning(exc.message)
         summary = _bare_summary(job_name, common, Outcome.SKIPPED_LOCKED, exc.message)
-        summary.exit_code_override = {"skip": ExitCode.SKIPPED_LOCKED, "fail": ExitCode.FAILED, "ok": ExitCode.OK}[
-            on_locked
-        ]
+        summary.exit_code_override = {
+            "skip": ExitCode.SKIPPED_LOCKED,
+            "fail": ExitCode.FAILED,
+            "ok": ExitCode.OK,
+        }[on_locked]
     except DifymaintError as exc:
         if common.debug:
             traceback.print_exc()
@@ -87,7 +89,11 @@ def execute(
     except Exception as exc:  # the last line of defence: one line, no secrets, no traceback
         if common.debug:
             raise
-        error_line(consoles, f"unexpected {type(exc).__name__}: {_first_line(exc)}", "re-run with --debug for the traceback")
+        error_line(
+            consoles,
+            f"unexpected {type(exc).__name__}: {_first_line(exc)}",
+            "re-run with --debug for the traceback",
+        )
         summary = _failed_summary(exc, job_name, common, f"{type(exc).__name__}: {_first_line(exc)}")
     finally:
         reporter.close()

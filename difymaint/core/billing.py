@@ -221,8 +221,11 @@ class TenantPlanCache:
 
 
 class TenantPolicy(Protocol):
-    description: str
-    billing_enabled: bool
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def billing_enabled(self) -> bool: ...
 
     def eligible(self, tenant_ids: Iterable[str], *, fresh: bool = False) -> set[str]: ...
 
@@ -251,8 +254,9 @@ class SandboxExpiryPolicy:
     graceful_period_days: int
     clock: Clock
     billing_enabled: bool = True
-    skipped: dict[str, int] = field(default_factory=lambda: {"whitelisted": 0, "unknown_plan": 0, "paid": 0,
-                                                             "in_grace": 0})
+    skipped: dict[str, int] = field(
+        default_factory=lambda: {"whitelisted": 0, "unknown_plan": 0, "paid": 0, "in_grace": 0}
+    )
 
     @property
     def description(self) -> str:
@@ -319,6 +323,4 @@ def sandbox_expiry_policy(
         return AllTenantsPolicy()
     whitelist = source.fetch_whitelist()
     cache = TenantPlanCache(source=source, redis=redis, keys=keys)
-    return SandboxExpiryPolicy(
-        cache=cache, whitelist=whitelist, graceful_period_days=graceful_period_days, clock=clock
-    )
+    return SandboxExpiryPolicy(cache=cache, whitelist=whitelist, graceful_period_days=graceful_period_days, clock=clock)

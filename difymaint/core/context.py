@@ -12,7 +12,14 @@ from sqlalchemy.engine import Engine
 
 from difymaint.core.clock import Clock, SystemClock
 from difymaint.core.database import check_connection, create_engine
-from difymaint.core.locking import FileLock, JobLock, NoLock, PostgresAdvisoryLock, RedisJobLock, sqlite_lock_path
+from difymaint.core.locking import (
+    FileLock,
+    JobLock,
+    NoLock,
+    PostgresAdvisoryLock,
+    RedisJobLock,
+    sqlite_lock_path,
+)
 from difymaint.core.redis_client import KeyNamer, check_redis, create_redis, redis_configured
 from difymaint.core.reporter import LogReporter, Reporter
 from difymaint.core.settings import Settings

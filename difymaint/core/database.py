@@ -16,7 +16,12 @@ from difymaint.core.errors import ConfigError, DatabaseUnavailable
 from difymaint.core.settings import Settings
 
 # SQLSTATEs that mean "this batch was too big or contended", worth a smaller retry.
-_RETRYABLE_SQLSTATES = {"57014", "55P03", "40P01", "40001"}  # query_canceled, lock_not_available, deadlock, serialization
+_RETRYABLE_SQLSTATES = {
+    "57014",
+    "55P03",
+    "40P01",
+    "40001",
+}  # query_canceled, lock_not_available, deadlock, serialization
 
 
 class BatchTimeout(Exception):

@@ -25,7 +25,9 @@ class Cursor:
         return cls(created_at=row.created_at, id=str(row.id))
 
 
-def after(created_col: sa.ColumnElement[Any], id_col: sa.ColumnElement[Any], cursor: Cursor | None) -> sa.ColumnElement[bool]:
+def after(
+    created_col: sa.ColumnElement[Any], id_col: sa.ColumnElement[Any], cursor: Cursor | None
+) -> sa.ColumnElement[bool]:
     """Rows strictly after the cursor in ``(created_at, id)`` order."""
     if cursor is None:
         return sa.true()

@@ -34,8 +34,12 @@ class OrphanManifest:
         if self._handle is None:
             return
         for row in rows:
-            record = {**{k: (str(v) if k.endswith("id") else v) for k, v in row.items()}, "source": source,
-                      "job": self.job, "dry_run": self.dry_run}
+            record = {
+                **{k: (str(v) if k.endswith("id") else v) for k, v in row.items()},
+                "source": source,
+                "job": self.job,
+                "dry_run": self.dry_run,
+            }
             self._handle.write(json.dumps(record, default=str) + "\n")
             self.count += 1
         self._handle.flush()

@@ -54,7 +54,11 @@ def redis_configured(settings: Settings) -> bool:
 def _ssl_kwargs(settings: Settings) -> dict[str, Any]:
     if not settings.REDIS_USE_SSL:
         return {}
-    reqs = {"CERT_NONE": ssl.CERT_NONE, "CERT_OPTIONAL": ssl.CERT_OPTIONAL, "CERT_REQUIRED": ssl.CERT_REQUIRED}
+    reqs = {
+        "CERT_NONE": ssl.CERT_NONE,
+        "CERT_OPTIONAL": ssl.CERT_OPTIONAL,
+        "CERT_REQUIRED": ssl.CERT_REQUIRED,
+    }
     if settings.REDIS_SSL_CERT_REQS not in reqs:
         raise ConfigError(
             f"invalid setting REDIS_SSL_CERT_REQS={settings.REDIS_SSL_CERT_REQS!r}",
@@ -75,8 +79,8 @@ def _secret(value: Any) -> str | None:
 
 def _host_ports(raw: str | None, name: str) -> list[tuple[str, int]]:
     pairs = []
-    for item in (raw or "").split(","):
-        item = item.strip()
+    for raw_item in (raw or "").split(","):
+        item = raw_item.strip()
         if not item:
             continue
         host, _, port = item.rpartition(":")
@@ -102,7 +106,7 @@ def create_redis(settings: Settings) -> Any:
 
         if not settings.REDIS_SENTINEL_SERVICE_NAME:
             raise ConfigError("REDIS_USE_SENTINEL is on but REDIS_SENTINEL_SERVICE_NAME is empty")
-        sentinel = Sentinel(
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
             _host_ports(settings.REDIS_SENTINELS, "REDIS_SENTINELS"),
             sentinel_kwargs={
                 "socket_timeout": settings.REDIS_SENTINEL_SOCKET_TIMEOUT,
@@ -110,7 +114,7 @@ def create_redis(settings: Settings) -> Any:
                 "password": _secret(settings.REDIS_SENTINEL_PASSWORD),
             },
         )
-        return sentinel.master_for(
+        return sentinel.master_for(  # type: ignore[no-untyped-call]
             settings.REDIS_SENTINEL_SERVICE_NAME,
             username=settings.REDIS_USERNAME,
             password=_secret(settings.REDIS_PASSWORD),
@@ -120,7 +124,10 @@ def create_redis(settings: Settings) -> Any:
     if settings.REDIS_USE_CLUSTERS:
         from redis.cluster import ClusterNode, RedisCluster
 
-        nodes = [ClusterNode(host, port) for host, port in _host_ports(settings.REDIS_CLUSTERS, "REDIS_CLUSTERS")]
+        nodes = [
+            ClusterNode(host, port)  # type: ignore[no-untyped-call]
+            for host, port in _host_ports(settings.REDIS_CLUSTERS, "REDIS_CLUSTERS")
+        ]
         return RedisCluster(startup_nodes=nodes, password=_secret(settings.REDIS_CLUSTERS_PASSWORD), **common)
     return redis.Redis(
         host=settings.REDIS_HOST,

@@ -18,6 +18,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+
 from sqlalchemy.engine import Connection
 
 from difymaint.core.context import Context

@@ -40,7 +40,8 @@ class DatabaseSettings(BaseSettings):
     SQLALCHEMY_POOL_TIMEOUT: PositiveInt = 30
     SQLALCHEMY_ECHO: bool = False
     DIFYMAINT_STATEMENT_TIMEOUT: NonNegativeInt = Field(
-        default=120, description="Seconds; SET LOCAL statement_timeout for every batch on PostgreSQL (0 = off)."
+        default=120,
+        description="Seconds; SET LOCAL statement_timeout for every batch on PostgreSQL (0 = off).",
     )
     DIFYMAINT_LOCK_TIMEOUT: NonNegativeInt = Field(
         default=5, description="Seconds; SET LOCAL lock_timeout for every batch on PostgreSQL (0 = off)."
@@ -153,7 +154,7 @@ def load_settings(env_file: Path | None = None, overrides: dict[str, Any] | None
         raise ConfigError(f"env file {env_file} does not exist", hint="pass --env-file with Dify's .env path")
     clean = {key: value for key, value in (overrides or {}).items() if value is not None}
     try:
-        return Settings(_env_file=env_file, **clean)  # type: ignore[call-arg]
+        return Settings(_env_file=env_file, **clean)
     except ValidationError as exc:
         raise _config_error(exc) from None
 

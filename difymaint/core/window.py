@@ -62,9 +62,7 @@ def resolve_window(
     absolute = start_from is not None or end_before is not None
     relative = from_days_ago is not None or to_days_ago is not None
     if sum((absolute, relative, days is not None)) > 1:
-        raise UsageError(
-            "choose one window form: --days, --start-from/--end-before, or --from-days-ago/--to-days-ago"
-        )
+        raise UsageError("choose one window form: --days, --start-from/--end-before, or --from-days-ago/--to-days-ago")
     if absolute:
         if end_before is None:
             raise UsageError("--start-from needs --end-before", hint="give both ends of an absolute window")
@@ -80,7 +78,8 @@ def resolve_window(
             raise UsageError("--from-days-ago and --to-days-ago go together")
         if from_days_ago <= to_days_ago:
             raise UsageError(
-                "--from-days-ago must be larger than --to-days-ago", hint="e.g. --from-days-ago 60 --to-days-ago 30"
+                "--from-days-ago must be larger than --to-days-ago",
+                hint="e.g. --from-days-ago 60 --to-days-ago 30",
             )
         return TimeWindow(
             end_before=now - timedelta(days=to_days_ago),

@@ -40,23 +40,56 @@ class Builder:
         return self._insert(t.accounts, name=name, email=email, created_at=self.now, updated_at=self.now)
 
     def member(self, tenant_id: str, account_id: str, role: str = "owner") -> str:
-        return self._insert(t.tenant_account_joins, tenant_id=tenant_id, account_id=account_id, role=role,
-                            created_at=self.now, updated_at=self.now)
+        return self._insert(
+            t.tenant_account_joins,
+            tenant_id=tenant_id,
+            account_id=account_id,
+            role=role,
+            created_at=self.now,
+            updated_at=self.now,
+        )
 
     def app(self, tenant_id: str, name: str = "app", mode: str = "chat", app_id: str | None = None) -> str:
-        return self._insert(t.apps, id=app_id or new_id(), tenant_id=tenant_id, name=name, mode=mode,
-                            enable_site=True, enable_api=True, created_at=self.now, updated_at=self.now)
+        return self._insert(
+            t.apps,
+            id=app_id or new_id(),
+            tenant_id=tenant_id,
+            name=name,
+            mode=mode,
+            enable_site=True,
+            enable_api=True,
+            created_at=self.now,
+            updated_at=self.now,
+        )
 
     def conversation(self, app_id: str, created_at: datetime, updated_at: datetime | None = None) -> str:
-        return self._insert(t.conversations, app_id=app_id, mode="chat", name="conversation", inputs={},
-                            status="normal", from_source="api", created_at=created_at,
-                            updated_at=updated_at or created_at)
+        return self._insert(
+            t.conversations,
+            app_id=app_id,
+            mode="chat",
+            name="conversation",
+            inputs={},
+            status="normal",
+            from_source="api",
+            created_at=created_at,
+            updated_at=updated_at or created_at,
+        )
 
     def upload_file(self, tenant_id: str, created_at: datetime) -> str:
         file_id = new_id()
-        return self._insert(t.upload_files, id=file_id, tenant_id=tenant_id, storage_type="opendal",
-                            key=f"upload_files/{tenant_id}/{file_id}.png", name="picture.png", size=2048,
-                            extension="png", mime_type="image/png", created_by=new_id(), created_at=created_at)
+        return self._insert(
+            t.upload_files,
+            id=file_id,
+            tenant_id=tenant_id,
+            storage_type="opendal",
+            key=f"upload_files/{tenant_id}/{file_id}.png",
+            name="picture.png",
+            size=2048,
+            extension="png",
+            mime_type="image/png",
+            created_by=new_id(),
+            created_at=created_at,
+        )
 
     def message(
         self,
@@ -71,10 +104,20 @@ class Builder:
     ) -> str:
         """A message with one row in each of its eight child tables (when ``children``)."""
         mid = self._insert(
-            t.messages, id=message_id or new_id(), app_id=app_id, conversation_id=conversation_id, inputs={},
-            query="What is retention?", message=[{"role": "user", "text": "What is retention?"}],
-            answer="Deleting what is no longer needed.", message_unit_price=0.001, answer_unit_price=0.002,
-            currency="USD", from_source="api", workflow_run_id=workflow_run_id, created_at=created_at,
+            t.messages,
+            id=message_id or new_id(),
+            app_id=app_id,
+            conversation_id=conversation_id,
+            inputs={},
+            query="What is retention?",
+            message=[{"role": "user", "text": "What is retention?"}],
+            answer="Deleting what is no longer needed.",
+            message_unit_price=0.001,
+            answer_unit_price=0.002,
+            currency="USD",
+            from_source="api",
+            workflow_run_id=workflow_run_id,
+            created_at=created_at,
             updated_at=created_at,
         )
         if children:
@@ -82,37 +125,81 @@ class Builder:
         return mid
 
     def message_children(
-        self, message_id: str, app_id: str, conversation_id: str, created_at: datetime,
-        *, upload_file_id: str | None = None,
+        self,
+        message_id: str,
+        app_id: str,
+        conversation_id: str,
+        created_at: datetime,
+        *,
+        upload_file_id: str | None = None,
     ) -> None:
         someone = new_id()
         common = {"message_id": message_id, "created_at": created_at}
         rows: dict[str, dict[str, Any]] = {
-            "message_feedbacks": {"app_id": app_id, "conversation_id": conversation_id, "rating": "like",
-                                  "from_source": "user", "updated_at": created_at},
-            "message_annotations": {"app_id": app_id, "conversation_id": conversation_id, "question": "q",
-                                    "content": "a", "account_id": someone, "updated_at": created_at},
+            "message_feedbacks": {
+                "app_id": app_id,
+                "conversation_id": conversation_id,
+                "rating": "like",
+                "from_source": "user",
+                "updated_at": created_at,
+            },
+            "message_annotations": {
+                "app_id": app_id,
+                "conversation_id": conversation_id,
+                "question": "q",
+                "content": "a",
+                "account_id": someone,
+                "updated_at": created_at,
+            },
             "message_chains": {"type": "system"},
             "message_agent_thoughts": {"position": 1, "created_by_role": "account", "created_by": someone},
-            "message_files": {"type": "image", "transfer_method": "local_file" if upload_file_id else "remote_url",
-                              "url": None if upload_file_id else "https://example.invalid/cat.png",
-                              "upload_file_id": upload_file_id, "created_by_role": "end_user",
-                              "created_by": someone},
+            "message_files": {
+                "type": "image",
+                "transfer_method": "local_file" if upload_file_id else "remote_url",
+                "url": None if upload_file_id else "https://example.invalid/cat.png",
+                "upload_file_id": upload_file_id,
+                "created_by_role": "end_user",
+                "created_by": someone,
+            },
             "saved_messages": {"app_id": app_id, "created_by": someone},
-            "app_annotation_hit_histories": {"app_id": app_id, "annotation_id": new_id(), "source": "api",
-                                             "question": "q", "account_id": someone, "annotation_question": "q",
-                                             "annotation_content": "a"},
-            "dataset_retriever_resources": {"position": 1, "dataset_id": new_id(), "dataset_name": "docs",
-                                            "document_name": "guide.md", "content": "chunk",
-                                            "retriever_from": "api", "created_by": someone},
+            "app_annotation_hit_histories": {
+                "app_id": app_id,
+                "annotation_id": new_id(),
+                "source": "api",
+                "question": "q",
+                "account_id": someone,
+                "annotation_question": "q",
+                "annotation_content": "a",
+            },
+            "dataset_retriever_resources": {
+                "position": 1,
+                "dataset_id": new_id(),
+                "dataset_name": "docs",
+                "document_name": "guide.md",
+                "content": "chunk",
+                "retriever_from": "api",
+                "created_by": someone,
+            },
         }
         for child in MESSAGE_CHILDREN:
             self._insert(child, **common, **rows[child.name])
 
     def pin(self, app_id: str, conversation_id: str) -> str:
-        return self._insert(t.pinned_conversations, app_id=app_id, conversation_id=conversation_id,
-                            created_by=new_id(), created_at=self.now)
+        return self._insert(
+            t.pinned_conversations,
+            app_id=app_id,
+            conversation_id=conversation_id,
+            created_by=new_id(),
+            created_at=self.now,
+        )
 
     def conversation_variable(self, app_id: str, conversation_id: str) -> str:
-        return self._insert(t.workflow_conversation_variables, id=new_id(), conversation_id=conversation_id,
-                            app_id=app_id, data="{}", created_at=self.now, updated_at=self.now)
+        return self._insert(
+            t.workflow_conversation_variables,
+            id=new_id(),
+            conversation_id=conversation_id,
+            app_id=app_id,
+            data="{}",
+            created_at=self.now,
+            updated_at=self.now,
+        )

@@ -64,8 +64,14 @@ def seed_demo(engine: Engine, plan_file: Path, now: datetime, *, messages_per_ap
 
 
 def _seed_app(
-    build: Builder, rng: random.Random, tenant_id: str, app_id: str, now: datetime, count: int,
-    *, with_files: bool = True,
+    build: Builder,
+    rng: random.Random,
+    tenant_id: str,
+    app_id: str,
+    now: datetime,
+    count: int,
+    *,
+    with_files: bool = True,
 ) -> None:
     shared_moment = now - timedelta(days=40, hours=3)
     started = now

@@ -44,7 +44,11 @@ def delete_or_count(conn: Connection, table: sa.Table, where: sa.ColumnElement[b
 
 
 def message_cascade(
-    conn: Connection, message_ids: Sequence[str], *, dry_run: bool, skip_tables: set[str] | frozenset[str] = frozenset()
+    conn: Connection,
+    message_ids: Sequence[str],
+    *,
+    dry_run: bool,
+    skip_tables: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, int]:
     """Delete messages and every per-message child row, in Dify's order."""
     dialect = conn.dialect.name
@@ -54,8 +58,12 @@ def message_cascade(
     for child in MESSAGE_CHILDREN:
         if child.name in skip_tables:
             continue
-        counts[child.name] = delete_or_count(conn, child, ids_in(child.c.message_id, message_ids, dialect), dry_run=dry_run)
-    counts["messages"] = delete_or_count(conn, t.messages, ids_in(t.messages.c.id, message_ids, dialect), dry_run=dry_run)
+        counts[child.name] = delete_or_count(
+            conn, child, ids_in(child.c.message_id, message_ids, dialect), dry_run=dry_run
+        )
+    counts["messages"] = delete_or_count(
+        conn, t.messages, ids_in(t.messages.c.id, message_ids, dialect), dry_run=dry_run
+    )
     return counts
 
 

@@ -74,8 +74,10 @@ def needs(params: CleanMessagesParams) -> list[Need]:
             Need("workflow_conversation_variables", ("conversation_id",), optional=True),
         ]
     if params.orphan_manifest is not None:
-        result += [Need("upload_files", ("id", "tenant_id", "storage_type", "key", "size")),
-                   Need("message_files", ("message_id", "upload_file_id"))]
+        result += [
+            Need("upload_files", ("id", "tenant_id", "storage_type", "key", "size")),
+            Need("message_files", ("message_id", "upload_file_id")),
+        ]
     return result
 
 
@@ -119,7 +121,10 @@ def run(ctx: Context, params: CleanMessagesParams) -> RunSummary:
             manifest.close()
         job.summary.details.update(policy.stats())
         if manifest.enabled:
-            job.summary.details["orphan_manifest"] = {"path": str(params.orphan_manifest), "files": manifest.count}
+            job.summary.details["orphan_manifest"] = {
+                "path": str(params.orphan_manifest),
+                "files": manifest.count,
+            }
         if job.summary.outcome in (Outcome.PARTIAL, Outcome.INTERRUPTED):
             scan.estimate_remaining()
         else:
@@ -165,9 +170,7 @@ class _Scan:
 
     # --- shared batch body --------------------------------------------------------------------------------
 
-    def _delete_batch(
-        self, rows: Sequence[Any], ids: list[str], would_be_deleted: sa.ColumnElement[bool]
-    ) -> bool:
+    def _delete_batch(self, rows: Sequence[Any], ids: list[str], would_be_deleted: sa.ColumnElement[bool]) -> bool:
         """Run one batch transaction; False when it was rolled back and must be retried."""
         dry_run = self.job.dry_run
         orphans: list[dict[str, Any]] = []
@@ -203,7 +206,9 @@ class _Scan:
 
     def _message_select(self) -> sa.Select[Any]:
         m = t.messages
-        return sa.select(m.c.id, m.c.app_id, m.c.conversation_id, m.c.created_at).where(in_window(m.c.created_at, self.window))
+        return sa.select(m.c.id, m.c.app_id, m.c.conversation_id, m.c.created_at).where(
+            in_window(m.c.created_at, self.window)
+        )
 
     # --- strategy: global keyset scan ---------------------------------------------------------------------
 
@@ -262,7 +267,7 @@ class _Scan:
                         .order_by(m.c.created_at, m.c.id)
                         .limit(limit)
                     ).all()
-                    taken.append((app, rows, limit))
+                    taken.append((app, list(rows), limit))
                     limit -= len(rows)
             if not any(rows for _, rows, _ in taken):
                 for app, _, _ in taken:
@@ -274,8 +279,11 @@ class _Scan:
             ids = [as_str(row.id) for app, rows, _ in taken if app.tenant_id in still for row in rows]
             passed = sa.or_(
                 *(
-                    sa.and_(m.c.app_id == app.app_id, in_window(m.c.created_at, self.window),
-                            up_to(m.c.created_at, m.c.id, Cursor.of(rows[-1])))
+                    sa.and_(
+                        m.c.app_id == app.app_id,
+                        in_window(m.c.created_at, self.window),
+                        up_to(m.c.created_at, m.c.id, Cursor.of(rows[-1])),
+                    )
                     for app, rows, _ in taken
                     if rows
                 )
@@ -330,9 +338,7 @@ class _Scan:
             where = sa.and_(in_window(m.c.created_at, self.window), sa.or_(*conditions)) if conditions else sa.false()
             summary.rows_remaining_estimated = not self.apps_exhausted
         else:
-            where = sa.and_(
-                in_window(m.c.created_at, self.window), after(m.c.created_at, m.c.id, self.global_cursor)
-            )
+            where = sa.and_(in_window(m.c.created_at, self.window), after(m.c.created_at, m.c.id, self.global_cursor))
             summary.rows_remaining_estimated = self.policy.billing_enabled
         with self.ctx.engine.connect() as conn:
             summary.rows_remaining = _count(conn, sa.select(sa.func.count()).select_from(m).where(where))

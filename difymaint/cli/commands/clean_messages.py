@@ -32,16 +32,28 @@ def clean_messages(
     to_days_ago: o.ToDaysAgo = None,
     tenant_ids: o.TenantIds = None,
     graceful_period: Annotated[
-        int | None, typer.Option("--graceful-period", min=0, metavar="DAYS",
-                                 help="Days after a paid plan expires before its messages go (billing on).")
+        int | None,
+        typer.Option(
+            "--graceful-period",
+            min=0,
+            metavar="DAYS",
+            help="Days after a paid plan expires before its messages go (billing on).",
+        ),
     ] = None,
     scan_strategy: Annotated[
-        str | None, typer.Option("--scan-strategy", metavar="auto|global|eligible-apps",
-                                 help="auto: eligible tenants first when billing is on, one global scan when off.")
+        str | None,
+        typer.Option(
+            "--scan-strategy",
+            metavar="auto|global|eligible-apps",
+            help="auto: eligible tenants first when billing is on, one global scan when off.",
+        ),
     ] = None,
     clean_conversations: Annotated[
-        bool, typer.Option("--clean-conversations",
-                           help="Also delete conversations left without messages and untouched since the cut-off.")
+        bool,
+        typer.Option(
+            "--clean-conversations",
+            help="Also delete conversations left without messages and untouched since the cut-off.",
+        ),
     ] = False,
     orphan_manifest: o.OrphanManifestPath = None,
     batch_size: o.BatchSize = None,
@@ -71,10 +83,22 @@ def clean_messages(
     from difymaint.jobs.clean_messages import CleanMessagesParams
 
     common = o.Common(
-        env_file=env_file, database_url=database_url, redis_url=redis_url, dry_run=dry_run, yes=yes,
-        max_runtime=max_runtime, max_batches=max_batches, lock_ttl=lock_ttl, no_lock=no_lock,
-        fail_if_locked=fail_if_locked, json=json, verbose=verbose, quiet=quiet, log_format=log_format,
-        color=color, debug=debug,
+        env_file=env_file,
+        database_url=database_url,
+        redis_url=redis_url,
+        dry_run=dry_run,
+        yes=yes,
+        max_runtime=max_runtime,
+        max_batches=max_batches,
+        lock_ttl=lock_ttl,
+        no_lock=no_lock,
+        fail_if_locked=fail_if_locked,
+        json=json,
+        verbose=verbose,
+        quiet=quiet,
+        log_format=log_format,
+        color=color,
+        debug=debug,
     )
     overrides: dict[str, object] = {
         "SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS": days,
@@ -135,5 +159,3 @@ def _where(settings: Any) -> str:
     from difymaint.core.database import database_url
 
     return database_url(settings).render_as_string(hide_password=True)
-
-

@@ -18,12 +18,15 @@ def register(app: typer.Typer) -> None:
 
 
 def demo(
-    path: Annotated[Path, typer.Option("--path", help="Where to create the demo database (replaced if present).")]
-    = Path("difymaint-demo.sqlite"),
+    path: Annotated[
+        Path, typer.Option("--path", help="Where to create the demo database (replaced if present).")
+    ] = Path("difymaint-demo.sqlite"),
     json: Annotated[bool, typer.Option("--json", help="Print the two JSON summaries on stdout.")] = False,
 ) -> int:
     import json as jsonlib
     from datetime import UTC, datetime
+
+    import sqlalchemy as sa
 
     from difymaint.cli.options import Common
     from difymaint.cli.runner import execute
@@ -31,8 +34,6 @@ def demo(
     from difymaint.core.window import resolve_window
     from difymaint.demo.seed import WORKSPACES, seed_demo
     from difymaint.jobs.clean_messages import CleanMessagesParams
-
-    import sqlalchemy as sa
 
     path = path.resolve()
     plan_file = path.with_suffix(".plans.json")
@@ -70,8 +71,13 @@ def demo(
             )
 
         captured: list[str] = []
-        code = execute("clean-messages", Common(dry_run=dry_run, json=json), overrides=overrides,
-                       build_params=build, summary_sink=captured.append)
+        code = execute(
+            "clean-messages",
+            Common(dry_run=dry_run, json=json),
+            overrides=overrides,
+            build_params=build,
+            summary_sink=captured.append,
+        )
         results.append((code, captured[0] if captured else "{}"))
         err("", err=True)
     (dry_code, dry_json), (real_code, real_json) = results
