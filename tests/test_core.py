@@ -1,0 +1,171 @@
+"""Unit tests of the shared core: windows, batch sizing, key names, plans, settings precedence, exit codes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
+
+from difymaint.core.billing import SandboxExpiryPolicy, StaticPlanFile, TenantPlan, TenantPlanCache
+from difymaint.core.errors import ConfigError, UsageError
+from difymaint.core.exit_codes import ExitCode
+from difymaint.core.redis_client import KeyNamer
+from difymaint.core.run import AdaptiveBatchSize, RunOptions
+from difymaint.core.settings import load_settings
+from difymaint.core.summary import Outcome, RunSummary
+from difymaint.core.window import TimeWindow, resolve_window
+from difymaint.jobs import clean_messages
+from difymaint.jobs.clean_messages import CleanMessagesParams
+from tests.conftest import NOW, FixedClock, make_context
+from tests.scenario import assert_cascade_consistent, remaining_messages, seed
+
+NAIVE_NOW = NOW.replace(tzinfo=None)
+
+
+def test_window_forms() -> None:
+    assert resolve_window(NOW, default_days=30).end_before == NAIVE_NOW - timedelta(days=30)
+    assert resolve_window(NOW, default_days=30, days=7).label == "before-7"
+    rel = resolve_window(NOW, default_days=30, from_days_ago=60, to_days_ago=30)
+    assert (rel.start_from, rel.end_before) == (NAIVE_NOW - timedelta(days=60), NAIVE_NOW - timedelta(days=30))
+    absolute = resolve_window(NOW, default_days=30, start_from="2026-01-01", end_before="2026-02-01T12:00:00")
+    assert absolute.start_from is not None and absolute.end_before.hour == 12
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"start_from": "2026-01-01"},
+        {"from_days_ago": 10},
+        {"from_days_ago": 10, "to_days_ago": 20},
+        {"days": 5, "end_before": "2026-01-01"},
+        {"start_from": "2026-02-01", "end_before": "2026-01-01"},
+        {"end_before": "not a date"},
+        {"end_before": "2027-01-01"},
+    ],
+)
+def test_window_misuse_is_a_usage_error(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(UsageError):
+        resolve_window(NOW, default_days=30, **kwargs)
+
+
+@given(
+    initial=st.integers(1, 20000),
+    timings=st.lists(st.floats(min_value=0.0001, max_value=30), max_size=40),
+    maximum=st.integers(1, 50000),
+)
+def test_adaptive_batch_size_stays_in_bounds(initial: int, timings: list[float], maximum: int) -> None:
+    sizer = AdaptiveBatchSize(initial, target_s=0.3, maximum=maximum)
+    for seconds in timings:
+        before = sizer.size
+        sizer.observe(seconds, rows=sizer.size)
+        assert sizer.minimum <= sizer.size <= sizer.maximum
+        assert sizer.size <= max(before * 2, sizer.minimum) and sizer.size >= min(before // 2, before)
+
+
+def test_adaptive_batch_size_moves_toward_target() -> None:
+    sizer = AdaptiveBatchSize(1000, target_s=0.3, maximum=10000)
+    sizer.observe(0.05, rows=1000)
+    assert sizer.size == 2000
+    sizer.observe(1.2, rows=2000)
+    assert sizer.size == 1000
+    sizer.observe(0.01, rows=10)  # a short last page says nothing
+    assert sizer.size == 1000
+
+
+def test_key_names_follow_dify() -> None:
+    keys = KeyNamer("dify")
+    assert keys.key("retention:clean_messages") == "dify:retention:clean_messages"
+    assert keys.key("tenant_plan:abc") == "tenant_plan:abc"  # Dify's raw MGET/pipeline
+    assert KeyNamer("").key("retention:clean_messages") == "retention:clean_messages"
+
+
+def test_plan_parsing() -> None:
+    assert TenantPlan.parse({"plan": "team", "expiration_date": "1767225600"}) == TenantPlan("team", 1767225600)
+    assert TenantPlan.parse(b'{"plan": "sandbox", "expiration_date": -1}') == TenantPlan("sandbox", -1)
+    assert TenantPlan.parse("not json") is None
+    assert TenantPlan.parse({"expiration_date": 1}) is None
+
+
+def test_sandbox_expiry_rule(tmp_path: Path) -> None:
+    now_s = int(NOW.timestamp())
+    day = 86400
+    plan_file = tmp_path / "plans.json"
+    plan_file.write_text(
+        '{"tenants": {'
+        '"never": {"plan": "sandbox", "expiration_date": -1},'
+        f'"lapsed": {{"plan": "sandbox", "expiration_date": {now_s - 22 * day}}},'
+        f'"grace": {{"plan": "sandbox", "expiration_date": {now_s - 20 * day}}},'
+        '"paid": {"plan": "team", "expiration_date": -1},'
+        '"white": {"plan": "sandbox", "expiration_date": -1}}, "whitelist": ["white"]}'
+    )
+    source = StaticPlanFile(plan_file)
+    policy = SandboxExpiryPolicy(
+        cache=TenantPlanCache(source=source, redis=None, keys=KeyNamer()),
+        whitelist=source.fetch_whitelist(),
+        graceful_period_days=21,
+        clock=FixedClock(),
+    )
+    assert policy.eligible({"never", "lapsed", "grace", "paid", "white", "unknown"}) == {"never", "lapsed"}
+    assert policy.skipped == {"whitelisted": 1, "unknown_plan": 1, "paid": 1, "in_grace": 1}
+
+
+def test_bad_plan_file_is_a_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "plans.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError):
+        StaticPlanFile(bad)
+
+
+def test_settings_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS=10\nDB_HOST=from-file\nREDIS_USERNAME=\n")
+    monkeypatch.setenv("DB_HOST", "from-env")
+    settings = load_settings(env_file, {"DB_PORT": None})
+    assert settings.SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS == 10  # env file beats the default
+    assert settings.DB_HOST == "from-env"  # environment beats the env file
+    assert settings.REDIS_USERNAME is None  # an empty value means unset, as in Dify
+    assert (
+        load_settings(env_file, {"SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS": 3}).SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS
+        == 3
+    )
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "missing.env")
+
+
+def test_outcomes_map_to_the_exit_code_contract() -> None:
+    expected = {
+        Outcome.DONE: ExitCode.OK,
+        Outcome.PARTIAL: ExitCode.PARTIAL,
+        Outcome.INTERRUPTED: ExitCode.INTERRUPTED_SIGTERM,
+        Outcome.SKIPPED_LOCKED: ExitCode.SKIPPED_LOCKED,
+        Outcome.FAILED: ExitCode.FAILED,
+        Outcome.THRESHOLD_EXCEEDED: ExitCode.THRESHOLD_EXCEEDED,
+    }
+    for outcome, code in expected.items():
+        assert RunSummary(job="x", dry_run=False, started_at=NOW, outcome=outcome).exit_code == code
+    assert [int(code) for code in ExitCode] == [0, 1, 2, 3, 4, 5, 130, 143]
+
+
+@pytest.mark.postgres
+def test_lock_timeout_rolls_back_and_retries_smaller(pg_engine: Any, pg_url: str) -> None:
+    """A batch blocked by another transaction's row lock is rolled back, shrunk and retried, never half-done."""
+    scenario = seed(pg_engine, NOW)
+    victim = sorted(scenario.old["professional"])[0]
+    holder = pg_engine.connect()
+    holder.execute(sa.text("SELECT id FROM message_chains WHERE message_id = :m FOR UPDATE"), {"m": victim})
+    threading.Thread(target=lambda: (time.sleep(2.5), holder.rollback(), holder.close()), daemon=True).start()
+    ctx = make_context(pg_url, DIFYMAINT_LOCK_TIMEOUT=1)
+    summary = clean_messages.run(
+        ctx, CleanMessagesParams(window=TimeWindow(end_before=scenario.cutoff), run=RunOptions(batch_size=50))
+    )
+    assert summary.outcome is Outcome.DONE
+    assert any("rolled back" in warning for warning in ctx.reporter.warnings)  # type: ignore[attr-defined]
+    assert remaining_messages(pg_engine).isdisjoint(scenario.all_old())
+    assert_cascade_consistent(pg_engine)
