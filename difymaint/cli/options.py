@@ -20,6 +20,7 @@ EnvFile = Annotated[
     Path | None,
     typer.Option(
         "--env-file",
+        metavar="PATH",
         envvar="DIFYMAINT_ENV_FILE",
         help="Dify's .env file to read settings from.",
         rich_help_panel=CONNECTION,
@@ -30,6 +31,7 @@ DatabaseUrl = Annotated[
     str | None,
     typer.Option(
         "--database-url",
+        metavar="URL",
         help="SQLAlchemy URL; overrides DB_* (also DIFYMAINT_DATABASE_URL).",
         rich_help_panel=CONNECTION,
     ),
@@ -38,6 +40,7 @@ RedisUrl = Annotated[
     str | None,
     typer.Option(
         "--redis-url",
+        metavar="URL",
         help="redis:// URL; overrides REDIS_* (also DIFYMAINT_REDIS_URL).",
         rich_help_panel=CONNECTION,
     ),
@@ -59,12 +62,15 @@ Yes = Annotated[
 ]
 BatchSize = Annotated[
     int | None,
-    typer.Option("--batch-size", min=1, max=100000, help="Parent rows per batch to start with.", rich_help_panel=RUN),
+    typer.Option(
+        "--batch-size", metavar="N", min=1, max=100000, help="Parent rows per batch to start with.", rich_help_panel=RUN
+    ),
 ]
 SleepMs = Annotated[
     int | None,
     typer.Option(
         "--sleep-ms",
+        metavar="MS",
         min=0,
         help="Random pause of up to this many ms after each deleting batch.",
         rich_help_panel=RUN,
@@ -84,6 +90,7 @@ MaxBatches = Annotated[
     int | None,
     typer.Option(
         "--max-batches",
+        metavar="N",
         min=1,
         help="Stop cleanly after this many batches (outcome partial, exit 4).",
         rich_help_panel=RUN,
@@ -112,6 +119,7 @@ Days = Annotated[
     typer.Option(
         "--days",
         "--before-days",
+        metavar="DAYS",
         min=1,
         help="Delete rows older than this many days.",
         rich_help_panel=WINDOW,
@@ -129,13 +137,15 @@ FromDaysAgo = Annotated[
     int | None,
     typer.Option(
         "--from-days-ago",
+        metavar="DAYS",
         min=1,
         help="Window start in days ago (with --to-days-ago).",
         rich_help_panel=WINDOW,
     ),
 ]
 ToDaysAgo = Annotated[
-    int | None, typer.Option("--to-days-ago", min=0, help="Window end in days ago.", rich_help_panel=WINDOW)
+    int | None,
+    typer.Option("--to-days-ago", metavar="DAYS", min=0, help="Window end in days ago.", rich_help_panel=WINDOW),
 ]
 TenantIds = Annotated[
     str | None,
