@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from difymaint.core.reporter import BatchProgress
+from difymaint.core.reporter import BatchProgress, describe_batch
 from difymaint.core.summary import Outcome, RunSummary
 
 
@@ -116,17 +116,7 @@ class ConsoleReporter:
         now = time.monotonic()
         if progress.batch_no == 1 or now - self._last_log >= self.log_every_s:
             self._last_log = now
-            log.info(
-                "%s batch %d: scanned %d, %s %d (total %d) in %.0f ms; next batch size %d",
-                progress.job,
-                progress.batch_no,
-                progress.scanned,
-                verb,
-                progress.affected,
-                progress.total_affected,
-                progress.seconds * 1000,
-                progress.batch_size,
-            )
+            log.info("%s", describe_batch(progress))
 
     def close(self) -> None:
         if self._progress is not None:

@@ -35,6 +35,15 @@ class Reporter(Protocol):
 log = logging.getLogger("difymaint")
 
 
+def describe_batch(progress: BatchProgress) -> str:
+    """The one-line description of a batch used by every plain-text reporter."""
+    verb = "would delete" if progress.dry_run else "deleted"
+    return (
+        f"{progress.job} batch {progress.batch_no}: scanned {progress.scanned}, {verb} {progress.affected} "
+        f"(total {progress.total_affected}) in {progress.seconds * 1000:.0f} ms; next batch size {progress.batch_size}"
+    )
+
+
 class LogReporter:
     """Plain log lines (cron mail, kubectl logs)."""
 
@@ -45,18 +54,7 @@ class LogReporter:
         log.warning(message)
 
     def batch(self, progress: BatchProgress) -> None:
-        verb = "would delete" if progress.dry_run else "deleted"
-        log.info(
-            "%s batch %d: scanned %d, %s %d (total %d) in %.0f ms; next batch size %d",
-            progress.job,
-            progress.batch_no,
-            progress.scanned,
-            verb,
-            progress.affected,
-            progress.total_affected,
-            progress.seconds * 1000,
-            progress.batch_size,
-        )
+        log.info("%s", describe_batch(progress))
 
     def close(self) -> None:
         return None
