@@ -255,3 +255,15 @@ def test_sqlite_demo_database_works_the_same(sqlite_url: str) -> None:
     assert dry.tables == real.tables
     assert remaining_messages(engine) == before - scenario.all_old()
     assert_cascade_consistent(engine)
+
+
+def test_wal_bytes_vacuum_and_long_transaction_warning(pg_engine: Any, pg_url: str) -> None:
+    scenario = seed(pg_engine, NOW)
+    with pg_engine.connect() as idle:
+        idle.execute(sa.text("SELECT txid_current()"))  # an open transaction with a snapshot: blocks vacuum
+        ctx = make_context(pg_url, DIFYMAINT_LONG_TRANSACTION_WARN_S=0)
+        summary = clean_messages.run(ctx, params(scenario, run=RunOptions(batch_size=50, vacuum_analyze=True)))
+        idle.rollback()
+    assert summary.details["wal_bytes"] > 0
+    assert set(summary.details["vacuum_analyze_s"]) == {name for name, rows in summary.tables.items() if rows}
+    assert any("keeps vacuum from reclaiming" in warning for warning in summary.warnings)

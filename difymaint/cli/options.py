@@ -114,6 +114,14 @@ FailIfLocked = Annotated[
     bool | None,
     typer.Option("--fail-if-locked", help="Exit 1 instead of 5 when another run holds the lock.", rich_help_panel=RUN),
 ]
+VacuumAnalyze = Annotated[
+    bool,
+    typer.Option(
+        "--vacuum-analyze",
+        help="After a real run, VACUUM (ANALYZE) the tables it deleted from (PostgreSQL; never VACUUM FULL).",
+        rich_help_panel=RUN,
+    ),
+]
 Days = Annotated[
     int | None,
     typer.Option(

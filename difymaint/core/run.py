@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Connection
 
+from difymaint.core import pg_health
 from difymaint.core.context import Context
 from difymaint.core.database import BatchTimeout, batch_transaction
 from difymaint.core.errors import DifymaintError, LockHeld
@@ -43,6 +44,7 @@ class RunOptions:
     max_batches: int | None = None
     sleep_ms: int = 0
     use_lock: bool = True
+    vacuum_analyze: bool = False  # VACUUM (ANALYZE) the tables a real run deleted from, afterwards
 
 
 class AdaptiveBatchSize:
@@ -208,6 +210,16 @@ class JobRun:
         return self.summary
 
 
+def _after_run(ctx: Context, run: JobRun, start_lsn: str | None) -> None:
+    wal = pg_health.wal_bytes_since(ctx.engine, start_lsn)
+    if wal is not None:
+        run.summary.details["wal_bytes"] = wal
+    touched = [table for table, rows in run.summary.tables.items() if rows]
+    if run.options.vacuum_analyze and not run.dry_run and touched:
+        ctx.reporter.info(f"{run.job}: VACUUM (ANALYZE) {', '.join(touched)}")
+        run.summary.details["vacuum_analyze_s"] = pg_health.vacuum_analyze(ctx.engine, touched)
+
+
 @contextmanager
 def job_run(
     ctx: Context,
@@ -227,8 +239,17 @@ def job_run(
         )
     run = JobRun(ctx, job, options=options, lock=lock, window=window, tables=tables)
     ctx.reporter.info(f"{job}: holding {lock.description}")
+    start_lsn = None if options.dry_run else pg_health.current_wal_lsn(ctx.engine)
+    for blocker in pg_health.long_running_transactions(
+        ctx.engine, older_than_s=ctx.settings.DIFYMAINT_LONG_TRANSACTION_WARN_S
+    ):
+        run.summary.warnings.append(
+            f"{blocker}: its snapshot keeps vacuum from reclaiming the rows this run deletes until it ends"
+        )
+        ctx.reporter.warning(run.summary.warnings[-1])
     try:
         yield run
+        _after_run(ctx, run, start_lsn)
     except BaseException as exc:
         # Keep what the committed batches did: a failed run still reports its per-table counts.
         run.summary.outcome = Outcome.FAILED

@@ -133,11 +133,13 @@ def run(ctx: Context, params: CleanMessagesParams) -> RunSummary:
 
 
 def _preflight_warnings(ctx: Context, job: JobRun, schema: SchemaReport) -> None:
-    job.summary.warnings.extend(schema.warnings)
     edges = [(child.name, "message_id") for child in MESSAGE_CHILDREN] + [("messages", "created_at")]
-    for edge in missing_leading_indexes(ctx.engine, edges):
-        job.summary.warnings.append(f"no index leads with {edge}: every batch scans that table")
-    for warning in job.summary.warnings:
+    found = list(schema.warnings) + [
+        f"no index leads with {edge}: every batch scans that table"
+        for edge in missing_leading_indexes(ctx.engine, edges)
+    ]
+    job.summary.warnings.extend(found)
+    for warning in found:
         ctx.reporter.warning(warning)
 
 
