@@ -267,3 +267,26 @@ def test_wal_bytes_vacuum_and_long_transaction_warning(pg_engine: Any, pg_url: s
     assert summary.details["wal_bytes"] > 0
     assert set(summary.details["vacuum_analyze_s"]) == {name for name, rows in summary.tables.items() if rows}
     assert any("keeps vacuum from reclaiming" in warning for warning in summary.warnings)
+
+
+def test_older_dify_without_optional_tables(pg_engine: Any, pg_url: str) -> None:
+    """A Dify without pinned_conversations / app_annotation_hit_histories: skipped with a warning, no crash."""
+    scenario = seed(pg_engine, NOW)
+    with pg_engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE pinned_conversations"))
+        conn.execute(sa.text("DROP TABLE app_annotation_hit_histories"))
+    summary = clean_messages.run(make_context(pg_url), params(scenario, clean_conversations=True))
+    assert summary.outcome is Outcome.DONE
+    assert "pinned_conversations" not in summary.tables and "app_annotation_hit_histories" not in summary.tables
+    assert summary.tables["conversations"] == len(TENANTS) + 1
+    assert any("pinned_conversations does not exist" in warning for warning in summary.warnings)
+
+
+def test_missing_required_table_is_one_clear_error(pg_engine: Any, pg_url: str) -> None:
+    from difymaint.core.errors import SchemaMismatch
+
+    scenario = seed(pg_engine, NOW)
+    with pg_engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE messages RENAME COLUMN app_id TO application_id"))
+    with pytest.raises(SchemaMismatch, match="messages lacks column\\(s\\) app_id"):
+        clean_messages.run(make_context(pg_url), params(scenario))

@@ -21,7 +21,11 @@ from tests.conftest import NOW
 from tests.scenario import assert_cascade_consistent, remaining_messages, seed
 
 runner = CliRunner()
-CLEAN_ENV = {key: value for key, value in os.environ.items() if not key.startswith(("DB_", "REDIS_", "BILLING_"))}
+CLEAN_ENV = {
+    key: value
+    for key, value in os.environ.items()
+    if not key.startswith(("DB_", "REDIS_", "BILLING_", "MAIL_", "SMTP_", "RESEND_", "CELERY_", "DIFYMAINT_"))
+}
 
 
 def invoke_assert_code(args: list[str], code: int, env: dict[str, str] | None = None) -> Any:

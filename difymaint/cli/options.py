@@ -5,11 +5,19 @@ Every option defaults to None: only flags the operator actually gave are overlai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import typer
+
+if TYPE_CHECKING:
+    from difymaint.core.run import RunOptions
+    from difymaint.core.window import TimeWindow
 
 CONNECTION = "Connection"
 RUN = "Run control"
@@ -210,6 +218,21 @@ class Common:
     log_format: str | None = None
     color: bool | None = None
     debug: bool = False
+    vacuum_analyze: bool = False
+
+    def run_options(self, *, batch_size: int, sleep_ms: int = 0) -> RunOptions:
+        """The core's run options from these flags plus the job's resolved batch size and pacing."""
+        from difymaint.core.run import RunOptions
+
+        return RunOptions(
+            dry_run=self.dry_run,
+            batch_size=batch_size,
+            max_runtime_s=self.max_runtime,
+            max_batches=self.max_batches,
+            sleep_ms=sleep_ms,
+            use_lock=not self.no_lock,
+            vacuum_analyze=self.vacuum_analyze,
+        )
 
     def overrides(self) -> dict[str, object]:
         """Settings these flags override (None = not given)."""
@@ -224,3 +247,111 @@ class Common:
 
 def split_ids(raw: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
+
+
+def _common_options(
+    dry_run: DryRun = False,
+    yes: Yes = None,
+    max_runtime: MaxRuntime = None,
+    max_batches: MaxBatches = None,
+    lock_ttl: LockTtl = None,
+    no_lock: NoLock = False,
+    fail_if_locked: FailIfLocked = None,
+    vacuum_analyze: VacuumAnalyze = False,
+    env_file: EnvFile = None,
+    database_url: DatabaseUrl = None,
+    redis_url: RedisUrl = None,
+    json: Json = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = 0,
+    log_format: LogFormat = None,
+    color: Color = None,
+    debug: Debug = False,
+) -> None:
+    """The signature every job command gets appended (see :func:`job_command`)."""
+
+
+_COMMON_NAMES = {field.name for field in fields(Common)}
+
+
+def job_command(command: Callable[..., int]) -> Callable[..., int]:
+    """Give a job command the shared connection, run-control and output options.
+
+    The command declares only its own options plus a ``common: Common`` parameter; the wrapper's signature
+    (what Typer reads) is the command's own options followed by the shared ones, so every job has the same
+    flags with the same help, written once.
+    """
+    own = inspect.signature(command)
+    own_hints = get_type_hints(command, include_extras=True)
+    shared = inspect.signature(_common_options)
+    shared_hints = get_type_hints(_common_options, include_extras=True)
+    assert set(shared.parameters) == _COMMON_NAMES, "Common and _common_options must list the same options"
+    parameters = [p.replace(annotation=own_hints[p.name]) for p in own.parameters.values() if p.name != "common"] + [
+        p.replace(annotation=shared_hints[p.name]) for p in shared.parameters.values()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> int:
+        common = Common(**{name: kwargs.pop(name) for name in _COMMON_NAMES})
+        return command(common=common, **kwargs)
+
+    del wrapper.__wrapped__  # Typer must see the merged signature below, not the command's own
+    wrapper.__signature__ = own.replace(parameters=parameters, return_annotation=int)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": int}
+    return wrapper
+
+
+def cli_window(
+    now: datetime,
+    *,
+    default_days: int,
+    days: int | None,
+    start_from: str | None,
+    end_before: str | None,
+    from_days_ago: int | None,
+    to_days_ago: int | None,
+) -> TimeWindow:
+    """The window from the window flags. ``--days`` has already been overlaid on the job's days setting, so
+    it only needs to be kept from combining with the other forms here."""
+    from difymaint.core.errors import UsageError
+    from difymaint.core.window import resolve_window
+
+    if days is not None and (start_from or end_before or from_days_ago is not None or to_days_ago is not None):
+        raise UsageError("--days cannot be combined with another window form")
+    return resolve_window(
+        now,
+        default_days=default_days,
+        start_from=start_from,
+        end_before=end_before,
+        from_days_ago=from_days_ago,
+        to_days_ago=to_days_ago,
+    )
+
+
+def database_description(settings: Any) -> str:
+    """The database a run will change, password hidden (for confirmation questions)."""
+    from difymaint.core.database import database_url
+
+    return str(database_url(settings).render_as_string(hide_password=True))
+
+
+def retention_confirmation(
+    settings: Any,
+    ctx: Any,
+    *,
+    what: str,
+    window: TimeWindow,
+    tenant_ids: tuple[str, ...],
+    graceful_period_days: int,
+) -> str:
+    """The question for a plan-aware retention job; warns loudly first when billing is off (all tenants)."""
+    scope = f"workspaces {', '.join(tenant_ids)}" if tenant_ids else "all workspaces"
+    if settings.BILLING_ENABLED or settings.DIFYMAINT_PLAN_FILE:
+        who = f"expired sandbox {scope} (whitelist and {graceful_period_days}-day grace apply)"
+    else:
+        ctx.reporter.warning(
+            f"BILLING_ENABLED is false: every workspace is treated as sandbox, so the {what} of "
+            f"{scope if tenant_ids else scope.upper()} in the window are deleted (Dify's behaviour)"
+        )
+        who = scope
+    return f"Delete {what} {window.describe()} of {who} from {database_description(settings)}?"

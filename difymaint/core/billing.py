@@ -324,3 +324,51 @@ def sandbox_expiry_policy(
     whitelist = source.fetch_whitelist()
     cache = TenantPlanCache(source=source, redis=redis, keys=keys)
     return SandboxExpiryPolicy(cache=cache, whitelist=whitelist, graceful_period_days=graceful_period_days, clock=clock)
+
+
+@dataclass
+class PlanLookup:
+    """Plan names only, Dify's ``FeatureService`` view: no whitelist, no expiry, no grace.
+
+    Billing off (and no plan file): every tenant is ``sandbox``, as Dify's feature defaults say. Billing on:
+    the bulk plan API through :class:`TenantPlanCache`. A tenant whose plan is unknown is absent from the
+    answer; callers treat it as "do nothing" (fail closed).
+    """
+
+    cache: TenantPlanCache | None
+    unknown: int = 0
+
+    @property
+    def billing_enabled(self) -> bool:
+        return self.cache is not None
+
+    @property
+    def description(self) -> str:
+        if self.cache is None:
+            return "billing disabled: every tenant's plan is sandbox"
+        return f"plans from {self.cache.source.name}"
+
+    def plans(self, tenant_ids: Iterable[str], *, fresh: bool = False) -> dict[str, str]:
+        wanted = set(tenant_ids)
+        if self.cache is None:
+            return dict.fromkeys(wanted, SANDBOX)
+        found = {tid: plan.plan for tid, plan in self.cache.plans(wanted, fresh=fresh).items()}
+        self.unknown += len(wanted - found.keys())
+        return found
+
+    def stats(self) -> dict[str, Any]:
+        if self.cache is None:
+            return {"billing": "disabled"}
+        return {
+            "billing": self.cache.source.name,
+            "unknown_plan": self.unknown,
+            "plan_cache_hits": self.cache.cache_hits,
+            "plan_cache_misses": self.cache.cache_misses,
+            "failed_plan_chunks": getattr(self.cache.source, "failed_chunks", 0),
+        }
+
+
+def plan_lookup(settings: Settings, clock: Clock, redis: Any | None, keys: KeyNamer) -> PlanLookup:
+    """A plan-only lookup over the configured source (billing API, plan file, or billing off)."""
+    source = plan_source(settings, clock)
+    return PlanLookup(cache=None if source is None else TenantPlanCache(source=source, redis=redis, keys=keys))

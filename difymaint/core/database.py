@@ -153,6 +153,14 @@ def ids_not_in(column: sa.ColumnElement[Any], ids: Sequence[str], dialect_name: 
     return column.not_in(list(ids))
 
 
+def delete_or_count(conn: Connection, table: sa.Table, where: sa.ColumnElement[bool], *, dry_run: bool) -> int:
+    """Delete the matching rows, or count them when ``dry_run``: the same predicate either way, which is
+    what makes dry-run counts equal a real run's deletions."""
+    if dry_run:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(where)).scalar_one())
+    return int(conn.execute(sa.delete(table).where(where)).rowcount)
+
+
 def as_str(value: Any) -> str:
     """uuid columns come back as uuid.UUID from psycopg2 and as str from SQLite."""
     return str(value)

@@ -79,6 +79,10 @@ class RedisSettings(BaseSettings):
     REDIS_CLUSTERS_PASSWORD: SecretStr | None = None
     REDIS_SOCKET_TIMEOUT: PositiveFloat = 5.0
     REDIS_SOCKET_CONNECT_TIMEOUT: PositiveFloat = 5.0
+    CELERY_BROKER_URL: str | None = Field(
+        default=None,
+        description="Dify's Celery broker (redis:// or rediss://), for jobs that hand work to Dify's workers.",
+    )
 
 
 class BillingSettings(BaseSettings):
@@ -117,6 +121,24 @@ class RetentionSettings(BaseSettings):
     OAUTH_ACCESS_TOKEN_RETENTION_DAYS: PositiveInt = 30
 
 
+class MailSettings(BaseSettings):
+    """Dify's mail settings (spec §3.5). MAIL_TYPE unset = mail disabled, as in Dify."""
+
+    MAIL_TYPE: str | None = Field(default=None, description="smtp | resend (sendgrid: not supported yet).")
+    MAIL_DEFAULT_SEND_FROM: str | None = None
+    SMTP_SERVER: str | None = None
+    SMTP_PORT: PositiveInt = 465
+    SMTP_USERNAME: str | None = None
+    SMTP_PASSWORD: SecretStr | None = None
+    SMTP_USE_TLS: bool = False
+    SMTP_OPPORTUNISTIC_TLS: bool = False
+    SMTP_LOCAL_HOSTNAME: str | None = None
+    RESEND_API_KEY: SecretStr | None = None
+    RESEND_API_URL: str = "https://api.resend.com"
+    DIFYMAINT_MAIL_TIMEOUT: PositiveFloat = Field(default=30.0, description="Seconds per SMTP/Resend call.")
+    CONSOLE_WEB_URL: str = ""
+
+
 class RunSettings(BaseSettings):
     DIFYMAINT_LOCK_TTL: PositiveInt = Field(
         default=600,
@@ -136,7 +158,7 @@ class RunSettings(BaseSettings):
     DIFYMAINT_ASSUME_YES: bool = False
 
 
-class Settings(DatabaseSettings, RedisSettings, BillingSettings, RetentionSettings, RunSettings):
+class Settings(DatabaseSettings, RedisSettings, BillingSettings, RetentionSettings, MailSettings, RunSettings):
     """Everything difymaint reads from the environment, an env file, or CLI overrides."""
 
     model_config = SettingsConfigDict(

@@ -203,3 +203,144 @@ class Builder:
             created_at=self.now,
             updated_at=self.now,
         )
+
+    # --- workflow runs and their per-run rows (data model §8) ---------------------------------------------
+
+    def workflow_run(
+        self,
+        tenant_id: str,
+        app_id: str,
+        workflow_id: str,
+        created_at: datetime,
+        *,
+        status: str = "succeeded",
+        run_type: str = "workflow",
+        triggered_from: str = "app-run",
+    ) -> str:
+        """A run with the large text columns filled (the jobs must never need to read them)."""
+        return self._insert(
+            t.workflow_runs,
+            tenant_id=tenant_id,
+            app_id=app_id,
+            workflow_id=workflow_id,
+            type=run_type,
+            triggered_from=triggered_from,
+            version="2026-01-01 00:00:00",
+            graph='{"nodes": [], "edges": []}' * 50,
+            inputs='{"query": "hello"}',
+            outputs='{"answer": "world"}',
+            status=status,
+            elapsed_time=1.5,
+            total_tokens=42,
+            created_by_role="account",
+            created_by=new_id(),
+            created_at=created_at,
+            finished_at=None if status in ("running", "paused", "scheduled") else created_at,
+        )
+
+    def node_execution(
+        self,
+        tenant_id: str,
+        app_id: str,
+        workflow_id: str,
+        workflow_run_id: str | None,
+        created_at: datetime,
+        *,
+        index: int = 1,
+        status: str = "succeeded",
+    ) -> str:
+        """A node execution; ``workflow_run_id=None`` is a single-step debug run (never a cleanup target)."""
+        return self._insert(
+            t.workflow_node_executions,
+            tenant_id=tenant_id,
+            app_id=app_id,
+            workflow_id=workflow_id,
+            triggered_from="workflow-run" if workflow_run_id else "single-step",
+            workflow_run_id=workflow_run_id,
+            index=index,
+            node_execution_id=new_id(),
+            node_id=f"node-{index}",
+            node_type="llm",
+            title=f"LLM {index}",
+            inputs='{"prompt": "hi"}',
+            outputs='{"text": "hello"}',
+            status=status,
+            created_by_role="account",
+            created_by=new_id(),
+            created_at=created_at,
+        )
+
+    def node_offload(
+        self, tenant_id: str, app_id: str, node_execution_id: str | None, file_id: str, *, kind: str = "outputs"
+    ) -> str:
+        return self._insert(
+            t.workflow_node_execution_offload,
+            tenant_id=tenant_id,
+            app_id=app_id,
+            node_execution_id=node_execution_id,
+            type=kind,
+            file_id=file_id,
+            created_at=self.now,
+        )
+
+    def workflow_app_log(
+        self, tenant_id: str, app_id: str, workflow_id: str, workflow_run_id: str, created_at: datetime
+    ) -> str:
+        return self._insert(
+            t.workflow_app_logs,
+            tenant_id=tenant_id,
+            app_id=app_id,
+            workflow_id=workflow_id,
+            workflow_run_id=workflow_run_id,
+            created_from="service-api",
+            created_by_role="end_user",
+            created_by=new_id(),
+            created_at=created_at,
+        )
+
+    def workflow_pause(
+        self, workflow_id: str, workflow_run_id: str, created_at: datetime, *, resumed: bool = True, reasons: int = 1
+    ) -> str:
+        """A pause (at most one per run) with ``reasons`` pause-reason rows; returns the pause id."""
+        pause_id = self._insert(
+            t.workflow_pauses,
+            workflow_id=workflow_id,
+            workflow_run_id=workflow_run_id,
+            resumed_at=created_at if resumed else None,
+            state_object_key=f"workflow-state-{new_id()}.json",
+            created_at=created_at,
+            updated_at=created_at,
+        )
+        for i in range(reasons):
+            self._insert(
+                t.workflow_pause_reasons,
+                pause_id=pause_id,
+                type_="human_input_required",
+                form_id=new_id(),
+                node_id=f"human-{i}",
+                message="",
+                created_at=created_at,
+                updated_at=created_at,
+            )
+        return pause_id
+
+    def workflow_trigger_log(
+        self, tenant_id: str, app_id: str, workflow_id: str, workflow_run_id: str | None, created_at: datetime
+    ) -> str:
+        return self._insert(
+            t.workflow_trigger_logs,
+            tenant_id=tenant_id,
+            app_id=app_id,
+            workflow_id=workflow_id,
+            workflow_run_id=workflow_run_id,
+            trigger_metadata="{}",
+            trigger_type="trigger-webhook",
+            trigger_data="{}",
+            inputs="{}",
+            status="succeeded",
+            queue_name="workflow_professional",
+            retry_count=0,
+            created_by_role="end_user",
+            created_by="webhook",  # varchar in Dify, not a uuid
+            created_at=created_at,
+        )

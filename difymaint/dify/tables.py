@@ -353,3 +353,327 @@ workflow_conversation_variables = sa.Table(
     sa.Index("workflow_conversation_variables_conversation_id_idx", "conversation_id"),
     sa.Index("workflow_conversation_variables_created_at_idx", "created_at"),
 )
+
+# --- knowledge bases (data model §7, fixture shapes §14.5 / §14.7) ----------------------------------------
+
+datasets = sa.Table(
+    "datasets",
+    metadata,
+    _id(),
+    _uuid("tenant_id"),
+    _str("name"),
+    _text("description"),
+    _str("provider", default="vendor"),  # vendor | external
+    _str("permission", default="only_me"),
+    _str("data_source_type", nullable=True),
+    _str("indexing_technique", nullable=True),  # high_quality | economy
+    _text("index_struct"),
+    _uuid("created_by"),
+    _uuid("updated_by", nullable=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+    _str("chunk_structure", nullable=True),  # overrides documents.doc_form (newer Dify only)
+    sa.Index("dataset_tenant_idx", "tenant_id"),
+)
+
+documents = sa.Table(
+    "documents",
+    metadata,
+    _id(),
+    _uuid("tenant_id"),
+    _uuid("dataset_id"),
+    sa.Column("position", sa.Integer(), nullable=False),
+    _str("data_source_type"),
+    _text("data_source_info"),
+    _str("batch"),
+    _str("name"),
+    _str("created_from"),
+    _uuid("created_by"),
+    _ts("created_at"),
+    _ts("updated_at"),
+    _str("indexing_status", default="waiting"),
+    _bool("enabled", True),
+    _ts("disabled_at", nullable=True, default=False),
+    _uuid("disabled_by", nullable=True),
+    _bool("archived", False),
+    _str("doc_form", default="text_model"),  # text_model | qa_model | hierarchical_model
+    sa.Index("document_dataset_id_idx", "dataset_id"),
+    sa.Index("document_tenant_idx", "tenant_id"),
+)
+
+document_segments = sa.Table(
+    "document_segments",
+    metadata,
+    _id(),
+    _uuid("tenant_id"),
+    _uuid("dataset_id"),
+    _uuid("document_id"),
+    sa.Column("position", sa.Integer(), nullable=False),
+    _text("content", nullable=False),
+    sa.Column("word_count", sa.Integer(), nullable=False),
+    sa.Column("tokens", sa.Integer(), nullable=False),
+    sa.Column("hit_count", sa.Integer(), nullable=False),
+    _str("index_node_id", nullable=True),
+    _bool("enabled", True),
+    _str("status", default="waiting"),
+    _uuid("created_by"),
+    _ts("created_at"),
+    _ts("updated_at"),
+    sa.Index("document_segment_dataset_id_idx", "dataset_id"),
+    sa.Index("document_segment_document_id_idx", "document_id"),
+    sa.Index("document_segment_node_dataset_idx", "index_node_id", "dataset_id"),
+    sa.Index("document_segment_tenant_dataset_idx", "dataset_id", "tenant_id"),
+    sa.Index("document_segment_tenant_document_idx", "document_id", "tenant_id"),
+    sa.Index("document_segment_tenant_idx", "tenant_id"),
+)
+
+dataset_queries = sa.Table(
+    "dataset_queries",
+    metadata,
+    _id(),
+    _uuid("dataset_id"),
+    _text("content", nullable=False),
+    _str("source"),  # app | hit_testing | …
+    _uuid("source_app_id", nullable=True),
+    _str("created_by_role"),
+    _uuid("created_by"),
+    _ts("created_at"),
+    sa.Index("dataset_query_dataset_id_idx", "dataset_id"),
+)
+
+dataset_auto_disable_logs = sa.Table(
+    "dataset_auto_disable_logs",
+    metadata,
+    _id(),
+    _uuid("tenant_id"),
+    _uuid("dataset_id"),
+    _uuid("document_id"),
+    _bool("notified", False),
+    _ts("created_at"),
+    sa.Index("dataset_auto_disable_log_created_atx", "created_at"),  # sic: Dify's name ends in _atx
+    sa.Index("dataset_auto_disable_log_dataset_idx", "dataset_id"),
+    sa.Index("dataset_auto_disable_log_tenant_idx", "tenant_id"),
+)
+
+dataset_keyword_tables = sa.Table(
+    "dataset_keyword_tables",
+    metadata,
+    _id(),
+    _uuid("dataset_id"),
+    _text("keyword_table", nullable=False),
+    _str("data_source_type", default="database"),  # database | file (the table then lives in storage)
+    sa.UniqueConstraint("dataset_id", name="dataset_keyword_tables_dataset_id_key"),
+    sa.Index("dataset_keyword_table_dataset_id_idx", "dataset_id"),
+)
+
+embeddings = sa.Table(  # the embedding cache: no relationship to any other table (data model §7)
+    "embeddings",
+    metadata,
+    _id(),
+    _str("hash", 64),  # sha256 of the chunk text
+    sa.Column("embedding", sa.LargeBinary(), nullable=False),  # pickled list of floats, several KB
+    _str("model_name", default="text-embedding-ada-002"),
+    _str("provider_name", default=""),
+    _ts("created_at"),
+    sa.UniqueConstraint("model_name", "hash", "provider_name", name="embedding_hash_idx"),
+    sa.Index("created_at_idx", "created_at"),
+)
+
+# --- OAuth device-flow tokens (data model §8; migration d4a5e1f3c9b7, absent in older Dify) ----------------
+
+_ACTIVE_TOKEN: dict[str, Any] = {  # the partial-index predicate of every oauth_access_tokens index
+    "postgresql_where": sa.text("revoked_at IS NULL"),
+    "sqlite_where": sa.text("revoked_at IS NULL"),
+}
+
+oauth_access_tokens = sa.Table(
+    "oauth_access_tokens",
+    metadata,
+    _id(),  # Dify's server default is uuidv7(); nothing here depends on the id's order
+    _str("subject_email"),
+    _str("subject_issuer", nullable=True),
+    _uuid("account_id", nullable=True),  # a real FK → accounts.id ON DELETE SET NULL in Dify; omitted here
+    _str("client_id", 64),
+    _str("device_label"),
+    _str("prefix", 8),
+    _str("token_hash", 64, nullable=True),
+    # The only timestamptz columns in scope: compare with aware UTC cut-offs (spec §3.1).
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    sa.UniqueConstraint("token_hash", name="oauth_access_tokens_token_hash_key"),
+    sa.Index("idx_oauth_subject_email", "subject_email", **_ACTIVE_TOKEN),
+    sa.Index(
+        "idx_oauth_account",
+        "account_id",
+        postgresql_where=sa.text("revoked_at IS NULL AND account_id IS NOT NULL"),
+        sqlite_where=sa.text("revoked_at IS NULL AND account_id IS NOT NULL"),
+    ),
+    sa.Index("idx_oauth_client", "subject_email", "client_id", **_ACTIVE_TOKEN),
+    sa.Index("idx_oauth_token_hash", "token_hash", **_ACTIVE_TOKEN),
+    sa.Index(
+        "uq_oauth_active_per_device",
+        "subject_email",
+        "subject_issuer",
+        "client_id",
+        "device_label",
+        unique=True,
+        **_ACTIVE_TOKEN,
+    ),
+)
+
+# --- workflow runs and their per-run rows (data model §8, fixture shapes §14.6) -----------------------------
+
+workflow_runs = sa.Table(
+    "workflow_runs",
+    metadata,
+    _id(),
+    _uuid("tenant_id"),
+    _uuid("app_id"),
+    _uuid("workflow_id"),
+    _str("type"),  # workflow | chat | rag-pipeline
+    _str("triggered_from"),
+    _str("version"),
+    _text("graph"),
+    _text("inputs"),
+    _text("outputs"),
+    _text("error"),
+    _str("status"),  # running | succeeded | failed | stopped | partial-succeeded | paused (| scheduled)
+    sa.Column("elapsed_time", sa.Float(), nullable=False, server_default="0"),
+    sa.Column("total_tokens", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("total_steps", sa.Integer(), nullable=True, server_default="0"),
+    sa.Column("exceptions_count", sa.Integer(), nullable=True, server_default="0"),
+    _str("created_by_role"),
+    _uuid("created_by"),
+    _ts("created_at"),
+    _ts("finished_at", nullable=True, default=False),
+    # "triggerd" is how the index is spelled in Dify's database.
+    sa.Index("workflow_run_triggerd_from_idx", "tenant_id", "app_id", "triggered_from"),
+    sa.Index("workflow_run_created_at_id_idx", "created_at", "id"),
+)
+
+workflow_node_executions = sa.Table(
+    "workflow_node_executions",
+    metadata,
+    _id(),
+    _uuid("tenant_id"),
+    _uuid("app_id"),
+    _uuid("workflow_id"),
+    _str("triggered_from"),  # single-step | workflow-run | rag-pipeline-run
+    _uuid("workflow_run_id", nullable=True),  # NULL for single-step debug runs
+    sa.Column("index", sa.Integer(), nullable=False),
+    _str("predecessor_node_id", nullable=True),
+    _str("node_execution_id", nullable=True),
+    _str("node_id"),
+    _str("node_type"),
+    _str("title"),
+    _text("inputs"),
+    _text("process_data"),
+    _text("outputs"),
+    _text("execution_metadata"),
+    _text("error"),
+    _str("status"),
+    sa.Column("elapsed_time", sa.Float(), nullable=False, server_default="0"),
+    _str("created_by_role"),
+    _uuid("created_by"),
+    _ts("created_at"),
+    _ts("finished_at", nullable=True, default=False),
+    sa.Index("workflow_node_execution_workflow_run_id_idx", "workflow_run_id"),
+    sa.Index("workflow_node_execution_node_run_idx", "tenant_id", "app_id", "workflow_id", "triggered_from", "node_id"),
+    sa.Index(
+        "workflow_node_execution_id_idx", "tenant_id", "app_id", "workflow_id", "triggered_from", "node_execution_id"
+    ),
+    sa.Index(
+        "workflow_node_executions_tenant_id_idx", "tenant_id", "workflow_id", "node_id", sa.text("created_at DESC")
+    ),
+)
+
+workflow_node_execution_offload = sa.Table(
+    "workflow_node_execution_offload",
+    metadata,
+    _id(),
+    _ts("created_at"),
+    _uuid("tenant_id"),
+    _uuid("app_id"),
+    _uuid("node_execution_id", nullable=True),  # NULL rows are allowed and are garbage
+    _str("type", 20),  # inputs | outputs | process_data
+    _uuid("file_id"),  # → upload_files.id
+    sa.UniqueConstraint("node_execution_id", "type", name="workflow_node_execution_offload_node_execution_id_key"),
+)
+
+workflow_app_logs = sa.Table(
+    "workflow_app_logs",
+    metadata,
+    _id(),
+    _uuid("tenant_id"),
+    _uuid("app_id"),
+    _uuid("workflow_id"),
+    _uuid("workflow_run_id"),
+    _str("created_from"),  # service-api | web-app | installed-app
+    _str("created_by_role"),
+    _uuid("created_by"),
+    _ts("created_at"),
+    sa.Index("workflow_app_log_app_idx", "tenant_id", "app_id"),
+    sa.Index("workflow_app_log_workflow_run_id_idx", "workflow_run_id"),
+)
+
+workflow_pauses = sa.Table(
+    "workflow_pauses",
+    metadata,
+    _id(),
+    _uuid("workflow_id"),
+    _uuid("workflow_run_id"),
+    _ts("resumed_at", nullable=True, default=False),
+    _str("state_object_key"),  # storage key workflow-state-{uuid}.json
+    _ts("created_at"),
+    _ts("updated_at"),
+    sa.UniqueConstraint("workflow_run_id", name="workflow_pauses_workflow_run_id_key"),
+)
+
+workflow_pause_reasons = sa.Table(
+    "workflow_pause_reasons",
+    metadata,
+    _id(),
+    _ts("created_at"),
+    _ts("updated_at"),
+    _uuid("pause_id"),
+    _str("type_", 20),  # human_input_required | scheduled_pause
+    _str("form_id", 36),
+    _str("node_id"),
+    _str("message", default=""),
+    sa.Index("workflow_pause_reasons_pause_id_idx", "pause_id"),
+)
+
+workflow_trigger_logs = sa.Table(
+    "workflow_trigger_logs",
+    metadata,
+    _id(),
+    _uuid("tenant_id"),
+    _uuid("app_id"),
+    _uuid("workflow_id"),
+    _uuid("workflow_run_id", nullable=True),
+    _str("root_node_id", nullable=True),
+    _text("trigger_metadata", nullable=False),
+    _str("trigger_type", 50),
+    _text("trigger_data", nullable=False),
+    _text("inputs", nullable=False),
+    _text("outputs"),
+    _text("error"),
+    _str("status", 50),
+    _str("queue_name", 100),
+    _str("celery_task_id", nullable=True),
+    sa.Column("retry_count", sa.Integer(), nullable=False),
+    sa.Column("elapsed_time", sa.Float(), nullable=True),
+    sa.Column("total_tokens", sa.Integer(), nullable=True),
+    _str("created_by_role"),
+    _str("created_by"),  # varchar, not uuid (data model §8)
+    _ts("created_at"),
+    _ts("triggered_at", nullable=True, default=False),
+    _ts("finished_at", nullable=True, default=False),
+    sa.Index("workflow_trigger_log_created_at_idx", "created_at"),
+    sa.Index("workflow_trigger_log_status_idx", "status"),
+    sa.Index("workflow_trigger_log_tenant_app_idx", "tenant_id", "app_id"),
+    sa.Index("workflow_trigger_log_workflow_id_idx", "workflow_id"),
+    sa.Index("workflow_trigger_log_workflow_run_idx", "workflow_run_id"),
+)

@@ -21,6 +21,8 @@ class JobInfo:
     dify_switch: str  # the ENABLE_* flag to turn off in Dify once difymaint runs the job
     lock_key: str  # logical lock key (Dify's name where Dify has one)
     destructive: bool = True
+    # Flags every unattended (cron / CronJob) run of this job needs beyond --yes and --max-runtime.
+    scheduled_args: tuple[str, ...] = ()
 
     def load(self) -> ModuleType:
         return importlib.import_module(f"difymaint.jobs.{self.module}")
@@ -35,5 +37,65 @@ JOBS: dict[str, JobInfo] = {
         dify_task="clean_messages",
         dify_switch="ENABLE_CLEAN_MESSAGES",
         lock_key="retention:clean_messages",
+    ),
+    "clean-workflow-runs": JobInfo(
+        name="clean-workflow-runs",
+        module="clean_workflow_runs",
+        summary="Delete expired, ended workflow runs with node executions, logs and pauses "
+        "(sandbox tenants, or all with billing off).",
+        schedule="0 0 * * *",
+        dify_task="clean_workflow_runs_task",
+        dify_switch="ENABLE_WORKFLOW_RUN_CLEANUP_TASK",
+        lock_key="retention:clean_workflow_runs_task",
+    ),
+    "clean-workflow-logs": JobInfo(
+        name="clean-workflow-logs",
+        module="clean_workflow_logs",
+        summary="Delete every tenant's ended workflow runs older than WORKFLOW_LOG_RETENTION_DAYS, with their "
+        "messages (self-hosted log retention).",
+        schedule="0 2 * * *",
+        dify_task="clean_workflow_runlogs_precise",
+        dify_switch="WORKFLOW_LOG_CLEANUP_ENABLED",
+        lock_key="retention:clean_workflow_runlogs_precise",
+    ),
+    "clean-embeddings": JobInfo(
+        name="clean-embeddings",
+        module="clean_embeddings",
+        summary="Delete embedding cache rows (the embeddings table) older than PLAN_SANDBOX_CLEAN_DAY_SETTING days.",
+        schedule="0 2 * * *",
+        dify_task="clean_embedding_cache_task",
+        dify_switch="ENABLE_CLEAN_EMBEDDING_CACHE_TASK",
+        lock_key="maintenance:clean_embeddings",
+    ),
+    "clean-oauth-tokens": JobInfo(
+        name="clean-oauth-tokens",
+        module="clean_oauth_tokens",
+        summary="Delete CLI OAuth access tokens revoked, or expired and never revoked, more than "
+        "OAUTH_ACCESS_TOKEN_RETENTION_DAYS days ago.",
+        schedule="0 5 * * *",
+        dify_task="clean_oauth_access_tokens_task",
+        dify_switch="ENABLE_CLEAN_OAUTH_ACCESS_TOKENS_TASK",
+        lock_key="maintenance:clean_oauth_tokens",
+    ),
+    "clean-unused-datasets": JobInfo(
+        name="clean-unused-datasets",
+        module="clean_unused_datasets",
+        summary="Disable the documents of knowledge bases unused for N days and hand their index removal to Dify.",
+        schedule="0 3 * * *",
+        dify_task="clean_unused_datasets_task",
+        dify_switch="ENABLE_CLEAN_UNUSED_DATASETS_TASK",
+        lock_key="maintenance:clean_unused_datasets",
+        # Index removal is Dify's work: hand it to Dify's own Celery task on CELERY_BROKER_URL.
+        scheduled_args=("--enqueue-index-removal",),
+    ),
+    "notify-cleaned-documents": JobInfo(
+        name="notify-cleaned-documents",
+        module="notify_cleaned_documents",
+        summary="Mail workspace owners which knowledge bases were auto-disabled, then mark the logs notified.",
+        schedule="0 10 * * 1",
+        dify_task="mail_clean_document_notify_task",
+        dify_switch="ENABLE_MAIL_CLEAN_DOCUMENT_NOTIFY_TASK",
+        lock_key="maintenance:notify_cleaned_documents",
+        destructive=False,  # it sends mail and flips flags; only --purge-notified-older-than deletes (asks --yes)
     ),
 }

@@ -197,14 +197,14 @@ class _Scan:
     def _conversations(
         self, conn: Connection, conversation_ids: list[str], would_be_deleted: sa.ColumnElement[bool]
     ) -> dict[str, int]:
-        counts = empty_conversations(
+        return empty_conversations(
             conn,
             conversation_ids,
             updated_before=self.window.end_before,
             dry_run=self.job.dry_run,
             would_be_deleted=would_be_deleted,
+            skip_tables=self.skip,
         )
-        return {name: count for name, count in counts.items() if name not in self.skip}
 
     def _message_select(self) -> sa.Select[Any]:
         m = t.messages

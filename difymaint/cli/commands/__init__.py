@@ -5,9 +5,27 @@ from __future__ import annotations
 
 import typer
 
-from difymaint.cli.commands import clean_messages, demo
+from difymaint.cli.commands import (
+    clean_embeddings,
+    clean_messages,
+    clean_oauth_tokens,
+    clean_unused_datasets,
+    clean_workflow_logs,
+    clean_workflow_runs,
+    demo,
+    notify_cleaned_documents,
+)
 
 
 def register_all(app: typer.Typer) -> None:
-    for module in (clean_messages, demo):
+    for module in (
+        clean_messages,
+        clean_workflow_runs,
+        clean_workflow_logs,
+        clean_unused_datasets,
+        notify_cleaned_documents,
+        clean_embeddings,
+        clean_oauth_tokens,
+        demo,
+    ):
         module.register(app)

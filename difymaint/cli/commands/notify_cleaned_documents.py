@@ -1,0 +1,134 @@
+"""``difymaint notify-cleaned-documents``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from difymaint.cli import options as o
+from difymaint.jobs import JOBS
+
+NAME = "notify-cleaned-documents"
+DEFAULT_BATCH_SIZE = 100  # workspaces per page
+
+
+def register(app: typer.Typer) -> None:
+    info = JOBS[NAME]
+    app.command(
+        NAME,
+        help=f"{info.summary}\n\nReplaces Dify's {info.dify_task} beat job (schedule {info.schedule}, switch "
+        f"{info.dify_switch}). Reads the dataset_auto_disable_logs that clean-unused-datasets wrote, mails each "
+        "non-sandbox workspace's owner once (MAIL_TYPE smtp or resend, Dify's settings), and marks that "
+        "workspace's logs notified right after its mail was accepted. With BILLING_ENABLED=false every "
+        "workspace is sandbox: no mail is sent and the logs are only marked (Dify's behaviour). MAIL_TYPE unset: "
+        "nothing is sent or marked. No confirmation is needed unless --purge-notified-older-than deletes rows.",
+        short_help=info.summary,
+    )(notify_cleaned_documents)
+
+
+def notify_cleaned_documents(
+    purge_notified_older_than: Annotated[
+        int | None,
+        typer.Option(
+            "--purge-notified-older-than",
+            metavar="DAYS",
+            min=1,
+            help="Also delete logs already notified and older than DAYS (Dify never prunes them).",
+        ),
+    ] = None,
+    console_web_url: Annotated[
+        str | None,
+        typer.Option(
+            "--console-web-url",
+            metavar="URL",
+            help="Console base URL for the link in the mail; overrides CONSOLE_WEB_URL.",
+        ),
+    ] = None,
+    tenant_ids: o.TenantIds = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", metavar="N", min=1, max=10000, help="Workspaces per page.", rich_help_panel=o.RUN),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            "-n",
+            help="Render the mails on stdout (stderr with --json) instead of sending; mark nothing.",
+            rich_help_panel=o.RUN,
+        ),
+    ] = False,
+    yes: o.Yes = None,
+    max_runtime: o.MaxRuntime = None,
+    max_batches: o.MaxBatches = None,
+    lock_ttl: o.LockTtl = None,
+    no_lock: o.NoLock = False,
+    fail_if_locked: o.FailIfLocked = None,
+    env_file: o.EnvFile = None,
+    database_url: o.DatabaseUrl = None,
+    redis_url: o.RedisUrl = None,
+    json: o.Json = False,
+    verbose: o.Verbose = 0,
+    quiet: o.Quiet = 0,
+    log_format: o.LogFormat = None,
+    color: o.Color = None,
+    debug: o.Debug = False,
+) -> int:
+    import sys
+
+    from difymaint.cli.runner import execute
+    from difymaint.core.context import Context
+    from difymaint.core.run import RunOptions
+    from difymaint.core.settings import Settings
+    from difymaint.jobs.notify_cleaned_documents import NotifyParams
+
+    common = o.Common(
+        env_file=env_file,
+        database_url=database_url,
+        redis_url=redis_url,
+        dry_run=dry_run,
+        yes=yes,
+        max_runtime=max_runtime,
+        max_batches=max_batches,
+        lock_ttl=lock_ttl,
+        no_lock=no_lock,
+        fail_if_locked=fail_if_locked,
+        json=json,
+        verbose=verbose,
+        quiet=quiet,
+        log_format=log_format,
+        color=color,
+        debug=debug,
+    )
+    overrides: dict[str, object] = {"CONSOLE_WEB_URL": console_web_url}
+
+    def build(settings: Settings, ctx: Context) -> NotifyParams:
+        return NotifyParams(
+            run=RunOptions(
+                dry_run=dry_run,
+                batch_size=batch_size or DEFAULT_BATCH_SIZE,
+                max_runtime_s=max_runtime,
+                max_batches=max_batches,
+                use_lock=not no_lock,
+            ),
+            tenant_ids=o.split_ids(tenant_ids),
+            purge_notified_older_than=purge_notified_older_than,
+            preview=sys.stderr if json else sys.stdout,  # keep stdout for the one JSON line
+        )
+
+    def confirmation(settings: Settings, ctx: Context, params: Any) -> str | None:
+        if params.purge_notified_older_than is None:
+            return None  # mails and flags only: nothing is deleted
+        return (
+            f"Send the notification mails and delete notified dataset_auto_disable_logs older than "
+            f"{params.purge_notified_older_than} days from {_where(settings)}?"
+        )
+
+    return execute(NAME, common, overrides=overrides, build_params=build, confirmation=confirmation)
+
+
+def _where(settings: Any) -> str:
+    from difymaint.core.database import database_url
+
+    return database_url(settings).render_as_string(hide_password=True)

@@ -1,0 +1,114 @@
+"""Keyset-batched delete of one table by a predicate: the shape of every "prune old rows" job.
+
+``embeddings``, ``oauth_access_tokens``, ``dataset_queries``: one table, no child rows, a time predicate.
+Each batch reads a page of ids after a persistent ``(created_at, id)`` cursor (never restarting from the
+oldest row), then deletes them with one ``DELETE … WHERE id = ANY(:ids) AND <predicate>`` in its own
+transaction. A dry run counts that same statement instead. The predicate is applied again in the DELETE,
+so a row that changed since its page was read (a token revoked a moment ago) is left alone.
+
+Usage inside a job::
+
+    with job_run(ctx, JOB, lock_key=..., options=..., window=..., tables=[table.name]) as job:
+        sweep(job, TableSweep(table, where=table.c.created_at < cutoff))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from difymaint.core.database import as_str, delete_or_count, ids_in, is_postgres
+from difymaint.core.keyset import Cursor, after
+from difymaint.core.run import JobRun
+from difymaint.core.summary import Outcome
+
+
+@dataclass(frozen=True)
+class TableSweep:
+    """Delete the rows of ``table`` matching ``where``, walking ``(created_column, id_column)``."""
+
+    table: sa.Table
+    where: sa.ColumnElement[bool]
+    created_column: str = "created_at"
+    id_column: str = "id"
+
+    @property
+    def created(self) -> sa.Column[Any]:
+        return self.table.c[self.created_column]
+
+    @property
+    def id(self) -> sa.Column[Any]:
+        return self.table.c[self.id_column]
+
+    def after(self, cursor: Cursor | None) -> sa.ColumnElement[bool]:
+        """Rows past the cursor. The redundant ``created >= c`` lets a single-column index on the
+        timestamp (``embeddings.created_at_idx``) bound the scan; the row comparison alone needs a
+        composite ``(created_at, id)`` index for that."""
+        if cursor is None:
+            return sa.true()
+        return sa.and_(
+            self.created >= sa.literal(cursor.created_at, self.created.type),
+            after(self.created, self.id, cursor),
+        )
+
+    def page(self, cursor: Cursor | None, limit: int) -> sa.Select[Any]:
+        return (
+            sa.select(self.id.label("id"), self.created.label("created_at"))
+            .where(self.where, self.after(cursor))
+            .order_by(self.created, self.id)
+            .limit(limit)
+        )
+
+
+def delete_or_count_ids(conn: sa.Connection, target: TableSweep, ids: list[str], *, dry_run: bool) -> int:
+    """Delete (or count, in a dry run) the page's rows that still match the predicate."""
+    where = sa.and_(ids_in(target.id, ids, conn.dialect.name), target.where)
+    return delete_or_count(conn, target.table, where, dry_run=dry_run)
+
+
+def sweep(job: JobRun, target: TableSweep) -> Cursor | None:
+    """Delete (or count) every matching row in keyset batches until none is left or the budget is spent.
+
+    Every batch is its own transaction (``job.batch()``: timing, adaptive size, lock renewal, pacing); a
+    batch rolled back by a timeout is retried from the same cursor with the smaller size. Sets
+    ``rows_remaining`` on the summary (0 when done, else the matching rows past the cursor) and returns
+    the last cursor.
+    """
+    engine = job.ctx.engine
+    name = target.table.name
+    cursor: Cursor | None = None
+    while job.keep_going():
+        limit = job.batch_size
+        with engine.connect() as conn:
+            rows = conn.execute(target.page(cursor, limit)).all()
+        if not rows:
+            break
+        ids = [as_str(row.id) for row in rows]
+        with job.batch() as batch:
+            with batch.transaction() as conn:
+                affected = delete_or_count_ids(conn, target, ids, dry_run=job.dry_run)
+            batch.record(scanned=len(rows), affected=affected, rows={name: affected})
+        if batch.rolled_back:
+            continue  # same cursor, smaller page
+        cursor = Cursor.of(rows[-1])
+        if len(rows) < limit:
+            break  # a short page was the last one: no need to ask again
+    if job.summary.outcome in (Outcome.PARTIAL, Outcome.INTERRUPTED):
+        job.summary.rows_remaining = remaining(job, target, cursor)
+    else:
+        job.summary.rows_remaining = 0
+    return cursor
+
+
+def remaining(job: JobRun, target: TableSweep, cursor: Cursor | None) -> int:
+    """Matching rows past the cursor (-1 when the count itself timed out after 30 s)."""
+    query = sa.select(sa.func.count()).select_from(target.table).where(target.where, target.after(cursor))
+    with job.ctx.engine.connect() as conn:
+        if is_postgres(conn):
+            conn.execute(sa.text("SET LOCAL statement_timeout = '30s'"))
+        try:
+            return int(conn.execute(query).scalar_one())
+        except sa.exc.DBAPIError:
+            return -1

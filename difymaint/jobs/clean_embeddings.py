@@ -1,0 +1,44 @@
+"""clean-embeddings: prune the embedding cache table ``embeddings`` (spec §5.1).
+
+Replaces Dify's ``clean_embedding_cache_task``: rows created before now − ``PLAN_SANDBOX_CLEAN_DAY_SETTING``
+days (30) go, for every tenant (no plan check; the table has no tenant). Fixes against Dify (spec §5.1
+[REIMPL]): one set-based ``DELETE … WHERE id = ANY(:ids)`` per batch instead of one DELETE per row, a
+persistent ``(created_at, id)`` cursor walking forward on ``created_at_idx``, an adaptive batch (1000 to
+start, Dify: 100), a naive-UTC cut-off (Dify: the worker's local time), a lock and a dry run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from difymaint.core.context import Context
+from difymaint.core.keyset import in_window
+from difymaint.core.run import RunOptions, job_run
+from difymaint.core.schema import Need, check_schema, missing_leading_indexes
+from difymaint.core.single_table import TableSweep, sweep
+from difymaint.core.summary import RunSummary
+from difymaint.core.window import TimeWindow
+from difymaint.dify import tables as t
+
+JOB = "clean-embeddings"
+LOCK_KEY = "maintenance:clean_embeddings"  # Dify takes no lock for this task
+DEFAULT_BATCH_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class CleanEmbeddingsParams:
+    window: TimeWindow
+    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=DEFAULT_BATCH_SIZE))
+
+
+def run(ctx: Context, params: CleanEmbeddingsParams) -> RunSummary:
+    schema = check_schema(ctx.engine, [Need("embeddings", ("id", "created_at"))], job=JOB)
+    table = t.embeddings
+    with job_run(ctx, JOB, lock_key=LOCK_KEY, options=params.run, window=params.window, tables=[table.name]) as job:
+        for edge in missing_leading_indexes(ctx.engine, [(table.name, "created_at")]):
+            job.summary.warnings.append(f"no index leads with {edge}: every batch scans the table")
+            ctx.reporter.warning(job.summary.warnings[-1])
+        job.summary.details["alembic_version"] = schema.alembic_version
+        ctx.reporter.info(f"{JOB}: embedding cache rows {params.window.describe()}")
+        sweep(job, TableSweep(table, where=in_window(table.c.created_at, params.window)))
+    return job.summary

@@ -1,0 +1,76 @@
+"""clean-oauth-tokens: prune ``oauth_access_tokens``, the device-flow tokens of Dify's CLI (spec §5.6).
+
+Replaces Dify's ``clean_oauth_access_tokens_task``. A token goes when it was revoked before the cut-off, or
+was never revoked and expired before it ("zombies"); cut-off = aware UTC now − ``OAUTH_ACCESS_TOKEN_RETENTION_DAYS``
+(30). The columns are ``timestamptz``, so the cut-off is aware (spec §3.1). Batches of 500 (Dify's
+``DELETE_BATCH_SIZE``) walk a persistent ``(created_at, id)`` cursor; no index covers the predicate, which
+is fine for a table this small.
+
+The table only exists since Dify's 2026-05 migration ``d4a5e1f3c9b7``: on an older database the run ends
+``done`` with nothing deleted and a warning, so one CronJob works across Dify versions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from difymaint.core.clock import naive_utc
+from difymaint.core.context import Context
+from difymaint.core.run import RunOptions, job_run
+from difymaint.core.schema import Need, check_schema
+from difymaint.core.single_table import TableSweep, sweep
+from difymaint.core.summary import RunSummary
+from difymaint.core.window import TimeWindow
+from difymaint.dify import tables as t
+
+JOB = "clean-oauth-tokens"
+LOCK_KEY = "maintenance:clean_oauth_tokens"  # Dify takes no lock for this task
+DEFAULT_BATCH_SIZE = 500  # Dify's DELETE_BATCH_SIZE
+TABLE = "oauth_access_tokens"
+
+
+@dataclass(frozen=True)
+class CleanOAuthTokensParams:
+    retention_days: int = 30
+    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=DEFAULT_BATCH_SIZE))
+
+
+def cutoff(now: datetime, retention_days: int) -> datetime:
+    """Aware UTC now − days (the columns are timestamptz)."""
+    aware = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    return aware.astimezone(UTC) - timedelta(days=retention_days)
+
+
+def expired(table: sa.Table, before: datetime) -> sa.ColumnElement[bool]:
+    """Dify's predicate: revoked before the cut-off, or never revoked and expired before it."""
+    return sa.or_(
+        table.c.revoked_at < before,
+        sa.and_(table.c.revoked_at.is_(None), table.c.expires_at < before),
+    )
+
+
+def run(ctx: Context, params: CleanOAuthTokensParams) -> RunSummary:
+    schema = check_schema(
+        ctx.engine, [Need(TABLE, ("id", "created_at", "expires_at", "revoked_at"), optional=True)], job=JOB
+    )
+    before = cutoff(ctx.clock.now(), params.retention_days)
+    window = TimeWindow(end_before=naive_utc(before), label=f"before-{params.retention_days}")
+    with job_run(ctx, JOB, lock_key=LOCK_KEY, options=params.run, window=window, tables=[TABLE]) as job:
+        job.summary.details.update(
+            cutoff=before.isoformat(),
+            retention_days=params.retention_days,
+            table_present=schema.has(TABLE),
+            alembic_version=schema.alembic_version,
+        )
+        if not schema.has(TABLE):
+            for warning in schema.warnings:  # "table oauth_access_tokens does not exist in this Dify version"
+                job.summary.warnings.append(warning)
+                ctx.reporter.warning(warning)
+            job.summary.rows_remaining = 0
+            return job.summary
+        ctx.reporter.info(f"{JOB}: tokens revoked, or expired and never revoked, before {before:%Y-%m-%d %H:%M:%S} UTC")
+        sweep(job, TableSweep(t.oauth_access_tokens, where=expired(t.oauth_access_tokens, before)))
+    return job.summary

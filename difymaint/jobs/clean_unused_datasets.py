@@ -1,0 +1,418 @@
+"""clean-unused-datasets: disable the documents of knowledge bases nobody used for N days (spec §5.2).
+
+Dify's ``clean_unused_datasets_task`` in two passes, run in sequence:
+
+1. ``all``: every workspace, cut-off ``PLAN_SANDBOX_CLEAN_DAY_SETTING`` (30) days; one
+   ``dataset_auto_disable_logs`` row per enabled, non-archived document (what ``notify-cleaned-documents``
+   mails about).
+2. ``sandbox``: workspaces on the sandbox plan only, cut-off ``PLAN_PRO_CLEAN_DAY_SETTING`` (7) days, no
+   logs. With billing off every workspace is sandbox (Dify's behaviour).
+
+A dataset is a candidate when it was created before the cut-off, no completed, enabled, non-archived
+document was updated after the cut-off, at least one such document was updated before it, and no
+``dataset_queries`` row is newer than the cut-off. Candidates come from one set-based query, keyset-paginated
+on ``(created_at, id)`` (Dify pages with OFFSET over a shrinking set and skips candidates).
+
+Per batch of datasets: the vector-index removal is handed to Dify first (its Celery task
+``deal_dataset_vector_index_task(dataset_id, "remove")`` on queue ``dataset``, and/or a JSON-lines work
+list), then one transaction writes the logs and sets ``documents.enabled = false`` for all the datasets'
+documents. ``document_segments`` and the documents themselves are never deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from difymaint.core.billing import SANDBOX, PlanLookup, plan_lookup
+from difymaint.core.celery import CeleryPublisher, TaskCall, publisher
+from difymaint.core.clock import naive_utc
+from difymaint.core.context import Context
+from difymaint.core.database import as_str, ids_in
+from difymaint.core.errors import ConfigError, UsageError
+from difymaint.core.keyset import Cursor, after
+from difymaint.core.run import JobRun, RunOptions, job_run
+from difymaint.core.schema import Need, SchemaReport, check_schema, missing_leading_indexes
+from difymaint.core.settings import Settings
+from difymaint.core.summary import Outcome, RunSummary
+from difymaint.dify import tables as t
+
+JOB = "clean-unused-datasets"
+LOCK_KEY = "maintenance:clean_unused_datasets"
+INDEX_TASK = "tasks.deal_dataset_vector_index_task.deal_dataset_vector_index_task"
+INDEX_QUEUE = "dataset"
+PASSES = ("both", "all", "sandbox")
+
+
+@dataclass(frozen=True)
+class CleanUnusedDatasetsParams:
+    all_days: int = 30  # PLAN_SANDBOX_CLEAN_DAY_SETTING: pass 1, every workspace
+    sandbox_days: int = 7  # PLAN_PRO_CLEAN_DAY_SETTING: pass 2, sandbox workspaces (the name is Dify's trap)
+    passes: str = "both"
+    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=50))
+    tenant_ids: tuple[str, ...] = ()
+    enqueue_index_removal: bool = False
+    emit_index_removals: Path | None = None
+
+
+@dataclass(frozen=True)
+class Pass:
+    name: str  # "all" | "sandbox"
+    days: int
+    cutoff: datetime
+    sandbox_only: bool
+    write_logs: bool
+
+
+def plan_passes(params: CleanUnusedDatasetsParams, now: datetime) -> list[Pass]:
+    chosen = params.passes.strip().lower()
+    if chosen not in PASSES:
+        raise UsageError(f"unknown pass {params.passes!r}", hint=f"use one of {', '.join(PASSES)}")
+    now = naive_utc(now)
+    result = []
+    if chosen in ("both", "all"):
+        result.append(Pass("all", params.all_days, now - timedelta(days=params.all_days), False, True))
+    if chosen in ("both", "sandbox"):
+        result.append(Pass("sandbox", params.sandbox_days, now - timedelta(days=params.sandbox_days), True, False))
+    return result
+
+
+def needs(passes: list[Pass]) -> list[Need]:
+    result = [
+        Need("datasets", ("id", "tenant_id", "created_at", "indexing_technique")),
+        Need(
+            "documents",
+            ("id", "dataset_id", "indexing_status", "enabled", "archived", "updated_at", "doc_form"),
+        ),
+        Need("dataset_queries", ("dataset_id", "created_at")),
+        Need("dataset_keyword_tables", ("dataset_id", "data_source_type"), optional=True),
+    ]
+    if any(p.write_logs for p in passes):
+        result.append(
+            Need(
+                "dataset_auto_disable_logs", ("id", "tenant_id", "dataset_id", "document_id", "notified", "created_at")
+            )
+        )
+    return result
+
+
+def check_handover(params: CleanUnusedDatasetsParams, settings: Settings) -> None:
+    """A real run never disables documents without handing their index removal to Dify."""
+    dry_run = params.run.dry_run
+    if not dry_run and not (params.enqueue_index_removal or params.emit_index_removals):
+        raise UsageError(
+            f"{JOB} must hand each dataset's vector index removal to Dify; refusing to only disable documents",
+            hint="add --enqueue-index-removal (Dify's Celery task deal_dataset_vector_index_task on queue "
+            "'dataset', needs CELERY_BROKER_URL) or --emit-index-removals PATH (a JSON-lines work list)",
+        )
+    if params.enqueue_index_removal and not dry_run and not settings.CELERY_BROKER_URL:
+        raise ConfigError(
+            "--enqueue-index-removal needs CELERY_BROKER_URL (Dify's Celery broker)",
+            hint="set it as in Dify's .env (or --broker-url), or use --emit-index-removals PATH instead",
+        )
+
+
+def run(ctx: Context, params: CleanUnusedDatasetsParams) -> RunSummary:
+    passes = plan_passes(params, ctx.clock.now())
+    check_handover(params, ctx.settings)
+    dry_run = params.run.dry_run
+    schema = check_schema(ctx.engine, needs(passes), job=JOB)
+    tables = ["datasets", "documents"] + (["dataset_auto_disable_logs"] if any(p.write_logs for p in passes) else [])
+    with job_run(ctx, JOB, lock_key=LOCK_KEY, options=params.run, window=None, tables=tables) as job:
+        _preflight_warnings(ctx, job, schema)
+        lookup = (
+            plan_lookup(ctx.settings, ctx.clock, ctx.redis, ctx.keys) if any(p.sandbox_only for p in passes) else None
+        )
+        if lookup is not None and not lookup.billing_enabled:
+            sandbox = next(p for p in passes if p.sandbox_only)
+            warning = (
+                "BILLING_ENABLED is false: EVERY workspace counts as sandbox, so the sandbox pass disables the "
+                f"knowledge bases of ALL workspaces unused for {sandbox.days} days (PLAN_PRO_CLEAN_DAY_SETTING), "
+                "and writes no dataset_auto_disable_logs, so no owner is told (Dify's behaviour); "
+                "use --pass all to run only the logged pass"
+            )
+            job.summary.warnings.append(warning)
+            ctx.reporter.warning(warning)
+        job.summary.details.update(
+            passes={p.name: {"days": p.days, "cutoff": p.cutoff.isoformat()} for p in passes},
+            plans=lookup.description if lookup else None,
+            tenant_filter=list(params.tenant_ids) or None,
+            index_removal=_handover_description(params, dry_run),
+            alembic_version=schema.alembic_version,
+        )
+        handover = _Handover(ctx, params, dry_run)
+        try:
+            scan = _Scan(ctx, job, params, lookup, handover, schema)
+            for one_pass in passes:
+                if not job.keep_going():
+                    break
+                ctx.reporter.info(
+                    f"{JOB}: pass {one_pass.name}: datasets unused since {one_pass.cutoff:%Y-%m-%d %H:%M:%S} UTC"
+                    + (" (sandbox workspaces)" if one_pass.sandbox_only else " (all workspaces)")
+                )
+                scan.run_pass(one_pass)
+        finally:
+            handover.close()
+        job.summary.details["passes"] = {
+            name: {**job.summary.details["passes"][name], **counts} for name, counts in scan.per_pass.items()
+        }
+        job.summary.details["index_removals"] = handover.stats()
+        if lookup is not None:
+            job.summary.details.update(lookup.stats())
+            job.summary.details["sandbox_pass_skipped"] = dict(scan.skipped)
+        if job.summary.outcome not in (Outcome.PARTIAL, Outcome.INTERRUPTED):
+            job.summary.rows_remaining = 0
+    return job.summary
+
+
+def _handover_description(params: CleanUnusedDatasetsParams, dry_run: bool) -> str:
+    ways = []
+    if params.enqueue_index_removal:
+        ways.append(f"Celery {INDEX_TASK}(dataset_id, 'remove') on queue {INDEX_QUEUE}")
+    if params.emit_index_removals:
+        ways.append(f"work list {params.emit_index_removals}")
+    described = " and ".join(ways) or "none"
+    return f"{described} (dry run: nothing sent or written)" if dry_run else described
+
+
+def _preflight_warnings(ctx: Context, job: JobRun, schema: SchemaReport) -> None:
+    edges = [("documents", "dataset_id"), ("dataset_queries", "dataset_id")]
+    found = list(schema.warnings) + [
+        f"no index leads with {edge}: every candidate check scans that table"
+        for edge in missing_leading_indexes(ctx.engine, edges)
+    ]
+    job.summary.warnings.extend(found)
+    for warning in found:
+        ctx.reporter.warning(warning)
+
+
+class _Handover:
+    """Hands the index removal to Dify (Celery and/or a work list) before the batch's transaction."""
+
+    def __init__(self, ctx: Context, params: CleanUnusedDatasetsParams, dry_run: bool) -> None:
+        self.ctx = ctx
+        self.dry_run = dry_run
+        self.would_remove = 0
+        self.enqueued = 0
+        self.emitted = 0
+        self.publisher: CeleryPublisher | None = None
+        self.worklist: IO[str] | None = None
+        self.path = params.emit_index_removals
+        if dry_run:
+            return  # a dry run hands nothing over and writes nothing
+        if params.enqueue_index_removal:
+            self.publisher = publisher(ctx.settings)
+        if self.path is not None:
+            try:
+                self.worklist = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            except OSError as exc:
+                raise ConfigError(f"cannot write the index-removal work list {self.path}: {exc.strerror}") from None
+
+    def hand_over(self, pass_name: str, cutoff: datetime, rows: list[Any]) -> None:
+        self.would_remove += len(rows)
+        if self.dry_run or not rows:
+            return
+        task_ids: list[str | None] = [None] * len(rows)
+        if self.publisher is not None:
+            task_ids = list(
+                self.publisher.send(
+                    INDEX_TASK, [TaskCall(args=(as_str(row.id), "remove")) for row in rows], queue=INDEX_QUEUE
+                )
+            )
+            self.enqueued += len(rows)
+        if self.worklist is not None:
+            for row, task_id in zip(rows, task_ids, strict=True):
+                record = {
+                    "dataset_id": as_str(row.id),
+                    "tenant_id": as_str(row.tenant_id),
+                    "action": "remove",
+                    "indexing_technique": row.indexing_technique,
+                    "doc_form": row.chunk_structure or row.first_doc_form or "text_model",
+                    "chunk_structure": row.chunk_structure,
+                    "keyword_table": row.keyword_table,
+                    "pass": pass_name,
+                    "cutoff": cutoff.isoformat(),
+                    "celery_task_id": task_id,
+                    "job": JOB,
+                    "queued_at": naive_utc(self.ctx.clock.now()).isoformat(),
+                }
+                self.worklist.write(json.dumps(record) + "\n")
+            self.worklist.flush()
+            os.fsync(self.worklist.fileno())  # on disk before the documents are disabled
+            self.emitted += len(rows)
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"datasets": self.would_remove}
+        if not self.dry_run:
+            result.update(enqueued=self.enqueued, emitted=self.emitted)
+        return result
+
+    def close(self) -> None:
+        if self.worklist is not None:
+            self.worklist.close()
+            self.worklist = None
+        if self.publisher is not None:
+            self.publisher.close()
+            self.publisher = None
+
+
+class _Scan:
+    def __init__(
+        self,
+        ctx: Context,
+        job: JobRun,
+        params: CleanUnusedDatasetsParams,
+        lookup: PlanLookup | None,
+        handover: _Handover,
+        schema: SchemaReport,
+    ) -> None:
+        self.ctx, self.job, self.params, self.lookup, self.handover = ctx, job, params, lookup, handover
+        columns = {column["name"] for column in sa.inspect(ctx.engine).get_columns("datasets")}
+        self.has_chunk_structure = "chunk_structure" in columns  # newer Dify only
+        self.has_keyword_tables = schema.has("dataset_keyword_tables")
+        self.handled: set[str] = set()  # datasets an earlier pass took (a dry run must not count them twice)
+        self.per_pass: dict[str, dict[str, int]] = {}
+        self.skipped = {"not_sandbox": 0, "unknown_plan": 0}
+
+    def run_pass(self, one_pass: Pass) -> None:
+        counts = self.per_pass.setdefault(
+            one_pass.name, {"datasets": 0, "documents": 0} | ({"logs": 0} if one_pass.write_logs else {})
+        )
+        cursor: Cursor | None = None
+        while self.job.keep_going():
+            with self.ctx.engine.connect() as conn:
+                rows = conn.execute(self._candidates(conn, one_pass, cursor, self.job.batch_size)).all()
+            if not rows:
+                return
+            chosen = [row for row in rows if as_str(row.id) not in self.handled]
+            if one_pass.sandbox_only:
+                chosen = self._sandbox_only(chosen)
+            with self.job.batch() as batch:
+                rows_changed: dict[str, int] = {}
+                if chosen:
+                    self.handover.hand_over(one_pass.name, one_pass.cutoff, chosen)
+                    with batch.transaction() as conn:
+                        rows_changed = self._apply(conn, one_pass, chosen)
+                batch.record(scanned=len(rows), affected=len(chosen), rows=rows_changed)
+            if batch.rolled_back:
+                continue  # same cursor, smaller batch
+            cursor = Cursor.of(rows[-1])
+            self.handled.update(as_str(row.id) for row in chosen)
+            counts["datasets"] += rows_changed.get("datasets", 0)
+            counts["documents"] += rows_changed.get("documents", 0)
+            if one_pass.write_logs:
+                counts["logs"] += rows_changed.get("dataset_auto_disable_logs", 0)
+
+    def _candidates(self, conn: Connection, one_pass: Pass, cursor: Cursor | None, limit: int) -> sa.Select[Any]:
+        d, doc, q = t.datasets, t.documents, t.dataset_queries
+        cut = one_pass.cutoff
+        live = sa.and_(
+            doc.c.dataset_id == d.c.id,
+            doc.c.indexing_status == "completed",
+            doc.c.enabled == sa.true(),
+            doc.c.archived == sa.false(),
+        )
+        # Dify's boundaries: "new" is updated_at > cut-off, "old" is updated_at < cut-off.
+        recently_updated = sa.exists().where(live, doc.c.updated_at > cut)
+        updated_before = sa.exists().where(live, doc.c.updated_at < cut)
+        recently_queried = sa.exists().where(q.c.dataset_id == d.c.id, q.c.created_at > cut)
+        first_doc_form = (
+            sa.select(doc.c.doc_form)
+            .where(doc.c.dataset_id == d.c.id)
+            .order_by(doc.c.position, doc.c.created_at, doc.c.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        chunk_structure = d.c.chunk_structure if self.has_chunk_structure else sa.null()
+        if self.has_keyword_tables:
+            k = t.dataset_keyword_tables
+            keyword_table: Any = (
+                sa.select(k.c.data_source_type).where(k.c.dataset_id == d.c.id).limit(1).scalar_subquery()
+            )
+        else:
+            keyword_table = sa.null()
+        query = (
+            sa.select(
+                d.c.id,
+                d.c.tenant_id,
+                d.c.created_at,
+                d.c.indexing_technique,
+                chunk_structure.label("chunk_structure"),
+                first_doc_form.label("first_doc_form"),
+                keyword_table.label("keyword_table"),
+            )
+            .where(
+                d.c.created_at < cut,
+                after(d.c.created_at, d.c.id, cursor),
+                ~recently_updated,
+                updated_before,
+                ~recently_queried,
+            )
+            .order_by(d.c.created_at, d.c.id)
+            .limit(limit)
+        )
+        if self.params.tenant_ids:
+            query = query.where(ids_in(d.c.tenant_id, self.params.tenant_ids, conn.dialect.name))
+        return query
+
+    def _sandbox_only(self, rows: list[Any]) -> list[Any]:
+        assert self.lookup is not None
+        plans = self.lookup.plans({as_str(row.tenant_id) for row in rows})
+        kept = []
+        for row in rows:
+            plan = plans.get(as_str(row.tenant_id))
+            if plan is None:
+                self.skipped["unknown_plan"] += 1  # fail closed: an unknown plan is never cleaned
+            elif plan != SANDBOX:
+                self.skipped["not_sandbox"] += 1
+            else:
+                kept.append(row)
+        return kept
+
+    def _apply(self, conn: Connection, one_pass: Pass, rows: list[Any]) -> dict[str, int]:
+        doc, logs = t.documents, t.dataset_auto_disable_logs
+        dry_run = self.job.dry_run
+        ids = [as_str(row.id) for row in rows]
+        tenant_of = {as_str(row.id): as_str(row.tenant_id) for row in rows}
+        in_batch = ids_in(doc.c.dataset_id, ids, conn.dialect.name)
+        result = {"datasets": len(ids)}
+        if one_pass.write_logs:
+            # One log per enabled, non-archived document, whatever its indexing status (Dify's pass 1).
+            documents = conn.execute(
+                sa.select(doc.c.id, doc.c.dataset_id)
+                .where(in_batch, doc.c.enabled == sa.true(), doc.c.archived == sa.false())
+                .order_by(doc.c.dataset_id, doc.c.id)
+            ).all()
+            if documents and not dry_run:
+                now = naive_utc(self.ctx.clock.now())
+                conn.execute(
+                    sa.insert(logs),
+                    [
+                        {
+                            "id": t.new_id(),
+                            "tenant_id": tenant_of[as_str(row.dataset_id)],
+                            "dataset_id": as_str(row.dataset_id),
+                            "document_id": as_str(row.id),
+                            "notified": False,
+                            "created_at": now,
+                        }
+                        for row in documents
+                    ],
+                )
+            result["dataset_auto_disable_logs"] = len(documents)
+        # Every document of the dataset, archived ones included, as Dify (disabled_at/by stay unset, as Dify).
+        to_disable = sa.and_(in_batch, doc.c.enabled == sa.true())
+        if dry_run:
+            result["documents"] = int(
+                conn.execute(sa.select(sa.func.count()).select_from(doc).where(to_disable)).scalar_one()
+            )
+        else:
+            result["documents"] = conn.execute(sa.update(doc).where(to_disable).values(enabled=False)).rowcount
+        return result
