@@ -1,0 +1,1 @@
+"""Developer tools: generators for the README command reference and the deploy/ artefacts."""
