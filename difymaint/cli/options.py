@@ -279,21 +279,25 @@ def job_command(command: Callable[..., int]) -> Callable[..., int]:
 
     The command declares only its own options plus a ``common: Common`` parameter; the wrapper's signature
     (what Typer reads) is the command's own options followed by the shared ones, so every job has the same
-    flags with the same help, written once.
+    flags with the same help, written once. A command may redeclare a shared option (same name) to give it
+    job-specific help; its value still lands in ``common``.
     """
     own = inspect.signature(command)
     own_hints = get_type_hints(command, include_extras=True)
     shared = inspect.signature(_common_options)
     shared_hints = get_type_hints(_common_options, include_extras=True)
     assert set(shared.parameters) == _COMMON_NAMES, "Common and _common_options must list the same options"
-    parameters = [p.replace(annotation=own_hints[p.name]) for p in own.parameters.values() if p.name != "common"] + [
-        p.replace(annotation=shared_hints[p.name]) for p in shared.parameters.values()
+    parameters = [p.replace(annotation=own_hints[p.name]) for p in own.parameters.values() if p.name != "common"]
+    redeclared = {p.name for p in parameters}
+    parameters += [
+        p.replace(annotation=shared_hints[p.name]) for p in shared.parameters.values() if p.name not in redeclared
     ]
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> int:
         common = Common(**{name: kwargs.pop(name) for name in _COMMON_NAMES})
-        return command(common=common, **kwargs)
+        own_values = {name: getattr(common, name) for name in redeclared & _COMMON_NAMES}
+        return command(common=common, **kwargs, **own_values)
 
     del wrapper.__wrapped__  # Typer must see the merged signature below, not the command's own
     wrapper.__signature__ = own.replace(parameters=parameters, return_annotation=int)  # type: ignore[attr-defined]

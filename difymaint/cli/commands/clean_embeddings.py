@@ -24,7 +24,9 @@ def register(app: typer.Typer) -> None:
     )(clean_embeddings)
 
 
+@o.job_command
 def clean_embeddings(
+    common: o.Common,
     days: o.Days = None,
     start_from: o.StartFrom = None,
     end_before: o.EndBefore = None,
@@ -32,59 +34,19 @@ def clean_embeddings(
     to_days_ago: o.ToDaysAgo = None,
     batch_size: o.BatchSize = None,
     sleep_ms: o.SleepMs = None,
-    dry_run: o.DryRun = False,
-    yes: o.Yes = None,
-    max_runtime: o.MaxRuntime = None,
-    max_batches: o.MaxBatches = None,
-    lock_ttl: o.LockTtl = None,
-    no_lock: o.NoLock = False,
-    vacuum_analyze: o.VacuumAnalyze = False,
-    fail_if_locked: o.FailIfLocked = None,
-    env_file: o.EnvFile = None,
-    database_url: o.DatabaseUrl = None,
-    redis_url: o.RedisUrl = None,
-    json: o.Json = False,
-    verbose: o.Verbose = 0,
-    quiet: o.Quiet = 0,
-    log_format: o.LogFormat = None,
-    color: o.Color = None,
-    debug: o.Debug = False,
 ) -> int:
     from difymaint.cli.runner import execute
     from difymaint.core.context import Context
-    from difymaint.core.errors import UsageError
-    from difymaint.core.run import RunOptions
     from difymaint.core.settings import Settings
-    from difymaint.core.window import resolve_window
     from difymaint.jobs.clean_embeddings import DEFAULT_BATCH_SIZE, CleanEmbeddingsParams
 
-    common = o.Common(
-        env_file=env_file,
-        database_url=database_url,
-        redis_url=redis_url,
-        dry_run=dry_run,
-        yes=yes,
-        max_runtime=max_runtime,
-        max_batches=max_batches,
-        lock_ttl=lock_ttl,
-        no_lock=no_lock,
-        fail_if_locked=fail_if_locked,
-        json=json,
-        verbose=verbose,
-        quiet=quiet,
-        log_format=log_format,
-        color=color,
-        debug=debug,
-    )
     overrides: dict[str, object] = {"PLAN_SANDBOX_CLEAN_DAY_SETTING": days}
 
     def build(settings: Settings, ctx: Context) -> CleanEmbeddingsParams:
-        if days is not None and (start_from or end_before or from_days_ago is not None or to_days_ago is not None):
-            raise UsageError("--days cannot be combined with another window form")
-        window = resolve_window(
+        window = o.cli_window(
             ctx.clock.now(),
             default_days=settings.PLAN_SANDBOX_CLEAN_DAY_SETTING,
-            days=None,  # --days already became PLAN_SANDBOX_CLEAN_DAY_SETTING
+            days=days,
             start_from=start_from,
             end_before=end_before,
             from_days_ago=from_days_ago,
@@ -92,24 +54,10 @@ def clean_embeddings(
         )
         return CleanEmbeddingsParams(
             window=window,
-            run=RunOptions(
-                dry_run=dry_run,
-                batch_size=batch_size or DEFAULT_BATCH_SIZE,
-                max_runtime_s=max_runtime,
-                max_batches=max_batches,
-                sleep_ms=sleep_ms or 0,  # Dify does not pause between batches
-                use_lock=not no_lock,
-                vacuum_analyze=vacuum_analyze,
-            ),
+            run=common.run_options(batch_size=batch_size or DEFAULT_BATCH_SIZE, sleep_ms=sleep_ms or 0),
         )
 
     def confirmation(settings: Settings, ctx: Context, params: Any) -> str:
-        return f"Delete embedding cache rows {params.window.describe()} from {_where(settings)}?"
+        return f"Delete embedding cache rows {params.window.describe()} from {o.database_description(settings)}?"
 
     return execute(NAME, common, overrides=overrides, build_params=build, confirmation=confirmation)
-
-
-def _where(settings: Any) -> str:
-    from difymaint.core.database import database_url
-
-    return database_url(settings).render_as_string(hide_password=True)

@@ -29,7 +29,9 @@ def register(app: typer.Typer) -> None:
     )(clean_unused_datasets)
 
 
+@o.job_command
 def clean_unused_datasets(
+    common: o.Common,
     days: Annotated[
         int | None,
         typer.Option(
@@ -87,48 +89,12 @@ def clean_unused_datasets(
     tenant_ids: o.TenantIds = None,
     batch_size: o.BatchSize = None,
     sleep_ms: o.SleepMs = None,
-    dry_run: o.DryRun = False,
-    yes: o.Yes = None,
-    max_runtime: o.MaxRuntime = None,
-    max_batches: o.MaxBatches = None,
-    lock_ttl: o.LockTtl = None,
-    no_lock: o.NoLock = False,
-    vacuum_analyze: o.VacuumAnalyze = False,
-    fail_if_locked: o.FailIfLocked = None,
-    env_file: o.EnvFile = None,
-    database_url: o.DatabaseUrl = None,
-    redis_url: o.RedisUrl = None,
-    json: o.Json = False,
-    verbose: o.Verbose = 0,
-    quiet: o.Quiet = 0,
-    log_format: o.LogFormat = None,
-    color: o.Color = None,
-    debug: o.Debug = False,
 ) -> int:
     from difymaint.cli.runner import execute
     from difymaint.core.context import Context
-    from difymaint.core.run import RunOptions
     from difymaint.core.settings import Settings
     from difymaint.jobs.clean_unused_datasets import CleanUnusedDatasetsParams, check_handover, plan_passes
 
-    common = o.Common(
-        env_file=env_file,
-        database_url=database_url,
-        redis_url=redis_url,
-        dry_run=dry_run,
-        yes=yes,
-        max_runtime=max_runtime,
-        max_batches=max_batches,
-        lock_ttl=lock_ttl,
-        no_lock=no_lock,
-        fail_if_locked=fail_if_locked,
-        json=json,
-        verbose=verbose,
-        quiet=quiet,
-        log_format=log_format,
-        color=color,
-        debug=debug,
-    )
     overrides: dict[str, object] = {
         "PLAN_SANDBOX_CLEAN_DAY_SETTING": days,
         "PLAN_PRO_CLEAN_DAY_SETTING": sandbox_days,
@@ -140,15 +106,7 @@ def clean_unused_datasets(
             all_days=settings.PLAN_SANDBOX_CLEAN_DAY_SETTING,
             sandbox_days=settings.PLAN_PRO_CLEAN_DAY_SETTING,
             passes=passes,
-            run=RunOptions(
-                dry_run=dry_run,
-                batch_size=batch_size or DEFAULT_BATCH_SIZE,
-                max_runtime_s=max_runtime,
-                max_batches=max_batches,
-                sleep_ms=sleep_ms or 0,
-                use_lock=not no_lock,
-                vacuum_analyze=vacuum_analyze,
-            ),
+            run=common.run_options(batch_size=batch_size or DEFAULT_BATCH_SIZE, sleep_ms=sleep_ms or 0),
             tenant_ids=o.split_ids(tenant_ids),
             enqueue_index_removal=enqueue_index_removal,
             emit_index_removals=emit_index_removals,
@@ -176,13 +134,7 @@ def clean_unused_datasets(
                 parts.append(f"unused for {one_pass.days} days in {scope}")
         return (
             f"Disable the documents of knowledge bases {' and '.join(parts)} and remove their vector indexes, "
-            f"in {_where(settings)}?"
+            f"in {o.database_description(settings)}?"
         )
 
     return execute(NAME, common, overrides=overrides, build_params=build, confirmation=confirmation)
-
-
-def _where(settings: Any) -> str:
-    from difymaint.core.database import database_url
-
-    return database_url(settings).render_as_string(hide_password=True)

@@ -26,7 +26,9 @@ def register(app: typer.Typer) -> None:
     )(clean_workflow_logs)
 
 
+@o.job_command
 def clean_workflow_logs(
+    common: o.Common,
     days: o.Days = None,
     workflow_ids: Annotated[
         str | None,
@@ -43,50 +45,14 @@ def clean_workflow_logs(
     orphan_manifest: o.OrphanManifestPath = None,
     batch_size: o.BatchSize = None,
     sleep_ms: o.SleepMs = None,
-    dry_run: o.DryRun = False,
-    yes: o.Yes = None,
-    max_runtime: o.MaxRuntime = None,
-    max_batches: o.MaxBatches = None,
-    lock_ttl: o.LockTtl = None,
-    no_lock: o.NoLock = False,
-    vacuum_analyze: o.VacuumAnalyze = False,
-    fail_if_locked: o.FailIfLocked = None,
-    env_file: o.EnvFile = None,
-    database_url: o.DatabaseUrl = None,
-    redis_url: o.RedisUrl = None,
-    json: o.Json = False,
-    verbose: o.Verbose = 0,
-    quiet: o.Quiet = 0,
-    log_format: o.LogFormat = None,
-    color: o.Color = None,
-    debug: o.Debug = False,
 ) -> int:
     from difymaint.cli.runner import execute
     from difymaint.core.context import Context
-    from difymaint.core.run import RunOptions
     from difymaint.core.settings import Settings
     from difymaint.core.window import resolve_window
     from difymaint.jobs.clean_workflow_logs import CleanWorkflowLogsParams
     from difymaint.jobs.clean_workflow_runs import validate_ids
 
-    common = o.Common(
-        env_file=env_file,
-        database_url=database_url,
-        redis_url=redis_url,
-        dry_run=dry_run,
-        yes=yes,
-        max_runtime=max_runtime,
-        max_batches=max_batches,
-        lock_ttl=lock_ttl,
-        no_lock=no_lock,
-        fail_if_locked=fail_if_locked,
-        json=json,
-        verbose=verbose,
-        quiet=quiet,
-        log_format=log_format,
-        color=color,
-        debug=debug,
-    )
     overrides: dict[str, object] = {
         "WORKFLOW_LOG_RETENTION_DAYS": days,
         "WORKFLOW_LOG_CLEANUP_BATCH_SIZE": batch_size,
@@ -97,15 +63,7 @@ def clean_workflow_logs(
         window = resolve_window(ctx.clock.now(), default_days=settings.WORKFLOW_LOG_RETENTION_DAYS)
         return CleanWorkflowLogsParams(
             window=window,
-            run=RunOptions(
-                dry_run=dry_run,
-                batch_size=settings.WORKFLOW_LOG_CLEANUP_BATCH_SIZE,
-                max_runtime_s=max_runtime,
-                max_batches=max_batches,
-                sleep_ms=sleep_ms or 0,  # Dify pauses not at all between batches
-                use_lock=not no_lock,
-                vacuum_analyze=vacuum_analyze,
-            ),
+            run=common.run_options(batch_size=settings.WORKFLOW_LOG_CLEANUP_BATCH_SIZE, sleep_ms=sleep_ms or 0),
             workflow_ids=validate_ids(
                 o.split_ids(settings.WORKFLOW_LOG_CLEANUP_SPECIFIC_WORKFLOW_IDS),
                 "--workflow-ids / WORKFLOW_LOG_CLEANUP_SPECIFIC_WORKFLOW_IDS",
@@ -123,13 +81,7 @@ def clean_workflow_logs(
         which = " of " + " and ".join(scope) if scope else " of EVERY workspace"
         return (
             f"Delete ended workflow runs and their chat messages {params.window.describe()}{which} "
-            f"from {_where(settings)}?"
+            f"from {o.database_description(settings)}?"
         )
 
     return execute(NAME, common, overrides=overrides, build_params=build, confirmation=confirmation)
-
-
-def _where(settings: Any) -> str:
-    from difymaint.core.database import database_url
-
-    return database_url(settings).render_as_string(hide_password=True)

@@ -25,7 +25,9 @@ def register(app: typer.Typer) -> None:
     )(clean_workflow_runs)
 
 
+@o.job_command
 def clean_workflow_runs(
+    common: o.Common,
     days: o.Days = None,
     start_from: o.StartFrom = None,
     end_before: o.EndBefore = None,
@@ -52,50 +54,12 @@ def clean_workflow_runs(
     orphan_manifest: o.OrphanManifestPath = None,
     batch_size: o.BatchSize = None,
     sleep_ms: o.SleepMs = None,
-    dry_run: o.DryRun = False,
-    yes: o.Yes = None,
-    max_runtime: o.MaxRuntime = None,
-    max_batches: o.MaxBatches = None,
-    lock_ttl: o.LockTtl = None,
-    no_lock: o.NoLock = False,
-    vacuum_analyze: o.VacuumAnalyze = False,
-    fail_if_locked: o.FailIfLocked = None,
-    env_file: o.EnvFile = None,
-    database_url: o.DatabaseUrl = None,
-    redis_url: o.RedisUrl = None,
-    json: o.Json = False,
-    verbose: o.Verbose = 0,
-    quiet: o.Quiet = 0,
-    log_format: o.LogFormat = None,
-    color: o.Color = None,
-    debug: o.Debug = False,
 ) -> int:
     from difymaint.cli.runner import execute
     from difymaint.core.context import Context
-    from difymaint.core.errors import UsageError
-    from difymaint.core.run import RunOptions
     from difymaint.core.settings import Settings
-    from difymaint.core.window import resolve_window
     from difymaint.jobs.clean_workflow_runs import CleanWorkflowRunsParams, validate_ids
 
-    common = o.Common(
-        env_file=env_file,
-        database_url=database_url,
-        redis_url=redis_url,
-        dry_run=dry_run,
-        yes=yes,
-        max_runtime=max_runtime,
-        max_batches=max_batches,
-        lock_ttl=lock_ttl,
-        no_lock=no_lock,
-        fail_if_locked=fail_if_locked,
-        json=json,
-        verbose=verbose,
-        quiet=quiet,
-        log_format=log_format,
-        color=color,
-        debug=debug,
-    )
     overrides: dict[str, object] = {
         "SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS": days,
         "SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_SIZE": batch_size,
@@ -104,12 +68,10 @@ def clean_workflow_runs(
     }
 
     def build(settings: Settings, ctx: Context) -> CleanWorkflowRunsParams:
-        if days is not None and (start_from or end_before or from_days_ago is not None or to_days_ago is not None):
-            raise UsageError("--days cannot be combined with another window form")
-        window = resolve_window(
+        window = o.cli_window(
             ctx.clock.now(),
             default_days=settings.SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS,
-            days=None,  # --days already became SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS
+            days=days,
             start_from=start_from,
             end_before=end_before,
             from_days_ago=from_days_ago,
@@ -117,14 +79,9 @@ def clean_workflow_runs(
         )
         return CleanWorkflowRunsParams(
             window=window,
-            run=RunOptions(
-                dry_run=dry_run,
+            run=common.run_options(
                 batch_size=settings.SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_SIZE,
-                max_runtime_s=max_runtime,
-                max_batches=max_batches,
                 sleep_ms=settings.SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_MAX_INTERVAL,
-                use_lock=not no_lock,
-                vacuum_analyze=vacuum_analyze,
             ),
             tenant_ids=validate_ids(o.split_ids(tenant_ids), "--tenant-ids"),
             graceful_period_days=settings.SANDBOX_EXPIRED_RECORDS_CLEAN_GRACEFUL_PERIOD,
@@ -133,22 +90,14 @@ def clean_workflow_runs(
         )
 
     def confirmation(settings: Settings, ctx: Context, params: Any) -> str:
-        scope = f"workspaces {', '.join(params.tenant_ids)}" if params.tenant_ids else "all workspaces"
-        if settings.BILLING_ENABLED or settings.DIFYMAINT_PLAN_FILE:
-            who = f"expired sandbox {scope} (whitelist and {params.graceful_period_days}-day grace apply)"
-        else:
-            ctx.reporter.warning(
-                "BILLING_ENABLED is false: every workspace is treated as sandbox, so the ended workflow runs of "
-                f"{scope.upper() if not params.tenant_ids else scope} in the window are deleted (Dify's behaviour)"
-            )
-            who = scope
-        extra = " and their chat messages" if params.with_messages else ""
-        return f"Delete ended workflow runs{extra} {params.window.describe()} of {who} from {_where(settings)}?"
+        what = "ended workflow runs" + (" and their chat messages" if params.with_messages else "")
+        return o.retention_confirmation(
+            settings,
+            ctx,
+            what=what,
+            window=params.window,
+            tenant_ids=params.tenant_ids,
+            graceful_period_days=params.graceful_period_days,
+        )
 
     return execute(NAME, common, overrides=overrides, build_params=build, confirmation=confirmation)
-
-
-def _where(settings: Any) -> str:
-    from difymaint.core.database import database_url
-
-    return database_url(settings).render_as_string(hide_password=True)

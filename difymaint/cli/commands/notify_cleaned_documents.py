@@ -27,7 +27,9 @@ def register(app: typer.Typer) -> None:
     )(notify_cleaned_documents)
 
 
+@o.job_command
 def notify_cleaned_documents(
+    common: o.Common,
     purge_notified_older_than: Annotated[
         int | None,
         typer.Option(
@@ -59,62 +61,22 @@ def notify_cleaned_documents(
             rich_help_panel=o.RUN,
         ),
     ] = False,
-    yes: o.Yes = None,
-    max_runtime: o.MaxRuntime = None,
-    max_batches: o.MaxBatches = None,
-    lock_ttl: o.LockTtl = None,
-    no_lock: o.NoLock = False,
-    fail_if_locked: o.FailIfLocked = None,
-    env_file: o.EnvFile = None,
-    database_url: o.DatabaseUrl = None,
-    redis_url: o.RedisUrl = None,
-    json: o.Json = False,
-    verbose: o.Verbose = 0,
-    quiet: o.Quiet = 0,
-    log_format: o.LogFormat = None,
-    color: o.Color = None,
-    debug: o.Debug = False,
 ) -> int:
     import sys
 
     from difymaint.cli.runner import execute
     from difymaint.core.context import Context
-    from difymaint.core.run import RunOptions
     from difymaint.core.settings import Settings
     from difymaint.jobs.notify_cleaned_documents import NotifyParams
 
-    common = o.Common(
-        env_file=env_file,
-        database_url=database_url,
-        redis_url=redis_url,
-        dry_run=dry_run,
-        yes=yes,
-        max_runtime=max_runtime,
-        max_batches=max_batches,
-        lock_ttl=lock_ttl,
-        no_lock=no_lock,
-        fail_if_locked=fail_if_locked,
-        json=json,
-        verbose=verbose,
-        quiet=quiet,
-        log_format=log_format,
-        color=color,
-        debug=debug,
-    )
     overrides: dict[str, object] = {"CONSOLE_WEB_URL": console_web_url}
 
     def build(settings: Settings, ctx: Context) -> NotifyParams:
         return NotifyParams(
-            run=RunOptions(
-                dry_run=dry_run,
-                batch_size=batch_size or DEFAULT_BATCH_SIZE,
-                max_runtime_s=max_runtime,
-                max_batches=max_batches,
-                use_lock=not no_lock,
-            ),
+            run=common.run_options(batch_size=batch_size or DEFAULT_BATCH_SIZE),
             tenant_ids=o.split_ids(tenant_ids),
             purge_notified_older_than=purge_notified_older_than,
-            preview=sys.stderr if json else sys.stdout,  # keep stdout for the one JSON line
+            preview=sys.stderr if common.json else sys.stdout,  # keep stdout for the one JSON line
         )
 
     def confirmation(settings: Settings, ctx: Context, params: Any) -> str | None:
@@ -122,13 +84,7 @@ def notify_cleaned_documents(
             return None  # mails and flags only: nothing is deleted
         return (
             f"Send the notification mails and delete notified dataset_auto_disable_logs older than "
-            f"{params.purge_notified_older_than} days from {_where(settings)}?"
+            f"{params.purge_notified_older_than} days from {o.database_description(settings)}?"
         )
 
     return execute(NAME, common, overrides=overrides, build_params=build, confirmation=confirmation)
-
-
-def _where(settings: Any) -> str:
-    from difymaint.core.database import database_url
-
-    return database_url(settings).render_as_string(hide_password=True)
