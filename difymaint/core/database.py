@@ -161,6 +161,16 @@ def delete_or_count(conn: Connection, table: sa.Table, where: sa.ColumnElement[b
     return int(conn.execute(sa.delete(table).where(where)).rowcount)
 
 
+def count_or_unknown(conn: Connection, query: sa.Select[Any], *, timeout_s: int = 30) -> int:
+    """A count for a report (e.g. rows remaining); -1 when it would take longer than ``timeout_s``."""
+    if is_postgres(conn):
+        conn.execute(sa.text(f"SET LOCAL statement_timeout = '{int(timeout_s)}s'"))
+    try:
+        return int(conn.execute(query).scalar_one())
+    except DBAPIError:
+        return -1
+
+
 def as_str(value: Any) -> str:
     """uuid columns come back as uuid.UUID from psycopg2 and as str from SQLite."""
     return str(value)

@@ -6,11 +6,14 @@ holds the xmin horizon (peer-anchors §5); a persistent cursor does not.
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from difymaint.core.window import TimeWindow
 
@@ -48,3 +51,74 @@ def in_window(created_col: sa.ColumnElement[Any], window: TimeWindow) -> sa.Colu
     if window.start_from is not None:
         condition = sa.and_(condition, created_col >= window.start_from)
     return condition
+
+
+@dataclass(eq=False)
+class Lane:
+    """One of many keyset cursors served in turn: an app's messages, a tenant's runs (spec §5.3.6).
+
+    ``tenant_id`` is whose plan decides whether the lane's rows may go.
+    """
+
+    key: str
+    tenant_id: str
+    cursor: Cursor | None = None
+
+
+@dataclass
+class Served:
+    lane: Lane
+    rows: list[Any]
+    asked: int  # the page limit it was read with: a full page may have more, a short one drained the lane
+
+
+class RoundRobin:
+    """A queue of lanes; each batch takes pages from the lanes at the front until the batch is full.
+
+    Cursors move only in :meth:`advance`, after the batch committed, so a rolled-back batch is re-read from
+    the same place. Served lanes rotate to the back, so one huge app cannot starve the others under a
+    --max-runtime budget.
+    """
+
+    def __init__(self) -> None:
+        self.queue: deque[Lane] = deque()
+
+    def __bool__(self) -> bool:
+        return bool(self.queue)
+
+    def extend(self, lanes: Iterable[Lane]) -> None:
+        self.queue.extend(lanes)
+
+    def take(self, conn: Connection, limit: int, page: Callable[[Lane, int], sa.Select[Any]]) -> list[Served]:
+        served: list[Served] = []
+        for lane in list(self.queue):
+            if limit <= 0:
+                break
+            rows = list(conn.execute(page(lane, limit)).all())
+            served.append(Served(lane, rows, limit))
+            limit -= len(rows)
+        return served
+
+    def retire(self, served: Iterable[Served]) -> None:
+        """Drop lanes that returned nothing (drained)."""
+        for item in served:
+            if not item.rows:
+                self.queue.remove(item.lane)
+
+    def advance(self, served: Iterable[Served], keep_tenants: set[str]) -> None:
+        """Commit a batch's cursors; lanes whose tenant is no longer eligible leave the queue."""
+        for item in served:
+            self.queue.remove(item.lane)
+            if item.lane.tenant_id not in keep_tenants:
+                continue  # upgraded (or whitelisted) mid-run: leave its rows alone
+            if item.rows:
+                item.lane.cursor = Cursor.of(item.rows[-1])
+            if len(item.rows) == item.asked:
+                self.queue.append(item.lane)
+
+    def remaining(
+        self, key_col: sa.ColumnElement[Any], created_col: sa.ColumnElement[Any], id_col: sa.ColumnElement[Any]
+    ) -> sa.ColumnElement[bool]:
+        """Rows the queued lanes have not reached yet (for a partial run's backlog figure)."""
+        conditions = [sa.and_(key_col == lane.key, after(created_col, id_col, lane.cursor)) for lane in self.queue]
+        return sa.or_(*conditions) if conditions else sa.false()

@@ -15,7 +15,6 @@ left empty. A dry run executes the same selection and counts the same predicates
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +25,9 @@ from sqlalchemy.engine import Connection
 
 from difymaint.core.billing import TenantPolicy, sandbox_expiry_policy
 from difymaint.core.context import Context
-from difymaint.core.database import as_str, ids_in, is_postgres
+from difymaint.core.database import as_str, count_or_unknown, ids_in
 from difymaint.core.errors import UsageError
-from difymaint.core.keyset import Cursor, after, in_window, up_to
+from difymaint.core.keyset import Cursor, Lane, RoundRobin, after, in_window, up_to
 from difymaint.core.manifest import OrphanManifest
 from difymaint.core.run import JobRun, RunOptions, job_run
 from difymaint.core.schema import Need, SchemaReport, check_schema, missing_leading_indexes
@@ -143,13 +142,6 @@ def _preflight_warnings(ctx: Context, job: JobRun, schema: SchemaReport) -> None
         ctx.reporter.warning(warning)
 
 
-@dataclass
-class _AppCursor:
-    app_id: str
-    tenant_id: str
-    cursor: Cursor | None = None
-
-
 class _Scan:
     def __init__(
         self,
@@ -166,7 +158,7 @@ class _Scan:
         self.app_tenants: dict[str, str | None] = {}  # job-wide app → tenant cache
         self.global_cursor: Cursor | None = None
         self.strategy = "global"
-        self.queue: deque[_AppCursor] = deque()
+        self.lanes = RoundRobin()  # eligible apps, each with its own cursor
         self.apps_after: str | None = None
         self.apps_exhausted = False
 
@@ -254,60 +246,45 @@ class _Scan:
 
     def eligible_apps_scan(self) -> None:
         m = t.messages
+
+        def page(lane: Lane, limit: int) -> sa.Select[Any]:
+            return (
+                self._message_select()
+                .where(m.c.app_id == lane.key, after(m.c.created_at, m.c.id, lane.cursor))
+                .order_by(m.c.created_at, m.c.id)
+                .limit(limit)
+            )
+
         while self.job.keep_going():
-            if not self.queue and not self._refill_queue():
+            if not self.lanes and not self._refill_queue():
                 return
-            limit = self.job.batch_size
-            taken: list[tuple[_AppCursor, list[Any], int]] = []
             with self.ctx.engine.connect() as conn:
-                for app in list(self.queue):
-                    if limit <= 0:
-                        break
-                    rows = conn.execute(
-                        self._message_select()
-                        .where(m.c.app_id == app.app_id, after(m.c.created_at, m.c.id, app.cursor))
-                        .order_by(m.c.created_at, m.c.id)
-                        .limit(limit)
-                    ).all()
-                    taken.append((app, list(rows), limit))
-                    limit -= len(rows)
-            if not any(rows for _, rows, _ in taken):
-                for app, _, _ in taken:
-                    self.queue.remove(app)  # drained
+                served = self.lanes.take(conn, self.job.batch_size, page)
+            if not any(item.rows for item in served):
+                self.lanes.retire(served)
                 continue
             # Re-check the batch's tenants uncached right before deleting (an upgrade mid-run wins).
-            still = self.policy.eligible({app.tenant_id for app, rows, _ in taken if rows}, fresh=True)
-            rows_all = [row for _, rows, _ in taken for row in rows]
-            ids = [as_str(row.id) for app, rows, _ in taken if app.tenant_id in still for row in rows]
+            still = self.policy.eligible({item.lane.tenant_id for item in served if item.rows}, fresh=True)
+            rows_all = [row for item in served for row in item.rows]
+            ids = [as_str(row.id) for item in served if item.lane.tenant_id in still for row in item.rows]
             passed = sa.or_(
                 *(
                     sa.and_(
-                        m.c.app_id == app.app_id,
+                        m.c.app_id == item.lane.key,
                         in_window(m.c.created_at, self.window),
-                        up_to(m.c.created_at, m.c.id, Cursor.of(rows[-1])),
+                        up_to(m.c.created_at, m.c.id, Cursor.of(item.rows[-1])),
                     )
-                    for app, rows, _ in taken
-                    if rows
+                    for item in served
+                    if item.rows
                 )
             )
             if self._delete_batch(rows_all, ids, passed):
-                self._advance(taken, still)
-
-    def _advance(self, taken: list[tuple[_AppCursor, list[Any], int]], still_eligible: set[str]) -> None:
-        """Commit the batch's cursors: drained apps leave the queue, served apps rotate to the back."""
-        for app, rows, asked in taken:
-            self.queue.remove(app)
-            if app.tenant_id not in still_eligible:
-                continue  # the tenant upgraded (or was whitelisted) mid-run: leave its app alone
-            if rows:
-                app.cursor = Cursor.of(rows[-1])
-            if len(rows) == asked:  # a full page may have more; a short one means the app is drained
-                self.queue.append(app)
+                self.lanes.advance(served, still)
 
     def _refill_queue(self) -> bool:
         apps = t.apps
         page_size = self.params.app_page_size
-        while not self.queue and not self.apps_exhausted and self.job.keep_going():
+        while not self.lanes and not self.apps_exhausted and self.job.keep_going():
             query = sa.select(apps.c.id, apps.c.tenant_id).order_by(apps.c.id).limit(page_size)
             with self.ctx.engine.connect() as conn:
                 if self.params.tenant_ids:
@@ -321,12 +298,12 @@ class _Scan:
                 break
             self.apps_after = as_str(page[-1].id)
             eligible = self.policy.eligible({as_str(row.tenant_id) for row in page})
-            self.queue.extend(
-                _AppCursor(app_id=as_str(row.id), tenant_id=as_str(row.tenant_id))
+            self.lanes.extend(
+                Lane(key=as_str(row.id), tenant_id=as_str(row.tenant_id))
                 for row in page
                 if as_str(row.tenant_id) in eligible
             )
-        return bool(self.queue)
+        return bool(self.lanes)
 
     # --- backlog estimate for a partial run (what an alert on "falling behind" watches) -------------------
 
@@ -334,22 +311,12 @@ class _Scan:
         m = t.messages
         summary = self.job.summary
         if self.strategy == "eligible-apps":
-            conditions = [
-                sa.and_(m.c.app_id == app.app_id, after(m.c.created_at, m.c.id, app.cursor)) for app in self.queue
-            ]
-            where = sa.and_(in_window(m.c.created_at, self.window), sa.or_(*conditions)) if conditions else sa.false()
+            where = sa.and_(
+                in_window(m.c.created_at, self.window), self.lanes.remaining(m.c.app_id, m.c.created_at, m.c.id)
+            )
             summary.rows_remaining_estimated = not self.apps_exhausted
         else:
             where = sa.and_(in_window(m.c.created_at, self.window), after(m.c.created_at, m.c.id, self.global_cursor))
             summary.rows_remaining_estimated = self.policy.billing_enabled
         with self.ctx.engine.connect() as conn:
-            summary.rows_remaining = _count(conn, sa.select(sa.func.count()).select_from(m).where(where))
-
-
-def _count(conn: Connection, query: sa.Select[Any]) -> int:
-    if is_postgres(conn):
-        conn.execute(sa.text("SET LOCAL statement_timeout = '30s'"))
-    try:
-        return int(conn.execute(query).scalar_one())
-    except sa.exc.DBAPIError:
-        return -1
+            summary.rows_remaining = count_or_unknown(conn, sa.select(sa.func.count()).select_from(m).where(where))

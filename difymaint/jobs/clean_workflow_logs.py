@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from difymaint.core.context import Context
-from difymaint.core.database import as_str, ids_in
+from difymaint.core.database import as_str, count_or_unknown, ids_in
 from difymaint.core.errors import DifymaintError
 from difymaint.core.keyset import Cursor, after, up_to
 from difymaint.core.manifest import OrphanManifest
@@ -33,7 +33,6 @@ from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
 from difymaint.dify.cascades import delete_workflow_runs
 from difymaint.jobs.clean_workflow_runs import (
-    count_or_unknown,
     ended_runs,
     manifest_details,
     preflight_warnings,

@@ -19,20 +19,18 @@ logs and the runs (spec §3.6). A dry run executes the same selection and counts
 from __future__ import annotations
 
 import uuid
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from difymaint.core.billing import TenantPolicy, sandbox_expiry_policy
 from difymaint.core.context import Context
-from difymaint.core.database import as_str, is_postgres
+from difymaint.core.database import as_str, count_or_unknown
 from difymaint.core.errors import UsageError
-from difymaint.core.keyset import Cursor, after, in_window, up_to
+from difymaint.core.keyset import Cursor, Lane, RoundRobin, after, in_window, up_to
 from difymaint.core.manifest import OrphanManifest
 from difymaint.core.run import JobRun, RunOptions, job_run
 from difymaint.core.schema import Need, SchemaReport, check_schema, missing_leading_indexes
@@ -132,15 +130,6 @@ def ended_runs(window: TimeWindow) -> sa.ColumnElement[bool]:
     return sa.and_(in_window(runs.c.created_at, window), runs.c.status.in_(ENDED_RUN_STATUSES))
 
 
-def count_or_unknown(conn: Connection, query: sa.Select[Any]) -> int:
-    if is_postgres(conn):
-        conn.execute(sa.text("SET LOCAL statement_timeout = '30s'"))
-    try:
-        return int(conn.execute(query).scalar_one())
-    except sa.exc.DBAPIError:
-        return -1
-
-
 def manifest_details(manifest: OrphanManifest, path: Path | None, by_source: dict[str, int]) -> dict[str, Any]:
     return {"path": str(path), "files": manifest.count, "by_source": dict(by_source)}
 
@@ -194,12 +183,6 @@ def run(ctx: Context, params: CleanWorkflowRunsParams) -> RunSummary:
     return job.summary
 
 
-@dataclass
-class _TenantCursor:
-    tenant_id: str
-    cursor: Cursor | None = None
-
-
 class _Scan:
     def __init__(
         self,
@@ -214,7 +197,7 @@ class _Scan:
         self.skip = skip
         self.window = params.window
         self.global_cursor: Cursor | None = None
-        self.queue: deque[_TenantCursor] = deque()
+        self.lanes = RoundRobin()  # eligible tenants, each with its own cursor
         self.tenants_after: str | None = None
         self.tenants_exhausted = False
         self.runs_skipped = 0
@@ -273,59 +256,44 @@ class _Scan:
 
     def tenant_scan(self) -> None:
         runs = t.workflow_runs
+
+        def page(lane: Lane, limit: int) -> sa.Select[Any]:
+            return (
+                self._select()
+                .where(runs.c.tenant_id == lane.key, after(runs.c.created_at, runs.c.id, lane.cursor))
+                .order_by(runs.c.created_at, runs.c.id)
+                .limit(limit)
+            )
+
         while self.job.keep_going():
-            if not self.queue and not self._refill_queue():
+            if not self.lanes and not self._refill_queue():
                 return
-            limit = self.job.batch_size
-            taken: list[tuple[_TenantCursor, list[Any], int]] = []
             with self.ctx.engine.connect() as conn:
-                for tenant in list(self.queue):
-                    if limit <= 0:
-                        break
-                    rows = conn.execute(
-                        self._select()
-                        .where(runs.c.tenant_id == tenant.tenant_id, after(runs.c.created_at, runs.c.id, tenant.cursor))
-                        .order_by(runs.c.created_at, runs.c.id)
-                        .limit(limit)
-                    ).all()
-                    taken.append((tenant, list(rows), limit))
-                    limit -= len(rows)
-            if not any(rows for _, rows, _ in taken):
-                for tenant, _, _ in taken:
-                    self.queue.remove(tenant)  # drained
+                served = self.lanes.take(conn, self.job.batch_size, page)
+            if not any(item.rows for item in served):
+                self.lanes.retire(served)
                 continue
             # Re-check the batch's tenants uncached right before deleting (an upgrade mid-run wins).
-            still = self.policy.eligible({tenant.tenant_id for tenant, rows, _ in taken if rows}, fresh=True)
-            ids = [as_str(row.id) for tenant, rows, _ in taken if tenant.tenant_id in still for row in rows]
-            self.runs_skipped += sum(len(rows) for tenant, rows, _ in taken if tenant.tenant_id not in still)
+            still = self.policy.eligible({item.lane.tenant_id for item in served if item.rows}, fresh=True)
+            ids = [as_str(row.id) for item in served if item.lane.tenant_id in still for row in item.rows]
+            self.runs_skipped += sum(len(item.rows) for item in served if item.lane.tenant_id not in still)
             conditions = [
                 sa.and_(
-                    runs.c.tenant_id == tenant.tenant_id,
+                    runs.c.tenant_id == item.lane.key,
                     ended_runs(self.window),
-                    up_to(runs.c.created_at, runs.c.id, Cursor.of(rows[-1])),
+                    up_to(runs.c.created_at, runs.c.id, Cursor.of(item.rows[-1])),
                 )
-                for tenant, rows, _ in taken
-                if rows and tenant.tenant_id in still
+                for item in served
+                if item.rows and item.lane.tenant_id in still
             ]
             passed = sa.or_(*conditions) if conditions else sa.false()
-            if self._delete_batch(sum(len(rows) for _, rows, _ in taken), ids, passed):
-                self._advance(taken, still)
-
-    def _advance(self, taken: list[tuple[_TenantCursor, list[Any], int]], still_eligible: set[str]) -> None:
-        """Commit the batch's cursors: drained tenants leave the queue, served ones rotate to the back."""
-        for tenant, rows, asked in taken:
-            self.queue.remove(tenant)
-            if tenant.tenant_id not in still_eligible:
-                continue  # upgraded (or whitelisted) mid-run: leave its runs alone
-            if rows:
-                tenant.cursor = Cursor.of(rows[-1])
-            if len(rows) == asked:  # a full page may have more; a short one means the tenant is drained
-                self.queue.append(tenant)
+            if self._delete_batch(sum(len(item.rows) for item in served), ids, passed):
+                self.lanes.advance(served, still)
 
     def _refill_queue(self) -> bool:
         tenants = t.tenants
         page_size = self.params.tenant_page_size
-        while not self.queue and not self.tenants_exhausted and self.job.keep_going():
+        while not self.lanes and not self.tenants_exhausted and self.job.keep_going():
             if self.params.tenant_ids:
                 page = sorted(set(self.params.tenant_ids))
                 self.tenants_exhausted = True
@@ -341,8 +309,8 @@ class _Scan:
                     break
                 self.tenants_after = page[-1]
             eligible = self.policy.eligible(set(page))
-            self.queue.extend(_TenantCursor(tenant_id=tid) for tid in page if tid in eligible)
-        return bool(self.queue)
+            self.lanes.extend(Lane(key=tid, tenant_id=tid) for tid in page if tid in eligible)
+        return bool(self.lanes)
 
     # --- backlog estimate for a partial run ----------------------------------------------------------------
 
@@ -350,11 +318,9 @@ class _Scan:
         runs = t.workflow_runs
         summary = self.job.summary
         if strategy == "tenants":
-            conditions = [
-                sa.and_(runs.c.tenant_id == tenant.tenant_id, after(runs.c.created_at, runs.c.id, tenant.cursor))
-                for tenant in self.queue
-            ]
-            where = sa.and_(ended_runs(self.window), sa.or_(*conditions)) if conditions else sa.false()
+            where = sa.and_(
+                ended_runs(self.window), self.lanes.remaining(runs.c.tenant_id, runs.c.created_at, runs.c.id)
+            )
             summary.rows_remaining_estimated = not self.tenants_exhausted
         else:
             where = sa.and_(ended_runs(self.window), after(runs.c.created_at, runs.c.id, self.global_cursor))
