@@ -94,7 +94,7 @@ class ConsoleReporter:
         log.warning(message)
 
     def batch(self, progress: BatchProgress) -> None:
-        verb = "would delete" if progress.dry_run else "deleted"
+        verb = progress.verb
         if self.show_progress:
             if self._progress is None:
                 self._progress = Progress(
@@ -136,7 +136,7 @@ _OUTCOME_STYLE = {
 
 def render_summary(consoles: Consoles, summary: RunSummary) -> None:
     """The human summary on stdout."""
-    verb = "would delete" if summary.dry_run else "deleted"
+    verb = summary.verb
     title = f"{summary.job}{' (dry run)' if summary.dry_run else ''}"
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     table.add_column("table")

@@ -20,6 +20,7 @@ class BatchProgress:
     batch_size: int  # the size the next batch will use
     seconds: float
     dry_run: bool
+    verb: str = "deleted"  # the run summary's verb for this run (dry-run wording included)
 
 
 class Reporter(Protocol):
@@ -37,9 +38,8 @@ log = logging.getLogger("difymaint")
 
 def describe_batch(progress: BatchProgress) -> str:
     """The one-line description of a batch used by every plain-text reporter."""
-    verb = "would delete" if progress.dry_run else "deleted"
     return (
-        f"{progress.job} batch {progress.batch_no}: scanned {progress.scanned}, {verb} {progress.affected} "
+        f"{progress.job} batch {progress.batch_no}: scanned {progress.scanned}, {progress.verb} {progress.affected} "
         f"(total {progress.total_affected}) in {progress.seconds * 1000:.0f} ms; next batch size {progress.batch_size}"
     )
 

@@ -189,6 +189,7 @@ class JobRun:
                 batch_size=self.sizer.size,
                 seconds=seconds,
                 dry_run=self.dry_run,
+                verb=self.summary.verb,
             )
         )
         if batch.affected and self.options.sleep_ms and not self.dry_run:
@@ -229,6 +230,7 @@ def job_run(
     options: RunOptions,
     window: TimeWindow | None,
     tables: list[str],
+    verbs: tuple[str, str] = ("deleted", "would delete"),
 ) -> Iterator[JobRun]:
     """Take the job's lock (or raise LockHeld), run the body, always release, finish the summary."""
     lock = ctx.job_lock(lock_key, enabled=options.use_lock)
@@ -238,6 +240,7 @@ def job_run(
             hint="this is normal when runs overlap; see DIFYMAINT_ON_LOCKED to change the exit code",
         )
     run = JobRun(ctx, job, options=options, lock=lock, window=window, tables=tables)
+    run.summary.verbs = verbs
     ctx.reporter.info(f"{job}: holding {lock.description}")
     start_lsn = None if options.dry_run else pg_health.current_wal_lsn(ctx.engine)
     for blocker in pg_health.long_running_transactions(

@@ -38,6 +38,12 @@ class RunSummary:
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     exit_code_override: ExitCode | None = None
+    # What the per-table counts mean, as (done, dry run) wording: most jobs delete, some update.
+    verbs: tuple[str, str] = ("deleted", "would delete")
+
+    @property
+    def verb(self) -> str:
+        return self.verbs[1] if self.dry_run else self.verbs[0]
 
     def add(self, table: str, rows: int) -> None:
         self.tables[table] = self.tables.get(table, 0) + rows
@@ -68,6 +74,7 @@ class RunSummary:
             "started_at": self.started_at.isoformat(),
             "window": self.window,
             "tables": self.tables,
+            "tables_meaning": self.verbs[0],
             "rows_total": self.total_rows,
             "batches": self.batches,
             "scanned": self.scanned,

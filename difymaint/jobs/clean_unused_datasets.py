@@ -125,7 +125,9 @@ def run(ctx: Context, params: CleanUnusedDatasetsParams) -> RunSummary:
     dry_run = params.run.dry_run
     schema = check_schema(ctx.engine, needs(passes), job=JOB)
     tables = ["datasets", "documents"] + (["dataset_auto_disable_logs"] if any(p.write_logs for p in passes) else [])
-    with job_run(ctx, JOB, lock_key=LOCK_KEY, options=params.run, window=None, tables=tables) as job:
+    with job_run(
+        ctx, JOB, lock_key=LOCK_KEY, options=params.run, window=None, tables=tables, verbs=("affected", "would affect")
+    ) as job:
         _preflight_warnings(ctx, job, schema)
         lookup = (
             plan_lookup(ctx.settings, ctx.clock, ctx.redis, ctx.keys) if any(p.sandbox_only for p in passes) else None

@@ -87,7 +87,9 @@ def run(ctx: Context, params: NotifyParams) -> RunSummary:
         sender = configured
     schema = check_schema(ctx.engine, needs(params), job=JOB)
     tables = [MARKED] + ([PURGED] if params.purge_notified_older_than is not None else [])
-    with job_run(ctx, JOB, lock_key=LOCK_KEY, options=params.run, window=None, tables=tables) as job:
+    with job_run(
+        ctx, JOB, lock_key=LOCK_KEY, options=params.run, window=None, tables=tables, verbs=("affected", "would affect")
+    ) as job:
         if configured is None:
             warning = "MAIL_TYPE is not set: a real run would exit without sending or marking anything"
             job.summary.warnings.append(warning)
