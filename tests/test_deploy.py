@@ -19,6 +19,7 @@ K8S = ROOT / deploy.K8S_DIR
 CRONTAB = ROOT / deploy.CRONTAB_DIR / deploy.CRONTAB_FILE
 K8S_VERSION = "1.31"  # the minimum supported version (podFailurePolicy GA)
 ENV_LINE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+SCHEDULED = deploy.scheduled_jobs()  # manual commands (scheduled=False) get no deploy files
 
 
 def _manifest(job: JobInfo) -> dict[str, Any]:
@@ -37,7 +38,7 @@ def _job_lines() -> list[str]:
     return [line for line in lines if line.strip() and not line.lstrip().startswith("#") and not ENV_LINE.match(line)]
 
 
-jobs = pytest.mark.parametrize("job", list(JOBS.values()), ids=list(JOBS))
+jobs = pytest.mark.parametrize("job", list(SCHEDULED.values()), ids=list(SCHEDULED))
 
 
 # --- committed files == rendered files ---------------------------------------------------------------------------
@@ -62,6 +63,16 @@ def test_check_mode_reports_a_changed_file(tmp_path: Path, capsys: pytest.Captur
     assert err.count("\n") == 1 and "stale" in err and manifest.name in err
 
 
+def test_manual_commands_get_no_deploy_files() -> None:
+    manual = [name for name, job in JOBS.items() if not job.scheduled]
+    assert "restore-workflow-runs" in manual
+    rendered = deploy.render_all()
+    crontab = rendered[f"{deploy.CRONTAB_DIR}/{deploy.CRONTAB_FILE}"]
+    for name in manual:
+        assert f"{deploy.K8S_DIR}/{name}.yaml" not in rendered
+        assert f" {name} " not in crontab and name not in rendered[f"{deploy.K8S_DIR}/README.md"]
+
+
 def test_manifests_of_removed_jobs_are_stale_and_deleted(tmp_path: Path) -> None:
     first, *rest = JOBS
     deploy.write_all(tmp_path)
@@ -78,7 +89,7 @@ def test_manifests_of_removed_jobs_are_stale_and_deleted(tmp_path: Path) -> None
 
 def test_one_manifest_per_registry_job() -> None:
     on_disk = {path.stem for path in K8S.glob("*.yaml")} | {path.stem for path in K8S.glob("*.yml")}
-    assert on_disk == set(JOBS)
+    assert on_disk == set(SCHEDULED)
 
 
 @jobs
@@ -226,7 +237,7 @@ def test_crontab_ends_with_newline_and_sets_environment() -> None:
 
 def test_crontab_has_one_line_per_job() -> None:
     lines = _job_lines()
-    assert len(lines) == len(JOBS)
+    assert len(lines) == len(SCHEDULED)
     by_job: dict[str, str] = {}
     for line in lines:
         fields = line.split()
@@ -238,7 +249,7 @@ def test_crontab_has_one_line_per_job() -> None:
         assert job_name not in by_job
         by_job[job_name] = line
         assert schedule == JOBS[job_name].schedule
-    assert set(by_job) == set(JOBS)
+    assert set(by_job) == set(SCHEDULED)
     for name, line in by_job.items():
         job = JOBS[name]
         assert f"flock -n -E 75 /run/lock/difymaint-{name}.lock difymaint {name}" in line
@@ -259,7 +270,7 @@ def test_percent_signs_are_escaped() -> None:
     assert "odd\\%name" in command and not re.search(r"(?<!\\)%", command)
 
 
-@pytest.mark.parametrize("name", sorted(JOBS))
+@pytest.mark.parametrize("name", sorted(SCHEDULED))
 def test_scheduled_arguments_are_real_flags(name: str) -> None:
     """Every flag the manifests and the crontab pass exists on the command (a typo would fail each night)."""
     from typer.testing import CliRunner

@@ -119,6 +119,22 @@ class RetentionSettings(BaseSettings):
     WORKFLOW_LOG_CLEANUP_BATCH_SIZE: PositiveInt = 100
     WORKFLOW_LOG_CLEANUP_SPECIFIC_WORKFLOW_IDS: str = ""
     OAUTH_ACCESS_TOKEN_RETENTION_DAYS: PositiveInt = 30
+    # archive-workflow-runs / restore-workflow-runs (spec §6.1; branch-only in Dify, defaults of its CLI).
+    PAID_PLAN_WORKFLOW_RUN_ARCHIVE_RETENTION_DAYS: PositiveInt = 90
+    PAID_PLAN_WORKFLOW_RUN_ARCHIVE_BATCH_SIZE: PositiveInt = 100
+    PAID_PLAN_WORKFLOW_RUN_ARCHIVE_TENANT_IDS: str = Field(
+        default="", description="Comma-separated workspaces to archive (grayscale rollout); empty = all paid."
+    )
+    ARCHIVE_STORAGE_ENABLED: bool = False
+    ARCHIVE_STORAGE_ENDPOINT: str | None = None
+    ARCHIVE_STORAGE_ARCHIVE_BUCKET: str | None = None
+    ARCHIVE_STORAGE_ACCESS_KEY: str | None = None
+    ARCHIVE_STORAGE_SECRET_KEY: SecretStr | None = None
+    ARCHIVE_STORAGE_REGION: str = "auto"
+    DIFYMAINT_ARCHIVE_DIR: Path | None = Field(
+        default=None, description="Write/read workflow-run archives in this local directory instead of S3."
+    )
+    DIFYMAINT_ARCHIVE_STORAGE_TIMEOUT: PositiveFloat = Field(default=60.0, description="Seconds per S3 request.")
 
 
 class MailSettings(BaseSettings):

@@ -1,8 +1,9 @@
 """Render the deploy/ artefacts (Kubernetes CronJobs, an /etc/cron.d file, their READMEs) from the job registry.
 
 ``python -m difymaint.devtools.deploy`` writes them; ``--check`` changes nothing and exits 1 when any file on
-disk differs from what would be rendered (CI). Every job in :data:`difymaint.jobs.JOBS` gets one CronJob
-manifest and one crontab line; the templates live in ``difymaint/templates/``.
+disk differs from what would be rendered (CI). Every scheduled job in :data:`difymaint.jobs.JOBS` gets one
+CronJob manifest and one crontab line (manual commands, ``scheduled=False``, get none); the templates live in
+``difymaint/templates/``.
 """
 
 from __future__ import annotations
@@ -221,10 +222,15 @@ def render_crontab_readme(jobs: Iterable[JobInfo]) -> str:
     return _render("crontab-README.md.j2", rows=_rows(jobs), env_file=ENV_FILE)
 
 
+def scheduled_jobs(jobs: Mapping[str, JobInfo] | None = None) -> dict[str, JobInfo]:
+    """The registry's jobs that run on a schedule (manual commands such as restores get no deploy files)."""
+    registry = JOBS if jobs is None else jobs
+    return {name: job for name, job in registry.items() if job.scheduled}
+
+
 def render_all(jobs: Mapping[str, JobInfo] | None = None) -> dict[str, str]:
     """Every deploy/ file, keyed by its path relative to the repository root (POSIX separators)."""
-    registry = JOBS if jobs is None else jobs
-    ordered = list(registry.values())
+    ordered = list(scheduled_jobs(jobs).values())
     files = {f"{K8S_DIR}/{job.name}.yaml": render_cronjob(job) for job in ordered}
     files[f"{K8S_DIR}/README.md"] = render_k8s_readme(ordered)
     files[f"{CRONTAB_DIR}/{CRONTAB_FILE}"] = render_crontab(ordered)

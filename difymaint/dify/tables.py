@@ -677,3 +677,35 @@ workflow_trigger_logs = sa.Table(
     sa.Index("workflow_trigger_log_workflow_id_idx", "workflow_id"),
     sa.Index("workflow_trigger_log_workflow_run_idx", "workflow_run_id"),
 )
+
+# A snapshot row per archived run (one per app log, or one if none) kept after the run went to object
+# storage (data model §8; archive-workflow-runs writes them, restore-workflow-runs reads them).
+workflow_archive_logs = sa.Table(
+    "workflow_archive_logs",
+    metadata,
+    _id(),  # uuidv7() in Dify; any uuid works
+    _uuid("log_id", nullable=True),  # the workflow_app_logs row it stands for
+    _uuid("tenant_id"),
+    _uuid("app_id"),
+    _uuid("workflow_id"),
+    _uuid("workflow_run_id"),
+    _str("created_by_role"),
+    _uuid("created_by"),
+    _ts("log_created_at", nullable=True, default=False),
+    _str("log_created_from", nullable=True),
+    _str("run_version"),
+    _str("run_status"),
+    _str("run_triggered_from"),
+    _text("run_error"),
+    sa.Column("run_elapsed_time", sa.Float(), nullable=False, server_default="0"),
+    sa.Column("run_total_tokens", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("run_total_steps", sa.Integer(), nullable=True, server_default="0"),
+    sa.Column("run_exceptions_count", sa.Integer(), nullable=True, server_default="0"),
+    _ts("run_created_at", default=False),
+    _ts("run_finished_at", nullable=True, default=False),
+    _text("trigger_metadata"),
+    _ts("archived_at"),
+    sa.Index("workflow_archive_log_app_idx", "tenant_id", "app_id"),
+    sa.Index("workflow_archive_log_workflow_run_id_idx", "workflow_run_id"),
+    sa.Index("workflow_archive_log_run_created_at_idx", "run_created_at"),
+)

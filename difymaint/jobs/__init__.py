@@ -18,11 +18,13 @@ class JobInfo:
     summary: str
     schedule: str  # Dify's default beat schedule as a cron line (LOG_TZ=UTC, CELERY_BEAT_SCHEDULER_TIME=1)
     dify_task: str  # the beat entry it replaces
-    dify_switch: str  # the ENABLE_* flag to turn off in Dify once difymaint runs the job
+    dify_switch: str  # the ENABLE_* flag to turn off in Dify once difymaint runs the job ("" = none)
     lock_key: str  # logical lock key (Dify's name where Dify has one)
     destructive: bool = True
     # Flags every unattended (cron / CronJob) run of this job needs beyond --yes and --max-runtime.
     scheduled_args: tuple[str, ...] = ()
+    # False for manual commands (restores, one-off repairs): no CronJob manifest or crontab line is generated.
+    scheduled: bool = True
 
     def load(self) -> ModuleType:
         return importlib.import_module(f"difymaint.jobs.{self.module}")
@@ -97,5 +99,25 @@ JOBS: dict[str, JobInfo] = {
         dify_switch="ENABLE_MAIL_CLEAN_DOCUMENT_NOTIFY_TASK",
         lock_key="maintenance:notify_cleaned_documents",
         destructive=False,  # it sends mail and flips flags; only --purge-notified-older-than deletes (asks --yes)
+    ),
+    "archive-workflow-runs": JobInfo(
+        name="archive-workflow-runs",
+        module="archive_workflow_runs",
+        summary="Archive ended workflow runs of paid workspaces (every workspace with billing off) to object storage "
+        "as Dify's archive.v1.0.zip bundles; optionally delete them afterwards.",
+        schedule="0 1 * * *",  # Dify has no beat entry for it: its task lives on a branch only
+        dify_task="archive_workflow_runs_task (branch only)",
+        dify_switch="",  # nothing to turn off: Dify's beat never schedules it
+        lock_key="maintenance:archive_workflow_runs",
+    ),
+    "restore-workflow-runs": JobInfo(
+        name="restore-workflow-runs",
+        module="restore_workflow_runs",
+        summary="Restore archived workflow runs from their archive.v1.0.zip bundles (manual; never scheduled).",
+        schedule="",  # a manual command, like Dify's `flask restore-workflow-runs`
+        dify_task="flask restore-workflow-runs (manual command)",
+        dify_switch="",
+        lock_key="maintenance:restore_workflow_runs",
+        scheduled=False,
     ),
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from difymaint.cli.commands import (
+    archive_workflow_runs,
     clean_embeddings,
     clean_messages,
     clean_oauth_tokens,
@@ -14,6 +15,7 @@ from difymaint.cli.commands import (
     clean_workflow_runs,
     demo,
     notify_cleaned_documents,
+    restore_workflow_runs,
 )
 
 
@@ -26,6 +28,8 @@ def register_all(app: typer.Typer) -> None:
         notify_cleaned_documents,
         clean_embeddings,
         clean_oauth_tokens,
+        archive_workflow_runs,
+        restore_workflow_runs,
         demo,
     ):
         module.register(app)
