@@ -116,6 +116,32 @@ class RoundRobin:
             if len(item.rows) == item.asked:
                 self.queue.append(item.lane)
 
+    @staticmethod
+    def tenants(served: Iterable[Served]) -> set[str]:
+        """The tenants whose lanes returned rows (to re-check their plans before deleting)."""
+        return {item.lane.tenant_id for item in served if item.rows}
+
+    @staticmethod
+    def row_ids(served: Iterable[Served], tenants: set[str]) -> list[str]:
+        """Ids of the served rows whose tenant is in ``tenants``."""
+        return [str(row.id) for item in served if item.lane.tenant_id in tenants for row in item.rows]
+
+    @staticmethod
+    def passed(
+        served: Iterable[Served],
+        key_col: sa.ColumnElement[Any],
+        created_col: sa.ColumnElement[Any],
+        id_col: sa.ColumnElement[Any],
+        tenants: set[str] | None = None,
+    ) -> sa.ColumnElement[bool]:
+        """Rows the lanes have passed once this batch commits (what a dry run counts as gone)."""
+        conditions = [
+            sa.and_(key_col == item.lane.key, up_to(created_col, id_col, Cursor.of(item.rows[-1])))
+            for item in served
+            if item.rows and (tenants is None or item.lane.tenant_id in tenants)
+        ]
+        return sa.or_(*conditions) if conditions else sa.false()
+
     def remaining(
         self, key_col: sa.ColumnElement[Any], created_col: sa.ColumnElement[Any], id_col: sa.ColumnElement[Any]
     ) -> sa.ColumnElement[bool]:

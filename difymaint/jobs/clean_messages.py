@@ -264,19 +264,11 @@ class _Scan:
                 self.lanes.retire(served)
                 continue
             # Re-check the batch's tenants uncached right before deleting (an upgrade mid-run wins).
-            still = self.policy.eligible({item.lane.tenant_id for item in served if item.rows}, fresh=True)
+            still = self.policy.eligible(RoundRobin.tenants(served), fresh=True)
             rows_all = [row for item in served for row in item.rows]
-            ids = [as_str(row.id) for item in served if item.lane.tenant_id in still for row in item.rows]
-            passed = sa.or_(
-                *(
-                    sa.and_(
-                        m.c.app_id == item.lane.key,
-                        in_window(m.c.created_at, self.window),
-                        up_to(m.c.created_at, m.c.id, Cursor.of(item.rows[-1])),
-                    )
-                    for item in served
-                    if item.rows
-                )
+            ids = RoundRobin.row_ids(served, still)
+            passed = sa.and_(
+                in_window(m.c.created_at, self.window), RoundRobin.passed(served, m.c.app_id, m.c.created_at, m.c.id)
             )
             if self._delete_batch(rows_all, ids, passed):
                 self.lanes.advance(served, still)

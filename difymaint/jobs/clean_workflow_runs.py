@@ -274,19 +274,13 @@ class _Scan:
                 self.lanes.retire(served)
                 continue
             # Re-check the batch's tenants uncached right before deleting (an upgrade mid-run wins).
-            still = self.policy.eligible({item.lane.tenant_id for item in served if item.rows}, fresh=True)
-            ids = [as_str(row.id) for item in served if item.lane.tenant_id in still for row in item.rows]
+            still = self.policy.eligible(RoundRobin.tenants(served), fresh=True)
+            ids = RoundRobin.row_ids(served, still)
             self.runs_skipped += sum(len(item.rows) for item in served if item.lane.tenant_id not in still)
-            conditions = [
-                sa.and_(
-                    runs.c.tenant_id == item.lane.key,
-                    ended_runs(self.window),
-                    up_to(runs.c.created_at, runs.c.id, Cursor.of(item.rows[-1])),
-                )
-                for item in served
-                if item.rows and item.lane.tenant_id in still
-            ]
-            passed = sa.or_(*conditions) if conditions else sa.false()
+            passed = sa.and_(
+                ended_runs(self.window),
+                RoundRobin.passed(served, runs.c.tenant_id, runs.c.created_at, runs.c.id, tenants=still),
+            )
             if self._delete_batch(sum(len(item.rows) for item in served), ids, passed):
                 self.lanes.advance(served, still)
 
