@@ -232,3 +232,14 @@ def test_demo_runs_on_a_fresh_directory(tmp_path: Path) -> None:
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'demo.sqlite'}")
     assert remaining_messages(engine)  # paid / whitelisted / in-grace workspaces keep their history
     assert_cascade_consistent(engine)
+
+
+def test_bare_command_prints_help_and_succeeds() -> None:
+    result = run_cli([])
+    assert result.returncode == 0 and result.stdout.startswith("Usage: difymaint") and result.stderr == ""
+
+
+def test_mistyped_command_suggests_the_right_one() -> None:
+    result = run_cli(["clean-mesages"])
+    assert result.returncode == 2 and "clean-messages" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -22,6 +22,11 @@ class DifymaintGroup(TyperGroup):
             kwargs["standalone_mode"] = False  # we render errors ourselves, below
             result = super().main(*args, **kwargs)
         except typer.exceptions.TyperException as exc:  # Click's UsageError/BadParameter/…
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `difymaint`: the help, not an error
+                sys.stdout.write(exc.format_message() + "\n")
+                if standalone_mode:
+                    sys.exit(ExitCode.OK)
+                return ExitCode.OK
             ctx = getattr(exc, "ctx", None)
             where = f"see '{ctx.command_path} --help'" if ctx is not None else "see 'difymaint --help'"
             message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
