@@ -27,6 +27,7 @@ from difymaint.core.database import BatchTimeout, batch_transaction
 from difymaint.core.errors import DifymaintError, LockHeld
 from difymaint.core.locking import JobLock
 from difymaint.core.reporter import BatchProgress
+from difymaint.core.schema import missing_leading_indexes
 from difymaint.core.settings import Settings
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.window import TimeWindow
@@ -196,6 +197,20 @@ class JobRun:
             # Dify's pacing: a random pause up to the cap after each batch that deleted something.
             self.ctx.stop.wait(random.uniform(0, self.options.sleep_ms) / 1000)
 
+    def warn(self, *messages: str) -> None:
+        """Record warnings in the summary and tell the operator now."""
+        for message in messages:
+            self.summary.warnings.append(message)
+            self.ctx.reporter.warning(message)
+
+    def warn_missing_indexes(
+        self, edges: list[tuple[str, str]], consequence: str = "every batch scans that table"
+    ) -> list[str]:
+        """Warn about cascade/filter columns no index leads with; returns the ``table.column`` pairs."""
+        missing = missing_leading_indexes(self.ctx.engine, edges)
+        self.warn(*(f"no index leads with {edge}: {consequence}" for edge in missing))
+        return missing
+
     @property
     def primary_table(self) -> str:
         return next(iter(self.summary.tables), "")
@@ -246,10 +261,7 @@ def job_run(
     for blocker in pg_health.long_running_transactions(
         ctx.engine, older_than_s=ctx.settings.DIFYMAINT_LONG_TRANSACTION_WARN_S
     ):
-        run.summary.warnings.append(
-            f"{blocker}: its snapshot keeps vacuum from reclaiming the rows this run deletes until it ends"
-        )
-        ctx.reporter.warning(run.summary.warnings[-1])
+        run.warn(f"{blocker}: its snapshot keeps vacuum from reclaiming the rows this run deletes until it ends")
     try:
         yield run
         _after_run(ctx, run, start_lsn)

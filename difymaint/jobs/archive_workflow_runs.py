@@ -139,9 +139,7 @@ def _archive(
         tables=tables,
         verbs=("archived", "would archive"),
     ) as job:
-        job.summary.warnings.extend(schema.warnings)
-        for warning in schema.warnings:
-            ctx.reporter.warning(warning)
+        job.warn(*schema.warnings)
         lookup = plan_lookup(ctx.settings, ctx.clock, ctx.redis, ctx.keys)
         destination = store.description if store is not None else "nowhere (dry run)"
         paid = "every workspace counts as paid (billing off)" if not lookup.billing_enabled else lookup.description

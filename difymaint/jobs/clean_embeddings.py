@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from difymaint.core.context import Context
 from difymaint.core.keyset import in_window
 from difymaint.core.run import RunOptions, job_run
-from difymaint.core.schema import Need, check_schema, missing_leading_indexes
+from difymaint.core.schema import Need, check_schema
 from difymaint.core.single_table import TableSweep, sweep
 from difymaint.core.summary import RunSummary
 from difymaint.core.window import TimeWindow
@@ -35,9 +35,7 @@ def run(ctx: Context, params: CleanEmbeddingsParams) -> RunSummary:
     schema = check_schema(ctx.engine, [Need("embeddings", ("id", "created_at"))], job=JOB)
     table = t.embeddings
     with job_run(ctx, JOB, lock_key=LOCK_KEY, options=params.run, window=params.window, tables=[table.name]) as job:
-        for edge in missing_leading_indexes(ctx.engine, [(table.name, "created_at")]):
-            job.summary.warnings.append(f"no index leads with {edge}: every batch scans the table")
-            ctx.reporter.warning(job.summary.warnings[-1])
+        job.warn_missing_indexes([(table.name, "created_at")], "every batch scans the table")
         job.summary.details["alembic_version"] = schema.alembic_version
         ctx.reporter.info(f"{JOB}: embedding cache rows {params.window.describe()}")
         sweep(job, TableSweep(table, where=in_window(table.c.created_at, params.window)))

@@ -30,7 +30,7 @@ from difymaint.core.errors import UsageError
 from difymaint.core.keyset import Cursor, Lane, RoundRobin, after, in_window, up_to
 from difymaint.core.manifest import OrphanManifest
 from difymaint.core.run import JobRun, RunOptions, job_run
-from difymaint.core.schema import Need, SchemaReport, check_schema, missing_leading_indexes
+from difymaint.core.schema import Need, SchemaReport, check_schema
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
@@ -132,14 +132,8 @@ def run(ctx: Context, params: CleanMessagesParams) -> RunSummary:
 
 
 def _preflight_warnings(ctx: Context, job: JobRun, schema: SchemaReport) -> None:
-    edges = [(child.name, "message_id") for child in MESSAGE_CHILDREN] + [("messages", "created_at")]
-    found = list(schema.warnings) + [
-        f"no index leads with {edge}: every batch scans that table"
-        for edge in missing_leading_indexes(ctx.engine, edges)
-    ]
-    job.summary.warnings.extend(found)
-    for warning in found:
-        ctx.reporter.warning(warning)
+    job.warn(*schema.warnings)
+    job.warn_missing_indexes([(child.name, "message_id") for child in MESSAGE_CHILDREN] + [("messages", "created_at")])
 
 
 class _Scan:

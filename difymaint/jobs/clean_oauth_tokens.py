@@ -66,9 +66,7 @@ def run(ctx: Context, params: CleanOAuthTokensParams) -> RunSummary:
             alembic_version=schema.alembic_version,
         )
         if not schema.has(TABLE):
-            for warning in schema.warnings:  # "table oauth_access_tokens does not exist in this Dify version"
-                job.summary.warnings.append(warning)
-                ctx.reporter.warning(warning)
+            job.warn(*schema.warnings)  # "table oauth_access_tokens does not exist in this Dify version"
             job.summary.rows_remaining = 0
             return job.summary
         ctx.reporter.info(f"{JOB}: tokens revoked, or expired and never revoked, before {before:%Y-%m-%d %H:%M:%S} UTC")

@@ -39,7 +39,7 @@ from difymaint.core.database import as_str, ids_in
 from difymaint.core.errors import ConfigError, UsageError
 from difymaint.core.keyset import Cursor, after
 from difymaint.core.run import JobRun, RunOptions, job_run
-from difymaint.core.schema import Need, SchemaReport, check_schema, missing_leading_indexes
+from difymaint.core.schema import Need, SchemaReport, check_schema
 from difymaint.core.settings import Settings
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.dify import tables as t
@@ -140,8 +140,7 @@ def run(ctx: Context, params: CleanUnusedDatasetsParams) -> RunSummary:
                 "and writes no dataset_auto_disable_logs, so no owner is told (Dify's behaviour); "
                 "use --pass all to run only the logged pass"
             )
-            job.summary.warnings.append(warning)
-            ctx.reporter.warning(warning)
+            job.warn(warning)
         job.summary.details.update(
             passes={p.name: {"days": p.days, "cutoff": p.cutoff.isoformat()} for p in passes},
             plans=lookup.description if lookup else None,
@@ -185,14 +184,10 @@ def _handover_description(params: CleanUnusedDatasetsParams, dry_run: bool) -> s
 
 
 def _preflight_warnings(ctx: Context, job: JobRun, schema: SchemaReport) -> None:
-    edges = [("documents", "dataset_id"), ("dataset_queries", "dataset_id")]
-    found = list(schema.warnings) + [
-        f"no index leads with {edge}: every candidate check scans that table"
-        for edge in missing_leading_indexes(ctx.engine, edges)
-    ]
-    job.summary.warnings.extend(found)
-    for warning in found:
-        ctx.reporter.warning(warning)
+    job.warn(*schema.warnings)
+    job.warn_missing_indexes(
+        [("documents", "dataset_id"), ("dataset_queries", "dataset_id")], "every candidate check scans that table"
+    )
 
 
 class _Handover:

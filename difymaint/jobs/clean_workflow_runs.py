@@ -33,7 +33,7 @@ from difymaint.core.errors import UsageError
 from difymaint.core.keyset import Cursor, Lane, RoundRobin, after, in_window, up_to
 from difymaint.core.manifest import OrphanManifest
 from difymaint.core.run import JobRun, RunOptions, job_run
-from difymaint.core.schema import Need, SchemaReport, check_schema, missing_leading_indexes
+from difymaint.core.schema import Need, SchemaReport, check_schema
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
@@ -111,17 +111,15 @@ def summary_tables(skip: set[str], *, with_messages: bool) -> list[str]:
 
 
 def preflight_warnings(ctx: Context, job: JobRun, schema: SchemaReport, *, with_messages: bool) -> None:
-    job.summary.warnings.extend(schema.warnings)
-    edges = [("workflow_node_executions", "workflow_run_id"), ("workflow_app_logs", "workflow_run_id")]
-    for edge in missing_leading_indexes(ctx.engine, edges):
-        job.summary.warnings.append(f"no index leads with {edge}: every batch scans that table")
-    if with_messages and missing_leading_indexes(ctx.engine, [("messages", "workflow_run_id")]):
-        job.summary.warnings.append(
-            "no index leads with messages.workflow_run_id (Dify has none): every batch scans messages; "
-            f"consider: {MESSAGE_INDEX_HINT}"
+    job.warn(*schema.warnings)
+    job.warn_missing_indexes(
+        [("workflow_node_executions", "workflow_run_id"), ("workflow_app_logs", "workflow_run_id")]
+    )
+    if with_messages:
+        job.warn_missing_indexes(
+            [("messages", "workflow_run_id")],
+            f"every batch scans messages (Dify has no such index); consider: {MESSAGE_INDEX_HINT}",
         )
-    for warning in job.summary.warnings:
-        ctx.reporter.warning(warning)
 
 
 def ended_runs(window: TimeWindow) -> sa.ColumnElement[bool]:

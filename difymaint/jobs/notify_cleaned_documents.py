@@ -91,17 +91,14 @@ def run(ctx: Context, params: NotifyParams) -> RunSummary:
         ctx, JOB, lock_key=LOCK_KEY, options=params.run, window=None, tables=tables, verbs=("affected", "would affect")
     ) as job:
         if configured is None:
-            warning = "MAIL_TYPE is not set: a real run would exit without sending or marking anything"
-            job.summary.warnings.append(warning)
-            ctx.reporter.warning(warning)
+            job.warn("MAIL_TYPE is not set: a real run would exit without sending or marking anything")
         lookup = plan_lookup(ctx.settings, ctx.clock, ctx.redis, ctx.keys)
         if not lookup.billing_enabled:
             warning = (
                 "BILLING_ENABLED is false: every workspace's plan is sandbox, so NO mail is sent; the logs are "
                 "only marked notified (Dify's behaviour). Set DIFYMAINT_PLAN_FILE to mail chosen workspaces"
             )
-            job.summary.warnings.append(warning)
-            ctx.reporter.warning(warning)
+            job.warn(warning)
         job.summary.details.update(
             mail=configured.name if configured is not None else None,
             plans=lookup.description,

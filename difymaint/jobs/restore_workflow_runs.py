@@ -131,8 +131,7 @@ def _restore_all(ctx: Context, params: RestoreWorkflowRunsParams, present: list[
             warning = "archived columns missing from this database were dropped: " + ", ".join(
                 f"{table}.{column}" for table, columns in sorted(restorer.dropped.items()) for column in sorted(columns)
             )
-            job.summary.warnings.append(warning)
-            ctx.reporter.warning(warning)
+            job.warn(warning)
         job.summary.details.update(
             source=store.description,
             runs_restored=restorer.restored,
