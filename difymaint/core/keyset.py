@@ -7,13 +7,13 @@ holds the xmin horizon (peer-anchors §5); a persistent cursor does not.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from difymaint.core.window import TimeWindow
 
@@ -98,6 +98,30 @@ class RoundRobin:
             served.append(Served(lane, rows, limit))
             limit -= len(rows)
         return served
+
+    def batches(
+        self,
+        keep_going: Callable[[], bool],
+        engine: Engine,
+        limit: Callable[[], int],
+        page: Callable[[Lane, int], sa.Select[Any]],
+        refill: Callable[[], bool],
+        recheck: Callable[[set[str]], set[str]],
+    ) -> Iterator[tuple[list[Served], set[str]]]:
+        """Serve batches until the budget ends or every lane is drained.
+
+        Each batch yields the served pages and the tenants still eligible after ``recheck`` (an uncached plan
+        look-up right before deleting). The caller deletes, then calls :meth:`advance` only after its commit.
+        """
+        while keep_going():
+            if not self and not refill():
+                return
+            with engine.connect() as conn:
+                served = self.take(conn, limit(), page)
+            if not any(item.rows for item in served):
+                self.retire(served)
+                continue
+            yield served, recheck(self.tenants(served))
 
     def retire(self, served: Iterable[Served]) -> None:
         """Drop lanes that returned nothing (drained)."""

@@ -263,16 +263,15 @@ class _Scan:
                 .limit(limit)
             )
 
-        while self.job.keep_going():
-            if not self.lanes and not self._refill_queue():
-                return
-            with self.ctx.engine.connect() as conn:
-                served = self.lanes.take(conn, self.job.batch_size, page)
-            if not any(item.rows for item in served):
-                self.lanes.retire(served)
-                continue
-            # Re-check the batch's tenants uncached right before deleting (an upgrade mid-run wins).
-            still = self.policy.eligible(RoundRobin.tenants(served), fresh=True)
+        # Plans are re-checked uncached right before deleting (an upgrade mid-run wins).
+        for served, still in self.lanes.batches(
+            self.job.keep_going,
+            self.ctx.engine,
+            lambda: self.job.batch_size,
+            page,
+            self._refill_queue,
+            lambda tenants: self.policy.eligible(tenants, fresh=True),
+        ):
             ids = RoundRobin.row_ids(served, still)
             self.runs_skipped += sum(len(item.rows) for item in served if item.lane.tenant_id not in still)
             passed = sa.and_(
