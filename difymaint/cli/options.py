@@ -245,8 +245,22 @@ class Common:
         }
 
 
-def split_ids(raw: str | None) -> tuple[str, ...]:
-    return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
+def id_filter(raw: str | list[str] | None, option: str) -> tuple[str, ...]:
+    """A flag's id filter; () when the flag was not given. Given but empty, or not UUIDs: exit 2."""
+    from difymaint.core.ids import parse_ids
+
+    # A repeatable option Typer saw no value for arrives as []; an empty string was given and stays an error.
+    return parse_ids(None if raw is None or raw == [] else raw, option) or ()
+
+
+def setting_id_filter(settings: Any, name: str, option: str) -> tuple[str, ...]:
+    """An id filter backed by a Dify setting that its flag overrides (empty setting = no filter, as in Dify)."""
+    from difymaint.core.ids import parse_setting_ids
+
+    return (
+        parse_setting_ids(getattr(settings, name), f"{option} / {name}", explicitly_set=settings.explicitly_set(name))
+        or ()
+    )
 
 
 def _common_options(

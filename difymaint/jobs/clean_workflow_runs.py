@@ -18,8 +18,6 @@ logs and the runs (spec §3.6). A dry run executes the same selection and counts
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,6 @@ import sqlalchemy as sa
 from difymaint.core.billing import TenantPolicy, sandbox_expiry_policy
 from difymaint.core.context import Context
 from difymaint.core.database import as_str, count_or_unknown
-from difymaint.core.errors import UsageError
 from difymaint.core.keyset import Cursor, Lane, RoundRobin, after, in_window, up_to
 from difymaint.core.manifest import OrphanManifest
 from difymaint.core.run import JobRun, RunOptions, job_run
@@ -317,13 +314,3 @@ class _Scan:
             where = sa.and_(ended_runs(self.window), after(runs.c.created_at, runs.c.id, self.global_cursor))
         with self.ctx.engine.connect() as conn:
             summary.rows_remaining = count_or_unknown(conn, sa.select(sa.func.count()).select_from(runs).where(where))
-
-
-def validate_ids(ids: Sequence[str], option: str) -> tuple[str, ...]:
-    """Check ids are UUIDs, so a typo is a usage error rather than a SQL error."""
-    for value in ids:
-        try:
-            uuid.UUID(value)
-        except ValueError:
-            raise UsageError(f"{option}: {value!r} is not an id", hint="ids are UUIDs, comma-separated") from None
-    return tuple(ids)

@@ -94,7 +94,6 @@ def archive_workflow_runs(
     from difymaint.core.object_store import archive_store
     from difymaint.core.settings import Settings
     from difymaint.jobs.archive_workflow_runs import ArchiveWorkflowRunsParams
-    from difymaint.jobs.clean_workflow_runs import validate_ids
 
     overrides: dict[str, object] = {
         "PAID_PLAN_WORKFLOW_RUN_ARCHIVE_RETENTION_DAYS": days,
@@ -117,8 +116,8 @@ def archive_workflow_runs(
             run=common.run_options(
                 batch_size=settings.PAID_PLAN_WORKFLOW_RUN_ARCHIVE_BATCH_SIZE, sleep_ms=sleep_ms or 0
             ),
-            tenant_ids=validate_ids(
-                sorted(set(o.split_ids(settings.PAID_PLAN_WORKFLOW_RUN_ARCHIVE_TENANT_IDS))), "--tenant-ids"
+            tenant_ids=tuple(
+                sorted(o.setting_id_filter(settings, "PAID_PLAN_WORKFLOW_RUN_ARCHIVE_TENANT_IDS", "--tenant-ids"))
             ),
             limit=limit,
             delete_after_archive=delete_after_archive,

@@ -89,7 +89,7 @@ def clean_messages(
                 batch_size=settings.SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_SIZE,
                 sleep_ms=settings.SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_MAX_INTERVAL,
             ),
-            tenant_ids=o.split_ids(tenant_ids),
+            tenant_ids=o.id_filter(tenant_ids, "--tenant-ids"),
             scan_strategy=settings.SANDBOX_EXPIRED_RECORDS_CLEAN_SCAN_STRATEGY,
             graceful_period_days=settings.SANDBOX_EXPIRED_RECORDS_CLEAN_GRACEFUL_PERIOD,
             clean_conversations=clean_conversations,

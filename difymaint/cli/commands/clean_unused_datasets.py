@@ -107,7 +107,7 @@ def clean_unused_datasets(
             sandbox_days=settings.PLAN_PRO_CLEAN_DAY_SETTING,
             passes=passes,
             run=common.run_options(batch_size=batch_size or DEFAULT_BATCH_SIZE, sleep_ms=sleep_ms or 0),
-            tenant_ids=o.split_ids(tenant_ids),
+            tenant_ids=o.id_filter(tenant_ids, "--tenant-ids"),
             enqueue_index_removal=enqueue_index_removal,
             emit_index_removals=emit_index_removals,
         )

@@ -51,7 +51,6 @@ def clean_workflow_logs(
     from difymaint.core.settings import Settings
     from difymaint.core.window import resolve_window
     from difymaint.jobs.clean_workflow_logs import CleanWorkflowLogsParams
-    from difymaint.jobs.clean_workflow_runs import validate_ids
 
     overrides: dict[str, object] = {
         "WORKFLOW_LOG_RETENTION_DAYS": days,
@@ -64,11 +63,8 @@ def clean_workflow_logs(
         return CleanWorkflowLogsParams(
             window=window,
             run=common.run_options(batch_size=settings.WORKFLOW_LOG_CLEANUP_BATCH_SIZE, sleep_ms=sleep_ms or 0),
-            workflow_ids=validate_ids(
-                o.split_ids(settings.WORKFLOW_LOG_CLEANUP_SPECIFIC_WORKFLOW_IDS),
-                "--workflow-ids / WORKFLOW_LOG_CLEANUP_SPECIFIC_WORKFLOW_IDS",
-            ),
-            app_ids=validate_ids(o.split_ids(app_ids), "--app-ids"),
+            workflow_ids=o.setting_id_filter(settings, "WORKFLOW_LOG_CLEANUP_SPECIFIC_WORKFLOW_IDS", "--workflow-ids"),
+            app_ids=o.id_filter(app_ids, "--app-ids"),
             orphan_manifest=orphan_manifest,
         )
 

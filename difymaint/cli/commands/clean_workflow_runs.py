@@ -58,7 +58,7 @@ def clean_workflow_runs(
     from difymaint.cli.runner import execute
     from difymaint.core.context import Context
     from difymaint.core.settings import Settings
-    from difymaint.jobs.clean_workflow_runs import CleanWorkflowRunsParams, validate_ids
+    from difymaint.jobs.clean_workflow_runs import CleanWorkflowRunsParams
 
     overrides: dict[str, object] = {
         "SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS": days,
@@ -83,7 +83,7 @@ def clean_workflow_runs(
                 batch_size=settings.SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_SIZE,
                 sleep_ms=settings.SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_MAX_INTERVAL,
             ),
-            tenant_ids=validate_ids(o.split_ids(tenant_ids), "--tenant-ids"),
+            tenant_ids=o.id_filter(tenant_ids, "--tenant-ids"),
             graceful_period_days=settings.SANDBOX_EXPIRED_RECORDS_CLEAN_GRACEFUL_PERIOD,
             with_messages=with_messages,
             orphan_manifest=orphan_manifest,

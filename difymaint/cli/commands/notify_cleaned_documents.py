@@ -74,7 +74,7 @@ def notify_cleaned_documents(
     def build(settings: Settings, ctx: Context) -> NotifyParams:
         return NotifyParams(
             run=common.run_options(batch_size=batch_size or DEFAULT_BATCH_SIZE),
-            tenant_ids=o.split_ids(tenant_ids),
+            tenant_ids=o.id_filter(tenant_ids, "--tenant-ids"),
             purge_notified_older_than=purge_notified_older_than,
             preview=sys.stderr if common.json else sys.stdout,  # keep stdout for the one JSON line
         )

@@ -68,13 +68,12 @@ def restore_workflow_runs(
     from difymaint.core.errors import UsageError
     from difymaint.core.settings import Settings
     from difymaint.core.window import resolve_window
-    from difymaint.jobs.clean_workflow_runs import validate_ids
     from difymaint.jobs.restore_workflow_runs import RestoreWorkflowRunsParams
 
     overrides: dict[str, object] = {"DIFYMAINT_ARCHIVE_DIR": archive_dir}
 
     def build(settings: Settings, ctx: Context) -> RestoreWorkflowRunsParams:
-        run_ids = validate_ids([part for raw in run_id or [] for part in o.split_ids(raw)], "--run-id")
+        run_ids = o.id_filter(run_id, "--run-id")
         window = None
         if start_from is not None or end_before is not None:
             if run_ids:
@@ -88,7 +87,7 @@ def restore_workflow_runs(
         return RestoreWorkflowRunsParams(
             run_ids=run_ids,
             window=window,
-            tenant_ids=validate_ids(o.split_ids(tenant_ids), "--tenant-ids"),
+            tenant_ids=o.id_filter(tenant_ids, "--tenant-ids"),
             limit=limit or DEFAULT_LIMIT,
             run=common.run_options(batch_size=min(limit or DEFAULT_LIMIT, DEFAULT_LIMIT)),
             archive_dir=settings.DIFYMAINT_ARCHIVE_DIR,
