@@ -115,7 +115,7 @@ def test_registry_entries() -> None:
     info = JOBS["archive-workflow-runs"]
     assert (info.module, info.schedule, info.dify_switch, info.lock_key, info.scheduled) == (
         "archive_workflow_runs",
-        "0 1 * * *",
+        "0 23 * * *",  # before clean-workflow-runs deletes at 00:00
         "",  # Dify never schedules it, so there is no switch to turn off
         "maintenance:archive_workflow_runs",
         True,

@@ -211,6 +211,7 @@ def test_frequent_schedules_get_deadlines_under_their_period() -> None:
         schedule="*/10 * * * *",
         dify_task="x",
         dify_switch="X",
+        switches=(),
         lock_key="x",
     )
     timing = deploy.timing_for(job)

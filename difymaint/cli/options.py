@@ -114,6 +114,16 @@ LockTtl = Annotated[
         rich_help_panel=RUN,
     ),
 ]
+Scheduled = Annotated[
+    bool,
+    typer.Option(
+        "--scheduled",
+        envvar="DIFYMAINT_SCHEDULED",
+        help="An unattended scheduled run: do nothing (exit 0) unless Dify's switch for this job is on "
+        "(or DIFYMAINT_ENABLE_<JOB>=true). The generated crontab and CronJobs pass it.",
+        rich_help_panel=RUN,
+    ),
+]
 NoLock = Annotated[
     bool,
     typer.Option("--no-lock", help="Run without the single-flight lock (not recommended).", rich_help_panel=RUN),
@@ -211,6 +221,7 @@ class Common:
     max_batches: int | None = None
     lock_ttl: int | None = None
     no_lock: bool = False
+    scheduled: bool = False
     fail_if_locked: bool | None = None
     json: bool = False
     verbose: int = 0
@@ -242,6 +253,7 @@ class Common:
             "DIFYMAINT_LOCK_TTL": self.lock_ttl,
             "DIFYMAINT_ON_LOCKED": "fail" if self.fail_if_locked else None,
             "DIFYMAINT_ASSUME_YES": self.yes,
+            "DIFYMAINT_SCHEDULED": self.scheduled or None,
         }
 
 
@@ -270,6 +282,7 @@ def _common_options(
     max_batches: MaxBatches = None,
     lock_ttl: LockTtl = None,
     no_lock: NoLock = False,
+    scheduled: Scheduled = False,
     fail_if_locked: FailIfLocked = None,
     vacuum_analyze: VacuumAnalyze = False,
     env_file: EnvFile = None,

@@ -129,6 +129,7 @@ _OUTCOME_STYLE = {
     Outcome.PARTIAL: "yellow",
     Outcome.INTERRUPTED: "yellow",
     Outcome.SKIPPED_LOCKED: "yellow",
+    Outcome.DISABLED: "dim",
     Outcome.FAILED: "red",
     Outcome.THRESHOLD_EXCEEDED: "red",
 }

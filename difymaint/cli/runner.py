@@ -21,6 +21,7 @@ from difymaint.core.exit_codes import ExitCode
 from difymaint.core.settings import Settings, load_settings
 from difymaint.core.stop import Interrupted, handle_stop_signals
 from difymaint.core.summary import Outcome, RunSummary
+from difymaint.core.switches import switch_state
 from difymaint.jobs import JOBS
 
 log = logging.getLogger("difymaint")
@@ -55,6 +56,15 @@ def execute(
     summary: RunSummary | None = None
     try:
         settings = load_settings(common.env_file, {**common.overrides(), **overrides})
+        switch = switch_state(settings, job_name, info.switches)
+        if not switch.enabled and settings.DIFYMAINT_SCHEDULED:
+            # Before the context exists: a job Dify would not run touches nothing and needs no other settings.
+            message = f"skipped: {job_name} is off for scheduled runs because {switch.reason}"
+            log.info("%s", message)
+            summary = _bare_summary(job_name, common, Outcome.DISABLED, None)
+            summary.details["switch"] = switch.reason
+            summary.stop_reason = "disabled"
+            return _finish(summary, common, consoles, summary_sink)
         ctx = (context_factory or Context)(settings)
         ctx.reporter = reporter
         with handle_stop_signals(ctx.stop):
@@ -64,6 +74,13 @@ def execute(
                 if question is not None and not settings.DIFYMAINT_ASSUME_YES:
                     _confirm(question)
             summary = info.load().run(ctx, params)
+            if not switch.enabled:  # said after the run, so that an error stays the only line on stderr
+                summary.details["switch"] = switch.reason
+                log.info(
+                    "note: %s, so scheduled runs (--scheduled) skip %s; this run was started by hand",
+                    switch.reason,
+                    job_name,
+                )
     except LockHeld as exc:
         on_locked = ctx.settings.DIFYMAINT_ON_LOCKED if ctx else "skip"
         log.warning(exc.message)
@@ -99,12 +116,17 @@ def execute(
         reporter.close()
         if ctx is not None:
             ctx.close()
+    return _finish(summary, common, consoles, summary_sink)
+
+
+def _finish(summary: RunSummary, common: Common, consoles: Consoles, summary_sink: Callable[[str], None] | None) -> int:
+    """Print the summary (JSON on stdout, or the human table) and return the exit code."""
     if summary_sink is not None:
         summary_sink(summary.to_json())
     if common.json:
         sys.stdout.write(summary.to_json() + "\n")
         sys.stdout.flush()
-    elif summary.outcome not in (Outcome.FAILED, Outcome.SKIPPED_LOCKED) and common.quiet < 2:
+    elif summary.outcome not in (Outcome.FAILED, Outcome.SKIPPED_LOCKED, Outcome.DISABLED) and common.quiet < 2:
         for warning in summary.warnings:
             log.debug("warning: %s", warning)
         render_summary(consoles, summary)
@@ -120,7 +142,7 @@ def _confirm(question: str) -> None:
     typer.confirm(question, abort=True, err=True)
 
 
-def _bare_summary(job: str, common: Common, outcome: Outcome, error: str) -> RunSummary:
+def _bare_summary(job: str, common: Common, outcome: Outcome, error: str | None) -> RunSummary:
     from datetime import UTC, datetime
 
     summary = RunSummary(job=job, dry_run=common.dry_run, started_at=datetime.now(UTC), outcome=outcome)

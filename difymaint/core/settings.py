@@ -155,6 +155,34 @@ class MailSettings(BaseSettings):
     CONSOLE_WEB_URL: str = ""
 
 
+class SwitchSettings(BaseSettings):
+    """Dify's beat switches (with Dify's defaults) and difymaint's per-job overrides; see core/switches.py."""
+
+    ENABLE_CLEAN_EMBEDDING_CACHE_TASK: bool = False
+    ENABLE_CLEAN_UNUSED_DATASETS_TASK: bool = False
+    ENABLE_CLEAN_MESSAGES: bool = False
+    ENABLE_MAIL_CLEAN_DOCUMENT_NOTIFY_TASK: bool = False
+    ENABLE_DATASETS_QUEUE_MONITOR: bool = False
+    ENABLE_HUMAN_INPUT_TIMEOUT_TASK: bool = True
+    ENABLE_CHECK_UPGRADABLE_PLUGIN_TASK: bool = True
+    MARKETPLACE_ENABLED: bool = True
+    WORKFLOW_LOG_CLEANUP_ENABLED: bool = False
+    ENABLE_WORKFLOW_RUN_CLEANUP_TASK: bool = False  # "for saas only" in Dify
+    ENABLE_CLEAN_OAUTH_ACCESS_TOKENS_TASK: bool = True
+    ENABLE_WORKFLOW_SCHEDULE_POLLER_TASK: bool = True
+    ENABLE_TRIGGER_PROVIDER_REFRESH_TASK: bool = True
+    ENABLE_API_TOKEN_LAST_USED_UPDATE_TASK: bool = True
+    # Per-job overrides: set, they decide instead of Dify's switches (unset = follow Dify).
+    DIFYMAINT_ENABLE_CLEAN_MESSAGES: bool | None = None
+    DIFYMAINT_ENABLE_CLEAN_WORKFLOW_RUNS: bool | None = None
+    DIFYMAINT_ENABLE_CLEAN_WORKFLOW_LOGS: bool | None = None
+    DIFYMAINT_ENABLE_CLEAN_EMBEDDINGS: bool | None = None
+    DIFYMAINT_ENABLE_CLEAN_OAUTH_TOKENS: bool | None = None
+    DIFYMAINT_ENABLE_CLEAN_UNUSED_DATASETS: bool | None = None
+    DIFYMAINT_ENABLE_NOTIFY_CLEANED_DOCUMENTS: bool | None = None
+    DIFYMAINT_ENABLE_ARCHIVE_WORKFLOW_RUNS: bool | None = None
+
+
 class RunSettings(BaseSettings):
     DIFYMAINT_LOCK_TTL: PositiveInt = Field(
         default=600,
@@ -172,9 +200,15 @@ class RunSettings(BaseSettings):
         default=3600, description="Warn about other transactions open longer than this (they block vacuum)."
     )
     DIFYMAINT_ASSUME_YES: bool = False
+    DIFYMAINT_SCHEDULED: bool = Field(
+        default=False,
+        description="This is an unattended scheduled run (what --scheduled says): skip jobs Dify's switches turn off.",
+    )
 
 
-class Settings(DatabaseSettings, RedisSettings, BillingSettings, RetentionSettings, MailSettings, RunSettings):
+class Settings(
+    DatabaseSettings, RedisSettings, BillingSettings, RetentionSettings, MailSettings, SwitchSettings, RunSettings
+):
     """Everything difymaint reads from the environment, an env file, or CLI overrides."""
 
     model_config = SettingsConfigDict(

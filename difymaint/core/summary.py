@@ -16,6 +16,7 @@ class Outcome(StrEnum):
     PARTIAL = "partial"  # budget (--max-runtime / --max-batches) reached; work remains
     INTERRUPTED = "interrupted"  # SIGTERM / SIGINT; the open batch finished or rolled back
     SKIPPED_LOCKED = "skipped_locked"
+    DISABLED = "disabled"  # a scheduled run of a job Dify's switches turn off: nothing was touched
     FAILED = "failed"
     THRESHOLD_EXCEEDED = "threshold_exceeded"
 
@@ -61,6 +62,7 @@ class RunSummary:
             Outcome.PARTIAL: ExitCode.PARTIAL,
             Outcome.INTERRUPTED: ExitCode.INTERRUPTED_SIGTERM,
             Outcome.SKIPPED_LOCKED: ExitCode.SKIPPED_LOCKED,
+            Outcome.DISABLED: ExitCode.OK,
             Outcome.FAILED: ExitCode.FAILED,
             Outcome.THRESHOLD_EXCEEDED: ExitCode.THRESHOLD_EXCEEDED,
         }[self.outcome]

@@ -133,9 +133,21 @@ def cronjob_name(job: JobInfo) -> str:
     return name
 
 
+def governed_by(job: JobInfo) -> str:
+    """Which settings decide whether a scheduled run of the job does anything (for the generated comments)."""
+    from difymaint.core.switches import override_variable
+
+    override = override_variable(job.name)
+    if not job.switches:
+        return f"always runs (no Dify switch; {override}=false turns it off)"
+    names = " and ".join(switch.describe() for switch in job.switches)
+    return f"runs only when {names} is on, or when {override}=true"
+
+
 def scheduled_flags(job: JobInfo, timing: Timing | None = None) -> list[str]:
-    """The flags an unattended run needs: deleting jobs get --yes and --max-runtime, plus the job's own."""
-    flags = []
+    """The flags an unattended run needs: --scheduled (honour Dify's switches); deleting jobs get --yes and
+    --max-runtime; plus the job's own."""
+    flags = ["--scheduled"]
     if job.destructive:
         flags += ["--yes", f"--max-runtime={(timing or timing_for(job)).max_runtime_seconds}"]
     return [*flags, *job.scheduled_args]
@@ -186,6 +198,7 @@ def render_cronjob(job: JobInfo) -> str:
     return _render(
         "cronjob.yaml.j2",
         job=job,
+        governed_by=governed_by(job),
         name=cronjob_name(job),
         labels=_labels(job),
         timing=timing,
@@ -199,11 +212,14 @@ def render_cronjob(job: JobInfo) -> str:
 
 
 def _rows(jobs: Iterable[JobInfo]) -> list[dict[str, Any]]:
-    return [{"job": job, "name": cronjob_name(job), "timing": timing_for(job)} for job in jobs]
+    return [
+        {"job": job, "name": cronjob_name(job), "timing": timing_for(job), "governed_by": governed_by(job)}
+        for job in jobs
+    ]
 
 
 def render_crontab(jobs: Iterable[JobInfo]) -> str:
-    lines = [{"job": job, "text": crontab_line(job)} for job in jobs]
+    lines = [{"job": job, "text": crontab_line(job), "governed_by": governed_by(job)} for job in jobs]
     return _render("crontab.j2", lines=lines, env_file=ENV_FILE)
 
 

@@ -10,6 +10,8 @@ import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
+from difymaint.core.switches import Switch
+
 
 @dataclass(frozen=True)
 class JobInfo:
@@ -19,6 +21,8 @@ class JobInfo:
     schedule: str  # Dify's default beat schedule as a cron line (LOG_TZ=UTC, CELERY_BEAT_SCHEDULER_TIME=1)
     dify_task: str  # the beat entry it replaces
     dify_switch: str  # the ENABLE_* flag to turn off in Dify once difymaint runs the job ("" = none)
+    # Dify's settings that must all be on for a scheduled (--scheduled) run to go ahead; see core/switches.
+    switches: tuple[Switch, ...]
     lock_key: str  # logical lock key (Dify's name where Dify has one)
     destructive: bool = True
     # Flags every unattended (cron / CronJob) run of this job needs beyond --yes and --max-runtime.
@@ -38,7 +42,22 @@ JOBS: dict[str, JobInfo] = {
         schedule="0 4 * * *",
         dify_task="clean_messages",
         dify_switch="ENABLE_CLEAN_MESSAGES",
+        switches=(Switch("ENABLE_CLEAN_MESSAGES", dify_default=False),),
         lock_key="retention:clean_messages",
+    ),
+    "archive-workflow-runs": JobInfo(
+        name="archive-workflow-runs",
+        module="archive_workflow_runs",
+        summary="Archive ended workflow runs of paid workspaces (every workspace with billing off) to object storage "
+        "as Dify's archive.v1.0.zip bundles; optionally delete them afterwards.",
+        # Dify has no beat entry for it (its task lives on a branch). 23:00 archives before clean-workflow-runs
+        # deletes at 00:00, and stays outside the 01:00-03:00 hours that DST skips or repeats.
+        schedule="0 23 * * *",
+        dify_task="archive_workflow_runs_task (branch only)",
+        dify_switch="",  # nothing to turn off: Dify's beat never schedules it
+        # Dify's own archive task returns at once unless archive storage is enabled.
+        switches=(Switch("ARCHIVE_STORAGE_ENABLED", dify_default=False),),
+        lock_key="maintenance:archive_workflow_runs",
     ),
     "clean-workflow-runs": JobInfo(
         name="clean-workflow-runs",
@@ -48,6 +67,7 @@ JOBS: dict[str, JobInfo] = {
         schedule="0 0 * * *",
         dify_task="clean_workflow_runs_task",
         dify_switch="ENABLE_WORKFLOW_RUN_CLEANUP_TASK",
+        switches=(Switch("ENABLE_WORKFLOW_RUN_CLEANUP_TASK", dify_default=False),),
         lock_key="retention:clean_workflow_runs_task",
     ),
     "clean-workflow-logs": JobInfo(
@@ -58,6 +78,7 @@ JOBS: dict[str, JobInfo] = {
         schedule="0 2 * * *",
         dify_task="clean_workflow_runlogs_precise",
         dify_switch="WORKFLOW_LOG_CLEANUP_ENABLED",
+        switches=(Switch("WORKFLOW_LOG_CLEANUP_ENABLED", dify_default=False),),
         lock_key="retention:clean_workflow_runlogs_precise",
     ),
     "clean-embeddings": JobInfo(
@@ -67,6 +88,7 @@ JOBS: dict[str, JobInfo] = {
         schedule="0 2 * * *",
         dify_task="clean_embedding_cache_task",
         dify_switch="ENABLE_CLEAN_EMBEDDING_CACHE_TASK",
+        switches=(Switch("ENABLE_CLEAN_EMBEDDING_CACHE_TASK", dify_default=False),),
         lock_key="maintenance:clean_embeddings",
     ),
     "clean-oauth-tokens": JobInfo(
@@ -77,6 +99,7 @@ JOBS: dict[str, JobInfo] = {
         schedule="0 5 * * *",
         dify_task="clean_oauth_access_tokens_task",
         dify_switch="ENABLE_CLEAN_OAUTH_ACCESS_TOKENS_TASK",
+        switches=(Switch("ENABLE_CLEAN_OAUTH_ACCESS_TOKENS_TASK", dify_default=True),),
         lock_key="maintenance:clean_oauth_tokens",
     ),
     "clean-unused-datasets": JobInfo(
@@ -86,6 +109,7 @@ JOBS: dict[str, JobInfo] = {
         schedule="0 3 * * *",
         dify_task="clean_unused_datasets_task",
         dify_switch="ENABLE_CLEAN_UNUSED_DATASETS_TASK",
+        switches=(Switch("ENABLE_CLEAN_UNUSED_DATASETS_TASK", dify_default=False),),
         lock_key="maintenance:clean_unused_datasets",
         # Index removal is Dify's work: hand it to Dify's own Celery task on CELERY_BROKER_URL.
         scheduled_args=("--enqueue-index-removal",),
@@ -97,18 +121,9 @@ JOBS: dict[str, JobInfo] = {
         schedule="0 10 * * 1",
         dify_task="mail_clean_document_notify_task",
         dify_switch="ENABLE_MAIL_CLEAN_DOCUMENT_NOTIFY_TASK",
+        switches=(Switch("ENABLE_MAIL_CLEAN_DOCUMENT_NOTIFY_TASK", dify_default=False),),
         lock_key="maintenance:notify_cleaned_documents",
         destructive=False,  # it sends mail and flips flags; only --purge-notified-older-than deletes (asks --yes)
-    ),
-    "archive-workflow-runs": JobInfo(
-        name="archive-workflow-runs",
-        module="archive_workflow_runs",
-        summary="Archive ended workflow runs of paid workspaces (every workspace with billing off) to object storage "
-        "as Dify's archive.v1.0.zip bundles; optionally delete them afterwards.",
-        schedule="0 1 * * *",  # Dify has no beat entry for it: its task lives on a branch only
-        dify_task="archive_workflow_runs_task (branch only)",
-        dify_switch="",  # nothing to turn off: Dify's beat never schedules it
-        lock_key="maintenance:archive_workflow_runs",
     ),
     "restore-workflow-runs": JobInfo(
         name="restore-workflow-runs",
@@ -117,6 +132,7 @@ JOBS: dict[str, JobInfo] = {
         schedule="",  # a manual command, like Dify's `flask restore-workflow-runs`
         dify_task="flask restore-workflow-runs (manual command)",
         dify_switch="",
+        switches=(),
         lock_key="maintenance:restore_workflow_runs",
         scheduled=False,
     ),

@@ -77,7 +77,15 @@ def mail_not_configured() -> ConfigError:
 
 def run(ctx: Context, params: NotifyParams) -> RunSummary:
     dry_run = params.run.dry_run
-    configured = params.sender or mail_sender(ctx.settings)  # a misconfigured MAIL_TYPE fails here
+    mail_problem: str | None = None
+    try:
+        configured = params.sender or mail_sender(ctx.settings)  # a misconfigured MAIL_TYPE fails here
+    except ConfigError as exc:
+        if not dry_run:
+            raise
+        # A preview needs no working mail settings (Dify's stock .env has MAIL_TYPE=resend and no sender);
+        # it says what a real run would refuse.
+        configured, mail_problem = None, f"{exc.message}: a real run would exit 2 before sending anything"
     sender: MailSender
     if dry_run:
         sender = PreviewSender(params.preview or sys.stdout)
@@ -90,7 +98,9 @@ def run(ctx: Context, params: NotifyParams) -> RunSummary:
     with job_run(
         ctx, JOB, lock_key=LOCK_KEY, options=params.run, window=None, tables=tables, verbs=("affected", "would affect")
     ) as job:
-        if configured is None:
+        if mail_problem is not None:
+            job.warn(mail_problem)
+        elif configured is None:
             job.warn("MAIL_TYPE is not set: a real run would exit without sending or marking anything")
         lookup = plan_lookup(ctx.settings, ctx.clock, ctx.redis, ctx.keys)
         if not lookup.billing_enabled:
