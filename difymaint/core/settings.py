@@ -183,6 +183,36 @@ class SwitchSettings(BaseSettings):
     DIFYMAINT_ENABLE_ARCHIVE_WORKFLOW_RUNS: bool | None = None
 
 
+class TidbSettings(BaseSettings):
+    """The TiDB-on-Qdrant cluster pool (spec §5.10, §5.11): Dify's names and defaults, plus difymaint's budget."""
+
+    TIDB_API_URL: str | None = Field(
+        default=None, description="TiDB Cloud Serverless API base, e.g. https://serverless.tidbapi.com/v1beta1."
+    )
+    TIDB_IAM_API_URL: str | None = Field(default=None, description="Read for parity with Dify; no call uses it.")
+    TIDB_PUBLIC_KEY: str | None = Field(default=None, description="TiDB Cloud API key (HTTP Digest user).")
+    TIDB_PRIVATE_KEY: SecretStr | None = Field(default=None, description="TiDB Cloud API key secret.")
+    TIDB_PROJECT_ID: str | None = None
+    TIDB_REGION: str = "regions/aws-us-east-1"
+    TIDB_SPEND_LIMIT: NonNegativeInt = Field(default=100, description="Monthly spending limit of each new cluster.")
+    TIDB_SERVERLESS_NUMBER: PositiveInt = Field(default=500, description="Target number of idle pooled clusters.")
+    CREATE_TIDB_SERVICE_JOB_ENABLED: bool = Field(
+        default=False, description="Dify's runtime guard: the pool filler does nothing unless this is true."
+    )
+    # Dify's beat switches; difymaint does not gate on them (they say whether Dify runs the job too).
+    ENABLE_CREATE_TIDB_SERVERLESS_TASK: bool = False
+    ENABLE_UPDATE_TIDB_SERVERLESS_STATUS_TASK: bool = False
+    DIFYMAINT_TIDB_TIMEOUT: PositiveFloat = Field(default=10.0, description="Seconds per TiDB Cloud request phase.")
+    DIFYMAINT_TIDB_MAX_REQUESTS: PositiveInt = Field(
+        default=10,
+        description="Failure budget: give up after this many failed TiDB Cloud requests in a row (429, 5xx, "
+        "network errors); later calls in the same run then fail at once.",
+    )
+    DIFYMAINT_TIDB_MAX_SECONDS: PositiveFloat = Field(
+        default=30.0, description="Failure budget: give up once failing requests have taken this long."
+    )
+
+
 class RunSettings(BaseSettings):
     DIFYMAINT_LOCK_TTL: PositiveInt = Field(
         default=600,
@@ -207,7 +237,14 @@ class RunSettings(BaseSettings):
 
 
 class Settings(
-    DatabaseSettings, RedisSettings, BillingSettings, RetentionSettings, MailSettings, SwitchSettings, RunSettings
+    DatabaseSettings,
+    RedisSettings,
+    BillingSettings,
+    RetentionSettings,
+    MailSettings,
+    SwitchSettings,
+    TidbSettings,
+    RunSettings,
 ):
     """Everything difymaint reads from the environment, an env file, or CLI overrides."""
 

@@ -1,0 +1,549 @@
+"""TiDB Cloud Serverless client (difymaint.core.tidb_cloud) against the Digest-authenticating stub."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import re
+import socket
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from difymaint.core.errors import ConfigError, DifymaintError
+from difymaint.core.exit_codes import ExitCode
+from difymaint.core.settings import Settings, load_settings
+from difymaint.core.tidb_cloud import (
+    ClusterNotFound,
+    ClusterState,
+    CreatedCluster,
+    TidbAuthFailed,
+    TidbCloudClient,
+    TidbCloudError,
+    TidbCloudUnavailable,
+    TidbCreateOutcomeUnknown,
+    require_tidb_settings,
+)
+from tests.stubs.tidb_cloud import Fault, TidbCloudStub, parse_digest
+
+PROJECT = "1372813089209061633"
+START = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
+TIDB_VARS = (
+    "TIDB_API_URL",
+    "TIDB_IAM_API_URL",
+    "TIDB_PUBLIC_KEY",
+    "TIDB_PRIVATE_KEY",
+    "TIDB_PROJECT_ID",
+    "TIDB_REGION",
+    "TIDB_SPEND_LIMIT",
+    "TIDB_SERVERLESS_NUMBER",
+    "CREATE_TIDB_SERVICE_JOB_ENABLED",
+    "ENABLE_CREATE_TIDB_SERVERLESS_TASK",
+    "ENABLE_UPDATE_TIDB_SERVERLESS_STATUS_TASK",
+    "DIFYMAINT_TIDB_TIMEOUT",
+    "DIFYMAINT_TIDB_MAX_REQUESTS",
+    "DIFYMAINT_TIDB_MAX_SECONDS",
+)
+
+
+class FakeClock:
+    """Monotonic time that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.slept: list[float] = []
+
+    def now(self) -> datetime:
+        return START + timedelta(seconds=self.t)
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.t += seconds
+
+
+@pytest.fixture(autouse=True)
+def _no_tidb_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in TIDB_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def stub() -> Iterator[TidbCloudStub]:
+    with TidbCloudStub() as server:
+        yield server
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def tidb_settings(stub: TidbCloudStub, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "TIDB_API_URL": stub.url,
+        "TIDB_PUBLIC_KEY": stub.state.public_key,
+        "TIDB_PRIVATE_KEY": stub.state.private_key,
+        "TIDB_PROJECT_ID": PROJECT,
+    }
+    values.update(overrides)
+    return load_settings(overrides=values)
+
+
+@pytest.fixture
+def client(stub: TidbCloudStub, clock: FakeClock) -> Iterator[TidbCloudClient]:
+    with TidbCloudClient.from_settings(tidb_settings(stub), clock=clock, rng=random.Random(7)) as made:
+        yield made
+
+
+def planted_client(stub: TidbCloudStub, clock: FakeClock, **overrides: Any) -> TidbCloudClient:
+    """A client whose root passwords are recognisable: Plant3dSecret0001, Plant3dSecret0002, ..."""
+    counter = itertools.count(1)
+    return TidbCloudClient(
+        require_tidb_settings(tidb_settings(stub, **overrides)),
+        clock=clock,
+        rng=random.Random(7),
+        password_factory=lambda: f"Plant3dSecret{next(counter):04d}",
+    )
+
+
+# ------------------------------------------------------------------------------------------- digest auth
+
+
+def test_digest_challenge_comes_first_then_requests_are_authenticated(
+    stub: TidbCloudStub, client: TidbCloudClient
+) -> None:
+    created = client.batch_create(2)
+    states = client.batch_get([c.cluster_id for c in created])
+
+    first, *rest = stub.state.requests
+    assert (first.status, first.authenticated) == (401, False)  # the challenge round trip
+    assert [r.authenticated for r in rest] == [True, True]  # the challenge is reused (nonce count 2)
+    assert {s.cluster_id for s in states} == {c.cluster_id for c in created}
+
+
+def test_stub_challenge_is_rfc7616_md5_auth(stub: TidbCloudStub) -> None:
+    response = httpx.get(f"{stub.url}/clusters/1")
+    assert response.status_code == 401
+    challenge = parse_digest(response.headers["WWW-Authenticate"])
+    assert challenge is not None
+    assert challenge["qop"] == "auth" and challenge["algorithm"] == "MD5"
+    assert challenge["nonce"] and challenge["opaque"] and challenge["realm"]
+
+
+def test_stub_rejects_a_replayed_digest_header(stub: TidbCloudStub) -> None:
+    sent: list[str] = []
+
+    def capture(request: httpx.Request) -> None:
+        if "Authorization" in request.headers:
+            sent.append(request.headers["Authorization"])
+
+    auth = httpx.DigestAuth(stub.state.public_key, stub.state.private_key)
+    with httpx.Client(auth=auth, event_hooks={"request": [capture]}) as http:
+        assert http.get(f"{stub.url}/clusters:batchGet", params={"clusterIds": ["1"]}).status_code == 200
+    replay = httpx.get(
+        f"{stub.url}/clusters:batchGet", params={"clusterIds": ["1"]}, headers={"Authorization": sent[-1]}
+    )
+    assert replay.status_code == 401  # same nonce count again: refused
+
+
+def test_wrong_private_key_fails_at_once_with_a_clear_error(stub: TidbCloudStub, clock: FakeClock) -> None:
+    settings = tidb_settings(stub, TIDB_PRIVATE_KEY="not-the-private-key")
+    with TidbCloudClient.from_settings(settings, clock=clock) as client, pytest.raises(TidbAuthFailed) as caught:
+        client.batch_get(["1"])
+
+    error = caught.value
+    assert error.exit_code == ExitCode.USAGE
+    assert "rejected the API key" in error.message and "HTTP 401" in error.message
+    assert error.hint is not None and "TIDB_PRIVATE_KEY" in error.hint
+    assert "not-the-private-key" not in f"{error} {error.hint} {error!r}"
+    assert stub.api_requests() == []  # never authenticated
+    assert len(stub.state.requests) == 2  # challenge + one wrong answer; no retries
+    assert clock.slept == []
+
+
+def test_wrong_public_key_fails_too(stub: TidbCloudStub, clock: FakeClock) -> None:
+    settings = tidb_settings(stub, TIDB_PUBLIC_KEY="someone-else")
+    with TidbCloudClient.from_settings(settings, clock=clock) as client, pytest.raises(TidbAuthFailed):
+        client.get("1")
+
+
+# ------------------------------------------------------------------------------------------- batchCreate
+
+
+def test_batch_create_sends_difys_request_body_and_parses_ids(stub: TidbCloudStub, client: TidbCloudClient) -> None:
+    created = client.batch_create(3)
+
+    assert len(created) == 3
+    assert {c.cluster_id for c in created} == set(stub.state.clusters)
+    (post,) = stub.api_requests("POST", "/clusters:batchCreate")
+    sent = [item["cluster"] for item in post.body["requests"]]
+    assert len(sent) == 3
+    by_name = {c.display_name: c for c in created}
+    for cluster in sent:
+        assert re.fullmatch(r"[0-9a-f]{32}", cluster["displayName"])  # uuid4 hex, as Dify's batch create
+        assert cluster["region"] == {"name": "regions/aws-us-east-1"}
+        assert cluster["labels"] == {"tidb.cloud/project": PROJECT}
+        assert cluster["spendingLimit"] == {"monthly": 100}
+        assert cluster["rootPassword"] == by_name[cluster["displayName"]].password.get_secret_value()
+    assert len({c["rootPassword"] for c in sent}) == 3  # one password per cluster
+    for made in created:
+        assert isinstance(made.password, SecretStr)
+        assert made.state.state == "CREATING"
+        assert made.account == "root"  # Dify's placeholder until the status job learns userPrefix
+        assert made.qdrant_endpoint is None
+
+
+def test_batch_create_uses_region_and_spend_limit_settings(stub: TidbCloudStub, clock: FakeClock) -> None:
+    settings = tidb_settings(stub, TIDB_REGION="regions/gcp-us-central1", TIDB_SPEND_LIMIT=5)
+    with TidbCloudClient.from_settings(settings, clock=clock) as client:
+        client.batch_create(1)
+    (post,) = stub.api_requests("POST")
+    cluster = post.body["requests"][0]["cluster"]
+    assert cluster["region"] == {"name": "regions/gcp-us-central1"}
+    assert cluster["spendingLimit"] == {"monthly": 5}
+
+
+def test_batch_create_caps_at_20_per_call(stub: TidbCloudStub, client: TidbCloudClient) -> None:
+    for wrong in (0, 21, 500):
+        with pytest.raises(ValueError, match="1 to 20"):
+            client.batch_create(wrong)
+    assert stub.state.requests == []
+
+    created = client.batch_create(20)
+    assert len(created) == 20
+    assert len({c.cluster_id for c in created}) == 20
+    assert len(stub.api_requests("POST")[0].body["requests"]) == 20
+
+
+def test_batch_create_partial_answer_returns_what_was_created(
+    stub: TidbCloudStub, client: TidbCloudClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    stub.state.create_limit = 2
+    with caplog.at_level(logging.INFO, logger="difymaint.tidb"):
+        created = client.batch_create(5)
+    assert len(created) == 2
+    assert "created 2 of 5 clusters" in caplog.text
+    for made in created:
+        assert made.cluster_id in caplog.text  # every created id is logged before it is returned
+
+
+def test_batch_create_retries_429_with_the_same_body(stub: TidbCloudStub, client: TidbCloudClient) -> None:
+    stub.script(Fault(429, retry_after="2", method="POST"))
+    created = client.batch_create(2)
+
+    first, second = stub.api_requests("POST")
+    assert (first.status, second.status) == (429, 200)
+    assert first.body == second.body  # same names and passwords: nothing was created by the first
+    assert len(created) == 2
+
+
+@pytest.mark.parametrize("fault", [Fault(500, method="POST"), Fault(502, method="POST"), Fault(disconnect=True)])
+def test_batch_create_is_not_retried_when_the_outcome_is_unknown(
+    stub: TidbCloudStub, client: TidbCloudClient, clock: FakeClock, fault: Fault
+) -> None:
+    stub.script(fault)
+    with pytest.raises(TidbCreateOutcomeUnknown) as caught:
+        client.batch_create(3)
+
+    assert len(stub.api_requests("POST")) == 1
+    assert clock.slept == []
+    sent = [item["cluster"]["displayName"] for item in stub.api_requests("POST")[0].body["requests"]]
+    assert caught.value.display_names == tuple(sent)
+    assert caught.value.exit_code == ExitCode.FAILED
+
+
+def test_batch_create_connect_failure_is_retried_then_budgeted(clock: FakeClock) -> None:
+    # Nothing listens on the port: the request provably never arrived, so retrying is safe.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = require_tidb_settings(
+        load_settings(
+            overrides={
+                "TIDB_API_URL": f"http://127.0.0.1:{port}/v1beta1",
+                "TIDB_PUBLIC_KEY": "k",
+                "TIDB_PRIVATE_KEY": "s",
+                "TIDB_PROJECT_ID": PROJECT,
+            }
+        )
+    )
+    with TidbCloudClient(config, clock=clock, max_requests=3) as client, pytest.raises(TidbCloudUnavailable):
+        client.batch_create(1)
+    assert client.requests_sent == 3
+
+
+# --------------------------------------------------------------------------------------- batchGet and get
+
+
+def test_batch_get_turns_clusters_active_after_n_polls(stub: TidbCloudStub, client: TidbCloudClient) -> None:
+    stub.state.polls_until_active = 2
+    ids = [c.cluster_id for c in client.batch_create(3)]
+
+    assert {s.state for s in client.batch_get(ids)} == {"CREATING"}
+    second = client.batch_get(ids)
+    assert {s.state for s in second} == {"CREATING"}
+    assert all(s.account is None and s.qdrant_endpoint is None and not s.is_active for s in second)
+    third = {s.cluster_id: s for s in client.batch_get(ids)}
+
+    assert set(third) == set(ids)
+    for cluster_id, state in third.items():
+        remote = stub.state.clusters[cluster_id]
+        assert state.state == "ACTIVE" and state.is_active
+        assert state.user_prefix == remote.user_prefix
+        assert state.account == f"{remote.user_prefix}.root"
+        assert state.qdrant_endpoint == f"https://qdrant-{remote.host}"
+        assert state.create_time is not None
+    query = stub.api_requests("GET", "/clusters:batchGet")[0].query
+    assert query == {"clusterIds": ids, "view": ["BASIC"]}
+
+
+def test_batch_get_can_stay_creating(stub: TidbCloudStub, client: TidbCloudClient) -> None:
+    stub.state.polls_until_active = None
+    ids = [c.cluster_id for c in client.batch_create(2)]
+    for _ in range(5):
+        assert {s.state for s in client.batch_get(ids)} == {"CREATING"}
+
+
+def test_active_without_endpoint_in_basic_view_is_resolved_by_get(stub: TidbCloudStub, client: TidbCloudClient) -> None:
+    stub.state.polls_until_active = 0
+    stub.state.basic_view_endpoints = False
+    (made,) = client.batch_create(1)
+    (state,) = client.batch_get([made.cluster_id])
+    assert state.is_active and state.qdrant_endpoint is None  # Dify then falls back to GET /clusters/{id}
+
+    full = client.get(made.cluster_id)
+    assert full.qdrant_endpoint == f"https://qdrant-{stub.state.clusters[made.cluster_id].host}"
+    assert full.account == state.account
+
+
+def test_batch_get_limits_and_missing_ids(stub: TidbCloudStub, client: TidbCloudClient) -> None:
+    assert client.batch_get([]) == []
+    with pytest.raises(ValueError, match="at most 20"):
+        client.batch_get([str(i) for i in range(21)])
+    assert stub.state.requests == []
+
+    ids = [c.cluster_id for c in client.batch_create(3)]
+    stub.state.hidden = {ids[1]}
+    found = client.batch_get([*ids, "404404"])
+    assert [s.cluster_id for s in found] == [ids[0], ids[2]]
+
+
+def test_get_and_delete(stub: TidbCloudStub, client: TidbCloudClient) -> None:
+    (made,) = client.batch_create(1)
+    assert client.get(made.cluster_id).display_name == made.display_name
+
+    deleted = client.delete(made.cluster_id)
+    assert deleted.state == "DELETING"
+    with pytest.raises(ClusterNotFound) as caught:
+        client.get(made.cluster_id)
+    assert caught.value.cluster_id == made.cluster_id
+    with pytest.raises(ClusterNotFound):
+        client.delete(made.cluster_id)
+
+
+def test_other_4xx_is_not_retried(stub: TidbCloudStub, client: TidbCloudClient, clock: FakeClock) -> None:
+    stub.script(Fault(400, body={"code": 3, "message": "invalid view"}))
+    with pytest.raises(TidbCloudError, match="HTTP 400: invalid view") as caught:
+        client.batch_get(["1"])
+    assert type(caught.value) is TidbCloudError
+    assert len(stub.api_requests()) == 1 and clock.slept == []
+
+
+def test_a_wrong_api_base_points_at_tidb_api_url(stub: TidbCloudStub, clock: FakeClock) -> None:
+    settings = tidb_settings(stub, TIDB_API_URL=stub.url.removesuffix("/v1beta1"))
+    with TidbCloudClient.from_settings(settings, clock=clock) as client, pytest.raises(TidbCloudError) as caught:
+        client.batch_get(["1"])
+    assert "HTTP 404" in caught.value.message
+    assert caught.value.hint is not None and "TIDB_API_URL" in caught.value.hint
+
+
+# ------------------------------------------------------------------------------------- retries and budget
+
+
+def test_429_is_retried_after_retry_after(stub: TidbCloudStub, client: TidbCloudClient, clock: FakeClock) -> None:
+    ids = [c.cluster_id for c in client.batch_create(1)]
+    stub.script(Fault(429, retry_after="3"))
+
+    assert [s.cluster_id for s in client.batch_get(ids)] == ids
+    assert [r.status for r in stub.api_requests()] == [200, 429, 200]
+    assert len(clock.slept) == 1 and clock.slept[0] >= 3
+
+
+def test_retry_after_as_an_http_date(stub: TidbCloudStub, client: TidbCloudClient, clock: FakeClock) -> None:
+    stub.script(Fault(429, retry_after=format_datetime(START + timedelta(seconds=7), usegmt=True)))
+    client.batch_get(["1"])
+    assert clock.slept == [pytest.approx(7.0)]
+
+
+def test_5xx_and_network_errors_are_retried_with_growing_backoff(
+    stub: TidbCloudStub, client: TidbCloudClient, clock: FakeClock
+) -> None:
+    (made,) = client.batch_create(1)
+    stub.script(Fault(503), Fault(500), Fault(disconnect=True), Fault(504))
+
+    assert client.get(made.cluster_id).cluster_id == made.cluster_id
+    assert [r.status for r in stub.api_requests("GET")] == [503, 500, 0, 504, 200]
+    assert len(clock.slept) == 4
+    for attempt, slept in enumerate(clock.slept):  # base 0.5 s doubling, jittered into [50 %, 100 %]
+        assert 0.25 * 2**attempt <= slept <= 0.5 * 2**attempt
+    assert client.failed_requests == 4 and not client.budget_spent
+
+
+def test_persistently_failing_api_stops_within_the_budget(
+    stub: TidbCloudStub, client: TidbCloudClient, clock: FakeClock
+) -> None:
+    stub.state.fail_always = Fault(503)
+    with pytest.raises(TidbCloudUnavailable) as caught:
+        client.batch_get(["1", "2"])
+
+    attempts = len(stub.api_requests())
+    assert attempts <= 10
+    assert clock.t <= 30.0
+    error = caught.value
+    assert isinstance(error, DifymaintError) and error.exit_code == ExitCode.FAILED
+    assert "HTTP 503" in error.message and "failure budget" in error.message
+
+    # The budget is per client (per run): later calls fail at once, without a request.
+    with pytest.raises(TidbCloudUnavailable):
+        client.get("1")
+    with pytest.raises(TidbCloudUnavailable):
+        client.batch_create(1)
+    assert len(stub.api_requests()) == attempts
+    assert client.budget_spent
+
+
+def test_budget_knobs_come_from_settings(stub: TidbCloudStub, clock: FakeClock) -> None:
+    stub.state.fail_always = Fault(500)
+    settings = tidb_settings(stub, DIFYMAINT_TIDB_MAX_REQUESTS=3, DIFYMAINT_TIDB_MAX_SECONDS=600)
+    with TidbCloudClient.from_settings(settings, clock=clock) as client, pytest.raises(TidbCloudUnavailable) as caught:
+        client.batch_get(["1"])
+    assert len(stub.api_requests()) == 3
+    assert "3 failed requests in a row" in caught.value.message
+
+
+def test_time_budget_ends_a_slow_retry_loop(stub: TidbCloudStub, clock: FakeClock) -> None:
+    stub.state.fail_always = Fault(429, retry_after="4")
+    settings = tidb_settings(stub, DIFYMAINT_TIDB_MAX_REQUESTS=100, DIFYMAINT_TIDB_MAX_SECONDS=10)
+    with TidbCloudClient.from_settings(settings, clock=clock) as client, pytest.raises(TidbCloudUnavailable):
+        client.batch_get(["1"])
+    assert clock.t <= 10.0
+    assert len(stub.api_requests()) == 3  # tries at 0, 4 and 8 s; the next would be due at 12 s
+
+
+def test_retry_after_beyond_the_budget_gives_up_at_once(stub: TidbCloudStub, client: TidbCloudClient) -> None:
+    stub.state.fail_always = Fault(429, retry_after="3600")
+    with pytest.raises(TidbCloudUnavailable, match="asked to retry after 3600 s"):
+        client.batch_get(["1"])
+    assert len(stub.api_requests()) == 1
+
+
+def test_a_success_resets_the_failure_streak(stub: TidbCloudStub, client: TidbCloudClient) -> None:
+    for _ in range(4):  # 4 x 5 failures = 20 > 10, but never 10 in a row
+        stub.script(*[Fault(500)] * 5)
+        client.batch_get(["1"])
+    assert client.failed_requests == 20 and not client.budget_spent
+
+
+# ------------------------------------------------------------------------------------ secrets stay secret
+
+
+def test_passwords_never_reach_logs_exceptions_or_reprs(
+    stub: TidbCloudStub, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    texts: list[str] = []
+    client = planted_client(stub, clock)
+    texts.append(repr(client))
+
+    stub.script(Fault(429, retry_after="1", method="POST"))
+    created = client.batch_create(3)  # retried once, succeeds
+    texts += [repr(created), str(created), *(repr(c.password) for c in created)]
+
+    stub.state.create_limit = 1
+    texts.append(repr(client.batch_create(2)))  # partial answer
+    stub.state.create_limit = None
+
+    faults = [
+        Fault(400, body={"code": 3, "message": "rootPassword Plant3dSecret0006 is too weak"}, method="POST"),
+        Fault(500, body={"code": 13, "message": "failed for Plant3dSecret0008"}, method="POST"),
+        Fault(disconnect=True, method="POST"),
+    ]
+    for fault in faults:
+        stub.script(fault)
+        with pytest.raises(TidbCloudError) as caught:
+            client.batch_create(2)
+        texts += [str(caught.value), repr(caught.value), caught.value.message, caught.value.hint or ""]
+    client.close()
+
+    sent = [item["cluster"]["rootPassword"] for r in stub.api_requests("POST") for item in r.body["requests"]]
+    assert "Plant3dSecret0001" in sent and "Plant3dSecret0008" in sent  # the planted passwords were used
+    assert created[0].password.get_secret_value().startswith("Plant3dSecret")
+    haystack = "\n".join([caplog.text, *texts, *(r.getMessage() for r in caplog.records)])
+    assert "Plant3dSecret" not in haystack
+    assert stub.state.private_key not in haystack
+    assert "Plant3dSecret" not in repr(created[0].state) and "Plant3dSecret" not in str(created[0])
+
+
+def test_created_cluster_repr_hides_the_password() -> None:
+    state = ClusterState("1", "n", "CREATING", "", None)
+    made = CreatedCluster("1", "n", SecretStr("hunter2-hunter2"), state)
+    assert "hunter2" not in repr(made) and "hunter2" not in str(made)
+
+
+# --------------------------------------------------------------------------------------------- settings
+
+
+def test_tidb_settings_defaults_match_dify() -> None:
+    settings = load_settings()
+    assert settings.TIDB_REGION == "regions/aws-us-east-1"
+    assert settings.TIDB_SPEND_LIMIT == 100
+    assert settings.TIDB_SERVERLESS_NUMBER == 500
+    assert settings.CREATE_TIDB_SERVICE_JOB_ENABLED is False
+    assert settings.ENABLE_CREATE_TIDB_SERVERLESS_TASK is False
+    assert settings.ENABLE_UPDATE_TIDB_SERVERLESS_STATUS_TASK is False
+    assert settings.TIDB_API_URL is None and settings.TIDB_PRIVATE_KEY is None
+    assert (settings.DIFYMAINT_TIDB_MAX_REQUESTS, settings.DIFYMAINT_TIDB_MAX_SECONDS) == (10, 30.0)
+
+
+def test_private_key_is_a_secret_in_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDB_PRIVATE_KEY", "very-private-0042")
+    settings = load_settings()
+    assert isinstance(settings.TIDB_PRIVATE_KEY, SecretStr)
+    assert "very-private-0042" not in repr(settings)
+
+
+def test_missing_settings_raise_one_config_error_naming_them() -> None:
+    with pytest.raises(ConfigError) as caught:
+        require_tidb_settings(load_settings())
+    error = caught.value
+    assert error.exit_code == ExitCode.USAGE
+    assert "\n" not in error.message
+    for name in ("TIDB_API_URL", "TIDB_PUBLIC_KEY", "TIDB_PRIVATE_KEY", "TIDB_PROJECT_ID"):
+        assert name in error.message
+    assert "TIDB_REGION" not in error.message  # it has Dify's default
+
+
+def test_one_missing_setting_is_named_alone(stub: TidbCloudStub) -> None:
+    settings = tidb_settings(stub)
+    settings.TIDB_PRIVATE_KEY = None
+    with pytest.raises(ConfigError, match=r"^TiDB Cloud is not configured: TIDB_PRIVATE_KEY is not set$"):
+        require_tidb_settings(settings)
+    with pytest.raises(ConfigError, match="TIDB_PROJECT_ID"):
+        TidbCloudClient.from_settings(tidb_settings(stub, TIDB_PROJECT_ID="  "))
+
+
+def test_api_url_must_be_http(stub: TidbCloudStub) -> None:
+    with pytest.raises(ConfigError, match="TIDB_API_URL"):
+        require_tidb_settings(tidb_settings(stub, TIDB_API_URL="serverless.tidbapi.com/v1beta1"))
+    config = require_tidb_settings(tidb_settings(stub, TIDB_API_URL=stub.url + "/"))
+    assert config.api_url == stub.url
+    assert "stub-private-key" not in repr(config)
