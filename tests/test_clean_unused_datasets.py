@@ -300,4 +300,4 @@ def test_cli_dry_run_json_and_emit(sqlite_url: str, tmp_path: Path) -> None:
     assert len(worklist(work)) == summary["tables"]["datasets"]
     assert {line["dataset_id"] for line in worklist(work)} == sc.ids(*PASS_1)
     bad = run_cli([*base[:-1], "--pass", "paid", "--dry-run"])
-    assert bad.returncode == 2 and "unknown pass" in bad.stderr
+    assert bad.returncode == 2 and "--pass" in bad.stderr and "'paid' is not one of" in bad.stderr

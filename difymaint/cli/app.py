@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError  # Typer vendors Click and exports no public name for it
 from typer.core import TyperGroup
 
 from difymaint import __version__
 from difymaint.cli.commands import register_all
 from difymaint.core.exit_codes import ExitCode
+from difymaint.jobs import JOBS, JobInfo
 
 
 class DifymaintGroup(TyperGroup):
@@ -22,7 +25,7 @@ class DifymaintGroup(TyperGroup):
             kwargs["standalone_mode"] = False  # we render errors ourselves, below
             result = super().main(*args, **kwargs)
         except typer.exceptions.TyperException as exc:  # Click's UsageError/BadParameter/…
-            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `difymaint`: the help, not an error
+            if isinstance(exc, NoArgsIsHelpError):  # bare `difymaint`: the help, not an error
                 sys.stdout.write(exc.format_message() + "\n")
                 if standalone_mode:
                     sys.exit(ExitCode.OK)
@@ -45,28 +48,12 @@ class DifymaintGroup(TyperGroup):
         return result
 
 
-app = typer.Typer(
-    name="difymaint",
-    cls=DifymaintGroup,
-    help="Dify's periodic maintenance jobs, run from cron or Kubernetes CronJobs.\n\n"
-    "Settings come from Dify's own environment variables (or --env-file pointing at Dify's .env).\n\n"
-    "Exit codes: 0 done, 1 failed, 2 usage/config error, 3 threshold exceeded, 4 partial (budget hit), "
-    "5 skipped (locked), 130/143 interrupted.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-)
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"difymaint {__version__}")
         raise typer.Exit(0)
 
 
-@app.callback()
 def root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
@@ -75,7 +62,27 @@ def root(
     """Dify's periodic maintenance jobs, run from cron or Kubernetes CronJobs."""
 
 
-register_all(app)
+def create_app(jobs: Mapping[str, JobInfo] | None = None) -> typer.Typer:
+    """The ``difymaint`` command with one subcommand per registry job (``jobs``: the registry, for tests)."""
+    application = typer.Typer(
+        name="difymaint",
+        cls=DifymaintGroup,
+        help="Dify's periodic maintenance jobs, run from cron or Kubernetes CronJobs.\n\n"
+        "Settings come from Dify's own environment variables (or --env-file pointing at Dify's .env).\n\n"
+        "Exit codes: 0 done, 1 failed, 2 usage/config error, 3 threshold exceeded, 4 partial (budget hit), "
+        "5 skipped (locked), 130/143 interrupted.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    )
+    application.callback()(root)
+    register_all(application, JOBS if jobs is None else jobs)
+    return application
+
+
+app = create_app()
 
 
 def main() -> None:

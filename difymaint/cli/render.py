@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -29,15 +28,15 @@ class Consoles:
     err: Console
 
     @classmethod
-    def create(cls, color: bool | None) -> Consoles:
+    def create(cls, color: bool | None, *, out: IO[str] | None = None, err: IO[str] | None = None) -> Consoles:
         kwargs: dict[str, Any] = {}
         if color is True:
             kwargs["force_terminal"] = True
         elif color is False:
             kwargs["no_color"] = True
         return cls(
-            out=Console(highlight=False, soft_wrap=True, **kwargs),
-            err=Console(stderr=True, highlight=False, **kwargs),
+            out=Console(file=out, highlight=False, soft_wrap=True, **kwargs),
+            err=Console(file=err, stderr=err is None, highlight=False, **kwargs),
         )
 
 
@@ -53,7 +52,7 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
-def setup_logging(consoles: Consoles, *, verbosity: int, log_format: str | None) -> None:
+def setup_logging(consoles: Consoles, *, verbosity: int, log_format: str) -> None:
     level = {-2: logging.ERROR, -1: logging.WARNING, 0: logging.INFO}.get(max(-2, min(verbosity, 0)), logging.DEBUG)
     if verbosity >= 1:
         level = logging.DEBUG
@@ -63,12 +62,12 @@ def setup_logging(consoles: Consoles, *, verbosity: int, log_format: str | None)
     logger.setLevel(level)
     handler: logging.Handler
     if log_format == "json":
-        handler = logging.StreamHandler(sys.stderr)
+        handler = logging.StreamHandler(consoles.err.file)
         handler.setFormatter(JsonLogFormatter())
     elif consoles.err.is_terminal:
         handler = RichHandler(console=consoles.err, show_path=False, markup=False, rich_tracebacks=False)
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = logging.StreamHandler(consoles.err.file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
     logger.addHandler(handler)
 

@@ -1,6 +1,10 @@
-"""The one run wrapper: settings → context → job → rendered summary, and every exception → an exit code.
+"""Running one job from the CLI: settings → context → params → job → rendered summary.
 
-Like pip's ``_run_wrapper``: operator errors print one line on stderr; tracebacks only with ``--debug``.
+Split as pip splits ``main``/``_main``/``_run_wrapper``: :func:`execute` sets up output and renders, the run
+itself (:class:`_JobRun`) only does the work, and :func:`_outcome_of` is the one ladder that turns an
+exception into an outcome, an exit code and one line on stderr. What the CLI touches outside itself (streams,
+whether stdin is a terminal, how a job is dispatched) is an injected :class:`Environment`, as in httpie, so
+tests drive the CLI in-process.
 """
 
 from __future__ import annotations
@@ -8,8 +12,12 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any
 
 import typer
 
@@ -22,141 +30,211 @@ from difymaint.core.settings import Settings, load_settings
 from difymaint.core.stop import Interrupted, handle_stop_signals
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.switches import switch_state
-from difymaint.jobs import JOBS
+from difymaint.jobs import JobInfo
 
 log = logging.getLogger("difymaint")
 
-# (settings, context) → the job's params. May raise UsageError (bad window, bad ids).
-ParamsBuilder = Callable[[Settings, Context], Any]
-# (settings, context, params) → the confirmation question, or None when no confirmation is needed.
-Confirmation = Callable[[Settings, Context, Any], str | None]
+Dispatch = Callable[[JobInfo, Context, Any], RunSummary]
+
+
+def dispatch_job(info: JobInfo, ctx: Context, params: Any) -> RunSummary:
+    summary: RunSummary = info.load().run(ctx, params)
+    return summary
+
+
+@dataclass
+class Environment:
+    """The world outside the CLI. ``None`` streams mean the process's own, looked up when used (so that
+    Typer's test runner, which swaps ``sys.stdout``, sees the output)."""
+
+    stdout: IO[str] | None = None
+    stderr: IO[str] | None = None
+    stdin_isatty: bool | None = None
+    context_factory: Callable[[Settings], Context] = Context
+    dispatch: Dispatch = dispatch_job
+    params_seen: list[Any] = field(default_factory=list)  # every params object built (for tests)
+
+    @property
+    def out(self) -> IO[str]:
+        return self.stdout or sys.stdout
+
+    @property
+    def err(self) -> IO[str]:
+        return self.stderr or sys.stderr
+
+    def isatty(self) -> bool:
+        return sys.stdin.isatty() if self.stdin_isatty is None else self.stdin_isatty
+
+
+_environment: ContextVar[Environment | None] = ContextVar("difymaint_environment", default=None)
+
+
+def current_environment() -> Environment:
+    return _environment.get() or Environment()
+
+
+@contextmanager
+def use_environment(env: Environment) -> Iterator[Environment]:
+    """Run CLI invocations inside this block against ``env`` (tests)."""
+    token = _environment.set(env)
+    try:
+        yield env
+    finally:
+        _environment.reset(token)
 
 
 def execute(
-    job_name: str,
+    info: JobInfo,
     common: Common,
+    values: dict[str, Any],
     *,
-    overrides: dict[str, object],
-    build_params: ParamsBuilder,
-    confirmation: Confirmation | None = None,
-    context_factory: Callable[[Settings], Context] | None = None,
+    settings_overrides: dict[str, object] | None = None,
     summary_sink: Callable[[str], None] | None = None,
 ) -> int:
     """Run one job and return its exit code."""
-    consoles = Consoles.create(common.color)
-    setup_logging(consoles, verbosity=common.verbose - common.quiet, log_format=common.log_format)
-    if common.log_format not in (None, "text", "json"):
-        error_line(consoles, f"--log-format must be text or json, not {common.log_format!r}")
-        return ExitCode.USAGE
-    info = JOBS[job_name]
+    env = current_environment()
+    consoles = Consoles.create(common.color, out=env.out, err=env.err)
+    setup_logging(consoles, verbosity=common.verbose - common.quiet, log_format=common.log_format.value)
     reporter = ConsoleReporter(
         consoles, show_progress=consoles.err.is_terminal and not common.json and common.quiet == 0
     )
-    ctx: Context | None = None
-    summary: RunSummary | None = None
+    run = _JobRun(info, common, values, env, reporter, settings_overrides or {})
     try:
-        settings = load_settings(common.env_file, {**common.overrides(), **overrides})
-        switch = switch_state(settings, job_name, info.switches)
+        summary = run.execute()
+    except (typer.Abort, typer.Exit):
+        raise
+    except (Exception, Interrupted) as exc:  # the one ladder: every failure becomes a summary and an exit code
+        if common.debug and not isinstance(exc, DifymaintError | Interrupted):
+            raise
+        summary = _outcome_of(exc, run, consoles)
+    finally:
+        reporter.close()
+        run.close()
+    return _finish(summary, common, consoles, env, summary_sink)
+
+
+@dataclass
+class _JobRun:
+    info: JobInfo
+    common: Common
+    values: dict[str, Any]
+    env: Environment
+    reporter: ConsoleReporter
+    settings_overrides: dict[str, object]
+    settings: Settings | None = None
+    ctx: Context | None = None
+
+    def execute(self) -> RunSummary:
+        from difymaint.jobs.resolve import build_params, setting_overrides
+
+        overrides = {**self.common.overrides(), **setting_overrides(self.info, self.values), **self.settings_overrides}
+        self.settings = settings = load_settings(self.common.env_file, overrides)
+        switch = switch_state(settings, self.info.name, self.info.switches)
         if not switch.enabled and settings.DIFYMAINT_SCHEDULED:
-            # Before the context exists: a job Dify would not run touches nothing and needs no other settings.
-            message = f"skipped: {job_name} is off for scheduled runs because {switch.reason}"
-            log.info("%s", message)
-            summary = _bare_summary(job_name, common, Outcome.DISABLED, None)
+            # Before any connection: a job Dify would not run touches nothing and needs no other setting.
+            log.info("skipped: %s is off for scheduled runs because %s", self.info.name, switch.reason)
+            summary = self.bare_summary(Outcome.DISABLED)
             summary.details["switch"] = switch.reason
             summary.stop_reason = "disabled"
-            return _finish(summary, common, consoles, summary_sink)
-        ctx = (context_factory or Context)(settings)
-        ctx.reporter = reporter
+            return summary
+        self.ctx = ctx = self.env.context_factory(settings)
+        ctx.reporter = self.reporter
+        ctx.output = self.env.err if self.common.json else self.env.out  # stdout stays the JSON line's
         with handle_stop_signals(ctx.stop):
-            params = build_params(settings, ctx)
-            if confirmation is not None and not common.dry_run:
-                question = confirmation(settings, ctx, params)
-                if question is not None and not settings.DIFYMAINT_ASSUME_YES:
-                    _confirm(question)
-            summary = info.load().run(ctx, params)
-            if not switch.enabled:  # said after the run, so that an error stays the only line on stderr
-                summary.details["switch"] = switch.reason
-                log.info(
-                    "note: %s, so scheduled runs (--scheduled) skip %s; this run was started by hand",
-                    switch.reason,
-                    job_name,
-                )
-    except LockHeld as exc:
-        on_locked = ctx.settings.DIFYMAINT_ON_LOCKED if ctx else "skip"
+            params = build_params(self.info, self.values, ctx, self.common.run_options())
+            self.env.params_seen.append(params)
+            if not self.common.dry_run:
+                self.confirm(ctx, params)
+            summary = self.env.dispatch(self.info, ctx, params)
+        if not switch.enabled:  # said after the run, so that an error stays the only line on stderr
+            summary.details["switch"] = switch.reason
+            log.info(
+                "note: %s, so scheduled runs (--scheduled) skip %s; this run was started by hand",
+                switch.reason,
+                self.info.name,
+            )
+        return summary
+
+    def confirm(self, ctx: Context, params: Any) -> None:
+        question_for = getattr(self.info.load(), "confirmation", None)
+        question = question_for(ctx, params) if question_for is not None else None
+        if question is None or ctx.settings.DIFYMAINT_ASSUME_YES:
+            return
+        if not self.env.isatty():
+            raise UsageError(
+                "refusing to delete without confirmation in a non-interactive run",
+                hint="add --yes (or DIFYMAINT_ASSUME_YES=true), or try --dry-run first",
+            )
+        typer.confirm(question, abort=True, err=True)
+
+    def bare_summary(self, outcome: Outcome, error: str | None = None) -> RunSummary:
+        summary = RunSummary(
+            job=self.info.name, dry_run=self.common.dry_run, started_at=datetime.now(UTC), outcome=outcome
+        )
+        summary.error = error
+        return summary
+
+    def close(self) -> None:
+        if self.ctx is not None:
+            self.ctx.close()
+
+
+def _outcome_of(exc: BaseException, run: _JobRun, consoles: Consoles) -> RunSummary:
+    """The one place an exception becomes an outcome, an exit code and (for failures) one line on stderr."""
+    if isinstance(exc, LockHeld):
         log.warning(exc.message)
-        summary = _bare_summary(job_name, common, Outcome.SKIPPED_LOCKED, exc.message)
+        summary = run.bare_summary(Outcome.SKIPPED_LOCKED, exc.message)
+        on_locked = run.settings.DIFYMAINT_ON_LOCKED if run.settings is not None else "skip"
         summary.exit_code_override = {
             "skip": ExitCode.SKIPPED_LOCKED,
             "fail": ExitCode.FAILED,
             "ok": ExitCode.OK,
         }[on_locked]
-    except DifymaintError as exc:
-        if common.debug:
-            traceback.print_exc()
+        return summary
+    if isinstance(exc, DifymaintError):
+        if run.common.debug:
+            traceback.print_exception(exc, file=run.env.err)
         error_line(consoles, exc.message, exc.hint)
-        summary = _failed_summary(exc, job_name, common, exc.message)
+        summary = _failed(exc, run, exc.message)
         summary.exit_code_override = exc.exit_code
-    except Interrupted as exc:
+        return summary
+    if isinstance(exc, Interrupted):
         error_line(consoles, "interrupted twice: the open batch was rolled back")
-        summary = _failed_summary(exc, job_name, common, "interrupted")
+        summary = _failed(exc, run, "interrupted")
         summary.outcome = Outcome.INTERRUPTED
         summary.exit_code_override = ExitCode.INTERRUPTED_SIGINT if exc.signum == 2 else ExitCode.INTERRUPTED_SIGTERM
-    except (typer.Abort, typer.Exit):
-        raise
-    except Exception as exc:  # the last line of defence: one line, no secrets, no traceback
-        if common.debug:
-            raise
-        error_line(
-            consoles,
-            f"unexpected {type(exc).__name__}: {_first_line(exc)}",
-            "re-run with --debug for the traceback",
-        )
-        summary = _failed_summary(exc, job_name, common, f"{type(exc).__name__}: {_first_line(exc)}")
-    finally:
-        reporter.close()
-        if ctx is not None:
-            ctx.close()
-    return _finish(summary, common, consoles, summary_sink)
+        return summary
+    # The last line of defence: one line, no secrets, no traceback (--debug re-raised it above).
+    text = f"{type(exc).__name__}: {_first_line(exc)}"
+    error_line(consoles, f"unexpected {text}", "re-run with --debug for the traceback")
+    return _failed(exc, run, text)
 
 
-def _finish(summary: RunSummary, common: Common, consoles: Consoles, summary_sink: Callable[[str], None] | None) -> int:
-    """Print the summary (JSON on stdout, or the human table) and return the exit code."""
+def _failed(exc: BaseException, run: _JobRun, error: str) -> RunSummary:
+    summary: RunSummary = getattr(exc, "difymaint_summary", None) or run.bare_summary(Outcome.FAILED)
+    summary.outcome = Outcome.FAILED
+    summary.error = error
+    return summary
+
+
+def _finish(
+    summary: RunSummary,
+    common: Common,
+    consoles: Consoles,
+    env: Environment,
+    summary_sink: Callable[[str], None] | None,
+) -> int:
+    """Print the summary (one JSON line on stdout, or the human table) and return the exit code."""
     if summary_sink is not None:
         summary_sink(summary.to_json())
     if common.json:
-        sys.stdout.write(summary.to_json() + "\n")
-        sys.stdout.flush()
+        env.out.write(summary.to_json() + "\n")
+        env.out.flush()
     elif summary.outcome not in (Outcome.FAILED, Outcome.SKIPPED_LOCKED, Outcome.DISABLED) and common.quiet < 2:
         for warning in summary.warnings:
             log.debug("warning: %s", warning)
         render_summary(consoles, summary)
     return int(summary.exit_code)
-
-
-def _confirm(question: str) -> None:
-    if not sys.stdin.isatty():
-        raise UsageError(
-            "refusing to delete without confirmation in a non-interactive run",
-            hint="add --yes (or DIFYMAINT_ASSUME_YES=true), or try --dry-run first",
-        )
-    typer.confirm(question, abort=True, err=True)
-
-
-def _bare_summary(job: str, common: Common, outcome: Outcome, error: str | None) -> RunSummary:
-    from datetime import UTC, datetime
-
-    summary = RunSummary(job=job, dry_run=common.dry_run, started_at=datetime.now(UTC), outcome=outcome)
-    summary.error = error
-    return summary
-
-
-def _failed_summary(exc: BaseException, job: str, common: Common, error: str) -> RunSummary:
-    summary: RunSummary | None = getattr(exc, "difymaint_summary", None)
-    if summary is None:
-        summary = _bare_summary(job, common, Outcome.FAILED, error)
-    summary.outcome = Outcome.FAILED
-    summary.error = error
-    return summary
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,7 +1,8 @@
 """Tenant plans: Dify's billing API (bulk, cached in Redis like Dify), a static plan file, or billing off.
 
 Fail closed everywhere: a tenant whose plan is unknown is never eligible, and a whitelist that cannot be
-fetched stops the job before it deletes anything (Dify's workflow cleaner fails open here: spec §3.3c).
+fetched stops the job before it deletes anything (Dify's workflow cleaner fails open here:
+docs/dify-reference.md#plan-rulec).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class TenantPlan:
 
     @classmethod
     def parse(cls, raw: Any) -> TenantPlan | None:
-        """Validate one plan entry; ints may arrive as strings (spec §3.3). Invalid → None (unknown)."""
+        """Validate one plan entry; ints may arrive as strings (docs/dify-reference.md#billing-api).
+        Invalid → None (unknown)."""
         if isinstance(raw, bytes | str):
             try:
                 raw = json.loads(raw)

@@ -7,7 +7,7 @@ What a Dify worker sees is what Celery (5.x) itself sends for a task declared wi
 ``@shared_task(queue=...)``: a direct queue, so the anonymous exchange with the queue name as routing key,
 priority 0 (the bare list name, no ``\\x06\\x16{p}`` sibling), a JSON body ``[args, kwargs, embed]``
 base64-encoded. When ``REDIS_KEY_PREFIX`` is set Dify configures Celery's ``global_keyprefix =
-"<prefix>:"``, so every broker key, the queue lists included, carries that prefix (spec §1.3, §9.1).
+"<prefix>:"``, so every broker key, the queue lists included, carries that prefix (docs/dify-reference.md#celery).
 
 Only the Redis transport is supported (``redis://`` and ``rediss://``); Sentinel brokers are refused with a
 clear error.

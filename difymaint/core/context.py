@@ -5,8 +5,9 @@ Modelled on httpie's ``Environment``: the CLI builds a real one, tests build the
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy.engine import Engine
 
@@ -34,6 +35,8 @@ class Context:
     clock: Clock = field(default_factory=SystemClock)
     reporter: Reporter = field(default_factory=LogReporter)
     stop: StopToken = field(default_factory=StopToken)
+    # Where a job prints data a person reads (dry-run mail previews); the CLI points it at stderr under --json.
+    output: IO[str] = field(default_factory=lambda: sys.stdout)
     _engine: Engine | None = None
     _redis: Any = _UNSET
 

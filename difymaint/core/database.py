@@ -69,7 +69,7 @@ def create_engine(settings: Settings) -> Engine:
         options = url.query.get("options", "")
         extra = []
         if settings.DB_SESSION_TIMEZONE_OVERRIDE:
-            # Dify writes naive UTC; compare in the same zone (spec §3.1).
+            # Dify writes naive UTC; compare in the same zone (docs/dify-reference.md#time-handling).
             extra.append(f"-c timezone={settings.DB_SESSION_TIMEZONE_OVERRIDE}")
         # A killed client must never leave a transaction holding locks and the xmin horizon.
         extra.append("-c idle_in_transaction_session_timeout=600000")

@@ -1,7 +1,7 @@
 """Keyset pagination on ``(created_at, id)``: the cursor moves forward, never restarts from the oldest row.
 
 Restarting from the oldest row each batch (Sentry/Airflow shape) slows down 3x while any long transaction
-holds the xmin horizon (peer-anchors §5); a persistent cursor does not.
+holds the xmin horizon (docs/batching.md#keyset-cursor); a persistent cursor does not.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def in_window(created_col: sa.ColumnElement[Any], window: TimeWindow) -> sa.Colu
 
 @dataclass(eq=False)
 class Lane:
-    """One of many keyset cursors served in turn: an app's messages, a tenant's runs (spec §5.3.6).
+    """One of many keyset cursors served in turn: an app's messages, a tenant's runs (docs/batching.md#keyset-cursor).
 
     ``tenant_id`` is whose plan decides whether the lane's rows may go.
     """

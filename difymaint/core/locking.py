@@ -37,7 +37,7 @@ class JobLock(Protocol):
 
 class RedisJobLock:
     def __init__(self, client: Any, key: str, ttl_s: int) -> None:
-        # thread_local=False: the token must be visible to whichever thread renews (ecosystem §0.4).
+        # thread_local=False: the token must be visible to whichever thread renews (docs/dify-reference.md#locks).
         self._lock = client.lock(key, timeout=ttl_s, blocking=False, thread_local=False)
         self.description = f"Redis lock {key!r} (TTL {ttl_s}s, renewed per batch)"
         self.key = key

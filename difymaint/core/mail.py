@@ -1,4 +1,5 @@
-"""Mail, configured with Dify's variables (spec §3.5): SMTP (smtplib) or Resend (HTTP), plus templates.
+"""Mail, configured with Dify's variables (docs/dify-reference.md#mail): SMTP (smtplib) or Resend (HTTP), plus
+templates.
 
 ``MAIL_TYPE`` unset means mail is disabled, as in Dify: :func:`mail_sender` returns None and the caller
 decides what that means. Templates are Jinja2 files in ``difymaint/templates`` (HTML autoescaped).

@@ -19,6 +19,7 @@ class OrphanManifest:
         self.job = job
         self.dry_run = dry_run
         self.count = 0
+        self.by_source: dict[str, int] = {}
         self._handle: IO[str] | None = None
         if path is not None:
             try:
@@ -29,6 +30,10 @@ class OrphanManifest:
     @property
     def enabled(self) -> bool:
         return self.path is not None
+
+    def details(self) -> dict[str, Any]:
+        """What the run summary says about the manifest."""
+        return {"path": str(self.path), "files": self.count, "by_source": dict(self.by_source)}
 
     def write(self, rows: list[dict[str, Any]], *, source: str) -> None:
         if self._handle is None:
@@ -42,6 +47,7 @@ class OrphanManifest:
             }
             self._handle.write(json.dumps(record, default=str) + "\n")
             self.count += 1
+            self.by_source[source] = self.by_source.get(source, 0) + 1
         self._handle.flush()
 
     def close(self) -> None:

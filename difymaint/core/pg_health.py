@@ -1,7 +1,7 @@
 """PostgreSQL facts an operator needs around a purge: WAL written, xmin-horizon blockers, and VACUUM.
 
 Deleting only marks rows dead; space becomes reusable after VACUUM, and a long-open transaction elsewhere
-keeps even that from happening (peer-anchors §4.3). All of this is best-effort: a managed database that
+keeps even that from happening (docs/batching.md#vacuum-and-wal). All of this is best-effort: a managed database that
 refuses one of these queries costs a warning, never the run.
 """
 

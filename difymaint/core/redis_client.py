@@ -2,7 +2,8 @@
 
 Dify's ``redis_client`` wrapper prefixes ``"{REDIS_KEY_PREFIX}:"`` for some methods only (get/set/lock/…)
 and not for others (mget, pipeline, scan). To share keys with a running Dify, every key difymaint touches
-is named through :class:`KeyNamer`, and each Dify key family records whether Dify prefixes it (spec §9.2).
+is named through :class:`KeyNamer`, and each Dify key family records whether Dify prefixes it
+(docs/dify-reference.md#redis-key-prefix).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from redis.exceptions import RedisError
 from difymaint.core.errors import ConfigError, RedisUnavailable
 from difymaint.core.settings import Settings
 
-# Dify key families and whether Dify's own code prefixes them (spec §9.2).
+# Dify key families and whether Dify's own code prefixes them (docs/dify-reference.md#redis-key-prefix).
 PREFIXED_BY_DIFY: dict[str, bool] = {
     "retention:": True,  # redis_client.lock(...)
     "maintenance:": True,  # difymaint's own locks, named like Dify's

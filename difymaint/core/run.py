@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -220,6 +220,14 @@ class JobRun:
         if now - self._last_renew >= 5:
             self.lock.renew()
             self._last_renew = now
+
+    def settle_remaining(self, estimate: Callable[[], int | None] | None = None) -> None:
+        """``rows_remaining``: 0 when the run went through; when it stopped early, the estimate (unknown
+        without one). Every job ends with this, so a backlog alert has one figure to watch."""
+        if self.summary.outcome in (Outcome.PARTIAL, Outcome.INTERRUPTED):
+            self.summary.rows_remaining = estimate() if estimate is not None else None
+        else:
+            self.summary.rows_remaining = 0
 
     def finish(self) -> RunSummary:
         self.summary.duration_s = self.elapsed()

@@ -2,7 +2,7 @@
 
 A job lists the tables and columns it needs; a missing one becomes one clear error naming it (or, for an
 optional table, a warning and a skipped step). Missing indexes on cascade columns are reported, because
-they are the first cause of "cleanup takes forever" (peer-anchors §4.2).
+they are the first cause of "cleanup takes forever" (docs/batching.md#missing-indexes).
 """
 
 from __future__ import annotations

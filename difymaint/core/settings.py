@@ -119,7 +119,8 @@ class RetentionSettings(BaseSettings):
     WORKFLOW_LOG_CLEANUP_BATCH_SIZE: PositiveInt = 100
     WORKFLOW_LOG_CLEANUP_SPECIFIC_WORKFLOW_IDS: str = ""
     OAUTH_ACCESS_TOKEN_RETENTION_DAYS: PositiveInt = 30
-    # archive-workflow-runs / restore-workflow-runs (spec §6.1; branch-only in Dify, defaults of its CLI).
+    # archive-workflow-runs / restore-workflow-runs (docs/jobs/archive-workflow-runs.md#settings; branch-only in Dify,
+    # defaults of its CLI).
     PAID_PLAN_WORKFLOW_RUN_ARCHIVE_RETENTION_DAYS: PositiveInt = 90
     PAID_PLAN_WORKFLOW_RUN_ARCHIVE_BATCH_SIZE: PositiveInt = 100
     PAID_PLAN_WORKFLOW_RUN_ARCHIVE_TENANT_IDS: str = Field(
@@ -138,7 +139,7 @@ class RetentionSettings(BaseSettings):
 
 
 class MailSettings(BaseSettings):
-    """Dify's mail settings (spec §3.5). MAIL_TYPE unset = mail disabled, as in Dify."""
+    """Dify's mail settings (docs/dify-reference.md#mail). MAIL_TYPE unset = mail disabled, as in Dify."""
 
     MAIL_TYPE: str | None = Field(default=None, description="smtp | resend (sendgrid: not supported yet).")
     MAIL_DEFAULT_SEND_FROM: str | None = None
@@ -184,7 +185,7 @@ class SwitchSettings(BaseSettings):
 
 
 class TidbSettings(BaseSettings):
-    """The TiDB-on-Qdrant cluster pool (spec §5.10, §5.11): Dify's names and defaults, plus difymaint's budget."""
+    """The TiDB-on-Qdrant cluster pool (docs/tidb-pool.md): Dify's names and defaults, plus difymaint's budget."""
 
     TIDB_API_URL: str | None = Field(
         default=None, description="TiDB Cloud Serverless API base, e.g. https://serverless.tidbapi.com/v1beta1."

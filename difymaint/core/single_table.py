@@ -22,7 +22,6 @@ import sqlalchemy as sa
 from difymaint.core.database import as_str, delete_or_count, ids_in, is_postgres
 from difymaint.core.keyset import Cursor, after
 from difymaint.core.run import JobRun
-from difymaint.core.summary import Outcome
 
 
 @dataclass(frozen=True)
@@ -95,10 +94,7 @@ def sweep(job: JobRun, target: TableSweep) -> Cursor | None:
         cursor = Cursor.of(rows[-1])
         if len(rows) < limit:
             break  # a short page was the last one: no need to ask again
-    if job.summary.outcome in (Outcome.PARTIAL, Outcome.INTERRUPTED):
-        job.summary.rows_remaining = remaining(job, target, cursor)
-    else:
-        job.summary.rows_remaining = 0
+    job.settle_remaining(lambda: remaining(job, target, cursor))
     return cursor
 
 

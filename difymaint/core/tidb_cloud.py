@@ -1,4 +1,4 @@
-"""TiDB Cloud Serverless API client for the TiDB-on-Qdrant cluster pool (spec §5.10, §5.11).
+"""TiDB Cloud Serverless API client for the TiDB-on-Qdrant cluster pool (docs/tidb-pool.md).
 
 Speaks the calls Dify's ``TidbService`` makes, with its request shapes: ``POST /clusters:batchCreate``
 (``{"requests": [{"cluster": {...}}]}``, at most 20), ``GET /clusters:batchGet?clusterIds=…&view=BASIC``

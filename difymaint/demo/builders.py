@@ -204,7 +204,8 @@ class Builder:
             updated_at=self.now,
         )
 
-    # --- workflow runs and their per-run rows (data model §8) ---------------------------------------------
+    # --- workflow runs and their per-run rows (docs/dify-reference.md#tables)
+    # ---------------------------------------------
 
     def workflow_run(
         self,

@@ -1,4 +1,5 @@
-"""Dify's workflow-run archive format (WorkflowRunArchiver, spec §6.1), shared by archive and restore.
+"""Dify's workflow-run archive format (WorkflowRunArchiver, docs/dify-reference.md#archive-format), shared by archive
+and restore.
 
 One object per run at ``{tenant_id}/app_id={app_id}/year={YYYY}/month={MM}/workflow_run_id={run_id}/
 archive.v1.0.zip``: a DEFLATE zip holding ``manifest.json`` and one ``{table}.jsonl`` per archived table.
@@ -222,7 +223,8 @@ def reflect_tables(engine: Engine | Connection, names: Iterable[str]) -> dict[st
 
 
 def run_predicates(tables: Mapping[str, sa.Table], run_id: str) -> dict[str, sa.ColumnElement[bool]]:
-    """Which rows of each archived table belong to the run (the same edges as the run cascade, spec §3.6)."""
+    """Which rows of each archived table belong to the run (the same edges as the run cascade,
+    docs/dify-reference.md#workflow-run-cascade)."""
     where: dict[str, sa.ColumnElement[bool]] = {}
     runs = tables["workflow_runs"]
     where["workflow_runs"] = runs.c.id == run_id

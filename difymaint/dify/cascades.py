@@ -1,4 +1,5 @@
-"""Dify's deletion cascades, shared by every job that removes messages (spec §3.7) or runs (§3.6).
+"""Dify's deletion cascades as data (core/cascade.py), shared by every job that removes messages
+(docs/dify-reference.md#message-cascade) or workflow runs (docs/dify-reference.md#workflow-run-cascade).
 
 Every function runs inside the caller's transaction, so a batch is all-or-nothing. With
 ``dry_run=True`` the same predicates are counted instead of deleted, which is what makes dry-run counts
@@ -8,16 +9,22 @@ equal real deletions.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from difymaint.core.database import delete_or_count, ids_in, ids_not_in
+from difymaint.core.cascade import Cascade, Step
+from difymaint.core.database import ids_in, ids_not_in
+from difymaint.core.keyset import in_window
+from difymaint.core.run import JobRun
+from difymaint.core.schema import Need, SchemaReport
+from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
 
-# Dify's order (spec §3.7): children first, so a crash leaves orphans, never dangling parents.
+# Dify's order: children first, so a crash leaves orphans, never dangling parents.
 MESSAGE_CHILDREN: tuple[sa.Table, ...] = (
     t.message_feedbacks,
     t.message_annotations,
@@ -28,12 +35,19 @@ MESSAGE_CHILDREN: tuple[sa.Table, ...] = (
     t.app_annotation_hit_histories,
     t.dataset_retriever_resources,
 )
-MESSAGE_CASCADE_TABLES: tuple[str, ...] = (*(table.name for table in MESSAGE_CHILDREN), "messages")
-CONVERSATION_CASCADE_TABLES: tuple[str, ...] = (
-    "pinned_conversations",
-    "workflow_conversation_variables",
-    "conversations",
+MESSAGE_CASCADE = Cascade(
+    (*(Step(child, "message_id", optional=True) for child in MESSAGE_CHILDREN), Step(t.messages, "id"))
 )
+MESSAGE_CASCADE_TABLES: tuple[str, ...] = tuple(MESSAGE_CASCADE.tables())
+# A conversation goes only once it has no message left (see empty_conversations), with its pins and variables.
+CONVERSATION_CASCADE = Cascade(
+    (
+        Step(t.pinned_conversations, "conversation_id", optional=True),
+        Step(t.workflow_conversation_variables, "conversation_id", optional=True),
+        Step(t.conversations, "id"),
+    )
+)
+CONVERSATION_CASCADE_TABLES: tuple[str, ...] = tuple(CONVERSATION_CASCADE.tables())
 
 
 def message_cascade(
@@ -44,20 +58,7 @@ def message_cascade(
     skip_tables: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, int]:
     """Delete messages and every per-message child row, in Dify's order."""
-    dialect = conn.dialect.name
-    counts: dict[str, int] = {}
-    if not message_ids:
-        return counts
-    for child in MESSAGE_CHILDREN:
-        if child.name in skip_tables:
-            continue
-        counts[child.name] = delete_or_count(
-            conn, child, ids_in(child.c.message_id, message_ids, dialect), dry_run=dry_run
-        )
-    counts["messages"] = delete_or_count(
-        conn, t.messages, ids_in(t.messages.c.id, message_ids, dialect), dry_run=dry_run
-    )
-    return counts
+    return MESSAGE_CASCADE.delete(conn, message_ids, dry_run=dry_run, skip=skip_tables)
 
 
 def orphaned_upload_files(conn: Connection, message_ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -117,37 +118,47 @@ def empty_conversations(
             )
         )
     ]
-    counts = {name: 0 for name in CONVERSATION_CASCADE_TABLES if name not in skip_tables}
-    if not candidates:
-        return counts
-    for table in (t.pinned_conversations, t.workflow_conversation_variables):
-        if table.name in skip_tables:  # older Dify without the table
-            continue
-        counts[table.name] = delete_or_count(
-            conn, table, ids_in(table.c.conversation_id, candidates, dialect), dry_run=dry_run
-        )
-    counts["conversations"] = delete_or_count(conn, conv, ids_in(conv.c.id, candidates, dialect), dry_run=dry_run)
+    counts = dict.fromkeys(CONVERSATION_CASCADE.tables(skip_tables), 0)
+    counts.update(CONVERSATION_CASCADE.delete(conn, candidates, dry_run=dry_run, skip=skip_tables))
     return counts
 
 
-# --- workflow runs (spec §3.6) -----------------------------------------------------------------------------
+# --- workflow runs (docs/dify-reference.md#workflow-run-cascade) ----------------------------------------
 
-# Only ended runs are ever deleted: running, paused and scheduled runs stay (Dify's selection, spec §3.6).
+# Only ended runs are ever deleted: running, paused and scheduled runs stay (Dify's selection,
+# docs/dify-reference.md#workflow-run-cascade).
 ENDED_RUN_STATUSES: tuple[str, ...] = ("succeeded", "failed", "partial-succeeded", "stopped")
-# Dify's order in delete_runs_with_related: children first, the runs last.
-WORKFLOW_RUN_CASCADE_TABLES: tuple[str, ...] = (
-    "workflow_node_execution_offload",
-    "workflow_node_executions",
-    "workflow_app_logs",
-    "workflow_pause_reasons",
-    "workflow_pauses",
-    "workflow_trigger_logs",
-    "workflow_runs",
+MESSAGE_INDEX_HINT = (
+    "CREATE INDEX CONCURRENTLY message_workflow_run_id_only_idx ON messages (workflow_run_id) "
+    "WHERE workflow_run_id IS NOT NULL"
 )
-# Tables older Dify versions lack; a job skips their step with a warning.
-OPTIONAL_WORKFLOW_RUN_TABLES: frozenset[str] = frozenset(
-    {"workflow_node_execution_offload", "workflow_pause_reasons", "workflow_pauses", "workflow_trigger_logs"}
+
+
+def ended_runs(window: TimeWindow) -> sa.ColumnElement[bool]:
+    """Dify's batch predicate: runs in the window that have ended."""
+    runs = t.workflow_runs
+    return sa.and_(in_window(runs.c.created_at, window), runs.c.status.in_(ENDED_RUN_STATUSES))
+
+
+# Dify's order in delete_runs_with_related: children first, the runs last. The offloads hang off the runs'
+# node executions and the pause reasons off their pauses; four tables are missing in older Dify versions.
+WORKFLOW_RUN_CASCADE = Cascade(
+    (
+        Step(
+            t.workflow_node_execution_offload,
+            "node_execution_id",
+            parent="workflow_node_executions",
+            optional=True,
+        ),
+        Step(t.workflow_node_executions, "workflow_run_id"),
+        Step(t.workflow_app_logs, "workflow_run_id"),
+        Step(t.workflow_pause_reasons, "pause_id", parent="workflow_pauses", optional=True),
+        Step(t.workflow_pauses, "workflow_run_id", optional=True),
+        Step(t.workflow_trigger_logs, "workflow_run_id", optional=True),
+        Step(t.workflow_runs, "id"),
+    )
 )
+WORKFLOW_RUN_CASCADE_TABLES: tuple[str, ...] = tuple(WORKFLOW_RUN_CASCADE.tables())
 
 
 def _node_executions_of(run_ids: Sequence[str], dialect: str) -> sa.Select[Any]:
@@ -162,48 +173,8 @@ def workflow_run_cascade(
     dry_run: bool,
     skip_tables: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, int]:
-    """Delete workflow runs with every per-run row, in Dify's order (spec §3.6), in the caller's transaction.
-
-    Offloads (through the runs' node executions), node executions, app logs, pause reasons and pauses,
-    trigger logs, then the runs. Tables in ``skip_tables`` (absent in older Dify versions) are left out.
-    """
-    counts: dict[str, int] = {}
-    if not run_ids:
-        return counts
-    dialect = conn.dialect.name
-    nodes, off = t.workflow_node_executions, t.workflow_node_execution_offload
-    if off.name not in skip_tables:
-        counts[off.name] = delete_or_count(
-            conn, off, off.c.node_execution_id.in_(_node_executions_of(run_ids, dialect)), dry_run=dry_run
-        )
-    counts[nodes.name] = delete_or_count(
-        conn, nodes, ids_in(nodes.c.workflow_run_id, run_ids, dialect), dry_run=dry_run
-    )
-    logs = t.workflow_app_logs
-    counts[logs.name] = delete_or_count(conn, logs, ids_in(logs.c.workflow_run_id, run_ids, dialect), dry_run=dry_run)
-    pauses, reasons = t.workflow_pauses, t.workflow_pause_reasons
-    if pauses.name not in skip_tables:
-        pause_ids = [
-            str(row[0])
-            for row in conn.execute(sa.select(pauses.c.id).where(ids_in(pauses.c.workflow_run_id, run_ids, dialect)))
-        ]
-        if reasons.name not in skip_tables:
-            counts[reasons.name] = (
-                delete_or_count(conn, reasons, ids_in(reasons.c.pause_id, pause_ids, dialect), dry_run=dry_run)
-                if pause_ids
-                else 0
-            )
-        counts[pauses.name] = (
-            delete_or_count(conn, pauses, ids_in(pauses.c.id, pause_ids, dialect), dry_run=dry_run) if pause_ids else 0
-        )
-    triggers = t.workflow_trigger_logs
-    if triggers.name not in skip_tables:
-        counts[triggers.name] = delete_or_count(
-            conn, triggers, ids_in(triggers.c.workflow_run_id, run_ids, dialect), dry_run=dry_run
-        )
-    runs = t.workflow_runs
-    counts[runs.name] = delete_or_count(conn, runs, ids_in(runs.c.id, run_ids, dialect), dry_run=dry_run)
-    return counts
+    """Delete workflow runs with every per-run row, in Dify's order, in the caller's transaction."""
+    return WORKFLOW_RUN_CASCADE.delete(conn, run_ids, dry_run=dry_run, skip=skip_tables)
 
 
 def orphaned_run_storage(
@@ -258,7 +229,7 @@ def orphaned_run_storage(
 def run_messages(conn: Connection, run_ids: Sequence[str]) -> list[tuple[str, str]]:
     """``(message id, conversation id)`` of the advanced-chat messages these runs produced.
 
-    No index leads with ``messages.workflow_run_id`` in Dify (data model §10): without
+    No index leads with ``messages.workflow_run_id`` in Dify (docs/dify-reference.md#indexes): without
     ``message_workflow_run_id_only_idx`` this scans ``messages``.
     """
     if not run_ids:
@@ -270,41 +241,102 @@ def run_messages(conn: Connection, run_ids: Sequence[str]) -> list[tuple[str, st
     return [(str(row[0]), str(row[1])) for row in rows]
 
 
-def delete_workflow_runs(
-    conn: Connection,
-    run_ids: Sequence[str],
-    *,
-    dry_run: bool,
-    skip_tables: set[str] | frozenset[str] = frozenset(),
-    with_messages: bool = False,
-    conversations_updated_before: datetime | None = None,
-    runs_passed: sa.ColumnElement[bool] | None = None,
-    collect_orphans: bool = False,
-) -> tuple[dict[str, int], dict[str, list[dict[str, Any]]]]:
-    """One batch of runs in one transaction: (their messages, then conversations left empty,) then the runs.
+@dataclass(frozen=True)
+class RunCleanup:
+    """How a job deletes a batch of workflow runs, decided once per run of the job.
 
-    ``with_messages``: the runs' advanced-chat messages go with their child rows (message cascade), then
-    the conversations that now have no message at all and were not updated since
-    ``conversations_updated_before`` (a conversation that still has newer messages stays). In a dry run,
-    ``runs_passed`` (a predicate over ``workflow_runs``) says which runs this job has covered so far, so
-    a conversation counts once all its messages belong to such runs, as in a real run.
-
-    Returns the per-table counts and, with ``collect_orphans``, the orphaned storage by source table.
+    ``conversations_updated_before`` set: the runs' advanced-chat messages go too (message cascade), then the
+    conversations left with no message at all and not updated since then (a conversation that still has
+    newer messages stays). ``collect_orphans``: the storage the batch leaves unreferenced is returned for the
+    orphan manifest.
     """
-    counts: dict[str, int] = {}
-    orphans: dict[str, list[dict[str, Any]]] = {}
-    if not run_ids:
-        return counts, orphans
-    if collect_orphans:
-        orphans.update(orphaned_run_storage(conn, run_ids, skip_tables=skip_tables))
-    if with_messages:
-        messages = run_messages(conn, run_ids)
-        message_ids = [mid for mid, _ in messages]
-        if collect_orphans:
-            orphans["message_files"] = orphaned_upload_files(conn, message_ids)
-        counts.update(dict.fromkeys((n for n in MESSAGE_CASCADE_TABLES if n not in skip_tables), 0))
-        counts.update(message_cascade(conn, message_ids, dry_run=dry_run, skip_tables=skip_tables))
-        if conversations_updated_before is not None:
+
+    skip_tables: frozenset[str] = frozenset()
+    conversations_updated_before: datetime | None = None
+    collect_orphans: bool = False
+
+    @property
+    def with_messages(self) -> bool:
+        return self.conversations_updated_before is not None
+
+    @staticmethod
+    def needs(*, with_messages: bool, manifest: bool) -> list[Need]:
+        """What the run cascade (and, with messages, the message and conversation cascades) needs."""
+        result = [
+            Need("workflow_runs", ("id", "tenant_id", "app_id", "workflow_id", "status", "created_at")),
+            *WORKFLOW_RUN_CASCADE.needs(),
+        ]
+        if with_messages:
+            result += [
+                Need("messages", ("id", "conversation_id", "workflow_run_id")),
+                *MESSAGE_CASCADE.needs(),
+                Need("conversations", ("id", "updated_at")),
+                *CONVERSATION_CASCADE.needs(),
+            ]
+        if manifest:
+            result += [
+                Need("upload_files", ("id", "tenant_id", "storage_type", "key", "size")),
+                Need("workflow_node_execution_offload", ("file_id",), optional=True),
+                Need("workflow_pauses", ("state_object_key",), optional=True),
+            ]
+            if with_messages:
+                result.append(Need("message_files", ("message_id", "upload_file_id")))
+        return result
+
+    @staticmethod
+    def skipped(schema: SchemaReport) -> frozenset[str]:
+        """Missing optional tables, and the steps reached only through them (reasons through pauses)."""
+        missing = set(schema.missing_optional)
+        return frozenset(
+            WORKFLOW_RUN_CASCADE.skipped(missing)
+            | MESSAGE_CASCADE.skipped(missing)
+            | CONVERSATION_CASCADE.skipped(missing)
+        )
+
+    def summary_tables(self) -> list[str]:
+        """Summary order: the runs first (the progress line counts them), then the cascades."""
+        names = WORKFLOW_RUN_CASCADE.summary_order(self.skip_tables)
+        if self.with_messages:
+            names += [*MESSAGE_CASCADE.tables(self.skip_tables), *CONVERSATION_CASCADE.tables(self.skip_tables)]
+        return names
+
+    def warn_preflight(self, job: JobRun, schema: SchemaReport) -> None:
+        job.warn(*schema.warnings)
+        job.warn_missing_indexes(
+            [("workflow_node_executions", "workflow_run_id"), ("workflow_app_logs", "workflow_run_id")]
+        )
+        if self.with_messages:
+            job.warn_missing_indexes(
+                [("messages", "workflow_run_id")],
+                f"every batch scans messages (Dify has no such index); consider: {MESSAGE_INDEX_HINT}",
+            )
+
+    def delete(
+        self,
+        conn: Connection,
+        run_ids: Sequence[str],
+        *,
+        dry_run: bool,
+        runs_passed: sa.ColumnElement[bool] | None = None,
+    ) -> tuple[dict[str, int], dict[str, list[dict[str, Any]]]]:
+        """One batch of runs in the caller's transaction: (their messages and emptied conversations,) then
+        the runs. In a dry run, ``runs_passed`` (a predicate over ``workflow_runs``) says which runs the job has
+        covered so far, so a conversation counts once all its messages belong to such runs, as in a real run.
+        Returns the per-table counts and the orphaned storage by source table."""
+        counts: dict[str, int] = {}
+        orphans: dict[str, list[dict[str, Any]]] = {}
+        if not run_ids:
+            return counts, orphans
+        skip = self.skip_tables
+        if self.collect_orphans:
+            orphans.update(orphaned_run_storage(conn, run_ids, skip_tables=skip))
+        if self.conversations_updated_before is not None:
+            messages = run_messages(conn, run_ids)
+            message_ids = [mid for mid, _ in messages]
+            if self.collect_orphans:
+                orphans["message_files"] = orphaned_upload_files(conn, message_ids)
+            counts.update(dict.fromkeys(MESSAGE_CASCADE.tables(skip), 0))
+            counts.update(MESSAGE_CASCADE.delete(conn, message_ids, dry_run=dry_run, skip=skip))
             would_be_deleted = None
             if runs_passed is not None:
                 run_id = t.messages.c.workflow_run_id
@@ -312,16 +344,15 @@ def delete_workflow_runs(
                 would_be_deleted = sa.and_(
                     run_id.is_not(None), run_id.in_(sa.select(t.workflow_runs.c.id).where(runs_passed))
                 )
-            emptied = empty_conversations(
-                conn,
-                sorted({cid for _, cid in messages}),
-                updated_before=conversations_updated_before,
-                dry_run=dry_run,
-                would_be_deleted=would_be_deleted,
-                skip_tables=skip_tables,
+            counts.update(
+                empty_conversations(
+                    conn,
+                    sorted({cid for _, cid in messages}),
+                    updated_before=self.conversations_updated_before,
+                    dry_run=dry_run,
+                    would_be_deleted=would_be_deleted,
+                    skip_tables=skip,
+                )
             )
-            for name in CONVERSATION_CASCADE_TABLES:
-                if name not in skip_tables:
-                    counts[name] = emptied.get(name, 0)
-    counts.update(workflow_run_cascade(conn, run_ids, dry_run=dry_run, skip_tables=skip_tables))
-    return counts, orphans
+        counts.update(WORKFLOW_RUN_CASCADE.delete(conn, run_ids, dry_run=dry_run, skip=skip))
+        return counts, orphans

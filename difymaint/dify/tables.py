@@ -1,8 +1,8 @@
-"""Dify's tables as SQLAlchemy Core metadata: real table, column and index names (dify-data-model.md).
+"""Dify's tables as SQLAlchemy Core metadata: real table, column and index names (docs/dify-reference.md#tables).
 
 The jobs query through these objects; the demo and the test fixtures create them with ``metadata.create_all``.
 Only the columns the jobs and fixtures need are declared; a real Dify table has more, which does not matter
-to a query. No ForeignKey objects: production has none on these tables (data model §1).
+to a query. No ForeignKey objects: production has none on these tables (docs/dify-reference.md#tables).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ tenants = sa.Table(
     metadata,
     _id(),
     _str("name"),
-    _str("plan", default="basic"),  # legacy; never a plan source (data model §3)
+    _str("plan", default="basic"),  # legacy; never a plan source (docs/dify-reference.md#plan-rule)
     _str("status", default="normal"),
     _ts("created_at"),
     _ts("updated_at"),
@@ -196,7 +196,7 @@ messages = sa.Table(
     _ts("updated_at"),
     sa.Index("message_app_id_idx", "app_id", "created_at"),
     sa.Index("message_conversation_id_idx", "conversation_id"),
-    # Leads with conversation_id: `workflow_run_id IN (...)` cannot seek on it (data model §10).
+    # Leads with conversation_id: `workflow_run_id IN (...)` cannot seek on it (docs/dify-reference.md#indexes).
     sa.Index("message_workflow_run_id_idx", "conversation_id", "workflow_run_id"),
     sa.Index("message_created_at_id_idx", "created_at", "id"),
 )
@@ -354,7 +354,8 @@ workflow_conversation_variables = sa.Table(
     sa.Index("workflow_conversation_variables_created_at_idx", "created_at"),
 )
 
-# --- knowledge bases (data model §7, fixture shapes §14.5 / §14.7) ----------------------------------------
+# --- knowledge bases (docs/dify-reference.md#tables)
+# ----------------------------------------
 
 datasets = sa.Table(
     "datasets",
@@ -466,7 +467,7 @@ dataset_keyword_tables = sa.Table(
     sa.Index("dataset_keyword_table_dataset_id_idx", "dataset_id"),
 )
 
-embeddings = sa.Table(  # the embedding cache: no relationship to any other table (data model §7)
+embeddings = sa.Table(  # the embedding cache: no relationship to any other table (docs/dify-reference.md#tables)
     "embeddings",
     metadata,
     _id(),
@@ -479,7 +480,7 @@ embeddings = sa.Table(  # the embedding cache: no relationship to any other tabl
     sa.Index("created_at_idx", "created_at"),
 )
 
-# --- OAuth device-flow tokens (data model §8; migration d4a5e1f3c9b7, absent in older Dify) ----------------
+# --- OAuth device-flow tokens (docs/dify-reference.md#tables; migration d4a5e1f3c9b7, absent in older Dify)
 
 _ACTIVE_TOKEN: dict[str, Any] = {  # the partial-index predicate of every oauth_access_tokens index
     "postgresql_where": sa.text("revoked_at IS NULL"),
@@ -497,7 +498,7 @@ oauth_access_tokens = sa.Table(
     _str("device_label"),
     _str("prefix", 8),
     _str("token_hash", 64, nullable=True),
-    # The only timestamptz columns in scope: compare with aware UTC cut-offs (spec §3.1).
+    # The only timestamptz columns in scope: compare with aware UTC cut-offs (docs/dify-reference.md#time-handling).
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
     sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
@@ -523,7 +524,7 @@ oauth_access_tokens = sa.Table(
     ),
 )
 
-# --- workflow runs and their per-run rows (data model §8, fixture shapes §14.6) -----------------------------
+# --- workflow runs and their per-run rows (docs/dify-reference.md#tables) ------------------------------
 
 workflow_runs = sa.Table(
     "workflow_runs",
@@ -667,7 +668,7 @@ workflow_trigger_logs = sa.Table(
     sa.Column("elapsed_time", sa.Float(), nullable=True),
     sa.Column("total_tokens", sa.Integer(), nullable=True),
     _str("created_by_role"),
-    _str("created_by"),  # varchar, not uuid (data model §8)
+    _str("created_by"),  # varchar, not uuid (docs/dify-reference.md#tables)
     _ts("created_at"),
     _ts("triggered_at", nullable=True, default=False),
     _ts("finished_at", nullable=True, default=False),
@@ -679,7 +680,7 @@ workflow_trigger_logs = sa.Table(
 )
 
 # A snapshot row per archived run (one per app log, or one if none) kept after the run went to object
-# storage (data model §8; archive-workflow-runs writes them, restore-workflow-runs reads them).
+# storage (docs/dify-reference.md#archive-format; archive-workflow-runs writes them, restore-workflow-runs reads them).
 workflow_archive_logs = sa.Table(
     "workflow_archive_logs",
     metadata,

@@ -1,4 +1,5 @@
-"""archive-workflow-runs: archive ended workflow runs of paid workspaces to object storage (spec §6.1).
+"""archive-workflow-runs: archive ended workflow runs of paid workspaces to object storage
+(docs/jobs/archive-workflow-runs.md).
 
 Dify's ``WorkflowRunArchiver`` (``flask archive-workflow-runs``; its Celery task lives on a branch only). One
 keyset walk over ``workflow_runs`` in the window on ``(created_at, id)``, reading only ``id, tenant_id,
@@ -35,7 +36,7 @@ from difymaint.core.keyset import Cursor, after, in_window
 from difymaint.core.object_store import ObjectStore, archive_store
 from difymaint.core.run import JobRun, RunOptions, job_run
 from difymaint.core.schema import Need, SchemaReport, check_schema
-from difymaint.core.summary import Outcome, RunSummary
+from difymaint.core.summary import RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
 from difymaint.dify.archive import (
@@ -49,9 +50,11 @@ from difymaint.dify.archive import (
     run_predicates,
 )
 from difymaint.dify.cascades import ENDED_RUN_STATUSES, workflow_run_cascade
+from difymaint.jobs import JOBS
+from difymaint.jobs.confirm import database_description, plan_aware, tenant_scope
 
 JOB = "archive-workflow-runs"
-LOCK_KEY = "maintenance:archive_workflow_runs"
+LOCK_KEY = JOBS[JOB].lock_key
 ARCHIVE_LOG_COLUMNS = tuple(column.name for column in t.workflow_archive_logs.columns)
 
 
@@ -161,10 +164,7 @@ def _archive(
         )
         if params.delete_after_archive:
             job.summary.details["deleted"] = archiver.deleted
-        if job.summary.outcome in (Outcome.PARTIAL, Outcome.INTERRUPTED):
-            archiver.estimate_remaining()
-        else:
-            job.summary.rows_remaining = 0
+        job.settle_remaining(archiver.estimate_remaining)
     return job.summary
 
 
@@ -310,11 +310,29 @@ class _Archiver:
         counts["workflow_archive_logs"] = len(log_rows)
         return counts, len(bundle)
 
-    def estimate_remaining(self) -> None:
+    def estimate_remaining(self) -> int:
         """Ended runs past the cursor in the window (already archived and unpaid ones included: an estimate)."""
         runs = t.workflow_runs
         where = sa.and_(self._candidates(), after(runs.c.created_at, runs.c.id, self.cursor))
         with self.ctx.engine.connect() as conn:
             remaining = count_or_unknown(conn, sa.select(sa.func.count()).select_from(runs).where(where))
-        self.job.summary.rows_remaining = remaining
         self.job.summary.rows_remaining_estimated = True
+        return remaining
+
+
+Params = ArchiveWorkflowRunsParams
+
+
+def confirmation(ctx: Context, params: ArchiveWorkflowRunsParams) -> str | None:
+    if not params.delete_after_archive:
+        return None  # it only adds objects and workflow_archive_logs rows
+    everyone = (
+        "all paid workspaces"
+        if plan_aware(ctx.settings)
+        else "ALL workspaces (billing is off: every workspace is paid)"
+    )
+    destination = archive_store(ctx.settings, params.archive_dir).description
+    return (
+        f"Archive the ended workflow runs {params.window.describe()} of {tenant_scope(params.tenant_ids, everyone)} "
+        f"to {destination} and then DELETE them from {database_description(ctx.settings)}?"
+    )

@@ -1,7 +1,8 @@
-"""clean-embeddings: prune the embedding cache table ``embeddings`` (spec §5.1).
+"""clean-embeddings: prune the embedding cache table ``embeddings`` (docs/jobs/clean-embeddings.md).
 
 Replaces Dify's ``clean_embedding_cache_task``: rows created before now − ``PLAN_SANDBOX_CLEAN_DAY_SETTING``
-days (30) go, for every tenant (no plan check; the table has no tenant). Fixes against Dify (spec §5.1
+days (30) go, for every tenant (no plan check; the table has no tenant). Fixes against Dify
+(docs/jobs/clean-embeddings.md#differences-from-dify
 [REIMPL]): one set-based ``DELETE … WHERE id = ANY(:ids)`` per batch instead of one DELETE per row, a
 persistent ``(created_at, id)`` cursor walking forward on ``created_at_idx``, an adaptive batch (1000 to
 start, Dify: 100), a naive-UTC cut-off (Dify: the worker's local time), a lock and a dry run.
@@ -19,9 +20,11 @@ from difymaint.core.single_table import TableSweep, sweep
 from difymaint.core.summary import RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
+from difymaint.jobs import JOBS
+from difymaint.jobs.confirm import database_description
 
 JOB = "clean-embeddings"
-LOCK_KEY = "maintenance:clean_embeddings"  # Dify takes no lock for this task
+LOCK_KEY = JOBS[JOB].lock_key
 DEFAULT_BATCH_SIZE = 1000
 
 
@@ -40,3 +43,10 @@ def run(ctx: Context, params: CleanEmbeddingsParams) -> RunSummary:
         ctx.reporter.info(f"{JOB}: embedding cache rows {params.window.describe()}")
         sweep(job, TableSweep(table, where=in_window(table.c.created_at, params.window)))
     return job.summary
+
+
+Params = CleanEmbeddingsParams
+
+
+def confirmation(ctx: Context, params: CleanEmbeddingsParams) -> str:
+    return f"Delete embedding cache rows {params.window.describe()} from {database_description(ctx.settings)}?"

@@ -1,10 +1,11 @@
-"""clean-messages: delete expired chat messages with every per-message child row (spec §5.3).
+"""clean-messages: delete expired chat messages with every per-message child row (docs/jobs/clean-messages.md).
 
 Two scan strategies, both keyset-paginated on ``(created_at, id)``:
 
 * ``global`` (billing off): walk ``messages`` in the window once; every message goes (Dify's
   BillingDisabledPolicy).
-* ``eligible-apps`` (billing on, or ``--tenant-ids``; spec §5.3.6): find the eligible tenants first, walk
+* ``eligible-apps`` (billing on, or ``--tenant-ids``; docs/jobs/clean-messages.md#scan-strategies): find the eligible
+tenants first, walk
   their apps, and read each app's messages with its own cursor on ``message_app_id_idx``. Paid tenants'
   history is never scanned, and every batch re-checks its tenants' plans uncached before deleting, so a
   tenant that upgraded mid-run keeps its data.
@@ -25,10 +26,11 @@ from sqlalchemy.engine import Connection
 
 from difymaint.core.billing import TenantPolicy, sandbox_expiry_policy
 from difymaint.core.context import Context
-from difymaint.core.database import as_str, count_or_unknown, ids_in
+from difymaint.core.database import as_str, ids_in
 from difymaint.core.errors import UsageError
-from difymaint.core.keyset import Cursor, Lane, RoundRobin, after, in_window, up_to
+from difymaint.core.keyset import Lane, RoundRobin, in_window
 from difymaint.core.manifest import OrphanManifest
+from difymaint.core.parent_scan import ParentScan
 from difymaint.core.run import JobRun, RunOptions, job_run
 from difymaint.core.schema import Need, SchemaReport, check_schema
 from difymaint.core.summary import Outcome, RunSummary
@@ -42,9 +44,11 @@ from difymaint.dify.cascades import (
     message_cascade,
     orphaned_upload_files,
 )
+from difymaint.jobs import JOBS
+from difymaint.jobs.confirm import retention_question
 
 JOB = "clean-messages"
-LOCK_KEY = "retention:clean_messages"  # Dify's own key: difymaint and Dify's beat exclude each other
+LOCK_KEY = JOBS[JOB].lock_key
 STRATEGIES = ("auto", "global", "eligible-apps")
 
 
@@ -109,13 +113,18 @@ def run(ctx: Context, params: CleanMessagesParams) -> RunSummary:
         )
         ctx.reporter.info(f"{JOB}: {params.window.describe()}; {policy.description}; strategy {strategy}")
         manifest = OrphanManifest(params.orphan_manifest, job=JOB, dry_run=params.run.dry_run)
-        scan = _Scan(ctx, job, params, policy, manifest, skip=schema.missing_optional)
+        cleaner = _MessageCleaner(ctx, job, params, policy, manifest, skip=schema.missing_optional)
         try:
-            scan.strategy = strategy
             if strategy == "global":
-                scan.global_scan()
+                cleaner.scan.walk_all(cleaner.delete_batch, keep=cleaner.eligible_ids if cleaner.filtered else None)
             else:
-                scan.eligible_apps_scan()
+                # Plans are re-checked uncached right before deleting (an upgrade mid-run wins).
+                cleaner.scan.walk_lanes(
+                    cleaner.delete_batch,
+                    t.messages.c.app_id,
+                    cleaner.refill,
+                    lambda tenants: policy.eligible(tenants, fresh=True),
+                )
         finally:
             manifest.close()
         job.summary.details.update(policy.stats())
@@ -124,10 +133,13 @@ def run(ctx: Context, params: CleanMessagesParams) -> RunSummary:
                 "path": str(params.orphan_manifest),
                 "files": manifest.count,
             }
+        job.settle_remaining(cleaner.scan.remaining)
         if job.summary.outcome in (Outcome.PARTIAL, Outcome.INTERRUPTED):
-            scan.estimate_remaining()
-        else:
-            job.summary.rows_remaining = 0
+            # Lanes not yet queued (apps of later pages) are not counted; nor, with billing on, is the
+            # global walk's count filtered by plan.
+            job.summary.rows_remaining_estimated = (
+                not cleaner.apps_exhausted if strategy == "eligible-apps" else policy.billing_enabled
+            )
     return job.summary
 
 
@@ -136,7 +148,9 @@ def _preflight_warnings(ctx: Context, job: JobRun, schema: SchemaReport) -> None
     job.warn_missing_indexes([(child.name, "message_id") for child in MESSAGE_CHILDREN] + [("messages", "created_at")])
 
 
-class _Scan:
+class _MessageCleaner:
+    """The messages' selection and batch body on the core's parent scan."""
+
     def __init__(
         self,
         ctx: Context,
@@ -150,15 +164,18 @@ class _Scan:
         self.skip = skip
         self.window = params.window
         self.app_tenants: dict[str, str | None] = {}  # job-wide app → tenant cache
-        self.global_cursor: Cursor | None = None
-        self.strategy = "global"
-        self.lanes = RoundRobin()  # eligible apps, each with its own cursor
+        self.filtered = policy.billing_enabled or bool(params.tenant_ids)
         self.apps_after: str | None = None
         self.apps_exhausted = False
+        m = t.messages
+        self.scan = ParentScan(
+            job,
+            m,
+            selection=in_window(m.c.created_at, self.window),
+            columns=(m.c.id, m.c.app_id, m.c.conversation_id, m.c.created_at),
+        )
 
-    # --- shared batch body --------------------------------------------------------------------------------
-
-    def _delete_batch(self, rows: Sequence[Any], ids: list[str], would_be_deleted: sa.ColumnElement[bool]) -> bool:
+    def delete_batch(self, rows: Sequence[Any], ids: list[str], would_be_deleted: sa.ColumnElement[bool]) -> bool:
         """Run one batch transaction; False when it was rolled back and must be retried."""
         dry_run = self.job.dry_run
         orphans: list[dict[str, Any]] = []
@@ -172,7 +189,16 @@ class _Scan:
                     if self.params.clean_conversations:
                         chosen = set(ids)
                         conversation_ids = sorted({as_str(r.conversation_id) for r in rows if as_str(r.id) in chosen})
-                        counts.update(self._conversations(conn, conversation_ids, would_be_deleted))
+                        counts.update(
+                            empty_conversations(
+                                conn,
+                                conversation_ids,
+                                updated_before=self.window.end_before,
+                                dry_run=dry_run,
+                                would_be_deleted=would_be_deleted,
+                                skip_tables=self.skip,
+                            )
+                        )
             batch.record(scanned=len(rows), affected=len(ids), rows=counts)
         if batch.rolled_back:
             return False
@@ -180,49 +206,8 @@ class _Scan:
         self.manifest.write(orphans, source="message_files")
         return True
 
-    def _conversations(
-        self, conn: Connection, conversation_ids: list[str], would_be_deleted: sa.ColumnElement[bool]
-    ) -> dict[str, int]:
-        return empty_conversations(
-            conn,
-            conversation_ids,
-            updated_before=self.window.end_before,
-            dry_run=self.job.dry_run,
-            would_be_deleted=would_be_deleted,
-            skip_tables=self.skip,
-        )
-
-    def _message_select(self) -> sa.Select[Any]:
-        m = t.messages
-        return sa.select(m.c.id, m.c.app_id, m.c.conversation_id, m.c.created_at).where(
-            in_window(m.c.created_at, self.window)
-        )
-
-    # --- strategy: global keyset scan ---------------------------------------------------------------------
-
-    def global_scan(self) -> None:
-        m = t.messages
-        filter_by_tenant = self.policy.billing_enabled or bool(self.params.tenant_ids)
-        while self.job.keep_going():
-            with self.ctx.engine.connect() as conn:
-                rows = conn.execute(
-                    self._message_select()
-                    .where(after(m.c.created_at, m.c.id, self.global_cursor))
-                    .order_by(m.c.created_at, m.c.id)
-                    .limit(self.job.batch_size)
-                ).all()
-                if not rows:
-                    return
-                if filter_by_tenant:
-                    ids = self._eligible_ids(conn, rows)
-                else:
-                    ids = [as_str(row.id) for row in rows]
-            new_cursor = Cursor.of(rows[-1])
-            passed = sa.and_(in_window(m.c.created_at, self.window), up_to(m.c.created_at, m.c.id, new_cursor))
-            if self._delete_batch(rows, ids, passed):
-                self.global_cursor = new_cursor
-
-    def _eligible_ids(self, conn: Connection, rows: Sequence[Any]) -> list[str]:
+    def eligible_ids(self, conn: Connection, rows: Sequence[Any]) -> list[str]:
+        """The global walk's rows whose app's tenant may be cleaned (billing on, or a tenant filter)."""
         unknown = sorted({as_str(r.app_id) for r in rows} - self.app_tenants.keys())
         if unknown:
             found = conn.execute(
@@ -236,40 +221,11 @@ class _Scan:
         eligible = self.policy.eligible({tid for tid in tenants if tid is not None})
         return [as_str(r.id) for r in rows if self.app_tenants[as_str(r.app_id)] in eligible]
 
-    # --- strategy: eligible tenants → their apps → per-app cursors (spec §5.3.6) ---------------------------
-
-    def eligible_apps_scan(self) -> None:
-        m = t.messages
-
-        def page(lane: Lane, limit: int) -> sa.Select[Any]:
-            return (
-                self._message_select()
-                .where(m.c.app_id == lane.key, after(m.c.created_at, m.c.id, lane.cursor))
-                .order_by(m.c.created_at, m.c.id)
-                .limit(limit)
-            )
-
-        # Plans are re-checked uncached right before deleting (an upgrade mid-run wins).
-        for served, still in self.lanes.batches(
-            self.job.keep_going,
-            self.ctx.engine,
-            lambda: self.job.batch_size,
-            page,
-            self._refill_queue,
-            lambda tenants: self.policy.eligible(tenants, fresh=True),
-        ):
-            rows_all = [row for item in served for row in item.rows]
-            ids = RoundRobin.row_ids(served, still)
-            passed = sa.and_(
-                in_window(m.c.created_at, self.window), RoundRobin.passed(served, m.c.app_id, m.c.created_at, m.c.id)
-            )
-            if self._delete_batch(rows_all, ids, passed):
-                self.lanes.advance(served, still)
-
-    def _refill_queue(self) -> bool:
+    def refill(self, lanes: RoundRobin) -> bool:
+        """Queue the next page of apps whose tenant is eligible, one lane (cursor) per app."""
         apps = t.apps
         page_size = self.params.app_page_size
-        while not self.lanes and not self.apps_exhausted and self.job.keep_going():
+        while not lanes and not self.apps_exhausted and self.job.keep_going():
             query = sa.select(apps.c.id, apps.c.tenant_id).order_by(apps.c.id).limit(page_size)
             with self.ctx.engine.connect() as conn:
                 if self.params.tenant_ids:
@@ -283,25 +239,22 @@ class _Scan:
                 break
             self.apps_after = as_str(page[-1].id)
             eligible = self.policy.eligible({as_str(row.tenant_id) for row in page})
-            self.lanes.extend(
+            lanes.extend(
                 Lane(key=as_str(row.id), tenant_id=as_str(row.tenant_id))
                 for row in page
                 if as_str(row.tenant_id) in eligible
             )
-        return bool(self.lanes)
+        return bool(lanes)
 
-    # --- backlog estimate for a partial run (what an alert on "falling behind" watches) -------------------
 
-    def estimate_remaining(self) -> None:
-        m = t.messages
-        summary = self.job.summary
-        if self.strategy == "eligible-apps":
-            where = sa.and_(
-                in_window(m.c.created_at, self.window), self.lanes.remaining(m.c.app_id, m.c.created_at, m.c.id)
-            )
-            summary.rows_remaining_estimated = not self.apps_exhausted
-        else:
-            where = sa.and_(in_window(m.c.created_at, self.window), after(m.c.created_at, m.c.id, self.global_cursor))
-            summary.rows_remaining_estimated = self.policy.billing_enabled
-        with self.ctx.engine.connect() as conn:
-            summary.rows_remaining = count_or_unknown(conn, sa.select(sa.func.count()).select_from(m).where(where))
+Params = CleanMessagesParams
+
+
+def confirmation(ctx: Context, params: CleanMessagesParams) -> str:
+    return retention_question(
+        ctx,
+        what="messages",
+        window=params.window,
+        tenant_ids=params.tenant_ids,
+        graceful_period_days=params.graceful_period_days,
+    )

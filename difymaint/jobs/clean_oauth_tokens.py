@@ -1,10 +1,11 @@
-"""clean-oauth-tokens: prune ``oauth_access_tokens``, the device-flow tokens of Dify's CLI (spec §5.6).
+"""clean-oauth-tokens: prune ``oauth_access_tokens``, the device-flow tokens of Dify's CLI
+(docs/jobs/clean-oauth-tokens.md).
 
 Replaces Dify's ``clean_oauth_access_tokens_task``. A token goes when it was revoked before the cut-off, or
-was never revoked and expired before it ("zombies"); cut-off = aware UTC now − ``OAUTH_ACCESS_TOKEN_RETENTION_DAYS``
-(30). The columns are ``timestamptz``, so the cut-off is aware (spec §3.1). Batches of 500 (Dify's
-``DELETE_BATCH_SIZE``) walk a persistent ``(created_at, id)`` cursor; no index covers the predicate, which
-is fine for a table this small.
+was never revoked and expired before it ("zombies"); cut-off = aware UTC now −
+``OAUTH_ACCESS_TOKEN_RETENTION_DAYS`` (30). The columns are ``timestamptz``, so the cut-off is aware
+(docs/dify-reference.md#time-handling). Batches of 500 (Dify's ``DELETE_BATCH_SIZE``) walk a persistent
+``(created_at, id)`` cursor; no index covers the predicate, which is fine for a table this small.
 
 The table only exists since Dify's 2026-05 migration ``d4a5e1f3c9b7``: on an older database the run ends
 ``done`` with nothing deleted and a warning, so one CronJob works across Dify versions.
@@ -25,9 +26,11 @@ from difymaint.core.single_table import TableSweep, sweep
 from difymaint.core.summary import RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
+from difymaint.jobs import JOBS
+from difymaint.jobs.confirm import database_description
 
 JOB = "clean-oauth-tokens"
-LOCK_KEY = "maintenance:clean_oauth_tokens"  # Dify takes no lock for this task
+LOCK_KEY = JOBS[JOB].lock_key
 DEFAULT_BATCH_SIZE = 500  # Dify's DELETE_BATCH_SIZE
 TABLE = "oauth_access_tokens"
 
@@ -72,3 +75,14 @@ def run(ctx: Context, params: CleanOAuthTokensParams) -> RunSummary:
         ctx.reporter.info(f"{JOB}: tokens revoked, or expired and never revoked, before {before:%Y-%m-%d %H:%M:%S} UTC")
         sweep(job, TableSweep(t.oauth_access_tokens, where=expired(t.oauth_access_tokens, before)))
     return job.summary
+
+
+Params = CleanOAuthTokensParams
+
+
+def confirmation(ctx: Context, params: CleanOAuthTokensParams) -> str:
+    before = cutoff(ctx.clock.now(), params.retention_days)
+    return (
+        f"Delete OAuth access tokens revoked, or expired and never revoked, before {before:%Y-%m-%d %H:%M:%S} UTC "
+        f"from {database_description(ctx.settings)}?"
+    )

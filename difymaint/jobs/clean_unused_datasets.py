@@ -1,4 +1,5 @@
-"""clean-unused-datasets: disable the documents of knowledge bases nobody used for N days (spec §5.2).
+"""clean-unused-datasets: disable the documents of knowledge bases nobody used for N days
+(docs/jobs/clean-unused-datasets.md).
 
 Dify's ``clean_unused_datasets_task`` in two passes, run in sequence:
 
@@ -41,11 +42,13 @@ from difymaint.core.keyset import Cursor, after
 from difymaint.core.run import JobRun, RunOptions, job_run
 from difymaint.core.schema import Need, SchemaReport, check_schema
 from difymaint.core.settings import Settings
-from difymaint.core.summary import Outcome, RunSummary
+from difymaint.core.summary import RunSummary
 from difymaint.dify import tables as t
+from difymaint.jobs import JOBS
+from difymaint.jobs.confirm import database_description, plan_aware, tenant_scope
 
 JOB = "clean-unused-datasets"
-LOCK_KEY = "maintenance:clean_unused_datasets"
+LOCK_KEY = JOBS[JOB].lock_key
 INDEX_TASK = "tasks.deal_dataset_vector_index_task.deal_dataset_vector_index_task"
 INDEX_QUEUE = "dataset"
 PASSES = ("both", "all", "sandbox")
@@ -168,8 +171,7 @@ def run(ctx: Context, params: CleanUnusedDatasetsParams) -> RunSummary:
         if lookup is not None:
             job.summary.details.update(lookup.stats())
             job.summary.details["sandbox_pass_skipped"] = dict(scan.skipped)
-        if job.summary.outcome not in (Outcome.PARTIAL, Outcome.INTERRUPTED):
-            job.summary.rows_remaining = 0
+        job.settle_remaining()
     return job.summary
 
 
@@ -413,3 +415,34 @@ class _Scan:
         else:
             result["documents"] = conn.execute(sa.update(doc).where(to_disable).values(enabled=False)).rowcount
         return result
+
+
+Params = CleanUnusedDatasetsParams
+
+
+def check(ctx: Context, params: CleanUnusedDatasetsParams) -> None:
+    plan_passes(params, ctx.clock.now())  # a bad --pass is a usage error before any question
+    check_handover(params, ctx.settings)
+
+
+def confirmation(ctx: Context, params: CleanUnusedDatasetsParams) -> str:
+    scope = tenant_scope(params.tenant_ids)
+    parts = []
+    for one_pass in plan_passes(params, ctx.clock.now()):
+        if not one_pass.sandbox_only:
+            parts.append(f"unused for {one_pass.days} days in {scope}")
+            continue
+        if plan_aware(ctx.settings):
+            who = f"sandbox workspaces among {scope}"
+        else:
+            ctx.reporter.warning(
+                "BILLING_ENABLED is false: every workspace is treated as sandbox, so the sandbox pass disables "
+                f"knowledge bases of {scope.upper() if not params.tenant_ids else scope} unused for {one_pass.days} "
+                "days, without logs or mail (Dify's behaviour; --pass all avoids it)"
+            )
+            who = f"{scope} (billing off: all count as sandbox)"
+        parts.append(f"unused for {one_pass.days} days in {who}")
+    return (
+        f"Disable the documents of knowledge bases {' and '.join(parts)} and remove their vector indexes, "
+        f"in {database_description(ctx.settings)}?"
+    )

@@ -1,7 +1,7 @@
-"""clean-workflow-logs: self-hosted workflow log retention for every tenant (spec §5.5).
+"""clean-workflow-logs: self-hosted workflow log retention for every tenant (docs/jobs/clean-workflow-logs.md).
 
 Replaces Dify's ``clean_workflow_runlogs_precise``: ended runs older than ``WORKFLOW_LOG_RETENTION_DAYS``
-go with their messages, no plan check. Fixes against Dify (spec §5.5 [REIMPL]):
+go with their messages, no plan check. Fixes against Dify (docs/jobs/clean-workflow-logs.md#differences-from-dify):
 
 * one transaction per batch: the runs' messages (with child rows), then the conversations that now have
   no message and were not updated since the cut-off, then the run cascade. Dify deletes whole
@@ -14,35 +14,29 @@ go with their messages, no plan check. Fixes against Dify (spec §5.5 [REIMPL]):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from difymaint.core.context import Context
-from difymaint.core.database import as_str, count_or_unknown, ids_in
+from difymaint.core.database import ids_in
 from difymaint.core.errors import DifymaintError
-from difymaint.core.keyset import Cursor, after, up_to
 from difymaint.core.manifest import OrphanManifest
+from difymaint.core.parent_scan import ParentScan
 from difymaint.core.run import JobRun, RunOptions, job_run
 from difymaint.core.schema import check_schema
-from difymaint.core.summary import Outcome, RunSummary
+from difymaint.core.summary import RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
-from difymaint.dify.cascades import delete_workflow_runs
-from difymaint.jobs.clean_workflow_runs import (
-    ended_runs,
-    manifest_details,
-    preflight_warnings,
-    run_cascade_needs,
-    skipped_tables,
-    summary_tables,
-)
+from difymaint.dify.cascades import RunCleanup, ended_runs
+from difymaint.jobs import JOBS
+from difymaint.jobs.confirm import database_description
 
 JOB = "clean-workflow-logs"
-LOCK_KEY = "retention:clean_workflow_runlogs_precise"  # Dify takes no lock; the spec's recommended name
+LOCK_KEY = JOBS[JOB].lock_key
 MAX_FAILURES = 3  # Dify's MAX_RETRIES
 
 
@@ -57,20 +51,17 @@ class CleanWorkflowLogsParams:
     backoff_s: float = 1.0  # first retry after this long, doubling per failure
 
 
-class _Attempt(Enum):
-    COMMITTED = "committed"
-    ROLLED_BACK = "rolled_back"
-    EXHAUSTED = "exhausted"
-
-
 def run(ctx: Context, params: CleanWorkflowLogsParams) -> RunSummary:
-    schema = check_schema(
-        ctx.engine, run_cascade_needs(with_messages=True, manifest=params.orphan_manifest is not None), job=JOB
+    manifest_wanted = params.orphan_manifest is not None
+    schema = check_schema(ctx.engine, RunCleanup.needs(with_messages=True, manifest=manifest_wanted), job=JOB)
+    cleanup = RunCleanup(
+        skip_tables=RunCleanup.skipped(schema),
+        conversations_updated_before=params.window.end_before,
+        collect_orphans=manifest_wanted,
     )
-    skip = skipped_tables(schema)
-    tables = summary_tables(skip, with_messages=True)
+    tables = cleanup.summary_tables()
     with job_run(ctx, JOB, lock_key=LOCK_KEY, options=params.run, window=params.window, tables=tables) as job:
-        preflight_warnings(ctx, job, schema, with_messages=True)
+        cleanup.warn_preflight(job, schema)
         job.summary.details.update(
             workflow_filter=list(params.workflow_ids) or None,
             app_filter=list(params.app_ids) or None,
@@ -79,118 +70,95 @@ def run(ctx: Context, params: CleanWorkflowLogsParams) -> RunSummary:
         scope = "all workflows" if not params.workflow_ids else f"{len(params.workflow_ids)} workflow(s)"
         ctx.reporter.info(f"{JOB}: ended runs {params.window.describe()}, every tenant, {scope}")
         manifest = OrphanManifest(params.orphan_manifest, job=JOB, dry_run=params.run.dry_run)
-        loop = _Loop(ctx, job, params, manifest, skip)
+        cleaner = _LogCleaner(ctx, job, params, manifest, cleanup)
         try:
-            loop.run()
+            cleaner.scan.walk_all(cleaner.delete_batch)
         finally:
             manifest.close()
-            job.summary.details["failed_batch_attempts"] = loop.failed_attempts
+            job.summary.details["failed_batch_attempts"] = cleaner.failed_attempts
         if manifest.enabled:
-            job.summary.details["orphan_manifest"] = manifest_details(manifest, params.orphan_manifest, loop.orphans)
-        if job.summary.outcome in (Outcome.PARTIAL, Outcome.INTERRUPTED):
-            loop.estimate_remaining()
-        else:
-            job.summary.rows_remaining = 0
+            job.summary.details["orphan_manifest"] = manifest.details()
+        job.settle_remaining(cleaner.scan.remaining)
     return job.summary
 
 
-class _Loop:
+class _LogCleaner:
+    """Every tenant's ended runs, one global walk; a failed batch is retried on the same cursor."""
+
     def __init__(
-        self, ctx: Context, job: JobRun, params: CleanWorkflowLogsParams, manifest: OrphanManifest, skip: set[str]
+        self,
+        ctx: Context,
+        job: JobRun,
+        params: CleanWorkflowLogsParams,
+        manifest: OrphanManifest,
+        cleanup: RunCleanup,
     ) -> None:
-        self.ctx, self.job, self.params, self.manifest, self.skip = ctx, job, params, manifest, skip
-        self.cursor: Cursor | None = None
+        self.ctx, self.job, self.params, self.manifest, self.cleanup = ctx, job, params, manifest, cleanup
+        self.failures = 0  # in a row
         self.failed_attempts = 0
-        self.orphans: dict[str, int] = {}
-
-    def _selection(self, dialect: str) -> sa.ColumnElement[bool]:
         runs = t.workflow_runs
-        where = ended_runs(self.params.window)
-        if self.params.workflow_ids:
-            where = sa.and_(where, ids_in(runs.c.workflow_id, self.params.workflow_ids, dialect))
-        if self.params.app_ids:
-            where = sa.and_(where, ids_in(runs.c.app_id, self.params.app_ids, dialect))
-        return where
+        dialect = ctx.engine.dialect.name
+        selection = ended_runs(params.window)
+        if params.workflow_ids:
+            selection = sa.and_(selection, ids_in(runs.c.workflow_id, params.workflow_ids, dialect))
+        if params.app_ids:
+            selection = sa.and_(selection, ids_in(runs.c.app_id, params.app_ids, dialect))
+        self.scan = ParentScan(job, runs, selection=selection, columns=(runs.c.id, runs.c.created_at))
 
-    def run(self) -> None:
-        failures = 0
-        while self.job.keep_going():
-            reason = "a statement or lock timeout rolled it back"
-            try:
-                attempt = self._attempt()
-            except sa.exc.OperationalError as exc:
-                attempt = _Attempt.ROLLED_BACK
-                reason = _first_line(exc.orig if exc.orig is not None else exc)
-            if attempt is _Attempt.EXHAUSTED:
-                return
-            if attempt is _Attempt.COMMITTED:
-                failures = 0
-                continue
-            # Never skip a batch: the cursor did not move, so the retry re-reads the same runs.
-            failures += 1
-            self.failed_attempts += 1
-            where = f"after {self.cursor.created_at:%Y-%m-%d %H:%M:%S} / {self.cursor.id}" if self.cursor else "first"
-            if failures >= self.params.max_failures:
-                raise DifymaintError(
-                    f"{JOB}: the {where} batch failed {failures} times in a row ({reason}); stopped without "
-                    "skipping it",
-                    hint="lower --batch-size, raise DIFYMAINT_STATEMENT_TIMEOUT / DIFYMAINT_LOCK_TIMEOUT, or look "
-                    "for locks held on the workflow tables; the next run resumes here",
-                )
-            delay = self.params.backoff_s * 2 ** (failures - 1)
-            self.ctx.reporter.warning(
-                f"{JOB}: batch failed ({reason}); retrying the same batch in {delay:g}s "
-                f"({failures}/{self.params.max_failures})"
-            )
-            if not self.ctx.stop.requested:
-                self.ctx.clock.sleep(delay)
-
-    def _attempt(self) -> _Attempt:
-        runs = t.workflow_runs
-        with self.ctx.engine.connect() as conn:
-            selection = self._selection(conn.dialect.name)
-            rows = conn.execute(
-                sa.select(runs.c.id, runs.c.created_at)
-                .where(selection, after(runs.c.created_at, runs.c.id, self.cursor))
-                .order_by(runs.c.created_at, runs.c.id)
-                .limit(self.job.batch_size)
-            ).all()
-        if not rows:
-            return _Attempt.EXHAUSTED
-        new_cursor = Cursor.of(rows[-1])
-        run_ids = [as_str(row.id) for row in rows]
-        passed = sa.and_(selection, up_to(runs.c.created_at, runs.c.id, new_cursor))
+    def delete_batch(self, rows: Sequence[Any], run_ids: list[str], passed: sa.ColumnElement[bool]) -> bool:
+        """One batch; on failure wait and return False, so the walk re-reads the same runs (never skips)."""
+        reason = "a statement or lock timeout rolled it back"
         orphans: dict[str, list[dict[str, Any]]] = {}
-        with self.job.batch() as batch:
-            with batch.transaction() as conn:
-                counts, orphans = delete_workflow_runs(
-                    conn,
-                    run_ids,
-                    dry_run=self.job.dry_run,
-                    skip_tables=self.skip,
-                    with_messages=True,
-                    conversations_updated_before=self.params.window.end_before,
-                    runs_passed=passed,
-                    collect_orphans=self.manifest.enabled,
-                )
-            batch.record(scanned=len(rows), affected=len(run_ids), rows=counts)
-        if batch.rolled_back:
-            return _Attempt.ROLLED_BACK
-        self.cursor = new_cursor
-        for source, found in orphans.items():
-            self.manifest.write(found, source=source)
-            self.orphans[source] = self.orphans.get(source, 0) + len(found)
-        return _Attempt.COMMITTED
-
-    def estimate_remaining(self) -> None:
-        runs = t.workflow_runs
-        with self.ctx.engine.connect() as conn:
-            where = sa.and_(self._selection(conn.dialect.name), after(runs.c.created_at, runs.c.id, self.cursor))
-            self.job.summary.rows_remaining = count_or_unknown(
-                conn, sa.select(sa.func.count()).select_from(runs).where(where)
+        try:
+            with self.job.batch() as batch:
+                with batch.transaction() as conn:
+                    counts, orphans = self.cleanup.delete(conn, run_ids, dry_run=self.job.dry_run, runs_passed=passed)
+                batch.record(scanned=len(rows), affected=len(run_ids), rows=counts)
+            committed = not batch.rolled_back
+        except sa.exc.OperationalError as exc:
+            committed, reason = False, _first_line(exc.orig if exc.orig is not None else exc)
+        if committed:
+            self.failures = 0
+            for source, found in orphans.items():
+                self.manifest.write(found, source=source)
+            return True
+        self.failures += 1
+        self.failed_attempts += 1
+        cursor = self.scan.cursor
+        where = f"after {cursor.created_at:%Y-%m-%d %H:%M:%S} / {cursor.id}" if cursor else "first"
+        if self.failures >= self.params.max_failures:
+            raise DifymaintError(
+                f"{JOB}: the {where} batch failed {self.failures} times in a row ({reason}); stopped without "
+                "skipping it",
+                hint="lower --batch-size, raise DIFYMAINT_STATEMENT_TIMEOUT / DIFYMAINT_LOCK_TIMEOUT, or look "
+                "for locks held on the workflow tables; the next run resumes here",
             )
+        delay = self.params.backoff_s * 2 ** (self.failures - 1)
+        self.ctx.reporter.warning(
+            f"{JOB}: batch failed ({reason}); retrying the same batch in {delay:g}s "
+            f"({self.failures}/{self.params.max_failures})"
+        )
+        if not self.ctx.stop.requested:
+            self.ctx.clock.sleep(delay)
+        return False
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+Params = CleanWorkflowLogsParams
+
+
+def confirmation(ctx: Context, params: CleanWorkflowLogsParams) -> str:
+    scope = []
+    if params.workflow_ids:
+        scope.append(f"workflows {', '.join(params.workflow_ids)}")
+    if params.app_ids:
+        scope.append(f"apps {', '.join(params.app_ids)}")
+    which = " of " + " and ".join(scope) if scope else " of EVERY workspace"
+    return (
+        f"Delete ended workflow runs and their chat messages {params.window.describe()}{which} "
+        f"from {database_description(ctx.settings)}?"
+    )

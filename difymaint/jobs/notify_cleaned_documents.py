@@ -1,4 +1,5 @@
-"""notify-cleaned-documents: mail owners which knowledge bases were auto-disabled (spec §5.7).
+"""notify-cleaned-documents: mail owners which knowledge bases were auto-disabled
+(docs/jobs/notify-cleaned-documents.md).
 
 Dify's ``mail_clean_document_notify_task``, per workspace instead of in one transaction:
 
@@ -17,7 +18,6 @@ A dry run renders the mails to a stream instead of sending them and writes nothi
 
 from __future__ import annotations
 
-import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -35,11 +35,13 @@ from difymaint.core.keyset import Cursor, after
 from difymaint.core.mail import Mail, MailError, MailSender, PreviewSender, mail_sender, render
 from difymaint.core.run import JobRun, RunOptions, job_run
 from difymaint.core.schema import Need, check_schema
-from difymaint.core.summary import Outcome, RunSummary
+from difymaint.core.summary import RunSummary
 from difymaint.dify import tables as t
+from difymaint.jobs import JOBS
+from difymaint.jobs.confirm import database_description
 
 JOB = "notify-cleaned-documents"
-LOCK_KEY = "maintenance:notify_cleaned_documents"
+LOCK_KEY = JOBS[JOB].lock_key
 SUBJECT = "Dify Knowledge base auto disable notification"
 HTML_TEMPLATE = "clean_document_notify.html"
 TEXT_TEMPLATE = "clean_document_notify.txt"
@@ -88,7 +90,7 @@ def run(ctx: Context, params: NotifyParams) -> RunSummary:
         configured, mail_problem = None, f"{exc.message}: a real run would exit 2 before sending anything"
     sender: MailSender
     if dry_run:
-        sender = PreviewSender(params.preview or sys.stdout)
+        sender = PreviewSender(params.preview or ctx.output)
     elif configured is None:
         raise mail_not_configured()
     else:
@@ -126,8 +128,7 @@ def run(ctx: Context, params: NotifyParams) -> RunSummary:
             mails_rendered=notifier.mails if dry_run else 0,
             **lookup.stats(),
         )
-        if job.summary.outcome not in (Outcome.PARTIAL, Outcome.INTERRUPTED):
-            job.summary.rows_remaining = 0
+        job.settle_remaining()
         if notifier.failures:
             raise MailError(
                 f"{notifier.failures} workspace(s) could not be mailed ({notifier.last_failure}); their logs stay "
@@ -335,3 +336,15 @@ class _Notifier:
                 batch.record(scanned=len(rows), affected=gone, rows={PURGED: gone})
             if not batch.rolled_back:
                 cursor = Cursor.of(rows[-1])
+
+
+Params = NotifyParams
+
+
+def confirmation(ctx: Context, params: NotifyParams) -> str | None:
+    if params.purge_notified_older_than is None:
+        return None  # mails and flags only: nothing is deleted
+    return (
+        f"Send the notification mails and delete notified dataset_auto_disable_logs older than "
+        f"{params.purge_notified_older_than} days from {database_description(ctx.settings)}?"
+    )

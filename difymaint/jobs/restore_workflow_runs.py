@@ -1,4 +1,5 @@
-"""restore-workflow-runs: put archived workflow runs back from their archive.v1.0.zip bundles (spec §6.1, §8).
+"""restore-workflow-runs: put archived workflow runs back from their archive.v1.0.zip bundles
+(docs/jobs/restore-workflow-runs.md).
 
 Dify's ``flask restore-workflow-runs`` (WorkflowRunRestore); a manual command, never scheduled. The runs to
 restore come from ``workflow_archive_logs``: the given ``--run-id`` s, or the runs archived with a
@@ -15,7 +16,7 @@ A dry run verifies and counts the rows it would insert, and writes nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from difymaint.core.keyset import Cursor, after, in_window
 from difymaint.core.object_store import ArchiveStorageError, ObjectStore, archive_store
 from difymaint.core.run import JobRun, RunOptions, job_run
 from difymaint.core.schema import Need, check_schema
-from difymaint.core.summary import Outcome, RunSummary
+from difymaint.core.summary import RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
 from difymaint.dify.archive import (
@@ -42,9 +43,12 @@ from difymaint.dify.archive import (
     read_bundle,
     reflect_tables,
 )
+from difymaint.jobs import JOBS
+from difymaint.jobs.confirm import database_description
+from difymaint.jobs.resolve import window_from
 
 JOB = "restore-workflow-runs"
-LOCK_KEY = "maintenance:restore_workflow_runs"
+LOCK_KEY = JOBS[JOB].lock_key
 ID_CHUNK = 1000
 
 
@@ -142,8 +146,7 @@ def _restore_all(ctx: Context, params: RestoreWorkflowRunsParams, present: list[
             tenant_filter=list(params.tenant_ids) or None,
             limit=None if params.run_ids else params.limit,
         )
-        if job.summary.outcome not in (Outcome.PARTIAL, Outcome.INTERRUPTED):
-            job.summary.rows_remaining = 0
+        job.settle_remaining()
         if restorer.failures:
             first = restorer.failures[0]
             raise RestoreFailed(
@@ -337,3 +340,40 @@ def _reason(exc: BaseException) -> str:
         text = str(exc.orig).strip() if exc.orig is not None else str(exc)
         return f"the database refused a row: {text.splitlines()[0] if text else type(exc).__name__}"
     return str(exc)
+
+
+Params = RestoreWorkflowRunsParams
+WINDOW_LIMIT = 100  # runs of a window restored by default, and the most per batch
+
+
+def params_hook(ctx: Context, values: dict[str, Any]) -> RestoreWorkflowRunsParams:
+    """--run-id, or a window on the archive logs; never both, never neither."""
+    run_ids: tuple[str, ...] = values["run_ids"]
+    window = None
+    if values["start_from"] is not None or values["end_before"] is not None:
+        if run_ids:
+            raise UsageError("--run-id cannot be combined with --start-from/--end-before")
+        window = window_from(values, ctx.clock.now(), default_days=1)
+    elif not run_ids:
+        raise UsageError(
+            "nothing to restore: give --run-id, or --start-from/--end-before",
+            hint="e.g. --run-id <id>, or --start-from 2026-01-01 --end-before 2026-02-01",
+        )
+    limit: int = values["limit"]
+    return RestoreWorkflowRunsParams(
+        run_ids=run_ids,
+        window=window,
+        tenant_ids=values["tenant_ids"],
+        limit=limit,
+        run=replace(values["run"], batch_size=min(limit, WINDOW_LIMIT)),
+        archive_dir=values["archive_dir"],
+        keep_archive_logs=values["keep_archive_logs"],
+    )
+
+
+def confirmation(ctx: Context, params: RestoreWorkflowRunsParams) -> str:
+    if params.run_ids:
+        what = f"{len(params.run_ids)} archived workflow run(s)"
+    else:
+        what = f"up to {params.limit} archived workflow runs {params.window.describe() if params.window else ''}"
+    return f"Restore {what} into {database_description(ctx.settings)}?"

@@ -1,35 +1,26 @@
-"""CLI command modules, one per job. They import only typer and the shared options at import time;
-the job module (SQLAlchemy, Redis, httpx) is imported when the command runs."""
+"""The CLI's commands: one per registry job (built from its declaration), plus the few that are not jobs.
+
+Job commands import nothing heavy: the job module (SQLAlchemy, Redis, httpx) is imported when the job runs.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import typer
 
-from difymaint.cli.commands import (
-    archive_workflow_runs,
-    clean_embeddings,
-    clean_messages,
-    clean_oauth_tokens,
-    clean_unused_datasets,
-    clean_workflow_logs,
-    clean_workflow_runs,
-    demo,
-    notify_cleaned_documents,
-    restore_workflow_runs,
-)
+from difymaint.cli.commands import demo
+from difymaint.cli.options import Common, register_jobs
+from difymaint.jobs import JobInfo
 
 
-def register_all(app: typer.Typer) -> None:
-    for module in (
-        clean_messages,
-        clean_workflow_runs,
-        clean_workflow_logs,
-        clean_unused_datasets,
-        notify_cleaned_documents,
-        clean_embeddings,
-        clean_oauth_tokens,
-        archive_workflow_runs,
-        restore_workflow_runs,
-        demo,
-    ):
-        module.register(app)
+def run_job(info: JobInfo, common: Common, values: dict[str, Any]) -> int:
+    from difymaint.cli.runner import execute  # SQLAlchemy, Redis: only once a job runs
+
+    return execute(info, common, values)
+
+
+def register_all(app: typer.Typer, jobs: Mapping[str, JobInfo]) -> None:
+    register_jobs(app, jobs, run_job)
+    demo.register(app)

@@ -30,10 +30,8 @@ def demo(
 
     from difymaint.cli.options import Common
     from difymaint.cli.runner import execute
-    from difymaint.core.run import RunOptions
-    from difymaint.core.window import resolve_window
     from difymaint.demo.seed import WORKSPACES, seed_demo
-    from difymaint.jobs.clean_messages import CleanMessagesParams
+    from difymaint.jobs import JOBS
 
     path = path.resolve()
     plan_file = path.with_suffix(".plans.json")
@@ -56,26 +54,17 @@ def demo(
         "DIFYMAINT_USE_REDIS": False,
         "DIFYMAINT_ASSUME_YES": True,
         "SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_MAX_INTERVAL": 0,
+        "SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_SIZE": 100,
     }
     results = []
     for dry_run in (True, False):
         err(f"$ difymaint clean-messages{' --dry-run' if dry_run else ' --yes'}", err=True)
-
-        def build(settings, ctx, dry_run=dry_run):  # type: ignore[no-untyped-def]
-            return CleanMessagesParams(
-                window=resolve_window(ctx.clock.now(), default_days=settings.SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS),
-                run=RunOptions(dry_run=dry_run, batch_size=100),
-                graceful_period_days=settings.SANDBOX_EXPIRED_RECORDS_CLEAN_GRACEFUL_PERIOD,
-                orphan_manifest=None if dry_run else manifest,
-                clean_conversations=True,
-            )
-
         captured: list[str] = []
         code = execute(
-            "clean-messages",
+            JOBS["clean-messages"],
             Common(dry_run=dry_run, json=json),
-            overrides=overrides,
-            build_params=build,
+            {"batch_size": 100, "clean_conversations": True, "orphan_manifest": None if dry_run else manifest},
+            settings_overrides=overrides,
             summary_sink=captured.append,
         )
         results.append((code, captured[0] if captured else "{}"))

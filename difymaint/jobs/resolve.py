@@ -1,0 +1,107 @@
+"""From the values an operator gave to a job's params: the one place every job's inputs are resolved.
+
+Two steps, because settings are loaded in between:
+
+1. :func:`setting_overrides`: the flags that stand for a Dify setting (``--days`` →
+   ``SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS``, ``--batch-size`` → ``…_BATCH_SIZE``, …) become settings
+   overrides, so flag > environment > env file > default holds for all of them alike.
+2. :func:`build_params`: the window, id filters, batch size and pacing, and the remaining options become the
+   job module's ``Params``; a module may refine or check them (``params_hook`` / ``check``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from datetime import datetime
+from typing import Any
+
+from difymaint.core.context import Context
+from difymaint.core.errors import UsageError
+from difymaint.core.ids import parse_ids, parse_setting_ids
+from difymaint.core.run import RunOptions
+from difymaint.core.window import TimeWindow, resolve_window
+from difymaint.jobs import JobInfo
+from difymaint.jobs.spec import Opt
+
+Values = dict[str, Any]
+
+
+def setting_overrides(info: JobInfo, values: Values) -> dict[str, object]:
+    """Settings the given flags override (None = the flag was not given)."""
+    overrides: dict[str, object] = {opt.setting: values.get(opt.name) for opt in info.options if opt.setting}
+    if info.window is not None:
+        overrides[info.window.setting] = values.get("days")
+    if info.batch is not None:
+        if info.batch.setting:
+            overrides[info.batch.setting] = values.get("batch_size")
+        if info.batch.sleep_setting:
+            overrides[info.batch.sleep_setting] = values.get("sleep_ms")
+    return overrides
+
+
+def build_params(info: JobInfo, values: Values, ctx: Context, run: RunOptions) -> Any:
+    """The job's params from the flag values (settings already overlaid) and the shared run options."""
+    module = info.load()
+    resolved = resolve_values(info, values, ctx, run)
+    hook = getattr(module, "params_hook", None)
+    if hook is not None:
+        params = hook(ctx, resolved)
+    else:
+        names = {field.name for field in fields(module.Params)}
+        params = module.Params(**{name: value for name, value in resolved.items() if name in names})
+    check = getattr(module, "check", None)
+    if check is not None:
+        check(ctx, params)  # job-specific usage errors, before any question or connection
+    return params
+
+
+def resolve_values(info: JobInfo, values: Values, ctx: Context, run: RunOptions) -> Values:
+    settings = ctx.settings
+    resolved: Values = {}
+    for opt in info.options:
+        resolved[opt.name] = _option_value(opt, values.get(opt.name), settings)
+    for name, setting in info.from_settings:
+        resolved[name] = getattr(settings, setting)
+    if info.window is not None:
+        resolved["window"] = window_from(values, ctx.clock.now(), default_days=getattr(settings, info.window.setting))
+    batch = info.batch
+    if batch is not None:
+        size = getattr(settings, batch.setting) if batch.setting else values.get("batch_size") or batch.default
+        sleep = getattr(settings, batch.sleep_setting) if batch.sleep_setting else values.get("sleep_ms") or 0
+        resolved["run"] = replace(run, batch_size=size, sleep_ms=sleep)
+    else:
+        resolved["run"] = run
+    return resolved
+
+
+def _option_value(opt: Opt, given: Any, settings: Any) -> Any:
+    if opt.kind == "ids":
+        if opt.setting:
+            raw = getattr(settings, opt.setting)
+            option = f"{opt.flag} / {opt.setting}"
+            return parse_setting_ids(raw, option, explicitly_set=settings.explicitly_set(opt.setting)) or ()
+        return parse_ids(given, opt.flag) or ()
+    if opt.kind == "repeated_ids":
+        return parse_ids(given or None, opt.flag) or ()  # a repeatable option seen no time arrives as []
+    if opt.setting:
+        return getattr(settings, opt.setting)
+    if opt.kind == "flag":
+        return bool(given)
+    return opt.default if given is None else given
+
+
+def window_from(values: Values, now: datetime, *, default_days: int) -> TimeWindow:
+    """The window from the window flags. ``--days`` has already been overlaid on the job's days setting, so
+    here it only must not combine with another form."""
+    days = values.get("days")
+    others = [values.get(name) for name in ("start_from", "end_before", "from_days_ago", "to_days_ago")]
+    if days is not None and any(value is not None for value in others):
+        raise UsageError("--days cannot be combined with another window form")
+    return resolve_window(
+        now,
+        default_days=default_days,
+        start_from=values.get("start_from"),
+        end_before=values.get("end_before"),
+        from_days_ago=values.get("from_days_ago"),
+        to_days_ago=values.get("to_days_ago"),
+    )

@@ -1,0 +1,348 @@
+"""One declaration per job: the flag → params mapping of every command, asserted in-process (Airflow's
+TestCLIDBClean style), and a throwaway job that appears everywhere from one registry entry."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from difymaint.cli.app import create_app
+from difymaint.cli.runner import Environment, use_environment
+from difymaint.core.context import Context
+from difymaint.core.summary import RunSummary
+from difymaint.core.switches import Switch
+from difymaint.devtools import deploy
+from difymaint.devtools.readme_help import render_help, render_section
+from difymaint.jobs import JOBS, JobInfo
+from difymaint.jobs.spec import TENANT_IDS, Batch, Opt, Window
+
+T1 = "6f1c2a5e-0f0b-4c2d-9b7a-1e2f3a4b5c6d"
+T2 = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+DB = "sqlite:///unused.sqlite"  # the captured runs never connect
+
+
+class Captured:
+    def __init__(self) -> None:
+        self.params: list[Any] = []
+
+    def dispatch(self, info: JobInfo, ctx: Context, params: Any) -> RunSummary:
+        self.params.append(params)
+        return RunSummary(job=info.name, dry_run=params.run.dry_run, started_at=datetime.now(UTC))
+
+
+@pytest.fixture
+def captured() -> Iterator[Captured]:
+    capture = Captured()
+    with use_environment(Environment(dispatch=capture.dispatch, stdin_isatty=False)):
+        yield capture
+
+
+def params_for(captured: Captured, args: list[str], env: dict[str, str] | None = None, app: Any = None) -> Any:
+    result = CliRunner().invoke(
+        app or create_app(), [*args, "--database-url", DB], env={"NO_COLOR": "1", **(env or {})}
+    )
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, (result.exit_code, result.output, result.stderr)
+    return captured.params[-1]
+
+
+def attr(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+CASES: list[tuple[str, list[str], dict[str, str], dict[str, Any]]] = [
+    (
+        "clean-messages",
+        [],
+        {},
+        {
+            "window.label": "before-30",
+            "tenant_ids": (),
+            "graceful_period_days": 21,
+            "scan_strategy": "auto",
+            "clean_conversations": False,
+            "orphan_manifest": None,
+            "app_page_size": 500,
+            "run.batch_size": 1000,
+            "run.sleep_ms": 200,
+            "run.dry_run": True,
+        },
+    ),
+    (
+        "clean-messages",
+        [
+            "--days",
+            "7",
+            "--tenant-ids",
+            f"{T1},{T2}",
+            "--graceful-period",
+            "3",
+            "--scan-strategy",
+            "global",
+            "--clean-conversations",
+            "--orphan-manifest",
+            "/tmp/o.jsonl",
+            "--batch-size",
+            "250",
+            "--sleep-ms",
+            "0",
+            "--max-batches",
+            "2",
+            "--max-runtime",
+            "60",
+            "--no-lock",
+            "--vacuum-analyze",
+        ],
+        {},
+        {
+            "window.label": "before-7",
+            "tenant_ids": (T1, T2),
+            "graceful_period_days": 3,
+            "scan_strategy": "global",
+            "clean_conversations": True,
+            "orphan_manifest": Path("/tmp/o.jsonl"),
+            "run.batch_size": 250,
+            "run.sleep_ms": 0,
+            "run.max_batches": 2,
+            "run.max_runtime_s": 60.0,
+            "run.use_lock": False,
+            "run.vacuum_analyze": True,
+        },
+    ),
+    (  # Dify's settings from the environment; a flag beats them
+        "clean-messages",
+        ["--batch-size", "300"],
+        {
+            "SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS": "10",
+            "SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_SIZE": "50",
+            "SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_MAX_INTERVAL": "5",
+            "SANDBOX_EXPIRED_RECORDS_CLEAN_GRACEFUL_PERIOD": "9",
+            "SANDBOX_EXPIRED_RECORDS_CLEAN_APP_PAGE_SIZE": "77",
+        },
+        {
+            "window.label": "before-10",
+            "run.batch_size": 300,
+            "run.sleep_ms": 5,
+            "graceful_period_days": 9,
+            "app_page_size": 77,
+        },
+    ),
+    (
+        "clean-messages",
+        ["--from-days-ago", "60", "--to-days-ago", "30"],
+        {},
+        {"window.label": "60to30"},
+    ),
+    (
+        "clean-workflow-runs",
+        ["--days", "14", "--tenant-ids", T1, "--with-messages", "--graceful-period", "0", "--orphan-manifest", "/m"],
+        {},
+        {
+            "window.label": "before-14",
+            "tenant_ids": (T1,),
+            "with_messages": True,
+            "graceful_period_days": 0,
+            "orphan_manifest": Path("/m"),
+            "run.batch_size": 1000,
+            "run.sleep_ms": 200,
+        },
+    ),
+    (
+        "clean-workflow-logs",
+        ["--days", "5", "--workflow-ids", T1, "--app-ids", T2, "--batch-size", "20"],
+        {},
+        {"window.label": "before-5", "workflow_ids": (T1,), "app_ids": (T2,), "run.batch_size": 20, "run.sleep_ms": 0},
+    ),
+    (
+        "clean-workflow-logs",
+        [],
+        {
+            "WORKFLOW_LOG_RETENTION_DAYS": "45",
+            "WORKFLOW_LOG_CLEANUP_BATCH_SIZE": "33",
+            "WORKFLOW_LOG_CLEANUP_SPECIFIC_WORKFLOW_IDS": f"{T2}, {T1}",
+        },
+        {"window.label": "before-45", "run.batch_size": 33, "workflow_ids": (T2, T1), "app_ids": ()},
+    ),
+    (
+        "clean-embeddings",
+        [],
+        {"PLAN_SANDBOX_CLEAN_DAY_SETTING": "12"},
+        {"window.label": "before-12", "run.batch_size": 1000, "run.sleep_ms": 0},
+    ),
+    (
+        "clean-embeddings",
+        ["--start-from", "2026-01-01", "--end-before", "2026-02-01", "--batch-size", "10", "--sleep-ms", "7"],
+        {},
+        {"window.label": "custom", "run.batch_size": 10, "run.sleep_ms": 7},
+    ),
+    (
+        "clean-oauth-tokens",
+        ["--days", "3"],
+        {},
+        {"retention_days": 3, "run.batch_size": 500},
+    ),
+    (
+        "clean-oauth-tokens",
+        [],
+        {"OAUTH_ACCESS_TOKEN_RETENTION_DAYS": "40"},
+        {"retention_days": 40},
+    ),
+    (
+        "clean-unused-datasets",
+        [
+            "--days",
+            "40",
+            "--sandbox-days",
+            "9",
+            "--pass",
+            "all",
+            "--emit-index-removals",
+            "/w.jsonl",
+            "--tenant-ids",
+            T1,
+        ],
+        {},
+        {
+            "all_days": 40,
+            "sandbox_days": 9,
+            "passes": "all",
+            "emit_index_removals": Path("/w.jsonl"),
+            "enqueue_index_removal": False,
+            "tenant_ids": (T1,),
+            "run.batch_size": 50,
+        },
+    ),
+    (
+        "clean-unused-datasets",
+        [],
+        {"PLAN_SANDBOX_CLEAN_DAY_SETTING": "31", "PLAN_PRO_CLEAN_DAY_SETTING": "8"},
+        {"all_days": 31, "sandbox_days": 8, "passes": "both"},
+    ),
+    (
+        "notify-cleaned-documents",
+        ["--purge-notified-older-than", "90", "--tenant-ids", T2, "--batch-size", "7"],
+        {},
+        {"purge_notified_older_than": 90, "tenant_ids": (T2,), "run.batch_size": 7},
+    ),
+    (
+        "archive-workflow-runs",
+        [
+            "--days",
+            "100",
+            "--tenant-ids",
+            f"{T1},{T1}",
+            "--limit",
+            "5",
+            "--delete-after-archive",
+            "--archive-dir",
+            "/a",
+        ],
+        {},
+        {
+            "window.label": "before-100",
+            "tenant_ids": (T1,),
+            "limit": 5,
+            "delete_after_archive": True,
+            "archive_dir": Path("/a"),
+            "run.batch_size": 100,
+        },
+    ),
+    (
+        "archive-workflow-runs",
+        [],
+        {
+            "PAID_PLAN_WORKFLOW_RUN_ARCHIVE_RETENTION_DAYS": "120",
+            "PAID_PLAN_WORKFLOW_RUN_ARCHIVE_BATCH_SIZE": "9",
+            "PAID_PLAN_WORKFLOW_RUN_ARCHIVE_TENANT_IDS": T2,
+            "DIFYMAINT_ARCHIVE_DIR": "/b",
+        },
+        {"window.label": "before-120", "run.batch_size": 9, "tenant_ids": (T2,), "archive_dir": Path("/b")},
+    ),
+    (
+        "restore-workflow-runs",
+        ["--run-id", T1, "--run-id", f"{T2},{T1}", "--keep-archive-logs", "--archive-dir", "/r"],
+        {},
+        {"run_ids": (T1, T2), "window": None, "keep_archive_logs": True, "archive_dir": Path("/r"), "limit": 100},
+    ),
+    (
+        "restore-workflow-runs",
+        ["--start-from", "2026-01-01", "--end-before", "2026-02-01", "--limit", "30", "--tenant-ids", T1],
+        {},
+        {"run_ids": (), "window.label": "custom", "limit": 30, "run.batch_size": 30, "tenant_ids": (T1,)},
+    ),
+]
+
+
+@pytest.mark.parametrize(("job", "args", "env", "expected"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_flags_map_to_params(
+    captured: Captured, job: str, args: list[str], env: dict[str, str], expected: dict[str, Any]
+) -> None:
+    params = params_for(captured, [job, "--dry-run", *args], env)
+    assert type(params) is JOBS[job].load().Params
+    assert {name: attr(params, name) for name in expected} == expected
+
+
+def test_every_command_is_covered_by_a_mapping_case() -> None:
+    assert {case[0] for case in CASES} == set(JOBS)
+
+
+def test_every_deleting_job_asks_before_it_deletes() -> None:
+    for info in JOBS.values():
+        module = info.load()
+        assert hasattr(module, "Params") and hasattr(module, "run"), info.name
+        if info.destructive:
+            assert callable(getattr(module, "confirmation", None)), info.name
+
+
+def test_a_real_run_without_yes_is_refused_before_dispatch(captured: Captured) -> None:
+    result = CliRunner().invoke(create_app(), ["clean-embeddings", "--database-url", DB], env={"NO_COLOR": "1"})
+    assert result.exit_code == 2 and "--yes" in result.stderr
+    assert captured.params == []  # refused before the job was dispatched
+
+
+WIDGETS = JobInfo(
+    name="clean-widgets",
+    module="tests.widgets_job",
+    summary="Delete old widgets (a job that exists only in this test).",
+    schedule="30 6 * * *",
+    dify_task="clean_widgets_task",
+    dify_switch="ENABLE_CLEAN_MESSAGES",
+    switches=(Switch("ENABLE_CLEAN_MESSAGES", dify_default=False),),
+    lock_key="maintenance:clean_widgets",
+    help="Widgets go one batch at a time.",
+    window=Window("SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS"),
+    options=(TENANT_IDS, Opt("polish", ("--polish",), "Polish the widgets first.", type=bool, kind="flag")),
+    batch=Batch(default=10),
+)
+
+
+def test_a_new_job_is_one_registry_entry_away(tmp_path: Path) -> None:
+    registry = {**JOBS, WIDGETS.name: WIDGETS}
+    app = create_app(registry)
+    assert "clean-widgets" in render_help([], app)
+    widget_help = render_help(["clean-widgets"], app)
+    for flag in ("--polish", "--tenant-ids", "--days", "--batch-size", "--dry-run", "--scheduled", "--json"):
+        assert flag in widget_help
+    assert "### difymaint clean-widgets\n" in render_section(app)
+    rendered = deploy.render_all(registry)
+    assert "deploy/k8s-cronjobs/clean-widgets.yaml" in rendered
+    assert "difymaint clean-widgets --scheduled" in rendered["deploy/crontab/difymaint"]
+    # …and it runs end to end through the shared runner, flags mapped by the shared resolver.
+    result = CliRunner().invoke(
+        app,
+        ["clean-widgets", "--polish", "--tenant-ids", T1, "--days", "3", "--json", "--yes", "--database-url", DB],
+        env={"NO_COLOR": "1"},
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["tables"] == {"widgets": 3} and summary["details"]["tenant_ids"] == [T1]
+    assert summary["window"]["label"] == "before-3"

@@ -1,0 +1,35 @@
+"""A throwaway job kept outside the package: the registry test adds it in-process to show that one module
+plus one registry entry is all a new job needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from difymaint.core.context import Context
+from difymaint.core.run import RunOptions
+from difymaint.core.summary import RunSummary
+from difymaint.core.window import TimeWindow
+
+
+@dataclass
+class WidgetParams:
+    window: TimeWindow
+    run: RunOptions = field(default_factory=RunOptions)
+    tenant_ids: tuple[str, ...] = ()
+    polish: bool = False
+
+
+Params = WidgetParams
+
+
+def run(ctx: Context, params: WidgetParams) -> RunSummary:
+    summary = RunSummary(job="clean-widgets", dry_run=params.run.dry_run, started_at=datetime.now(UTC))
+    summary.window = params.window.as_dict()
+    summary.tables = {"widgets": 3 if params.polish else 2}
+    summary.details["tenant_ids"] = list(params.tenant_ids)
+    return summary
+
+
+def confirmation(ctx: Context, params: WidgetParams) -> str:
+    return f"Delete widgets {params.window.describe()}?"
