@@ -107,7 +107,7 @@ def create_redis(settings: Settings) -> Any:
 
         if not settings.REDIS_SENTINEL_SERVICE_NAME:
             raise ConfigError("REDIS_USE_SENTINEL is on but REDIS_SENTINEL_SERVICE_NAME is empty")
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
             _host_ports(settings.REDIS_SENTINELS, "REDIS_SENTINELS"),
             sentinel_kwargs={
                 "socket_timeout": settings.REDIS_SENTINEL_SOCKET_TIMEOUT,
@@ -115,7 +115,7 @@ def create_redis(settings: Settings) -> Any:
                 "password": _secret(settings.REDIS_SENTINEL_PASSWORD),
             },
         )
-        return sentinel.master_for(  # type: ignore[no-untyped-call]
+        return sentinel.master_for(  # type: ignore[no-untyped-call,unused-ignore]
             settings.REDIS_SENTINEL_SERVICE_NAME,
             username=settings.REDIS_USERNAME,
             password=_secret(settings.REDIS_PASSWORD),
@@ -126,7 +126,7 @@ def create_redis(settings: Settings) -> Any:
         from redis.cluster import ClusterNode, RedisCluster
 
         nodes = [
-            ClusterNode(host, port)  # type: ignore[no-untyped-call]
+            ClusterNode(host, port)  # type: ignore[no-untyped-call,unused-ignore]
             for host, port in _host_ports(settings.REDIS_CLUSTERS, "REDIS_CLUSTERS")
         ]
         return RedisCluster(startup_nodes=nodes, password=_secret(settings.REDIS_CLUSTERS_PASSWORD), **common)
