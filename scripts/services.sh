@@ -20,6 +20,7 @@ ensure_packages() {
   local missing=()
   _pg_bindir >/dev/null || missing+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v prometheus-pushgateway >/dev/null 2>&1 || missing+=(prometheus-pushgateway)
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "scripts/test: installing ${missing[*]} from Debian's packages" >&2
     _as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -66,7 +67,23 @@ start_redis() {
   echo "scripts/test: Redis $(redis-server --version | awk '{print $3}' | cut -d= -f2) on 127.0.0.1:$port" >&2
 }
 
+start_pushgateway() {
+  # The real Pushgateway, so the metrics tests check what Prometheus would scrape, not what we think we sent.
+  local port
+  port=$(_free_port)
+  prometheus-pushgateway --web.enable-admin-api --web.listen-address="127.0.0.1:$port" >"$SERVICES_DIR/pushgateway.log" 2>&1 &
+  PUSHGATEWAY_PID=$!
+  for _ in $(seq 50); do
+    python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/-/ready', timeout=1)" \
+      >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  export DIFYMAINT_TEST_PUSHGATEWAY_URL="http://127.0.0.1:$port"
+  echo "scripts/test: Pushgateway $(prometheus-pushgateway --version 2>&1 | awk 'NR==1{print $3}') on 127.0.0.1:$port" >&2
+}
+
 stop_services() {
+  if [ -n "${PUSHGATEWAY_PID:-}" ]; then kill "$PUSHGATEWAY_PID" 2>/dev/null || true; fi
   if [ -n "${PG_DATA_DIR:-}" ]; then
     "${PG_RUN_AS[@]}" "$PG_BINDIR/pg_ctl" -D "$PG_DATA_DIR" -m immediate stop >/dev/null 2>&1 || true
   fi

@@ -120,6 +120,17 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def pushgateway_url() -> Iterator[str]:
+    """The real Pushgateway scripts/test starts, emptied before and after the test."""
+    import httpx
+
+    url = _need("DIFYMAINT_TEST_PUSHGATEWAY_URL", "the Prometheus Pushgateway")
+    httpx.put(f"{url}/api/v1/admin/wipe", timeout=5).raise_for_status()
+    yield url
+    httpx.put(f"{url}/api/v1/admin/wipe", timeout=5)
+
+
+@pytest.fixture
 def billing() -> Iterator[BillingStub]:
     with BillingStub() as stub:
         yield stub

@@ -153,6 +153,34 @@ class Common:
         ),
     ] = None
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.", rich_help_panel=OUTPUT)] = False
+    ping_url: Annotated[
+        str | None,
+        typer.Option(
+            "--ping-url",
+            metavar="URL",
+            help="Dead-man pings: URL/start, URL on success, URL/fail; {job} is expanded (DIFYMAINT_PING_URL).",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None
+    metrics_textfile: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-textfile",
+            metavar="PATH",
+            help="Write Prometheus metrics for node_exporter here after the run; a directory gets "
+            "difymaint_<job>.prom (DIFYMAINT_METRICS_TEXTFILE).",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None
+    pushgateway: Annotated[
+        str | None,
+        typer.Option(
+            "--pushgateway",
+            metavar="URL",
+            help="Push the run's Prometheus metrics to this Pushgateway (DIFYMAINT_PUSHGATEWAY_URL).",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None
 
     def run_options(self) -> Any:
         """The core's run options these flags set (the job's batch size and pacing are filled in later)."""
@@ -175,6 +203,9 @@ class Common:
             "DIFYMAINT_ON_LOCKED": "fail" if self.fail_if_locked else None,
             "DIFYMAINT_ASSUME_YES": self.yes,
             "DIFYMAINT_SCHEDULED": self.scheduled or None,
+            "DIFYMAINT_PING_URL": self.ping_url,
+            "DIFYMAINT_METRICS_TEXTFILE": self.metrics_textfile,
+            "DIFYMAINT_PUSHGATEWAY_URL": self.pushgateway,
         }
 
 

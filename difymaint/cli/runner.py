@@ -26,6 +26,7 @@ from difymaint.cli.render import ConsoleReporter, Consoles, error_line, render_s
 from difymaint.core.context import Context
 from difymaint.core.errors import DifymaintError, LockHeld, UsageError
 from difymaint.core.exit_codes import ExitCode
+from difymaint.core.observe import Observers, observers
 from difymaint.core.settings import Settings, load_settings
 from difymaint.core.stop import Interrupted, handle_stop_signals
 from difymaint.core.summary import Outcome, RunSummary
@@ -110,6 +111,8 @@ def execute(
     finally:
         reporter.close()
         run.close()
+    if run.observers is not None:
+        run.observers.finished(summary)
     return _finish(summary, common, consoles, env, summary_sink)
 
 
@@ -123,12 +126,17 @@ class _JobRun:
     settings_overrides: dict[str, object]
     settings: Settings | None = None
     ctx: Context | None = None
+    observers: Observers | None = None
 
     def execute(self) -> RunSummary:
         from difymaint.jobs.resolve import build_params, setting_overrides
 
         overrides = {**self.common.overrides(), **setting_overrides(self.info, self.values), **self.settings_overrides}
         self.settings = settings = load_settings(self.common.env_file, overrides)
+        self.observers = observers(
+            settings.DIFYMAINT_PING_URL, settings.DIFYMAINT_METRICS_TEXTFILE, settings.DIFYMAINT_PUSHGATEWAY_URL
+        )
+        self.observers.started(self.info.name)
         switch = switch_state(settings, self.info.name, self.info.switches)
         if not switch.enabled and settings.DIFYMAINT_SCHEDULED:
             # Before any connection: a job Dify would not run touches nothing and needs no other setting.

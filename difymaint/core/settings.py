@@ -235,6 +235,18 @@ class RunSettings(BaseSettings):
         default=False,
         description="This is an unattended scheduled run (what --scheduled says): skip jobs Dify's switches turn off.",
     )
+    DIFYMAINT_PING_URL: str | None = Field(
+        default=None,
+        description="Dead-man switch (healthchecks.io style): /start, success and /fail pings; {job} is expanded.",
+    )
+    DIFYMAINT_METRICS_TEXTFILE: str | None = Field(
+        default=None,
+        description="Prometheus textfile to write after each run ({job} expanded; a directory gets one file per job).",
+    )
+    DIFYMAINT_PUSHGATEWAY_URL: str | None = Field(
+        default=None,
+        description="Prometheus Pushgateway to push each run's metrics to (group job=difymaint, job_name=<job>).",
+    )
 
 
 class Settings(

@@ -1,0 +1,244 @@
+"""What a run tells the outside world besides its summary: dead-man pings and Prometheus metrics.
+
+Both are best-effort. A ping or a metrics write that fails is one warning; it never changes the run's
+outcome or exit code, because a monitoring outage must not turn a good cleanup into a failed CronJob.
+
+* **Pings** follow the healthchecks.io convention that Cronitor, Uptime Kuma and Better Stack also accept:
+  ``<url>/start`` when the run begins, ``<url>`` when it ends well, ``<url>/fail`` when it fails, with a run id
+  (``?rid=``) so overlapping runs are told apart. ``{job}`` in the URL is replaced by the job name, so one
+  setting (``DIFYMAINT_PING_URL=https://hc-ping.com/<ping-key>/{job}``) serves every job.
+* **Metrics** use prometheus-client: a node_exporter textfile (written atomically, ``{job}`` expanded, or a
+  directory that gets ``difymaint_<job>.prom``) and/or a Pushgateway group per job. The last-success
+  timestamp survives failed runs: the textfile keeps the previous value, the Pushgateway is updated with
+  POST, which replaces only the metrics a push names.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from difymaint.core.exit_codes import ExitCode
+from difymaint.core.summary import Outcome, RunSummary
+
+if TYPE_CHECKING:
+    import httpx
+    from prometheus_client import CollectorRegistry
+
+log = logging.getLogger("difymaint")
+
+PING_TIMEOUT_S = 10.0
+PUSH_TIMEOUT_S = 10.0
+
+# What a dead-man switch should hear for each ending. Partial runs made progress and will go on at the
+# next tick; a run skipped because another holds the lock did nothing, so it only logs (a lock held forever
+# then shows up as missing successes); a disabled job did what the configuration asks.
+_PING_FOR_OUTCOME: dict[Outcome, str] = {
+    Outcome.DONE: "",
+    Outcome.PARTIAL: "",
+    Outcome.DISABLED: "",
+    Outcome.SKIPPED_LOCKED: "/log",
+    Outcome.THRESHOLD_EXCEEDED: "/fail",
+    Outcome.INTERRUPTED: "/fail",
+    Outcome.FAILED: "/fail",
+}
+
+_SUCCESSFUL = (Outcome.DONE, Outcome.PARTIAL, Outcome.DISABLED)
+
+
+class Observer(Protocol):
+    def started(self, job: str, run_id: str) -> None: ...
+
+    def finished(self, summary: RunSummary, run_id: str) -> None: ...
+
+
+def expand(template: str, job: str) -> str:
+    return template.replace("{job}", job)
+
+
+@dataclass
+class PingObserver:
+    """healthchecks.io-style start / success / fail pings."""
+
+    url_template: str
+    client: httpx.Client | None = None  # created on first use: httpx is imported only when pings are on
+
+    def _ping(self, job: str, suffix: str, run_id: str, body: str = "") -> None:
+        import httpx
+
+        if self.client is None:
+            self.client = httpx.Client(timeout=PING_TIMEOUT_S)
+        url = expand(self.url_template, job).rstrip("/") + suffix
+        try:
+            response = self.client.post(url, params={"rid": run_id}, content=body.encode())
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            # The URL carries the check's secret key: name the failure, not the address.
+            log.warning("warning: the %s ping for %s failed (%s)", suffix.lstrip("/") or "success", job, _reason(exc))
+
+    def started(self, job: str, run_id: str) -> None:
+        self._ping(job, "/start", run_id)
+
+    def finished(self, summary: RunSummary, run_id: str) -> None:
+        # The body is what the check's event log shows: the one-line summary, or the error line.
+        self._ping(summary.job, _PING_FOR_OUTCOME[summary.outcome], run_id, body=summary.to_json())
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    import httpx
+
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code}"
+    return type(exc).__name__
+
+
+METRIC_PREFIX = "difymaint"
+
+
+def _build_registry(summary: RunSummary, last_success: float | None) -> CollectorRegistry:
+    from prometheus_client import CollectorRegistry, Gauge
+
+    registry = CollectorRegistry()
+    # Not `job`: Prometheus sets that label itself (to the scrape job), which would shadow ours.
+    labels = {"job_name": summary.job}
+
+    def gauge(name: str, doc: str, value: float, **extra: str) -> None:
+        metric = Gauge(f"{METRIC_PREFIX}_{name}", doc, [*labels, *extra], registry=registry)
+        metric.labels(**labels, **extra).set(value)
+
+    finished_at = summary.started_at.timestamp() + summary.duration_s
+    gauge("last_run_timestamp_seconds", "When the last run ended (Unix time).", finished_at)
+    gauge("last_run_duration_seconds", "How long the last run took.", summary.duration_s)
+    gauge("last_run_exit_code", "Exit code of the last run.", int(summary.exit_code))
+    gauge("last_run_dry_run", "1 when the last run was a dry run.", 1 if summary.dry_run else 0)
+    gauge("last_run_batches", "Batches the last run committed.", summary.batches)
+    outcome = Gauge(
+        f"{METRIC_PREFIX}_last_run_outcome",
+        "1 for the outcome of the last run.",
+        ["job_name", "outcome"],
+        registry=registry,
+    )
+    for candidate in Outcome:
+        outcome.labels(job_name=summary.job, outcome=candidate.value).set(1 if candidate == summary.outcome else 0)
+    rows = Gauge(
+        f"{METRIC_PREFIX}_last_run_rows",
+        "Rows the last run deleted or changed (would have, on a dry run), per table.",
+        ["job_name", "table"],
+        registry=registry,
+    )
+    for table, count in summary.tables.items():
+        rows.labels(job_name=summary.job, table=table).set(count)
+    if summary.rows_remaining is not None:
+        gauge("rows_remaining", "Rows still past the cut-off when the last run stopped.", summary.rows_remaining)
+    if last_success is not None:
+        gauge("last_success_timestamp_seconds", "When a run last ended well (done, partial or disabled).", last_success)
+    return registry
+
+
+def _previous_last_success(path: Path, job: str) -> float | None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    try:
+        for family in text_string_to_metric_families(text):
+            if family.name == f"{METRIC_PREFIX}_last_success_timestamp_seconds":
+                for sample in family.samples:
+                    if sample.labels.get("job_name") == job:
+                        return float(sample.value)
+    except ValueError:  # a damaged file is rewritten below
+        return None
+    return None
+
+
+def _success_time(summary: RunSummary) -> float | None:
+    if summary.outcome in _SUCCESSFUL and summary.exit_code in (ExitCode.OK, ExitCode.PARTIAL):
+        return summary.started_at.timestamp() + summary.duration_s
+    return None
+
+
+@dataclass
+class TextfileObserver:
+    """A node_exporter textfile per job, replaced atomically (written next to it, then renamed)."""
+
+    target: str
+
+    def path_for(self, job: str) -> Path:
+        path = Path(expand(self.target, job))
+        return path / f"{METRIC_PREFIX}_{job.replace('-', '_')}.prom" if path.is_dir() else path
+
+    def started(self, job: str, run_id: str) -> None:
+        return None
+
+    def finished(self, summary: RunSummary, run_id: str) -> None:
+        from prometheus_client import write_to_textfile
+
+        path = self.path_for(summary.job)
+        last_success = _success_time(summary) or _previous_last_success(path, summary.job)
+        try:
+            write_to_textfile(str(path), _build_registry(summary, last_success))
+        except OSError as exc:
+            log.warning("warning: cannot write the metrics textfile %s: %s", path, exc.strerror or exc)
+
+
+@dataclass
+class PushgatewayObserver:
+    """One Pushgateway group per job (``job="difymaint", job_name="<job>"``), updated with POST (pushadd)."""
+
+    url: str
+
+    def started(self, job: str, run_id: str) -> None:
+        return None
+
+    def finished(self, summary: RunSummary, run_id: str) -> None:
+        from prometheus_client import pushadd_to_gateway
+
+        registry = _build_registry(summary, _success_time(summary))
+        try:
+            pushadd_to_gateway(
+                self.url,
+                job=METRIC_PREFIX,
+                grouping_key={"job_name": summary.job},
+                registry=registry,
+                timeout=PUSH_TIMEOUT_S,
+            )
+        except OSError as exc:  # urllib's URLError and socket errors
+            log.warning("warning: cannot push metrics to the Pushgateway: %s", type(exc).__name__)
+
+
+@dataclass
+class Observers:
+    """Every observer a run reports to, each one shielded from the others' failures."""
+
+    members: Sequence[Observer] = ()
+    run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def started(self, job: str) -> None:
+        self._each(lambda member: member.started(job, self.run_id))
+
+    def finished(self, summary: RunSummary) -> None:
+        self._each(lambda member: member.finished(summary, self.run_id))
+
+    def _each(self, call: Callable[[Observer], None]) -> None:
+        for member in self.members:
+            try:
+                call(member)
+            except Exception as exc:  # a monitoring bug must never fail the cleanup
+                log.warning("warning: reporting the run to %s failed: %s", type(member).__name__, type(exc).__name__)
+
+
+def observers(ping_url: str | None, metrics_textfile: str | None, pushgateway_url: str | None) -> Observers:
+    members: list[Observer] = []
+    if ping_url:
+        members.append(PingObserver(ping_url))
+    if metrics_textfile:
+        members.append(TextfileObserver(metrics_textfile))
+    if pushgateway_url:
+        members.append(PushgatewayObserver(pushgateway_url))
+    return Observers(members)
