@@ -22,6 +22,7 @@ from difymaint.jobs.notify_cleaned_documents import SUBJECT, NotifyParams
 from tests.conftest import NOW, make_context
 from tests.dataset_scenario import notified_ids, seed_notify
 from tests.stubs.resend import ResendStub
+from tests.stubs.sendgrid import SendGridStub
 from tests.stubs.smtp import SmtpStub
 
 pytestmark = pytest.mark.postgres
@@ -205,6 +206,36 @@ def test_resend_refusal_is_a_mail_error() -> None:
             )
 
 
+def test_sendgrid(pg_engine: Any, pg_url: str, billing: Any) -> None:
+    sc = seed_notify(pg_engine, NOW)
+    billing.state.plans = sc.plans()
+    with SendGridStub(api_key="SG.secret") as sendgrid:
+        mail = {
+            "MAIL_TYPE": "sendgrid",
+            "MAIL_DEFAULT_SEND_FROM": "Dify <no-reply@dify.example>",
+            "SENDGRID_API_KEY": "SG.secret",
+            "DIFYMAINT_SENDGRID_API_URL": sendgrid.url,
+        }
+        summary = notify_cleaned_documents.run(make_context(pg_url, **settings(billing, mail)), params())
+    to = [request["personalizations"][0]["to"][0]["email"] for request in sendgrid.requests]
+    assert to == ["a@example.com", "b@example.com"]
+    first = sendgrid.requests[0]
+    assert first["from"] == {"email": "no-reply@dify.example", "name": "Dify"} and first["subject"] == SUBJECT
+    assert first["content"][-1]["type"] == "text/html"
+    assert "Knowledge base Handbook: 3 documents" in first["content"][-1]["value"]
+    assert summary.details["mails_sent"] == 2
+
+
+def test_sendgrid_refusal_is_a_mail_error_without_the_key() -> None:
+    from difymaint.core.mail import SendGridSender
+
+    with SendGridStub(api_key="SG.right") as sendgrid:
+        sender = SendGridSender(api_key="SG.wrong-key", sender="x@example.com", api_url=sendgrid.url)
+        with pytest.raises(MailError, match="HTTP 401") as caught:
+            sender.send(Mail(to="a@example.com", subject="s", html="<p>h</p>"))
+    assert "SG.wrong-key" not in str(caught.value) and "SENDGRID_API_KEY" in (caught.value.hint or "")
+
+
 def test_tenant_filter(pg_engine: Any, pg_url: str, billing: Any, smtp: SmtpStub) -> None:
     sc = seed_notify(pg_engine, NOW)
     billing.state.plans = sc.plans()
@@ -271,7 +302,8 @@ def test_smtp_tls_modes_with_login(certificate: tuple[ssl.SSLContext, ssl.SSLCon
 @pytest.mark.parametrize(
     ("env", "error"),
     [
-        ({"MAIL_TYPE": "sendgrid", "MAIL_DEFAULT_SEND_FROM": "a@b"}, "not supported"),
+        ({"MAIL_TYPE": "mailgun", "MAIL_DEFAULT_SEND_FROM": "a@b"}, "not supported"),
+        ({"MAIL_TYPE": "sendgrid", "MAIL_DEFAULT_SEND_FROM": "a@b"}, "SENDGRID_API_KEY"),
         ({"MAIL_TYPE": "smtp"}, "MAIL_DEFAULT_SEND_FROM"),
         ({"MAIL_TYPE": "smtp", "MAIL_DEFAULT_SEND_FROM": "a@b"}, "SMTP_SERVER"),
         ({"MAIL_TYPE": "resend", "MAIL_DEFAULT_SEND_FROM": "a@b"}, "RESEND_API_KEY"),

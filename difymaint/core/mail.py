@@ -10,6 +10,7 @@ from __future__ import annotations
 import smtplib
 from dataclasses import dataclass
 from email.message import EmailMessage
+from email.utils import parseaddr
 from functools import cache
 from typing import IO, Any, Protocol
 
@@ -143,6 +144,52 @@ class ResendSender:
 
 
 @dataclass
+class SendGridSender:
+    """SendGrid's v3 API (what the ``sendgrid`` package Dify uses does): POST {api_url}/v3/mail/send, 202."""
+
+    api_key: str
+    sender: str
+    api_url: str = "https://api.sendgrid.com"
+    timeout_s: float = 30.0
+
+    @property
+    def name(self) -> str:
+        return f"sendgrid ({self.api_url})"
+
+    def send(self, mail: Mail) -> None:
+        # SendGrid wants the display name apart: "Dify <no-reply@x>" → {"name": "Dify", "email": "no-reply@x"}.
+        display, address = parseaddr(self.sender)
+        sender: dict[str, str] = {"email": address or self.sender}
+        if display:
+            sender["name"] = display
+        content = [{"type": "text/html", "value": mail.html}]
+        if mail.text is not None:  # SendGrid requires text/plain first when both are sent
+            content.insert(0, {"type": "text/plain", "value": mail.text})
+        body = {
+            "personalizations": [{"to": [{"email": mail.to}]}],
+            "from": sender,
+            "subject": mail.subject,
+            "content": content,
+        }
+        try:
+            with httpx.Client(timeout=self.timeout_s) as client:
+                response = client.post(
+                    f"{self.api_url.rstrip('/')}/v3/mail/send",
+                    json=body,
+                    headers={"Authorization": f"Bearer {self.api_key}"},
+                )
+        except httpx.HTTPError as exc:
+            raise MailError(f"cannot reach SendGrid at {self.api_url}: {type(exc).__name__}") from None
+        if response.status_code >= 300:
+            raise MailError(
+                f"SendGrid refused the mail to {mail.to}: HTTP {response.status_code} {response.text[:200]}",
+                hint="check SENDGRID_API_KEY and that MAIL_DEFAULT_SEND_FROM is a verified sender"
+                if response.status_code in (401, 403)
+                else None,
+            )
+
+
+@dataclass
 class PreviewSender:
     """Dry run: write each rendered mail to a stream instead of sending it."""
 
@@ -169,10 +216,9 @@ def mail_sender(settings: Settings) -> MailSender | None:
     mail_type = (settings.MAIL_TYPE or "").strip().lower()
     if not mail_type:
         return None
-    if mail_type not in ("smtp", "resend"):
+    if mail_type not in ("smtp", "resend", "sendgrid"):
         raise ConfigError(
-            f"MAIL_TYPE={settings.MAIL_TYPE!r} is not supported",
-            hint="use smtp or resend (sendgrid is not supported by difymaint yet)",
+            f"MAIL_TYPE={settings.MAIL_TYPE!r} is not supported", hint="use smtp, resend or sendgrid, as in Dify"
         )
     if not settings.MAIL_DEFAULT_SEND_FROM:
         raise ConfigError(
@@ -186,6 +232,16 @@ def mail_sender(settings: Settings) -> MailSender | None:
             api_key=key,
             sender=settings.MAIL_DEFAULT_SEND_FROM,
             api_url=settings.RESEND_API_URL or "https://api.resend.com",
+            timeout_s=settings.DIFYMAINT_MAIL_TIMEOUT,
+        )
+    if mail_type == "sendgrid":
+        key = _secret(settings.SENDGRID_API_KEY)
+        if not key:
+            raise ConfigError("MAIL_TYPE=sendgrid needs SENDGRID_API_KEY")
+        return SendGridSender(
+            api_key=key,
+            sender=settings.MAIL_DEFAULT_SEND_FROM,
+            api_url=settings.DIFYMAINT_SENDGRID_API_URL,
             timeout_s=settings.DIFYMAINT_MAIL_TIMEOUT,
         )
     if not settings.SMTP_SERVER:

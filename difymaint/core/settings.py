@@ -141,7 +141,7 @@ class RetentionSettings(BaseSettings):
 class MailSettings(BaseSettings):
     """Dify's mail settings (docs/dify-reference.md#mail). MAIL_TYPE unset = mail disabled, as in Dify."""
 
-    MAIL_TYPE: str | None = Field(default=None, description="smtp | resend (sendgrid: not supported yet).")
+    MAIL_TYPE: str | None = Field(default=None, description="smtp | resend | sendgrid, as in Dify.")
     MAIL_DEFAULT_SEND_FROM: str | None = None
     SMTP_SERVER: str | None = None
     SMTP_PORT: PositiveInt = 465
@@ -152,6 +152,10 @@ class MailSettings(BaseSettings):
     SMTP_LOCAL_HOSTNAME: str | None = None
     RESEND_API_KEY: SecretStr | None = None
     RESEND_API_URL: str = "https://api.resend.com"
+    SENDGRID_API_KEY: SecretStr | None = None
+    DIFYMAINT_SENDGRID_API_URL: str = Field(
+        default="https://api.sendgrid.com", description="SendGrid's API base (Dify has no setting for it)."
+    )
     DIFYMAINT_MAIL_TIMEOUT: PositiveFloat = Field(default=30.0, description="Seconds per SMTP/Resend call.")
     CONSOLE_WEB_URL: str = ""
 
