@@ -1,0 +1,305 @@
+"""``difymaint doctor``: every dependency a job run needs, checked up front, each with its fix.
+
+The checks only read, except where the operator asks otherwise (``--create-missing-indexes``, a test mail).
+Each returns a :class:`Check`; a ``fail`` is a blocker (the jobs it concerns would fail), a ``warn`` works but
+costs time or safety, ``skip`` means not configured (and not needed by what is configured).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+
+from difymaint.core.context import Context
+from difymaint.core.errors import DifymaintError
+from difymaint.core.switches import switch_state
+from difymaint.jobs import JOBS
+
+log = logging.getLogger("difymaint")
+
+# Without these, the database is not a Dify API database at all.
+CORE_TABLES = ("tenants", "apps", "conversations", "messages", "workflow_runs")
+
+
+class Status(StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass
+class Check:
+    area: str
+    status: Status
+    detail: str
+    hint: str = ""
+    statements: list[str] = field(default_factory=list)  # SQL an operator can run to fix it
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = self.status.value
+        return data
+
+
+@dataclass(frozen=True)
+class DoctorOptions:
+    create_missing_indexes: bool = False
+    send_test_mail_to: str | None = None
+
+
+def run_checks(ctx: Context, options: DoctorOptions) -> list[Check]:
+    checks: list[Check] = []
+    database_ok = _guard(checks, "database", lambda: _database(ctx))
+    if database_ok:
+        _guard(checks, "dify schema", lambda: _schema(ctx))
+        _guard(checks, "indexes", lambda: _indexes(ctx, options.create_missing_indexes))
+    _guard(checks, "redis", lambda: _redis(ctx))
+    _guard(checks, "celery broker", lambda: _broker(ctx))
+    _guard(checks, "billing", lambda: _billing(ctx))
+    _guard(checks, "mail", lambda: _mail(ctx, options.send_test_mail_to))
+    _guard(checks, "archive storage", lambda: _archive(ctx))
+    checks.extend(_switches(ctx))
+    return checks
+
+
+def _guard(checks: list[Check], area: str, check: Callable[[], Iterable[Check]]) -> bool:
+    """Run one area's checks; an error becomes a failed check, never a traceback."""
+    try:
+        found = list(check())
+    except DifymaintError as exc:
+        found = [Check(area, Status.FAIL, exc.message, exc.hint or "")]
+    except Exception as exc:  # a driver error: one line, the type and its first line
+        first = (str(exc).strip().splitlines() or [""])[0]
+        found = [Check(area, Status.FAIL, f"{type(exc).__name__}: {first}")]
+    checks.extend(found)
+    return all(check.status != Status.FAIL for check in found)
+
+
+def _database(ctx: Context) -> list[Check]:
+    engine = ctx.engine  # connects; raises DatabaseUnavailable with the fix
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            version = conn.execute(sa.text("SHOW server_version")).scalar()
+            detail = f"PostgreSQL {version}, database {engine.url.database}"
+        else:
+            detail = f"{engine.dialect.name} {engine.url.database}"
+    return [Check("database", Status.OK, detail)]
+
+
+def _schema(ctx: Context) -> list[Check]:
+    from difymaint.dify.tables import metadata
+
+    inspector = sa.inspect(ctx.engine)
+    present = set(inspector.get_table_names())
+    version = None
+    if "alembic_version" in present:
+        with ctx.engine.connect() as conn:
+            version = conn.execute(sa.text("SELECT version_num FROM alembic_version LIMIT 1")).scalar()
+    missing_core = [table for table in CORE_TABLES if table not in present]
+    if missing_core:
+        return [
+            Check(
+                "dify schema",
+                Status.FAIL,
+                f"not a Dify API database: no {', '.join(missing_core)}",
+                "point DB_DATABASE / --database-url at Dify's API database (default name: dify)",
+            )
+        ]
+    checks = [Check("dify schema", Status.OK, f"alembic_version {version or 'absent'}")]
+    missing_tables: list[str] = []
+    missing_columns: list[str] = []
+    for table in metadata.sorted_tables:
+        if table.name not in present:
+            missing_tables.append(table.name)
+            continue
+        columns = {column["name"] for column in inspector.get_columns(table.name)}
+        missing_columns.extend(f"{table.name}.{c.name}" for c in table.columns if c.name not in columns)
+    if missing_tables:
+        checks.append(
+            Check(
+                "dify schema",
+                Status.WARN,
+                f"tables this Dify version lacks: {', '.join(missing_tables)}",
+                "older Dify versions: the jobs skip the steps for optional tables and refuse the rest",
+            )
+        )
+    if missing_columns:
+        checks.append(
+            Check(
+                "dify schema",
+                Status.WARN,
+                f"columns this Dify version lacks: {', '.join(missing_columns)}",
+                "run Dify's migrations (flask db upgrade), or expect the jobs that use them to refuse",
+            )
+        )
+    return checks
+
+
+def _indexes(ctx: Context, create: bool) -> list[Check]:
+    from difymaint.core.schema import missing_leading_indexes
+    from difymaint.dify.cascades import CONVERSATION_CASCADE, MESSAGE_CASCADE, WORKFLOW_RUN_CASCADE
+
+    edges = list(
+        dict.fromkeys(
+            (step.name, step.key)
+            for cascade in (MESSAGE_CASCADE, CONVERSATION_CASCADE, WORKFLOW_RUN_CASCADE)
+            for step in cascade.steps
+        )
+    )
+    missing = missing_leading_indexes(ctx.engine, edges)
+    if not missing:
+        return [Check("indexes", Status.OK, f"all {len(edges)} cascade columns lead an index")]
+    statements = [_create_index_sql(edge) for edge in missing]
+    if create and ctx.engine.dialect.name == "postgresql":
+        # CONCURRENTLY cannot run inside a transaction block, and does not block Dify's writes.
+        with ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for statement in statements:
+                log.info("running: %s", statement)
+                conn.execute(sa.text(statement))
+        return [Check("indexes", Status.OK, f"created {len(statements)} index(es): {', '.join(missing)}")]
+    return [
+        Check(
+            "indexes",
+            Status.WARN,
+            f"no index leads with {', '.join(missing)}: each cascade delete scans those tables",
+            "run the statements below, or doctor --create-missing-indexes",
+            statements,
+        )
+    ]
+
+
+def _create_index_sql(edge: str) -> str:
+    table, column = edge.split(".", 1)
+    return f"CREATE INDEX CONCURRENTLY IF NOT EXISTS difymaint_{table}_{column}_idx ON {table} ({column});"
+
+
+def _redis(ctx: Context) -> list[Check]:
+    from difymaint.core.redis_client import redis_configured
+
+    settings = ctx.settings
+    if not redis_configured(settings):
+        return [
+            Check(
+                "redis",
+                Status.SKIP,
+                "not configured: locks are PostgreSQL advisory locks (SQLite: lock files)",
+                "set REDIS_HOST (or --redis-url) to share Dify's retention locks with a running Dify beat",
+            )
+        ]
+    client = ctx.redis  # pings on first use; raises RedisUnavailable with the fix
+    assert client is not None
+    prefix = settings.REDIS_KEY_PREFIX
+    shown = f"key prefix {prefix!r}" if prefix else "no key prefix"
+    return [Check("redis", Status.OK, f"reachable, DB {settings.REDIS_DB}, {shown}")]
+
+
+def _broker(ctx: Context) -> list[Check]:
+    settings = ctx.settings
+    if not settings.CELERY_BROKER_URL:
+        return [
+            Check(
+                "celery broker",
+                Status.SKIP,
+                "CELERY_BROKER_URL not set",
+                "needed to hand work to Dify's workers (clean-unused-datasets --enqueue-index-removal)",
+            )
+        ]
+    from difymaint.core.celery import publisher
+
+    publisher(settings).close()  # connects and pings; raises BrokerUnavailable with the fix
+    return [Check("celery broker", Status.OK, "reachable")]
+
+
+def _billing(ctx: Context) -> list[Check]:
+    from difymaint.core.billing import plan_source
+
+    source = plan_source(ctx.settings, ctx.clock)
+    if source is None:
+        return [
+            Check(
+                "billing",
+                Status.OK,
+                "BILLING_ENABLED is false: every workspace counts as sandbox (as in Dify)",
+            )
+        ]
+    whitelist = source.fetch_whitelist()
+    return [Check("billing", Status.OK, f"{source.name} answers ({len(whitelist)} whitelisted workspace(s))")]
+
+
+def _mail(ctx: Context, test_to: str | None) -> list[Check]:
+    from difymaint.core.mail import Mail, mail_sender
+
+    sender = mail_sender(ctx.settings)
+    if sender is None:
+        return [
+            Check(
+                "mail",
+                Status.SKIP,
+                "MAIL_TYPE not set: mail is off, as in Dify",
+                "needed by notify-cleaned-documents (and queue alerts)",
+            )
+        ]
+    if test_to:
+        sender.send(
+            Mail(
+                to=test_to,
+                subject="difymaint test mail",
+                html="<p>This is a test mail sent by <code>difymaint doctor --send-test-mail</code>.</p>",
+                text="This is a test mail sent by difymaint doctor --send-test-mail.",
+            )
+        )
+        return [Check("mail", Status.OK, f"{sender.name}: test mail handed over for {test_to}")]
+    return [Check("mail", Status.OK, f"{sender.name} configured", "--send-test-mail ADDRESS sends a test mail")]
+
+
+def _archive(ctx: Context) -> list[Check]:
+    from difymaint.core.object_store import S3_SETTINGS, archive_store
+
+    settings = ctx.settings
+    if settings.DIFYMAINT_ARCHIVE_DIR is None and not any(getattr(settings, name) for name in S3_SETTINGS):
+        return [
+            Check(
+                "archive storage",
+                Status.SKIP,
+                "no archive destination configured",
+                "archive-workflow-runs needs DIFYMAINT_ARCHIVE_DIR or Dify's ARCHIVE_STORAGE_* settings",
+            )
+        ]
+    store = archive_store(settings, writing=False)
+    return [Check("archive storage", Status.OK, f"configured: {type(store).__name__}")]
+
+
+def _switches(ctx: Context) -> list[Check]:
+    """Per scheduled job: would a scheduled difymaint run go ahead, and would Dify's beat run it too?"""
+    checks = []
+    for info in JOBS.values():
+        if not info.scheduled:
+            continue
+        state = switch_state(ctx.settings, info.name, info.switches)
+        dify_on = bool(info.switches) and all(getattr(ctx.settings, switch.name) for switch in info.switches)
+        shared_lock = info.lock_key.startswith("retention:")
+        if state.enabled and dify_on:
+            status = Status.OK if shared_lock else Status.WARN
+            hint = (
+                "Dify's beat, if it still runs, takes the same lock: the two never overlap"
+                if shared_lock
+                else f"if Dify's beat still runs, it runs {info.dify_task} too: stop the beat or turn the switch off "
+                "in Dify and set " + f"DIFYMAINT_ENABLE_{info.name.upper().replace('-', '_')}=true here"
+            )
+            detail = f"{info.name}: scheduled ({state.reason})"
+        elif state.enabled:
+            status, detail, hint = Status.OK, f"{info.name}: scheduled ({state.reason})", ""
+        else:
+            status, detail, hint = Status.SKIP, f"{info.name}: not scheduled ({state.reason})", ""
+        checks.append(Check("schedule", status, detail, hint))
+    return checks
+
+
+def has_blocker(checks: Iterable[Check]) -> bool:
+    return any(check.status == Status.FAIL for check in checks)

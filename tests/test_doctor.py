@@ -1,0 +1,130 @@
+"""`difymaint doctor` on the real PostgreSQL and Redis: what it finds, what it fixes, and its exit code."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from difymaint.core.exit_codes import ExitCode
+from tests.stubs.smtp import SmtpStub
+from tests.test_cli import invoke_assert_code
+
+pytestmark = pytest.mark.postgres
+
+
+def doctor(args: list[str], code: int, env: dict[str, str] | None = None) -> dict[str, Any]:
+    result = invoke_assert_code(["doctor", "--json", *args], code, env=env)
+    payload: dict[str, Any] = json.loads(result.stdout)
+    return payload
+
+
+def by_area(payload: dict[str, Any], area: str) -> list[dict[str, Any]]:
+    return [check for check in payload["checks"] if check["area"] == area]
+
+
+def test_a_healthy_installation(pg_url: str, redis_url: str) -> None:
+    payload = doctor(
+        ["--database-url", pg_url, "--redis-url", redis_url], ExitCode.OK, env={"REDIS_KEY_PREFIX": "dify"}
+    )
+    assert payload["ok"] is True
+    assert by_area(payload, "database")[0]["status"] == "ok"
+    assert "PostgreSQL" in by_area(payload, "database")[0]["detail"]
+    assert by_area(payload, "dify schema")[0]["status"] == "ok"
+    redis_check = by_area(payload, "redis")[0]
+    assert redis_check["status"] == "ok" and "'dify'" in redis_check["detail"]
+
+
+def test_a_missing_cascade_index_is_reported_then_created(pg_engine: Engine, pg_url: str) -> None:
+    with pg_engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX message_feedback_message_idx"))
+
+    payload = doctor(["--database-url", pg_url], ExitCode.OK)
+    (index_check,) = by_area(payload, "indexes")
+    assert index_check["status"] == "warn" and "message_feedbacks.message_id" in index_check["detail"]
+    assert (
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS difymaint_message_feedbacks_message_id_idx "
+        "ON message_feedbacks (message_id);"
+    ) in index_check["statements"]
+
+    payload = doctor(["--database-url", pg_url, "--create-missing-indexes"], ExitCode.OK)
+    assert by_area(payload, "indexes")[0]["status"] == "ok"
+    indexes = {index["name"] for index in sa.inspect(pg_engine).get_indexes("message_feedbacks")}
+    assert "difymaint_message_feedbacks_message_id_idx" in indexes
+    assert by_area(doctor(["--database-url", pg_url], ExitCode.OK), "indexes")[0]["status"] == "ok"
+
+
+def test_an_unreachable_database_is_a_blocker_without_the_password() -> None:
+    result = invoke_assert_code(
+        ["doctor", "--json", "--database-url", "postgresql://dify:hunter2-secret@127.0.0.1:1/dify"], ExitCode.FAILED
+    )
+    payload = json.loads(result.stdout)
+    assert payload["ok"] is False and by_area(payload, "database")[0]["status"] == "fail"
+    assert by_area(payload, "dify schema") == []  # nothing more is asked of a database that is not there
+    assert "hunter2-secret" not in result.stdout + result.stderr
+
+
+@pytest.fixture
+def empty_database(pg_admin_url: str) -> Iterator[str]:
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text("DROP DATABASE IF EXISTS doctor_not_dify"))
+        conn.execute(sa.text("CREATE DATABASE doctor_not_dify"))
+    url = sa.make_url(pg_admin_url).set(database="doctor_not_dify").render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text("DROP DATABASE IF EXISTS doctor_not_dify WITH (FORCE)"))
+    admin.dispose()
+
+
+def test_a_database_that_is_not_difys(empty_database: str) -> None:
+    payload = doctor(["--database-url", empty_database], ExitCode.FAILED)
+    (schema,) = by_area(payload, "dify schema")
+    assert schema["status"] == "fail" and "not a Dify API database" in schema["detail"]
+
+
+def test_unreachable_redis_and_broker_are_blockers(pg_url: str) -> None:
+    payload = doctor(
+        ["--database-url", pg_url, "--redis-url", "redis://:redis-secret@127.0.0.1:1/0"],
+        ExitCode.FAILED,
+        env={"CELERY_BROKER_URL": "redis://:broker-secret@127.0.0.1:1/1"},
+    )
+    assert by_area(payload, "redis")[0]["status"] == "fail"
+    assert by_area(payload, "celery broker")[0]["status"] == "fail"
+    assert "broker-secret" not in json.dumps(payload)
+
+
+def test_send_test_mail(pg_url: str) -> None:
+    with SmtpStub() as smtp:
+        env = {key: str(value) for key, value in smtp.settings().items()}
+        payload = doctor(["--database-url", pg_url, "--send-test-mail", "ops@example.com"], ExitCode.OK, env=env)
+    assert by_area(payload, "mail")[0]["status"] == "ok"
+    assert [received.rcpt_tos for received in smtp.received] == [["ops@example.com"]]
+    assert "difymaint" in smtp.received[0].message["Subject"]
+
+
+def test_billing_on_but_unreachable(pg_url: str) -> None:
+    env = {"BILLING_ENABLED": "true", "BILLING_API_URL": "http://127.0.0.1:1", "BILLING_API_SECRET_KEY": "k"}
+    env |= {"DIFYMAINT_BILLING_RETRY_SECONDS": "0", "DIFYMAINT_BILLING_RETRY_WAIT": "0"}
+    payload = doctor(["--database-url", pg_url], ExitCode.FAILED, env=env)
+    assert by_area(payload, "billing")[0]["status"] == "fail"
+
+
+def test_schedule_shows_which_jobs_both_dify_and_difymaint_would_run(pg_url: str) -> None:
+    env = {"ENABLE_CLEAN_MESSAGES": "true", "ENABLE_CLEAN_EMBEDDING_CACHE_TASK": "true"}
+    payload = doctor(["--database-url", pg_url], ExitCode.OK, env=env)
+    schedule = {check["detail"].split(":")[0]: check for check in by_area(payload, "schedule")}
+    # clean-messages takes Dify's own lock: a beat still running it cannot overlap.
+    assert schedule["clean-messages"]["status"] == "ok" and "same lock" in schedule["clean-messages"]["hint"]
+    assert schedule["clean-embeddings"]["status"] == "warn"
+    assert "DIFYMAINT_ENABLE_CLEAN_EMBEDDINGS" in schedule["clean-embeddings"]["hint"]
+    assert schedule["clean-workflow-logs"]["status"] == "skip"
+
+
+def test_the_table_for_people(pg_url: str) -> None:
+    result = invoke_assert_code(["doctor", "--database-url", pg_url], ExitCode.OK)
+    assert "database" in result.stdout and "indexes" in result.stdout and "schedule" in result.stdout
