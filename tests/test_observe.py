@@ -146,3 +146,37 @@ def test_pushgateway_down_is_a_warning(sqlite_url: str) -> None:
         [JOB, "--yes", "--database-url", sqlite_url, "--pushgateway", "http://127.0.0.1:1"], ExitCode.OK
     )
     assert "Pushgateway" in result.stderr
+
+
+def test_sentry_check_ins_and_an_error_event_for_a_failed_run(sqlite_url: str) -> None:
+    from difymaint.jobs import JOBS
+    from tests.stubs.sentry import SentryStub
+    from tests.test_cli import run_cli
+
+    with SentryStub() as sentry:
+        failed = run_cli([JOB, "--yes", "--database-url", UNREACHABLE_DB], env={"SENTRY_DSN": sentry.dsn})
+        assert failed.returncode == ExitCode.FAILED
+        check_ins = sentry.of_type("check_in")
+        events = sentry.of_type("event")
+    assert [c["status"] for c in check_ins] == ["in_progress", "error"]
+    assert {c["monitor_slug"] for c in check_ins} == {f"difymaint-{JOB}"}
+    assert check_ins[0]["check_in_id"] == check_ins[1]["check_in_id"]
+    assert check_ins[0]["monitor_config"]["schedule"] == {"type": "crontab", "value": JOBS[JOB].schedule}
+    (event,) = events
+    assert event["level"] == "error" and event["tags"]["job"] == JOB and event["tags"]["outcome"] == "failed"
+    assert (
+        "cannot connect to the database" in event["message"]["formatted"]
+        if isinstance(event["message"], dict)
+        else "cannot connect to the database" in event["message"]
+    )
+
+
+def test_sentry_a_good_run_checks_in_ok_and_sends_no_event(sqlite_url: str) -> None:
+    from tests.stubs.sentry import SentryStub
+    from tests.test_cli import run_cli
+
+    with SentryStub() as sentry:
+        done = run_cli([JOB, "--yes", "--database-url", sqlite_url], env={"SENTRY_DSN": sentry.dsn})
+        assert done.returncode == 0, done.stderr
+        assert [c["status"] for c in sentry.of_type("check_in")] == ["in_progress", "ok"]
+        assert sentry.of_type("event") == []

@@ -133,9 +133,7 @@ class _JobRun:
 
         overrides = {**self.common.overrides(), **setting_overrides(self.info, self.values), **self.settings_overrides}
         self.settings = settings = load_settings(self.common.env_file, overrides)
-        self.observers = observers(
-            settings.DIFYMAINT_PING_URL, settings.DIFYMAINT_METRICS_TEXTFILE, settings.DIFYMAINT_PUSHGATEWAY_URL
-        )
+        self.observers = observers(settings, self.info.schedule)
         self.observers.started(self.info.name)
         switch = switch_state(settings, self.info.name, self.info.switches)
         if not switch.enabled and settings.DIFYMAINT_SCHEDULED:

@@ -7,6 +7,7 @@ outcome or exit code, because a monitoring outage must not turn a good cleanup i
   ``<url>/start`` when the run begins, ``<url>`` when it ends well, ``<url>/fail`` when it fails, with a run id
   (``?rid=``) so overlapping runs are told apart. ``{job}`` in the URL is replaced by the job name, so one
   setting (``DIFYMAINT_PING_URL=https://hc-ping.com/<ping-key>/{job}``) serves every job.
+* **Sentry** (Dify's ``SENTRY_DSN``): a Crons check-in per run and an error event per failed run.
 * **Metrics** use prometheus-client: a node_exporter textfile (written atomically, ``{job}`` expanded, or a
   directory that gets ``difymaint_<job>.prom``) and/or a Pushgateway group per job. The last-success
   timestamp survives failed runs: the textfile keeps the previous value, the Pushgateway is updated with
@@ -20,9 +21,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from difymaint.core.exit_codes import ExitCode
+from difymaint.core.settings import Settings
 from difymaint.core.summary import Outcome, RunSummary
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ log = logging.getLogger("difymaint")
 
 PING_TIMEOUT_S = 10.0
 PUSH_TIMEOUT_S = 10.0
+SENTRY_FLUSH_S = 5.0
 
 # What a dead-man switch should hear for each ending. Partial runs made progress and will go on at the
 # next tick; a run skipped because another holds the lock did nothing, so it only logs (a lock held forever
@@ -213,6 +216,73 @@ class PushgatewayObserver:
 
 
 @dataclass
+class SentryObserver:
+    """Dify's ``SENTRY_DSN``: a Crons check-in per run (in progress, then ok or error, with the schedule so
+    Sentry also notices missed runs) and one error event when a run fails, tagged with the job."""
+
+    dsn: str
+    schedule: str
+    environment: str = "PRODUCTION"
+    _check_in_id: str | None = None
+
+    def _sdk(self) -> Any:
+        import sentry_sdk
+
+        if not sentry_sdk.is_initialized():
+            from difymaint import __version__
+
+            sentry_sdk.init(
+                dsn=self.dsn,
+                release=f"difymaint@{__version__}",
+                environment=self.environment,
+                # Only what we send: no logging breadcrumbs that could carry row data, no PII.
+                default_integrations=False,
+                send_default_pii=False,
+                traces_sample_rate=0,
+            )
+        return sentry_sdk
+
+    def _monitor_config(self) -> Any:  # sentry_sdk types it as a private TypedDict
+        return {
+            "schedule": {"type": "crontab", "value": self.schedule},
+            "checkin_margin": 10,  # minutes: cron and CronJob start times wander a little
+            "max_runtime": 24 * 60,
+            "timezone": "UTC",
+        }
+
+    def started(self, job: str, run_id: str) -> None:
+        from sentry_sdk.crons import capture_checkin
+
+        self._sdk()
+        self._check_in_id = capture_checkin(
+            monitor_slug=f"difymaint-{job}", status="in_progress", monitor_config=self._monitor_config()
+        )
+
+    def finished(self, summary: RunSummary, run_id: str) -> None:
+        from sentry_sdk.crons import capture_checkin
+
+        sdk = self._sdk()
+        failed = summary.outcome in (Outcome.FAILED, Outcome.INTERRUPTED, Outcome.THRESHOLD_EXCEEDED)
+        if failed:
+            with sdk.new_scope() as scope:
+                scope.set_tag("job", summary.job)
+                scope.set_tag("outcome", summary.outcome.value)
+                scope.set_tag("dry_run", str(summary.dry_run).lower())
+                scope.set_context("run", {"run_id": run_id, "exit_code": int(summary.exit_code)})
+                # Group by job, not by the changing text (ids, counts) of the error line.
+                scope.fingerprint = ["difymaint", summary.job, summary.outcome.value]
+                sdk.capture_message(f"{summary.job} {summary.outcome.value}: {summary.error or ''}".strip(), "error")
+        capture_checkin(
+            monitor_slug=f"difymaint-{summary.job}",
+            check_in_id=self._check_in_id,
+            status="error" if failed else "ok",
+            duration=summary.duration_s,
+            monitor_config=self._monitor_config(),
+        )
+        sdk.flush(timeout=SENTRY_FLUSH_S)
+
+
+@dataclass
 class Observers:
     """Every observer a run reports to, each one shielded from the others' failures."""
 
@@ -233,12 +303,18 @@ class Observers:
                 log.warning("warning: reporting the run to %s failed: %s", type(member).__name__, type(exc).__name__)
 
 
-def observers(ping_url: str | None, metrics_textfile: str | None, pushgateway_url: str | None) -> Observers:
+def observers(settings: Settings, schedule: str) -> Observers:
+    """The observers the settings turn on (``schedule``: the job's cron line, for Sentry's monitor)."""
     members: list[Observer] = []
+    ping_url = settings.DIFYMAINT_PING_URL
+    metrics_textfile = settings.DIFYMAINT_METRICS_TEXTFILE
+    pushgateway_url = settings.DIFYMAINT_PUSHGATEWAY_URL
     if ping_url:
         members.append(PingObserver(ping_url))
     if metrics_textfile:
         members.append(TextfileObserver(metrics_textfile))
     if pushgateway_url:
         members.append(PushgatewayObserver(pushgateway_url))
+    if settings.SENTRY_DSN:
+        members.append(SentryObserver(settings.SENTRY_DSN, schedule, environment=settings.DEPLOY_ENV))
     return Observers(members)

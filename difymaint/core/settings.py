@@ -247,6 +247,10 @@ class RunSettings(BaseSettings):
         default=None,
         description="Prometheus textfile to write after each run ({job} expanded; a directory gets one file per job).",
     )
+    SENTRY_DSN: str | None = Field(
+        default=None, description="Dify's Sentry DSN: a Crons check-in per run and an event per failed run."
+    )
+    DEPLOY_ENV: str = Field(default="PRODUCTION", description="Dify's deployment name, Sentry's environment.")
     DIFYMAINT_PUSHGATEWAY_URL: str | None = Field(
         default=None,
         description="Prometheus Pushgateway to push each run's metrics to (group job=difymaint, job_name=<job>).",
