@@ -178,3 +178,40 @@ def test_sentry_a_good_run_checks_in_ok_and_sends_no_event(sqlite_url: str) -> N
         assert done.returncode == 0, done.stderr
         assert [c["status"] for c in sentry.of_type("check_in")] == ["in_progress", "ok"]
         assert sentry.of_type("event") == []
+
+
+RFC3339_MS = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
+
+
+@pytest.mark.postgres
+def test_json_logs_carry_the_run_and_each_batch(pg_engine: Any, pg_url: str) -> None:
+    import re
+
+    from tests.conftest import NOW
+    from tests.scenario import seed
+    from tests.test_cli import run_cli
+
+    seed(pg_engine, NOW)
+    result = run_cli(
+        ["clean-messages", "--yes", "--log-format", "json", "--batch-size", "5", "-v", "--database-url", pg_url],
+        env={"SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_MAX_INTERVAL": "0"},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert lines and all(re.match(RFC3339_MS, line["ts"]) for line in lines)
+    run_ids = {line.get("run_id") for line in lines}
+    assert len(run_ids) == 1 and None not in run_ids
+    assert all(line["job"] == "clean-messages" for line in lines)
+    batches = [line for line in lines if "batch" in line]
+    assert batches and {"rows", "rows_total", "ms", "scanned"} <= batches[0].keys()
+
+
+def test_json_logs_make_the_fatal_error_a_json_line_too() -> None:
+    from tests.test_cli import run_cli
+
+    result = run_cli([JOB, "--yes", "--log-format", "json", "--database-url", UNREACHABLE_DB])
+    assert result.returncode == ExitCode.FAILED
+    lines = [json.loads(line) for line in result.stderr.splitlines()]  # every line parses
+    fatal = lines[-1]
+    assert fatal["level"] == "error" and fatal["msg"].startswith("cannot connect to the database")
+    assert fatal["hint"] and fatal["job"] == JOB

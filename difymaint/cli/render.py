@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from rich.console import Console
@@ -18,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from difymaint.core.reporter import BatchProgress, describe_batch
+from difymaint.core.reporter import BatchProgress, batch_fields, describe_batch
 from difymaint.core.summary import Outcome, RunSummary
 
 
@@ -40,12 +42,22 @@ class Consoles:
         )
 
 
+# Fields every log line of the current run carries (job, run id), set by the run wrapper.
+log_context: ContextVar[dict[str, object] | None] = ContextVar("difymaint_log_context", default=None)
+_json_logs: ContextVar[bool] = ContextVar("difymaint_json_logs", default=False)
+
+
 class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: RFC 3339 UTC timestamps with milliseconds, the run's job and id, and the
+    record's own fields (a batch's number, rows, milliseconds)."""
+
     def format(self, record: logging.LogRecord) -> str:
-        payload = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+        stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        payload: dict[str, object] = {
+            "ts": stamp.replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            **(log_context.get() or {}),
             "msg": record.getMessage(),
         }
         payload.update(getattr(record, "fields", {}))
@@ -61,6 +73,7 @@ def setup_logging(consoles: Consoles, *, verbosity: int, log_format: str) -> Non
     logger.propagate = False
     logger.setLevel(level)
     handler: logging.Handler
+    _json_logs.set(log_format == "json")
     if log_format == "json":
         handler = logging.StreamHandler(consoles.err.file)
         handler.setFormatter(JsonLogFormatter())
@@ -115,7 +128,7 @@ class ConsoleReporter:
         now = time.monotonic()
         if progress.batch_no == 1 or now - self._last_log >= self.log_every_s:
             self._last_log = now
-            log.info("%s", describe_batch(progress))
+            log.info("%s", describe_batch(progress), extra={"fields": batch_fields(progress)})
 
     def close(self) -> None:
         if self._progress is not None:
@@ -163,7 +176,11 @@ def render_summary(consoles: Consoles, summary: RunSummary) -> None:
 
 
 def error_line(consoles: Consoles, message: str, hint: str | None = None) -> None:
-    """Exactly one line on stderr: the error, and the hint after a dash."""
+    """Exactly one line on stderr: the error, and the hint after a dash (a JSON record under
+    ``--log-format json``, so a log pipeline sees the fatal line too)."""
+    if _json_logs.get():
+        log.error(message, extra={"fields": {"hint": hint} if hint else {}})
+        return
     text = f"[red]difymaint: error:[/red] {escape(message)}"
     if hint:
         text += f" [dim]— {escape(hint)}[/dim]"

@@ -22,7 +22,14 @@ from typing import IO, Any
 import typer
 
 from difymaint.cli.options import Common
-from difymaint.cli.render import ConsoleReporter, Consoles, error_line, render_summary, setup_logging
+from difymaint.cli.render import (
+    ConsoleReporter,
+    Consoles,
+    error_line,
+    log_context,
+    render_summary,
+    setup_logging,
+)
 from difymaint.core.context import Context
 from difymaint.core.errors import DifymaintError, LockHeld, UsageError
 from difymaint.core.exit_codes import ExitCode
@@ -96,6 +103,7 @@ def execute(
     env = current_environment()
     consoles = Consoles.create(common.color, out=env.out, err=env.err)
     setup_logging(consoles, verbosity=common.verbose - common.quiet, log_format=common.log_format.value)
+    log_context.set({"job": info.name, "dry_run": common.dry_run})
     reporter = ConsoleReporter(
         consoles, show_progress=consoles.err.is_terminal and not common.json and common.quiet == 0
     )
@@ -134,6 +142,7 @@ class _JobRun:
         overrides = {**self.common.overrides(), **setting_overrides(self.info, self.values), **self.settings_overrides}
         self.settings = settings = load_settings(self.common.env_file, overrides)
         self.observers = observers(settings, self.info.schedule)
+        log_context.set({"job": self.info.name, "run_id": self.observers.run_id, "dry_run": self.common.dry_run})
         self.observers.started(self.info.name)
         switch = switch_state(settings, self.info.name, self.info.switches)
         if not switch.enabled and settings.DIFYMAINT_SCHEDULED:

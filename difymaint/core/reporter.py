@@ -36,6 +36,19 @@ class Reporter(Protocol):
 log = logging.getLogger("difymaint")
 
 
+def batch_fields(progress: BatchProgress) -> dict[str, object]:
+    """The batch as structured log fields (``--log-format json``)."""
+    return {
+        "batch": progress.batch_no,
+        "scanned": progress.scanned,
+        "rows": progress.affected,
+        "rows_total": progress.total_affected,
+        "ms": round(progress.seconds * 1000),
+        "next_batch_size": progress.batch_size,
+        "dry_run": progress.dry_run,
+    }
+
+
 def describe_batch(progress: BatchProgress) -> str:
     """The one-line description of a batch used by every plain-text reporter."""
     return (
@@ -54,7 +67,7 @@ class LogReporter:
         log.warning(message)
 
     def batch(self, progress: BatchProgress) -> None:
-        log.info("%s", describe_batch(progress))
+        log.info("%s", describe_batch(progress), extra={"fields": batch_fields(progress)})
 
     def close(self) -> None:
         return None
