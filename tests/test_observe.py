@@ -215,3 +215,38 @@ def test_json_logs_make_the_fatal_error_a_json_line_too() -> None:
     fatal = lines[-1]
     assert fatal["level"] == "error" and fatal["msg"].startswith("cannot connect to the database")
     assert fatal["hint"] and fatal["job"] == JOB
+
+
+@pytest.mark.postgres
+def test_otel_metrics_keep_difys_names_for_clean_messages(pg_engine: Any, pg_url: str) -> None:
+    from tests.conftest import NOW
+    from tests.scenario import seed
+    from tests.stubs.otlp import OtlpStub
+    from tests.test_cli import run_cli
+
+    seed(pg_engine, NOW)
+    with OtlpStub(token="otlp-key") as otlp:
+        env = {"ENABLE_OTEL": "true", "OTLP_BASE_ENDPOINT": otlp.url, "OTLP_API_KEY": "otlp-key"}
+        env["SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_MAX_INTERVAL"] = "0"
+        result = run_cli(["clean-messages", "--yes", "--json", "--days", "30", "--database-url", pg_url], env=env)
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout)
+    assert otlp.resources[0]["service.name"] == "difymaint"
+    (runs,) = otlp.named("difymaint_runs_total")
+    assert runs.attributes == {"job_name": "clean-messages", "dry_run": False, "status": "done"} and runs.value == 1
+    (jobs,) = otlp.named("messages_cleanup_jobs_total")
+    assert jobs.attributes["job_name"] == "clean_messages" and jobs.attributes["status"] == "success"
+    assert jobs.attributes["task_label"] == "before-30" and jobs.attributes["window_mode"] == "before_cutoff"
+    (deleted,) = otlp.named("messages_cleanup_deleted_messages_total")
+    assert deleted.value == summary["tables"]["messages"] > 0
+    rows = {p.attributes["table"]: p.value for p in otlp.named("difymaint_rows_total")}
+    assert rows == {table: float(count) for table, count in summary["tables"].items() if count}
+
+
+def test_otel_endpoint_down_is_a_warning(sqlite_url: str) -> None:
+    from tests.test_cli import run_cli
+
+    env = {"ENABLE_OTEL": "true", "OTLP_BASE_ENDPOINT": "http://127.0.0.1:1", "OTLP_API_KEY": "otlp-secret-key"}
+    result = run_cli([JOB, "--yes", "--database-url", sqlite_url], env=env)
+    assert result.returncode == 0, result.stderr
+    assert "otlp-secret-key" not in result.stderr + result.stdout

@@ -141,7 +141,7 @@ class _JobRun:
 
         overrides = {**self.common.overrides(), **setting_overrides(self.info, self.values), **self.settings_overrides}
         self.settings = settings = load_settings(self.common.env_file, overrides)
-        self.observers = observers(settings, self.info.schedule)
+        self.observers = observers(settings, self.info.schedule, self.info.dify_task)
         log_context.set({"job": self.info.name, "run_id": self.observers.run_id, "dry_run": self.common.dry_run})
         self.observers.started(self.info.name)
         switch = switch_state(settings, self.info.name, self.info.switches)

@@ -8,6 +8,7 @@ outcome or exit code, because a monitoring outage must not turn a good cleanup i
   (``?rid=``) so overlapping runs are told apart. ``{job}`` in the URL is replaced by the job name, so one
   setting (``DIFYMAINT_PING_URL=https://hc-ping.com/<ping-key>/{job}``) serves every job.
 * **Sentry** (Dify's ``SENTRY_DSN``): a Crons check-in per run and an error event per failed run.
+* **OpenTelemetry** (Dify's ``ENABLE_OTEL``/``OTLP_*``): the same figures over OTLP/HTTP, flushed at exit.
 * **Metrics** use prometheus-client: a node_exporter textfile (written atomically, ``{job}`` expanded, or a
   directory that gets ``difymaint_<job>.prom``) and/or a Pushgateway group per job. The last-success
   timestamp survives failed runs: the textfile keeps the previous value, the Pushgateway is updated with
@@ -20,6 +21,7 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -36,6 +38,7 @@ log = logging.getLogger("difymaint")
 PING_TIMEOUT_S = 10.0
 PUSH_TIMEOUT_S = 10.0
 SENTRY_FLUSH_S = 5.0
+OTEL_TIMEOUT_S = 10.0
 
 # What a dead-man switch should hear for each ending. Partial runs made progress and will go on at the
 # next tick; a run skipped because another holds the lock did nothing, so it only logs (a lock held forever
@@ -283,6 +286,108 @@ class SentryObserver:
 
 
 @dataclass
+class OtelObserver:
+    """Dify's ``ENABLE_OTEL``: the run's metrics over OTLP/HTTP to ``OTLP_METRIC_ENDPOINT`` (or
+    ``OTLP_BASE_ENDPOINT``/v1/metrics), with ``OTLP_API_KEY`` as a bearer token, as Dify's API sends them.
+
+    Every job reports ``difymaint_*`` instruments; clean-messages and clean-workflow-runs also report under
+    the names Dify's own retention services use, so existing dashboards keep working. A CLI lives seconds,
+    so the provider is flushed and shut down before the process exits (no periodic export).
+    """
+
+    endpoint: str
+    api_key: str = ""
+    dify_task: str = ""
+
+    def started(self, job: str, run_id: str) -> None:
+        return None
+
+    def finished(self, summary: RunSummary, run_id: str) -> None:
+        try:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+            from opentelemetry.sdk.metrics import MeterProvider
+            from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExportResult
+            from opentelemetry.sdk.resources import Resource
+        except ImportError:
+            log.warning("warning: ENABLE_OTEL is on but OpenTelemetry is not installed: pip install 'difymaint[otel]'")
+            return
+        from difymaint import __version__
+
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        exporter = OTLPMetricExporter(endpoint=self.endpoint, headers=headers, timeout=OTEL_TIMEOUT_S)
+        # Collected once and exported once, here: a periodic reader would export again at shutdown.
+        reader = InMemoryMetricReader()
+        resource = Resource.create({"service.name": "difymaint", "service.version": __version__})
+        provider = MeterProvider(resource=resource, metric_readers=[reader])
+        try:
+            _record(provider.get_meter("difymaint"), summary, self.dify_task)
+            data = reader.get_metrics_data()
+            if data is not None and exporter.export(data) is not MetricExportResult.SUCCESS:
+                log.warning("warning: the OpenTelemetry metrics export to the OTLP endpoint failed")
+        finally:
+            provider.shutdown()
+            exporter.shutdown()
+
+
+def _record(meter: Any, summary: RunSummary, dify_task: str) -> None:
+    base = {"job_name": summary.job, "dry_run": summary.dry_run}
+    status = {**base, "status": summary.outcome.value}
+    meter.create_counter("difymaint_runs_total", description="Runs, by outcome").add(1, status)
+    meter.create_histogram("difymaint_run_duration_seconds", unit="s").record(summary.duration_s, status)
+    meter.create_counter("difymaint_batches_total").add(summary.batches, base)
+    rows = meter.create_counter("difymaint_rows_total", description="Rows deleted or changed, per table")
+    for table, count in summary.tables.items():
+        rows.add(count, {**base, "table": table})
+    if summary.rows_remaining is not None:
+        remaining = meter.create_gauge("difymaint_rows_remaining", description="Rows past the cut-off left over")
+        remaining.set(summary.rows_remaining, base)
+    dify = _DIFY_METRICS.get(summary.job)
+    if dify is None:
+        return
+    prefix, root_table, deleted_name = dify
+    start_from = summary.window.get("start_from")
+    labels = {
+        "job_name": dify_task or summary.job,
+        "dry_run": summary.dry_run,
+        "window_mode": "between" if start_from else "before_cutoff",
+        "task_label": _task_label(summary),
+    }
+    meter.create_counter(f"{prefix}_jobs_total").add(1, {**labels, "status": _dify_status(summary)})
+    meter.create_counter(f"{prefix}_batches_total").add(summary.batches, labels)
+    meter.create_counter(f"{prefix}_{deleted_name}").add(summary.tables.get(root_table, 0), labels)
+    meter.create_histogram(f"{prefix}_job_duration_seconds", unit="s").record(summary.duration_s, labels)
+    if prefix == "workflow_run_cleanup":
+        related = meter.create_counter(f"{prefix}_related_records_total")
+        action = "would_delete" if summary.dry_run else "deleted"
+        for table, count in summary.tables.items():
+            if table != root_table:
+                related.add(count, {**labels, "action": action, "record_type": table})
+
+
+# job → (Dify's metric prefix, the root table, the name of the "deleted roots" counter)
+_DIFY_METRICS = {
+    "clean-messages": ("messages_cleanup", "messages", "deleted_messages_total"),
+    "clean-workflow-runs": ("workflow_run_cleanup", "workflow_runs", "deleted_runs_total"),
+}
+
+
+def _dify_status(summary: RunSummary) -> str:
+    return "success" if summary.outcome in _SUCCESSFUL else "failed"
+
+
+def _task_label(summary: RunSummary) -> str:
+    """Dify's task_label: ``before-<days>`` for a plain cut-off, ``custom`` for an explicit window."""
+    if summary.window.get("start_from"):
+        return "custom"
+    end_before = summary.window.get("end_before")
+    if not end_before:
+        return "custom"
+    cutoff = datetime.fromisoformat(end_before)
+    started = summary.started_at if cutoff.tzinfo else summary.started_at.replace(tzinfo=None)
+    return f"before-{round((started - cutoff).total_seconds() / 86400)}"
+
+
+@dataclass
 class Observers:
     """Every observer a run reports to, each one shielded from the others' failures."""
 
@@ -303,8 +408,9 @@ class Observers:
                 log.warning("warning: reporting the run to %s failed: %s", type(member).__name__, type(exc).__name__)
 
 
-def observers(settings: Settings, schedule: str) -> Observers:
-    """The observers the settings turn on (``schedule``: the job's cron line, for Sentry's monitor)."""
+def observers(settings: Settings, schedule: str, dify_task: str = "") -> Observers:
+    """The observers the settings turn on (``schedule``: the job's cron line, for Sentry's monitor;
+    ``dify_task``: the Dify task it replaces, the ``job_name`` of Dify's own metrics)."""
     members: list[Observer] = []
     ping_url = settings.DIFYMAINT_PING_URL
     metrics_textfile = settings.DIFYMAINT_METRICS_TEXTFILE
@@ -317,4 +423,8 @@ def observers(settings: Settings, schedule: str) -> Observers:
         members.append(PushgatewayObserver(pushgateway_url))
     if settings.SENTRY_DSN:
         members.append(SentryObserver(settings.SENTRY_DSN, schedule, environment=settings.DEPLOY_ENV))
+    if settings.ENABLE_OTEL:
+        endpoint = settings.OTLP_METRIC_ENDPOINT or f"{settings.OTLP_BASE_ENDPOINT.rstrip('/')}/v1/metrics"
+        api_key = settings.OTLP_API_KEY.get_secret_value() if settings.OTLP_API_KEY else ""
+        members.append(OtelObserver(endpoint, api_key, dify_task))
     return Observers(members)

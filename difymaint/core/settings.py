@@ -250,6 +250,10 @@ class RunSettings(BaseSettings):
     SENTRY_DSN: str | None = Field(
         default=None, description="Dify's Sentry DSN: a Crons check-in per run and an event per failed run."
     )
+    ENABLE_OTEL: bool = Field(default=False, description="Dify's switch: send each run's metrics over OTLP/HTTP.")
+    OTLP_BASE_ENDPOINT: str = "http://localhost:4318"
+    OTLP_METRIC_ENDPOINT: str = Field(default="", description="Overrides OTLP_BASE_ENDPOINT/v1/metrics.")
+    OTLP_API_KEY: SecretStr | None = None
     DEPLOY_ENV: str = Field(default="PRODUCTION", description="Dify's deployment name, Sentry's environment.")
     DIFYMAINT_PUSHGATEWAY_URL: str | None = Field(
         default=None,
