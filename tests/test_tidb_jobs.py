@@ -273,13 +273,14 @@ def test_persistently_failing_api_ends_create_within_the_default_budget(
     assert len(stub.api_requests()) <= 10 and clock.t <= 30  # the defaults: 10 requests, 30 s
 
 
+@pytest.mark.parametrize(("job", "fault"), [("create-tidb", 429), ("update-tidb-status", 503)])
 def test_persistently_failing_api_ends_a_real_run_in_bounded_time(
-    stub: TidbCloudStub, pg_url: str, leak_file: Path
+    stub: TidbCloudStub, pg_url: str, leak_file: Path, job: str, fault: int
 ) -> None:
-    stub.state.fail_always = Fault(503)
+    stub.state.fail_always = Fault(fault)
     started = time.monotonic()
     result = cli(
-        ["update-tidb-status", "--max-failing-seconds", "3", "--json"],
+        [job, "--max-failing-seconds", "3", "--json"],
         pg_url,
         stub,
         leak_file,

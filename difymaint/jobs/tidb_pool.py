@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import os
 import uuid
 from collections.abc import Iterable, Iterator
@@ -21,14 +20,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-import httpx
 import sqlalchemy as sa
 
 from difymaint.core.context import Context
 from difymaint.core.schema import Need, SchemaReport, check_schema
 from difymaint.core.tidb_cloud import TidbCloudClient, TidbCloudConfig, require_tidb_settings
-
-log = logging.getLogger("difymaint.tidb")
 
 TABLE = "tidb_auth_bindings"
 BASE_COLUMNS = (
@@ -43,9 +39,6 @@ BASE_COLUMNS = (
     "created_at",
 )
 ENDPOINT_COLUMN = "qdrant_endpoint"  # Dify migration 8574b23a38fd (2026-04)
-
-# None = a real httpx transport (a seam for tests that need to break the connection itself).
-_transport: httpx.BaseTransport | None = None
 
 
 def require_config(ctx: Context) -> None:
@@ -75,7 +68,6 @@ def client_for(ctx: Context) -> PoolClient:
         max_requests=settings.DIFYMAINT_TIDB_MAX_REQUESTS,
         max_seconds=settings.DIFYMAINT_TIDB_MAX_SECONDS,
         clock=ctx.clock,
-        transport=_transport,
     )
 
 
