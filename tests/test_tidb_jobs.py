@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from difymaint.core.settings import load_settings
 from difymaint.core.summary import Outcome
 from difymaint.core.tidb_cloud import TidbCloudUnavailable, TidbCreateOutcomeUnknown
 from difymaint.dify import tables as t
-from difymaint.jobs import create_tidb, update_tidb_status
+from difymaint.jobs import JOBS, create_tidb, update_tidb_status
 from difymaint.jobs.create_tidb import CreateTidbParams
 from difymaint.jobs.tidb_pool import read_leaks
 from difymaint.jobs.update_tidb_status import UpdateTidbStatusParams
@@ -584,3 +585,48 @@ def test_no_password_when_the_insert_fails(
         assert secret not in result.stdout and secret not in result.stderr
         assert secret not in leak_file.read_text()
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_finishes_the_open_batch_and_records_it(
+    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+) -> None:
+    stub.state.delay_s = 0.4  # each batchCreate takes a while
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "difymaint", "create-tidb", "--json", "--target", "200"],
+        env=cli_env(pg_url, stub, leak_file),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not stub.api_requests("POST") and time.monotonic() < deadline:
+        time.sleep(0.05)  # the first batchCreate is in flight
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    summary = json.loads(out)
+    assert summary["outcome"] == "interrupted" and summary["stop_reason"].startswith("signal")
+    created = sum(create_calls(stub))
+    assert created == 20 * len(create_calls(stub)) and created < 200
+    assert idle(pg_engine) == created == summary["tables"]["tidb_auth_bindings"]  # the open batch was recorded
+    assert not leak_file.exists()
+
+
+def test_registry_entries() -> None:
+    create, status = JOBS["create-tidb"], JOBS["update-tidb-status"]
+    assert (create.schedule, create.dify_task, create.lock_key) == (
+        "0 * * * *",
+        "create_tidb_serverless_task",
+        "maintenance:create_tidb_serverless",
+    )
+    assert [switch.name for switch in create.switches] == [
+        "ENABLE_CREATE_TIDB_SERVERLESS_TASK",
+        "CREATE_TIDB_SERVICE_JOB_ENABLED",
+    ]
+    assert (status.schedule, status.dify_task, status.lock_key) == (
+        "*/10 * * * *",
+        "update_tidb_serverless_status_task",
+        "maintenance:update_tidb_serverless_status",
+    )
+    assert [switch.name for switch in status.switches] == ["ENABLE_UPDATE_TIDB_SERVERLESS_STATUS_TASK"]
+    assert create.load() is create_tidb and status.load() is update_tidb_status
