@@ -268,6 +268,30 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, Any]]] = [
         {"window.label": "before-120", "run.batch_size": 9, "tenant_ids": (T2,), "archive_dir": Path("/b")},
     ),
     (
+        "create-tidb",
+        ["--target", "7", "--leak-file", "/l", "--max-failed-requests", "3", "--max-failing-seconds", "2.5"],
+        {},
+        {"target": 7, "leak_file": Path("/l"), "max_failed_requests": 3, "max_failing_seconds": 2.5},
+    ),
+    (
+        "create-tidb",
+        [],
+        {"TIDB_SERVERLESS_NUMBER": "40", "DIFYMAINT_TIDB_LEAK_FILE": "/m", "DIFYMAINT_TIDB_MAX_REQUESTS": "4"},
+        {"target": 40, "leak_file": Path("/m"), "max_failed_requests": 4, "max_failing_seconds": 30.0},
+    ),
+    (
+        "update-tidb-status",
+        ["--stuck-after", "5", "--reap-older-than", "48", "--batch-size", "7", "--leak-file", "/k"],
+        {},
+        {"stuck_after_hours": 5, "reap_older_than_hours": 48, "run.batch_size": 7, "leak_file": Path("/k")},
+    ),
+    (
+        "update-tidb-status",
+        [],
+        {"DIFYMAINT_TIDB_MAX_SECONDS": "9"},
+        {"stuck_after_hours": 24, "reap_older_than_hours": None, "run.batch_size": 20, "max_failing_seconds": 9.0},
+    ),
+    (
         "restore-workflow-runs",
         ["--run-id", T1, "--run-id", f"{T2},{T1}", "--keep-archive-logs", "--archive-dir", "/r"],
         {},

@@ -186,6 +186,8 @@ class SwitchSettings(BaseSettings):
     DIFYMAINT_ENABLE_CLEAN_UNUSED_DATASETS: bool | None = None
     DIFYMAINT_ENABLE_NOTIFY_CLEANED_DOCUMENTS: bool | None = None
     DIFYMAINT_ENABLE_ARCHIVE_WORKFLOW_RUNS: bool | None = None
+    DIFYMAINT_ENABLE_CREATE_TIDB: bool | None = None
+    DIFYMAINT_ENABLE_UPDATE_TIDB_STATUS: bool | None = None
 
 
 class TidbSettings(BaseSettings):
@@ -215,6 +217,11 @@ class TidbSettings(BaseSettings):
     )
     DIFYMAINT_TIDB_MAX_SECONDS: PositiveFloat = Field(
         default=30.0, description="Failure budget: give up once failing requests have taken this long."
+    )
+    DIFYMAINT_TIDB_LEAK_FILE: Path = Field(
+        default=Path("difymaint-tidb-leaks.jsonl"),
+        description="JSON lines of clusters created in TiDB Cloud but not recorded in tidb_auth_bindings; "
+        "create-tidb appends, update-tidb-status --reap-older-than deletes them. Keep it on a persistent volume.",
     )
 
 

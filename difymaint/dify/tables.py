@@ -710,3 +710,27 @@ workflow_archive_logs = sa.Table(
     sa.Index("workflow_archive_log_workflow_run_id_idx", "workflow_run_id"),
     sa.Index("workflow_archive_log_run_created_at_idx", "run_created_at"),
 )
+
+# --- TiDB-on-Qdrant cluster pool (docs/tidb-pool.md; create-tidb and update-tidb-status) ----------------------
+# One row per pre-created TiDB Cloud Serverless cluster: tenant_id NULL and active=false while idle in the pool,
+# status CREATING until TiDB Cloud reports the cluster ACTIVE. Column types as in Dify's models/dataset.py.
+
+tidb_auth_bindings = sa.Table(
+    "tidb_auth_bindings",
+    metadata,
+    _id(),  # uuid4 in Dify
+    _uuid("tenant_id", nullable=True),  # set when Dify hands the cluster to a workspace
+    _str("cluster_id"),
+    _str("cluster_name"),
+    _bool("active", False),
+    _str("status", default="CREATING"),  # CREATING -> ACTIVE
+    _str("account"),  # "root" at creation, "{userPrefix}.root" once ACTIVE
+    _str("password"),  # plaintext in Dify: never select it into anything that is printed
+    _ts("created_at"),
+    # Dify migration 8574b23a38fd (2026-04): absent on older databases, which the jobs detect.
+    _str("qdrant_endpoint", 512, nullable=True),
+    sa.Index("tidb_auth_bindings_tenant_idx", "tenant_id"),
+    sa.Index("tidb_auth_bindings_active_idx", "active"),
+    sa.Index("tidb_auth_bindings_created_at_idx", "created_at"),
+    sa.Index("tidb_auth_bindings_status_idx", "status"),
+)

@@ -78,6 +78,36 @@ _SANDBOX_BATCH = Batch(
 )
 _SANDBOX_WINDOW = Window("SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS")
 
+_TIDB_LEAK_FILE = Opt(
+    "leak_file",
+    ("--leak-file",),
+    "JSON-lines file of clusters created but not recorded (DIFYMAINT_TIDB_LEAK_FILE).",
+    type=Path,
+    metavar="PATH",
+    setting="DIFYMAINT_TIDB_LEAK_FILE",
+)
+_TIDB_BUDGET = (
+    Opt(
+        "max_failed_requests",
+        ("--max-failed-requests",),
+        "Failure budget: stop after this many failed TiDB Cloud requests in a row (DIFYMAINT_TIDB_MAX_REQUESTS, 10).",
+        type=int,
+        metavar="N",
+        min=1,
+        setting="DIFYMAINT_TIDB_MAX_REQUESTS",
+        panel=CONNECTION,
+    ),
+    Opt(
+        "max_failing_seconds",
+        ("--max-failing-seconds",),
+        "Failure budget: stop once TiDB Cloud has kept failing this long (DIFYMAINT_TIDB_MAX_SECONDS, 30).",
+        type=float,
+        metavar="S",
+        setting="DIFYMAINT_TIDB_MAX_SECONDS",
+        panel=CONNECTION,
+    ),
+)
+
 JOBS: dict[str, JobInfo] = {
     "clean-messages": JobInfo(
         name="clean-messages",
@@ -374,6 +404,86 @@ JOBS: dict[str, JobInfo] = {
         dry_run_help="Render the mails on stdout (stderr with --json) instead of sending; mark nothing.",
         lock_key="maintenance:notify_cleaned_documents",
         destructive=False,  # it sends mail and flips flags; only --purge-notified-older-than deletes (asks --yes)
+    ),
+    "create-tidb": JobInfo(
+        name="create-tidb",
+        module="create_tidb",
+        summary="Top up the idle TiDB Serverless cluster pool (tidb_auth_bindings) to TIDB_SERVERLESS_NUMBER.",
+        schedule="0 * * * *",
+        dify_task="create_tidb_serverless_task",
+        dify_switch="ENABLE_CREATE_TIDB_SERVERLESS_TASK",
+        # Dify's beat switch, then the task's own runtime guard: both must be on for Dify to create anything.
+        switches=(
+            Switch("ENABLE_CREATE_TIDB_SERVERLESS_TASK", dify_default=False),
+            Switch("CREATE_TIDB_SERVICE_JOB_ENABLED", dify_default=False),
+        ),
+        help="For the TiDB-on-Qdrant vector store. Idle = active is false (CREATING or ACTIVE). Clusters are "
+        "created with POST /clusters:batchCreate, at most 20 per call (one call per batch); each created "
+        "clusterId is logged before its binding row is written. With CREATE_TIDB_SERVICE_JOB_ENABLED=false "
+        "nothing is created, even by hand (Dify's runtime guard; exit 0). A failing API is retried with "
+        "jittered backoff within the failure budget, then the run exits 1. Clusters created but not recorded "
+        "go to the leak file, which update-tidb-status --reap-older-than cleans.",
+        options=(
+            Opt(
+                "target",
+                ("--target",),
+                "Idle pool size to reach (TIDB_SERVERLESS_NUMBER, 500).",
+                type=int,
+                metavar="N",
+                min=1,
+                setting="TIDB_SERVERLESS_NUMBER",
+            ),
+            _TIDB_LEAK_FILE,
+            *_TIDB_BUDGET,
+        ),
+        batch=None,  # the batch is TiDB Cloud's: at most 20 clusters per batchCreate
+        dry_run_help="Count the idle pool and say how many clusters would be created, in how many calls; call "
+        "no TiDB Cloud API and write nothing.",
+        lock_key="maintenance:create_tidb_serverless",  # Dify takes no lock for it
+    ),
+    "update-tidb-status": JobInfo(
+        name="update-tidb-status",
+        module="update_tidb_status",
+        summary="Promote pooled TiDB Serverless clusters from CREATING to ACTIVE; report (and optionally reap) "
+        "clusters stuck in CREATING.",
+        schedule="*/10 * * * *",
+        dify_task="update_tidb_serverless_status_task",
+        dify_switch="ENABLE_UPDATE_TIDB_SERVERLESS_STATUS_TASK",
+        switches=(Switch("ENABLE_UPDATE_TIDB_SERVERLESS_STATUS_TASK", dify_default=False),),
+        help="Idle CREATING bindings are read in created_at order, 20 per GET /clusters:batchGet; a cluster "
+        "TiDB Cloud reports ACTIVE with a userPrefix gets account {userPrefix}.root, the Qdrant endpoint "
+        "https://qdrant-{endpoints.public.host} and status ACTIVE, one transaction per chunk. A failing chunk "
+        "does not stop the others; the run then exits 1. Clusters still CREATING after --stuck-after hours are "
+        "reported; with --reap-older-than they are deleted in TiDB Cloud and their binding rows removed, and "
+        "leak-file clusters of that age without a binding row are deleted too.",
+        options=(
+            Opt(
+                "stuck_after_hours",
+                ("--stuck-after",),
+                "Report clusters still CREATING this many hours after creation (default 24).",
+                type=int,
+                metavar="HOURS",
+                min=1,
+                default=24,
+            ),
+            Opt(
+                "reap_older_than_hours",
+                ("--reap-older-than",),
+                "Delete clusters still CREATING after this many hours, in TiDB Cloud and in tidb_auth_bindings, "
+                "and leaked clusters of that age (asks for --yes; --dry-run lists them).",
+                type=int,
+                metavar="HOURS",
+                min=1,
+            ),
+            _TIDB_LEAK_FILE,
+            *_TIDB_BUDGET,
+        ),
+        batch=Batch(
+            default=20, max=20, help="Bindings per batchGet call (TiDB Cloud takes at most 20).", sleep_option=False
+        ),
+        dry_run_help="Ask TiDB Cloud (reads only) and report which bindings would be promoted and which clusters "
+        "would be reaped; write nothing and delete nothing.",
+        lock_key="maintenance:update_tidb_serverless_status",
     ),
     "restore-workflow-runs": JobInfo(
         name="restore-workflow-runs",

@@ -23,6 +23,7 @@ import json
 import re
 import secrets
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -105,6 +106,7 @@ class TidbCloudState:
     basic_view_endpoints: bool = True  # whether batchGet's BASIC view carries endpoints.public.host
     create_limit: int | None = None  # partial batchCreate: create only this many of each request's clusters
     hidden: set[str] = field(default_factory=set)  # ids batchGet leaves out (get/delete still know them)
+    delay_s: float = 0.0  # answer every authenticated request this much later (a slow API)
     fail_always: Fault | None = None  # answer every authenticated request with this
     faults: deque[Fault] = field(default_factory=deque)
     clusters: dict[str, StubCluster] = field(default_factory=dict)
@@ -209,6 +211,8 @@ class TidbCloudStub:
                     self._challenge()
                     return
                 record.authenticated = True
+                if state.delay_s:
+                    time.sleep(state.delay_s)
                 fault = self._fault(path)
                 if fault is not None:
                     record.status = 0 if fault.disconnect else fault.status
