@@ -192,6 +192,7 @@ class SwitchSettings(BaseSettings):
     DIFYMAINT_ENABLE_CLEAN_UNUSED_DATASETS: bool | None = None
     DIFYMAINT_ENABLE_NOTIFY_CLEANED_DOCUMENTS: bool | None = None
     DIFYMAINT_ENABLE_ARCHIVE_WORKFLOW_RUNS: bool | None = None
+    DIFYMAINT_ENABLE_MONITOR_QUEUE: bool | None = None
 
 
 class TidbSettings(BaseSettings):
