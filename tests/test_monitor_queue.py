@@ -213,3 +213,19 @@ def test_cli_exit_codes_and_one_line(broker: str) -> None:
     assert down.returncode == 1 and "hunter2" not in down.stderr + down.stdout
     errors = [line for line in down.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and "cannot reach the Celery broker at redis://:**@127.0.0.1:1/0" in errors[0]
+
+
+def test_url_without_db_reads_kombus_db_0(redis_url: str) -> None:
+    """kombu (and so Dify's workers) use DB 0 when the URL has no path; Dify's own monitor would read DB 1."""
+    from urllib.parse import urlsplit
+
+    bare = urlsplit(redis_url)._replace(path="").geturl()
+    publish(bare, "dataset", 2)
+    db0, db1 = redis.Redis.from_url(rig.broker_url(redis_url, 0)), redis.Redis.from_url(rig.broker_url(redis_url, 1))
+    try:
+        assert db0.llen("dataset") == 2 and db1.llen("dataset") == 0
+        assert monitor_queue.run(context(bare), params(threshold=5)).tables == {"dataset": 2}
+    finally:
+        db0.delete("dataset")
+        db0.close()
+        db1.close()
