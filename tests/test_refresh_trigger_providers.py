@@ -1,0 +1,182 @@
+"""refresh-trigger-providers against a real PostgreSQL and a real Redis (app keys and broker): Dify's due
+predicate, keyset pages, the in-flight key under the prefix Dify's executor reads, throttling, a broker that is
+down."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from difymaint.core.celery import BrokerUnavailable
+from difymaint.core.errors import ConfigError
+from difymaint.core.run import RunOptions
+from difymaint.core.summary import Outcome
+from difymaint.dify import tables as t
+from difymaint.jobs import JOBS, refresh_trigger_providers
+from difymaint.jobs.refresh_trigger_providers import QUEUE, TASK, RefreshTriggerProvidersParams
+from tests.conftest import NOW, make_context
+from tests.dispatch_helpers import published
+from tests.test_cli import run_cli
+
+pytestmark = pytest.mark.postgres
+
+NOW_TS = int(NOW.timestamp())
+BASE = NOW.replace(tzinfo=None)
+_seq = iter(range(10**6))
+
+
+def add_subscription(
+    engine: Engine, *, credential_expires_at: int = -1, expires_at: int = -1, updated_ago_s: int = 0
+) -> tuple[str, str]:
+    tenant_id, sub_id = t.new_id(), t.new_id()
+    n = next(_seq)
+    with engine.begin() as conn:
+        conn.execute(
+            t.trigger_subscriptions.insert().values(
+                id=sub_id,
+                name=f"sub-{n}",
+                tenant_id=tenant_id,
+                user_id=t.new_id(),
+                provider_id="langgenius/github/github",
+                endpoint_id=f"endpoint-{n}",
+                parameters={},
+                properties={},
+                credentials={"access_token": "secret"},
+                credential_type="oauth2",
+                credential_expires_at=credential_expires_at,
+                expires_at=expires_at,
+                updated_at=BASE - timedelta(seconds=updated_ago_s),
+            )
+        )
+    return tenant_id, sub_id
+
+
+def ctx_for(pg_url: str, redis_url: str, prefix: str = "", **settings: Any) -> Any:
+    settings.setdefault("CELERY_BROKER_URL", redis_url)
+    return make_context(
+        pg_url, DIFYMAINT_USE_REDIS=True, DIFYMAINT_REDIS_URL=redis_url, REDIS_KEY_PREFIX=prefix, **settings
+    )
+
+
+def refreshed(redis_url: str, prefix: str = "") -> list[tuple[str, str]]:
+    messages = published(redis_url, QUEUE, prefix)
+    assert all(m.task == TASK and m.args == [] and m.routing_key == QUEUE for m in messages)
+    assert all(set(m.kwargs) == {"tenant_id", "subscription_id"} for m in messages)  # Dify's keyword call
+    return [(m.kwargs["tenant_id"], m.kwargs["subscription_id"]) for m in messages]
+
+
+def key(tenant: str, sub: str, prefix: str = "") -> str:
+    logical = f"trigger_provider_refresh_lock:{tenant}_{sub}"
+    return f"{prefix}:{logical}" if prefix else logical
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Any:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.mark.parametrize("prefix", ["", "dify"])
+def test_publishes_due_subscriptions_with_the_key_difys_executor_reads(
+    pg_engine: Engine, pg_url: str, redis_url: str, redis_client: Any, prefix: str
+) -> None:
+    credential = add_subscription(pg_engine, credential_expires_at=NOW_TS + 100, updated_ago_s=50)
+    subscription = add_subscription(pg_engine, expires_at=NOW_TS + 3600, updated_ago_s=40)  # at the threshold
+    expired = add_subscription(pg_engine, expires_at=NOW_TS - 10, updated_ago_s=30)
+    add_subscription(pg_engine, credential_expires_at=NOW_TS + 3601, expires_at=NOW_TS + 7200)  # not yet
+    never = add_subscription(pg_engine)  # -1 / -1
+    summary = refresh_trigger_providers.run(ctx_for(pg_url, redis_url, prefix), RefreshTriggerProvidersParams())
+    assert summary.outcome is Outcome.DONE and summary.exit_code == 0
+    assert refreshed(redis_url, prefix) == [credential, subscription, expired]  # updated_at order
+    assert summary.details["due"] == 3 and summary.tables == {"trigger_subscriptions": 3}
+    for tenant, sub in (credential, subscription, expired):
+        assert redis_client.get(key(tenant, sub, prefix)) == b"1"
+        assert 3590 < redis_client.ttl(key(tenant, sub, prefix)) <= 3600  # max(300, subscription threshold)
+        if prefix:
+            assert redis_client.exists(key(tenant, sub)) == 0  # Dify's unprefixed SET would be invisible to GET
+    assert redis_client.exists(key(*never, prefix)) == 0
+
+
+def test_in_flight_keys_throttle_the_next_tick(
+    pg_engine: Engine, pg_url: str, redis_url: str, redis_client: Any
+) -> None:
+    busy = add_subscription(pg_engine, credential_expires_at=NOW_TS, updated_ago_s=20)
+    free = add_subscription(pg_engine, credential_expires_at=NOW_TS, updated_ago_s=10)
+    redis_client.set(key(*busy), b"1", ex=60)  # the executor is still on it
+    params = RefreshTriggerProvidersParams(subscription_threshold_s=60)
+    first = refresh_trigger_providers.run(ctx_for(pg_url, redis_url), params)
+    assert refreshed(redis_url) == [free] and first.details["throttled"] == 1
+    assert 290 < redis_client.ttl(key(*free)) <= 300  # the 300 s floor
+    second = refresh_trigger_providers.run(ctx_for(pg_url, redis_url), params)
+    assert second.details["throttled"] == 2 and refreshed(redis_url) == [free]
+
+
+def test_keyset_pages_cover_every_due_row_once(
+    pg_engine: Engine, pg_url: str, redis_url: str, redis_client: Any
+) -> None:
+    # Ties on updated_at across page boundaries: the (updated_at, id) cursor neither skips nor repeats.
+    due = [add_subscription(pg_engine, expires_at=NOW_TS, updated_ago_s=n // 3) for n in range(11)]
+    params = RefreshTriggerProvidersParams(run=RunOptions(batch_size=2))
+    summary = refresh_trigger_providers.run(ctx_for(pg_url, redis_url, DIFYMAINT_TARGET_BATCH_MS=0), params)
+    counts = Counter(refreshed(redis_url))
+    assert set(counts) == set(due) and max(counts.values()) == 1
+    assert summary.batches == 6 and summary.details["due"] == 11
+
+
+def test_dry_run_sets_and_publishes_nothing(pg_engine: Engine, pg_url: str, redis_url: str, redis_client: Any) -> None:
+    busy = add_subscription(pg_engine, credential_expires_at=NOW_TS)
+    free = [add_subscription(pg_engine, expires_at=NOW_TS + n) for n in range(3)]
+    redis_client.set(key(*busy), b"1", ex=60)
+    ctx = ctx_for(pg_url, redis_url)
+    ctx.output = io.StringIO()
+    dry = refresh_trigger_providers.run(ctx, RefreshTriggerProvidersParams(run=RunOptions(dry_run=True)))
+    lines = ctx.output.getvalue().splitlines()
+    assert len(lines) == 3 and all(TASK in line and QUEUE in line for line in lines)
+    assert refreshed(redis_url) == [] and all(redis_client.exists(key(*pair)) == 0 for pair in free)
+    real = refresh_trigger_providers.run(ctx_for(pg_url, redis_url), RefreshTriggerProvidersParams())
+    assert dry.tables == real.tables == {"trigger_subscriptions": 3}
+
+
+def test_broker_down_sets_no_key(pg_engine: Engine, pg_url: str, redis_url: str, redis_client: Any) -> None:
+    pair = add_subscription(pg_engine, credential_expires_at=NOW_TS)
+    down = {"CELERY_BROKER_URL": "redis://127.0.0.1:1/0", "REDIS_SOCKET_CONNECT_TIMEOUT": 0.5}
+    with pytest.raises(BrokerUnavailable):
+        refresh_trigger_providers.run(ctx_for(pg_url, redis_url, **down), RefreshTriggerProvidersParams())
+    assert redis_client.exists(key(*pair)) == 0
+    result = run_cli(
+        ["refresh-trigger-providers", "--database-url", pg_url, "--json"],
+        env={"DIFYMAINT_REDIS_URL": redis_url, **{name: str(value) for name, value in down.items()}},
+    )
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout)["outcome"] == "failed" and "Traceback" not in result.stderr
+    assert "Celery broker" in result.stderr and redis_client.exists(key(*pair)) == 0
+
+
+def test_needs_difys_redis_and_empty_tick(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
+    add_subscription(pg_engine, credential_expires_at=NOW_TS + 10**6)
+    with pytest.raises(ConfigError, match="Redis"):
+        refresh_trigger_providers.run(make_context(pg_url), RefreshTriggerProvidersParams())
+    # Nothing due: no broker is needed (none is configured here).
+    summary = refresh_trigger_providers.run(
+        ctx_for(pg_url, redis_url, CELERY_BROKER_URL=None), RefreshTriggerProvidersParams()
+    )
+    assert summary.outcome is Outcome.DONE and summary.details["due"] == 0 and summary.total_rows == 0
+
+
+def test_registry_entry() -> None:
+    info = JOBS["refresh-trigger-providers"]
+    assert (info.schedule, info.dify_task, info.dify_switch) == (
+        "* * * * *",
+        "trigger_provider_refresh",
+        "ENABLE_TRIGGER_PROVIDER_REFRESH_TASK",
+    )
+    assert info.load() is refresh_trigger_providers
