@@ -161,15 +161,19 @@ def test_broker_down_sets_no_key(pg_engine: Engine, pg_url: str, redis_url: str,
     assert "Celery broker" in result.stderr and redis_client.exists(key(*pair)) == 0
 
 
-def test_needs_difys_redis_and_empty_tick(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
+def test_needs_difys_redis_once_something_is_due(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
     add_subscription(pg_engine, credential_expires_at=NOW_TS + 10**6)
-    with pytest.raises(ConfigError, match="Redis"):
-        refresh_trigger_providers.run(make_context(pg_url), RefreshTriggerProvidersParams())
-    # Nothing due: no broker is needed (none is configured here).
-    summary = refresh_trigger_providers.run(
-        ctx_for(pg_url, redis_url, CELERY_BROKER_URL=None), RefreshTriggerProvidersParams()
-    )
+    # Nothing due: neither Redis nor a broker is needed (none is configured here).
+    summary = refresh_trigger_providers.run(make_context(pg_url), RefreshTriggerProvidersParams())
     assert summary.outcome is Outcome.DONE and summary.details["due"] == 0 and summary.total_rows == 0
+    add_subscription(pg_engine, credential_expires_at=NOW_TS)
+    for dry_run in (True, False):
+        with pytest.raises(ConfigError, match="Redis"):
+            refresh_trigger_providers.run(
+                make_context(pg_url, CELERY_BROKER_URL=redis_url),
+                RefreshTriggerProvidersParams(run=RunOptions(dry_run=dry_run)),
+            )
+    assert refreshed(redis_url) == []
 
 
 def test_registry_entry() -> None:

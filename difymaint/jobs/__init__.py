@@ -463,7 +463,6 @@ JOBS: dict[str, JobInfo] = {
         dry_run_help="List the schedules that would be published, with their next run; change and publish nothing.",
         lock_key="maintenance:poll_workflow_schedules",  # Dify takes none: its row locks are the guard
         destructive=False,  # it moves next_run_at and publishes; nothing is deleted
-        scheduled_args=("--max-runtime=30",),  # a tick must end well before the next minute's
     ),
     "refresh-trigger-providers": JobInfo(
         name="refresh-trigger-providers",
@@ -479,7 +478,8 @@ JOBS: dict[str, JobInfo] = {
         "trigger_provider_refresh_lock:{tenant}_{subscription} is SET NX EX max(300, subscription threshold), "
         "prefixed with REDIS_KEY_PREFIX as Dify's executor reads it, and "
         "tasks.trigger_subscription_refresh_tasks.trigger_subscription_refresh(tenant_id=, subscription_id=) goes "
-        "to queue trigger_refresh_executor for each key set. Needs Dify's Redis and CELERY_BROKER_URL.",
+        "to queue trigger_refresh_executor for each key set. Needs Dify's Redis and CELERY_BROKER_URL once "
+        "something is due.",
         options=(
             Opt(
                 "credential_threshold_s",
@@ -510,7 +510,6 @@ JOBS: dict[str, JobInfo] = {
         ),
         dry_run_help="List the subscriptions that would be published (no in-flight key yet); set and publish nothing.",
         lock_key="maintenance:refresh_trigger_providers",
-        destructive=False,
-        scheduled_args=("--max-runtime=30",),
+        destructive=False,  # it sets Redis keys and publishes
     ),
 }

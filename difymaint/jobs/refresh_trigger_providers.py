@@ -80,6 +80,7 @@ class _Refresher:
         self.throttled = 0
 
     def redis(self) -> Any:
+        """Dify's Redis, needed once something is due (an empty tick runs without it, like without a broker)."""
         client = self.ctx.redis
         if client is None:
             raise ConfigError(
@@ -90,7 +91,6 @@ class _Refresher:
 
     def walk(self) -> None:
         keys = self.ctx.keys
-        client = self.redis()
         cursor: Cursor | None = None
         while self.job.keep_going():
             with self.job.batch() as batch:
@@ -101,7 +101,7 @@ class _Refresher:
                     rows = conn.execute(query.order_by(subs.c.updated_at, subs.c.id).limit(self.job.batch_size)).all()
                 pairs = [(str(row.tenant_id), str(row.id)) for row in rows]
                 physical = [keys.key(lock_key(tenant, sub)) for tenant, sub in pairs]
-                chosen = self.preview(pairs, physical, client) if self.job.dry_run else self.dispatch(pairs, physical)
+                chosen = self.preview(pairs, physical) if self.job.dry_run else self.dispatch(pairs, physical)
                 self.due += len(pairs)
                 self.throttled += len(pairs) - chosen
                 batch.record(scanned=len(rows), affected=chosen, rows={subs.name: chosen})
@@ -111,13 +111,15 @@ class _Refresher:
                 break
             cursor = Cursor.of(rows[-1])
 
-    def preview(self, pairs: list[tuple[str, str]], physical: list[str], client: Any) -> int:
+    def preview(self, pairs: list[tuple[str, str]], physical: list[str]) -> int:
         """Dry run: which subscriptions have no in-flight key (and would be published); nothing is set."""
+        if not pairs:
+            return 0
         try:
-            pipe = client.pipeline(transaction=False)
+            pipe = self.redis().pipeline(transaction=False)
             for key in physical:
                 pipe.exists(key)
-            held = pipe.execute() if physical else []
+            held = pipe.execute()
         except RedisError as exc:
             raise RedisUnavailable(f"cannot read the refresh keys from Redis: {exc}") from None
         chosen = 0
