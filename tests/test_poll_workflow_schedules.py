@@ -1,6 +1,6 @@
-"""poll-workflow-schedules against a real PostgreSQL and a real Redis broker: Dify's selection and croniter
-rules, commit-before-publish, poison rows, SKIP LOCKED between pollers, the circuit breaker, a broker that is
-down or refuses writes."""
+"""poll-workflow-schedules against a real PostgreSQL, a real Redis broker and a real Celery worker running stub
+tasks of Dify's names and signatures: Dify's selection and croniter rules, commit-before-publish, poison rows,
+SKIP LOCKED between pollers, the circuit breaker, a broker that is down or refuses writes."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
 from difymaint.jobs import JOBS, poll_workflow_schedules
 from difymaint.jobs.poll_workflow_schedules import QUEUE, TASK, PollWorkflowSchedulesParams, next_run_at
+from tests.celery_worker import CeleryWorker
 from tests.conftest import NOW, make_context
 from tests.dispatch_helpers import published
 from tests.test_cli import run_cli
@@ -76,17 +77,20 @@ def next_runs(engine: Engine) -> dict[str, datetime | None]:
         return {str(row.id): row.next_run_at for row in rows}
 
 
-def fired(redis_url: str, prefix: str = "") -> list[str]:
-    messages = published(redis_url, QUEUE, prefix)
-    assert all(m.task == TASK and m.kwargs == {} and m.routing_key == QUEUE for m in messages)
-    assert all(len(m.args) == 1 for m in messages)  # run_schedule_trigger(schedule_id), positional
-    return [m.args[0] for m in messages]
+def fired(worker: CeleryWorker, count: int) -> list[str]:
+    """The plan ids the worker ran ``run_schedule_trigger`` for, in order: exactly ``count`` of them."""
+    if count:
+        worker.received(TASK, count)
+    time.sleep(0.3)  # anything published beyond ``count`` would have arrived by now
+    records = worker.records(TASK)
+    assert all(r["kwargs"] == {} and len(r["args"]) == 1 for r in records)  # run_schedule_trigger(schedule_id)
+    assert all(r["queue"] == QUEUE for r in records)
+    assert len(records) == count, records
+    return [r["args"][0] for r in records]
 
 
-def ctx_for(pg_url: str, redis_url: str | None, prefix: str = "", **settings: Any) -> Any:
-    if redis_url is not None:
-        settings.setdefault("CELERY_BROKER_URL", redis_url)
-    return make_context(pg_url, REDIS_KEY_PREFIX=prefix, **settings)
+def ctx_for(pg_url: str, worker: CeleryWorker | None, **settings: Any) -> Any:
+    return make_context(pg_url, **(worker.settings if worker else {}), **settings)
 
 
 def params(**kwargs: Any) -> PollWorkflowSchedulesParams:
@@ -112,9 +116,9 @@ def test_next_run_at_follows_difys_rules() -> None:
             next_run_at(cron, tz, NOW)
 
 
-@pytest.mark.parametrize("prefix", ["", "dify"])
+@pytest.mark.parametrize("celery_worker", ["", "dify"], indirect=True)
 def test_fires_due_plans_once_and_commits_their_next_run(
-    pg_engine: Engine, pg_url: str, redis_url: str, prefix: str
+    pg_engine: Engine, pg_url: str, celery_worker: CeleryWorker
 ) -> None:
     every5 = add_plan(pg_engine, "*/5 * * * *")
     shanghai = add_plan(pg_engine, "0 9 * * *", "Asia/Shanghai", next_run=BASE - timedelta(days=2))
@@ -125,12 +129,11 @@ def test_fires_due_plans_once_and_commits_their_next_run(
     never = add_plan(pg_engine, "*/5 * * * *", next_run=None)
     before = next_runs(pg_engine)
 
-    summary = poll_workflow_schedules.run(ctx_for(pg_url, redis_url, prefix), params())
+    summary = poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params())
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert summary.details["published"] == summary.tables["workflow_schedule_plans"] == 3
-    # Oldest slot first, as Dify orders them.
-    assert fired(redis_url, prefix) == [shanghai, every5, daily_ny]
-    assert published(redis_url, QUEUE, "dify" if not prefix else "") == []  # only the prefixed list
+    # Oldest slot first, as Dify orders them; the worker (under the same prefix) ran each once.
+    assert fired(celery_worker, 3) == [shanghai, every5, daily_ny]
     after = next_runs(pg_engine)
     assert after[every5] == datetime(2026, 11, 24, 12, 5)
     assert after[shanghai] == datetime(2026, 11, 25, 1, 0)
@@ -138,20 +141,22 @@ def test_fires_due_plans_once_and_commits_their_next_run(
     for untouched in (future, disabled, webhook, never):
         assert after[untouched] == before[untouched]
 
-    again = poll_workflow_schedules.run(ctx_for(pg_url, redis_url, prefix), params())
+    again = poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params())
     assert again.details["published"] == 0
-    assert len(fired(redis_url, prefix)) == 3  # at most one run per plan per slot
+    assert len(fired(celery_worker, 3)) == 3  # at most one run per plan per slot
 
 
-def test_poison_rows_are_pushed_aside_and_never_stop_the_tick(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
+def test_poison_rows_are_pushed_aside_and_never_stop_the_tick(
+    pg_engine: Engine, pg_url: str, celery_worker: CeleryWorker
+) -> None:
     bad_cron = add_plan(pg_engine, "61 * * * *", next_run=BASE - timedelta(hours=3))
     bad_zone = add_plan(pg_engine, "0 9 * * *", "Mars/Olympus", next_run=BASE - timedelta(hours=2))
     bad_fields = add_plan(pg_engine, "* * *", next_run=BASE - timedelta(hours=1))
     good = add_plan(pg_engine, "*/5 * * * *")
-    ctx = ctx_for(pg_url, redis_url)
+    ctx = ctx_for(pg_url, celery_worker)
     summary = poll_workflow_schedules.run(ctx, params(run=RunOptions(batch_size=2)))
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
-    assert fired(redis_url) == [good]
+    assert fired(celery_worker, 1) == [good]
     assert {item["plan_id"] for item in summary.details["poisoned"]} == {bad_cron, bad_zone, bad_fields}
     after = next_runs(pg_engine)
     for poisoned in (bad_cron, bad_zone, bad_fields):
@@ -159,24 +164,24 @@ def test_poison_rows_are_pushed_aside_and_never_stop_the_tick(pg_engine: Engine,
     assert after[good] == datetime(2026, 11, 24, 12, 5)
     assert any("Mars/Olympus" in warning for warning in summary.warnings)
     # The next tick, within the hour, neither fires nor re-reports them.
-    again = poll_workflow_schedules.run(ctx_for(pg_url, redis_url), params())
-    assert again.details["poisoned"] == [] and fired(redis_url) == [good]
+    again = poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params())
+    assert again.details["poisoned"] == [] and fired(celery_worker, 1) == [good]
 
 
-def test_dry_run_lists_and_changes_nothing(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
+def test_dry_run_lists_and_changes_nothing(pg_engine: Engine, pg_url: str, celery_worker: CeleryWorker) -> None:
     plans = [add_plan(pg_engine, "*/5 * * * *", next_run=BASE - timedelta(minutes=n)) for n in range(5)]
     add_plan(pg_engine, "61 * * * *")
     before = next_runs(pg_engine)
-    ctx = ctx_for(pg_url, redis_url)
+    ctx = ctx_for(pg_url, celery_worker)
     ctx.output = io.StringIO()
     dry = poll_workflow_schedules.run(ctx, params(run=RunOptions(dry_run=True, batch_size=2)))
-    assert next_runs(pg_engine) == before and fired(redis_url) == []
+    assert next_runs(pg_engine) == before and fired(celery_worker, 0) == []
     listed = ctx.output.getvalue().splitlines()
     assert len(listed) == 5 and all(TASK in line and QUEUE in line for line in listed)
     assert {item["plan_id"] for item in dry.details["plans"]} == set(plans)
-    real = poll_workflow_schedules.run(ctx_for(pg_url, redis_url), params(run=RunOptions(batch_size=2)))
+    real = poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params(run=RunOptions(batch_size=2)))
     assert dry.tables == real.tables == {"workflow_schedule_plans": 5}
-    assert sorted(fired(redis_url)) == sorted(plans)
+    assert sorted(fired(celery_worker, 5)) == sorted(plans)
 
 
 def test_empty_tick_needs_no_broker(pg_engine: Engine, pg_url: str) -> None:
@@ -204,7 +209,7 @@ def test_broker_down_changes_nothing(pg_engine: Engine, pg_url: str) -> None:
     assert next_runs(pg_engine)[plan] == before[plan]
 
 
-def test_a_failed_commit_publishes_nothing(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
+def test_a_failed_commit_publishes_nothing(pg_engine: Engine, pg_url: str, celery_worker: CeleryWorker) -> None:
     plan = add_plan(pg_engine, "*/5 * * * *")
     before = next_runs(pg_engine)
     # A deferred constraint trigger fails the transaction at COMMIT, after selection and update succeeded.
@@ -222,37 +227,44 @@ def test_a_failed_commit_publishes_nothing(pg_engine: Engine, pg_url: str, redis
             )
         )
     with pytest.raises(sa.exc.DBAPIError, match="commit refused"):
-        poll_workflow_schedules.run(ctx_for(pg_url, redis_url), params())
-    assert fired(redis_url) == []
+        poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params())
+    assert fired(celery_worker, 0) == []
     assert next_runs(pg_engine)[plan] == before[plan]  # still due: it fires on the next tick, once
     with pg_engine.begin() as conn:
         conn.execute(sa.text("DROP TRIGGER refuse_commit ON workflow_schedule_plans"))
-    poll_workflow_schedules.run(ctx_for(pg_url, redis_url), params())
-    assert fired(redis_url) == [plan]
+    poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params())
+    assert fired(celery_worker, 1) == [plan]
 
 
 def test_broker_refusing_after_the_commit_restores_the_slot(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
     import redis
 
-    plan = add_plan(pg_engine, "*/5 * * * *")
+    plans = [add_plan(pg_engine, "*/5 * * * *", next_run=BASE - timedelta(minutes=n)) for n in range(2)]
     before = next_runs(pg_engine)
     client = redis.Redis.from_url(redis_url)
     old = client.config_get("maxmemory")["maxmemory"]
-    # The broker answers PING but refuses every write (OOM): the failure comes after the commit.
+    # A broker (no worker on this DB) that answers the connection check but refuses every write (OOM):
+    # the failure comes after the commit.
     client.config_set("maxmemory-policy", "noeviction")
     client.config_set("maxmemory", "1")
+    ctx = ctx_for(pg_url, None, CELERY_BROKER_URL=redis_url)
     try:
         with pytest.raises(BrokerUnavailable):
-            poll_workflow_schedules.run(ctx_for(pg_url, redis_url), params())
+            poll_workflow_schedules.run(ctx, params())
     finally:
         client.config_set("maxmemory", old)
         client.close()
-    assert next_runs(pg_engine)[plan] == before[plan]
-    summary = poll_workflow_schedules.run(ctx_for(pg_url, redis_url), params())
-    assert summary.details["published"] == 1 and fired(redis_url) == [plan]
+    # It failed after the commit (the connection check passed), and the slots were put back.
+    assert any("next_run_at was restored" in warning for warning in ctx.reporter.warnings)
+    assert next_runs(pg_engine) == before
+    summary = poll_workflow_schedules.run(ctx_for(pg_url, None, CELERY_BROKER_URL=redis_url), params())
+    assert summary.details["published"] == 2
+    assert [m.args[0] for m in published(redis_url, QUEUE)] == list(reversed(plans))
 
 
-def test_skip_locked_leaves_plans_another_poller_holds(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
+def test_skip_locked_leaves_plans_another_poller_holds(
+    pg_engine: Engine, pg_url: str, celery_worker: CeleryWorker
+) -> None:
     held = add_plan(pg_engine, "*/5 * * * *", next_run=BASE - timedelta(minutes=10))
     free = add_plan(pg_engine, "*/5 * * * *")
     other = pg_engine.connect()
@@ -260,17 +272,19 @@ def test_skip_locked_leaves_plans_another_poller_holds(pg_engine: Engine, pg_url
     other.execute(sa.text("SELECT id FROM workflow_schedule_plans WHERE id = :id FOR UPDATE"), {"id": held})
     try:
         started = time.monotonic()
-        summary = poll_workflow_schedules.run(ctx_for(pg_url, redis_url), params())
+        summary = poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params())
         assert time.monotonic() - started < 10  # skipped, not waited for
-        assert summary.details["published"] == 1 and fired(redis_url) == [free]
+        assert summary.details["published"] == 1 and fired(celery_worker, 1) == [free]
     finally:
         transaction.rollback()
         other.close()
-    poll_workflow_schedules.run(ctx_for(pg_url, redis_url), params())
-    assert fired(redis_url) == [free, held]
+    poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params())
+    assert fired(celery_worker, 2) == [free, held]
 
 
-def test_concurrent_pollers_never_publish_a_plan_twice(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
+def test_concurrent_pollers_never_publish_a_plan_twice(
+    pg_engine: Engine, pg_url: str, celery_worker: CeleryWorker
+) -> None:
     plans = [add_plan(pg_engine, "*/5 * * * *", next_run=BASE - timedelta(seconds=n)) for n in range(40)]
     errors: list[BaseException] = []
     summaries: list[Any] = []
@@ -281,7 +295,7 @@ def test_concurrent_pollers_never_publish_a_plan_twice(pg_engine: Engine, pg_url
             barrier.wait()
             # No single-flight lock: only the row locks keep the two apart.
             options = RunOptions(batch_size=3, use_lock=False)
-            summaries.append(poll_workflow_schedules.run(ctx_for(pg_url, redis_url), params(run=options)))
+            summaries.append(poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params(run=options)))
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -291,18 +305,18 @@ def test_concurrent_pollers_never_publish_a_plan_twice(pg_engine: Engine, pg_url
     for thread in threads:
         thread.join(60)
     assert errors == []
-    counts = Counter(fired(redis_url))
+    counts = Counter(fired(celery_worker, len(plans)))
     assert set(counts) == set(plans) and max(counts.values()) == 1
     assert sum(s.details["published"] for s in summaries) == len(plans)
 
 
-def test_circuit_breaker_caps_a_tick(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
+def test_circuit_breaker_caps_a_tick(pg_engine: Engine, pg_url: str, celery_worker: CeleryWorker) -> None:
     plans = [add_plan(pg_engine, "*/5 * * * *", next_run=BASE - timedelta(minutes=n)) for n in range(5)]
-    first = poll_workflow_schedules.run(ctx_for(pg_url, redis_url), params(max_dispatch=3))
+    first = poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params(max_dispatch=3))
     assert first.details["published"] == 3 and any("circuit breaker" in w for w in first.warnings)
-    second = poll_workflow_schedules.run(ctx_for(pg_url, redis_url), params(max_dispatch=3))
+    second = poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params(max_dispatch=3))
     assert second.details["published"] == 2
-    assert fired(redis_url) == list(reversed(plans))
+    assert fired(celery_worker, 5) == list(reversed(plans))
 
 
 def test_cli_empty_tick_is_fast_and_imports_no_publisher(pg_url: str) -> None:

@@ -217,13 +217,17 @@ class _Poller:
 
         try:
             self.publisher_for_run().send(TASK, [TaskCall(args=(item.plan_id,)) for item in firing], queue=QUEUE)
-        except BrokerUnavailable:
-            self.restore(firing)
+        except BrokerUnavailable as exc:
+            # Messages go out in order: the first len(published) reached the broker and keep their new slot.
+            self.dispatched += len(exc.published)
+            self.restore(firing[len(exc.published) :])
             raise
         self.dispatched += len(firing)
 
     def restore(self, firing: list[Planned]) -> None:
         """Give unpublished plans their slot back, unless someone (Dify's editor, another poller) moved it."""
+        if not firing:
+            return
         with self.job.ctx.engine.begin() as conn:
             for item in firing:
                 conn.execute(

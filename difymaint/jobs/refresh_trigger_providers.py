@@ -153,12 +153,15 @@ class _Refresher:
         calls = [TaskCall(kwargs={"tenant_id": tenant, "subscription_id": sub}) for (tenant, sub), _ in chosen]
         try:
             self.publisher.send(TASK, calls, queue=QUEUE)
-        except BrokerUnavailable:
-            # Nothing reached the executor: free the keys so the next tick retries at once.
+        except BrokerUnavailable as exc:
+            # The messages after the first len(published) never reached the executor: free their keys so the
+            # next tick retries at once instead of waiting out the TTL.
+            unsent = [key for _, key in chosen[len(exc.published) :]]
             try:
-                client.delete(*[key for _, key in chosen])
+                if unsent:
+                    client.delete(*unsent)
             except RedisError:
-                self.job.warn(f"could not delete {len(chosen)} refresh key(s); they expire in {self.ttl} s")
+                self.job.warn(f"could not delete {len(unsent)} refresh key(s); they expire in {self.ttl} s")
             raise
         return len(chosen)
 
