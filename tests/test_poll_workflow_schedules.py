@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -336,6 +336,19 @@ def test_cli_empty_tick_is_fast_and_imports_no_publisher(pg_url: str) -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "import time:" in line}
     assert not {name for name in imported if name.split(".")[0] in ("celery", "kombu", "croniter")}
     assert elapsed < 10  # generous on a loaded machine; the measured cold start is in the job's docs page
+
+
+def test_cli_dry_run_json_keeps_stdout_for_the_summary(pg_engine: Engine, pg_url: str) -> None:
+    now = datetime.now(UTC).replace(tzinfo=None)  # the subprocess runs on the wall clock
+    plan = add_plan(pg_engine, "0 9 * * *", "Asia/Shanghai", next_run=now - timedelta(minutes=5))
+    before = next_runs(pg_engine)
+    result = run_cli(["poll-workflow-schedules", "--database-url", pg_url, "--dry-run", "--json"])
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)  # the one JSON line; the listing went to stderr
+    assert summary["outcome"] == "done" and summary["dry_run"] is True
+    assert [item["plan_id"] for item in summary["details"]["plans"]] == [plan]
+    assert f"would publish {TASK}('{plan}') to {QUEUE}" in result.stderr
+    assert next_runs(pg_engine) == before
 
 
 def test_registry_entry() -> None:
