@@ -26,7 +26,9 @@ from difymaint.jobs import JOBS, poll_workflow_schedules
 from difymaint.jobs.poll_workflow_schedules import QUEUE, TASK, PollWorkflowSchedulesParams, next_run_at
 from tests.celery_worker import CeleryWorker
 from tests.conftest import NOW, make_context
-from tests.dispatch_helpers import published
+from tests.dispatch_helpers import RefusingBroker, published, refusing_broker
+
+__all__ = ["refusing_broker"]  # the fixture
 from tests.test_cli import run_cli
 
 pytestmark = pytest.mark.postgres
@@ -236,30 +238,22 @@ def test_a_failed_commit_publishes_nothing(pg_engine: Engine, pg_url: str, celer
     assert fired(celery_worker, 1) == [plan]
 
 
-def test_broker_refusing_after_the_commit_restores_the_slot(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
-    import redis
-
+def test_broker_refusing_after_the_commit_restores_the_slot(
+    pg_engine: Engine, pg_url: str, refusing_broker: RefusingBroker
+) -> None:
     plans = [add_plan(pg_engine, "*/5 * * * *", next_run=BASE - timedelta(minutes=n)) for n in range(2)]
     before = next_runs(pg_engine)
-    client = redis.Redis.from_url(redis_url)
-    old = client.config_get("maxmemory")["maxmemory"]
-    # A broker (no worker on this DB) that answers the connection check but refuses every write (OOM):
-    # the failure comes after the commit.
-    client.config_set("maxmemory-policy", "noeviction")
-    client.config_set("maxmemory", "1")
-    ctx = ctx_for(pg_url, None, CELERY_BROKER_URL=redis_url)
-    try:
-        with pytest.raises(BrokerUnavailable):
-            poll_workflow_schedules.run(ctx, params())
-    finally:
-        client.config_set("maxmemory", old)
-        client.close()
-    # It failed after the commit (the connection check passed), and the slots were put back.
+    # The broker passes the connection check but refuses the messages: the failure comes after the commit.
+    refusing_broker.refuse_writes()
+    ctx = ctx_for(pg_url, None, CELERY_BROKER_URL=refusing_broker.url)
+    with pytest.raises(BrokerUnavailable):
+        poll_workflow_schedules.run(ctx, params())
     assert any("next_run_at was restored" in warning for warning in ctx.reporter.warnings)
-    assert next_runs(pg_engine) == before
-    summary = poll_workflow_schedules.run(ctx_for(pg_url, None, CELERY_BROKER_URL=redis_url), params())
+    assert next_runs(pg_engine) == before  # the slots were put back
+    refusing_broker.refuse_writes(False)
+    summary = poll_workflow_schedules.run(ctx_for(pg_url, None, CELERY_BROKER_URL=refusing_broker.url), params())
     assert summary.details["published"] == 2
-    assert [m.args[0] for m in published(redis_url, QUEUE)] == list(reversed(plans))
+    assert [m.args[0] for m in published(refusing_broker.url, QUEUE)] == list(reversed(plans))
 
 
 def test_skip_locked_leaves_plans_another_poller_holds(

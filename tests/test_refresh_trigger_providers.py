@@ -23,6 +23,9 @@ from difymaint.jobs import JOBS, refresh_trigger_providers
 from difymaint.jobs.refresh_trigger_providers import QUEUE, TASK, RefreshTriggerProvidersParams
 from tests.celery_worker import CeleryWorker
 from tests.conftest import NOW, make_context
+from tests.dispatch_helpers import RefusingBroker, refusing_broker
+
+__all__ = ["refusing_broker"]  # the fixture
 from tests.test_cli import run_cli
 
 pytestmark = pytest.mark.postgres
@@ -173,6 +176,23 @@ def test_broker_down_sets_no_key(pg_engine: Engine, pg_url: str, redis_url: str,
     assert result.returncode == 1, result.stderr
     assert json.loads(result.stdout)["outcome"] == "failed" and "Traceback" not in result.stderr
     assert "Celery broker" in result.stderr and redis_client.exists(key(*pair)) == 0
+
+
+def test_broker_refusing_the_messages_frees_their_keys(
+    pg_engine: Engine, pg_url: str, redis_url: str, redis_client: Any, refusing_broker: RefusingBroker
+) -> None:
+    pairs = [add_subscription(pg_engine, credential_expires_at=NOW_TS, updated_ago_s=n) for n in range(3)]
+    refusing_broker.refuse_writes()  # connection check passes; the messages are refused after the keys are set
+    ctx = ctx_for(pg_url, redis_url, None, CELERY_BROKER_URL=refusing_broker.url)
+    with pytest.raises(BrokerUnavailable):
+        refresh_trigger_providers.run(ctx, RefreshTriggerProvidersParams())
+    assert all(redis_client.exists(key(*pair)) == 0 for pair in pairs)  # the next tick retries at once
+    refusing_broker.refuse_writes(False)
+    summary = refresh_trigger_providers.run(
+        ctx_for(pg_url, redis_url, None, CELERY_BROKER_URL=refusing_broker.url), RefreshTriggerProvidersParams()
+    )
+    assert summary.details["throttled"] == 0 and summary.tables == {"trigger_subscriptions": 3}
+    assert all(redis_client.get(key(*pair)) == b"1" for pair in pairs)
 
 
 def test_needs_difys_redis_once_something_is_due(pg_engine: Engine, pg_url: str, celery_worker: CeleryWorker) -> None:
