@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+# core.celery imports Celery only inside the functions that publish: an empty tick never loads it.
+from difymaint.core.celery import DIFY_TASKS, BrokerUnavailable, CeleryPublisher, publisher
 from difymaint.core.clock import naive_utc
 from difymaint.core.context import Context
 from difymaint.core.keyset import Cursor, after
@@ -30,13 +32,12 @@ from difymaint.core.summary import RunSummary
 from difymaint.dify import tables as t
 from difymaint.jobs import JOBS
 
-if TYPE_CHECKING:  # the publisher (and Celery) is imported only when something is due
-    from difymaint.core.celery import CeleryPublisher
-
 JOB = "poll-workflow-schedules"
 LOCK_KEY = JOBS[JOB].lock_key
-TASK = "tasks.workflow_schedule_tasks.run_schedule_trigger"
-QUEUE = "schedule_executor"
+# run_schedule_trigger(schedule_id) on queue schedule_executor (the shared table checks the call's shape).
+RUN_SCHEDULE_TRIGGER = DIFY_TASKS["tasks.workflow_schedule_tasks.run_schedule_trigger"]
+TASK = RUN_SCHEDULE_TRIGGER.name
+QUEUE = RUN_SCHEDULE_TRIGGER.queue
 TRIGGER_TYPE = "trigger-schedule"  # AppTriggerType.TRIGGER_SCHEDULE
 ENABLED = "enabled"  # AppTriggerStatus.ENABLED
 DEFAULT_BATCH_SIZE = 100  # WORKFLOW_SCHEDULE_POLLER_BATCH_SIZE
@@ -173,8 +174,6 @@ class _Poller:
 
     def publisher_for_run(self) -> CeleryPublisher:
         if self.publisher is None:
-            from difymaint.core.celery import publisher
-
             self.publisher = publisher(self.ctx.settings)  # checks the broker before any plan is touched
         return self.publisher
 
@@ -213,10 +212,9 @@ class _Poller:
     def publish(self, firing: list[Planned]) -> None:
         if not firing:
             return
-        from difymaint.core.celery import BrokerUnavailable, TaskCall
-
+        calls = [RUN_SCHEDULE_TRIGGER.call(item.plan_id) for item in firing]
         try:
-            self.publisher_for_run().send(TASK, [TaskCall(args=(item.plan_id,)) for item in firing], queue=QUEUE)
+            self.publisher_for_run().send_to(RUN_SCHEDULE_TRIGGER, calls)
         except BrokerUnavailable as exc:
             # Messages go out in order: the first len(published) reached the broker and keep their new slot.
             self.dispatched += len(exc.published)

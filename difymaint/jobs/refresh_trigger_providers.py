@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from redis.exceptions import RedisError
 
+# core.celery imports Celery only inside the functions that publish: an empty tick never loads it.
+from difymaint.core.celery import DIFY_TASKS, BrokerUnavailable, CeleryPublisher, publisher
 from difymaint.core.context import Context
 from difymaint.core.errors import ConfigError, RedisUnavailable
 from difymaint.core.keyset import Cursor, after
@@ -29,13 +31,12 @@ from difymaint.core.summary import RunSummary
 from difymaint.dify import tables as t
 from difymaint.jobs import JOBS
 
-if TYPE_CHECKING:
-    from difymaint.core.celery import CeleryPublisher
-
 JOB = "refresh-trigger-providers"
 LOCK_KEY = JOBS[JOB].lock_key
-TASK = "tasks.trigger_subscription_refresh_tasks.trigger_subscription_refresh"
-QUEUE = "trigger_refresh_executor"
+# trigger_subscription_refresh(tenant_id=, subscription_id=) on queue trigger_refresh_executor.
+REFRESH = DIFY_TASKS["tasks.trigger_subscription_refresh_tasks.trigger_subscription_refresh"]
+TASK = REFRESH.name
+QUEUE = REFRESH.queue
 DEFAULT_BATCH_SIZE = 200  # TRIGGER_PROVIDER_REFRESH_BATCH_SIZE
 MIN_KEY_TTL = 300  # Dify: max(300, TRIGGER_PROVIDER_SUBSCRIPTION_THRESHOLD_SECONDS)
 
@@ -135,8 +136,6 @@ class _Refresher:
     def dispatch(self, pairs: list[tuple[str, str]], physical: list[str]) -> int:
         if not pairs:
             return 0
-        from difymaint.core.celery import BrokerUnavailable, TaskCall, publisher
-
         if self.publisher is None:
             self.publisher = publisher(self.ctx.settings)  # a broker that is down fails here, before any key is set
         client = self.redis()
@@ -150,9 +149,9 @@ class _Refresher:
         chosen = [(pair, key) for pair, key, ok in zip(pairs, physical, acquired, strict=True) if ok]
         if not chosen:
             return 0
-        calls = [TaskCall(kwargs={"tenant_id": tenant, "subscription_id": sub}) for (tenant, sub), _ in chosen]
+        calls = [REFRESH.call(tenant_id=tenant, subscription_id=sub) for (tenant, sub), _ in chosen]
         try:
-            self.publisher.send(TASK, calls, queue=QUEUE)
+            self.publisher.send_to(REFRESH, calls)
         except BrokerUnavailable as exc:
             # The messages after the first len(published) never reached the executor: free their keys so the
             # next tick retries at once instead of waiting out the TTL.
