@@ -304,10 +304,24 @@ def test_concurrent_pollers_never_publish_a_plan_twice(
     assert sum(s.details["published"] for s in summaries) == len(plans)
 
 
+def test_max_batches_is_partial_and_the_rest_stay_due(
+    pg_engine: Engine, pg_url: str, celery_worker: CeleryWorker
+) -> None:
+    plans = [add_plan(pg_engine, "*/5 * * * *", next_run=BASE - timedelta(minutes=n)) for n in range(5)]
+    options = RunOptions(batch_size=2, max_batches=1)
+    ctx = ctx_for(pg_url, celery_worker, DIFYMAINT_TARGET_BATCH_MS=0)
+    first = poll_workflow_schedules.run(ctx, params(run=options))
+    assert first.outcome is Outcome.PARTIAL and first.exit_code == 4 and first.rows_remaining == 3
+    assert fired(celery_worker, 2) == [plans[4], plans[3]]
+    rest = poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params())
+    assert rest.details["published"] == 3 and rest.rows_remaining == 0
+
+
 def test_circuit_breaker_caps_a_tick(pg_engine: Engine, pg_url: str, celery_worker: CeleryWorker) -> None:
     plans = [add_plan(pg_engine, "*/5 * * * *", next_run=BASE - timedelta(minutes=n)) for n in range(5)]
     first = poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params(max_dispatch=3))
     assert first.details["published"] == 3 and any("circuit breaker" in w for w in first.warnings)
+    assert first.outcome is Outcome.DONE and first.rows_remaining == 2
     second = poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params(max_dispatch=3))
     assert second.details["published"] == 2
     assert fired(celery_worker, 5) == list(reversed(plans))

@@ -146,6 +146,30 @@ def test_keyset_pages_cover_every_due_row_once(
     assert summary.batches == 6 and summary.details["due"] == 11
 
 
+def test_an_adaptive_batch_size_never_ends_the_walk_early(
+    pg_engine: Engine, pg_url: str, redis_url: str, celery_worker: CeleryWorker
+) -> None:
+    due = [add_subscription(pg_engine, expires_at=NOW_TS, updated_ago_s=n) for n in range(9)]
+    # Fast batches make the size grow after each full page; the page just read must still be judged by the
+    # size it was read with.
+    params = RefreshTriggerProvidersParams(run=RunOptions(batch_size=2))
+    summary = refresh_trigger_providers.run(
+        ctx_for(pg_url, redis_url, celery_worker, DIFYMAINT_TARGET_BATCH_MS=10000), params
+    )
+    assert summary.details["due"] == 9 and sorted(refreshed(celery_worker, 9)) == sorted(due)
+
+
+def test_max_batches_stops_early_with_the_backlog(
+    pg_engine: Engine, pg_url: str, redis_url: str, celery_worker: CeleryWorker
+) -> None:
+    due = [add_subscription(pg_engine, expires_at=NOW_TS, updated_ago_s=10 - n) for n in range(5)]
+    fixed = {"DIFYMAINT_TARGET_BATCH_MS": 0}
+    params = RefreshTriggerProvidersParams(run=RunOptions(batch_size=2, max_batches=1))
+    first = refresh_trigger_providers.run(ctx_for(pg_url, redis_url, celery_worker, **fixed), params)
+    assert first.outcome is Outcome.PARTIAL and first.exit_code == 4 and first.rows_remaining == 3
+    assert refreshed(celery_worker, 2) == due[:2]
+
+
 def test_dry_run_sets_and_publishes_nothing(
     pg_engine: Engine, pg_url: str, redis_url: str, redis_client: Any, celery_worker: CeleryWorker
 ) -> None:

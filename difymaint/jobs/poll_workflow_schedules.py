@@ -135,6 +135,7 @@ class _Poller:
         self.dispatched = 0
         self.listed: list[dict[str, Any]] = []
         self.poisoned: list[dict[str, str]] = []
+        self.tripped = False
 
     def budget(self) -> int:
         """Rows the next batch may take: the batch size, capped by what the circuit breaker still allows."""
@@ -149,6 +150,7 @@ class _Poller:
                 f"circuit breaker: {self.dispatched} schedule(s) published, WORKFLOW_SCHEDULE_MAX_DISPATCH_PER_TICK="
                 f"{self.params.max_dispatch}; the rest fire on the next tick"
             )
+            self.tripped = True
             return True
         return False
 
@@ -261,6 +263,12 @@ class _Poller:
                 break
             cursor = Cursor(rows[-1].next_run_at, str(rows[-1].id))
 
+    def remaining(self) -> int:
+        """Due plans this run left for the next tick (for a dry run: those it did not get to list)."""
+        with self.ctx.engine.connect() as conn:
+            due = int(conn.execute(sa.select(sa.func.count()).select_from(_due(self.now).subquery())).scalar_one())
+        return max(0, due - self.dispatched - len(self.poisoned)) if self.job.dry_run else due
+
     def close(self) -> None:
         if self.publisher is not None:
             self.publisher.close()
@@ -292,5 +300,7 @@ def run(ctx: Context, params: PollWorkflowSchedulesParams) -> RunSummary:
                 plans=poller.listed,
                 max_dispatch_per_tick=params.max_dispatch,
             )
-        job.settle_remaining()
+        job.settle_remaining(poller.remaining)
+        if poller.tripped:  # a tripped breaker ends the run done, but with plans still due
+            job.summary.rows_remaining = poller.remaining()
     return job.summary

@@ -79,6 +79,7 @@ class _Refresher:
         self.publisher: CeleryPublisher | None = None
         self.due = 0
         self.throttled = 0
+        self.cursor: Cursor | None = None
 
     def redis(self) -> Any:
         """Dify's Redis, needed once something is due (an empty tick runs without it, like without a broker)."""
@@ -92,14 +93,14 @@ class _Refresher:
 
     def walk(self) -> None:
         keys = self.ctx.keys
-        cursor: Cursor | None = None
         while self.job.keep_going():
+            limit = self.job.batch_size  # the size adapts after each batch: a short page is judged by this one
             with self.job.batch() as batch:
                 with batch.transaction() as conn:
                     query = sa.select(subs.c.tenant_id, subs.c.id, subs.c.updated_at.label("created_at")).where(
-                        due(self.now_ts, self.params), after(subs.c.updated_at, subs.c.id, cursor)
+                        due(self.now_ts, self.params), after(subs.c.updated_at, subs.c.id, self.cursor)
                     )
-                    rows = conn.execute(query.order_by(subs.c.updated_at, subs.c.id).limit(self.job.batch_size)).all()
+                    rows = conn.execute(query.order_by(subs.c.updated_at, subs.c.id).limit(limit)).all()
                 pairs = [(str(row.tenant_id), str(row.id)) for row in rows]
                 physical = [keys.key(lock_key(tenant, sub)) for tenant, sub in pairs]
                 chosen = self.preview(pairs, physical) if self.job.dry_run else self.dispatch(pairs, physical)
@@ -108,9 +109,9 @@ class _Refresher:
                 batch.record(scanned=len(rows), affected=chosen, rows={subs.name: chosen})
             if batch.rolled_back:
                 continue
-            if len(rows) < self.job.batch_size:
+            if len(rows) < limit:
                 break
-            cursor = Cursor.of(rows[-1])
+            self.cursor = Cursor.of(rows[-1])
 
     def preview(self, pairs: list[tuple[str, str]], physical: list[str]) -> int:
         """Dry run: which subscriptions have no in-flight key (and would be published); nothing is set."""
@@ -164,6 +165,12 @@ class _Refresher:
             raise
         return len(chosen)
 
+    def remaining(self) -> int:
+        """Due subscriptions past the cursor: what an early stop left for the next tick."""
+        where = sa.and_(due(self.now_ts, self.params), after(subs.c.updated_at, subs.c.id, self.cursor))
+        with self.ctx.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(subs).where(where)).scalar_one())
+
     def close(self) -> None:
         if self.publisher is not None:
             self.publisher.close()
@@ -196,5 +203,5 @@ def run(ctx: Context, params: RefreshTriggerProvidersParams) -> RunSummary:
                 credential_threshold_s=params.credential_threshold_s,
                 subscription_threshold_s=params.subscription_threshold_s,
             )
-        job.settle_remaining()
+        job.settle_remaining(refresher.remaining)
     return job.summary
