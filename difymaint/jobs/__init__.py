@@ -463,6 +463,9 @@ JOBS: dict[str, JobInfo] = {
         dry_run_help="List the schedules that would be published, with their next run; change and publish nothing.",
         lock_key="maintenance:poll_workflow_schedules",  # Dify takes none: its row locks are the guard
         destructive=False,  # it moves next_run_at and publishes; nothing is deleted
+        # A run killed without releasing its lock must not stall the schedules for DIFYMAINT_LOCK_TTL (600 s):
+        # one minute at most. The lease is renewed per batch; the row locks make overlapping runs safe anyway.
+        scheduled_args=("--lock-ttl=60",),
     ),
     "refresh-trigger-providers": JobInfo(
         name="refresh-trigger-providers",
@@ -511,5 +514,6 @@ JOBS: dict[str, JobInfo] = {
         dry_run_help="List the subscriptions that would be published (no in-flight key yet); set and publish nothing.",
         lock_key="maintenance:refresh_trigger_providers",
         destructive=False,  # it sets Redis keys and publishes
+        scheduled_args=("--lock-ttl=60",),  # a killed run blocks one tick at most (the keys throttle anyway)
     ),
 }
