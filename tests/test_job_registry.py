@@ -310,6 +310,33 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, Any]]] = [
         {"stuck_after_hours": 24, "reap_older_than_hours": None, "run.batch_size": 20, "max_failing_seconds": 9.0},
     ),
     (
+        "poll-workflow-schedules",
+        [],
+        {"WORKFLOW_SCHEDULE_POLLER_BATCH_SIZE": "25", "WORKFLOW_SCHEDULE_MAX_DISPATCH_PER_TICK": "400"},
+        {"max_dispatch": 400, "run.batch_size": 25},
+    ),
+    (
+        "poll-workflow-schedules",
+        ["--max-dispatch", "7", "--batch-size", "3"],
+        {"WORKFLOW_SCHEDULE_MAX_DISPATCH_PER_TICK": "400"},
+        {"max_dispatch": 7, "run.batch_size": 3},
+    ),
+    (
+        "refresh-trigger-providers",
+        [],
+        {},
+        {"credential_threshold_s": 3600, "subscription_threshold_s": 3600, "run.batch_size": 200},
+    ),
+    (
+        "refresh-trigger-providers",
+        ["--credential-threshold", "60", "--batch-size", "9"],
+        {
+            "TRIGGER_PROVIDER_SUBSCRIPTION_THRESHOLD_SECONDS": "7200",
+            "TRIGGER_PROVIDER_CREDENTIAL_THRESHOLD_SECONDS": "5",
+        },
+        {"credential_threshold_s": 60, "subscription_threshold_s": 7200, "run.batch_size": 9},
+    ),
+    (
         "restore-workflow-runs",
         ["--run-id", T1, "--run-id", f"{T2},{T1}", "--keep-archive-logs", "--archive-dir", "/r"],
         {},

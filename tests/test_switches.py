@@ -111,7 +111,8 @@ def test_stock_dify_env_schedules_only_what_dify_schedules(seeded_template: Path
     Dify's beat would have scheduled it; the others touch no row."""
     stock = load_settings(STOCK_ENV, {})
     expected = _beat_would_schedule(stock)
-    assert expected == {"clean-oauth-tokens"}  # Dify ships every other cleanup switch off
+    # Dify ships every other cleanup switch off; its dispatchers are on.
+    assert expected == {"clean-oauth-tokens", "poll-workflow-schedules", "refresh-trigger-providers"}
     ran: set[str] = set()
     for name in deploy.scheduled_jobs():
         copy = tmp_path / f"{name}.sqlite"

@@ -24,6 +24,9 @@ PREFIXED_BY_DIFY: dict[str, bool] = {
     "maintenance:": True,  # difymaint's own locks, named like Dify's
     "features:": True,  # redis_client.get/setex
     "tenant_plan:": False,  # raw MGET + pipeline SETEX in BillingService.get_plan_bulk_with_cache
+    # Dify's dispatcher SETs it through an unprefixed pipeline, but its executor (trigger_subscription_refresh)
+    # GETs it prefixed; difymaint writes what the executor reads, so refreshes run under a prefix too.
+    "trigger_provider_refresh_lock:": True,
 }
 
 

@@ -199,6 +199,8 @@ class SwitchSettings(BaseSettings):
     DIFYMAINT_ENABLE_CREATE_TIDB: bool | None = None
     DIFYMAINT_ENABLE_UPDATE_TIDB_STATUS: bool | None = None
     DIFYMAINT_ENABLE_MONITOR_QUEUE: bool | None = None
+    DIFYMAINT_ENABLE_POLL_WORKFLOW_SCHEDULES: bool | None = None
+    DIFYMAINT_ENABLE_REFRESH_TRIGGER_PROVIDERS: bool | None = None
 
 
 class TidbSettings(BaseSettings):
@@ -234,6 +236,21 @@ class TidbSettings(BaseSettings):
         description="JSON lines of clusters created in TiDB Cloud but not recorded in tidb_auth_bindings; "
         "create-tidb appends, update-tidb-status --reap-older-than deletes them. Keep it on a persistent volume.",
     )
+
+
+class DispatchSettings(BaseSettings):
+    """Dify's schedule-trigger poller and trigger-subscription refresher (docs/jobs/poll-workflow-schedules.md,
+    docs/jobs/refresh-trigger-providers.md): Dify's names and defaults."""
+
+    WORKFLOW_SCHEDULE_POLLER_INTERVAL: PositiveInt = Field(default=1, description="Minutes between Dify's polls.")
+    WORKFLOW_SCHEDULE_POLLER_BATCH_SIZE: PositiveInt = 100
+    WORKFLOW_SCHEDULE_MAX_DISPATCH_PER_TICK: NonNegativeInt = Field(
+        default=0, description="Circuit breaker: publish at most this many schedules per run (0 = unlimited)."
+    )
+    TRIGGER_PROVIDER_REFRESH_INTERVAL: PositiveInt = Field(default=1, description="Minutes between Dify's scans.")
+    TRIGGER_PROVIDER_REFRESH_BATCH_SIZE: PositiveInt = 200
+    TRIGGER_PROVIDER_CREDENTIAL_THRESHOLD_SECONDS: NonNegativeInt = 3600
+    TRIGGER_PROVIDER_SUBSCRIPTION_THRESHOLD_SECONDS: NonNegativeInt = 3600
 
 
 class RunSettings(BaseSettings):
@@ -287,6 +304,7 @@ class Settings(
     MailSettings,
     SwitchSettings,
     TidbSettings,
+    DispatchSettings,
     RunSettings,
 ):
     """Everything difymaint reads from the environment, an env file, or CLI overrides."""

@@ -734,3 +734,63 @@ tidb_auth_bindings = sa.Table(
     sa.Index("tidb_auth_bindings_created_at_idx", "created_at"),
     sa.Index("tidb_auth_bindings_status_idx", "status"),
 )
+
+# --- schedule and plugin triggers (api/models/trigger.py): poll-workflow-schedules, refresh-trigger-providers
+# Dify's DateTime columns here are naive UTC ``timestamp``; the two expiries of trigger_subscriptions are epoch
+# seconds in plain ``integer`` columns, -1 meaning "never".
+
+workflow_schedule_plans = sa.Table(
+    "workflow_schedule_plans",
+    metadata,
+    _id(),  # uuidv7 in Dify
+    _uuid("app_id"),
+    _str("node_id", 64),
+    _uuid("tenant_id"),
+    _str("cron_expression"),
+    _str("timezone", 64),
+    sa.Column("next_run_at", sa.DateTime(), nullable=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+    sa.UniqueConstraint("app_id", "node_id", name="uniq_app_node"),
+    sa.Index("workflow_schedule_plan_next_idx", "next_run_at"),
+)
+
+app_triggers = sa.Table(
+    "app_triggers",
+    metadata,
+    _id(),
+    _uuid("tenant_id"),
+    _uuid("app_id"),
+    _str("node_id", 64),
+    _str("trigger_type", 50),  # EnumText: 'trigger-schedule', 'trigger-webhook', 'trigger-plugin'
+    _str("title"),
+    sa.Column("provider_name", sa.String(255), nullable=True, server_default=sa.text("''")),
+    _str("status", 50, default="enabled"),  # EnumText: enabled, disabled, unauthorized, rate_limited
+    _ts("created_at"),
+    _ts("updated_at"),
+    sa.Index("app_trigger_tenant_app_idx", "tenant_id", "app_id"),
+)
+
+trigger_subscriptions = sa.Table(
+    "trigger_subscriptions",
+    metadata,
+    _id(),
+    _str("name"),
+    _uuid("tenant_id"),
+    _uuid("user_id"),
+    _str("provider_id"),
+    _str("endpoint_id"),
+    sa.Column("parameters", sa.JSON(), nullable=False),
+    sa.Column("properties", sa.JSON(), nullable=False),
+    sa.Column("credentials", sa.JSON(), nullable=False),
+    _str("credential_type", 50),
+    sa.Column("credential_expires_at", sa.Integer(), nullable=False, server_default=sa.text("-1")),
+    sa.Column("expires_at", sa.Integer(), nullable=False, server_default=sa.text("-1")),
+    _str("visibility", 40, default="all_team_members"),
+    _ts("created_at"),
+    _ts("updated_at"),
+    sa.Index("idx_trigger_providers_tenant_provider", "tenant_id", "provider_id"),
+    sa.Index("idx_trigger_providers_endpoint", "endpoint_id", unique=True),
+    sa.Index("idx_trigger_providers_tenant_endpoint", "tenant_id", "endpoint_id"),
+    sa.UniqueConstraint("tenant_id", "provider_id", "name", name="unique_trigger_provider"),
+)

@@ -607,4 +607,93 @@ JOBS: dict[str, JobInfo] = {
         lock_key="maintenance:restore_workflow_runs",
         scheduled=False,
     ),
+    "poll-workflow-schedules": JobInfo(
+        name="poll-workflow-schedules",
+        module="poll_workflow_schedules",
+        summary="Fire due workflow schedule triggers: advance each plan's next_run_at, then publish Dify's "
+        "run_schedule_trigger task.",
+        schedule="* * * * *",  # every WORKFLOW_SCHEDULE_POLLER_INTERVAL (1) minutes
+        dify_task="workflow_schedule_task",
+        dify_switch="ENABLE_WORKFLOW_SCHEDULE_POLLER_TASK",
+        switches=(Switch("ENABLE_WORKFLOW_SCHEDULE_POLLER_TASK", dify_default=True),),
+        help="On by default in Dify. Plans of enabled trigger-schedule app triggers whose next_run_at has come are "
+        "selected FOR UPDATE SKIP LOCKED (concurrent pollers never share a plan); next_run_at is computed with "
+        "croniter in the plan's time zone from now (Dify's rules) and committed before "
+        "tasks.workflow_schedule_tasks.run_schedule_trigger(plan_id) goes to queue schedule_executor on "
+        "CELERY_BROKER_URL, so a failed commit never fires twice. A plan with a bad cron expression or time zone "
+        "is logged and pushed an hour ahead. Nothing is published, and nothing changed, when the broker is down.",
+        options=(
+            Opt(
+                "max_dispatch",
+                ("--max-dispatch",),
+                "Publish at most N schedules in this run, the rest on the next tick "
+                "(WORKFLOW_SCHEDULE_MAX_DISPATCH_PER_TICK, 0 = unlimited).",
+                type=int,
+                metavar="N",
+                min=0,
+                setting="WORKFLOW_SCHEDULE_MAX_DISPATCH_PER_TICK",
+            ),
+        ),
+        batch=Batch(
+            default=100,
+            setting="WORKFLOW_SCHEDULE_POLLER_BATCH_SIZE",
+            help="Plans per batch (one transaction each) to start with (WORKFLOW_SCHEDULE_POLLER_BATCH_SIZE, 100).",
+            sleep_option=False,
+        ),
+        dry_run_help="List the schedules that would be published, with their next run; change and publish nothing.",
+        lock_key="maintenance:poll_workflow_schedules",  # Dify takes none: its row locks are the guard
+        destructive=False,  # it moves next_run_at and publishes; nothing is deleted
+        # A run killed without releasing its lock must not stall the schedules for DIFYMAINT_LOCK_TTL (600 s):
+        # one minute at most. The lease is renewed per batch; the row locks make overlapping runs safe anyway.
+        scheduled_args=("--lock-ttl=60",),
+    ),
+    "refresh-trigger-providers": JobInfo(
+        name="refresh-trigger-providers",
+        module="refresh_trigger_providers",
+        summary="Hand plugin trigger subscriptions whose credential or subscription expires soon to Dify's "
+        "trigger_subscription_refresh task.",
+        schedule="* * * * *",  # every TRIGGER_PROVIDER_REFRESH_INTERVAL (1) minutes
+        dify_task="trigger_provider_refresh",
+        dify_switch="ENABLE_TRIGGER_PROVIDER_REFRESH_TASK",
+        switches=(Switch("ENABLE_TRIGGER_PROVIDER_REFRESH_TASK", dify_default=True),),
+        help="On by default in Dify. Subscriptions whose credential_expires_at or expires_at (epoch seconds, -1 = "
+        "never) falls within the thresholds are walked with an (updated_at, id) cursor; per page the in-flight key "
+        "trigger_provider_refresh_lock:{tenant}_{subscription} is SET NX EX max(300, subscription threshold), "
+        "prefixed with REDIS_KEY_PREFIX as Dify's executor reads it, and "
+        "tasks.trigger_subscription_refresh_tasks.trigger_subscription_refresh(tenant_id=, subscription_id=) goes "
+        "to queue trigger_refresh_executor for each key set. Needs Dify's Redis and CELERY_BROKER_URL once "
+        "something is due.",
+        options=(
+            Opt(
+                "credential_threshold_s",
+                ("--credential-threshold",),
+                "Refresh OAuth credentials expiring within this many seconds "
+                "(TRIGGER_PROVIDER_CREDENTIAL_THRESHOLD_SECONDS, 3600).",
+                type=int,
+                metavar="SECONDS",
+                min=0,
+                setting="TRIGGER_PROVIDER_CREDENTIAL_THRESHOLD_SECONDS",
+            ),
+            Opt(
+                "subscription_threshold_s",
+                ("--subscription-threshold",),
+                "Refresh subscriptions expiring within this many seconds; also sets the key TTL "
+                "(TRIGGER_PROVIDER_SUBSCRIPTION_THRESHOLD_SECONDS, 3600).",
+                type=int,
+                metavar="SECONDS",
+                min=0,
+                setting="TRIGGER_PROVIDER_SUBSCRIPTION_THRESHOLD_SECONDS",
+            ),
+        ),
+        batch=Batch(
+            default=200,
+            setting="TRIGGER_PROVIDER_REFRESH_BATCH_SIZE",
+            help="Subscriptions per page (TRIGGER_PROVIDER_REFRESH_BATCH_SIZE, 200).",
+            sleep_option=False,
+        ),
+        dry_run_help="List the subscriptions that would be published (no in-flight key yet); set and publish nothing.",
+        lock_key="maintenance:refresh_trigger_providers",
+        destructive=False,  # it sets Redis keys and publishes
+        scheduled_args=("--lock-ttl=60",),  # a killed run blocks one tick at most (the keys throttle anyway)
+    ),
 }
