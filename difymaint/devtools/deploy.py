@@ -15,8 +15,8 @@ from pathlib import Path
 from difymaint.schedules import (
     CRONTAB_DIR,
     CRONTAB_FILE,
-    GENERATED,
     GENERATED_DIRS,
+    GENERATED_MARKERS,
     K8S_DIR,
     K8S_MANUAL_DIR,
     NAMES_CONFIG_MAP,
@@ -57,6 +57,11 @@ __all__ = [
 ]
 
 
+def _generated(path: Path) -> bool:
+    text = path.read_text(encoding="utf-8")
+    return any(marker in text for marker in GENERATED_MARKERS)
+
+
 def _leftovers(root: Path, rendered: Mapping[str, str]) -> list[str]:
     """Generated files on disk that the rendering no longer has (a removed job's manifest or units)."""
     found = []
@@ -65,7 +70,7 @@ def _leftovers(root: Path, rendered: Mapping[str, str]) -> list[str]:
             continue
         for path in sorted((root / directory).iterdir()):
             relative = f"{directory}/{path.name}"
-            if path.is_file() and relative not in rendered and GENERATED in path.read_text(encoding="utf-8"):
+            if path.is_file() and relative not in rendered and _generated(path):
                 found.append(relative)
     return found
 

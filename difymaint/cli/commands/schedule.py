@@ -111,7 +111,6 @@ def render(
         env_file=str(env_file.absolute()) if env_file is not None else defaults.env_file,
         binary=binary or defaults.binary,
         only=tuple(only or ()),
-        generated=schedules.GENERATED_CLI,
         namespaced=output is None,  # a stream for kubectl apply has no kustomization to set the namespace
     )
     if not options.binary.startswith("/"):
