@@ -94,6 +94,15 @@ def render(
             "--binary", metavar="PATH", help="systemd: absolute path of difymaint (default: /usr/local/bin/difymaint)."
         ),
     ] = None,
+    compose_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--compose-dir",
+            metavar="DIR",
+            help="crontab: run every job with `docker compose run --rm difymaint` in Dify's docker/ directory DIR "
+            "(with deploy/compose/docker-compose.difymaint.yaml copied there).",
+        ),
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", metavar="DIR", help="Write the files into DIR instead of printing them."),
@@ -111,6 +120,7 @@ def render(
         env_file=str(env_file.absolute()) if env_file is not None else defaults.env_file,
         binary=binary or defaults.binary,
         only=tuple(only or ()),
+        compose_dir=str(compose_dir.absolute()) if compose_dir is not None else "",
         namespaced=output is None,  # a stream for kubectl apply has no kustomization to set the namespace
     )
     if not options.binary.startswith("/"):
