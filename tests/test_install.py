@@ -152,3 +152,28 @@ def test_compose_overlay_contract() -> None:
     crontab = (ROOT / schedules.COMPOSE_DIR / schedules.CRONTAB_FILE).read_text(encoding="utf-8")
     for job in schedules.scheduled_jobs().values():
         assert f"-f /opt/dify/docker/{schedules.COMPOSE_FILE} run --rm -T difymaint {job.name} --scheduled" in crontab
+
+
+# --- README ----------------------------------------------------------------------------------------------------------
+
+
+def test_readme_switch_table_names_every_switch_and_no_stale_claim() -> None:
+    from difymaint.jobs import JOBS
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("**Every Dify beat switch") :]
+    table = table[: table.index("\n\n", table.index("| Dify switch"))]
+    stock = (ROOT / "tests" / "fixtures" / "dify-stock-switches.env").read_text(encoding="utf-8")
+    stock_switches = set(re.findall(r"^((?:ENABLE_\w+)|(?:\w+_ENABLED))=", stock, re.MULTILINE))
+    registry_switches = {switch.name for job in JOBS.values() for switch in job.switches}
+    beat_switches = stock_switches - {"MARKETPLACE_ENABLED", "CREATE_TIDB_SERVICE_JOB_ENABLED", "BILLING_ENABLED"}
+    for name in registry_switches | beat_switches:
+        assert f"`{name}`" in table, name
+    for job in JOBS.values():
+        for switch in job.switches:
+            row = next(line for line in table.splitlines() if line.startswith(f"| `{switch.name}`"))
+            assert f"`{job.name}`" in row and ("on" if switch.dify_default else "off") in row.split("|")[2]
+    # the two locks the README says are shared are Dify's own names
+    assert JOBS["clean-messages"].lock_key == "retention:clean_messages"
+    assert JOBS["clean-workflow-runs"].lock_key == "retention:clean_workflow_runs_task"
+    assert "run it at 01:00" not in readme and "at 23:00, before `clean-workflow-runs`" in readme
