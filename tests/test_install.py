@@ -63,6 +63,32 @@ def test_wheel_carries_templates_entry_point_and_python_floor(tmp_path: Path) ->
     assert "difymaint = difymaint.cli.app:main" in entry_points
     assert not any(name.startswith(("tests/", "deploy/")) for name in names)
 
+    # The real install path: a fresh virtualenv, the wheel and its dependencies from the package index.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    installed = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stderr
+    version = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "difymaint", "--version"], capture_output=True, text=True, check=False
+    )
+    assert version.returncode == 0 and version.stdout.strip() == "difymaint 0.1.0"
+    crontab = subprocess.run(  # the templates load from the installed package, outside any checkout
+        [str(venv / "bin" / "difymaint"), "schedule", "render", "--format", "crontab"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
+    )
+    assert crontab.returncode == 0, crontab.stderr
+    assert crontab.stdout == (ROOT / schedules.CRONTAB_DIR / schedules.CRONTAB_FILE).read_text(encoding="utf-8")
+
 
 def test_python_dash_m_works() -> None:
     result = subprocess.run(
