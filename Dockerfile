@@ -19,16 +19,16 @@ FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="difymaint" \
       org.opencontainers.image.description="Dify's periodic maintenance jobs as a cron/CronJob-friendly CLI" \
       org.opencontainers.image.licenses="Apache-2.0"
-# uid/gid 1001: the runAsUser/runAsGroup of the generated manifests (difymaint.schedules.UID).
-RUN groupadd --system --gid 1001 difymaint \
-    && useradd --system --uid 1001 --gid 1001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin difymaint
+# uid/gid 10001: the runAsUser/runAsGroup of the generated manifests (difymaint.schedules.UID).
+RUN groupadd --gid 10001 difymaint \
+    && useradd --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin difymaint
 COPY --from=build /opt/difymaint /opt/difymaint
 # Read-only root filesystem: byte code is compiled at build time, nothing is written but /tmp (an emptyDir).
 ENV PATH=/opt/difymaint/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
-USER 1001:1001
+USER 10001:10001
 WORKDIR /tmp
 # Exec form: difymaint is PID 1 and receives SIGTERM itself (it finishes the open batch, then exits 143).
 ENTRYPOINT ["difymaint"]

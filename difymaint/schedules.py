@@ -47,7 +47,7 @@ SECRET = "dify-api"
 NAMES_CONFIG_MAP = "difymaint-dify-settings"  # the kustomize base's one place for the ConfigMap/Secret names
 ENV_FILE = "/opt/dify/docker/.env"
 BIN = "/usr/local/bin/difymaint"  # systemd needs an absolute ExecStart path
-UID = 1001  # the Dockerfile's user; the manifests' runAsUser/runAsGroup
+UID = 10001  # the Dockerfile's user; the manifests' runAsUser/runAsGroup (>= 10000: no clash with host users)
 # Retrying cannot change these: bad configuration, a threshold found. Partial (4) and lock held (5) are not
 # failures at all on Kubernetes: the pods run with DIFYMAINT_ON_PARTIAL=ok and DIFYMAINT_ON_LOCKED=ok, so they
 # exit 0 (the outcome stays in the JSON summary and the metrics) and KubeJobFailed does not fire on a large

@@ -33,6 +33,11 @@ def test_python_floor_is_declared_once() -> None:
 
 
 def test_wheel_carries_templates_entry_point_and_python_floor(tmp_path: Path) -> None:
+    # Built from a copy of what the Dockerfile copies, so that no build/ directory is left in the checkout.
+    source = tmp_path / "src"
+    shutil.copytree(ROOT / "difymaint", source / "difymaint", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
     built = subprocess.run(
         [
             sys.executable,
@@ -43,7 +48,7 @@ def test_wheel_carries_templates_entry_point_and_python_floor(tmp_path: Path) ->
             "-q",
             "-w",
             str(tmp_path),
-            str(ROOT),
+            str(source),
         ],
         capture_output=True,
         text=True,
