@@ -351,3 +351,17 @@ def test_cronjob_args_on_difys_stock_env_touch_nothing() -> None:
             ran.append(job.name)
     # ENABLE_CLEAN_OAUTH_ACCESS_TOKENS_TASK is the only deleting switch Dify ships on
     assert ran == ["clean-oauth-tokens"]
+
+
+def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    """systemd's own checker on the rendered units (its calendar parser too), where systemd is installed."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:  # the unit contract is still asserted above; this adds systemd's own opinion
+        return
+    difymaint = BIN / "difymaint"
+    result = _render("--format=systemd", f"--binary={difymaint}", f"--output={tmp_path}")
+    assert result.exit_code == 0, result.output
+    units = sorted(str(path) for path in tmp_path.glob("difymaint-*.*"))
+    assert len(units) == 2 * len(schedules.scheduled_jobs())
+    checked = subprocess.run([analyze, "verify", *units], capture_output=True, text=True, check=False, timeout=120)
+    assert checked.returncode == 0, checked.stderr
