@@ -262,6 +262,11 @@ class RunSettings(BaseSettings):
     DIFYMAINT_ON_LOCKED: OnLocked = Field(
         default="skip", description="Lock held by another run: skip (exit 5), fail (exit 1) or ok (exit 0)."
     )
+    DIFYMAINT_ON_PARTIAL: Literal["partial", "ok"] = Field(
+        default="partial",
+        description="Budget (--max-runtime / --max-batches) reached: exit 4 (partial) or 0 (ok; the outcome stays "
+        "partial in the summary). The generated CronJobs set ok: the next run continues, so it is no failure.",
+    )
     DIFYMAINT_TARGET_BATCH_MS: NonNegativeInt = Field(
         default=300, description="Adapt the batch size toward this duration per batch (0 = fixed size)."
     )

@@ -45,6 +45,21 @@ def command_names(app: typer.Typer | None = None) -> list[str]:
     return [name for name, command in group.commands.items() if not command.hidden]
 
 
+def command_paths(app: typer.Typer | None = None) -> list[list[str]]:
+    """Every visible command as its argument path; a command group (``schedule``) is followed by its subcommands."""
+    group = typer.main.get_command(app or _app())
+    if not isinstance(group, TyperGroup):
+        return []
+    paths: list[list[str]] = []
+    for name, command in group.commands.items():
+        if command.hidden:
+            continue
+        paths.append([name])
+        if isinstance(command, TyperGroup):
+            paths += [[name, sub] for sub, child in command.commands.items() if not child.hidden]
+    return paths
+
+
 def render_help(args: Sequence[str], app: typer.Typer | None = None) -> str:
     """``difymaint <args> --help`` as plain text, trailing whitespace stripped from every line."""
     result = CliRunner().invoke(
@@ -65,7 +80,7 @@ def render_help(args: Sequence[str], app: typer.Typer | None = None) -> str:
 def render_section(app: typer.Typer | None = None) -> str:
     """The Markdown that goes between the markers (without the marker lines), ending with a newline."""
     blocks: list[str] = []
-    for args in [[], *([name] for name in command_names(app))]:
+    for args in [[], *command_paths(app)]:
         heading = " ".join([PROG_NAME, *args])
         blocks.append(f"### {heading}\n\n```text\n{render_help(args, app)}\n```\n")
     return "\n".join(blocks)

@@ -52,6 +52,9 @@ class JobInfo:
     scheduled_args: tuple[str, ...] = ()
     # False for manual commands (restores, one-off repairs): no CronJob manifest or crontab line is generated.
     scheduled: bool = True
+    # Scheduled jobs this one must be finished before (archive before deletion): the renderers cap its deadline
+    # and --max-runtime at the time until their next start.
+    finishes_before: tuple[str, ...] = ()
 
     def load(self) -> ModuleType:
         """The job module: a name in this package, or a dotted path (a job kept elsewhere, e.g. in tests)."""
@@ -194,6 +197,7 @@ JOBS: dict[str, JobInfo] = {
             help="Runs per batch to start with (PAID_PLAN_WORKFLOW_RUN_ARCHIVE_BATCH_SIZE, 100).",
         ),
         lock_key="maintenance:archive_workflow_runs",
+        finishes_before=("clean-workflow-runs",),  # archive before deletion where both are on
     ),
     "clean-workflow-runs": JobInfo(
         name="clean-workflow-runs",
