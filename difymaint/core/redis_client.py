@@ -24,6 +24,8 @@ PREFIXED_BY_DIFY: dict[str, bool] = {
     "maintenance:": True,  # difymaint's own locks, named like Dify's
     "features:": True,  # redis_client.get/setex
     "tenant_plan:": False,  # raw MGET + pipeline SETEX in BillingService.get_plan_bulk_with_cache
+    "api_token_active:": True,  # the Service API writes them with redis_client.set (Dify's own flush scans raw)
+    "plugin_autoupgrade_check_task:": True,  # redis_client.setex / get
 }
 
 

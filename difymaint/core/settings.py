@@ -182,6 +182,32 @@ class SwitchSettings(BaseSettings):
     DIFYMAINT_ENABLE_CLEAN_UNUSED_DATASETS: bool | None = None
     DIFYMAINT_ENABLE_NOTIFY_CLEANED_DOCUMENTS: bool | None = None
     DIFYMAINT_ENABLE_ARCHIVE_WORKFLOW_RUNS: bool | None = None
+    DIFYMAINT_ENABLE_CHECK_UPGRADABLE_PLUGINS: bool | None = None
+    DIFYMAINT_ENABLE_TIMEOUT_HUMAN_INPUT: bool | None = None
+    DIFYMAINT_ENABLE_FLUSH_API_TOKEN_USAGE: bool | None = None
+
+
+class DispatchSettings(BaseSettings):
+    """The dispatchers' settings: Dify's names and defaults (docs/jobs/check-upgradable-plugins.md,
+    timeout-human-input.md, flush-api-token-usage.md)."""
+
+    MARKETPLACE_API_URL: str = "https://marketplace.dify.ai"
+    DIFYMAINT_DIFY_VERSION: str | None = Field(
+        default=None,
+        description="Sent as X-Dify-Version to the marketplace (Dify sends its own version); unset = no header.",
+    )
+    DIFYMAINT_MARKETPLACE_TIMEOUT: PositiveFloat = Field(default=30.0, description="Seconds (Dify: 30).")
+    HUMAN_INPUT_GLOBAL_TIMEOUT_SECONDS: NonNegativeInt = 604800
+    # Dify's storage (STORAGE_TYPE), for the pause state objects a global human-input timeout removes.
+    STORAGE_TYPE: str = "opendal"
+    OPENDAL_SCHEME: str = "fs"
+    OPENDAL_FS_ROOT: str = "storage"
+    STORAGE_LOCAL_PATH: str = "storage"
+    S3_ENDPOINT: str | None = None
+    S3_BUCKET_NAME: str | None = None
+    S3_ACCESS_KEY: str | None = None
+    S3_SECRET_KEY: SecretStr | None = None
+    S3_REGION: str = "us-east-1"
 
 
 class TidbSettings(BaseSettings):
@@ -245,6 +271,7 @@ class Settings(
     MailSettings,
     SwitchSettings,
     TidbSettings,
+    DispatchSettings,
     RunSettings,
 ):
     """Everything difymaint reads from the environment, an env file, or CLI overrides."""
