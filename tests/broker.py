@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,3 +39,35 @@ def published(broker_url: str, queue: str, *, prefix: str = "") -> list[Publishe
         args, kwargs, _embed = json.loads(body)
         out.append(Published(envelope["headers"]["task"], args, kwargs, envelope["headers"]))
     return out
+
+
+@contextmanager
+def refusing_broker() -> Iterator[str]:
+    """A real redis-server that answers PING but refuses every write (maxmemory 1 byte, noeviction): a broker
+    that fails between the publisher's start-up check and its first message."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        + ["--maxmemory", "1", "--maxmemory-policy", "noeviction"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -131,9 +131,14 @@ def _mark(conn: sa.Connection, form_id: str, status: str) -> bool:
     return bool(result.rowcount)
 
 
-def _stop_run(conn: sa.Connection, decision: Decision, now: datetime) -> str | None:
-    """Stop the run and close its pause; returns the pause's state object key (removed after the commit)."""
+def _stop_run(conn: sa.Connection, decision: Decision, now: datetime, *, dry_run: bool) -> str | None:
+    """Stop the run and close its pause; returns the pause's state object key (removed after the commit).
+    A dry run only reads the key."""
     assert decision.workflow_run_id is not None
+    if dry_run:
+        query = sa.select(pauses.c.state_object_key).where(pauses.c.workflow_run_id == decision.workflow_run_id)
+        found = conn.execute(query).scalar_one_or_none()
+        return None if found is None else str(found)
     conn.execute(
         sa.update(runs)
         .where(runs.c.id == decision.workflow_run_id)
@@ -300,11 +305,12 @@ def _walk(
                     counts[decision.kind] += 1
                     if decision.kind == "global":
                         rows_changed["workflow_runs"] += 1
-                        if not job.dry_run:
-                            key = _stop_run(conn, decision, now)
-                            if key is not None:
-                                rows_changed["workflow_pauses"] += 1
-                                state_keys.append(key)
+                        key = _stop_run(conn, decision, now, dry_run=job.dry_run)
+                        if key is not None:
+                            rows_changed["workflow_pauses"] += 1
+                            state_keys.append(key)
+                            if job.dry_run:
+                                ctx.output.write(f"would remove pause state object {key}\n")
                     elif decision.resume and decision.workflow_run_id is not None:
                         resumes.append(decision.workflow_run_id)
                     if len(listed) < LISTED_MAX:
