@@ -21,7 +21,11 @@ from difymaint.core.context import Context
 from difymaint.core.reporter import RecordingReporter
 from difymaint.core.settings import load_settings
 from difymaint.dify.tables import metadata
+from tests.celery_worker import _celery_workers, celery_worker, celery_worker_factory, sentinel_broker
 from tests.stubs.billing import BillingStub
+
+# Fixtures defined in tests/celery_worker.py, made visible to every test module.
+__all__ = ["_celery_workers", "celery_worker", "celery_worker_factory", "sentinel_broker"]
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 _REQUIRE = bool(os.environ.get("CI") or os.environ.get("DIFYMAINT_TEST_REQUIRE_SERVICES"))

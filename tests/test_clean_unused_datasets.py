@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,13 +10,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from difymaint.core.celery import BrokerUnavailable, task_message
+from difymaint.core.celery import BrokerUnavailable
 from difymaint.core.errors import ConfigError, UsageError
 from difymaint.core.run import RunOptions
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
 from difymaint.jobs import clean_unused_datasets
 from difymaint.jobs.clean_unused_datasets import INDEX_TASK, CleanUnusedDatasetsParams
+from tests.celery_worker import CeleryWorker
 from tests.conftest import NOW, make_context, row_counts
 from tests.dataset_scenario import (
     PASS_1,
@@ -143,61 +143,54 @@ def test_dry_run_counts_equal_real_run(pg_engine: Any, pg_url: str, billing: Any
     assert dry.dry_run and not real.dry_run
 
 
-@pytest.mark.parametrize("prefix", ["", "dify"])
+@pytest.mark.parametrize("celery_worker", ["", "dify"], indirect=True)
 def test_enqueues_difys_celery_task(
-    pg_engine: Any, pg_url: str, billing: Any, tmp_path: Path, redis_url: str, prefix: str
+    pg_engine: Any, pg_url: str, billing: Any, tmp_path: Path, celery_worker: CeleryWorker
 ) -> None:
+    """A real Celery worker with Dify's task signature consumes one removal per disabled dataset."""
+    sc = seed_unused(pg_engine, NOW)
+    billing.state.plans = sc.plans()
+    ctx = make_context(pg_url, **celery_worker.settings, **billing_settings(billing))
+    summary = clean_unused_datasets.run(ctx, params(tmp_path, enqueue_index_removal=True))
+    expected = sc.ids(*PASS_1, *PASS_2_BILLING_ON)
+    received = celery_worker.received(INDEX_TASK, len(expected))
+    assert INDEX_TASK == "tasks.deal_dataset_vector_index_task.deal_dataset_vector_index_task"
+    assert len(received) == len(expected) == summary.details["index_removals"]["enqueued"]
+    assert sorted(received) == sorted(([dataset_id, "remove"], {}) for dataset_id in expected)
+    assert {record["queue"] for record in celery_worker.records(INDEX_TASK)} == {"dataset"}
+    assert not (tmp_path / "removals.jsonl").exists()
+
+
+def test_prefixed_messages_sit_under_the_prefix(
+    pg_engine: Any, pg_url: str, billing: Any, tmp_path: Path, redis_url: str
+) -> None:
+    """Without a worker: the queue list carries Celery's global_keyprefix ("<REDIS_KEY_PREFIX>:")."""
     import redis
 
     sc = seed_unused(pg_engine, NOW)
     billing.state.plans = sc.plans()
-    ctx = make_context(pg_url, CELERY_BROKER_URL=redis_url, REDIS_KEY_PREFIX=prefix, **billing_settings(billing))
-    summary = clean_unused_datasets.run(ctx, params(tmp_path, enqueue_index_removal=True))
+    ctx = make_context(pg_url, CELERY_BROKER_URL=redis_url, REDIS_KEY_PREFIX="dify", **billing_settings(billing))
+    clean_unused_datasets.run(ctx, params(tmp_path, enqueue_index_removal=True))
     client = redis.Redis.from_url(redis_url)
-    queue = f"{prefix}:dataset" if prefix else "dataset"
-    other = "dataset" if prefix else "dify:dataset"
-    assert client.llen(other) == 0  # Celery's global_keyprefix: the queue list carries REDIS_KEY_PREFIX
-    raw = [json.loads(item) for item in reversed(client.lrange(queue, 0, -1))]  # BRPOP order: oldest first
-    expected = sc.ids(*PASS_1, *PASS_2_BILLING_ON)
-    assert len(raw) == len(expected) == summary.details["index_removals"]["enqueued"]
-    seen = set()
-    for message in raw:
-        headers, properties = message["headers"], message["properties"]
-        assert headers["task"] == INDEX_TASK == "tasks.deal_dataset_vector_index_task.deal_dataset_vector_index_task"
-        assert headers["lang"] == "py" and headers["retries"] == 0 and headers["root_id"] == headers["id"]
-        assert headers["parent_id"] is None and headers["group"] is None and headers["eta"] is None
-        assert headers["origin"].startswith("gen")
-        assert message["content-type"] == "application/json" and message["content-encoding"] == "utf-8"
-        assert properties["delivery_info"] == {"exchange": "", "routing_key": "dataset"}
-        assert properties["delivery_mode"] == 2 and properties["priority"] == 0
-        assert properties["body_encoding"] == "base64" and properties["correlation_id"] == headers["id"]
-        args, kwargs, embed = json.loads(base64.b64decode(message["body"]))
-        assert args[1] == "remove" and kwargs == {}
-        assert embed == {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
-        assert headers["argsrepr"] == repr((args[0], "remove"))
-        seen.add(args[0])
-    assert seen == expected
-    assert not (tmp_path / "removals.jsonl").exists()
-
-
-def test_task_message_shape() -> None:
-    message = task_message("tasks.x.y", ("a", 1), {"k": True}, queue="plugin", task_id="tid")
-    assert message["headers"]["id"] == message["properties"]["correlation_id"] == "tid"
-    assert json.loads(base64.b64decode(message["body"]))[:2] == [["a", 1], {"k": True}]
-    assert message["headers"]["kwargsrepr"] == "{'k': True}"
-    assert message["properties"]["delivery_info"]["routing_key"] == "plugin"
+    assert client.llen("dataset") == 0
+    assert client.llen("dify:dataset") == len(sc.ids(*PASS_1, *PASS_2_BILLING_ON))
+    client.close()
 
 
 @pytest.mark.parametrize(
     ("url", "error"),
-    [(None, "CELERY_BROKER_URL is not set"), ("sentinel://h:26379", "not supported"), ("amqp://h//", "not supported")],
+    [
+        (None, "CELERY_BROKER_URL is not set"),
+        ("sentinel://h:26379", "CELERY_USE_SENTINEL is off"),
+        ("kafka://h:9092", "not supported"),
+    ],
 )
 def test_broker_url_errors(url: str | None, error: str) -> None:
-    from difymaint.core.celery import broker_client
+    from difymaint.core.celery import broker_url
     from difymaint.core.settings import load_settings
 
     with pytest.raises(ConfigError, match=error):
-        broker_client(load_settings(None, {"CELERY_BROKER_URL": url}))
+        broker_url(load_settings(None, {"CELERY_BROKER_URL": url}))
 
 
 def test_unreachable_broker_disables_nothing(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:

@@ -116,6 +116,27 @@ def test_sandbox_expiry_rule(tmp_path: Path) -> None:
     assert policy.skipped == {"whitelisted": 1, "unknown_plan": 1, "paid": 1, "in_grace": 1}
 
 
+def test_plan_file_stays_out_of_difys_shared_plan_cache(tmp_path: Path, redis_url: str) -> None:
+    """A plan file overrides the billing API for this run only: Dify's `tenant_plan:` cache is neither
+    read (a cached real plan must not shadow the file) nor written (Dify would serve the file's answers)."""
+    import redis
+
+    from difymaint.core.billing import plan_lookup
+    from difymaint.core.clock import SystemClock
+
+    plan_file = tmp_path / "plans.json"
+    plan_file.write_text('{"tenants": {"t1": {"plan": "sandbox", "expiration_date": -1}, "t2": {"plan": "team"}}}')
+    client = redis.Redis.from_url(redis_url)
+    client.set("tenant_plan:t2", '{"plan": "sandbox", "expiration_date": -1}')
+    settings = load_settings(None, {"DIFYMAINT_PLAN_FILE": str(plan_file), "BILLING_ENABLED": True})
+
+    lookup = plan_lookup(settings, SystemClock(), client, KeyNamer())
+
+    assert lookup.plans({"t1", "t2"}) == {"t1": "sandbox", "t2": "team"}
+    assert sorted(client.keys("tenant_plan:*")) == [b"tenant_plan:t2"]
+    client.close()
+
+
 def test_bad_plan_file_is_a_config_error(tmp_path: Path) -> None:
     bad = tmp_path / "plans.json"
     bad.write_text("{not json")

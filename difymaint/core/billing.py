@@ -324,7 +324,7 @@ def sandbox_expiry_policy(
     if source is None:
         return AllTenantsPolicy()
     whitelist = source.fetch_whitelist()
-    cache = TenantPlanCache(source=source, redis=redis, keys=keys)
+    cache = _plan_cache(source, redis, keys)
     return SandboxExpiryPolicy(cache=cache, whitelist=whitelist, graceful_period_days=graceful_period_days, clock=clock)
 
 
@@ -373,4 +373,15 @@ class PlanLookup:
 def plan_lookup(settings: Settings, clock: Clock, redis: Any | None, keys: KeyNamer) -> PlanLookup:
     """A plan-only lookup over the configured source (billing API, plan file, or billing off)."""
     source = plan_source(settings, clock)
-    return PlanLookup(cache=None if source is None else TenantPlanCache(source=source, redis=redis, keys=keys))
+    return PlanLookup(cache=None if source is None else _plan_cache(source, redis, keys))
+
+
+def _plan_cache(source: PlanSource, redis: Any | None, keys: KeyNamer) -> TenantPlanCache:
+    """Dify's shared ``tenant_plan:`` cache sits in front of the billing API only.
+
+    A plan file is the operator's override for this run: its answers must neither be shadowed by plans
+    Dify cached from the real billing API, nor written into that cache where Dify's API processes would
+    read them for ten minutes.
+    """
+    shared_cache = None if isinstance(source, StaticPlanFile) else redis
+    return TenantPlanCache(source=source, redis=shared_cache, keys=keys)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, SecretStr, ValidationError
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from difymaint.core.errors import ConfigError
@@ -81,8 +81,14 @@ class RedisSettings(BaseSettings):
     REDIS_SOCKET_CONNECT_TIMEOUT: PositiveFloat = 5.0
     CELERY_BROKER_URL: str | None = Field(
         default=None,
-        description="Dify's Celery broker (redis:// or rediss://), for jobs that hand work to Dify's workers.",
+        description="Dify's Celery broker (redis://, rediss://, sentinel:// with CELERY_USE_SENTINEL, amqp://), "
+        "for jobs that hand work to Dify's workers.",
     )
+    # Dify's Sentinel-fronted broker (ext_celery.py): the URL lists the sentinels, these name the master.
+    CELERY_USE_SENTINEL: bool = False
+    CELERY_SENTINEL_MASTER_NAME: str | None = None
+    CELERY_SENTINEL_PASSWORD: SecretStr | None = None
+    CELERY_SENTINEL_SOCKET_TIMEOUT: PositiveFloat = 0.1
 
 
 class BillingSettings(BaseSettings):
@@ -154,6 +160,10 @@ class MailSettings(BaseSettings):
     RESEND_API_URL: str = "https://api.resend.com"
     DIFYMAINT_MAIL_TIMEOUT: PositiveFloat = Field(default=30.0, description="Seconds per SMTP/Resend call.")
     CONSOLE_WEB_URL: str = ""
+    # Dify's queue monitor (schedule/queue_monitor_task.py); None threshold = Dify skips the check.
+    QUEUE_MONITOR_THRESHOLD: NonNegativeInt | None = 200
+    QUEUE_MONITOR_ALERT_EMAILS: str | None = None
+    QUEUE_MONITOR_INTERVAL: NonNegativeFloat | None = 30
 
 
 class SwitchSettings(BaseSettings):

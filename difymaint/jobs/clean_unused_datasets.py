@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from difymaint.core.billing import SANDBOX, PlanLookup, plan_lookup
-from difymaint.core.celery import CeleryPublisher, TaskCall, publisher
+from difymaint.core.celery import DIFY_TASKS, INDEX_TASK, CeleryPublisher, publisher
 from difymaint.core.clock import naive_utc
 from difymaint.core.context import Context
 from difymaint.core.database import as_str, ids_in
@@ -49,8 +49,8 @@ from difymaint.jobs.confirm import database_description, plan_aware, tenant_scop
 
 JOB = "clean-unused-datasets"
 LOCK_KEY = JOBS[JOB].lock_key
-INDEX_TASK = "tasks.deal_dataset_vector_index_task.deal_dataset_vector_index_task"
-INDEX_QUEUE = "dataset"
+INDEX_REMOVAL = DIFY_TASKS[INDEX_TASK]  # deal_dataset_vector_index_task(dataset_id, "remove") on `dataset`
+INDEX_QUEUE = INDEX_REMOVAL.queue
 PASSES = ("both", "all", "sandbox")
 
 
@@ -221,9 +221,7 @@ class _Handover:
         task_ids: list[str | None] = [None] * len(rows)
         if self.publisher is not None:
             task_ids = list(
-                self.publisher.send(
-                    INDEX_TASK, [TaskCall(args=(as_str(row.id), "remove")) for row in rows], queue=INDEX_QUEUE
-                )
+                self.publisher.send_to(INDEX_REMOVAL, [INDEX_REMOVAL.call(as_str(row.id), "remove") for row in rows])
             )
             self.enqueued += len(rows)
         if self.worklist is not None:
