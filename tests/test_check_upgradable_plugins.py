@@ -29,6 +29,7 @@ from difymaint.jobs.check_upgradable_plugins import (
     window_ranges,
 )
 from tests.broker import published
+from tests.celery_worker import CeleryWorker
 from tests.conftest import FixedClock, make_context
 from tests.stubs.marketplace import MarketplaceStub, plugin
 from tests.test_cli import run_cli
@@ -91,7 +92,7 @@ def test_window_default_is_the_quarter_hour_and_wraps_midnight() -> None:
 
 
 def test_dispatches_due_tenants_with_difys_signature(
-    pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub
+    pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub, celery_worker: CeleryWorker
 ) -> None:
     start = 23 * 3600 + 45 * 60
     due_first = strategy(pg_engine, start, "latest", mode="partial", include=["langgenius/openai"])
@@ -99,18 +100,18 @@ def test_dispatches_due_tenants_with_difys_signature(
     strategy(pg_engine, 86399 - 900, "latest")  # previous window
     strategy(pg_engine, 0, "latest")  # next day's first window
     strategy(pg_engine, start + 10, "disabled")
-    ctx = ctx_for(pg_url, redis_url, marketplace, DIFYMAINT_DIFY_VERSION="1.11.1")
+    ctx = ctx_for(pg_url, redis_url, marketplace, DIFYMAINT_DIFY_VERSION="1.11.1", **celery_worker.settings)
     summary = job.run(ctx, params("2026-12-04T23:45:00Z", batch_size=1))
 
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert summary.details["tenants_due"] == 2 and summary.tables == {job.TABLE: 2} and summary.batches == 2
-    messages = published(redis_url, "plugin")
-    assert {m.task for m in messages} == {job.TASK}
-    by_tenant = {m.args[0]: m for m in messages}
-    assert set(by_tenant) == {due_first, due_last_second}
-    assert by_tenant[due_first].args == [due_first, "latest", start, "partial", [], ["langgenius/openai"]]
-    assert by_tenant[due_last_second].args == [due_last_second, "fix_only", 86399, "exclude", ["acme/tools"], []]
-    assert all(m.kwargs == {} for m in messages)
+    # A real Celery worker with Dify's task signature ran both messages.
+    received = celery_worker.received(job.TASK, 2)
+    by_tenant = {args[0]: (args, kwargs) for args, kwargs in received}
+    assert set(by_tenant) == {due_first, due_last_second} and len(received) == 2
+    assert by_tenant[due_first] == ([due_first, "latest", start, "partial", [], ["langgenius/openai"]], {})
+    assert by_tenant[due_last_second] == ([due_last_second, "fix_only", 86399, "exclude", ["acme/tools"], []], {})
+    assert all(record["queue"] == "plugin" for record in celery_worker.records(job.TASK))
     # The manifest: one request with Dify's version header, every snapshot cached for an hour.
     assert len(marketplace.state.calls) == 1
     assert marketplace.state.calls[0][1].get("X-Dify-Version") == "1.11.1"
@@ -128,17 +129,35 @@ def test_dispatches_due_tenants_with_difys_signature(
     client.close()
 
 
+@pytest.mark.parametrize("celery_worker", ["dify"], indirect=True)
 def test_key_prefix_applies_to_cache_and_broker(
-    pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub
+    pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub, celery_worker: CeleryWorker
 ) -> None:
     tenant = strategy(pg_engine, 38700)
-    summary = job.run(ctx_for(pg_url, redis_url, marketplace, prefix="p1"), params())
+    summary = job.run(ctx_for(pg_url, redis_url, marketplace, **celery_worker.settings), params())
     assert summary.tables == {job.TABLE: 1}
-    assert [m.args[0] for m in published(redis_url, "plugin", prefix="p1")] == [tenant]
-    assert published(redis_url, "plugin") == []
+    assert [args[0] for args, _ in celery_worker.received(job.TASK, 1)] == [tenant]
     client = redis.Redis.from_url(redis_url)
-    assert client.exists("p1:" + CACHE + "acme/tools") and not client.exists(CACHE + "acme/tools")
+    assert client.exists("dify:" + CACHE + "acme/tools") and not client.exists(CACHE + "acme/tools")
     client.close()
+
+
+def test_spread_uses_countdown_not_sleep(
+    pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub
+) -> None:
+    for i in range(45):  # 3 chunks of 20: Dify sleeps 300 s twice; here chunk k waits k × 300 s in the broker
+        strategy(pg_engine, 38700 + i)
+    ctx = ctx_for(pg_url, redis_url, marketplace)
+    summary = job.run(ctx, params(batch_size=7))
+    assert summary.tables == {job.TABLE: 45} and ctx.clock.slept == []
+    messages = published(redis_url, "plugin")  # no worker on this broker: the messages wait with their ETA
+    etas = [None if m.headers["eta"] is None else datetime.fromisoformat(m.headers["eta"]) for m in messages]
+    assert etas[:20] == [None] * 20 and all(eta is not None for eta in etas[20:])
+    sent = datetime.now(UTC)
+    for chunk, delay in ((slice(20, 40), 300), (slice(40, 45), 600)):
+        assert all(delay - 30 <= (eta - sent).total_seconds() <= delay for eta in etas[chunk] if eta is not None)
+    assert [job.countdown(i, 45, 900) for i in (0, 19, 20, 39, 40, 44)] == [None, None, 300.0, 300.0, 600.0, 600.0]
+    assert job.countdown(30, 45, 0) is None and job.countdown(5, 5, 900) is None
 
 
 def test_nothing_due_does_not_call_the_marketplace(
@@ -202,20 +221,22 @@ def test_dry_run_lists_and_publishes_nothing(
     client.close()
 
 
-def test_cli(pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub) -> None:
+def test_cli(
+    pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub, celery_worker: CeleryWorker
+) -> None:
     tenant = strategy(pg_engine, 0)
     env = {
         "DIFYMAINT_REDIS_URL": redis_url,
         "DIFYMAINT_USE_REDIS": "true",
-        "CELERY_BROKER_URL": redis_url,
         "MARKETPLACE_API_URL": marketplace.url,
+        **celery_worker.settings,
     }
     base = ["check-upgradable-plugins", "--database-url", pg_url, "--json", "--window-start", "2026-12-05T00:00Z"]
     result = run_cli(base, env=env)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["outcome"] == "done" and summary["details"]["tenants"] == [tenant]
-    assert [m.args[0] for m in published(redis_url, "plugin")] == [tenant]
+    assert [args[0] for args, _ in celery_worker.received(job.TASK, 1)] == [tenant]
     marketplace.state.fail_status = 500
     failed = run_cli(base, env=env)
     assert failed.returncode == 1 and "cycle skipped" in failed.stderr and "Traceback" not in failed.stderr

@@ -23,6 +23,7 @@ from difymaint.dify import tables as t
 from difymaint.jobs import timeout_human_input as job
 from difymaint.jobs.timeout_human_input import TimeoutHumanInputParams
 from tests.broker import published, refusing_broker
+from tests.celery_worker import CeleryWorker
 from tests.conftest import NOW, FixedClock, make_context
 from tests.stubs.s3 import S3Stub
 from tests.test_cli import run_cli
@@ -138,7 +139,9 @@ def params(**kw: Any) -> TimeoutHumanInputParams:
     return TimeoutHumanInputParams(global_timeout_s=kw.pop("global_timeout_s", WEEK), run=RunOptions(**run), **kw)
 
 
-def test_difys_three_outcomes(pg_engine: Engine, pg_url: str, redis_url: str, tmp_path: Path) -> None:
+def test_difys_three_outcomes(
+    pg_engine: Engine, pg_url: str, redis_url: str, tmp_path: Path, celery_worker: CeleryWorker
+) -> None:
     workflow, chat, completion = (
         app(pg_engine, "workflow"),
         app(pg_engine, "advanced-chat"),
@@ -154,7 +157,7 @@ def test_difys_three_outcomes(pg_engine: Engine, pg_url: str, redis_url: str, tm
     not_due = form(pg_engine, workflow, expires_in=timedelta(seconds=1))
     submitted = form(pg_engine, workflow, expires_in=-timedelta(days=1), status="submitted")
 
-    summary = job.run(ctx_for(pg_url, redis_url, tmp_path), params(batch_size=2))
+    summary = job.run(ctx_for(pg_url, redis_url, tmp_path, **celery_worker.settings), params(batch_size=2))
 
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert status_of(pg_engine, test_form.id) == "timeout"
@@ -169,11 +172,13 @@ def test_difys_three_outcomes(pg_engine: Engine, pg_url: str, redis_url: str, tm
         resumed = conn.execute(sa.select(t.workflow_pauses.c.resumed_at)).scalar_one()
     assert resumed == NAIVE_NOW
     assert not (tmp_path / str(global_form.state_key)).exists()
-    messages = published(redis_url, QUEUE)
-    assert {m.task for m in messages} == {"resume_app_execution"} and all(m.args == [] for m in messages)
-    assert sorted(m.kwargs["payload"]["workflow_run_id"] for m in messages) == sorted(
+    # A real Celery worker with Dify's resume_app_execution(payload) signature ran both resumes.
+    received = celery_worker.received("resume_app_execution", 2)
+    assert all(args == [] for args, _ in received) and len(received) == 2
+    assert sorted(kwargs["payload"]["workflow_run_id"] for _, kwargs in received) == sorted(
         [str(node_wf.run_id), str(node_chat.run_id)]
     )
+    assert {record["queue"] for record in celery_worker.records("resume_app_execution")} == {QUEUE}
     assert summary.details["counts"] == {
         "delivery_test": 1,
         "node": 3,
@@ -186,16 +191,21 @@ def test_difys_three_outcomes(pg_engine: Engine, pg_url: str, redis_url: str, tm
     assert summary.batches == 3 and summary.rows_remaining == 0
 
 
-def test_loops_past_difys_hundred_and_stops_at_max(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
+def test_loops_past_difys_hundred_and_stops_at_max(
+    pg_engine: Engine, pg_url: str, redis_url: str, celery_worker: CeleryWorker
+) -> None:
     workflow = app(pg_engine, "workflow")
     forms = [form(pg_engine, workflow, expires_in=-timedelta(minutes=i + 1)) for i in range(130)]
-    first = job.run(ctx_for(pg_url, redis_url), params(max_forms=110, batch_size=50))
+    first = job.run(ctx_for(pg_url, redis_url, **celery_worker.settings), params(max_forms=110, batch_size=50))
     assert first.outcome is Outcome.DONE and first.exit_code == 0
     assert first.details["counts"]["node"] == 110 and first.rows_remaining == 20
-    second = job.run(ctx_for(pg_url, redis_url), params())
+    second = job.run(ctx_for(pg_url, redis_url, **celery_worker.settings), params())
     assert second.details["counts"]["node"] == 20 and second.batches == 1
     assert all(status_of(pg_engine, f.id) == "timeout" for f in forms)
-    assert len(published(redis_url, QUEUE)) == 130
+    received = celery_worker.received("resume_app_execution", 130)
+    assert sorted(kwargs["payload"]["workflow_run_id"] for _, kwargs in received) == sorted(
+        str(f.run_id) for f in forms
+    )
 
 
 def test_global_timeout_off(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
@@ -276,16 +286,17 @@ def test_dry_run_lists_and_changes_nothing(pg_engine: Engine, pg_url: str, redis
     assert dry.tables == real.tables and dry.details["counts"] == real.details["counts"]
 
 
-def test_cli_json_and_prefixed_broker(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
+@pytest.mark.parametrize("celery_worker", ["dify"], indirect=True)
+def test_cli_json_and_prefixed_broker(
+    pg_engine: Engine, pg_url: str, redis_url: str, celery_worker: CeleryWorker
+) -> None:
     node = form(pg_engine, app(pg_engine, "workflow"), expires_in=-timedelta(days=400))  # due under any clock
-    env = {"CELERY_BROKER_URL": redis_url, "REDIS_KEY_PREFIX": "pfx", "DIFYMAINT_USE_REDIS": "false"}
+    env = {**celery_worker.settings, "DIFYMAINT_USE_REDIS": "false"}
     result = run_cli(["timeout-human-input", "--database-url", pg_url, "--json", "--global-timeout", "0"], env=env)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["outcome"] == "done" and summary["details"]["counts"]["node"] == 1
-    assert [m.kwargs for m in published(redis_url, QUEUE, prefix="pfx")] == [
-        {"payload": {"workflow_run_id": node.run_id}}
-    ]
+    assert celery_worker.received("resume_app_execution", 1) == [([], {"payload": {"workflow_run_id": node.run_id}})]
     down = run_cli(
         ["timeout-human-input", "--database-url", pg_url], env={**env, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"}
     )

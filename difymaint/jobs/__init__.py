@@ -393,8 +393,8 @@ JOBS: dict[str, JobInfo] = {
         "MARKETPLACE_API_URL/api/v1/dist/plugins/manifest.json, cache every plugin snapshot for 3600 s with one "
         "pipelined SETEX, then publish Dify's process_tenant_plugin_autoupgrade_check_task(tenant_id, "
         "strategy_setting, upgrade_time_of_day, upgrade_mode, exclude_plugins, include_plugins) to queue "
-        "'plugin' on CELERY_BROKER_URL, all at once (no sleeping in the run). A marketplace error skips the "
-        "cycle and exits 1.",
+        "'plugin' on CELERY_BROKER_URL, all at once: chunks of 20 are spread over the window with Celery's "
+        "countdown instead of Dify's sleeping in the run. A marketplace error skips the cycle and exits 1.",
         options=(
             Opt(
                 "window_start",
@@ -403,6 +403,17 @@ JOBS: dict[str, JobInfo] = {
                 "seconds); default: now rounded down to 15 minutes.",
                 metavar="WHEN",
                 panel=WINDOW,
+            ),
+            Opt(
+                "spread_s",
+                ("--spread",),
+                "Spread the workspaces, in chunks of 20, over this many seconds with Celery's countdown, as Dify "
+                "does by sleeping (default 900; 0 = all at once).",
+                type=int,
+                metavar="SECONDS",
+                min=0,
+                max=3600,
+                default=900,
             ),
         ),
         batch=Batch(default=100, help="Workspaces per published page.", sleep_option=False),

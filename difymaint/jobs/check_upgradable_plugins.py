@@ -7,7 +7,8 @@ Replaces Dify's ``check_upgradable_plugin_task``. Differences, all deliberate:
   floor(now / 900) × 900), wrapping across midnight, so a late tick still serves its own window and the last
   30 s of the day are not lost (Dify: wall clock − 30 s, never seeing 86370–86399);
 * the marketplace manifest is cached with one pipelined ``SETEX`` (Dify: one round trip per plugin);
-* every tenant is published at once: no ``sleep`` inside the run (Dify sleeps up to 15 minutes in a worker).
+* every tenant is published at once: no ``sleep`` inside the run (Dify sleeps up to 15 minutes in a worker);
+  Dify's spreading of chunks of 20 over the window is kept with Celery's ``countdown`` (``--spread``).
 
 A marketplace error skips the whole cycle (Dify's behaviour) but exits 1 so the operator sees it; nothing is
 published then. The per-tenant task itself stays Dify's (plugin daemon calls, version rules).
@@ -16,6 +17,7 @@ published then. The per-tenant task itself stays Dify's (plugin daemon calls, ve
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +39,7 @@ LOCK_KEY = JOBS[JOB].lock_key
 TASK = "tasks.process_tenant_plugin_autoupgrade_check_task.process_tenant_plugin_autoupgrade_check_task"
 QUEUE = "plugin"
 WINDOW_S = 900  # Dify's AUTO_UPGRADE_MINIMAL_CHECKING_INTERVAL
+CHUNK = 20  # Dify's MAX_CONCURRENT_CHECK_TASKS: tenants per chunk when spreading
 DAY_S = 86400
 CACHE_FAMILY = "plugin_autoupgrade_check_task:cached_plugin_snapshot:"  # Dify's CACHE_REDIS_KEY_PREFIX
 CACHE_TTL_S = 3600  # Dify's CACHE_REDIS_TTL
@@ -56,6 +59,7 @@ class MarketplaceUnavailable(DifymaintError):
 @dataclass(frozen=True)
 class CheckUpgradablePluginsParams:
     window_start: str | None = None
+    spread_s: int = WINDOW_S
     run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=DEFAULT_BATCH_SIZE))
 
 
@@ -203,13 +207,14 @@ def run(ctx: Context, params: CheckUpgradablePluginsParams) -> RunSummary:
             seconds_of_day=[list(r) for r in ranges],
             task=TASK,
             queue=QUEUE,
+            spread_s=params.spread_s,
         )
-        _dispatch(job, due(ranges))
+        _dispatch(job, due(ranges), params.spread_s)
         job.settle_remaining()
     return job.summary
 
 
-def _dispatch(job: JobRun, where: sa.ColumnElement[bool]) -> None:
+def _dispatch(job: JobRun, where: sa.ColumnElement[bool], spread_s: int) -> None:
     ctx = job.ctx
     with ctx.engine.connect() as conn:
         total = int(
@@ -232,27 +237,43 @@ def _dispatch(job: JobRun, where: sa.ColumnElement[bool]) -> None:
         if not job.dry_run:
             cache_manifest(ctx, snapshots)
         ctx.reporter.info(f"{JOB}: {len(snapshots)} plugin snapshots {'seen' if job.dry_run else 'cached'}")
-        _publish_pages(job, where, publisher)
+        _publish_pages(job, where, publisher, total, spread_s)
     finally:
         if publisher is not None:
             publisher.close()
 
 
-def _publish_pages(job: JobRun, where: sa.ColumnElement[bool], publisher: Any) -> None:
-    from difymaint.core.celery import TaskCall
+def countdown(index: int, total: int, spread_s: int) -> float | None:
+    """Dify's pacing without sleeping: chunk ``index // 20`` of ``ceil(total / 20)`` starts
+    ``chunk × spread / chunks`` seconds from now (Celery's countdown); None for the first chunk."""
+    chunks = math.ceil(total / CHUNK)
+    chunk = index // CHUNK
+    if spread_s <= 0 or chunk == 0 or chunks <= 1:
+        return None
+    return round(chunk * spread_s / chunks, 3)
 
+
+def _publish_pages(job: JobRun, where: sa.ColumnElement[bool], publisher: Any, total: int, spread_s: int) -> None:
+    from difymaint.core.celery import DIFY_TASKS
+
+    task = DIFY_TASKS[TASK]  # checks the arguments against Dify's signature before anything is sent
     ctx = job.ctx
     listed: list[str] = job.summary.details.setdefault("tenants", [])
+    index = 0
     for rows in _pages(ctx, where, job.batch_size):
         if not job.keep_going():
             return
         with job.batch() as batch:
-            calls = [TaskCall(args=task_args(row)) for row in rows]
-            if publisher is not None:
-                publisher.send(TASK, calls, queue=QUEUE)
+            calls = []
             for row in rows:
+                calls.append(task.call(*task_args(row), countdown=countdown(index, total, spread_s)))
+                index += 1
+            if publisher is not None:
+                publisher.send_to(task, calls)
+            for row, call in zip(rows, calls, strict=True):
                 if len(listed) < LISTED_MAX:
                     listed.append(str(row.tenant_id))
                 if job.dry_run:
-                    ctx.output.write(f"would publish {TASK}{task_args(row)!r} to queue {QUEUE}\n")
+                    delay = f" with countdown {call.countdown:g} s" if call.countdown else ""
+                    ctx.output.write(f"would publish {TASK}{call.args!r} to queue {QUEUE}{delay}\n")
             batch.record(scanned=len(rows), affected=len(rows), rows={TABLE: len(rows)})

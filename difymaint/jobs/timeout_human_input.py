@@ -272,8 +272,9 @@ def _walk(
     objects: StateObjects,
     counts: dict[str, int],
 ) -> None:
-    from difymaint.core.celery import TaskCall
+    from difymaint.core.celery import DIFY_TASKS
 
+    resume = DIFY_TASKS[RESUME_TASK]
     ctx = job.ctx
     handled = 0
     after: str | None = None
@@ -317,8 +318,8 @@ def _walk(
                         listed.append({"form_id": decision.form_id, "action": decision.kind})
                 if publisher is not None and resumes:
                     # Before the commit: a broker failure rolls the marks back with it.
-                    calls = [TaskCall(kwargs={"payload": {"workflow_run_id": run_id}}) for run_id in resumes]
-                    publisher.send(RESUME_TASK, calls, queue=RESUME_QUEUE)
+                    calls = [resume.call(payload={"workflow_run_id": run_id}) for run_id in resumes]
+                    publisher.send_to(resume, calls)
                 counts["resumes_published"] += len(resumes)
             batch.record(scanned=len(rows), affected=rows_changed[FORMS], rows=rows_changed)
         if batch.rolled_back:
