@@ -297,7 +297,10 @@ def test_cli_json_and_prefixed_broker(
     summary = json.loads(result.stdout)
     assert summary["outcome"] == "done" and summary["details"]["counts"]["node"] == 1
     assert celery_worker.received("resume_app_execution", 1) == [([], {"payload": {"workflow_run_id": node.run_id}})]
+    second = form(pg_engine, app(pg_engine, "workflow"), expires_in=-timedelta(days=400))  # a resume to publish
     down = run_cli(
-        ["timeout-human-input", "--database-url", pg_url], env={**env, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"}
+        ["timeout-human-input", "--database-url", pg_url, "--global-timeout", "0"],
+        env={**env, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"},
     )
     assert down.returncode == 1 and "Celery broker" in down.stderr and "Traceback" not in down.stderr
+    assert status_of(pg_engine, second.id) == "waiting"

@@ -14,8 +14,9 @@ handles the same form):
   ``workflow_based_app_execution`` for workflow and advanced-chat apps.
 
 The resumes are published inside the batch, after its updates and before its commit: a broker that fails
-rolls the batch back (no form is marked without its resume). Marking clears the submission columns as
-Dify's ``mark_timeout`` does.
+(unreachable, or refusing the messages) rolls the batch back (no form is marked without its resume). The
+broker is connected at the first resume, so a run with nothing to resume never imports Celery. Marking
+clears the submission columns as Dify's ``mark_timeout`` does.
 """
 
 from __future__ import annotations
@@ -233,11 +234,7 @@ def run(ctx: Context, params: TimeoutHumanInputParams) -> RunSummary:
         job=JOB,
     )
     now = naive_utc(ctx.clock.now())
-    publisher = None
-    if not params.run.dry_run:
-        from difymaint.core.celery import publisher as make_publisher  # Celery only in the commands that publish
-
-        publisher = make_publisher(ctx.settings)  # a down broker fails here, before any form is touched
+    publisher = Publisher(ctx, dry_run=params.run.dry_run)
     objects = StateObjects(ctx, params, dry_run=params.run.dry_run)
     try:
         with job_run(
@@ -259,22 +256,42 @@ def run(ctx: Context, params: TimeoutHumanInputParams) -> RunSummary:
                 job.settle_remaining(lambda: _remaining(ctx, now, params))
     finally:
         objects.close()
-        if publisher is not None:
-            publisher.close()
+        publisher.close()
     return job.summary
+
+
+class Publisher:
+    """The Celery publisher, connected on the first resume: a minute with nothing to resume never imports
+    Celery (cold start), and a broker that is down fails inside the batch, which then rolls back."""
+
+    def __init__(self, ctx: Context, *, dry_run: bool) -> None:
+        self.ctx = ctx
+        self.dry_run = dry_run
+        self._publisher: Any = None
+
+    def resume(self, run_ids: list[str]) -> None:
+        if self.dry_run or not run_ids:
+            return
+        from difymaint.core.celery import DIFY_TASKS, publisher
+
+        if self._publisher is None:
+            self._publisher = publisher(self.ctx.settings)
+        task = DIFY_TASKS[RESUME_TASK]  # checks the call against Dify's signature
+        self._publisher.send_to(task, [task.call(payload={"workflow_run_id": run_id}) for run_id in run_ids])
+
+    def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
 
 
 def _walk(
     job: JobRun,
     params: TimeoutHumanInputParams,
     now: datetime,
-    publisher: Any,
+    publisher: Publisher,
     objects: StateObjects,
     counts: dict[str, int],
 ) -> None:
-    from difymaint.core.celery import DIFY_TASKS
-
-    resume = DIFY_TASKS[RESUME_TASK]
     ctx = job.ctx
     handled = 0
     after: str | None = None
@@ -316,10 +333,8 @@ def _walk(
                         resumes.append(decision.workflow_run_id)
                     if len(listed) < LISTED_MAX:
                         listed.append({"form_id": decision.form_id, "action": decision.kind})
-                if publisher is not None and resumes:
-                    # Before the commit: a broker failure rolls the marks back with it.
-                    calls = [resume.call(payload={"workflow_run_id": run_id}) for run_id in resumes]
-                    publisher.send_to(resume, calls)
+                # Before the commit: a broker failure rolls the marks back with it.
+                publisher.resume(resumes)
                 counts["resumes_published"] += len(resumes)
             batch.record(scanned=len(rows), affected=rows_changed[FORMS], rows=rows_changed)
         if batch.rolled_back:
