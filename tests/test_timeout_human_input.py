@@ -292,14 +292,16 @@ def test_cli_json_and_prefixed_broker(
 ) -> None:
     node = form(pg_engine, app(pg_engine, "workflow"), expires_in=-timedelta(days=400))  # due under any clock
     env = {**celery_worker.settings, "DIFYMAINT_USE_REDIS": "false"}
-    result = run_cli(["timeout-human-input", "--database-url", pg_url, "--json", "--global-timeout", "0"], env=env)
+    result = run_cli(
+        ["timeout-human-input", "--database-url", pg_url, "--json", "--global-timeout", "0", "--yes"], env=env
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["outcome"] == "done" and summary["details"]["counts"]["node"] == 1
     assert celery_worker.received("resume_app_execution", 1) == [([], {"payload": {"workflow_run_id": node.run_id}})]
     second = form(pg_engine, app(pg_engine, "workflow"), expires_in=-timedelta(days=400))  # a resume to publish
     down = run_cli(
-        ["timeout-human-input", "--database-url", pg_url, "--global-timeout", "0"],
+        ["timeout-human-input", "--database-url", pg_url, "--global-timeout", "0", "--yes"],
         env={**env, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"},
     )
     assert down.returncode == 1 and "Celery broker" in down.stderr and "Traceback" not in down.stderr

@@ -463,7 +463,8 @@ JOBS: dict[str, JobInfo] = {
         dry_run_help="List the forms it would time out, the runs it would stop and the resumes it would publish; "
         "change and publish nothing.",
         lock_key="maintenance:timeout_human_input",
-        destructive=False,
+        # Stops runs and deletes storage objects: asks for --yes, and scheduled runs get --max-runtime so a
+        # backlog ends cleanly (exit 4) before the CronJob's deadline.
     ),
     "flush-api-token-usage": JobInfo(
         name="flush-api-token-usage",

@@ -222,7 +222,7 @@ def _dispatch(job: JobRun, where: sa.ColumnElement[bool], spread_s: int) -> None
     if total == 0:
         ctx.reporter.info(f"{JOB}: no workspace is due in this window; marketplace not contacted")
         return
-    if ctx.redis is None:  # checked only now: an empty window needs neither Redis nor the marketplace
+    if ctx.redis is None and not job.dry_run:  # only now: an empty window needs neither Redis nor the marketplace
         raise ConfigError(
             f"{JOB} needs Dify's Redis (the manifest cache Dify's per-tenant task reads)",
             hint="set REDIS_HOST (and REDIS_PORT, REDIS_PASSWORD, REDIS_DB) or DIFYMAINT_REDIS_URL",

@@ -13,6 +13,7 @@ before the error ends the run. Tokens are secrets: only a short SHA-256 ever app
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -133,18 +134,15 @@ def _apply_portable(conn: sa.Connection, usages: Sequence[Usage], *, dry_run: bo
 class UsageKeys:
     """The Redis side: SCAN pages of usage keys, take (GETDEL) or peek (GET, dry run) their values."""
 
-    def __init__(self, client: Any, prefix: str) -> None:
+    def __init__(self, client: Any, prefix: str, count: int) -> None:
         self.client = client
         self.prefix = prefix  # physical prefix before KEY_FAMILY ("" or "<REDIS_KEY_PREFIX>:")
         self.match = _glob_escape(prefix + KEY_FAMILY) + "*"
-        self.cursor: int | None = None
+        # scan_iter walks every node of a Redis Cluster too; it is lazy, so only a page is held at a time.
+        self._keys = client.scan_iter(match=self.match, count=count)
 
-    @property
-    def finished(self) -> bool:
-        return self.cursor == 0
-
-    def page(self, count: int) -> list[str]:
-        self.cursor, keys = self.client.scan(cursor=self.cursor or 0, match=self.match, count=count)
+    def page(self, size: int) -> list[str]:
+        keys = itertools.islice(self._keys, size)
         return [key.decode("utf-8", "replace") if isinstance(key, bytes) else key for key in keys]
 
     def read(self, keys: Sequence[str], *, take: bool) -> list[Any]:
@@ -180,7 +178,7 @@ def run(ctx: Context, params: FlushApiTokenUsageParams) -> RunSummary:
         )
     check_schema(ctx.engine, [Need(TABLE, ("token", "type", "last_used_at"))], job=JOB)
     physical = ctx.keys.key(KEY_FAMILY)
-    keys = UsageKeys(client, physical[: -len(KEY_FAMILY)])
+    keys = UsageKeys(client, physical[: -len(KEY_FAMILY)], params.run.batch_size)
     with job_run(
         ctx,
         JOB,
@@ -205,10 +203,10 @@ def run(ctx: Context, params: FlushApiTokenUsageParams) -> RunSummary:
 
 def _flush(job: JobRun, keys: UsageKeys, counts: dict[str, int]) -> None:
     dry_run = job.dry_run
-    while not keys.finished and job.keep_going():
+    while job.keep_going():
         page = keys.page(job.batch_size)
         if not page:
-            continue  # SCAN may return an empty page with a non-zero cursor
+            break  # the scan is complete
         values = keys.read(page, take=not dry_run)
         usages: list[Usage] = []
         for key, value in zip(page, values, strict=True):

@@ -64,6 +64,17 @@ class TimeoutHumanInputParams:
 Params = TimeoutHumanInputParams
 
 
+def confirmation(ctx: Context, params: TimeoutHumanInputParams) -> str | None:
+    if params.run.dry_run:
+        return None
+    from difymaint.jobs.confirm import database_description
+
+    return (
+        f"Time out the due human-input forms in {database_description(ctx.settings)}, stopping the workflow runs "
+        "past the global timeout and deleting their pause state objects?"
+    )
+
+
 @dataclass
 class Decision:
     form_id: str
