@@ -176,3 +176,28 @@ def test_configuration_like_dify() -> None:
         broker_url(load_settings(None, {"CELERY_BROKER_URL": "redis://h/1", "CELERY_USE_SENTINEL": True}))
     with pytest.raises(ConfigError, match="MASTER_NAME"):
         broker_url(load_settings(None, {"CELERY_BROKER_URL": "sentinel://h:26379/1", "CELERY_USE_SENTINEL": True}))
+
+
+def test_rediss_broker_gets_difys_ssl_options() -> None:
+    import ssl
+
+    from difymaint.core.celery import celery_app
+
+    settings = load_settings(
+        None,
+        {
+            "CELERY_BROKER_URL": "rediss://:pw@redis.example:6380/1",
+            "REDIS_SSL_CERT_REQS": "CERT_REQUIRED",
+            "REDIS_SSL_CA_CERTS": "/etc/ca.pem",
+        },
+    )
+    app = celery_app(settings)
+    assert app.conf.broker_use_ssl == {
+        "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        "ssl_ca_certs": "/etc/ca.pem",
+        "ssl_certfile": None,
+        "ssl_keyfile": None,
+    }
+    assert app.conf.task_ignore_result is True
+    plain = celery_app(load_settings(None, {"CELERY_BROKER_URL": "redis://redis.example:6379/1"}))
+    assert not plain.conf.broker_use_ssl

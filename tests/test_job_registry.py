@@ -234,6 +234,24 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, Any]]] = [
         {"purge_notified_older_than": 90, "tenant_ids": (T2,), "run.batch_size": 7},
     ),
     (
+        "monitor-queue",
+        ["--queue", "dataset", "--queue", "plugin, mail", "--threshold", "5", "--cooldown-minutes", "15"],
+        {"QUEUE_MONITOR_ALERT_EMAILS": "a@example.com"},
+        {
+            "queues": ("dataset", "plugin", "mail"),
+            "all_queues": False,
+            "threshold": 5,
+            "cooldown_minutes": 15,
+            "alert_emails": "a@example.com",
+        },
+    ),
+    (
+        "monitor-queue",
+        ["--all-queues", "--alert-emails", "b@example.com"],
+        {"QUEUE_MONITOR_THRESHOLD": "50"},
+        {"queues": (), "all_queues": True, "threshold": 50, "cooldown_minutes": 60, "alert_emails": "b@example.com"},
+    ),
+    (
         "archive-workflow-runs",
         [
             "--days",

@@ -209,7 +209,7 @@ def _annotation(opt: Opt) -> Any:
     option = typer.Option(*opt.flags, **kwargs)
     if opt.kind == "flag":
         return Annotated[bool, option]
-    if opt.kind == "repeated_ids":
+    if opt.kind in ("repeated_ids", "repeated"):
         return Annotated[list[str] | None, option]
     value_type: Any = Literal.__getitem__(opt.choices) if opt.choices else opt.type
     return Annotated[value_type | None, option]

@@ -21,7 +21,7 @@ not pay for it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -326,17 +326,32 @@ def publisher(settings: Settings) -> CeleryPublisher:
 
 
 @contextmanager
-def broker_channel(settings: Settings) -> Iterator[Any]:
-    """kombu's default channel on Dify's broker (for reading queue lengths); closed on exit."""
+def broker_redis(settings: Settings) -> Iterator[tuple[Any, str]]:
+    """A plain redis-py client on Dify's broker and the ``global_keyprefix`` its keys carry.
+
+    The connection comes from kombu (so the DB default, TLS and Sentinel master resolution are kombu's own);
+    the client is a plain ``redis.Redis`` on kombu's pool, so every key is named explicitly with the prefix
+    (kombu's own client prefixes some commands only). Redis brokers only: ``amqp://`` is a ConfigError.
+    """
+    url = broker_url(settings)
+    if urlsplit(url.split(";")[0]).scheme not in ("redis", "rediss", "sentinel"):
+        raise ConfigError(
+            "reading queue lengths needs a Redis broker (redis://, rediss:// or sentinel://)",
+            hint="for RabbitMQ read the queue depths from its management API",
+        )
+    import redis
+
     app = celery_app(settings)
     connection = app.connection_for_read()
     try:
         try:
             connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2, timeout=None)
             channel = connection.default_channel
+            client = redis.Redis(connection_pool=channel.client.connection_pool)
+            client.ping()
         except _connection_errors(connection) as exc:
             raise _unreachable(settings, exc, "cannot reach the Celery broker") from None
-        yield channel
+        yield client, key_prefix(settings)
     finally:
         connection.release()
         app.close()
@@ -345,9 +360,3 @@ def broker_channel(settings: Settings) -> Iterator[Any]:
 def queue_keys(queue: str) -> list[str]:
     """The Redis lists holding ``queue``'s waiting messages (without the global prefix): bare + priorities."""
     return [queue, *(f"{queue}{PRIORITY_SEPARATOR}{step}" for step in PRIORITY_STEPS)]
-
-
-def describe(task: str) -> Mapping[str, Any]:
-    """The table entry for ``task`` as plain data (for --json and docs)."""
-    spec = DIFY_TASKS[task]
-    return {"task": spec.name, "queue": spec.queue, "args": list(spec.args), "kwargs": list(spec.kwargs)}

@@ -484,6 +484,76 @@ JOBS: dict[str, JobInfo] = {
         lock_key="maintenance:flush_api_token_usage",
         destructive=False,
     ),
+    "monitor-queue": JobInfo(
+        name="monitor-queue",
+        module="monitor_queue",
+        summary="Check how many messages wait in Celery queues on Dify's broker; exit 3 and mail an alert at or "
+        "above a threshold.",
+        schedule="*/30 * * * *",  # every QUEUE_MONITOR_INTERVAL (30) minutes
+        dify_task="datasets-queue-monitor",
+        dify_switch="ENABLE_DATASETS_QUEUE_MONITOR",
+        switches=(Switch("ENABLE_DATASETS_QUEUE_MONITOR", dify_default=False),),
+        help="Length = the queue's list plus its priority lists (\\x06\\x16 3/6/9) under the REDIS_KEY_PREFIX "
+        "global_keyprefix, on the broker kombu connects to (Sentinel included; DB 0 when the URL has none). Also "
+        "reports the unacked count and the oldest waiting message's age when the message shows a time. At or above "
+        "the threshold: exit 3, one line on stderr, and one mail per address in QUEUE_MONITOR_ALERT_EMAILS "
+        "(MAIL_TYPE smtp or resend), at most once per queue per cool-down. Needs no monitor worker and no "
+        "database. Redis brokers only.",
+        options=(
+            Opt(
+                "queues",
+                ("--queue",),
+                "A queue to check; repeat the option or separate names by commas (default: dataset, as Dify).",
+                kind="repeated",
+                metavar="NAME",
+            ),
+            Opt(
+                "all_queues",
+                ("--all-queues",),
+                "Check every queue Dify's worker consumes (the docker entrypoint's list).",
+                type=bool,
+                kind="flag",
+            ),
+            Opt(
+                "threshold",
+                ("--threshold",),
+                "Alert at or above this many waiting messages per queue (QUEUE_MONITOR_THRESHOLD, 200).",
+                type=int,
+                metavar="N",
+                min=0,
+                setting="QUEUE_MONITOR_THRESHOLD",
+            ),
+            Opt(
+                "alert_emails",
+                ("--alert-emails",),
+                "Comma-separated alert recipients; overrides QUEUE_MONITOR_ALERT_EMAILS.",
+                metavar="ADDRESSES",
+                setting="QUEUE_MONITOR_ALERT_EMAILS",
+            ),
+            Opt(
+                "cooldown_minutes",
+                ("--cooldown-minutes",),
+                "Mail about a queue at most once per this many minutes (exit 3 every run regardless).",
+                type=int,
+                metavar="MIN",
+                min=1,
+                default=60,
+            ),
+            Opt(
+                "broker_url",
+                ("--broker-url",),
+                "Celery broker URL; overrides CELERY_BROKER_URL.",
+                metavar="URL",
+                setting="CELERY_BROKER_URL",
+                panel=CONNECTION,
+            ),
+        ),
+        batch=None,
+        dry_run_help="Measure and report; render the alert mails on stdout (stderr with --json) instead of "
+        "sending them, and start no cool-down.",
+        lock_key="maintenance:monitor_queue",
+        destructive=False,
+    ),
     "restore-workflow-runs": JobInfo(
         name="restore-workflow-runs",
         module="restore_workflow_runs",

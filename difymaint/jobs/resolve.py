@@ -83,6 +83,9 @@ def _option_value(opt: Opt, given: Any, settings: Any) -> Any:
         return parse_ids(given, opt.flag) or ()
     if opt.kind == "repeated_ids":
         return parse_ids(given or None, opt.flag) or ()  # a repeatable option seen no time arrives as []
+    if opt.kind == "repeated":
+        # Repeatable, each value may also be a comma-separated list; blanks are dropped.
+        return tuple(part.strip() for value in given or () for part in str(value).split(",") if part.strip())
     if opt.setting:
         return getattr(settings, opt.setting)
     if opt.kind == "flag":

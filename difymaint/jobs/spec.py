@@ -19,7 +19,7 @@ RUN = "Run control"
 WINDOW = "Time window"
 OUTPUT = "Output"
 
-OptKind = Literal["value", "flag", "ids", "repeated_ids"]
+OptKind = Literal["value", "flag", "ids", "repeated_ids", "repeated"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,241 @@
+"""monitor-queue: alert when Celery queues on Dify's broker back up (docs/jobs/monitor-queue.md).
+
+Dify's ``queue_monitor_task`` (spec §5.8) runs ``LLEN dataset`` on a client of its own and mails every
+address in ``QUEUE_MONITOR_ALERT_EMAILS`` each interval while the length is at or above
+``QUEUE_MONITOR_THRESHOLD``. Beyond it:
+
+* any queues (``--queue``, repeatable) or all of the queues Dify's worker consumes (``--all-queues``);
+* the length counts what kombu counts: the bare list plus the priority siblings ``<queue>\\x06\\x16{3,6,9}``,
+  under the ``global_keyprefix`` Dify sets from ``REDIS_KEY_PREFIX``, on the broker kombu connects to
+  (Sentinel included, DB 0 when the URL has none);
+* the ``unacked`` count (messages reserved by workers; one hash for the whole broker) and the age of the
+  oldest waiting message when the message shows a time (a ``timestamp`` header or property, or a past
+  ``eta``);
+* over the threshold: exit 3 and one line on stderr, so cron or Kubernetes can alert without mail; the
+  mails (trimmed addresses, one per address) go out once per ``--cooldown-minutes`` per queue, remembered
+  in the broker's Redis under ``maintenance:queue_monitor:alerted:<queue>`` (prefixed like Dify's keys);
+* it does not depend on a ``monitor`` worker (Dify's default entrypoint starts none) nor on the database.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from difymaint.core.celery import DIFY_WORKER_QUEUES, UNACKED_KEY, broker_redis, mask_url, queue_keys
+from difymaint.core.context import Context
+from difymaint.core.errors import ConfigError, LockHeld, UsageError
+from difymaint.core.locking import RedisJobLock
+from difymaint.core.mail import Mail, MailError, MailSender, PreviewSender, mail_sender, render
+from difymaint.core.run import RunOptions
+from difymaint.core.summary import Outcome, RunSummary
+from difymaint.jobs import JOBS
+
+JOB = "monitor-queue"
+LOCK_KEY = JOBS[JOB].lock_key
+COOLDOWN_KEY = "maintenance:queue_monitor:alerted:{queue}"
+HTML_TEMPLATE = "queue_monitor_alert.html"
+TEXT_TEMPLATE = "queue_monitor_alert.txt"
+DEFAULT_QUEUE = "dataset"  # what Dify's monitor watches
+
+
+@dataclass(frozen=True)
+class MonitorQueueParams:
+    run: RunOptions = field(default_factory=RunOptions)
+    queues: tuple[str, ...] = ()
+    all_queues: bool = False
+    threshold: int | None = 200  # None (QUEUE_MONITOR_THRESHOLD unset to null): measure only, as Dify skips
+    alert_emails: str | None = None
+    cooldown_minutes: int = 60
+    preview: IO[str] | None = None  # dry run: where the rendered alert mails go (default: the output stream)
+    sender: MailSender | None = None  # default: the one MAIL_TYPE selects
+
+
+Params = MonitorQueueParams
+
+
+def check(ctx: Context, params: MonitorQueueParams) -> None:
+    if params.queues and params.all_queues:
+        raise UsageError("--queue and --all-queues do not go together", hint="use one of them")
+    for queue in params.queues:
+        if any(ch.isspace() for ch in queue) or "\x06" in queue:
+            raise UsageError(f"--queue {queue!r} is not a queue name")
+
+
+def recipients(raw: str | None) -> list[str]:
+    """QUEUE_MONITOR_ALERT_EMAILS split on commas and trimmed (Dify keeps the spaces and fails on them)."""
+    seen: list[str] = []
+    for part in (raw or "").split(","):
+        address = part.strip()
+        if address and address not in seen:
+            seen.append(address)
+    return seen
+
+
+def _message_time(raw: bytes | None) -> datetime | None:
+    """When a waiting message was sent or became due, if the message says so."""
+    if raw is None:
+        return None
+    try:
+        message = json.loads(raw)
+        headers = message.get("headers") or {}
+        properties = message.get("properties") or {}
+    except (ValueError, AttributeError):
+        return None  # not a kombu JSON envelope: no age rather than a failed check
+    for stamp in (headers.get("timestamp"), properties.get("timestamp")):
+        if isinstance(stamp, int | float):
+            return datetime.fromtimestamp(stamp, UTC)
+    eta = headers.get("eta")
+    if isinstance(eta, str):
+        try:
+            parsed = datetime.fromisoformat(eta)
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
+
+
+def measure(client: Any, prefix: str, queues: tuple[str, ...], now: datetime) -> dict[str, dict[str, Any]]:
+    """Per queue: total waiting, per priority list, and the oldest waiting message's age (one pipeline)."""
+    pipe = client.pipeline(transaction=False)
+    for queue in queues:
+        for key in queue_keys(queue):
+            pipe.llen(prefix + key)
+            pipe.lindex(prefix + key, -1)  # LPUSH in, BRPOP out: the oldest message is at the tail
+    replies = iter(pipe.execute())
+    result: dict[str, dict[str, Any]] = {}
+    for queue in queues:
+        by_priority: dict[str, int] = {}
+        oldest: datetime | None = None
+        for priority, _key in zip(("0", "3", "6", "9"), queue_keys(queue), strict=True):
+            length, tail = int(next(replies)), next(replies)
+            by_priority[priority] = length
+            when = _message_time(tail)
+            if when is not None and when <= now and (oldest is None or when < oldest):
+                oldest = when
+        result[queue] = {
+            "length": sum(by_priority.values()),
+            "by_priority": by_priority,
+            "oldest_age_s": round((now - oldest).total_seconds(), 1) if oldest is not None else None,
+        }
+    return result
+
+
+def run(ctx: Context, params: MonitorQueueParams) -> RunSummary:
+    dry_run = params.run.dry_run
+    queues = DIFY_WORKER_QUEUES if params.all_queues else (params.queues or (DEFAULT_QUEUE,))
+    addresses = recipients(params.alert_emails)
+    sender: MailSender | None = None
+    mail_problem: str | None = None
+    if addresses:
+        try:
+            sender = params.sender or mail_sender(ctx.settings)
+        except ConfigError as exc:
+            sender, mail_problem = None, exc.message
+        if sender is None and mail_problem is None:
+            mail_problem = "MAIL_TYPE is not set"
+        if dry_run:
+            sender = PreviewSender(params.preview or ctx.output)
+    started = ctx.clock.now()
+    clock_start = ctx.clock.monotonic()
+    summary = RunSummary(job=JOB, dry_run=dry_run, started_at=started, verbs=("waiting", "waiting"))
+    with broker_redis(ctx.settings) as (client, prefix):
+        lock = RedisJobLock(client, prefix + LOCK_KEY, ctx.settings.DIFYMAINT_LOCK_TTL) if params.run.use_lock else None
+        if lock is not None and not lock.acquire():
+            raise LockHeld(
+                f"{JOB}: another run holds the lock ({lock.description}); skipped",
+                hint="this is normal when runs overlap; see DIFYMAINT_ON_LOCKED to change the exit code",
+            )
+        try:
+            stats = measure(client, prefix, queues, started)
+            unacked = int(client.hlen(prefix + UNACKED_KEY))
+            threshold = params.threshold
+            if threshold is None:
+                summary.warnings.append("no threshold (QUEUE_MONITOR_THRESHOLD is null): measured only")
+            over = [queue for queue in queues if threshold is not None and stats[queue]["length"] >= threshold]
+            summary.tables = {queue: stats[queue]["length"] for queue in queues}
+            summary.details.update(
+                broker=mask_url(ctx.settings.CELERY_BROKER_URL or ""),
+                key_prefix=prefix,
+                threshold=params.threshold,
+                queues=stats,
+                unacked=unacked,
+                over_threshold=over,
+            )
+            if over:
+                summary.outcome = Outcome.THRESHOLD_EXCEEDED
+                listed = ", ".join(f"{queue} {stats[queue]['length']}" for queue in over)
+                # The one line on stderr: cron mail and `kubectl logs` show it without --json.
+                ctx.reporter.warning(f"{JOB}: waiting messages at or above {threshold}: {listed}")
+                alerts = _Alerts(ctx, client, prefix, params, summary, sender, addresses, mail_problem)
+                for queue in over:
+                    alerts.alert(queue, stats[queue], unacked, started)
+                summary.details["alerts"] = alerts.report
+        finally:
+            if lock is not None:
+                lock.release()
+    summary.duration_s = ctx.clock.monotonic() - clock_start
+    return summary
+
+
+class _Alerts:
+    """Alert mails, at most one round per queue per cool-down (remembered in the broker's Redis)."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        client: Any,
+        prefix: str,
+        params: MonitorQueueParams,
+        summary: RunSummary,
+        sender: MailSender | None,
+        addresses: list[str],
+        mail_problem: str | None,
+    ) -> None:
+        self.ctx, self.client, self.prefix, self.params = ctx, client, prefix, params
+        self.summary, self.sender, self.addresses, self.mail_problem = summary, sender, addresses, mail_problem
+        self.report: dict[str, Any] = {}
+
+    def alert(self, queue: str, stats: dict[str, Any], unacked: int, now: datetime) -> None:
+        entry: dict[str, Any] = {"recipients": len(self.addresses), "sent": 0, "failed": 0}
+        self.report[queue] = entry
+        if not self.addresses:
+            entry["skipped"] = "QUEUE_MONITOR_ALERT_EMAILS is not set"
+            return
+        key = self.prefix + COOLDOWN_KEY.format(queue=queue)
+        ttl = int(self.client.ttl(key))
+        if ttl > 0 or ttl == -1:
+            entry["skipped"] = f"alerted recently (cool-down {ttl if ttl > 0 else 'without expiry'} s left)"
+            return
+        if self.sender is None:
+            entry["skipped"] = f"{self.mail_problem}: no alert mail sent"
+            self.summary.warnings.append(f"{queue}: {entry['skipped']}")
+            return
+        context = {
+            "queue_name": queue,
+            "queue_length": stats["length"],
+            "threshold": self.params.threshold,
+            "alert_time": now.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "by_priority": stats["by_priority"],
+            "oldest_age_s": stats["oldest_age_s"],
+            "unacked": unacked,
+        }
+        html, text = render(HTML_TEMPLATE, **context), render(TEXT_TEMPLATE, **context)
+        subject = f"Alert: {queue} queue pending tasks exceeded the limit"
+        for address in self.addresses:
+            try:
+                self.sender.send(Mail(to=address, subject=subject, html=html, text=text))
+                entry["sent"] += 1
+            except MailError as exc:
+                # One address failing does not stop the others (Dify's behaviour).
+                entry["failed"] += 1
+                self.summary.warnings.append(f"{queue}: alert to {address} failed: {exc.message}")
+        if self.summary.dry_run:
+            entry["would_send"], entry["sent"] = entry["sent"], 0
+            return  # a dry run starts no cool-down
+        if entry["sent"]:
+            self.client.set(key, now.isoformat(), ex=max(1, self.params.cooldown_minutes * 60))
+        else:
+            self.ctx.reporter.warning(f"{JOB}: no alert mail for {queue} was accepted; the next run tries again")
