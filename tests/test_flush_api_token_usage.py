@@ -61,7 +61,7 @@ def params(**run: Any) -> FlushApiTokenUsageParams:
     return FlushApiTokenUsageParams(run=RunOptions(**run))
 
 
-@pytest.mark.parametrize("prefix", ["", "dify-prod"])
+@pytest.mark.parametrize("prefix", ["", "dify-prod", "p*[x]"])
 def test_flushes_newest_usage_and_deletes_keys(pg_engine: Engine, pg_url: str, redis_url: str, prefix: str) -> None:
     client = redis.Redis.from_url(redis_url)
     add_token(pg_engine, "app-newer", last_used_at=BASE - timedelta(hours=1))
@@ -80,6 +80,7 @@ def test_flushes_newest_usage_and_deletes_keys(pg_engine: Engine, pg_url: str, r
     client.set("api_token:app:app-newer", "cache entry, not a usage key")  # a neighbouring family stays
     if prefix:
         client.set(usage_key("app", "app-never"), BASE.isoformat())  # unprefixed: not Dify's key here
+        client.set(usage_key("app", "app-never", "pZx"), BASE.isoformat())  # what an unescaped glob would match
 
     ctx = ctx_for(pg_url, redis_url, prefix)
     summary = job.run(ctx, params(batch_size=3))
@@ -100,11 +101,12 @@ def test_flushes_newest_usage_and_deletes_keys(pg_engine: Engine, pg_url: str, r
         "not_newer_or_unknown": 3,
     }
     assert summary.tables == {"api_tokens": 3}
-    pattern = f"{prefix}:api_token_active:*" if prefix else "api_token_active:*"
-    assert list(client.scan_iter(match=pattern)) == []
+    left = {key.decode() for key in client.scan_iter(match="*api_token_active:*")}
+    assert left == ({usage_key("app", "app-never"), usage_key("app", "app-never", "pZx")} if prefix else set())
     assert client.get("api_token:app:app-newer") is not None
     if prefix:
         assert client.get(usage_key("app", "app-never")) is not None  # outside the prefix: untouched
+        assert client.get(usage_key("app", "app-never", "pZx")) is not None
     client.close()
 
 

@@ -136,6 +136,8 @@ def run_row(engine: Engine, run_id: str) -> Any:
 
 def params(**kw: Any) -> TimeoutHumanInputParams:
     run = {k: kw.pop(k) for k in list(kw) if k in ("dry_run", "batch_size", "max_batches")}
+    if kw.pop("run_no_lock", False):
+        run["use_lock"] = False
     return TimeoutHumanInputParams(global_timeout_s=kw.pop("global_timeout_s", WEEK), run=RunOptions(**run), **kw)
 
 
@@ -206,6 +208,19 @@ def test_loops_past_difys_hundred_and_stops_at_max(
     assert sorted(kwargs["payload"]["workflow_run_id"] for _, kwargs in received) == sorted(
         str(f.run_id) for f in forms
     )
+
+
+def test_forms_locked_by_another_run_are_skipped(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
+    workflow = app(pg_engine, "delivery")
+    held = form(pg_engine, workflow, expires_in=-timedelta(minutes=2), kind="delivery_test")
+    free = form(pg_engine, workflow, expires_in=-timedelta(minutes=1), kind="delivery_test")
+    with pg_engine.connect() as other:  # another run (a Dify beat, say) has locked one form
+        transaction = other.begin()
+        other.execute(sa.text("SELECT id FROM human_input_forms WHERE id = :id FOR UPDATE"), {"id": held.id})
+        summary = job.run(ctx_for(pg_url, redis_url), params(run_no_lock=True))
+        transaction.rollback()
+    assert status_of(pg_engine, free.id) == "timeout" and status_of(pg_engine, held.id) == "waiting"
+    assert summary.details["counts"]["delivery_test"] == 1
 
 
 def test_global_timeout_off(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
