@@ -12,6 +12,7 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from difymaint.core.errors import DifymaintError
 from difymaint.core.run import RunOptions
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
@@ -172,10 +173,15 @@ def test_a_failed_update_puts_the_values_back(pg_engine: Engine, pg_url: str, re
     client.set(usage_key("app", "app-x"), BASE.isoformat())
     with pg_engine.begin() as conn:  # the update fails: the column refuses the value
         conn.execute(sa.text("ALTER TABLE api_tokens ADD CONSTRAINT no_use CHECK (last_used_at IS NULL)"))
-    with pytest.raises(sa.exc.DBAPIError):
+    with pytest.raises(DifymaintError) as failed:
         job.run(ctx_for(pg_url, redis_url), params())
+    assert "CheckViolation" in failed.value.message and "app-x" not in failed.value.message
     assert client.get(usage_key("app", "app-x")) == BASE.isoformat().encode()
     assert 0 < client.ttl(usage_key("app", "app-x")) <= 3600
+    env = {"DIFYMAINT_REDIS_URL": redis_url, "DIFYMAINT_USE_REDIS": "true"}
+    result = run_cli(["flush-api-token-usage", "--database-url", pg_url, "--json"], env=env)
+    assert result.returncode == 1 and "app-x" not in result.stdout + result.stderr and "Traceback" not in result.stderr
+    assert client.get(usage_key("app", "app-x")) == BASE.isoformat().encode()
     client.close()
 
 

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from redis.exceptions import RedisError
 
 from difymaint.core.context import Context
-from difymaint.core.errors import ConfigError, RedisUnavailable
+from difymaint.core.errors import ConfigError, DifymaintError, RedisUnavailable
 from difymaint.core.run import JobRun, RunOptions, job_run
 from difymaint.core.schema import Need, check_schema
 from difymaint.core.summary import RunSummary
@@ -225,12 +225,20 @@ def _flush(job: JobRun, keys: UsageKeys, counts: dict[str, int]) -> None:
             try:
                 with batch.transaction() as conn:
                     changed = apply(conn, entries, dry_run=dry_run)
-            except BaseException:
+            except BaseException as exc:
                 # The page's values are gone from Redis (GETDEL): put them back, whether the batch is retried
                 # (statement timeout; SCAN has moved on, so the next run takes them) or the run fails.
                 if not dry_run:
                     taken = [(k, v) for k, v in zip(page, values, strict=True) if v is not None]
                     keys.put_back(taken)
+                if isinstance(exc, sa.exc.DBAPIError):
+                    # The driver's message carries the statement's parameters and row DETAIL: tokens. Name the
+                    # error class only.
+                    raise DifymaintError(
+                        f"{JOB}: the UPDATE of {TABLE} failed ({type(exc.orig).__name__}); the page's usage keys "
+                        "were put back",
+                        hint="rerun with --debug only where its output is private (it shows the tokens)",
+                    ) from exc
                 raise
             counts["rows_updated"] += changed
             counts["not_newer_or_unknown"] += len(entries) - changed
