@@ -3,6 +3,7 @@ GETDEL, forward-only updates, malformed keys, pages, dry run, secrets kept out o
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import datetime, timedelta
 from typing import Any
@@ -158,7 +159,13 @@ def test_dry_run_changes_nothing_and_counts_what_a_run_does(pg_engine: Engine, p
         client.set(usage_key("app", f"app-{i}"), BASE.isoformat())
     add_token(pg_engine, "app-newer", last_used_at=BASE + timedelta(days=1))
     client.set(usage_key("app", "app-newer"), BASE.isoformat())
-    dry = job.run(ctx_for(pg_url, redis_url), params(dry_run=True, batch_size=2))
+    ctx = ctx_for(pg_url, redis_url)
+    ctx.output = io.StringIO()
+    dry = job.run(ctx, params(dry_run=True, batch_size=2))
+    listing = ctx.output.getvalue().splitlines()
+    assert sorted(listing) == sorted(
+        f"would set last_used_at of app token sha256:{token_hash(f'app-{i}')} to {BASE.isoformat()}" for i in range(5)
+    )
     assert all(value is None for token, value in last_used(pg_engine).items() if token != "app-newer")
     assert len(list(client.scan_iter(match="api_token_active:*"))) == 6
     real = job.run(ctx_for(pg_url, redis_url), params(batch_size=2))
@@ -205,3 +212,18 @@ def test_cli_json_never_prints_tokens(pg_engine: Engine, pg_url: str, redis_url:
 def test_without_redis_is_a_config_error(pg_url: str) -> None:
     result = run_cli(["flush-api-token-usage", "--database-url", pg_url], env={"DIFYMAINT_USE_REDIS": "false"})
     assert result.returncode == 2 and "needs Dify's Redis" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sqlite(sqlite_url: str, redis_url: str) -> None:
+    engine = sa.create_engine(sqlite_url)
+    add_token(engine, "app-1", last_used_at=BASE - timedelta(days=1))
+    add_token(engine, "app-2", last_used_at=BASE + timedelta(days=1))
+    client = redis.Redis.from_url(redis_url)
+    client.set(usage_key("app", "app-1"), BASE.isoformat())
+    client.set(usage_key("app", "app-2"), BASE.isoformat())
+    dry = job.run(ctx_for(sqlite_url, redis_url), params(dry_run=True))
+    real = job.run(ctx_for(sqlite_url, redis_url), params())
+    assert dry.tables == real.tables == {"api_tokens": 1}
+    assert last_used(engine) == {"app-1": BASE, "app-2": BASE + timedelta(days=1)}
+    client.close()
+    engine.dispose()

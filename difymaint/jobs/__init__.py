@@ -480,7 +480,8 @@ JOBS: dict[str, JobInfo] = {
         "counted. Tokens never appear in output (a 12-digit SHA-256 at most). Schedule: every "
         "API_TOKEN_LAST_USED_UPDATE_INTERVAL (30) minutes.",
         batch=Batch(default=200, help="Keys per SCAN page (COUNT hint) and per UPDATE.", sleep_option=False),
-        dry_run_help="Read the keys (GET, not GETDEL) and count the rows that would move; change nothing.",
+        dry_run_help="Read the keys (GET, not GETDEL) and list the rows that would move (tokens as a short "
+        "SHA-256); change nothing.",
         lock_key="maintenance:flush_api_token_usage",
         destructive=False,
     ),

@@ -99,25 +99,29 @@ _MATCH = (
 )
 
 
-def apply(conn: sa.Connection, usages: Sequence[Usage], *, dry_run: bool) -> int:
-    """Move ``last_used_at`` forward for these usages (or count the rows that would move): one statement."""
+def apply(conn: sa.Connection, usages: Sequence[Usage], *, dry_run: bool) -> list[Usage]:
+    """Move ``last_used_at`` forward for these usages (a dry run only selects them): one statement.
+    Returns the usages that moved (would move) a row."""
     if not usages:
-        return 0
+        return []
     if conn.dialect.name != "postgresql":
         return _apply_portable(conn, usages, dry_run=dry_run)
     values, binds = _values_sql(usages)
     if dry_run:
-        query = f"SELECT count(*) FROM api_tokens AS t, {values} WHERE {_MATCH}"
-        return int(conn.execute(sa.text(query), binds).scalar_one())
-    statement = f"UPDATE api_tokens AS t SET last_used_at = v.used_at FROM {values} WHERE {_MATCH}"
-    return int(conn.execute(sa.text(statement), binds).rowcount)
+        statement = f"SELECT v.token, v.type, v.used_at FROM api_tokens AS t, {values} WHERE {_MATCH}"
+    else:
+        statement = (
+            f"UPDATE api_tokens AS t SET last_used_at = v.used_at FROM {values} WHERE {_MATCH} "
+            "RETURNING v.token, v.type, v.used_at"
+        )
+    return [Usage(row.token, row.type, row.used_at) for row in conn.execute(sa.text(statement), binds)]
 
 
-def _apply_portable(conn: sa.Connection, usages: Sequence[Usage], *, dry_run: bool) -> int:
+def _apply_portable(conn: sa.Connection, usages: Sequence[Usage], *, dry_run: bool) -> list[Usage]:
     """SQLite: the same predicate, one statement per entry (no UPDATE … FROM VALUES with typed casts)."""
     from difymaint.dify.tables import api_tokens as table
 
-    total = 0
+    moved = []
     for usage in usages:
         where = sa.and_(
             table.c.token == usage.token,
@@ -125,10 +129,11 @@ def _apply_portable(conn: sa.Connection, usages: Sequence[Usage], *, dry_run: bo
             sa.or_(table.c.last_used_at.is_(None), table.c.last_used_at < usage.used_at),
         )
         if dry_run:
-            total += int(conn.execute(sa.select(sa.func.count()).select_from(table).where(where)).scalar_one())
+            count = int(conn.execute(sa.select(sa.func.count()).select_from(table).where(where)).scalar_one())
         else:
-            total += int(conn.execute(sa.update(table).where(where).values(last_used_at=usage.used_at)).rowcount)
-    return total
+            count = int(conn.execute(sa.update(table).where(where).values(last_used_at=usage.used_at)).rowcount)
+        moved += [usage] * count
+    return moved
 
 
 class UsageKeys:
@@ -224,7 +229,8 @@ def _flush(job: JobRun, keys: UsageKeys, counts: dict[str, int]) -> None:
         with job.batch() as batch:
             try:
                 with batch.transaction() as conn:
-                    changed = apply(conn, entries, dry_run=dry_run)
+                    moved = apply(conn, entries, dry_run=dry_run)
+                    changed = len(moved)
             except BaseException as exc:
                 # The page's values are gone from Redis (GETDEL): put them back, whether the batch is retried
                 # (statement timeout; SCAN has moved on, so the next run takes them) or the run fails.
@@ -240,6 +246,12 @@ def _flush(job: JobRun, keys: UsageKeys, counts: dict[str, int]) -> None:
                         hint="rerun with --debug only where its output is private (it shows the tokens)",
                     ) from exc
                 raise
+            if dry_run:
+                for usage in moved:  # never the token itself
+                    job.ctx.output.write(
+                        f"would set last_used_at of {usage.scope} token sha256:{token_hash(usage.token)} to "
+                        f"{usage.used_at.isoformat()}\n"
+                    )
             counts["rows_updated"] += changed
             counts["not_newer_or_unknown"] += len(entries) - changed
             batch.record(scanned=len(page), affected=changed, rows={TABLE: changed})
