@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from difymaint.core.celery import BrokerUnavailable
+from difymaint.core.reporter import BatchProgress, RecordingReporter
 from difymaint.core.run import RunOptions
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
@@ -321,3 +323,23 @@ def test_cli_json_and_prefixed_broker(
     )
     assert down.returncode == 1 and "Celery broker" in down.stderr and "Traceback" not in down.stderr
     assert status_of(pg_engine, second.id) == "waiting"
+
+
+def test_sigterm_after_a_batch_stops_cleanly(
+    pg_engine: Engine, pg_url: str, redis_url: str, celery_worker: CeleryWorker
+) -> None:
+    workflow = app(pg_engine, "workflow")
+    forms = [form(pg_engine, workflow, expires_in=-timedelta(minutes=i + 1)) for i in range(5)]
+    ctx = ctx_for(pg_url, redis_url, **celery_worker.settings)
+
+    class StopAfterFirstBatch(RecordingReporter):
+        def batch(self, progress: BatchProgress) -> None:
+            super().batch(progress)
+            ctx.stop.request(signal.SIGTERM)  # what the SIGTERM handler does
+
+    ctx.reporter = StopAfterFirstBatch()
+    summary = job.run(ctx, params(batch_size=2))
+    assert summary.outcome is Outcome.INTERRUPTED and summary.exit_code == 143
+    assert summary.details["counts"]["node"] == 2 and summary.rows_remaining == 3
+    assert sorted(status_of(pg_engine, f.id) for f in forms) == ["timeout"] * 2 + ["waiting"] * 3
+    assert len(celery_worker.received("resume_app_execution", 2)) == 2
