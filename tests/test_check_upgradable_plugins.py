@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from difymaint.core.celery import BrokerUnavailable
-from difymaint.core.errors import UsageError
+from difymaint.core.errors import LockHeld, UsageError
 from difymaint.core.run import RunOptions
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
@@ -244,3 +244,19 @@ def test_cli(
     assert bad.returncode == 2 and "--window-start" in bad.stderr
     off = run_cli([*base, "--scheduled"], env={**env, "MARKETPLACE_ENABLED": "false"})
     assert off.returncode == 0 and json.loads(off.stdout)["outcome"] == "disabled"
+
+
+def test_budget_and_lock(pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub) -> None:
+    tenants = sorted(strategy(pg_engine, 38700 + i) for i in range(3))
+    partial = job.run(ctx_for(pg_url, redis_url, marketplace), params(batch_size=2, max_batches=1))
+    assert partial.outcome is Outcome.PARTIAL and partial.exit_code == 4
+    assert [m.args[0] for m in published(redis_url, "plugin")] == tenants[:2]
+    holder = ctx_for(pg_url, redis_url, marketplace)
+    lock = holder.job_lock(job.LOCK_KEY)
+    assert lock.acquire()
+    try:
+        with pytest.raises(LockHeld):
+            job.run(ctx_for(pg_url, redis_url, marketplace), params())
+    finally:
+        lock.release()
+    assert len(published(redis_url, "plugin")) == 2  # the locked-out run published nothing
