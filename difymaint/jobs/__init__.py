@@ -393,8 +393,9 @@ JOBS: dict[str, JobInfo] = {
         "MARKETPLACE_API_URL/api/v1/dist/plugins/manifest.json, cache every plugin snapshot for 3600 s with one "
         "pipelined SETEX, then publish Dify's process_tenant_plugin_autoupgrade_check_task(tenant_id, "
         "strategy_setting, upgrade_time_of_day, upgrade_mode, exclude_plugins, include_plugins) to queue "
-        "'plugin' on CELERY_BROKER_URL, all at once: chunks of 20 are spread over the window with Celery's "
-        "countdown instead of Dify's sleeping in the run. A marketplace error skips the cycle and exits 1.",
+        "'plugin' on CELERY_BROKER_URL in one go, chunks of 20 delayed across the window with Celery's countdown "
+        "(--spread) where Dify sleeps in the run. Also needs MARKETPLACE_ENABLED. A marketplace error skips the "
+        "cycle and exits 1.",
         options=(
             Opt(
                 "window_start",
