@@ -348,6 +348,27 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, Any]]] = [
         {},
         {"run_ids": (), "window.label": "custom", "limit": 30, "run.batch_size": 30, "tenant_ids": (T1,)},
     ),
+    (
+        "check-upgradable-plugins",
+        ["--window-start", "2026-12-04T23:45:00Z", "--batch-size", "7"],
+        {},
+        {"window_start": "2026-12-04T23:45:00Z", "run.batch_size": 7},
+    ),
+    ("check-upgradable-plugins", [], {}, {"window_start": None, "run.batch_size": 100}),
+    (
+        "timeout-human-input",
+        ["--max", "250", "--orphan-manifest", "/m.jsonl"],
+        {"HUMAN_INPUT_GLOBAL_TIMEOUT_SECONDS": "3600"},
+        {"max_forms": 250, "global_timeout_s": 3600, "orphan_manifest": Path("/m.jsonl"), "run.batch_size": 100},
+    ),
+    (
+        "timeout-human-input",
+        ["--global-timeout", "0", "--batch-size", "10"],
+        {"HUMAN_INPUT_GLOBAL_TIMEOUT_SECONDS": "3600"},
+        {"max_forms": None, "global_timeout_s": 0, "run.batch_size": 10},
+    ),
+    ("flush-api-token-usage", ["--batch-size", "50"], {}, {"run.batch_size": 50}),
+    ("flush-api-token-usage", [], {}, {"run.batch_size": 200}),
 ]
 
 

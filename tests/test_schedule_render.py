@@ -349,9 +349,15 @@ def test_cronjob_args_on_difys_stock_env_touch_nothing() -> None:
             assert result.returncode == 0 and summary["rows_total"] == 0, job.name
         else:
             ran.append(job.name)
-    # ENABLE_CLEAN_OAUTH_ACCESS_TOKENS_TASK is the only deleting switch Dify ships on; its schedule poller and
-    # trigger refresher are on too (they publish, delete nothing)
-    assert sorted(ran) == ["clean-oauth-tokens", "poll-workflow-schedules", "refresh-trigger-providers"]
+    # ENABLE_CLEAN_OAUTH_ACCESS_TOKENS_TASK is the only retention switch Dify ships on; its dispatchers are on too
+    assert sorted(ran) == [
+        "check-upgradable-plugins",
+        "clean-oauth-tokens",
+        "flush-api-token-usage",
+        "poll-workflow-schedules",
+        "refresh-trigger-providers",
+        "timeout-human-input",
+    ]
 
 
 def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:

@@ -95,24 +95,34 @@ def test_every_generated_line_is_a_scheduled_run() -> None:
     assert crontab.index("archive-workflow-runs --scheduled") < crontab.index("clean-workflow-runs --scheduled")
 
 
-def _scheduled_args(job_name: str, tmp: Path) -> list[str]:
+def _scheduled_args(job_name: str, tmp: Path, redis_url: str = "") -> list[str]:
     """The exact arguments the generated CronJob passes, plus what a test host needs."""
     job = JOBS[job_name]
     args = deploy.job_args(job)
     extra = {
         "clean-unused-datasets": ["--emit-index-removals", str(tmp / "removals.jsonl")],
         "archive-workflow-runs": ["--archive-dir", str(tmp / "archive")],
+        "flush-api-token-usage": ["--redis-url", redis_url],  # its data lives in Dify's Redis
     }
     return [arg for arg in args if arg != "--enqueue-index-removal"] + extra.get(job_name, [])
 
 
-def test_stock_dify_env_schedules_only_what_dify_schedules(seeded_template: Path, tmp_path: Path) -> None:
+def test_stock_dify_env_schedules_only_what_dify_schedules(
+    seeded_template: Path, tmp_path: Path, redis_url: str
+) -> None:
     """Every generated job, run exactly as the CronJob runs it with Dify's stock .env, does something only if
     Dify's beat would have scheduled it; the others touch no row."""
     stock = load_settings(STOCK_ENV, {})
     expected = _beat_would_schedule(stock)
-    # Dify ships every other cleanup switch off; its dispatchers are on.
-    assert expected == {"clean-oauth-tokens", "poll-workflow-schedules", "refresh-trigger-providers"}
+    # Dify ships every other cleanup switch off, and these dispatchers on (nothing is due in the fixture).
+    dispatchers = {
+        "poll-workflow-schedules",
+        "refresh-trigger-providers",
+        "check-upgradable-plugins",
+        "timeout-human-input",
+        "flush-api-token-usage",
+    }
+    assert expected == {"clean-oauth-tokens"} | dispatchers
     ran: set[str] = set()
     for name in deploy.scheduled_jobs():
         copy = tmp_path / f"{name}.sqlite"
@@ -120,7 +130,7 @@ def test_stock_dify_env_schedules_only_what_dify_schedules(seeded_template: Path
         url = f"sqlite:///{copy}"
         before = snapshot(url)
         result = invoke_assert_code(
-            [*_scheduled_args(name, tmp_path), "--database-url", url],
+            [*_scheduled_args(name, tmp_path, redis_url), "--database-url", url],
             0,
             env={"DIFYMAINT_ENV_FILE": str(STOCK_ENV)},
         )

@@ -57,6 +57,9 @@ class ObjectStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def delete(self, key: str) -> None:
+        """Remove the object; a missing one is not an error."""
+
     def close(self) -> None: ...
 
 
@@ -126,6 +129,13 @@ class LocalDirStore:
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        """Remove the object; a missing one is fine (S3 semantics)."""
+        try:
+            self.path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise ArchiveStorageError(f"cannot delete {self.path(key)}: {exc.strerror}") from None
 
     def close(self) -> None:
         return None
@@ -287,6 +297,12 @@ class S3Store:
             raise self._fail(response, f"HEAD {key}")
         return True
 
+    def delete(self, key: str) -> None:
+        """DELETE the object (S3 answers 204 whether or not it existed)."""
+        response = self._request("DELETE", key)
+        if response.status_code >= 300 and response.status_code != 404:
+            raise self._fail(response, f"DELETE {key}")
+
     def close(self) -> None:
         self._client.close()
 
@@ -324,3 +340,41 @@ def archive_store(
         timeout_s=settings.DIFYMAINT_ARCHIVE_STORAGE_TIMEOUT,
         now=now,
     )
+
+
+def dify_storage(settings: Settings) -> tuple[ObjectStore | None, str]:
+    """Dify's own file storage (``STORAGE_TYPE``), where it can be reached from here, with a description.
+
+    Supported: ``s3`` (S3_ENDPOINT, S3_BUCKET_NAME, S3_ACCESS_KEY, S3_SECRET_KEY, path-style) and the
+    local file system (``opendal`` with OPENDAL_SCHEME=fs and OPENDAL_FS_ROOT, or the legacy ``local`` with
+    STORAGE_LOCAL_PATH), which only works where that directory is mounted. Anything else returns None and the
+    reason: the caller then lists the objects instead of deleting them.
+    """
+    kind = settings.STORAGE_TYPE.lower()
+    if kind == "s3":
+        secret = settings.S3_SECRET_KEY
+        if not (settings.S3_ENDPOINT and settings.S3_BUCKET_NAME and settings.S3_ACCESS_KEY and secret):
+            return None, "STORAGE_TYPE=s3 without S3_ENDPOINT, S3_BUCKET_NAME, S3_ACCESS_KEY and S3_SECRET_KEY"
+        try:
+            store = S3Store(
+                settings.S3_ENDPOINT,
+                settings.S3_BUCKET_NAME,
+                settings.S3_ACCESS_KEY,
+                secret.get_secret_value(),
+                region=settings.S3_REGION,
+                timeout_s=settings.DIFYMAINT_ARCHIVE_STORAGE_TIMEOUT,
+            )
+        except ConfigError as exc:
+            return None, exc.message
+        return store, store.description
+    root = None
+    if kind == "opendal" and settings.OPENDAL_SCHEME.lower() == "fs":
+        root = settings.OPENDAL_FS_ROOT
+    elif kind == "local":
+        root = settings.STORAGE_LOCAL_PATH
+    if root is None:
+        return None, f"STORAGE_TYPE={settings.STORAGE_TYPE} is not supported by difymaint"
+    local = LocalDirStore(Path(root), create=False)
+    if not local.root.is_dir():
+        return None, f"Dify's storage directory {root} is not mounted here"
+    return local, local.description

@@ -27,6 +27,8 @@ PREFIXED_BY_DIFY: dict[str, bool] = {
     # Dify's dispatcher SETs it through an unprefixed pipeline, but its executor (trigger_subscription_refresh)
     # GETs it prefixed; difymaint writes what the executor reads, so refreshes run under a prefix too.
     "trigger_provider_refresh_lock:": True,
+    "api_token_active:": True,  # the Service API writes them with redis_client.set (Dify's own flush scans raw)
+    "plugin_autoupgrade_check_task:": True,  # redis_client.setex / get
 }
 
 

@@ -201,6 +201,32 @@ class SwitchSettings(BaseSettings):
     DIFYMAINT_ENABLE_MONITOR_QUEUE: bool | None = None
     DIFYMAINT_ENABLE_POLL_WORKFLOW_SCHEDULES: bool | None = None
     DIFYMAINT_ENABLE_REFRESH_TRIGGER_PROVIDERS: bool | None = None
+    DIFYMAINT_ENABLE_CHECK_UPGRADABLE_PLUGINS: bool | None = None
+    DIFYMAINT_ENABLE_TIMEOUT_HUMAN_INPUT: bool | None = None
+    DIFYMAINT_ENABLE_FLUSH_API_TOKEN_USAGE: bool | None = None
+
+
+class DispatchSettings(BaseSettings):
+    """The dispatchers' settings: Dify's names and defaults (docs/jobs/check-upgradable-plugins.md,
+    timeout-human-input.md, flush-api-token-usage.md)."""
+
+    MARKETPLACE_API_URL: str = "https://marketplace.dify.ai"
+    DIFYMAINT_DIFY_VERSION: str | None = Field(
+        default=None,
+        description="Sent as X-Dify-Version to the marketplace (Dify sends its own version); unset = no header.",
+    )
+    DIFYMAINT_MARKETPLACE_TIMEOUT: PositiveFloat = Field(default=30.0, description="Seconds (Dify: 30).")
+    HUMAN_INPUT_GLOBAL_TIMEOUT_SECONDS: NonNegativeInt = 604800
+    # Dify's storage (STORAGE_TYPE), for the pause state objects a global human-input timeout removes.
+    STORAGE_TYPE: str = "opendal"
+    OPENDAL_SCHEME: str = "fs"
+    OPENDAL_FS_ROOT: str = "storage"
+    STORAGE_LOCAL_PATH: str = "storage"
+    S3_ENDPOINT: str | None = None
+    S3_BUCKET_NAME: str | None = None
+    S3_ACCESS_KEY: str | None = None
+    S3_SECRET_KEY: SecretStr | None = None
+    S3_REGION: str = "us-east-1"
 
 
 class TidbSettings(BaseSettings):
@@ -238,7 +264,7 @@ class TidbSettings(BaseSettings):
     )
 
 
-class DispatchSettings(BaseSettings):
+class TriggerSettings(BaseSettings):
     """Dify's schedule-trigger poller and trigger-subscription refresher (docs/jobs/poll-workflow-schedules.md,
     docs/jobs/refresh-trigger-providers.md): Dify's names and defaults."""
 
@@ -310,6 +336,7 @@ class Settings(
     SwitchSettings,
     TidbSettings,
     DispatchSettings,
+    TriggerSettings,
     RunSettings,
 ):
     """Everything difymaint reads from the environment, an env file, or CLI overrides."""

@@ -794,3 +794,62 @@ trigger_subscriptions = sa.Table(
     sa.Index("idx_trigger_providers_tenant_endpoint", "tenant_id", "endpoint_id"),
     sa.UniqueConstraint("tenant_id", "provider_id", "name", name="unique_trigger_provider"),
 )
+
+# --- dispatchers: API-token usage, plugin auto-upgrade, human input (docs/jobs/flush-api-token-usage.md,
+# check-upgradable-plugins.md, timeout-human-input.md; column types as in Dify's api/models) --------------
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    _id(),
+    _uuid("app_id", nullable=True),  # set for type 'app'
+    _uuid("tenant_id", nullable=True),  # set for type 'dataset'
+    _str("type", 16),  # app | dataset
+    _str("token"),  # the plaintext key (app-…, dataset-…)
+    _ts("last_used_at", nullable=True, default=False),
+    _ts("created_at"),
+    sa.Index("api_token_app_id_type_idx", "app_id", "type"),
+    sa.Index("api_token_tenant_idx", "tenant_id", "type"),
+    sa.Index("api_token_token_idx", "token", "type"),
+)
+
+tenant_plugin_auto_upgrade_strategies = sa.Table(
+    "tenant_plugin_auto_upgrade_strategies",
+    metadata,
+    _id(),
+    _uuid("tenant_id"),
+    _str("strategy_setting", 16, default="fix_only"),  # disabled | fix_only | latest
+    sa.Column("upgrade_time_of_day", sa.Integer(), nullable=False),  # seconds after midnight UTC
+    _str("upgrade_mode", 16, default="exclude"),  # all | partial | exclude
+    sa.Column("exclude_plugins", sa.JSON(), nullable=False),  # list of plugin ids
+    sa.Column("include_plugins", sa.JSON(), nullable=False),
+    _ts("created_at"),
+    _ts("updated_at"),
+    sa.UniqueConstraint("tenant_id", name="unique_tenant_plugin_auto_upgrade_strategy"),
+)
+
+human_input_forms = sa.Table(
+    "human_input_forms",
+    metadata,
+    _id(),
+    _uuid("tenant_id"),
+    _uuid("app_id"),
+    _uuid("workflow_run_id", nullable=True),  # NULL for delivery tests
+    _str("form_kind", 20, default="runtime"),  # runtime | delivery_test
+    _str("node_id", 60),
+    _text("form_definition", nullable=False),
+    _text("rendered_content", nullable=False),
+    _str("status", 20, default="waiting"),  # waiting | submitted | timeout | expired
+    sa.Column("expiration_time", sa.DateTime(), nullable=False),  # naive UTC
+    _str("selected_action_id", 200, nullable=True),
+    _text("submitted_data"),
+    _ts("submitted_at", nullable=True, default=False),
+    _uuid("submission_user_id", nullable=True),
+    _uuid("submission_end_user_id", nullable=True),
+    _uuid("completed_by_recipient_id", nullable=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+    sa.Index("human_input_forms_workflow_run_id_node_id_idx", "workflow_run_id", "node_id"),
+    sa.Index("human_input_forms_status_expiration_time_idx", "status", "expiration_time"),
+    sa.Index("human_input_forms_status_created_at_idx", "status", "created_at"),
+)

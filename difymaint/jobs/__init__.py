@@ -489,6 +489,117 @@ JOBS: dict[str, JobInfo] = {
         "would be reaped; write nothing and delete nothing.",
         lock_key="maintenance:update_tidb_serverless_status",
     ),
+    "check-upgradable-plugins": JobInfo(
+        name="check-upgradable-plugins",
+        module="check_upgradable_plugins",
+        summary="Refresh the marketplace manifest cache and hand the workspaces due for a plugin auto-upgrade "
+        "check in this 15-minute window to Dify's workers.",
+        schedule="*/15 * * * *",
+        dify_task="check_upgradable_plugin_task",
+        dify_switch="ENABLE_CHECK_UPGRADABLE_PLUGIN_TASK",
+        switches=(
+            Switch("ENABLE_CHECK_UPGRADABLE_PLUGIN_TASK", dify_default=True),
+            Switch("MARKETPLACE_ENABLED", dify_default=True),
+        ),
+        help="Workspaces whose tenant_plugin_auto_upgrade_strategies.upgrade_time_of_day (seconds after UTC "
+        "midnight) falls in [window start, +900 s), wrapping across midnight, and whose strategy is not "
+        "'disabled'. With none due the marketplace is not contacted. Otherwise GET "
+        "MARKETPLACE_API_URL/api/v1/dist/plugins/manifest.json, cache every plugin snapshot for 3600 s with one "
+        "pipelined SETEX, then publish Dify's process_tenant_plugin_autoupgrade_check_task(tenant_id, "
+        "strategy_setting, upgrade_time_of_day, upgrade_mode, exclude_plugins, include_plugins) to queue "
+        "'plugin' on CELERY_BROKER_URL in one go, chunks of 20 delayed across the window with Celery's countdown "
+        "(--spread) where Dify sleeps in the run. Also needs MARKETPLACE_ENABLED. A marketplace error skips the "
+        "cycle and exits 1.",
+        options=(
+            Opt(
+                "window_start",
+                ("--window-start",),
+                "The scheduled fire time whose 15-minute window to serve (ISO date-time, naive = UTC, or Unix "
+                "seconds); default: now rounded down to 15 minutes.",
+                metavar="WHEN",
+                panel=WINDOW,
+            ),
+            Opt(
+                "spread_s",
+                ("--spread",),
+                "Spread the workspaces, in chunks of 20, over this many seconds with Celery's countdown, as Dify "
+                "does by sleeping (default 900; 0 = all at once).",
+                type=int,
+                metavar="SECONDS",
+                min=0,
+                max=3600,
+                default=900,
+            ),
+        ),
+        batch=Batch(default=100, help="Workspaces per published page.", sleep_option=False),
+        dry_run_help="List the messages it would publish (and fetch the manifest); cache and publish nothing.",
+        lock_key="maintenance:check_upgradable_plugins",
+        destructive=False,
+    ),
+    "timeout-human-input": JobInfo(
+        name="timeout-human-input",
+        module="timeout_human_input",
+        summary="Time out human-input forms past their deadline: resume the workflow along its timeout path, or "
+        "stop it after the global timeout.",
+        schedule="* * * * *",
+        dify_task="human_input_form_timeout",
+        dify_switch="ENABLE_HUMAN_INPUT_TIMEOUT_TASK",
+        switches=(Switch("ENABLE_HUMAN_INPUT_TIMEOUT_TASK", dify_default=True),),
+        help="Waiting human_input_forms whose expiration_time has passed, or created more than "
+        "HUMAN_INPUT_GLOBAL_TIMEOUT_SECONDS (604800) ago, in id order, a batch per transaction, until none is "
+        "left or --max. Delivery tests are marked 'timeout'. A node timeout marks the form 'timeout' and "
+        "publishes Dify's resume_app_execution(payload={'workflow_run_id': ...}) to queue "
+        "'workflow_based_app_execution' (workflow and advanced-chat apps) before the batch commits. A global "
+        "timeout marks it 'expired', stops the workflow run, sets the pause's resumed_at and removes the pause "
+        "state object from Dify's storage (STORAGE_TYPE s3 or opendal/local fs), or lists it in "
+        "--orphan-manifest when difymaint cannot reach that storage.",
+        options=(
+            Opt("max_forms", ("--max",), "Handle at most N forms in this run.", type=int, metavar="N", min=1),
+            Opt(
+                "global_timeout_s",
+                ("--global-timeout",),
+                "Seconds after creation a form times out globally (HUMAN_INPUT_GLOBAL_TIMEOUT_SECONDS, 604800; "
+                "0 = off).",
+                type=int,
+                metavar="SECONDS",
+                min=0,
+                setting="HUMAN_INPUT_GLOBAL_TIMEOUT_SECONDS",
+                panel=WINDOW,
+            ),
+            Opt(
+                "orphan_manifest",
+                ("--orphan-manifest",),
+                "Append the pause state objects difymaint could not delete from Dify's storage, as JSON lines.",
+                type=Path,
+                metavar="PATH",
+            ),
+        ),
+        batch=Batch(default=100, help="Forms per batch (Dify's limit, 100).", sleep_option=False),
+        dry_run_help="List the forms it would time out, the runs it would stop and the resumes it would publish; "
+        "change and publish nothing.",
+        lock_key="maintenance:timeout_human_input",
+        # Stops runs and deletes storage objects: asks for --yes, and scheduled runs get --max-runtime so a
+        # backlog ends cleanly (exit 4) before the CronJob's deadline.
+    ),
+    "flush-api-token-usage": JobInfo(
+        name="flush-api-token-usage",
+        module="flush_api_token_usage",
+        summary="Copy Service-API token usage (Redis api_token_active:* keys) to api_tokens.last_used_at.",
+        schedule="*/30 * * * *",
+        dify_task="batch_update_api_token_last_used",
+        dify_switch="ENABLE_API_TOKEN_LAST_USED_UPDATE_TASK",
+        switches=(Switch("ENABLE_API_TOKEN_LAST_USED_UPDATE_TASK", dify_default=True),),
+        help="Scans the keys under REDIS_KEY_PREFIX (where Dify's API writes them; Dify's own job scans "
+        "unprefixed and finds nothing under a prefix), takes each page with GETDEL, and moves last_used_at "
+        "forward with one UPDATE ... FROM (VALUES ...) per page. Malformed keys or values are dropped and "
+        "counted. Tokens never appear in output (a 12-digit SHA-256 at most). Schedule: every "
+        "API_TOKEN_LAST_USED_UPDATE_INTERVAL (30) minutes.",
+        batch=Batch(default=200, help="Keys per SCAN page (COUNT hint) and per UPDATE.", sleep_option=False),
+        dry_run_help="Read the keys (GET, not GETDEL) and list the rows that would move (tokens as a short "
+        "SHA-256); change nothing.",
+        lock_key="maintenance:flush_api_token_usage",
+        destructive=False,
+    ),
     "monitor-queue": JobInfo(
         name="monitor-queue",
         module="monitor_queue",

@@ -122,7 +122,10 @@ class S3Stub:
                 if key is None:
                     self._send(200 if self.command == "HEAD" else 405)
                     return
-                if self.command == "PUT":
+                if self.command == "DELETE":  # S3 answers 204 whether or not the object existed
+                    state.objects.pop(key, None)
+                    self._send(204)
+                elif self.command == "PUT":
                     state.objects[key] = body
                     self._send(200, headers={"ETag": f'"{hashlib.md5(body).hexdigest()}"'})
                 elif key not in state.objects:
@@ -131,7 +134,7 @@ class S3Stub:
                     data = state.objects[key]
                     self._send(200, data, {"ETag": f'"{hashlib.md5(data).hexdigest()}"'})
 
-            do_GET = do_PUT = do_HEAD = _handle
+            do_GET = do_PUT = do_HEAD = do_DELETE = _handle
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -146,6 +149,17 @@ class S3Stub:
             "ARCHIVE_STORAGE_ACCESS_KEY": self.state.access_key,
             "ARCHIVE_STORAGE_SECRET_KEY": self.state.secret_key,
             "ARCHIVE_STORAGE_REGION": self.state.region,
+        }
+
+    def dify_storage_settings(self) -> dict[str, Any]:
+        """Dify's main storage settings (STORAGE_TYPE=s3, S3_*) pointing at this stub."""
+        return {
+            "STORAGE_TYPE": "s3",
+            "S3_ENDPOINT": self.url,
+            "S3_BUCKET_NAME": self.state.bucket,
+            "S3_ACCESS_KEY": self.state.access_key,
+            "S3_SECRET_KEY": self.state.secret_key,
+            "S3_REGION": self.state.region,
         }
 
     def __enter__(self) -> S3Stub:
