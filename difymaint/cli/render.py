@@ -144,6 +144,7 @@ _OUTCOME_STYLE = {
     Outcome.DISABLED: "dim",
     Outcome.FAILED: "red",
     Outcome.THRESHOLD_EXCEEDED: "red",
+    Outcome.PAUSED: "dim",
 }
 
 

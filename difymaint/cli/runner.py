@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -33,6 +33,7 @@ from difymaint.cli.render import (
 from difymaint.core.context import Context
 from difymaint.core.errors import DifymaintError, LockHeld, UsageError
 from difymaint.core.exit_codes import ExitCode
+from difymaint.core.history import HistoryStore, Pause, RunRecorder, history_enabled
 from difymaint.core.observe import Observers, observers
 from difymaint.core.settings import Settings, load_settings
 from difymaint.core.stop import Interrupted, handle_stop_signals
@@ -118,6 +119,9 @@ def execute(
         summary = _outcome_of(exc, run, consoles)
     finally:
         reporter.close()
+    try:
+        run.finish_history(summary)
+    finally:
         run.close()
     if summary.outcome == Outcome.PARTIAL and run.settings is not None and run.settings.DIFYMAINT_ON_PARTIAL == "ok":
         summary.exit_code_override = ExitCode.OK  # the next run continues; the outcome still says partial
@@ -137,6 +141,8 @@ class _JobRun:
     settings: Settings | None = None
     ctx: Context | None = None
     observers: Observers | None = None
+    recorder: RunRecorder | None = None
+    history_warnings: list[str] = field(default_factory=list)
 
     def execute(self) -> RunSummary:
         from difymaint.jobs.resolve import build_params, setting_overrides
@@ -157,6 +163,21 @@ class _JobRun:
         self.ctx = ctx = self.env.context_factory(settings)
         ctx.reporter = self.reporter
         ctx.output = self.env.err if self.common.json else self.env.out  # stdout stays the JSON line's
+        pause = self.start_history(ctx)
+        if pause is not None:
+            # A kill switch that needs no redeploy: touch nothing, exit 0 with its own outcome.
+            log.info(
+                "skipped: %s is paused since %s by %s%s; `difymaint resume %s` lifts it",
+                self.info.name,
+                pause.paused_at.isoformat(timespec="seconds"),
+                pause.paused_by,
+                f" ({pause.reason})" if pause.reason else "",
+                self.info.name,
+            )
+            summary = self.bare_summary(Outcome.PAUSED)
+            summary.stop_reason = "paused"
+            summary.details["pause"] = {"reason": pause.reason, "paused_at": pause.paused_at.isoformat()}
+            return summary
         with handle_stop_signals(ctx.stop):
             params = build_params(self.info, self.values, ctx, self.common.run_options())
             self.env.params_seen.append(params)
@@ -171,6 +192,36 @@ class _JobRun:
                 self.info.name,
             )
         return summary
+
+    def start_history(self, ctx: Context) -> Pause | None:
+        """Open the run's history record (unless DIFYMAINT_HISTORY=off) and return the job's pause, if any."""
+        if not history_enabled(ctx.settings):
+            return None
+        engine = ctx.engine  # an unreachable database is the job's own error, reported once by the job's path
+        given = {f.name: getattr(self.common, f.name) for f in fields(Common)}
+        defaults = Common()
+        args = {name: value for name, value in given.items() if value != getattr(defaults, name)}
+        self.recorder = RunRecorder(
+            HistoryStore(engine),
+            job=self.info.name,
+            args={**args, **self.values},
+            dry_run=self.common.dry_run,
+            now=ctx.clock.now,
+            warn=self.history_warnings.append,
+        )
+        self.recorder.warn = self.history_warning
+        self.recorder.start()
+        ctx.batch_hooks.append(self.recorder.on_batch)
+        return self.recorder.paused()
+
+    def history_warning(self, message: str) -> None:
+        log.warning("%s", message)
+        self.history_warnings.append(message)
+
+    def finish_history(self, summary: RunSummary) -> None:
+        if self.recorder is not None:
+            self.recorder.finish(summary, int(summary.exit_code))
+        summary.warnings.extend(w for w in self.history_warnings if w not in summary.warnings)
 
     def confirm(self, ctx: Context, params: Any) -> None:
         question_for = getattr(self.info.load(), "confirmation", None)

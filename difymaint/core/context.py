@@ -6,6 +6,7 @@ Modelled on httpie's ``Environment``: the CLI builds a real one, tests build the
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -37,6 +38,8 @@ class Context:
     stop: StopToken = field(default_factory=StopToken)
     # Where a job prints data a person reads (dry-run mail previews); the CLI points it at stderr under --json.
     output: IO[str] = field(default_factory=lambda: sys.stdout)
+    # Called with the JobRun after every committed batch (the run history's heartbeat and pause check).
+    batch_hooks: list[Callable[[Any], None]] = field(default_factory=list)
     _engine: Engine | None = None
     _redis: Any = _UNSET
 

@@ -193,6 +193,8 @@ class JobRun:
                 verb=self.summary.verb,
             )
         )
+        for hook in self.ctx.batch_hooks:  # run history: heartbeat, rows so far, pause check (core/history.py)
+            hook(self)
         if batch.affected and self.options.sleep_ms and not self.dry_run:
             # Dify's pacing: a random pause up to the cap after each batch that deleted something.
             self.ctx.stop.wait(random.uniform(0, self.options.sleep_ms) / 1000)

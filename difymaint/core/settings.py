@@ -301,6 +301,10 @@ class RunSettings(BaseSettings):
         default=3600, description="Warn about other transactions open longer than this (they block vacuum)."
     )
     DIFYMAINT_ASSUME_YES: bool = False
+    DIFYMAINT_HISTORY: bool = Field(
+        default=True,
+        description="Record every run in the database (schema difymaint on PostgreSQL); off also disables pauses.",
+    )
     DIFYMAINT_SCHEDULED: bool = Field(
         default=False,
         description="This is an unattended scheduled run (what --scheduled says): skip jobs Dify's switches turn off.",

@@ -19,6 +19,7 @@ class Outcome(StrEnum):
     DISABLED = "disabled"  # a scheduled run of a job Dify's switches turn off: nothing was touched
     FAILED = "failed"
     THRESHOLD_EXCEEDED = "threshold_exceeded"
+    PAUSED = "paused"  # `difymaint pause JOB` is in force: the run touched nothing (exit 0)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class RunSummary:
             Outcome.DISABLED: ExitCode.OK,
             Outcome.FAILED: ExitCode.FAILED,
             Outcome.THRESHOLD_EXCEEDED: ExitCode.THRESHOLD_EXCEEDED,
+            Outcome.PAUSED: ExitCode.OK,
         }[self.outcome]
 
     def to_dict(self) -> dict[str, Any]:
