@@ -230,7 +230,9 @@ class HistoryStore:
                 row = rows[0] if len(rows) == 1 else None
         return _record(row) if row is not None else None
 
-    def list(self, *, job: str | None = None, since: datetime | None = None, limit: int | None = 50) -> list[RunRecord]:
+    def recent(
+        self, *, job: str | None = None, since: datetime | None = None, limit: int | None = 50
+    ) -> list[RunRecord]:
         """Runs, newest first."""
         self.ensure()
         query = sa.select(self.runs).order_by(self.runs.c.started_at.desc(), self.runs.c.run_id)
@@ -254,6 +256,13 @@ class HistoryStore:
         with self.engine.connect() as conn:
             row = conn.execute(query).mappings().first()
         return _record(row) if row is not None else None
+
+    def running(self) -> list[RunRecord]:
+        """Records still marked running (a crashed run stays so; its heartbeat tells)."""
+        self.ensure()
+        query = sa.select(self.runs).where(self.runs.c.outcome == RUNNING).order_by(self.runs.c.started_at)
+        with self.engine.connect() as conn:
+            return [_record(row) for row in conn.execute(query).mappings()]
 
     def rows_since(self, job: str, since: datetime) -> int:
         """Rows a job's real runs changed since ``since`` (status: "rows removed in 7 days")."""
