@@ -468,7 +468,7 @@ class RunRecorder:
                 rate=round(summary.total_rows / elapsed, 3),
                 stop_reason=summary.stop_reason,
                 error=summary.error,
-                log_lines=self._capture.collected(),
+                log_lines=self._capture.collected() + ([f"ERROR {summary.error}"] if summary.error else []),
             ),
         )
 

@@ -13,6 +13,7 @@ renewal), so :func:`still_renewing` watches for that over a short interval befor
 from __future__ import annotations
 
 import fcntl
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -138,22 +139,48 @@ def _advisory_activity(engine: Engine, pid: int) -> tuple[Any, ...] | None:
 
 
 def still_renewing(
-    lock: LockInfo, *, client: Any, engine: Engine | None, seconds: float, sleep: Callable[[float], None]
+    lock: LockInfo,
+    *,
+    client: Any,
+    engine: Engine | None,
+    seconds: float,
+    sleep: Callable[[float], None],
+    every: float = 0.1,
 ) -> bool:
-    """Watch the lock for ``seconds``: True when its holder renewed it (or it changed hands) meanwhile."""
+    """Watch the lock for ``seconds``: True when its holder renewed it (or it changed hands) meanwhile.
+
+    Sampled every ``every`` seconds: a lease that is only running down never goes back up, a renewed one does.
+    """
+    sample: Callable[[], Any]
     if lock.backend == "redis":
-        before_ttl, before_value = client.pttl(lock.where), client.get(lock.where)
-        sleep(seconds)
-        after_ttl, after_value = client.pttl(lock.where), client.get(lock.where)
-        if after_value is None:
-            return False  # released meanwhile
-        # A lease that only ran down lost about `seconds`; a renewal puts it back up.
-        return bool(after_value != before_value or after_ttl > before_ttl or after_ttl < 0)
-    if lock.backend == "postgres" and engine is not None and lock.holder:
-        before = _advisory_activity(engine, int(lock.holder))
-        sleep(seconds)
-        after = _advisory_activity(engine, int(lock.holder))
-        return after is not None and after != before
+
+        def sample() -> Any:
+            return client.pttl(lock.where), client.get(lock.where)
+
+    elif lock.backend == "postgres" and engine is not None and lock.holder:
+        pid = int(lock.holder)
+
+        def sample() -> Any:
+            return _advisory_activity(engine, pid)
+
+    else:
+        return False
+    previous = sample()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sleep(every)
+        current = sample()
+        if lock.backend == "redis":
+            (before_ttl, before_value), (ttl, value) = previous, current
+            if value is None:
+                return False  # released meanwhile
+            if value != before_value or ttl > before_ttl or ttl < 0:
+                return True
+        elif current is None:
+            return False  # the holding session ended
+        elif current != previous:
+            return True  # the session ran a statement: the holder's renewal
+        previous = current
     return False
 
 

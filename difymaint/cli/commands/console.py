@@ -48,7 +48,10 @@ def _consoles(color: bool | None = None) -> Consoles:
     from difymaint.cli.runner import current_environment
 
     env = current_environment()
-    return Consoles.create(color, out=env.out, err=env.err)
+    consoles = Consoles.create(color, out=env.out, err=env.err)
+    if not consoles.out.is_terminal and "COLUMNS" not in os.environ:
+        consoles.out.width = 160  # piped into a file or over `kubectl exec`: do not squeeze tables into 80
+    return consoles
 
 
 @contextmanager

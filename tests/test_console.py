@@ -1,0 +1,402 @@
+"""The operator's console on the real PostgreSQL and Redis: run history, status --check, locks release,
+pause/resume, run chains and run-due (with child processes and a fixed clock)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from difymaint.cli.app import create_app
+from difymaint.cli.console_ops import worst
+from difymaint.cli.runner import Environment, use_environment
+from difymaint.core.history import HistoryStore, RunRecord, redact
+from difymaint.core.locking import PostgresAdvisoryLock, RedisJobLock
+from difymaint.core.schedule import effective_schedule, is_due, is_overdue
+from tests.console_jobs import TEST_JOBS
+
+APP = create_app(TEST_JOBS)
+ENV = {"NO_COLOR": "1", "DIFYMAINT_USE_REDIS": "false", "COLUMNS": "200"}
+
+
+@pytest.fixture(autouse=True)
+def _no_tty() -> Iterator[None]:
+    with use_environment(Environment(stdin_isatty=False)):
+        yield
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> Any:
+    result = CliRunner().invoke(APP, list(args), env={**ENV, **(env or {})})
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def child(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.console_jobs", *args],
+        env={**os.environ, **ENV, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def records(url: str, job: str | None = None) -> list[RunRecord]:
+    engine = sa.create_engine(url)
+    try:
+        return HistoryStore(engine).recent(job=job, limit=None)
+    finally:
+        engine.dispose()
+
+
+def wait_for(predicate: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting")
+
+
+# --- history ------------------------------------------------------------------------------------------------
+
+
+def test_history_records_done_failed_partial_and_locked_runs(pg_url: str) -> None:
+    done = cli("quick-job", "--database-url", pg_url, "--yes", "--json")
+    assert done.exit_code == 0, done.output
+    failed = cli("quick-job", "--database-url", pg_url, "--yes", "--fail-after", "1")
+    assert failed.exit_code == 1
+    partial = cli("quick-job", "--database-url", pg_url, "--yes", "--max-batches", "1", "--dry-run")
+    assert partial.exit_code == 4
+    engine = sa.create_engine(pg_url)
+    holder = PostgresAdvisoryLock(engine, "maintenance:quick-job")
+    assert holder.acquire()
+    try:
+        locked = cli("quick-job", "--database-url", pg_url, "--yes")
+    finally:
+        holder.release()
+        engine.dispose()
+    assert locked.exit_code == 5
+
+    runs = {r.outcome: r for r in records(pg_url, "quick-job")}
+    assert set(runs) == {"done", "failed", "partial", "skipped_locked"}
+    assert (runs["done"].exit_code, runs["done"].rows_total, runs["done"].batches) == (0, 30, 3)
+    assert runs["done"].tables == {"ticks": 30} and runs["done"].ended_at is not None
+    assert any("holding PostgreSQL advisory lock" in line for line in runs["done"].log_lines)
+    assert runs["failed"].error == "RuntimeError: tick machine jammed" and runs["failed"].rows_total == 10
+    assert runs["failed"].log_lines[-1] == "ERROR RuntimeError: tick machine jammed"
+    assert runs["partial"].dry_run and runs["partial"].stop_reason == "max-batches"
+    assert runs["partial"].rows_remaining == 20 and runs["partial"].exit_code == 4
+    assert runs["skipped_locked"].exit_code == 5 and runs["skipped_locked"].batches == 0
+    # Its own schema, never Dify's public one.
+    engine = sa.create_engine(pg_url)
+    with engine.connect() as conn:
+        schemas = set(
+            conn.execute(
+                sa.text("SELECT table_schema FROM information_schema.tables WHERE table_name = 'job_runs'")
+            ).scalars()
+        )
+    engine.dispose()
+    assert schemas == {"difymaint"}
+
+    listed = cli("history", "quick-job", "--database-url", pg_url, "--json")
+    assert [r["outcome"] for r in json.loads(listed.stdout)][::-1] == ["done", "failed", "partial", "skipped_locked"]
+    shown = cli("history", "show", runs["failed"].run_id[:8], "--database-url", pg_url)
+    assert shown.exit_code == 0 and "tick machine jammed" in shown.stdout and "log:" in shown.stdout
+    missing = cli("history", "show", "nope-nope", "--database-url", pg_url)
+    assert missing.exit_code == 1 and "no recorded run" in missing.stderr
+
+
+def test_history_of_an_interrupted_run_and_redacted_arguments(pg_url: str) -> None:
+    proc = child(
+        "long-job",
+        "--database-url",
+        pg_url,
+        "--yes",
+        "--redis-url",
+        "redis://:hunter2@127.0.0.1:1/0",
+        env={"DIFYMAINT_USE_REDIS": "false"},
+    )
+    wait_for(lambda: any(r.batches >= 1 for r in records(pg_url, "long-job")))
+    running = records(pg_url, "long-job")[0]
+    assert running.outcome == "running" and running.heartbeat_at is not None and running.rate
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 143
+    record = records(pg_url, "long-job")[0]
+    assert record.outcome == "interrupted" and record.exit_code == 143 and record.stop_reason == "signal SIGTERM"
+    assert "hunter2" not in json.dumps(record.args) and record.args["redis_url"] == "redis://:***@127.0.0.1:1/0"
+    assert redact({"TIDB_PRIVATE_KEY": "x", "url": "postgresql://u:p@h/db"}) == {
+        "TIDB_PRIVATE_KEY": "***",
+        "url": "postgresql://u:***@h/db",
+    }
+
+
+def test_history_unavailable_warns_and_the_job_still_succeeds(pg_url: str, pg_admin_url: str) -> None:
+    role = f"nocreate_{uuid.uuid4().hex[:8]}"
+    database = make_url(pg_url).database
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN PASSWORD 'pw'"))
+        conn.execute(sa.text(f'REVOKE CREATE ON DATABASE "{database}" FROM PUBLIC, {role}'))
+        conn.execute(sa.text(f"GRANT USAGE ON SCHEMA public TO {role}"))
+    url = make_url(pg_url).set(username=role, password="pw").render_as_string(hide_password=False)
+    try:
+        result = cli("quick-job", "--database-url", url, "--yes", "--json")
+        assert result.exit_code == 0, result.output
+        summary = json.loads(result.stdout)
+        assert summary["outcome"] == "done"
+        assert any(w.startswith("run history unavailable (start)") for w in summary["warnings"]), summary
+        assert "run history unavailable" in result.stderr
+        with admin.connect() as conn:
+            exists = conn.execute(sa.text("SELECT 1 FROM pg_namespace WHERE nspname = 'difymaint'")).first()
+        assert exists is None
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP OWNED BY {role}"))
+            conn.execute(sa.text(f"DROP ROLE {role}"))
+        admin.dispose()
+
+
+def test_history_off_records_nothing_and_prune_trims(pg_url: str) -> None:
+    assert cli("quick-job", "--database-url", pg_url, "--yes", env={"DIFYMAINT_HISTORY": "off"}).exit_code == 0
+    engine = sa.create_engine(pg_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT 1 FROM pg_namespace WHERE nspname = 'difymaint'")).first() is None
+    store = HistoryStore(engine)
+    old = store.start(job="quick-job", args={}, dry_run=False, started_at=datetime.now(UTC) - timedelta(days=40))
+    store.update(old, outcome="done", exit_code=0)
+    store.start(job="quick-job", args={}, dry_run=False, started_at=datetime.now(UTC) - timedelta(days=40))  # running
+    engine.dispose()
+    assert cli("history", "prune", "--older-than", "30", "--database-url", pg_url).exit_code == 2  # needs --yes
+    pruned = cli("history", "prune", "--older-than", "30", "--yes", "--database-url", pg_url, "--json")
+    assert json.loads(pruned.stdout)["pruned"] == 1
+    assert [r.outcome for r in records(pg_url)] == ["running"]
+
+
+# --- status -------------------------------------------------------------------------------------------------
+
+NOW = datetime(2026, 11, 24, 12, 30, tzinfo=UTC)  # the test jobs fire daily at 12:00
+
+
+def seed(url: str, job: str, started: datetime, outcome: str = "done", rows: int = 0) -> str:
+    engine = sa.create_engine(url)
+    store = HistoryStore(engine)
+    run_id = store.start(job=job, args={}, dry_run=False, started_at=started)
+    store.update(run_id, outcome=outcome, exit_code=0 if outcome == "done" else 1, ended_at=started, rows_total=rows)
+    engine.dispose()
+    return run_id
+
+
+def status(url: str, *extra: str) -> Any:
+    return cli("status", "--database-url", url, "--now", NOW.isoformat(), *extra)
+
+
+def test_status_check_exits_3_for_an_overdue_or_failed_job(pg_url: str) -> None:
+    for job in TEST_JOBS:
+        seed(pg_url, job, NOW - timedelta(minutes=29), rows=5)
+    ok = status(pg_url, "--check", "--json")
+    assert ok.exit_code == 0, ok.output
+    rows = {row["job"]: row for row in json.loads(ok.stdout)["jobs"]}
+    assert rows["quick-job"]["rows_7d"] == 5 and not rows["quick-job"]["overdue"]
+    assert rows["off-job"]["enabled"] is False
+
+    seed(pg_url, "slow-job", NOW - timedelta(minutes=10), outcome="failed")
+    failed = status(pg_url, "--check")
+    assert failed.exit_code == 3 and "slow-job: last run failed" in failed.stderr
+    seed(pg_url, "slow-job", NOW - timedelta(minutes=5))
+
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:  # quick-job's last success is now 2 days old: a whole day's slot was missed
+        conn.execute(
+            sa.text("UPDATE difymaint.job_runs SET started_at = started_at - interval '2 days' WHERE job = 'quick-job'")
+        )
+    engine.dispose()
+    overdue = status(pg_url, "--check")
+    assert overdue.exit_code == 3 and "quick-job: overdue" in overdue.stderr
+    assert "(overdue)" in overdue.stdout
+    # A paused job is deliberate, and a disabled one is not scheduled: neither alerts.
+    assert cli("pause", "quick-job", "--reason", "migration", "--database-url", pg_url).exit_code == 0
+    assert status(pg_url, "--check").exit_code == 0
+    assert status(pg_url).exit_code == 0  # without --check status only reports
+
+
+def test_schedules_due_and_overdue() -> None:
+    assert (
+        effective_schedule("quick-job", "0 12 * * *", {"DIFYMAINT_SCHEDULE_QUICK_JOB": "*/5 * * * *"}) == "*/5 * * * *"
+    )
+    assert is_due("0 12 * * *", NOW - timedelta(days=3), NOW, first_seen=NOW)  # three missed slots: due once
+    assert not is_due("0 12 * * *", NOW - timedelta(minutes=20), NOW, first_seen=NOW)
+    assert not is_due("0 12 * * *", None, NOW, first_seen=NOW - timedelta(minutes=1))  # never ran, slot before
+    assert is_overdue("0 12 * * *", NOW - timedelta(days=1, minutes=31), NOW)
+    assert not is_overdue("0 12 * * *", NOW - timedelta(hours=23), NOW)
+    assert worst([0, 5, 4]) == 4 and worst([4, 1, 143]) == 1 and worst([]) == 0
+
+
+# --- locks --------------------------------------------------------------------------------------------------
+
+
+def test_locks_release_refuses_a_renewing_holder(pg_url: str, redis_url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    lock = RedisJobLock(client, "maintenance:quick-job", ttl_s=30)
+    assert lock.acquire()
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(0.2):
+            lock.renew()
+
+    renewer = threading.Thread(target=renew)
+    renewer.start()
+    args = ("--database-url", pg_url, "--redis-url", redis_url)
+    try:
+        listed = cli("locks", *args, "--json", env={"DIFYMAINT_USE_REDIS": "true"})
+        assert listed.exit_code == 0, listed.output
+        (entry,) = json.loads(listed.stdout)
+        assert entry["name"] == "maintenance:quick-job" and entry["backend"] == "redis" and 0 < entry["ttl_s"] <= 30
+        refused = cli(
+            "locks",
+            "release",
+            "maintenance:quick-job",
+            *args,
+            "--yes",
+            "--observe",
+            "1.5",
+            env={"DIFYMAINT_USE_REDIS": "true"},
+        )
+        assert refused.exit_code == 1 and "still renewing" in refused.stderr
+        assert client.exists("maintenance:quick-job")
+    finally:
+        stop.set()
+        renewer.join()
+    # The holder stopped renewing (a stuck run): the lease only runs down, so the release goes ahead.
+    released = cli(
+        "locks",
+        "release",
+        "maintenance:quick-job",
+        *args,
+        "--yes",
+        "--observe",
+        "1.5",
+        env={"DIFYMAINT_USE_REDIS": "true"},
+    )
+    assert released.exit_code == 0, released.output
+    assert not client.exists("maintenance:quick-job")
+    client.close()
+
+
+def test_locks_lists_and_force_releases_an_advisory_lock(pg_url: str) -> None:
+    engine = sa.create_engine(pg_url)
+    holder = PostgresAdvisoryLock(engine, "maintenance:slow-job")
+    assert holder.acquire()
+    try:
+        listed = cli("locks", "--database-url", pg_url, "--json")
+        (entry,) = json.loads(listed.stdout)
+        assert entry["backend"] == "postgres" and entry["name"] == "maintenance:slow-job"
+        assert (
+            cli("locks", "release", "maintenance:slow-job", "--database-url", pg_url, "--observe", "0").exit_code == 2
+        )
+        forced = cli("locks", "release", "maintenance:slow-job", "--database-url", pg_url, "--yes", "--force")
+        assert forced.exit_code == 0, forced.output
+        assert json.loads(cli("locks", "--database-url", pg_url, "--json").stdout) == []
+    finally:
+        with pytest.raises(Exception):  # noqa: B017 - the holder's session was terminated
+            holder.renew()
+        engine.dispose()
+
+
+# --- pause / resume -----------------------------------------------------------------------------------------
+
+
+def test_a_pause_stops_a_running_job_between_batches_and_skips_new_runs(pg_url: str) -> None:
+    proc = child("long-job", "--database-url", pg_url, "--yes")
+    wait_for(lambda: any(r.batches >= 1 for r in records(pg_url, "long-job")))
+    assert cli("pause", "long-job", "--reason", "incident 42", "--database-url", pg_url).exit_code == 0
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 4, err
+    record = records(pg_url, "long-job")[0]
+    assert record.outcome == "partial" and record.stop_reason == "paused" and 1 <= record.batches < 40
+    assert "was paused (incident 42)" in err
+
+    skipped = cli("long-job", "--database-url", pg_url, "--yes", "--json")
+    assert skipped.exit_code == 0 and json.loads(skipped.stdout)["outcome"] == "paused"
+    assert records(pg_url, "long-job")[0].outcome == "paused"
+    assert cli("resume", "long-job", "--database-url", pg_url).exit_code == 0
+    assert cli("long-job", "--database-url", pg_url, "--yes", "--batches", "1").exit_code == 0
+    assert cli("pause", "no-such-job", "--database-url", pg_url).exit_code == 2
+
+
+# --- run / run-due ------------------------------------------------------------------------------------------
+
+
+def test_run_chain_exit_codes_with_and_without_keep_going(pg_url: str) -> None:
+    ok = cli("run", "quick-job", "notdue-job", "--database-url", pg_url, "--yes")
+    assert ok.exit_code == 0, ok.output
+    assert len(records(pg_url)) == 2
+
+    engine = sa.create_engine(pg_url)
+    holder = PostgresAdvisoryLock(engine, "maintenance:quick-job")
+    assert holder.acquire()
+    try:
+        stopped = cli("run", "quick-job", "notdue-job", "--database-url", pg_url, "--yes")
+        assert stopped.exit_code == 5 and "not run: notdue-job" in stopped.stderr
+        assert len(records(pg_url)) == 3
+        kept = cli("run", "quick-job", "notdue-job", "--keep-going", "--database-url", pg_url, "--yes")
+        assert kept.exit_code == 5
+        assert [r.job for r in records(pg_url)][:2] == ["notdue-job", "quick-job"]
+    finally:
+        holder.release()
+        engine.dispose()
+    assert cli("run", "quick-job", "nope", "--database-url", pg_url).exit_code == 2
+
+
+def test_run_due_runs_exactly_the_due_jobs_once_concurrently(pg_url: str) -> None:
+    now = datetime(2026, 11, 24, 12, 0, 30, tzinfo=UTC)
+    for job in ("quick-job", "slow-job", "off-job", "paused-job"):
+        seed(pg_url, job, now - timedelta(days=3))  # several missed slots
+    seed(pg_url, "notdue-job", now - timedelta(seconds=10))  # already ran for this slot
+    assert cli("pause", "paused-job", "--database-url", pg_url).exit_code == 0
+    jobs = {"quick-job", "slow-job", "off-job", "paused-job", "notdue-job"}
+    env = {"DIFYMAINT_SCHEDULE_LONG_JOB": "0 0 1 1 *"}  # not due today
+
+    listed = cli("run-due", "--list", "--now", now.isoformat(), "--database-url", pg_url, "--json", env=env)
+    plan = {d["job"]: (d["action"], d["reason"]) for d in json.loads(listed.stdout)["run_due"]}
+    assert plan["quick-job"][0] == plan["slow-job"][0] == "run"
+    assert plan["off-job"] == ("skip", "disabled: ENABLE_CLEAN_MESSAGES is unset, and Dify's default is off")
+    assert plan["paused-job"] == ("skip", "paused") and set(plan) == jobs - {"notdue-job"}
+
+    before = {r.run_id for r in records(pg_url)}
+    result = cli(
+        "run-due", "--now", now.isoformat(), "--database-url", pg_url, "--child-module", "tests.console_jobs", env=env
+    )
+    assert result.exit_code == 0, result.output
+    new = [r for r in records(pg_url) if r.run_id not in before and r.job != "run-due"]
+    assert sorted(r.job for r in new) == ["quick-job", "slow-job"]
+    quick, slow = (next(r for r in new if r.job == name) for name in ("quick-job", "slow-job"))
+    assert quick.outcome == slow.outcome == "done" and quick.args["scheduled"] is True
+    # Concurrent children: the quick job finished while the slow one (4 × 1 s) was still on its batches.
+    assert quick.ended_at is not None and slow.ended_at is not None
+    assert quick.ended_at < slow.started_at + timedelta(seconds=2) < slow.ended_at
+
+    again = cli(
+        "run-due", "--now", now.isoformat(), "--database-url", pg_url, "--child-module", "tests.console_jobs", env=env
+    )
+    assert again.exit_code == 0 and ": run (" not in again.stderr  # the skipped ones are reported again, not run
+    assert len([r for r in records(pg_url) if r.job not in ("run-due",)]) == len(before) + 2
