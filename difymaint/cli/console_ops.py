@@ -7,12 +7,15 @@ The commands in :mod:`difymaint.cli.commands.console` render what these function
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import FrameType
 from typing import Any
 
 from difymaint.core.exit_codes import ExitCode
@@ -44,6 +47,25 @@ def worst(codes: Sequence[int]) -> int:
     if not codes:
         return int(ExitCode.OK)
     return max(codes, key=lambda code: _SEVERITY.get(code, 6))
+
+
+def run_chain(
+    names: Sequence[str],
+    run_one: Callable[[str], int],
+    *,
+    keep_going: bool,
+    say: Callable[[str], None],
+) -> int:
+    """Run jobs in order in this process; stop at the first non-zero exit unless ``keep_going``."""
+    codes: list[int] = []
+    for index, name in enumerate(names):
+        say(f"$ difymaint {name}")
+        code = run_one(name)
+        codes.append(code)
+        if code != 0 and not keep_going and index + 1 < len(names):
+            say(f"stopping: {name} exited {code}; not run: {', '.join(names[index + 1 :])} (see --keep-going)")
+            break
+    return worst(codes)
 
 
 # --- catalogue ------------------------------------------------------------------------------------------------
@@ -315,6 +337,32 @@ def dispatch_due(
     ordinary scheduled run (``--scheduled --yes``), with its own lock, history record and exit code.
     """
     children: list[tuple[DueDecision, subprocess.Popen[bytes]]] = []
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        # A CronJob stops only PID 1: pass SIGTERM/SIGINT on, so each child finishes its batch and records it.
+        for _, process in children:
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
+    try:
+        _start_and_wait(decisions, jobs, children, child_module, extra_args, env, poll)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return list(decisions)
+
+
+def _start_and_wait(
+    decisions: Sequence[DueDecision],
+    jobs: Mapping[str, JobInfo],
+    children: list[tuple[DueDecision, subprocess.Popen[bytes]]],
+    child_module: str,
+    extra_args: Sequence[str],
+    env: Mapping[str, str] | None,
+    poll: Callable[[float], None],
+) -> None:
     for decision in decisions:
         if decision.action != "run":
             continue
@@ -328,4 +376,3 @@ def dispatch_due(
                 decision.exit_code = child.returncode
                 decision.ended_at = time.monotonic()
         poll(0.05)
-    return list(decisions)

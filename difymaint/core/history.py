@@ -33,6 +33,7 @@ RUNNING = "running"
 MAX_LOG_LINES = 500  # per run: enough for a failed run's story, small enough for a table row
 MAX_LOG_LINE_CHARS = 500
 PAUSE_CHECK_EVERY_S = 3.0  # a running job looks at the pause table at most this often
+_ENSURE_LOCK = 0x646966796D61696E  # "difymain": serialises the first-use CREATE statements across processes
 _SECRET_KEYS = re.compile(r"password|secret|token|private|api_key|credential", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 
@@ -185,7 +186,12 @@ class HistoryStore:
             return
         with self.engine.begin() as conn:
             if self._postgres:
-                conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
+                # Concurrent first runs (run-due starts several at once) would race on CREATE SCHEMA; and a role
+                # without CREATE on the database may still use a schema an administrator created for it.
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ENSURE_LOCK})
+                exists = conn.execute(sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :n"), {"n": SCHEMA}).first()
+                if exists is None:
+                    conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
             self._metadata.create_all(conn, checkfirst=True)
         self._ready = True
 

@@ -33,6 +33,10 @@ class Builder:
         self.counts[table.name] = self.counts.get(table.name, 0) + 1
         return str(values["id"])
 
+    def insert(self, table: sa.Table, **values: Any) -> str:
+        """Any other row (the demo's cache tables); counted like the rest."""
+        return self._insert(table, **values)
+
     def tenant(self, name: str = "workspace", **extra: Any) -> str:
         return self._insert(t.tenants, name=name, created_at=self.now, updated_at=self.now, **extra)
 

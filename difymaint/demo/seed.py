@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from difymaint.demo.builders import Builder, new_id
+from difymaint.dify import tables as t
 from difymaint.dify.tables import metadata
 
 
@@ -59,6 +60,7 @@ def seed_demo(engine: Engine, plan_file: Path, now: datetime, *, messages_per_ap
         # An app that was deleted but whose messages stay behind (common in real databases).
         first_tenant = next(iter(plans))
         _seed_app(build, rng, first_tenant, new_id(), now, 10, with_files=False)
+        _seed_caches(build, now)
     plan_file.write_text(json.dumps({"tenants": plans, "whitelist": whitelist}, indent=2))
     return {"workspaces": len(WORKSPACES), "rows": dict(build.counts)}
 
@@ -85,3 +87,28 @@ def _seed_app(
         created = shared_moment if index % 10 == 3 else min(now, started + timedelta(days=rng.uniform(0, 8)))
         upload = build.upload_file(tenant_id, created) if with_files and index % 7 == 0 else None
         build.message(app_id, conversation, created, upload_file_id=upload)
+
+
+def _seed_caches(build: Builder, now: datetime) -> None:
+    """Rows for the other jobs that run on SQLite: embedding cache entries (clean-embeddings, 30 days) and
+    CLI OAuth tokens (clean-oauth-tokens, 30 days), on both sides of their cut-offs."""
+    naive = now.replace(tzinfo=None)
+    for index in range(40):
+        build.insert(
+            t.embeddings,
+            hash=f"{index:064x}",
+            embedding=b"\x80\x04]\x94.",  # a pickled empty list: the column's format, not real vectors
+            created_at=naive - timedelta(days=10 + index * 2),  # 10 .. 88 days old: the older ones go
+        )
+    for index in range(12):
+        expired = index % 2 == 0
+        build.insert(
+            t.oauth_access_tokens,
+            subject_email=f"dev{index}@example.com",
+            client_id="difyctl",
+            device_label=f"laptop {index}",
+            prefix=f"dfy{index:04d}",
+            token_hash=f"{index:064x}",
+            created_at=now - timedelta(days=120),
+            expires_at=now - timedelta(days=45 if expired else -30),  # half expired 45 days ago, half still valid
+        )

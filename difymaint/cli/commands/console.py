@@ -435,7 +435,7 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
         redis_url: RedisUrl = None,
         json: Json = False,
     ) -> None:
-        from difymaint.cli.console_ops import worst
+        from difymaint.cli.console_ops import run_chain
         from difymaint.cli.options import Common
 
         consoles = _consoles()
@@ -452,18 +452,13 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
             redis_url=redis_url,
             json=json,
         )
-        codes: list[int] = []
-        for name in names:
-            if not json:
-                consoles.err.print(f"[b]$ difymaint {name}[/b]", highlight=False)
-            code = run_job(jobs[name], common, {})
-            codes.append(code)
-            if code != 0 and not keep_going:
-                rest = names[len(codes) :]
-                if rest:
-                    consoles.err.print(f"stopping: {name} exited {code}; not run: {', '.join(rest)} (--keep-going)")
-                break
-        raise typer.Exit(worst(codes))
+
+        def say(line: str) -> None:
+            if not json or line.startswith("stopping"):
+                consoles.err.print(line, highlight=False, markup=False)
+
+        code = run_chain(names, lambda name: run_job(jobs[name], common, {}), keep_going=keep_going, say=say)
+        raise typer.Exit(code)
 
     @app.command(
         "run-due",

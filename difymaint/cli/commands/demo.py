@@ -1,4 +1,4 @@
-"""``difymaint demo``: seed a SQLite Dify database and run clean-messages on it, dry run first."""
+"""``difymaint demo``: seed a SQLite Dify database, run the jobs that work on it with `run`, show the console."""
 
 from __future__ import annotations
 
@@ -7,13 +7,17 @@ from typing import Annotated
 
 import typer
 
+DEMO_JOBS = ("clean-messages", "clean-embeddings", "clean-oauth-tokens")  # the jobs with seeded rows on SQLite
+
 
 def register(app: typer.Typer) -> None:
     app.command(
         "demo",
         help="Create a seeded SQLite database with Dify's real tables, run clean-messages --dry-run on it, then "
-        "for real, and show that the dry-run counts match. Needs no PostgreSQL, Redis or billing service.",
-        short_help="Try clean-messages on a seeded SQLite demo database.",
+        "'difymaint run clean-messages clean-embeddings clean-oauth-tokens' for real (checking that the dry "
+        "run's counts match), then show 'difymaint status' and 'difymaint history'. Needs no PostgreSQL, Redis "
+        "or billing service.",
+        short_help="Try the jobs and the console on a seeded SQLite demo database.",
     )(demo)
 
 
@@ -21,15 +25,21 @@ def demo(
     path: Annotated[
         Path, typer.Option("--path", help="Where to create the demo database (replaced if present).")
     ] = Path("difymaint-demo.sqlite"),
-    json: Annotated[bool, typer.Option("--json", help="Print the two JSON summaries on stdout.")] = False,
+    json: Annotated[bool, typer.Option("--json", help="Print the JSON summaries on stdout.")] = False,
 ) -> int:
     import json as jsonlib
     from datetime import UTC, datetime
 
     import sqlalchemy as sa
 
+    from difymaint.cli.commands.console import render_history, render_status
+    from difymaint.cli.console_ops import run_chain
     from difymaint.cli.options import Common
-    from difymaint.cli.runner import execute
+    from difymaint.cli.render import Consoles
+    from difymaint.cli.runner import current_environment, execute
+    from difymaint.core.context import Context
+    from difymaint.core.history import HistoryStore
+    from difymaint.core.settings import load_settings
     from difymaint.demo.seed import WORKSPACES, seed_demo
     from difymaint.jobs import JOBS
 
@@ -46,6 +56,7 @@ def demo(
     err(f"Seeded {path} with {seeded['workspaces']} workspaces:", err=True)
     for workspace in WORKSPACES:
         err(f"  - {workspace.name}: old messages {workspace.expected}", err=True)
+    err("  - 40 embedding cache rows (10 to 88 days old), 12 CLI OAuth tokens (half expired 45 days ago)", err=True)
     err(f"Plans come from {plan_file} (DIFYMAINT_PLAN_FILE), standing in for Dify's billing API.\n", err=True)
 
     overrides: dict[str, object] = {
@@ -56,27 +67,48 @@ def demo(
         "SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_MAX_INTERVAL": 0,
         "SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_SIZE": 100,
     }
-    results = []
-    for dry_run in (True, False):
-        err(f"$ difymaint clean-messages{' --dry-run' if dry_run else ' --yes'}", err=True)
-        captured: list[str] = []
-        code = execute(
-            JOBS["clean-messages"],
+    values: dict[str, dict[str, object]] = {"clean-messages": {"batch_size": 100, "clean_conversations": True}}
+    summaries: dict[str, list[str]] = {}
+
+    def run_one(name: str, *, dry_run: bool = False) -> int:
+        job_values = dict(values.get(name, {}))
+        if name == "clean-messages" and not dry_run:
+            job_values["orphan_manifest"] = manifest
+        return execute(
+            JOBS[name],
             Common(dry_run=dry_run, json=json),
-            {"batch_size": 100, "clean_conversations": True, "orphan_manifest": None if dry_run else manifest},
+            job_values,
             settings_overrides=overrides,
-            summary_sink=captured.append,
+            summary_sink=summaries.setdefault(f"{name}{' --dry-run' if dry_run else ''}", []).append,
         )
-        results.append((code, captured[0] if captured else "{}"))
-        err("", err=True)
-    (dry_code, dry_json), (real_code, real_json) = results
-    dry_tables = jsonlib.loads(dry_json).get("tables")
-    real_tables = jsonlib.loads(real_json).get("tables")
+
+    err("$ difymaint clean-messages --dry-run", err=True)
+    dry_code = run_one("clean-messages", dry_run=True)
+    err(f"\n$ difymaint run {' '.join(DEMO_JOBS)} --yes", err=True)
+    real_code = run_chain(DEMO_JOBS, run_one, keep_going=True, say=lambda line: err(line, err=True))
     if dry_code or real_code:
         return max(dry_code, real_code)
+    dry_tables = jsonlib.loads(summaries["clean-messages --dry-run"][0]).get("tables")
+    real_tables = jsonlib.loads(summaries["clean-messages"][0]).get("tables")
     if dry_tables != real_tables:
         typer.echo("difymaint: error: the dry run's counts differ from the real run's", err=True)
         return 1
-    err(f"The dry run predicted every table's count exactly. Orphaned upload files: {manifest}", err=True)
-    err(f"Inspect the database: sqlite3 {path} 'select count(*) from messages'", err=True)
+    err("\nThe dry run predicted every table's count exactly.", err=True)
+
+    env = current_environment()
+    consoles = Consoles.create(None, out=env.out, err=env.err)
+    ctx = Context(load_settings(None, overrides))
+    try:
+        store = HistoryStore(ctx.engine)
+        err("\n$ difymaint status", err=True)
+        render_status(consoles, store, JOBS, ctx, datetime.now(UTC), json=json)
+        err("\n$ difymaint history", err=True)
+        render_history(consoles, store, None, None, 20, json)
+    finally:
+        ctx.close()
+    err(
+        f"\nOrphaned upload files: {manifest}. Inspect the database: sqlite3 {path} 'select count(*) from messages'",
+        err=True,
+    )
+    err(f"Try: difymaint history show RUN_ID --database-url sqlite:///{path}", err=True)
     return 0
