@@ -298,7 +298,10 @@ def _finish(
     if common.json:
         env.out.write(summary.to_json() + "\n")
         env.out.flush()
-    elif summary.outcome not in (Outcome.FAILED, Outcome.SKIPPED_LOCKED, Outcome.DISABLED) and common.quiet < 2:
+    elif (
+        summary.outcome not in (Outcome.FAILED, Outcome.SKIPPED_LOCKED, Outcome.DISABLED, Outcome.PAUSED)
+        and common.quiet < 2
+    ):
         for warning in summary.warnings:
             log.debug("warning: %s", warning)
         render_summary(consoles, summary)

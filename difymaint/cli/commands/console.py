@@ -662,7 +662,7 @@ def render_status(
                 r.host,
                 _when(r.started_at),
                 f"{r.rows_total:,}",
-                f"{r.rate or 0:,.0f}",
+                f"{r.rate or 0:,.1f}",
                 _age(eta),
                 beat,
             )
