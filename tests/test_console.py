@@ -400,3 +400,30 @@ def test_run_due_runs_exactly_the_due_jobs_once_concurrently(pg_url: str) -> Non
     )
     assert again.exit_code == 0 and ": run (" not in again.stderr  # the skipped ones are reported again, not run
     assert len([r for r in records(pg_url) if r.job not in ("run-due",)]) == len(before) + 2
+
+
+# --- catalogue and confirmation -----------------------------------------------------------------------------
+
+
+def test_catalogue_lists_jobs_and_one_jobs_parameters() -> None:
+    listed = cli("jobs", "--json")
+    assert [job["name"] for job in json.loads(listed.stdout)] == list(TEST_JOBS)
+    real = CliRunner().invoke(create_app(), ["jobs", "show", "clean-messages", "--json"], env=ENV)
+    shown = json.loads(real.stdout)
+    params = {p["name"]: p for p in shown["parameters"]}
+    assert params["days"]["setting"] == "SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS" and params["days"]["type"] == "int"
+    assert params["batch_size"]["setting"] == "SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_SIZE"
+    assert params["scan_strategy"]["type"] == "auto|global|eligible-apps"
+    assert shown["lock"] == "retention:clean_messages" and shown["dify_switch"] == "ENABLE_CLEAN_MESSAGES"
+    assert {c["code"] for c in shown["exit_codes"]} >= {0, 1, 2, 4, 5, 130, 143}
+    human = CliRunner().invoke(create_app(), ["jobs", "show", "clean-messages"], env=ENV)
+    assert "SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS" in human.stdout and "exit codes" in human.stdout
+    assert cli("jobs", "show", "nope").exit_code == 2
+
+
+def test_a_run_declined_at_the_confirmation_closes_its_record(pg_url: str) -> None:
+    with use_environment(Environment(stdin_isatty=True)):
+        result = CliRunner().invoke(APP, ["quick-job", "--database-url", pg_url], input="n\n", env=ENV)
+    assert result.exit_code == 1
+    (record,) = records(pg_url, "quick-job")
+    assert record.outcome == "failed" and record.error == "aborted before it started" and record.batches == 0

@@ -109,9 +109,11 @@ def execute(
         consoles, show_progress=consoles.err.is_terminal and not common.json and common.quiet == 0
     )
     run = _JobRun(info, common, values, env, reporter, settings_overrides or {})
+    summary: RunSummary | None = None
     try:
         summary = run.execute()
     except (typer.Abort, typer.Exit):
+        summary = None  # the operator said no at the confirmation: nothing ran
         raise
     except (Exception, Interrupted) as exc:  # the one ladder: every failure becomes a summary and an exit code
         if common.debug and not isinstance(exc, DifymaintError | Interrupted):
@@ -119,12 +121,14 @@ def execute(
         summary = _outcome_of(exc, run, consoles)
     finally:
         reporter.close()
-    try:
-        run.finish_history(summary)
-    finally:
-        run.close()
-    if summary.outcome == Outcome.PARTIAL and run.settings is not None and run.settings.DIFYMAINT_ON_PARTIAL == "ok":
-        summary.exit_code_override = ExitCode.OK  # the next run continues; the outcome still says partial
+        on_partial_ok = run.settings is not None and run.settings.DIFYMAINT_ON_PARTIAL == "ok"
+        if summary is not None and summary.outcome == Outcome.PARTIAL and on_partial_ok:
+            summary.exit_code_override = ExitCode.OK  # the next run continues; the outcome still says partial
+        try:
+            # An aborted run still closes its history record, so that it never looks like a crashed one.
+            run.finish_history(summary or run.bare_summary(Outcome.FAILED, "aborted before it started"))
+        finally:
+            run.close()
     if run.observers is not None:
         run.observers.finished(summary)
     return _finish(summary, common, consoles, env, summary_sink)
