@@ -229,6 +229,10 @@ def test_demo_runs_on_a_fresh_directory(tmp_path: Path) -> None:
     result = run_cli(["demo", "--path", str(tmp_path / "demo.sqlite")], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "predicted every table's count exactly" in result.stderr
+    # The console part: the jobs ran through `run`, then status and history show them.
+    assert "$ difymaint run clean-messages clean-embeddings clean-oauth-tokens" in result.stderr
+    assert "$ difymaint status" in result.stderr and "$ difymaint history" in result.stderr
+    assert "clean-messages (dry run)" in result.stdout and "last success" in result.stdout
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'demo.sqlite'}")
     assert remaining_messages(engine)  # paid / whitelisted / in-grace workspaces keep their history
     assert_cascade_consistent(engine)

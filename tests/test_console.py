@@ -427,3 +427,14 @@ def test_a_run_declined_at_the_confirmation_closes_its_record(pg_url: str) -> No
     assert result.exit_code == 1
     (record,) = records(pg_url, "quick-job")
     assert record.outcome == "failed" and record.error == "aborted before it started" and record.batches == 0
+
+
+def test_status_watch_refreshes_until_interrupted(pg_url: str) -> None:
+    seed(pg_url, "quick-job", NOW - timedelta(minutes=5))
+    proc = child("status", "--watch", "--interval", "1", "--database-url", pg_url, "--json")
+    time.sleep(3.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    frames = [json.loads(line) for line in out.splitlines()]
+    assert len(frames) >= 2 and all(frame["jobs"][0]["job"] == "quick-job" for frame in frames)

@@ -43,7 +43,7 @@ Color = Annotated[
 ]
 
 
-def _consoles(color: bool | None = None) -> Consoles:
+def make_consoles(color: bool | None = None) -> Consoles:
     from difymaint.cli.render import Consoles
     from difymaint.cli.runner import current_environment
 
@@ -167,7 +167,7 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
 
         from difymaint.cli.console_ops import exit_codes_of, job_catalogue, job_parameters
 
-        consoles = _consoles(color)
+        consoles = make_consoles(color)
         words = list(args or [])
         with _guarded(consoles):
             if not words:
@@ -248,7 +248,7 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
         json: Json = False,
         color: Color = None,
     ) -> None:
-        consoles = _consoles(color)
+        consoles = make_consoles(color)
         words = list(args or [])
         with _guarded(consoles):
             from difymaint.core.errors import UsageError
@@ -294,22 +294,22 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
         json: Json = False,
         color: Color = None,
     ) -> None:
-        consoles = _consoles(color)
+        consoles = make_consoles(color)
         code = 0
         with _guarded(consoles):
             ctx = _context(env_file, database_url, None)
             try:
                 store = _store(ctx)
-                while True:
-                    if watch and not json:
-                        consoles.out.clear()
-                    code = render_status(consoles, store, jobs, ctx, _now(now), json=json, check=check)
-                    if not watch:
-                        break
-                    try:
+                try:
+                    while True:
+                        if watch and not json:
+                            consoles.out.clear()
+                        code = render_status(consoles, store, jobs, ctx, _now(now), json=json, check=check)
+                        if not watch:
+                            break
                         time.sleep(interval)
-                    except KeyboardInterrupt:
-                        break
+                except KeyboardInterrupt:  # Ctrl-C is how --watch ends
+                    pass
             finally:
                 ctx.close()
         raise typer.Exit(code)
@@ -339,7 +339,7 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
     ) -> None:
         from difymaint.cli.runner import current_environment
 
-        consoles = _consoles(color)
+        consoles = make_consoles(color)
         words = list(args or [])
         with _guarded(consoles):
             from difymaint.core.errors import UsageError
@@ -372,7 +372,7 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
         database_url: DatabaseUrl = None,
         json: Json = False,
     ) -> None:
-        consoles = _consoles()
+        consoles = make_consoles()
         with _guarded(consoles):
             _unknown_job(job, jobs)
             ctx = _context(env_file, database_url, None)
@@ -394,7 +394,7 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
         database_url: DatabaseUrl = None,
         json: Json = False,
     ) -> None:
-        consoles = _consoles()
+        consoles = make_consoles()
         with _guarded(consoles):
             _unknown_job(job, jobs)
             ctx = _context(env_file, database_url, None)
@@ -438,7 +438,7 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
         from difymaint.cli.console_ops import run_chain
         from difymaint.cli.options import Common
 
-        consoles = _consoles()
+        consoles = make_consoles()
         with _guarded(consoles):
             for name in names:
                 _unknown_job(name, jobs)
@@ -481,7 +481,7 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
     ) -> None:
         from difymaint.cli.console_ops import RUN_DUE, dispatch_due, plan_due, worst
 
-        consoles = _consoles()
+        consoles = make_consoles()
         code = 0
         with _guarded(consoles):
             moment = _now(now)

@@ -32,11 +32,10 @@ def demo(
 
     import sqlalchemy as sa
 
-    from difymaint.cli.commands.console import render_history, render_status
+    from difymaint.cli.commands.console import make_consoles, render_history, render_status
     from difymaint.cli.console_ops import run_chain
     from difymaint.cli.options import Common
-    from difymaint.cli.render import Consoles
-    from difymaint.cli.runner import current_environment, execute
+    from difymaint.cli.runner import execute
     from difymaint.core.context import Context
     from difymaint.core.history import HistoryStore
     from difymaint.core.settings import load_settings
@@ -95,8 +94,7 @@ def demo(
         return 1
     err("\nThe dry run predicted every table's count exactly.", err=True)
 
-    env = current_environment()
-    consoles = Consoles.create(None, out=env.out, err=env.err)
+    consoles = make_consoles()
     ctx = Context(load_settings(None, overrides))
     try:
         store = HistoryStore(ctx.engine)
