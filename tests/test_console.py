@@ -438,3 +438,18 @@ def test_status_watch_refreshes_until_interrupted(pg_url: str) -> None:
     assert proc.returncode == 0, err
     frames = [json.loads(line) for line in out.splitlines()]
     assert len(frames) >= 2 and all(frame["jobs"][0]["job"] == "quick-job" for frame in frames)
+
+
+def test_run_due_passes_sigterm_on_to_its_children(pg_url: str) -> None:
+    now = datetime(2026, 11, 24, 12, 0, 30, tzinfo=UTC)
+    seed(pg_url, "long-job", now - timedelta(days=1))
+    seed(pg_url, "run-due", now - timedelta(seconds=10))  # a tick after the slot: jobs that never ran are not due
+    proc = child("run-due", "--now", now.isoformat(), "--database-url", pg_url, "--child-module", "tests.console_jobs")
+    wait_for(lambda: any(r.outcome == "running" and r.batches >= 1 for r in records(pg_url, "long-job")))
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    record = records(pg_url, "long-job")[0]
+    assert record.outcome == "interrupted" and record.stop_reason == "signal SIGTERM" and record.batches < 40
+    tick = records(pg_url, "run-due")[0]
+    assert tick.exit_code == 143 and tick.log_lines == ["long-job: run (schedule 0 12 * * * fired) exit 143"]

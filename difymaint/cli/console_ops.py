@@ -373,6 +373,7 @@ def _start_and_wait(
     while any(decision.exit_code is None for decision, _ in children):
         for decision, child in children:
             if decision.exit_code is None and child.poll() is not None:
-                decision.exit_code = child.returncode
+                code = child.returncode
+                decision.exit_code = 128 - code if code < 0 else code  # killed by signal N: the shell's 128 + N
                 decision.ended_at = time.monotonic()
         poll(0.05)
