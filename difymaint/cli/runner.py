@@ -211,9 +211,8 @@ class _JobRun:
             args={**args, **self.values},
             dry_run=self.common.dry_run,
             now=ctx.clock.now,
-            warn=self.history_warnings.append,
+            warn=self.history_warning,
         )
-        self.recorder.warn = self.history_warning
         self.recorder.start()
         ctx.batch_hooks.append(self.recorder.on_batch)
         return self.recorder.paused()
