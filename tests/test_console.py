@@ -453,3 +453,11 @@ def test_run_due_passes_sigterm_on_to_its_children(pg_url: str) -> None:
     assert record.outcome == "interrupted" and record.stop_reason == "signal SIGTERM" and record.batches < 40
     tick = records(pg_url, "run-due")[0]
     assert tick.exit_code == 143 and tick.log_lines == ["long-job: run (schedule 0 12 * * * fired) exit 143"]
+
+
+def test_the_history_record_carries_the_run_id_of_the_log_lines(pg_url: str) -> None:
+    result = cli("quick-job", "--database-url", pg_url, "--yes", "--log-format", "json")
+    assert result.exit_code == 0, result.output
+    ids = {json.loads(line).get("run_id") for line in result.stderr.splitlines() if line.startswith("{")}
+    (record,) = records(pg_url, "quick-job")
+    assert ids == {record.run_id}

@@ -212,6 +212,7 @@ class _JobRun:
             dry_run=self.common.dry_run,
             now=ctx.clock.now,
             warn=self.history_warning,
+            run_id=self.observers.run_id if self.observers is not None else None,
         )
         self.recorder.start()
         ctx.batch_hooks.append(self.recorder.on_batch)

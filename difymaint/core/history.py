@@ -197,9 +197,11 @@ class HistoryStore:
 
     # --- runs ------------------------------------------------------------------------------------------------
 
-    def start(self, *, job: str, args: Mapping[str, Any], dry_run: bool, started_at: datetime) -> str:
+    def start(
+        self, *, job: str, args: Mapping[str, Any], dry_run: bool, started_at: datetime, run_id: str | None = None
+    ) -> str:
         self.ensure()
-        run_id = str(uuid.uuid4())
+        run_id = run_id or str(uuid.uuid4())
         with self.engine.begin() as conn:
             conn.execute(
                 self.runs.insert().values(
@@ -382,6 +384,7 @@ class RunRecorder:
         dry_run: bool,
         now: Callable[[], datetime],
         warn: Callable[[str], None],
+        run_id: str | None = None,
     ) -> None:
         self.store = store
         self.job = job
@@ -389,6 +392,7 @@ class RunRecorder:
         self.dry_run = dry_run
         self.now = now
         self.warn = warn
+        self.wanted_run_id = run_id  # the run id the logs and monitors already use, so all three agree
         self.run_id: str | None = None
         self.broken = False
         self._capture = _LogCapture()
@@ -410,7 +414,9 @@ class RunRecorder:
     def start(self) -> None:
         self.run_id = self._safely(
             "start",
-            lambda: self.store.start(job=self.job, args=self.args, dry_run=self.dry_run, started_at=self.now()),
+            lambda: self.store.start(
+                job=self.job, args=self.args, dry_run=self.dry_run, started_at=self.now(), run_id=self.wanted_run_id
+            ),
         )
         if self.run_id is not None:
             logging.getLogger("difymaint").addHandler(self._capture)

@@ -47,13 +47,14 @@ _PING_FOR_OUTCOME: dict[Outcome, str] = {
     Outcome.DONE: "",
     Outcome.PARTIAL: "",
     Outcome.DISABLED: "",
+    Outcome.PAUSED: "",  # `difymaint pause`: an operator's deliberate choice, like a disabled job
     Outcome.SKIPPED_LOCKED: "/log",
     Outcome.THRESHOLD_EXCEEDED: "/fail",
     Outcome.INTERRUPTED: "/fail",
     Outcome.FAILED: "/fail",
 }
 
-_SUCCESSFUL = (Outcome.DONE, Outcome.PARTIAL, Outcome.DISABLED)
+_SUCCESSFUL = (Outcome.DONE, Outcome.PARTIAL, Outcome.DISABLED, Outcome.PAUSED)
 
 
 class Observer(Protocol):
