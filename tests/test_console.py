@@ -372,6 +372,7 @@ def test_run_due_runs_exactly_the_due_jobs_once_concurrently(pg_url: str) -> Non
     for job in ("quick-job", "slow-job", "off-job", "paused-job"):
         seed(pg_url, job, now - timedelta(days=3))  # several missed slots
     seed(pg_url, "notdue-job", now - timedelta(seconds=10))  # already ran for this slot
+    ancient = seed(pg_url, "quick-job", now - timedelta(days=45))  # older than DIFYMAINT_HISTORY_KEEP_DAYS (30)
     assert cli("pause", "paused-job", "--database-url", pg_url).exit_code == 0
     jobs = {"quick-job", "slow-job", "off-job", "paused-job", "notdue-job"}
     env = {"DIFYMAINT_SCHEDULE_LONG_JOB": "0 0 1 1 *"}  # not due today
@@ -382,7 +383,7 @@ def test_run_due_runs_exactly_the_due_jobs_once_concurrently(pg_url: str) -> Non
     assert plan["off-job"] == ("skip", "disabled: ENABLE_CLEAN_MESSAGES is unset, and Dify's default is off")
     assert plan["paused-job"] == ("skip", "paused") and set(plan) == jobs - {"notdue-job"}
 
-    before = {r.run_id for r in records(pg_url)}
+    before = {r.run_id for r in records(pg_url)} - {ancient}
     result = cli(
         "run-due", "--now", now.isoformat(), "--database-url", pg_url, "--child-module", "tests.console_jobs", env=env
     )
@@ -394,6 +395,8 @@ def test_run_due_runs_exactly_the_due_jobs_once_concurrently(pg_url: str) -> Non
     # Concurrent children: the quick job finished while the slow one (4 × 1 s) was still on its batches.
     assert quick.ended_at is not None and slow.ended_at is not None
     assert quick.ended_at < slow.started_at + timedelta(seconds=2) < slow.ended_at
+    assert ancient not in {r.run_id for r in records(pg_url)}  # the tick pruned it
+    assert records(pg_url, "run-due")[0].log_lines[-1] == "pruned 1 run records older than 30 days"
 
     again = cli(
         "run-due", "--now", now.isoformat(), "--database-url", pg_url, "--child-module", "tests.console_jobs", env=env

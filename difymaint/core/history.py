@@ -167,6 +167,7 @@ class HistoryStore:
             sa.Column("error", sa.Text),
             sa.Column("log_lines", sa.JSON),
             sa.Index(f"{prefix}job_runs_job_started_idx", "job", "started_at"),
+            sa.Index(f"{prefix}job_runs_started_idx", "started_at"),  # prune and `history --since`
         )
         self.pauses = sa.Table(
             f"{prefix}job_pauses",

@@ -301,6 +301,11 @@ class RunSettings(BaseSettings):
         default=3600, description="Warn about other transactions open longer than this (they block vacuum)."
     )
     DIFYMAINT_ASSUME_YES: bool = False
+    DIFYMAINT_HISTORY_KEEP_DAYS: NonNegativeInt = Field(
+        default=30,
+        description="run-due deletes finished run records older than this at each tick (minute-level jobs write "
+        "thousands a day); 0 keeps them all.",
+    )
     DIFYMAINT_HISTORY: bool = Field(
         default=True,
         description="Record every run in the database (schema difymaint on PostgreSQL); off also disables pauses.",

@@ -493,6 +493,9 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
                     _render_due(consoles, decisions, json)
                     return
                 tick = store.start(job=RUN_DUE, args={"now": now}, dry_run=False, started_at=moment)
+                keep = ctx.settings.DIFYMAINT_HISTORY_KEEP_DAYS
+                # Minute-level jobs write ~1,440 records a day each: the dispatcher keeps the table bounded.
+                pruned = store.prune(moment - timedelta(days=keep)) if keep else 0
                 env = dict(os.environ)
                 for variable, value in (
                     ("DIFYMAINT_ENV_FILE", env_file),
@@ -510,7 +513,8 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
                     ended_at=moment,
                     outcome="done" if code == 0 else "failed",
                     exit_code=code,
-                    log_lines=[f"{d.job}: {d.action} ({d.reason}) exit {d.exit_code}" for d in decisions],
+                    log_lines=[f"{d.job}: {d.action} ({d.reason}) exit {d.exit_code}" for d in decisions]
+                    + ([f"pruned {pruned} run records older than {keep} days"] if pruned else []),
                 )
                 _render_due(consoles, decisions, json)
             finally:
