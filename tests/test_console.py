@@ -25,7 +25,7 @@ from difymaint.cli.console_ops import worst
 from difymaint.cli.runner import Environment, use_environment
 from difymaint.core.history import HistoryStore, RunRecord, redact
 from difymaint.core.locking import PostgresAdvisoryLock, RedisJobLock
-from difymaint.core.schedule import effective_schedule, is_due, is_overdue
+from difymaint.core.schedule import effective_schedule, is_due, is_overdue, previous_fire, schedule_zone
 from tests.console_jobs import TEST_JOBS
 
 APP = create_app(TEST_JOBS)
@@ -245,6 +245,10 @@ def test_schedules_due_and_overdue() -> None:
     assert not is_due("0 12 * * *", None, NOW, first_seen=NOW - timedelta(minutes=1))  # never ran, slot before
     assert is_overdue("0 12 * * *", NOW - timedelta(days=1, minutes=31), NOW)
     assert not is_overdue("0 12 * * *", NOW - timedelta(hours=23), NOW)
+    # In Dify's beat zone (LOG_TZ): 04:00 in Shanghai is 20:00 UTC the day before.
+    shanghai = schedule_zone({"LOG_TZ": "Asia/Shanghai"})
+    assert previous_fire("0 4 * * *", NOW, shanghai) == datetime(2026, 11, 23, 20, 0, tzinfo=UTC)
+    assert schedule_zone({}) is UTC
     assert worst([0, 5, 4]) == 4 and worst([4, 1, 143]) == 1 and worst([]) == 0
 
 

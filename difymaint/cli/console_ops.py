@@ -20,7 +20,7 @@ from typing import Any
 
 from difymaint.core.exit_codes import ExitCode
 from difymaint.core.history import RUNNING, HistoryStore, RunRecord
-from difymaint.core.schedule import effective_schedule, is_due, is_overdue, next_fire
+from difymaint.core.schedule import effective_schedule, is_due, is_overdue, next_fire, schedule_zone
 from difymaint.core.settings import Settings
 from difymaint.core.switches import override_variable, switch_state
 from difymaint.jobs import JobInfo
@@ -221,6 +221,7 @@ def job_status(
     now: datetime,
     environ: Mapping[str, str] | None = None,
 ) -> list[JobStatus]:
+    zone = schedule_zone(environ if environ is not None else {"LOG_TZ": settings.LOG_TZ or ""})
     pauses = store.pauses_all()
     running = store.running()
     stale_after = timedelta(seconds=2 * settings.DIFYMAINT_LOCK_TTL)
@@ -245,8 +246,9 @@ def job_status(
                 ),
                 last_run=last,
                 last_success=success,
-                overdue=bool(schedule) and is_overdue(schedule or "", success.started_at if success else None, now),
-                next_run=next_fire(schedule, now) if schedule else None,
+                overdue=bool(schedule)
+                and is_overdue(schedule or "", success.started_at if success else None, now, zone),
+                next_run=next_fire(schedule, now, zone) if schedule else None,
                 rows_7d=store.rows_since(info.name, now - timedelta(days=7)),
                 running=mine,
                 stale=[r.run_id for r in mine if (r.heartbeat_at or r.started_at) < now - stale_after],
@@ -291,6 +293,7 @@ def plan_due(
     # A job that never ran counts from the previous tick (or the last minute on the very first one), so a fresh
     # install does not start every daily job at once.
     first_seen = tick.started_at if tick is not None else now - timedelta(minutes=1)
+    zone = schedule_zone(environ if environ is not None else {"LOG_TZ": settings.LOG_TZ or ""})
     pauses = store.pauses_all()
     running = {r.job for r in store.running() if (r.heartbeat_at or r.started_at) >= now - _stale(settings)}
     decisions: list[DueDecision] = []
@@ -299,7 +302,7 @@ def plan_due(
         if not info.scheduled or not schedule:
             continue
         last = store.last(info.name, real_only=True)
-        if not is_due(schedule, last.started_at if last else None, now, first_seen=first_seen):
+        if not is_due(schedule, last.started_at if last else None, now, first_seen=first_seen, tz=zone):
             continue
         switch = switch_state(settings, info.name, info.switches)
         if not switch.enabled:

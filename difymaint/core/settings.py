@@ -301,6 +301,9 @@ class RunSettings(BaseSettings):
         default=3600, description="Warn about other transactions open longer than this (they block vacuum)."
     )
     DIFYMAINT_ASSUME_YES: bool = False
+    LOG_TZ: str | None = Field(
+        default=None, description="Dify's beat time zone: status and run-due read the cron schedules in it (UTC)."
+    )
     DIFYMAINT_HISTORY_KEEP_DAYS: NonNegativeInt = Field(
         default=30,
         description="run-due deletes finished run records older than this at each tick (minute-level jobs write "
