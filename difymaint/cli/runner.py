@@ -31,7 +31,7 @@ from difymaint.cli.render import (
     setup_logging,
 )
 from difymaint.core.context import Context
-from difymaint.core.errors import DifymaintError, LockHeld, UsageError
+from difymaint.core.errors import DatabaseUnavailable, DifymaintError, LockHeld, UsageError
 from difymaint.core.exit_codes import ExitCode
 from difymaint.core.history import HistoryStore, Pause, RunRecorder, history_enabled
 from difymaint.core.observe import Observers, observers
@@ -201,7 +201,17 @@ class _JobRun:
         """Open the run's history record (unless DIFYMAINT_HISTORY=off) and return the job's pause, if any."""
         if not history_enabled(ctx.settings):
             return None
-        engine = ctx.engine  # an unreachable database is the job's own error, reported once by the job's path
+        if self.info.needs_database:
+            engine = ctx.engine  # an unreachable database is the job's own error, reported once by the job's path
+        else:
+            settings = ctx.settings
+            if not (settings.DIFYMAINT_DATABASE_URL or settings.explicitly_set("DB_HOST")):
+                return None  # no database configured for a job that needs none: nothing to record into
+            try:
+                engine = ctx.engine
+            except DatabaseUnavailable:
+                log.info("note: run history not recorded: the database is unreachable")
+                return None
         given = {f.name: getattr(self.common, f.name) for f in fields(Common)}
         defaults = Common()
         args = {name: value for name, value in given.items() if value != getattr(defaults, name)}

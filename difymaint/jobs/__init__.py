@@ -48,6 +48,9 @@ class JobInfo:
     from_settings: tuple[tuple[str, str], ...] = ()
     dry_run_help: str | None = None  # the job's own words for --dry-run
     destructive: bool = True
+    # False for jobs that never touch Dify's database (monitor-queue): their run history is then recorded only
+    # where a database is configured and reachable, and an unreachable one costs a note, not the run.
+    needs_database: bool = True
     # Flags every unattended (cron / CronJob) run of this job needs beyond --yes and --max-runtime.
     scheduled_args: tuple[str, ...] = ()
     # False for manual commands (restores, one-off repairs): no CronJob manifest or crontab line is generated.
@@ -603,6 +606,7 @@ JOBS: dict[str, JobInfo] = {
     "monitor-queue": JobInfo(
         name="monitor-queue",
         module="monitor_queue",
+        needs_database=False,
         summary="Check how many messages wait in Celery queues on Dify's broker; exit 3 and mail an alert at or "
         "above a threshold.",
         schedule="*/30 * * * *",  # every QUEUE_MONITOR_INTERVAL (30) minutes
