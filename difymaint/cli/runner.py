@@ -10,6 +10,7 @@ tests drive the CLI in-process.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from difymaint.cli.render import ConsoleReporter, Consoles, error_line, render_s
 from difymaint.core.context import Context
 from difymaint.core.errors import DifymaintError, LockHeld, UsageError
 from difymaint.core.exit_codes import ExitCode
+from difymaint.core.redact import register_secrets, scrub, secrets_in
 from difymaint.core.settings import Settings, load_settings
 from difymaint.core.stop import Interrupted, handle_stop_signals
 from difymaint.core.summary import Outcome, RunSummary
@@ -99,13 +101,14 @@ def execute(
         consoles, show_progress=consoles.err.is_terminal and not common.json and common.quiet == 0
     )
     run = _JobRun(info, common, values, env, reporter, settings_overrides or {})
+    # Before anything can fail: secrets from the environment and the URL flags, so that even an error about
+    # loading the settings cannot print them (the settings' own are added once they load).
+    register_secrets(secrets_in(dict(os.environ)) | secrets_in(common.overrides()))
     try:
         summary = run.execute()
     except (typer.Abort, typer.Exit):
         raise
     except (Exception, Interrupted) as exc:  # the one ladder: every failure becomes a summary and an exit code
-        if common.debug and not isinstance(exc, DifymaintError | Interrupted):
-            raise
         summary = _outcome_of(exc, run, consoles)
     finally:
         reporter.close()
@@ -129,6 +132,7 @@ class _JobRun:
 
         overrides = {**self.common.overrides(), **setting_overrides(self.info, self.values), **self.settings_overrides}
         self.settings = settings = load_settings(self.common.env_file, overrides)
+        register_secrets(settings.secret_values())
         switch = switch_state(settings, self.info.name, self.info.switches)
         if not switch.enabled and settings.DIFYMAINT_SCHEDULED:
             # Before any connection: a job Dify would not run touches nothing and needs no other setting.
@@ -191,9 +195,11 @@ def _outcome_of(exc: BaseException, run: _JobRun, consoles: Consoles) -> RunSumm
             "ok": ExitCode.OK,
         }[on_locked]
         return summary
+    if run.common.debug and not isinstance(exc, Interrupted):
+        # --debug shows the traceback, scrubbed like every other line (frames quote URLs and arguments).
+        run.env.err.write(scrub("".join(traceback.format_exception(exc))))
+        run.env.err.flush()
     if isinstance(exc, DifymaintError):
-        if run.common.debug:
-            traceback.print_exception(exc, file=run.env.err)
         error_line(consoles, exc.message, exc.hint)
         summary = _failed(exc, run, exc.message)
         summary.exit_code_override = exc.exit_code
@@ -206,7 +212,7 @@ def _outcome_of(exc: BaseException, run: _JobRun, consoles: Consoles) -> RunSumm
         return summary
     # The last line of defence: one line, no secrets, no traceback (--debug re-raised it above).
     text = f"{type(exc).__name__}: {_first_line(exc)}"
-    error_line(consoles, f"unexpected {text}", "re-run with --debug for the traceback")
+    error_line(consoles, f"unexpected {text}", None if run.common.debug else "re-run with --debug for the traceback")
     return _failed(exc, run, text)
 
 
@@ -225,10 +231,12 @@ def _finish(
     summary_sink: Callable[[str], None] | None,
 ) -> int:
     """Print the summary (one JSON line on stdout, or the human table) and return the exit code."""
+    summary.error = scrub(summary.error) if summary.error else summary.error
+    summary.warnings = [scrub(warning) for warning in summary.warnings]
     if summary_sink is not None:
-        summary_sink(summary.to_json())
+        summary_sink(scrub(summary.to_json()))
     if common.json:
-        env.out.write(summary.to_json() + "\n")
+        env.out.write(scrub(summary.to_json()) + "\n")
         env.out.flush()
     elif summary.outcome not in (Outcome.FAILED, Outcome.SKIPPED_LOCKED, Outcome.DISABLED) and common.quiet < 2:
         for warning in summary.warnings:

@@ -14,6 +14,7 @@ from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, SecretSt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from difymaint.core.errors import ConfigError
+from difymaint.core.redact import SECRET_NAME, mask_urls, secrets_in
 
 OnLocked = Literal["skip", "fail", "ok"]
 ScanStrategy = Literal["auto", "global", "eligible-apps", "eligible_apps"]
@@ -260,6 +261,13 @@ class Settings(
         """True when the operator set this variable (env, env file or flag), not just the default."""
         return name in self.model_fields_set
 
+    def secret_values(self) -> set[str]:
+        """Every secret these settings hold, for :func:`difymaint.core.redact.scrub`: SecretStr fields
+        (DB_PASSWORD, REDIS_PASSWORD, REDIS_SENTINEL_PASSWORD, BILLING_API_SECRET_KEY, SMTP_PASSWORD,
+        RESEND_API_KEY, TIDB_PRIVATE_KEY, ARCHIVE_STORAGE_SECRET_KEY, …), secret-named fields, and the password
+        inside any URL setting (DIFYMAINT_DATABASE_URL, DIFYMAINT_REDIS_URL, CELERY_BROKER_URL, …)."""
+        return secrets_in({name: getattr(self, name) for name in type(self).model_fields})
+
 
 def load_settings(env_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Read settings: defaults < env file < environment < non-None CLI overrides."""
@@ -277,6 +285,9 @@ def _config_error(exc: ValidationError) -> ConfigError:
     name = ".".join(str(part) for part in first["loc"]) or "setting"
     value = first.get("input")
     shown = f"={value!r}" if isinstance(value, str | int | float | bool) else ""
+    if SECRET_NAME.search(name):
+        shown = ""  # never echo a secret, even a malformed one
+    shown = mask_urls(shown)
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return ConfigError(
         f"invalid setting {name}{shown}: {first['msg']}{more}",
