@@ -130,6 +130,7 @@ class _JobRun:
     def execute(self) -> RunSummary:
         from difymaint.jobs.resolve import build_params, setting_overrides
 
+        self.common.check()
         overrides = {**self.common.overrides(), **setting_overrides(self.info, self.values), **self.settings_overrides}
         self.settings = settings = load_settings(self.common.env_file, overrides)
         register_secrets(settings.secret_values())
