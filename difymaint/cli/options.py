@@ -78,7 +78,7 @@ class Common:
             min=10,
             max=7 * 86400,
             metavar="SECONDS",
-            help="Lock lease, renewed per batch (DIFYMAINT_LOCK_TTL).",
+            help="Lock lease, renewed every third of it while the run lives (DIFYMAINT_LOCK_TTL).",
             rich_help_panel=RUN,
         ),
     ] = None

@@ -327,11 +327,12 @@ class TidbSettings(BaseSettings):
 
 class RunSettings(BaseSettings):
     DIFYMAINT_LOCK_TTL: int = Field(
-        default=600,
+        # Short, because the heartbeat keeps a live run's lease: a crashed run blocks the next for at most this.
+        default=60,
         ge=MIN_LOCK_TTL,
         le=7 * 86400,
-        description="Seconds. The lock is renewed after every batch, so this only bounds how long a "
-        "crashed run blocks the next one (Dify's 25 h TTL is not used).",
+        description="Seconds (10 or more). A heartbeat renews the lock every third of this while the run lives, so "
+        "this only bounds how long a crashed run blocks the next one (Dify's 25 h TTL is not used).",
     )
     DIFYMAINT_ON_LOCKED: OnLocked = Field(
         default="skip", description="Lock held by another run: skip (exit 5), fail (exit 1) or ok (exit 0)."
