@@ -184,7 +184,6 @@ class JobRun:
         for table, count in batch.rows.items():
             self.summary.add(table, count)
         self.sizer.observe(seconds, batch.scanned)
-        self.heartbeat.check()
         self.ctx.reporter.batch(
             BatchProgress(
                 job=self.job,
