@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 import typer
+from sqlalchemy import exc as sa_exc
 
 from difymaint.cli.options import Common
 from difymaint.cli.render import ConsoleReporter, Consoles, error_line, render_summary, setup_logging
@@ -211,7 +212,16 @@ def _outcome_of(exc: BaseException, run: _JobRun, consoles: Consoles) -> RunSumm
         summary.outcome = Outcome.INTERRUPTED
         summary.exit_code_override = ExitCode.INTERRUPTED_SIGINT if exc.signum == 2 else ExitCode.INTERRUPTED_SIGTERM
         return summary
-    # The last line of defence: one line, no secrets, no traceback (--debug re-raised it above).
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        # The database went away mid-run (restart, failover, pg_terminate_backend): not a bug to debug.
+        reason = _first_line(exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc)
+        error_line(
+            consoles,
+            f"lost the database connection mid-run: {reason}",
+            "the server rolled back the open batch; committed batches stay done and the next run continues",
+        )
+        return _failed(exc, run, f"lost the database connection: {reason}")
+    # The last line of defence: one line, no secrets, no traceback (--debug shows it above).
     text = f"{type(exc).__name__}: {_first_line(exc)}"
     error_line(consoles, f"unexpected {text}", None if run.common.debug else "re-run with --debug for the traceback")
     return _failed(exc, run, text)
