@@ -7,6 +7,8 @@ Real PostgreSQL and Redis: a second connection holds row locks on ``messages`` s
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from difymaint.core.locking import LockHeartbeat, NoLock, RedisJobLock
 from tests.conftest import NOW
-from tests.scenario import remaining_messages, seed
+from tests.scenario import assert_cascade_consistent, remaining_messages, seed
 from tests.test_cli import CLEAN_ENV
 
 KEY = "retention:clean_messages"
@@ -162,3 +164,60 @@ def test_heartbeat_is_a_no_op_for_locks_that_cannot_lapse() -> None:
     with LockHeartbeat(NoLock()) as heartbeat:
         assert heartbeat._thread is None
         heartbeat.check()
+
+
+def _identity(**overrides: object) -> bytes:
+    who = {"host": socket.gethostname(), "pid": os.getpid(), "run_id": "r", "started_at": "t", "tool": "difymaint"}
+    who.update(overrides)
+    return json.dumps(who, sort_keys=True).encode()
+
+
+@pytest.mark.redis
+def test_takeover_only_from_a_provably_dead_holder(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    dead_pid = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_pid.wait()  # reaped: its pid no longer exists
+    not_provably_dead = [
+        _identity(),  # alive: this very process
+        _identity(pid=dead_pid.pid, host="another-pod"),  # another host: its pids mean nothing here
+        b"8c1b6a1e4f0d4b9e9d7f3a2b1c0d9e8f",  # Dify's beat token
+    ]
+    for value in not_provably_dead:
+        client.set(KEY, value, px=600_000)
+        assert not RedisJobLock(client, KEY, TTL).acquire(), value
+        assert client.get(KEY) == value
+    client.set(KEY, _identity(pid=dead_pid.pid), px=600_000)
+    lock = RedisJobLock(client, KEY, TTL)
+    assert lock.acquire()
+    assert json.loads(client.get(KEY) or b"{}")["pid"] == os.getpid() and client.pttl(KEY) <= TTL * 1000
+    lock.renew()  # the lock object owns the taken-over key
+    lock.release()
+    assert client.exists(KEY) == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_after_kill_9_the_next_run_starts_at_once(pg_url: str, redis_url: str) -> None:
+    engine = sa.create_engine(pg_url)
+    seed(engine, NOW)
+    client = redis.Redis.from_url(redis_url)
+    with rows_locked(pg_url):
+        first = _start(pg_url, redis_url)
+        _wait_for("the first run to take the lock", lambda: client.exists(KEY) == 1)
+        _wait_for("its DELETE to wait on the row lock", lambda: _waiting_on_lock(pg_url))
+        first.kill()
+        first.wait(timeout=30)
+    assert client.exists(KEY) == 1  # the dead run's lease is still there
+    started = time.monotonic()
+    second = subprocess.run(
+        [sys.executable, "-m", "difymaint", "clean-messages", "--yes", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**CLEAN_ENV, "NO_COLOR": "1", "DIFYMAINT_DATABASE_URL": pg_url, "DIFYMAINT_REDIS_URL": redis_url},
+    )
+    assert second.returncode == 0, second.stderr  # not 5: the holder is provably dead
+    assert "took over the lock" in second.stderr
+    assert time.monotonic() - started < 30
+    assert_cascade_consistent(engine)
+    engine.dispose()

@@ -75,9 +75,30 @@ class RedisJobLock:
 
     def acquire(self) -> bool:
         try:
-            return bool(self._lock.acquire(blocking=False, token=self._token))
+            return bool(self._lock.acquire(blocking=False, token=self._token)) or self._take_over_dead_holder()
         except RedisError as exc:
             raise RedisUnavailable(f"cannot take the Redis lock {self.key!r}: {exc}") from None
+
+    def _take_over_dead_holder(self) -> bool:
+        """Take the key over when its holder is provably gone: a difymaint run on *this* host whose pid no
+        longer exists (kill -9, OOM). Anything else (another host or pod, Dify's beat, a live pid, a reused
+        pid) waits for the lease to lapse. The swap is atomic: only if the key still holds the dead value."""
+        raw = self._client.get(self.key)
+        if raw is None:
+            return False
+        try:
+            who = json.loads(raw)
+            dead = who.get("host") == self.identity["host"] and not _pid_alive(int(who["pid"]))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return False
+        if not dead:
+            return False
+        swapped = self._client.eval(_SWAP_IF_EQUAL, 1, self.key, raw, self._token, int(self.ttl_s * 1000))
+        if not swapped:
+            return False
+        self._lock.local.token = self._token.encode()
+        log.warning("took over the lock %r from a dead run (pid %s on this host)", self.key, who["pid"])
+        return True
 
     def holder(self) -> str:
         """Who holds the key now and for how much longer (for "lock held" and "lock lost" lines)."""
@@ -116,6 +137,27 @@ class RedisJobLock:
             self._lock.release()
         except (LockNotOwnedError, RedisError):
             pass  # expired already, or Redis is gone; the TTL cleans up
+
+
+# SET the key to ARGV[2] with a PX TTL only if it still holds ARGV[1] (compare-and-set).
+_SWAP_IF_EQUAL = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return false
+"""
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # 0 and negatives name process groups: never proof of death
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def advisory_key(name: str) -> int:
