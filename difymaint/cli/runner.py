@@ -30,7 +30,7 @@ from difymaint.core.errors import DifymaintError, LockHeld, UsageError
 from difymaint.core.exit_codes import ExitCode
 from difymaint.core.redact import register_secrets, scrub, secrets_in
 from difymaint.core.settings import Settings, load_settings
-from difymaint.core.stop import Interrupted, handle_stop_signals
+from difymaint.core.stop import Interrupted, StopToken, handle_stop_signals
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.switches import switch_state
 from difymaint.jobs import JobInfo
@@ -105,16 +105,21 @@ def execute(
     # Before anything can fail: secrets from the environment and the URL flags, so that even an error about
     # loading the settings cannot print them (the settings' own are added once they load).
     register_secrets(secrets_in(dict(os.environ)) | secrets_in(common.overrides()))
-    try:
-        summary = run.execute()
-    except (typer.Abort, typer.Exit):
-        raise
-    except (Exception, Interrupted) as exc:  # the one ladder: every failure becomes a summary and an exit code
-        summary = _outcome_of(exc, run, consoles)
-    finally:
-        reporter.close()
-        run.close()
-    return _finish(summary, common, consoles, env, summary_sink)
+    # Signals are ours from here to the last byte of output: one arriving while settings load or connections
+    # open stops the job before its first batch (exit 143/130 with a summary); one arriving after the
+    # outcome is decided changes nothing (the default handler would kill the process with 143 after "done").
+    with handle_stop_signals(run.stop):
+        try:
+            summary = run.execute()
+        except (typer.Abort, typer.Exit):
+            raise
+        except (Exception, Interrupted) as exc:  # the one ladder: every failure becomes a summary and an exit code
+            summary = _outcome_of(exc, run, consoles)
+        finally:
+            run.stop.closed = True
+            reporter.close()
+            run.close()
+        return _finish(summary, common, consoles, env, summary_sink)
 
 
 @dataclass
@@ -127,6 +132,7 @@ class _JobRun:
     settings_overrides: dict[str, object]
     settings: Settings | None = None
     ctx: Context | None = None
+    stop: StopToken = field(default_factory=StopToken)
 
     def execute(self) -> RunSummary:
         from difymaint.jobs.resolve import build_params, setting_overrides
@@ -144,14 +150,14 @@ class _JobRun:
             summary.stop_reason = "disabled"
             return summary
         self.ctx = ctx = self.env.context_factory(settings)
+        ctx.stop = self.stop  # the token the signal handlers (installed in execute) set
         ctx.reporter = self.reporter
         ctx.output = self.env.err if self.common.json else self.env.out  # stdout stays the JSON line's
-        with handle_stop_signals(ctx.stop):
-            params = build_params(self.info, self.values, ctx, self.common.run_options())
-            self.env.params_seen.append(params)
-            if not self.common.dry_run:
-                self.confirm(ctx, params)
-            summary = self.env.dispatch(self.info, ctx, params)
+        params = build_params(self.info, self.values, ctx, self.common.run_options())
+        self.env.params_seen.append(params)
+        if not self.common.dry_run:
+            self.confirm(ctx, params)
+        summary = self.env.dispatch(self.info, ctx, params)
         if not switch.enabled:  # said after the run, so that an error stays the only line on stderr
             summary.details["switch"] = switch.reason
             log.info(

@@ -66,6 +66,9 @@ class StopToken:
     def __init__(self) -> None:
         self._event = threading.Event()
         self.signum: int | None = None
+        # Set once the run's outcome is decided: a late signal must neither change the exit code nor raise
+        # Interrupted while the summary is being printed.
+        self.closed = False
 
     def request(self, signum: int) -> None:
         self.signum = signum
@@ -102,6 +105,8 @@ def handle_stop_signals(token: StopToken) -> Iterator[StopToken]:
         return
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if token.closed:
+            return
         if token.requested:
             raise Interrupted(signum)
         token.request(signum)
