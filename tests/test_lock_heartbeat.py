@@ -221,3 +221,43 @@ def test_after_kill_9_the_next_run_starts_at_once(pg_url: str, redis_url: str) -
     assert time.monotonic() - started < 30
     assert_cascade_consistent(engine)
     engine.dispose()
+
+
+@pytest.mark.redis
+def test_locks_command_names_the_holders(redis_url: str, sqlite_url: str) -> None:
+    from tests.test_cli import run_cli
+
+    client = redis.Redis.from_url(redis_url)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    client.set(KEY, _identity(pid=dead.pid, run_id="run-1"), px=30_000)
+    client.set("retention:clean_workflow_runs_task", "8c1b6a1e4f0d4b9e9d7f3a2b1c0d9e8f", px=30_000)
+    result = run_cli(["locks", "--json", "--redis-url", redis_url, "--database-url", sqlite_url])
+    assert result.returncode == 0, result.stderr
+    rows = {row["job"]: row for row in json.loads(result.stdout)["locks"]}
+    assert rows["clean-messages"]["held"] and rows["clean-messages"]["identity"]["run_id"] == "run-1"
+    assert rows["clean-messages"]["holder_alive"] is False and 0 < rows["clean-messages"]["lease_s"] <= 30
+    assert rows["clean-workflow-runs"]["holder"] == "Dify's own beat task or another tool"
+    assert not rows["clean-embeddings"]["held"]
+    text = run_cli(["locks", "--redis-url", redis_url, "--database-url", sqlite_url], env={"COLUMNS": "250"})
+    assert "holder dead" in text.stdout and f"pid {dead.pid} run run-1" in text.stdout
+
+
+@pytest.mark.postgres
+def test_locks_command_shows_advisory_locks(pg_url: str) -> None:
+    from difymaint.core.locking import PostgresAdvisoryLock
+    from tests.test_cli import run_cli
+
+    engine = sa.create_engine(pg_url)
+    lock = PostgresAdvisoryLock(engine, KEY)
+    assert lock.acquire()
+    try:
+        result = run_cli(["locks", "--json", "--database-url", pg_url], env={"DIFYMAINT_USE_REDIS": "false"})
+        assert result.returncode == 0, result.stderr
+        rows = {row["job"]: row for row in json.loads(result.stdout)["locks"]}
+        assert rows["clean-messages"]["held"] and rows["clean-messages"]["backend"] == "postgresql-advisory"
+        assert "backend pid" in rows["clean-messages"]["holder"]
+        assert not rows["clean-embeddings"]["held"]
+    finally:
+        lock.release()
+        engine.dispose()

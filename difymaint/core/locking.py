@@ -109,12 +109,7 @@ class RedisJobLock:
             return "holder unknown (Redis error)"
         if raw is None:
             return "nobody (the key is gone)"
-        text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
-        try:
-            who = json.loads(text)
-            name = f"{who['host']} pid {who['pid']} run {who['run_id']} since {who['started_at']}"
-        except (ValueError, TypeError, KeyError):
-            name = "Dify's own beat task or another tool"  # Dify's token is a bare uuid
+        name = describe_holder(raw)
         left = f", lease ends in {ttl_ms / 1000:.0f}s" if isinstance(ttl_ms, int) and ttl_ms > 0 else ""
         return f"{name}{left}"
 
@@ -137,6 +132,68 @@ class RedisJobLock:
             self._lock.release()
         except (LockNotOwnedError, RedisError):
             pass  # expired already, or Redis is gone; the TTL cleans up
+
+
+def parse_holder(raw: bytes | str) -> dict[str, Any] | None:
+    """The identity a difymaint run stored as the lock value, or None (Dify's bare-uuid token, anything else)."""
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+    try:
+        who = json.loads(text)
+    except ValueError:
+        return None
+    return who if isinstance(who, dict) and {"host", "pid", "run_id", "started_at"} <= who.keys() else None
+
+
+def describe_holder(raw: bytes | str) -> str:
+    who = parse_holder(raw)
+    if who is None:
+        return "Dify's own beat task or another tool"  # Dify's token is a bare uuid
+    return f"{who['host']} pid {who['pid']} run {who['run_id']} since {who['started_at']}"
+
+
+def lock_status(client: Any, engine: Engine | None, locks: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    """Who holds each lock: ``locks`` is (job, logical key, physical Redis key). With a Redis client, the
+    keys' values and leases; otherwise PostgreSQL's advisory locks with the holding backend."""
+    rows: list[dict[str, Any]] = []
+    host = socket.gethostname()
+    for job, logical, key in locks:
+        row: dict[str, Any] = {"job": job, "key": key if client is not None else logical, "held": False}
+        if client is not None:
+            row["backend"] = "redis"
+            raw = client.get(key)
+            if raw is not None:
+                who = parse_holder(raw)
+                ttl_ms = client.pttl(key)
+                row.update(
+                    held=True, holder=describe_holder(raw), lease_s=round(ttl_ms / 1000, 1) if ttl_ms > 0 else None
+                )
+                if who is not None:
+                    row["identity"] = who
+                    if who.get("host") == host:
+                        row["holder_alive"] = _pid_alive(int(who["pid"]))
+        elif engine is not None and engine.dialect.name == "postgresql":
+            row["backend"] = "postgresql-advisory"
+            number = advisory_key(logical)
+            with engine.connect() as conn:
+                found = conn.execute(
+                    sa.text(
+                        "SELECT a.pid, a.client_addr::text AS addr, a.application_name, a.backend_start "
+                        "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :hi AND l.objid = :lo"
+                    ),
+                    # A bigint advisory key is stored as two 32-bit halves (classid, objid), as oids.
+                    {"hi": (number >> 32) & 0xFFFFFFFF, "lo": number & 0xFFFFFFFF},
+                ).first()
+            if found is not None:
+                row.update(
+                    held=True,
+                    holder=f"backend pid {found.pid} from {found.addr or 'local socket'} ({found.application_name}) "
+                    f"since {found.backend_start:%Y-%m-%d %H:%M:%S}",
+                )
+        else:
+            row["backend"] = "file"
+        rows.append(row)
+    return rows
 
 
 # SET the key to ARGV[2] with a PX TTL only if it still holds ARGV[1] (compare-and-set).

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from difymaint.cli.commands import demo
+from difymaint.cli.commands import demo, locks
 from difymaint.cli.options import Common, register_jobs
 from difymaint.jobs import JobInfo
 
@@ -24,3 +24,4 @@ def run_job(info: JobInfo, common: Common, values: dict[str, Any]) -> int:
 def register_all(app: typer.Typer, jobs: Mapping[str, JobInfo]) -> None:
     register_jobs(app, jobs, run_job)
     demo.register(app)
+    locks.register(app)
