@@ -120,3 +120,16 @@ def test_filter_ids_are_deduplicated_and_canonical(seeded: str) -> None:
     upper = "6F1C2A5E-0F0B-4C2D-9B7A-1E2F3A4B5C6D"
     assert parse_ids(f" {upper},{upper.lower()} ,", "--tenant-ids") == (upper.lower(),)
     assert parse_ids(None, "--tenant-ids") is None
+
+
+def test_every_id_filter_of_every_job_is_covered() -> None:
+    """A job added later with an id option must join FILTERS above (its empty/non-id cases then run too)."""
+    from difymaint.jobs import JOBS
+
+    declared = {
+        (name, opt.flag)
+        for name, info in JOBS.items()
+        for opt in info.all_options()
+        if opt.kind in ("ids", "repeated_ids")
+    }
+    assert declared == {(command, option) for command, option, _ in FILTERS}

@@ -10,6 +10,7 @@ same help, and the values land in a ``Common`` plus a dict of the job's values.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, fields
 from enum import StrEnum
@@ -19,7 +20,9 @@ from typing import Annotated, Any, Literal, get_type_hints
 import typer
 
 from difymaint.jobs import JobInfo
-from difymaint.jobs.spec import CONNECTION, OUTPUT, RUN, Opt
+from difymaint.jobs.spec import CONNECTION, MAX_COUNT, OUTPUT, RUN, Opt
+
+MAX_RUNTIME_S = 31 * 86400  # a month: anything longer (or inf) is a typo, not a budget
 
 
 class LogFormat(StrEnum):
@@ -51,6 +54,7 @@ class Common:
         typer.Option(
             "--max-runtime",
             min=1,
+            max=MAX_RUNTIME_S,
             metavar="SECONDS",
             help="Stop cleanly after this many seconds (outcome partial, exit 4).",
             rich_help_panel=RUN,
@@ -62,6 +66,7 @@ class Common:
             "--max-batches",
             metavar="N",
             min=1,
+            max=MAX_COUNT,
             help="Stop cleanly after this many batches (outcome partial, exit 4).",
             rich_help_panel=RUN,
         ),
@@ -71,8 +76,9 @@ class Common:
         typer.Option(
             "--lock-ttl",
             min=10,
+            max=7 * 86400,
             metavar="SECONDS",
-            help="Lock lease, renewed per batch (DIFYMAINT_LOCK_TTL).",
+            help="Lock lease, renewed every third of it while the run lives (DIFYMAINT_LOCK_TTL).",
             rich_help_panel=RUN,
         ),
     ] = None
@@ -181,6 +187,13 @@ class Common:
             rich_help_panel=OUTPUT,
         ),
     ] = None
+
+    def check(self) -> None:
+        """What click's ranges cannot refuse: NaN compares false with both bounds."""
+        if self.max_runtime is not None and not math.isfinite(self.max_runtime):
+            from difymaint.core.errors import UsageError
+
+            raise UsageError(f"--max-runtime {self.max_runtime} is not a number of seconds")
 
     def run_options(self) -> Any:
         """The core's run options these flags set (the job's batch size and pacing are filled in later)."""

@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from difymaint.core.redact import RedactingFilter, scrub
 from difymaint.core.reporter import BatchProgress, batch_fields, describe_batch
 from difymaint.core.summary import Outcome, RunSummary
 
@@ -82,6 +83,9 @@ def setup_logging(consoles: Consoles, *, verbosity: int, log_format: str) -> Non
     else:
         handler = logging.StreamHandler(consoles.err.file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    # On the handler, not the logger: records of child loggers ("difymaint.x") reach it without passing the
+    # parent logger's filters.
+    handler.addFilter(RedactingFilter())
     logger.addHandler(handler)
 
 
@@ -178,11 +182,11 @@ def render_summary(consoles: Consoles, summary: RunSummary) -> None:
 
 def error_line(consoles: Consoles, message: str, hint: str | None = None) -> None:
     """Exactly one line on stderr: the error, and the hint after a dash (a JSON record under
-    ``--log-format json``, so a log pipeline sees the fatal line too)."""
+    ``--log-format json``, so a log pipeline sees the fatal line too). Secrets are scrubbed either way."""
     if _json_logs.get():
-        log.error(message, extra={"fields": {"hint": hint} if hint else {}})
+        log.error(scrub(message), extra={"fields": {"hint": scrub(hint)} if hint else {}})
         return
-    text = f"[red]difymaint: error:[/red] {escape(message)}"
+    text = f"[red]difymaint: error:[/red] {escape(scrub(message))}"
     if hint:
-        text += f" [dim]— {escape(hint)}[/dim]"
+        text += f" [dim]— {escape(scrub(hint))}[/dim]"
     consoles.err.print(text, markup=True, highlight=False, soft_wrap=True)

@@ -10,6 +10,7 @@ tests drive the CLI in-process.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 import typer
+from sqlalchemy import exc as sa_exc
 
 from difymaint.cli.options import Common
 from difymaint.cli.render import (
@@ -35,8 +37,9 @@ from difymaint.core.errors import DatabaseUnavailable, DifymaintError, LockHeld,
 from difymaint.core.exit_codes import ExitCode
 from difymaint.core.history import HistoryStore, Pause, RunRecorder, history_enabled
 from difymaint.core.observe import Observers, observers
+from difymaint.core.redact import register_secrets, scrub, secrets_in
 from difymaint.core.settings import Settings, load_settings
-from difymaint.core.stop import Interrupted, handle_stop_signals
+from difymaint.core.stop import Interrupted, StopToken, handle_stop_signals
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.switches import switch_state
 from difymaint.jobs import JobInfo
@@ -109,29 +112,35 @@ def execute(
         consoles, show_progress=consoles.err.is_terminal and not common.json and common.quiet == 0
     )
     run = _JobRun(info, common, values, env, reporter, settings_overrides or {})
+    # Before anything can fail: secrets from the environment and the URL flags, so that even an error about
+    # loading the settings cannot print them (the settings' own are added once they load).
+    register_secrets(secrets_in(dict(os.environ)) | secrets_in(common.overrides()))
+    # Signals are ours from here to the last byte of output: one arriving while settings load or connections
+    # open stops the job before its first batch (exit 143/130 with a summary); one arriving after the
+    # outcome is decided changes nothing (the default handler would kill the process with 143 after "done").
     summary: RunSummary | None = None
-    try:
-        summary = run.execute()
-    except (typer.Abort, typer.Exit):
-        summary = None  # the operator said no at the confirmation: nothing ran
-        raise
-    except (Exception, Interrupted) as exc:  # the one ladder: every failure becomes a summary and an exit code
-        if common.debug and not isinstance(exc, DifymaintError | Interrupted):
-            raise
-        summary = _outcome_of(exc, run, consoles)
-    finally:
-        reporter.close()
-        on_partial_ok = run.settings is not None and run.settings.DIFYMAINT_ON_PARTIAL == "ok"
-        if summary is not None and summary.outcome == Outcome.PARTIAL and on_partial_ok:
-            summary.exit_code_override = ExitCode.OK  # the next run continues; the outcome still says partial
+    with handle_stop_signals(run.stop):
         try:
-            # An aborted run still closes its history record, so that it never looks like a crashed one.
-            run.finish_history(summary or run.bare_summary(Outcome.FAILED, "aborted before it started"))
+            summary = run.execute()
+        except (typer.Abort, typer.Exit):
+            summary = None  # the operator said no at the confirmation: nothing ran
+            raise
+        except (Exception, Interrupted) as exc:  # the one ladder: every failure becomes a summary and an exit code
+            summary = _outcome_of(exc, run, consoles)
         finally:
-            run.close()
-    if run.observers is not None:
-        run.observers.finished(summary)
-    return _finish(summary, common, consoles, env, summary_sink)
+            run.stop.closed = True
+            reporter.close()
+            on_partial_ok = run.settings is not None and run.settings.DIFYMAINT_ON_PARTIAL == "ok"
+            if summary is not None and summary.outcome == Outcome.PARTIAL and on_partial_ok:
+                summary.exit_code_override = ExitCode.OK  # the next run continues; the outcome still says partial
+            try:
+                # An aborted run still closes its history record, so that it never looks like a crashed one.
+                run.finish_history(summary or run.bare_summary(Outcome.FAILED, "aborted before it started"))
+            finally:
+                run.close()
+        if run.observers is not None:
+            run.observers.finished(summary)
+        return _finish(summary, common, consoles, env, summary_sink)
 
 
 @dataclass
@@ -147,12 +156,15 @@ class _JobRun:
     observers: Observers | None = None
     recorder: RunRecorder | None = None
     history_warnings: list[str] = field(default_factory=list)
+    stop: StopToken = field(default_factory=StopToken)
 
     def execute(self) -> RunSummary:
         from difymaint.jobs.resolve import build_params, setting_overrides
 
+        self.common.check()
         overrides = {**self.common.overrides(), **setting_overrides(self.info, self.values), **self.settings_overrides}
         self.settings = settings = load_settings(self.common.env_file, overrides)
+        register_secrets(settings.secret_values())
         self.observers = observers(settings, self.info.schedule, self.info.dify_task)
         log_context.set({"job": self.info.name, "run_id": self.observers.run_id, "dry_run": self.common.dry_run})
         self.observers.started(self.info.name)
@@ -165,6 +177,7 @@ class _JobRun:
             summary.stop_reason = "disabled"
             return summary
         self.ctx = ctx = self.env.context_factory(settings)
+        ctx.stop = self.stop  # the token the signal handlers (installed in execute) set
         ctx.reporter = self.reporter
         ctx.output = self.env.err if self.common.json else self.env.out  # stdout stays the JSON line's
         pause = self.start_history(ctx)
@@ -182,12 +195,11 @@ class _JobRun:
             summary.stop_reason = "paused"
             summary.details["pause"] = {"reason": pause.reason, "paused_at": pause.paused_at.isoformat()}
             return summary
-        with handle_stop_signals(ctx.stop):
-            params = build_params(self.info, self.values, ctx, self.common.run_options())
-            self.env.params_seen.append(params)
-            if not self.common.dry_run:
-                self.confirm(ctx, params)
-            summary = self.env.dispatch(self.info, ctx, params)
+        params = build_params(self.info, self.values, ctx, self.common.run_options())
+        self.env.params_seen.append(params)
+        if not self.common.dry_run:
+            self.confirm(ctx, params)
+        summary = self.env.dispatch(self.info, ctx, params)
         if not switch.enabled:  # said after the run, so that an error stays the only line on stderr
             summary.details["switch"] = switch.reason
             log.info(
@@ -273,9 +285,11 @@ def _outcome_of(exc: BaseException, run: _JobRun, consoles: Consoles) -> RunSumm
             "ok": ExitCode.OK,
         }[on_locked]
         return summary
+    if run.common.debug and not isinstance(exc, Interrupted):
+        # --debug shows the traceback, scrubbed like every other line (frames quote URLs and arguments).
+        run.env.err.write(scrub("".join(traceback.format_exception(exc))))
+        run.env.err.flush()
     if isinstance(exc, DifymaintError):
-        if run.common.debug:
-            traceback.print_exception(exc, file=run.env.err)
         error_line(consoles, exc.message, exc.hint)
         summary = _failed(exc, run, exc.message)
         summary.exit_code_override = exc.exit_code
@@ -286,9 +300,18 @@ def _outcome_of(exc: BaseException, run: _JobRun, consoles: Consoles) -> RunSumm
         summary.outcome = Outcome.INTERRUPTED
         summary.exit_code_override = ExitCode.INTERRUPTED_SIGINT if exc.signum == 2 else ExitCode.INTERRUPTED_SIGTERM
         return summary
-    # The last line of defence: one line, no secrets, no traceback (--debug re-raised it above).
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        # The database went away mid-run (restart, failover, pg_terminate_backend): not a bug to debug.
+        reason = _first_line(exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc)
+        error_line(
+            consoles,
+            f"lost the database connection mid-run: {reason}",
+            "the server rolled back the open batch; committed batches stay done and the next run continues",
+        )
+        return _failed(exc, run, f"lost the database connection: {reason}")
+    # The last line of defence: one line, no secrets, no traceback (--debug shows it above).
     text = f"{type(exc).__name__}: {_first_line(exc)}"
-    error_line(consoles, f"unexpected {text}", "re-run with --debug for the traceback")
+    error_line(consoles, f"unexpected {text}", None if run.common.debug else "re-run with --debug for the traceback")
     return _failed(exc, run, text)
 
 
@@ -307,10 +330,12 @@ def _finish(
     summary_sink: Callable[[str], None] | None,
 ) -> int:
     """Print the summary (one JSON line on stdout, or the human table) and return the exit code."""
+    summary.error = scrub(summary.error) if summary.error else summary.error
+    summary.warnings = [scrub(warning) for warning in summary.warnings]
     if summary_sink is not None:
-        summary_sink(summary.to_json())
+        summary_sink(scrub(summary.to_json()))
     if common.json:
-        env.out.write(summary.to_json() + "\n")
+        env.out.write(scrub(summary.to_json()) + "\n")
         env.out.flush()
     elif (
         summary.outcome not in (Outcome.FAILED, Outcome.SKIPPED_LOCKED, Outcome.DISABLED, Outcome.PAUSED)

@@ -19,7 +19,7 @@ import httpx
 from difymaint.core.clock import Clock
 from difymaint.core.errors import BillingUnavailable, ConfigError
 from difymaint.core.redis_client import KeyNamer
-from difymaint.core.settings import Settings
+from difymaint.core.settings import Settings, read_plan_file
 
 log = logging.getLogger("difymaint.billing")
 
@@ -150,19 +150,14 @@ class StaticPlanFile:
 
     def __init__(self, path: Path) -> None:
         try:
-            body = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read DIFYMAINT_PLAN_FILE {path}: {exc}") from None
-        if not isinstance(body, dict):
-            raise ConfigError(f"DIFYMAINT_PLAN_FILE {path} must hold a JSON object")
-        self._default = TenantPlan.parse(body["default"]) if body.get("default") else None
-        self._plans: dict[str, TenantPlan] = {}
-        for tenant_id, raw in (body.get("tenants") or {}).items():
-            plan = TenantPlan.parse(raw)
-            if plan is None:
-                raise ConfigError(f"DIFYMAINT_PLAN_FILE {path}: invalid plan for tenant {tenant_id}")
-            self._plans[str(tenant_id)] = plan
-        self._whitelist = {str(item) for item in body.get("whitelist") or []}
+            body = read_plan_file(path)
+        except ValueError as exc:
+            raise ConfigError(f"DIFYMAINT_PLAN_FILE {exc}") from None
+        self._default = TenantPlan(body.default.plan, body.default.expiration_date) if body.default else None
+        self._plans: dict[str, TenantPlan] = {
+            str(tid): TenantPlan(entry.plan, entry.expiration_date) for tid, entry in body.tenants.items()
+        }
+        self._whitelist = {str(item) for item in body.whitelist}
 
     def fetch_plans(self, tenant_ids: Sequence[str]) -> dict[str, TenantPlan]:
         found = {tid: self._plans[tid] for tid in tenant_ids if tid in self._plans}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl
@@ -14,6 +14,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from difymaint.core.errors import ConfigError, DatabaseUnavailable
 from difymaint.core.settings import Settings
+from difymaint.core.stop import STATEMENTS
 
 # SQLSTATEs that mean "this batch was too big or contended", worth a smaller retry.
 _RETRYABLE_SQLSTATES = {
@@ -123,11 +124,20 @@ def batch_transaction(engine: Engine, settings: Settings) -> Iterator[Connection
                     conn.execute(sa.text(f"SET LOCAL statement_timeout = '{settings.DIFYMAINT_STATEMENT_TIMEOUT}s'"))
                 if settings.DIFYMAINT_LOCK_TIMEOUT:
                     conn.execute(sa.text(f"SET LOCAL lock_timeout = '{settings.DIFYMAINT_LOCK_TIMEOUT}s'"))
-            yield conn
+            # SIGTERM/SIGINT may cancel this batch's statement from the signal watcher (core/stop.py).
+            with STATEMENTS.running(_driver_cancel(conn)):
+                yield conn
     except DBAPIError as exc:
         if getattr(exc.orig, "pgcode", None) in _RETRYABLE_SQLSTATES:
             raise BatchTimeout(str(exc.orig).strip().splitlines()[0]) from exc
         raise
+
+
+def _driver_cancel(conn: Connection) -> Callable[[], None]:
+    """The DBAPI's thread-safe cancel of the statement running on ``conn`` (a no-op when there is none)."""
+    raw: Any = conn.connection.dbapi_connection
+    cancel = getattr(raw, "cancel", None) or getattr(raw, "interrupt", None)  # psycopg2 / sqlite3
+    return cancel if callable(cancel) else (lambda: None)
 
 
 def ids_in(column: sa.ColumnElement[Any], ids: Sequence[str], dialect_name: str) -> sa.ColumnElement[bool]:

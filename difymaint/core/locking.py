@@ -1,8 +1,11 @@
 """Single-flight locks: one run of a job at a time, across pods and hosts.
 
 * Redis (preferred): Dify's own key names (``retention:clean_messages``, prefixed like Dify's
-  ``redis_client.lock``), so difymaint and a still-enabled Dify beat exclude each other. The TTL is short
-  and renewed after every batch instead of Dify's 25 h.
+  ``redis_client.lock``), so difymaint and a still-enabled Dify beat exclude each other (Dify only checks that
+  the key exists). The lease is short (DIFYMAINT_LOCK_TTL) and a :class:`LockHeartbeat` thread renews it every
+  TTL/3 for as long as the run lives, also while a statement waits on a row lock or a retry sleeps; a run that
+  dies stops renewing, so the next one gets in within one TTL. The value is the holder's identity (host, pid,
+  run id, start time) as JSON, so "lock held" can name who holds it.
 * PostgreSQL without Redis: a session-level advisory lock on a dedicated connection; it vanishes with the
   connection if the process dies.
 * SQLite: an flock()ed file beside the database.
@@ -12,7 +15,14 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
+import logging
 import os
+import socket
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -20,11 +30,26 @@ import sqlalchemy as sa
 from redis.exceptions import LockNotOwnedError, RedisError
 from sqlalchemy.engine import Connection, Engine
 
-from difymaint.core.errors import LockLost, RedisUnavailable
+from difymaint.core.errors import DifymaintError, LockLost, RedisUnavailable
+
+log = logging.getLogger("difymaint.lock")
+
+
+def holder_identity(run_id: str | None = None) -> dict[str, Any]:
+    """Who holds a lock: enough to find the process (host/pod name, pid) and its run."""
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "run_id": run_id or uuid.uuid4().hex,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "tool": "difymaint",
+    }
 
 
 class JobLock(Protocol):
     description: str
+    # Seconds between renewals by the heartbeat; None = the lock cannot lapse while we live (no heartbeat).
+    renew_every_s: float | None
 
     def acquire(self) -> bool:
         """Try once, never wait. True when we now hold the lock."""
@@ -36,26 +61,69 @@ class JobLock(Protocol):
 
 
 class RedisJobLock:
-    def __init__(self, client: Any, key: str, ttl_s: int) -> None:
+    def __init__(self, client: Any, key: str, ttl_s: int, *, run_id: str | None = None) -> None:
         # thread_local=False: the token must be visible to whichever thread renews (docs/dify-reference.md#locks).
+        self._client = client
         self._lock = client.lock(key, timeout=ttl_s, blocking=False, thread_local=False)
-        self.description = f"Redis lock {key!r} (TTL {ttl_s}s, renewed per batch)"
+        self.identity = holder_identity(run_id)
+        # The token is the identity: unique (the run id) and readable by `redis-cli GET` and by a waiting run.
+        self._token = json.dumps(self.identity, sort_keys=True)
+        self.description = f"Redis lock {key!r} (lease {ttl_s}s, renewed every {ttl_s / 3:.0f}s)"
         self.key = key
+        self.ttl_s = ttl_s
+        self.renew_every_s: float | None = ttl_s / 3
 
     def acquire(self) -> bool:
         try:
-            return bool(self._lock.acquire(blocking=False))
+            return bool(self._lock.acquire(blocking=False, token=self._token)) or self._take_over_dead_holder()
         except RedisError as exc:
             raise RedisUnavailable(f"cannot take the Redis lock {self.key!r}: {exc}") from None
+
+    def _take_over_dead_holder(self) -> bool:
+        """Take the key over when its holder is provably gone: a difymaint run on *this* host whose pid no
+        longer exists (kill -9, OOM). Anything else (another host or pod, Dify's beat, a live pid, a reused
+        pid) waits for the lease to lapse. The swap is atomic: only if the key still holds the dead value."""
+        raw = self._client.get(self.key)
+        if raw is None:
+            return False
+        try:
+            who = json.loads(raw)
+            dead = who.get("host") == self.identity["host"] and not _pid_alive(int(who["pid"]))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return False
+        if not dead:
+            return False
+        swapped = self._client.eval(_SWAP_IF_EQUAL, 1, self.key, raw, self._token, int(self.ttl_s * 1000))
+        if not swapped:
+            return False
+        self._lock.local.token = self._token.encode()
+        log.warning("took over the lock %r from a dead run (pid %s on this host)", self.key, who["pid"])
+        return True
+
+    def holder(self) -> str:
+        """Who holds the key now and for how much longer (for "lock held" and "lock lost" lines)."""
+        try:
+            raw = self._client.get(self.key)
+            ttl_ms = self._client.pttl(self.key)
+        except RedisError:
+            return "holder unknown (Redis error)"
+        if raw is None:
+            return "nobody (the key is gone)"
+        name = describe_holder(raw)
+        left = f", lease ends in {ttl_ms / 1000:.0f}s" if isinstance(ttl_ms, int) and ttl_ms > 0 else ""
+        return f"{name}{left}"
 
     def renew(self) -> None:
         try:
             self._lock.reacquire()
         except LockNotOwnedError:
-            raise LockLost(
-                f"the Redis lock {self.key!r} expired or was taken by another run",
-                hint="raise DIFYMAINT_LOCK_TTL above the slowest batch",
-            ) from None
+            holder = self.holder()
+            hint = (
+                "the key vanished: Redis restarted, was flushed, or someone deleted it"
+                if holder.startswith("nobody")
+                else "another run took over after our lease lapsed"
+            )
+            raise LockLost(f"lost the Redis lock {self.key!r}; now held by {holder}", hint=hint) from None
         except RedisError as exc:
             raise RedisUnavailable(f"cannot renew the Redis lock {self.key!r}: {exc}") from None
 
@@ -64,6 +132,58 @@ class RedisJobLock:
             self._lock.release()
         except (LockNotOwnedError, RedisError):
             pass  # expired already, or Redis is gone; the TTL cleans up
+
+
+def parse_holder(raw: bytes | str) -> dict[str, Any] | None:
+    """The identity a difymaint run stored as the lock value, or None (Dify's bare-uuid token, anything else)."""
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+    try:
+        who = json.loads(text)
+    except ValueError:
+        return None
+    return who if isinstance(who, dict) and {"host", "pid", "run_id", "started_at"} <= who.keys() else None
+
+
+def describe_holder(raw: bytes | str) -> str:
+    who = parse_holder(raw)
+    if who is None:
+        return "Dify's own beat task or another tool"  # Dify's token is a bare uuid
+    return f"{who['host']} pid {who['pid']} run {who['run_id']} since {who['started_at']}"
+
+
+def holder_summary(raw: bytes | str) -> str:
+    """``describe_holder``, plus whether the holder is provably dead (same host, pid gone: the next run takes
+    the lock over at once)."""
+    who = parse_holder(raw)
+    text = describe_holder(raw)
+    if who is not None and who.get("host") == socket.gethostname():
+        try:
+            if not _pid_alive(int(who["pid"])):
+                text += " (holder dead)"
+        except (TypeError, ValueError):
+            pass
+    return text
+
+
+# SET the key to ARGV[2] with a PX TTL only if it still holds ARGV[1] (compare-and-set).
+_SWAP_IF_EQUAL = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return false
+"""
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # 0 and negatives name process groups: never proof of death
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def advisory_key(name: str) -> int:
@@ -77,6 +197,7 @@ class PostgresAdvisoryLock:
         self._key = advisory_key(key)
         self._conn: Connection | None = None
         self.description = f"PostgreSQL advisory lock for {key!r}"
+        self.renew_every_s: float | None = None  # a session lock: it lives exactly as long as its connection
 
     def acquire(self) -> bool:
         conn = self._engine.connect()
@@ -115,6 +236,7 @@ class FileLock:
         self._path = path
         self._handle: IO[str] | None = None
         self.description = f"file lock {path}"
+        self.renew_every_s: float | None = None  # flock() is released only by the process's death
 
     def acquire(self) -> bool:
         handle = open(self._path, "a+")  # noqa: SIM115 - held open for the whole run
@@ -142,6 +264,7 @@ class FileLock:
 
 class NoLock:
     description = "no lock (--no-lock)"
+    renew_every_s: float | None = None
 
     def acquire(self) -> bool:
         return True
@@ -159,3 +282,64 @@ def sqlite_lock_path(engine: Engine, key: str) -> Path:
     if not database or database == ":memory:":
         return Path(os.environ.get("TMPDIR", "/tmp")) / f"difymaint-{safe}.lock"
     return Path(f"{database}.{safe}.lock")
+
+
+class LockHeartbeat:
+    """Renews a lock from a background thread every ``lock.renew_every_s`` while the run works.
+
+    The main thread may sit in one statement for minutes (a row lock, a slow DELETE); the lease must not lapse
+    meanwhile, or a second run gets in. A renewal that finds the lock gone or someone else's is recorded in
+    :attr:`lost`; the run checks it at each batch boundary (:meth:`check`) and stops with :class:`LockLost`
+    rather than deleting further. Transient Redis errors are retried until the lease would have run out.
+    No-op for locks that cannot lapse (advisory, file, none).
+    """
+
+    def __init__(self, lock: JobLock) -> None:
+        self.lock = lock
+        self.lost: DifymaintError | None = None
+        self.renewals = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> LockHeartbeat:
+        if self.lock.renew_every_s is not None:
+            self._thread = threading.Thread(target=self._beat, name="difymaint-lock-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def check(self) -> None:
+        """Raise LockLost at a batch boundary once a renewal failed for good."""
+        if self.lost is not None:
+            raise self.lost
+
+    def _beat(self) -> None:
+        interval = self.lock.renew_every_s or 1.0
+        last_ok = time.monotonic()
+        while not self._stop.wait(interval):
+            try:
+                self.lock.renew()
+                self.renewals += 1
+                last_ok = time.monotonic()
+            except LockLost as exc:
+                self.lost = exc
+                log.error("%s", exc.message)
+                return
+            except DifymaintError as exc:
+                # Redis unreachable: keep trying while the lease may still be ours (3 intervals = 1 TTL).
+                if time.monotonic() - last_ok >= 3 * interval:
+                    self.lost = LockLost(
+                        f"could not renew the lock for a whole lease ({exc.message})",
+                        hint="another run may hold it now; check Redis",
+                    )
+                    log.error("%s", self.lost.message)
+                    return
+                log.warning("lock renewal failed, retrying: %s", exc.message)

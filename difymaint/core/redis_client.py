@@ -16,6 +16,7 @@ import redis
 from redis.exceptions import RedisError
 
 from difymaint.core.errors import ConfigError, RedisUnavailable
+from difymaint.core.redact import mask_urls
 from difymaint.core.settings import Settings
 
 # Dify key families and whether Dify's own code prefixes them (docs/dify-reference.md#redis-key-prefix).
@@ -150,7 +151,7 @@ def check_redis(client: Any, settings: Settings) -> None:
     try:
         client.ping()
     except RedisError as exc:
-        where = settings.DIFYMAINT_REDIS_URL or f"{settings.REDIS_HOST}:{settings.REDIS_PORT}"
+        where = mask_urls(settings.DIFYMAINT_REDIS_URL or f"{settings.REDIS_HOST}:{settings.REDIS_PORT}")
         raise RedisUnavailable(
             f"cannot reach Redis at {where}: {exc}",
             hint="check REDIS_HOST/REDIS_PORT/REDIS_PASSWORD, or set DIFYMAINT_USE_REDIS=false to lock in the "

@@ -5,7 +5,7 @@ A job's loop looks like::
     with job_run(ctx, "clean-messages", lock_key=..., options=...) as run:
         while run.keep_going():
             ...select a page with the keyset cursor...
-            with run.batch() as batch:          # times it, adapts the size, renews the lock, sleeps
+            with run.batch() as batch:          # times it, adapts the size, checks the lock lease, sleeps
                 with batch.transaction() as conn:  # one transaction per batch, with timeouts
                     ...delete children, then parents...
                 batch.record(scanned=..., affected=..., rows={...})
@@ -25,7 +25,7 @@ from difymaint.core import pg_health
 from difymaint.core.context import Context
 from difymaint.core.database import BatchTimeout, batch_transaction
 from difymaint.core.errors import DifymaintError, LockHeld
-from difymaint.core.locking import JobLock
+from difymaint.core.locking import JobLock, LockHeartbeat
 from difymaint.core.reporter import BatchProgress
 from difymaint.core.schema import missing_leading_indexes
 from difymaint.core.settings import Settings
@@ -86,6 +86,9 @@ class Batch:
     def transaction(self) -> Iterator[Connection]:
         with batch_transaction(self.run.ctx.engine, self.run.ctx.settings) as conn:
             yield conn
+            # Lost the lock while this batch worked (e.g. waited on a row lock): roll it back, someone else
+            # owns the job now.
+            self.run.heartbeat.check()
 
     def record(self, *, scanned: int, affected: int, rows: dict[str, int]) -> None:
         self.scanned, self.affected, self.rows, self.recorded = scanned, affected, rows, True
@@ -120,7 +123,7 @@ class JobRun:
             tables=dict.fromkeys(tables, 0),
         )
         self._started = ctx.clock.monotonic()
-        self._last_renew = self._started
+        self.heartbeat = LockHeartbeat(lock)  # started by job_run once the lock is ours
         self._timeouts_in_a_row = 0
 
     @property
@@ -135,7 +138,9 @@ class JobRun:
         return self.ctx.clock.monotonic() - self._started
 
     def keep_going(self) -> bool:
-        """False once a stop was requested or the budget is spent (recording why)."""
+        """False once a stop was requested or the budget is spent (recording why); LockLost when the lease
+        was lost, so that nothing more is deleted."""
+        self.heartbeat.check()
         if self.summary.stop_reason is not None:
             return False
         if self.ctx.stop.requested:
@@ -179,7 +184,6 @@ class JobRun:
         for table, count in batch.rows.items():
             self.summary.add(table, count)
         self.sizer.observe(seconds, batch.scanned)
-        self._renew_lock()
         self.ctx.reporter.batch(
             BatchProgress(
                 job=self.job,
@@ -216,12 +220,6 @@ class JobRun:
     @property
     def primary_table(self) -> str:
         return next(iter(self.summary.tables), "")
-
-    def _renew_lock(self) -> None:
-        now = self.ctx.clock.monotonic()
-        if now - self._last_renew >= 5:
-            self.lock.renew()
-            self._last_renew = now
 
     def settle_remaining(self, estimate: Callable[[], int | None] | None = None) -> None:
         """``rows_remaining``: 0 when the run went through; when it stopped early, the estimate (unknown
@@ -260,19 +258,26 @@ def job_run(
     """Take the job's lock (or raise LockHeld), run the body, always release, finish the summary."""
     lock = ctx.job_lock(lock_key, enabled=options.use_lock)
     if not lock.acquire():
+        holder: Callable[[], str] | None = getattr(lock, "holder", None)
+        who = f"{lock.description}, held by {holder()}" if holder is not None else lock.description
         raise LockHeld(
-            f"{job}: another run holds the lock ({lock.description}); skipped",
+            f"{job}: another run holds the lock ({who}); skipped",
             hint="this is normal when runs overlap; see DIFYMAINT_ON_LOCKED to change the exit code",
         )
-    run = JobRun(ctx, job, options=options, lock=lock, window=window, tables=tables)
+    try:
+        run = JobRun(ctx, job, options=options, lock=lock, window=window, tables=tables)
+    except BaseException:
+        lock.release()
+        raise
+    run.heartbeat.__enter__()
     run.summary.verbs = verbs
     ctx.reporter.info(f"{job}: holding {lock.description}")
-    start_lsn = None if options.dry_run else pg_health.current_wal_lsn(ctx.engine)
-    for blocker in pg_health.long_running_transactions(
-        ctx.engine, older_than_s=ctx.settings.DIFYMAINT_LONG_TRANSACTION_WARN_S
-    ):
-        run.warn(f"{blocker}: its snapshot keeps vacuum from reclaiming the rows this run deletes until it ends")
     try:
+        start_lsn = None if options.dry_run else pg_health.current_wal_lsn(ctx.engine)
+        for blocker in pg_health.long_running_transactions(
+            ctx.engine, older_than_s=ctx.settings.DIFYMAINT_LONG_TRANSACTION_WARN_S
+        ):
+            run.warn(f"{blocker}: its snapshot keeps vacuum from reclaiming the rows this run deletes until it ends")
         yield run
         _after_run(ctx, run, start_lsn)
     except BaseException as exc:
@@ -282,5 +287,6 @@ def job_run(
         exc.difymaint_summary = run.summary  # type: ignore[attr-defined]
         raise
     finally:
+        run.heartbeat.stop()  # before the release: a late renewal must not re-extend a released key
         lock.release()
         run.finish()

@@ -7,15 +7,84 @@ names (Dify's own convention), so an error can always name the variable. difymai
 
 from __future__ import annotations
 
+import zoneinfo
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from difymaint.core.errors import ConfigError
+from difymaint.core.redact import SECRET_NAME, mask_urls, secrets_in
+from difymaint.core.window import MAX_DAYS
 
 OnLocked = Literal["skip", "fail", "ok"]
+Port = Annotated[int, Field(ge=1, le=65535)]
+# Any retention in days: at most MAX_DAYS, so that "now - days" stays a representable date.
+Days = Annotated[int, Field(ge=1, le=MAX_DAYS)]
+MIN_LOCK_TTL = 10  # the --lock-ttl minimum; the heartbeat renews every TTL/3
+
+
+def _check_url(value: str | None, name: str, schemes: tuple[str, ...]) -> str | None:
+    """A URL with a supported scheme and a numeric port, refused up front rather than by a driver later."""
+    if value is None:
+        return None
+    parts = urlsplit(value.strip())
+    scheme = parts.scheme.split("+", 1)[0]
+    if scheme not in schemes:
+        raise ValueError(f"{name} must start with {' or '.join(s + '://' for s in schemes)}")
+    try:
+        port = parts.port  # raises ValueError on a non-numeric or out-of-range port
+    except ValueError:
+        port = 0
+    if port == 0 or parts.netloc.rpartition("@")[2].endswith(":"):  # "host:" parses as no port at all
+        raise ValueError(f"{name} has an invalid port (1-65535)")
+    return value
+
+
+class PlanEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    plan: str = Field(min_length=1)
+    expiration_date: int = -1  # unix seconds, -1 = never paid; a numeric string is accepted, as from the API
+
+
+class PlanFile(BaseModel):
+    """DIFYMAINT_PLAN_FILE's schema: unknown keys and malformed entries are errors, never skipped (a skipped
+    default would silently change which workspaces are eligible)."""
+
+    model_config = ConfigDict(extra="forbid")
+    default: PlanEntry | None = None
+    tenants: dict[str, PlanEntry] = Field(default_factory=dict)
+    whitelist: list[str] = Field(default_factory=list)
+
+
+def read_plan_file(path: Path) -> PlanFile:
+    """The parsed plan file; ValueError (one line) when it is unreadable or does not fit the schema."""
+    try:
+        return PlanFile.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "file"
+        raise ValueError(
+            f"{path}: {where}: {first['msg']} (format: "
+            '{"default": {"plan": "sandbox", "expiration_date": -1}, "tenants": {}, "whitelist": []})'
+        ) from None
+
+
 ScanStrategy = Literal["auto", "global", "eligible-apps", "eligible_apps"]
 
 
@@ -25,7 +94,7 @@ class DatabaseSettings(BaseSettings):
     )
     DB_TYPE: str = "postgresql"
     DB_HOST: str = "localhost"
-    DB_PORT: PositiveInt = 5432
+    DB_PORT: Port = 5432
     DB_USERNAME: str = "postgres"
     DB_PASSWORD: SecretStr = SecretStr("")
     DB_DATABASE: str = "dify"
@@ -47,6 +116,34 @@ class DatabaseSettings(BaseSettings):
         default=5, description="Seconds; SET LOCAL lock_timeout for every batch on PostgreSQL (0 = off)."
     )
 
+    @field_validator("DIFYMAINT_DATABASE_URL")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        return _check_url(value, "DIFYMAINT_DATABASE_URL", ("postgresql", "postgres", "sqlite"))
+
+    @field_validator("DB_EXTRAS")
+    @classmethod
+    def _db_extras(cls, value: str) -> str:
+        # Dify appends it to the URL as a query string: key=value&key=value.
+        if value:
+            try:
+                pairs = parse_qsl(value, keep_blank_values=True, strict_parsing=True)
+            except ValueError:
+                pairs = [("", "")]
+            if not pairs or any(not key for key, _ in pairs):
+                raise ValueError("DB_EXTRAS must be a query string like options=-c%20statement_timeout%3D0")
+        return value
+
+    @field_validator("DB_SESSION_TIMEZONE_OVERRIDE")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        if value and value.upper() != "UTC" and zoneinfo.available_timezones():
+            try:
+                zoneinfo.ZoneInfo(value)
+            except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+                raise ValueError("not a time zone name (e.g. UTC, Asia/Shanghai)") from None
+        return value
+
 
 class RedisSettings(BaseSettings):
     DIFYMAINT_REDIS_URL: str | None = Field(
@@ -58,7 +155,7 @@ class RedisSettings(BaseSettings):
         "DIFYMAINT_REDIS_URL is configured.",
     )
     REDIS_HOST: str = "localhost"
-    REDIS_PORT: PositiveInt = 6379
+    REDIS_PORT: Port = 6379
     REDIS_USERNAME: str | None = None
     REDIS_PASSWORD: SecretStr | None = None
     REDIS_DB: NonNegativeInt = 0
@@ -79,6 +176,12 @@ class RedisSettings(BaseSettings):
     REDIS_CLUSTERS_PASSWORD: SecretStr | None = None
     REDIS_SOCKET_TIMEOUT: PositiveFloat = 5.0
     REDIS_SOCKET_CONNECT_TIMEOUT: PositiveFloat = 5.0
+
+    @field_validator("DIFYMAINT_REDIS_URL")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        return _check_url(value, "DIFYMAINT_REDIS_URL", ("redis", "rediss", "unix"))
+
     CELERY_BROKER_URL: str | None = Field(
         default=None,
         description="Dify's Celery broker (redis://, rediss://, sentinel:// with CELERY_USE_SENTINEL, amqp://), "
@@ -102,6 +205,15 @@ class BillingSettings(BaseSettings):
         default=10.0, ge=0, description="Retry connect/read errors for this long (Dify: 2 s apart, 10 s)."
     )
     DIFYMAINT_BILLING_RETRY_WAIT: float = Field(default=2.0, ge=0)
+
+    @field_validator("DIFYMAINT_PLAN_FILE")
+    @classmethod
+    def _plan_file(cls, value: Path | None) -> Path | None:
+        # Read now, before any lock or connection: a bad plan file is a configuration error (exit 2).
+        if value is not None:
+            read_plan_file(value)
+        return value
+
     DIFYMAINT_PLAN_FILE: Path | None = Field(
         default=None,
         description="JSON file of tenant plans and a whitelist, used instead of the billing API "
@@ -110,24 +222,24 @@ class BillingSettings(BaseSettings):
 
 
 class RetentionSettings(BaseSettings):
-    SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS: PositiveInt = 30
+    SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS: Days = 30
     SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_SIZE: PositiveInt = 1000
     SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_MAX_INTERVAL: NonNegativeInt = 200
-    SANDBOX_EXPIRED_RECORDS_CLEAN_GRACEFUL_PERIOD: NonNegativeInt = 21
+    SANDBOX_EXPIRED_RECORDS_CLEAN_GRACEFUL_PERIOD: Annotated[int, Field(ge=0, le=MAX_DAYS)] = 21
     SANDBOX_EXPIRED_RECORDS_CLEAN_TASK_LOCK_TTL: PositiveInt = 90000
     SANDBOX_EXPIRED_RECORDS_CLEAN_SCAN_STRATEGY: ScanStrategy = "auto"
     SANDBOX_EXPIRED_RECORDS_CLEAN_APP_PAGE_SIZE: PositiveInt = 500
     # Dead in Dify since 2026-01 (legacy clean_messages); read so a stale .env still parses.
-    PLAN_SANDBOX_CLEAN_MESSAGE_DAY_SETTING: PositiveInt = 30
-    PLAN_SANDBOX_CLEAN_DAY_SETTING: PositiveInt = 30
-    PLAN_PRO_CLEAN_DAY_SETTING: PositiveInt = 7
-    WORKFLOW_LOG_RETENTION_DAYS: PositiveInt = 30
+    PLAN_SANDBOX_CLEAN_MESSAGE_DAY_SETTING: Days = 30
+    PLAN_SANDBOX_CLEAN_DAY_SETTING: Days = 30
+    PLAN_PRO_CLEAN_DAY_SETTING: Days = 7
+    WORKFLOW_LOG_RETENTION_DAYS: Days = 30
     WORKFLOW_LOG_CLEANUP_BATCH_SIZE: PositiveInt = 100
     WORKFLOW_LOG_CLEANUP_SPECIFIC_WORKFLOW_IDS: str = ""
-    OAUTH_ACCESS_TOKEN_RETENTION_DAYS: PositiveInt = 30
+    OAUTH_ACCESS_TOKEN_RETENTION_DAYS: Days = 30
     # archive-workflow-runs / restore-workflow-runs (docs/jobs/archive-workflow-runs.md#settings; branch-only in Dify,
     # defaults of its CLI).
-    PAID_PLAN_WORKFLOW_RUN_ARCHIVE_RETENTION_DAYS: PositiveInt = 90
+    PAID_PLAN_WORKFLOW_RUN_ARCHIVE_RETENTION_DAYS: Days = 90
     PAID_PLAN_WORKFLOW_RUN_ARCHIVE_BATCH_SIZE: PositiveInt = 100
     PAID_PLAN_WORKFLOW_RUN_ARCHIVE_TENANT_IDS: str = Field(
         default="", description="Comma-separated workspaces to archive (grayscale rollout); empty = all paid."
@@ -150,7 +262,7 @@ class MailSettings(BaseSettings):
     MAIL_TYPE: str | None = Field(default=None, description="smtp | resend | sendgrid, as in Dify.")
     MAIL_DEFAULT_SEND_FROM: str | None = None
     SMTP_SERVER: str | None = None
-    SMTP_PORT: PositiveInt = 465
+    SMTP_PORT: Port = 465
     SMTP_USERNAME: str | None = None
     SMTP_PASSWORD: SecretStr | None = None
     SMTP_USE_TLS: bool = False
@@ -280,10 +392,13 @@ class TriggerSettings(BaseSettings):
 
 
 class RunSettings(BaseSettings):
-    DIFYMAINT_LOCK_TTL: PositiveInt = Field(
-        default=600,
-        description="Seconds. The lock is renewed after every batch, so this only bounds how long a "
-        "crashed run blocks the next one (Dify's 25 h TTL is not used).",
+    DIFYMAINT_LOCK_TTL: int = Field(
+        # Short, because the heartbeat keeps a live run's lease: a crashed run blocks the next for at most this.
+        default=60,
+        ge=MIN_LOCK_TTL,
+        le=7 * 86400,
+        description="Seconds (10 or more). A heartbeat renews the lock every third of this while the run lives, so "
+        "this only bounds how long a crashed run blocks the next one (Dify's 25 h TTL is not used).",
     )
     DIFYMAINT_ON_LOCKED: OnLocked = Field(
         default="skip", description="Lock held by another run: skip (exit 5), fail (exit 1) or ok (exit 0)."
@@ -358,17 +473,25 @@ class Settings(
         env_ignore_empty=True,  # `REDIS_USERNAME=` in a .env means "unset", as in Dify
         case_sensitive=True,
         validate_default=True,
+        allow_inf_nan=False,  # "inf" seconds is never a timeout anyone meant
     )
 
     def explicitly_set(self, name: str) -> bool:
         """True when the operator set this variable (env, env file or flag), not just the default."""
         return name in self.model_fields_set
 
+    def secret_values(self) -> set[str]:
+        """Every secret these settings hold, for :func:`difymaint.core.redact.scrub`: SecretStr fields
+        (DB_PASSWORD, REDIS_PASSWORD, REDIS_SENTINEL_PASSWORD, BILLING_API_SECRET_KEY, SMTP_PASSWORD,
+        RESEND_API_KEY, TIDB_PRIVATE_KEY, ARCHIVE_STORAGE_SECRET_KEY, …), secret-named fields, and the password
+        inside any URL setting (DIFYMAINT_DATABASE_URL, DIFYMAINT_REDIS_URL, CELERY_BROKER_URL, …)."""
+        return secrets_in({name: getattr(self, name) for name in type(self).model_fields})
+
 
 def load_settings(env_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Read settings: defaults < env file < environment < non-None CLI overrides."""
-    if env_file is not None and not env_file.is_file():
-        raise ConfigError(f"env file {env_file} does not exist", hint="pass --env-file with Dify's .env path")
+    if env_file is not None:
+        _check_env_file(env_file)
     clean = {key: value for key, value in (overrides or {}).items() if value is not None}
     try:
         return Settings(_env_file=env_file, **clean)
@@ -376,11 +499,30 @@ def load_settings(env_file: Path | None = None, overrides: dict[str, Any] | None
         raise _config_error(exc) from None
 
 
+def _check_env_file(env_file: Path) -> None:
+    """Missing, unreadable or binary: one clear line now, not a parser's exception later."""
+    if not env_file.is_file():
+        raise ConfigError(f"env file {env_file} does not exist", hint="pass --env-file with Dify's .env path")
+    try:
+        text = env_file.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read env file {env_file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"env file {env_file} is not UTF-8 text", hint="pass Dify's .env, not a binary file"
+        ) from None
+    if "\x00" in text:
+        raise ConfigError(f"env file {env_file} is not a text file", hint="pass Dify's .env, not a binary file")
+
+
 def _config_error(exc: ValidationError) -> ConfigError:
     first = exc.errors()[0]
     name = ".".join(str(part) for part in first["loc"]) or "setting"
     value = first.get("input")
     shown = f"={value!r}" if isinstance(value, str | int | float | bool) else ""
+    if SECRET_NAME.search(name):
+        shown = ""  # never echo a secret, even a malformed one
+    shown = mask_urls(shown)
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return ConfigError(
         f"invalid setting {name}{shown}: {first['msg']}{more}",

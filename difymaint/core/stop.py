@@ -1,23 +1,74 @@
 """Graceful stop: SIGTERM/SIGINT set a flag that the batch loop checks between batches.
 
 A second signal aborts at once (the open batch transaction rolls back), so an operator is never stuck.
+
+A Python signal handler runs only when the main thread is back in the interpreter, never while it waits in
+libpq for a statement blocked on a row lock. So the C-level handler's wakeup fd (``signal.set_wakeup_fd``)
+also wakes a watcher thread, which gives the open batch :data:`CANCEL_GRACE_S` to finish and then cancels its
+statement with the driver's cancel (psycopg2 ``connection.cancel()``, sqlite3 ``interrupt()``): the batch
+rolls back, the loop sees the stop request, and the run exits 143/130 with its summary within seconds.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
 from difymaint.core.exit_codes import ExitCode
+
+log = logging.getLogger("difymaint")
+
+CANCEL_GRACE_S = 2.0  # a short batch still finishes after SIGTERM; a statement stuck longer is cancelled
+
+
+class Statements:
+    """The statements in flight (one per open batch transaction), each with the driver's cancel."""
+
+    def __init__(self) -> None:
+        self._active: dict[int, Callable[[], None]] = {}
+        self._changed = threading.Condition()
+        self.cancelled = 0
+
+    @contextmanager
+    def running(self, cancel: Callable[[], None]) -> Iterator[None]:
+        key = id(cancel)
+        with self._changed:
+            self._active[key] = cancel
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._active.pop(key, None)
+                self._changed.notify_all()
+
+    def cancel_after(self, grace_s: float) -> None:
+        """Wait up to ``grace_s`` for the open batches to end by themselves, then cancel what still runs."""
+        with self._changed:
+            self._changed.wait_for(lambda: not self._active, timeout=grace_s)
+            targets = list(self._active.values())
+        for cancel in targets:
+            try:
+                cancel()
+                self.cancelled += 1
+            except Exception as exc:
+                log.debug("statement cancel failed: %s", exc)
+
+
+STATEMENTS = Statements()
 
 
 class StopToken:
     def __init__(self) -> None:
         self._event = threading.Event()
         self.signum: int | None = None
+        # Set once the run's outcome is decided: a late signal must neither change the exit code nor raise
+        # Interrupted while the summary is being printed.
+        self.closed = False
 
     def request(self, signum: int) -> None:
         self.signum = signum
@@ -54,13 +105,53 @@ def handle_stop_signals(token: StopToken) -> Iterator[StopToken]:
         return
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if token.closed:
+            return
         if token.requested:
             raise Interrupted(signum)
         token.request(signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    with _statement_canceller():
+        try:
+            yield token
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+@contextmanager
+def _statement_canceller() -> Iterator[None]:
+    """The watcher thread fed by the signal wakeup fd (see the module docstring)."""
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
     try:
-        yield token
+        old_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    except ValueError:  # not the main thread of the main interpreter
+        reader.close()
+        writer.close()
+        yield
+        return
+    stops = {int(signal.SIGTERM), int(signal.SIGINT)}
+
+    def watch() -> None:
+        while True:
+            try:
+                data = reader.recv(64)
+            except OSError:
+                return
+            if not data:
+                return  # writer closed: the run is over
+            if stops & set(data):
+                STATEMENTS.cancel_after(CANCEL_GRACE_S)
+
+    thread = threading.Thread(target=watch, name="difymaint-signal-watcher", daemon=True)
+    thread.start()
+    try:
+        yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        signal.set_wakeup_fd(old_fd)
+        writer.close()
+        reader.shutdown(socket.SHUT_RDWR)
+        thread.join(timeout=5)
+        reader.close()

@@ -8,6 +8,9 @@ from datetime import datetime, timedelta
 from difymaint.core.clock import naive_utc
 from difymaint.core.errors import UsageError
 
+# The longest window in days anyone can mean (~2000 years): "now - days" must stay a representable date.
+MAX_DAYS = 730_000
+
 _FORMATS = ("%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S")
 
 
@@ -41,7 +44,7 @@ def parse_timestamp(value: str, option: str) -> datetime:
             continue
     try:
         return naive_utc(datetime.fromisoformat(value))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise UsageError(
             f"{option} {value!r} is not a date", hint="use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS (UTC)"
         ) from None
@@ -59,6 +62,9 @@ def resolve_window(
 ) -> TimeWindow:
     """Turn the window options into one absolute window. Exactly one form may be used."""
     now = naive_utc(now)
+    for name, value in (("--days", days), ("--from-days-ago", from_days_ago), ("--to-days-ago", to_days_ago)):
+        if value is not None and not 0 <= value <= MAX_DAYS:
+            raise UsageError(f"{name} {value} is out of range (0..{MAX_DAYS})")
     absolute = start_from is not None or end_before is not None
     relative = from_days_ago is not None or to_days_ago is not None
     if sum((absolute, relative, days is not None)) > 1:

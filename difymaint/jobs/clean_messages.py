@@ -178,13 +178,14 @@ class _MessageCleaner:
     def delete_batch(self, rows: Sequence[Any], ids: list[str], would_be_deleted: sa.ColumnElement[bool]) -> bool:
         """Run one batch transaction; False when it was rolled back and must be retried."""
         dry_run = self.job.dry_run
-        orphans: list[dict[str, Any]] = []
         with self.job.batch() as batch:
             counts: dict[str, int] = {}
             if ids:
                 with batch.transaction() as conn:
                     if self.manifest.enabled:
-                        orphans = orphaned_upload_files(conn, ids)
+                        orphans: list[dict[str, Any]] = orphaned_upload_files(conn, ids)
+                        # Durable before the commit that orphans them (docs/batching.md#orphan-manifest).
+                        self.manifest.stage(orphans, source="message_files")
                     counts = message_cascade(conn, ids, dry_run=dry_run, skip_tables=self.skip)
                     if self.params.clean_conversations:
                         chosen = set(ids)
@@ -201,9 +202,9 @@ class _MessageCleaner:
                         )
             batch.record(scanned=len(rows), affected=len(ids), rows=counts)
         if batch.rolled_back:
+            self.manifest.rollback()
             return False
-        # Written only after the commit: the manifest lists what really lost its last reference.
-        self.manifest.write(orphans, source="message_files")
+        self.manifest.commit()
         return True
 
     def eligible_ids(self, conn: Connection, rows: Sequence[Any]) -> list[str]:

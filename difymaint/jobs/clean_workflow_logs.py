@@ -108,20 +108,22 @@ class _LogCleaner:
     def delete_batch(self, rows: Sequence[Any], run_ids: list[str], passed: sa.ColumnElement[bool]) -> bool:
         """One batch; on failure wait and return False, so the walk re-reads the same runs (never skips)."""
         reason = "a statement or lock timeout rolled it back"
-        orphans: dict[str, list[dict[str, Any]]] = {}
         try:
             with self.job.batch() as batch:
                 with batch.transaction() as conn:
                     counts, orphans = self.cleanup.delete(conn, run_ids, dry_run=self.job.dry_run, runs_passed=passed)
+                    # Durable before the commit that orphans them (docs/batching.md#orphan-manifest).
+                    for source, found in orphans.items():
+                        self.manifest.stage(found, source=source)
                 batch.record(scanned=len(rows), affected=len(run_ids), rows=counts)
             committed = not batch.rolled_back
         except sa.exc.OperationalError as exc:
             committed, reason = False, _first_line(exc.orig if exc.orig is not None else exc)
         if committed:
             self.failures = 0
-            for source, found in orphans.items():
-                self.manifest.write(found, source=source)
+            self.manifest.commit()
             return True
+        self.manifest.rollback()
         self.failures += 1
         self.failed_attempts += 1
         cursor = self.scan.cursor

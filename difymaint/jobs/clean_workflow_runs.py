@@ -136,7 +136,6 @@ class _RunCleaner:
 
     def delete_batch(self, rows: Sequence[Any], run_ids: list[str], runs_passed: sa.ColumnElement[bool]) -> bool:
         """Run one batch transaction; False when it was rolled back and must be retried."""
-        orphans: dict[str, list[dict[str, Any]]] = {}
         with self.job.batch() as batch:
             counts: dict[str, int] = {}
             if run_ids:
@@ -144,12 +143,14 @@ class _RunCleaner:
                     counts, orphans = self.cleanup.delete(
                         conn, run_ids, dry_run=self.job.dry_run, runs_passed=runs_passed
                     )
+                    # Durable before the commit that orphans them (docs/batching.md#orphan-manifest).
+                    for source, found in orphans.items():
+                        self.manifest.stage(found, source=source)
             batch.record(scanned=len(rows), affected=len(run_ids), rows=counts)
         if batch.rolled_back:
+            self.manifest.rollback()
             return False
-        # Written only after the commit: the manifest lists what really lost its last reference.
-        for source, found in orphans.items():
-            self.manifest.write(found, source=source)
+        self.manifest.commit()
         return True
 
     def refill(self, lanes: RoundRobin) -> bool:

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+MAX_DAYS = 730_000  # = difymaint.core.window.MAX_DAYS (not imported: --help stays free of the core)
+MAX_COUNT = 2**31 - 1  # a PostgreSQL integer (LIMIT, counts)
+MAX_SLEEP_MS = 60_000
+
 # Help panels, so that every job's --help groups its options the same way.
 CONNECTION = "Connection"
 RUN = "Run control"
@@ -43,6 +47,12 @@ class Opt:
     setting: str | None = None
     panel: str | None = None
     default: object = None  # for options without a setting
+
+    def __post_init__(self) -> None:
+        # Every number has a real range: an unbounded int reaches a timedelta or the database and fails
+        # there as "unexpected" (exit 1) instead of as a usage error (exit 2).
+        if self.type is int and self.max is None:
+            object.__setattr__(self, "max", MAX_DAYS if self.metavar == "DAYS" else MAX_COUNT)
 
     @property
     def flag(self) -> str:
@@ -141,6 +151,7 @@ def batch_options(batch: Batch) -> tuple[Opt, ...]:
         type=int,
         metavar="MS",
         min=0,
+        max=MAX_SLEEP_MS,
         panel=RUN,
     )
     return (size, sleep)

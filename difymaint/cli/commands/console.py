@@ -704,6 +704,15 @@ def _holders(ctx: Context, jobs: Mapping[str, JobInfo]) -> dict[str, Any]:
     return {by_job.get(r.job, r.job): r for r in running}
 
 
+def _holder_text(lock: Any) -> str:
+    """Redis values written by difymaint name their holder (host, pid, run); Dify's are bare tokens."""
+    from difymaint.core.locking import holder_summary
+
+    if lock.backend == "redis" and lock.holder:
+        return holder_summary(lock.holder)
+    return str(lock.holder or "-")
+
+
 def _render_locks(consoles: Consoles, ctx: Context, jobs: Mapping[str, JobInfo], locks: list[Any], json: bool) -> None:
     from rich.table import Table
 
@@ -712,7 +721,11 @@ def _render_locks(consoles: Consoles, ctx: Context, jobs: Mapping[str, JobInfo],
         _print_json(
             consoles,
             [
-                {**lock.to_dict(), "run": holders[lock.name].to_dict() if lock.name in holders else None}
+                {
+                    **lock.to_dict(),
+                    "holder_description": _holder_text(lock),
+                    "run": holders[lock.name].to_dict() if lock.name in holders else None,
+                }
                 for lock in locks
             ],
         )
@@ -729,7 +742,7 @@ def _render_locks(consoles: Consoles, ctx: Context, jobs: Mapping[str, JobInfo],
             lock.name,
             lock.backend,
             lock.where,
-            lock.holder or "-",
+            _holder_text(lock),
             _age(lock.ttl_s) if lock.ttl_s is not None else "-",
             f"{run.run_id[:8]} on {run.host} since {_when(run.started_at)}" if run else "-",
         )

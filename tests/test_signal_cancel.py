@@ -1,0 +1,139 @@
+"""SIGTERM/SIGINT while a statement waits on a row lock: the watcher cancels it after the grace period, the
+batch rolls back, and the run exits 143/130 with its JSON summary within seconds (not when the lock frees)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from difymaint.core.stop import CANCEL_GRACE_S
+from tests.conftest import NOW
+from tests.scenario import assert_cascade_consistent, remaining_messages, seed
+from tests.test_cli import CLEAN_ENV
+from tests.test_lock_heartbeat import _wait_for, _waiting_on_lock, rows_locked
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_cancels_a_blocked_statement(pg_engine: Any, pg_url: str, signum: int, code: int) -> None:
+    seed(pg_engine, NOW)
+    before = remaining_messages(pg_engine)
+    with rows_locked(pg_url):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "difymaint", "clean-messages", "--yes", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            env={
+                **CLEAN_ENV,
+                "NO_COLOR": "1",
+                "DIFYMAINT_DATABASE_URL": pg_url,
+                "DIFYMAINT_USE_REDIS": "false",
+                "DIFYMAINT_LOCK_TIMEOUT": "0",  # without the cancel, the DELETE would wait forever
+                "DIFYMAINT_STATEMENT_TIMEOUT": "0",
+            },
+        )
+        try:
+            _wait_for("the DELETE to wait on the row lock", lambda: _waiting_on_lock(pg_url))
+            sent = time.monotonic()
+            proc.send_signal(signum)
+            out, err = proc.communicate(timeout=30)  # the row lock is still held here
+            took = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == code, err
+    assert took < CANCEL_GRACE_S + 5, took
+    summary = json.loads(out)
+    assert summary["outcome"] == "interrupted" and summary["stop_reason"].startswith("signal")
+    assert remaining_messages(pg_engine) == before  # the cancelled batch rolled back whole
+    assert summary["tables"]["messages"] == 0
+    assert_cascade_consistent(pg_engine)
+
+
+# --- signals at the edges of a run (in-process; a recorder stands in for the default handler) --------------
+
+
+class _Recorder:
+    """Installed as the process's SIGTERM handler before the CLI runs: it is called only if a signal arrives
+    while difymaint's own handlers are not installed (where the default handler would kill with 143)."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        self.calls.append(signum)
+
+
+@pytest.fixture
+def recorder() -> Any:
+    rec = _Recorder()
+    previous = signal.signal(signal.SIGTERM, rec)
+    yield rec
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _invoke(args: list[str], env: Any) -> Any:
+    from typer.testing import CliRunner
+
+    from difymaint.cli.app import app
+    from difymaint.cli.runner import use_environment
+
+    with use_environment(env):
+        return CliRunner().invoke(app, args, env={"NO_COLOR": "1"})
+
+
+def test_signal_while_connecting_stops_before_the_first_batch(sqlite_url: str, recorder: _Recorder) -> None:
+    import os
+
+    import sqlalchemy as sa
+
+    from difymaint.cli.runner import Environment
+    from difymaint.core.context import Context
+
+    engine = sa.create_engine(sqlite_url)
+    seed(engine, NOW)
+    before = remaining_messages(engine)
+
+    def context_factory(settings: Any) -> Context:
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the run is still being set up
+        return Context(settings)
+
+    result = _invoke(
+        ["clean-messages", "--database-url", sqlite_url, "--yes", "--json"],
+        Environment(context_factory=context_factory, stdin_isatty=False),
+    )
+    assert recorder.calls == []  # difymaint's handler took it, not the default one
+    assert result.exit_code == 143, result.output
+    summary = json.loads(result.stdout)
+    assert summary["outcome"] == "interrupted" and summary["tables"]["messages"] == 0
+    assert remaining_messages(engine) == before
+
+
+def test_signal_after_the_outcome_changes_nothing(sqlite_url: str, recorder: _Recorder) -> None:
+    import io
+    import os
+
+    from difymaint.cli.runner import Environment
+
+    class SignallingStdout(io.StringIO):
+        def write(self, text: str) -> int:
+            os.kill(os.getpid(), signal.SIGTERM)  # twice: neither may raise nor change the exit code
+            os.kill(os.getpid(), signal.SIGTERM)
+            return super().write(text)
+
+    out = SignallingStdout()
+    result = _invoke(
+        ["clean-messages", "--database-url", sqlite_url, "--dry-run", "--json"],
+        Environment(stdout=out, stdin_isatty=False),
+    )
+    assert recorder.calls == []
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.getvalue())["outcome"] == "done"
