@@ -212,7 +212,7 @@ def test_cli_exit_codes_and_one_line(broker: str) -> None:
     )
     assert down.returncode == 1 and "hunter2" not in down.stderr + down.stdout
     errors = [line for line in down.stderr.splitlines() if "error" in line]
-    assert len(errors) == 1 and "cannot reach the Celery broker at redis://:**@127.0.0.1:1/0" in errors[0]
+    assert len(errors) == 1 and "cannot reach the Celery broker at redis://:***@127.0.0.1:1/0" in errors[0]
 
 
 def test_url_without_db_reads_kombus_db_0(redis_url: str) -> None:

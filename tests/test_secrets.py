@@ -39,12 +39,15 @@ SECRETS = {
     "RESEND_API_KEY": "re_resendkey-Yy42",
     "TIDB_PRIVATE_KEY": "tidbkey-Ww63",
     "ARCHIVE_STORAGE_SECRET_KEY": "s3secret-Tt14",
+    "SENDGRID_API_KEY": "SG.sendgridkey-Rr26",
+    # A dead-man ping URL carries its check's key in the path: the whole URL is the secret.
+    "DIFYMAINT_PING_URL": "http://127.0.0.1:1/pingkey-Gg12/{job}",
 }
 CELERY_PW = "celerypw-Bb77"
 FLAG_REDIS_PW = "flagredis-p@ss/w:rd"  # raw "@", "/" and ":" inside, percent-encoded in the URL
 FLAG_DB_PW = "flagdbpw-Cc36"
 ENV_URL_PW = "envurlpw-Dd48"
-ALL_SECRETS = [*SECRETS.values(), CELERY_PW, FLAG_REDIS_PW, FLAG_DB_PW, ENV_URL_PW, "brokerflagpw-Ee59"]
+ALL_SECRETS = [*SECRETS.values(), CELERY_PW, FLAG_REDIS_PW, FLAG_DB_PW, ENV_URL_PW, "brokerflagpw-Ee59", "pingkey-Gg12"]
 
 # The arguments a job needs to get as far as its connections (otherwise it stops at a usage error first).
 EXTRA: dict[str, list[str]] = {
@@ -81,6 +84,11 @@ def _env_secrets(**more: str) -> dict[str, str]:
         "SMTP_PORT": "1",
         "MAIL_DEFAULT_SEND_FROM": "Dify <no-reply@example.com>",
         "CELERY_BROKER_URL": f"redis://:{CELERY_PW}@127.0.0.1:1/1",
+        # TiDB Cloud configured and create-tidb enabled, so it gets as far as its connections too.
+        "CREATE_TIDB_SERVICE_JOB_ENABLED": "true",
+        "TIDB_API_URL": "http://127.0.0.1:1",
+        "TIDB_PUBLIC_KEY": "tidb-public",
+        "TIDB_PROJECT_ID": "1",
     }
     env.update(more)
     return env
@@ -144,7 +152,9 @@ def test_no_secret_in_any_output_of_any_job(tmp_path: Path, sqlite_url: str) -> 
         if "--debug" not in mode:
             assert "Traceback" not in output, (where, output)
         if placement.startswith("redis"):
-            assert "cannot reach Redis" in output, (where, output)  # it got as far as the lock
+            # it got as far as the lock (monitor-queue's only server is the broker)
+            reached = "cannot reach the Celery broker" if job == "monitor-queue" else "cannot reach Redis"
+            assert reached in output, (where, output)
 
 
 def test_redis_url_password_masked_in_the_error_line(sqlite_url: str) -> None:
