@@ -130,6 +130,14 @@ def batch_transaction(engine: Engine, settings: Settings) -> Iterator[Connection
         raise
 
 
+def ids_array(ids: Sequence[str]) -> sa.ColumnElement[Any]:
+    """The ids as one ``uuid[]`` parameter (PostgreSQL)."""
+    return sa.cast(
+        sa.bindparam(None, list(ids), type_=postgresql.ARRAY(sa.Text())),
+        postgresql.ARRAY(postgresql.UUID(as_uuid=False)),
+    )
+
+
 def ids_in(column: sa.ColumnElement[Any], ids: Sequence[str], dialect_name: str) -> sa.ColumnElement[bool]:
     """``column = ANY(:ids)`` on PostgreSQL (one array parameter, index-friendly), ``IN (...)`` elsewhere."""
     if dialect_name == "postgresql":
