@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from difymaint.core.database import delete_or_count, ids_array, ids_in, is_postgres
@@ -118,6 +119,11 @@ class Cascade:
                     return roots.where  # the root table itself: its own predicate, no self-join
                 return column.in_(sa.select(self.root.table.c[self.root.key]).where(roots.where))
             if isinstance(roots, sa.Select):
+                if dialect == "postgresql":
+                    # = ANY(ARRAY(SELECT …)): the batch's ids become one array and each step one index scan
+                    # over them; IN (SELECT …) hashes them again for every step (measured ~25 % slower).
+                    ids = sa.func.array(roots.scalar_subquery(), type_=postgresql.ARRAY(column.type))
+                    return column == sa.any_(ids)
                 return column.in_(roots)
             return ids_in(column, roots, dialect)
         parent = self._step(step.parent)

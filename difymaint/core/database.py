@@ -119,10 +119,17 @@ def batch_transaction(engine: Engine, settings: Settings) -> Iterator[Connection
     try:
         with engine.begin() as conn:
             if is_postgres(conn):
-                if settings.DIFYMAINT_STATEMENT_TIMEOUT:
-                    conn.execute(sa.text(f"SET LOCAL statement_timeout = '{settings.DIFYMAINT_STATEMENT_TIMEOUT}s'"))
-                if settings.DIFYMAINT_LOCK_TIMEOUT:
-                    conn.execute(sa.text(f"SET LOCAL lock_timeout = '{settings.DIFYMAINT_LOCK_TIMEOUT}s'"))
+                # Both timeouts in one round trip (set_config(..., true) is SET LOCAL): a batch is otherwise
+                # one statement, so every extra round trip shows in the batch time.
+                limits = {
+                    "statement_timeout": settings.DIFYMAINT_STATEMENT_TIMEOUT,
+                    "lock_timeout": settings.DIFYMAINT_LOCK_TIMEOUT,
+                }
+                calls = [
+                    sa.func.set_config(name, f"{int(seconds)}s", True) for name, seconds in limits.items() if seconds
+                ]
+                if calls:
+                    conn.execute(sa.select(*calls))
             yield conn
     except DBAPIError as exc:
         if getattr(exc.orig, "pgcode", None) in _RETRYABLE_SQLSTATES:
