@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -451,25 +452,34 @@ def measure(bench: Bench, job: str, contender: str, cutoff: datetime) -> Result:
     return result
 
 
-def dry_run_vs_count(bench: Bench, cutoff: datetime) -> dict[str, Any]:
-    """clean-messages --dry-run against one count(*) per table with the same predicates."""
+def dry_run_vs_count(bench: Bench, cutoff: datetime, repeat: int = 3) -> dict[str, Any]:
+    """clean-messages --dry-run against one count(*) per table with the same predicates; the median of
+    ``repeat`` alternating runs of each (a dry run writes nothing, so one copy serves them all)."""
     engine = bench.fresh_copy()
     doomed = "SELECT id FROM messages WHERE created_at < :cut"
     counts = [f"SELECT count(*) FROM {child} WHERE message_id IN ({doomed})" for child in MESSAGE_CHILDREN]
     counts.append("SELECT count(*) FROM messages WHERE created_at < :cut")
-    with engine.connect() as conn:
-        started = time.perf_counter()
-        total = sum(int(conn.execute(sa.text(q), {"cut": cutoff}).scalar_one()) for q in counts)
-        count_s = time.perf_counter() - started
+    count_times, dry_times, walls = [], [], []
+    total = 0
+    summary: dict[str, Any] = {}
+    for _ in range(repeat):
+        with engine.connect() as conn:
+            started = time.perf_counter()
+            total = sum(int(conn.execute(sa.text(q), {"cut": cutoff}).scalar_one()) for q in counts)
+            count_times.append(time.perf_counter() - started)
+        summary, wall, _ = cli("clean-messages", bench.url(bench.copy), cutoff, ["--dry-run"])
+        dry_times.append(float(summary["duration_s"]))
+        walls.append(wall)
     engine.dispose()
-    summary, wall, _ = cli("clean-messages", bench.url(bench.copy), cutoff, ["--dry-run"])
+    count_s, dry_s = statistics.median(count_times), statistics.median(dry_times)
     return {
         "count_s": round(count_s, 3),
         "count_rows": total,
-        "dry_run_s": summary["duration_s"],
-        "dry_run_cli_wall_s": round(wall, 2),
+        "dry_run_s": round(dry_s, 3),
+        "dry_run_cli_wall_s": round(statistics.median(walls), 2),
         "dry_run_rows": summary["rows_total"],
-        "ratio": round(summary["duration_s"] / count_s, 2) if count_s else None,
+        "ratio": round(dry_s / count_s, 2) if count_s else None,
+        "repeat": repeat,
     }
 
 
