@@ -53,7 +53,7 @@ def test_each_batch_is_one_statement_and_no_id_reaches_the_client(pg_engine: Any
     messages_scenario.assert_cascade_consistent(pg_engine)
 
 
-def test_set_based_dry_run_is_one_count_statement_equal_to_the_real_run(pg_engine: Any, pg_url: str) -> None:
+def test_set_based_dry_run_is_one_count_per_table_equal_to_the_real_run(pg_engine: Any, pg_url: str) -> None:
     scenario = messages_scenario.seed(pg_engine, NOW)
     counts_before = row_counts(pg_engine, list(MESSAGE_CASCADE_TABLES))
     ctx = make_context(pg_url)
@@ -61,8 +61,8 @@ def test_set_based_dry_run_is_one_count_statement_equal_to_the_real_run(pg_engin
     dry = clean_messages.run(ctx, message_params(scenario.cutoff, batch_size=2, dry_run=True))
     assert row_counts(pg_engine, list(MESSAGE_CASCADE_TABLES)) == counts_before
     assert dry.batches == 1 and not [s for s in statements if "DELETE" in s]
-    counting = [s for s in statements if s.count("count(*)") >= len(MESSAGE_CASCADE_TABLES)]
-    assert len(counting) == 1
+    counting = [s for s in statements if "count(*)" in s and "LIMIT" not in s]
+    assert len(counting) == len(MESSAGE_CASCADE_TABLES)  # one count per table, no walk of the batches
     real = clean_messages.run(make_context(pg_url), message_params(scenario.cutoff, batch_size=2))
     assert dry.tables == real.tables and dry.tables["messages"] == len(scenario.all_old())
 
