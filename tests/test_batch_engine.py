@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from typing import Any
 
 import pytest
@@ -125,3 +131,51 @@ def test_batch_statement_counts_and_cursor(pg_engine: Any) -> None:
         result = MESSAGE_CASCADE.run_batch(conn, page, dry_run=True)
     assert result.scanned == 3 and result.counts["messages"] == 3
     assert result.last == (expected[-1].created_at, str(expected[-1].id))
+
+
+def _cli_with_workers(pg_url: str, cutoff: Any) -> subprocess.Popen[str]:
+    """The real CLI, two workers, batches of 2 messages with long pauses between them (so a signal lands
+    mid-run), in its own process."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DB_", "REDIS_", "DIFYMAINT_"))}
+    env.update(DIFYMAINT_USE_REDIS="false", DIFYMAINT_TARGET_BATCH_MS="0", NO_COLOR="1")
+    command = [sys.executable, "-m", "difymaint", "clean-messages", "--end-before", cutoff.isoformat(), "--yes"]
+    command += ["--json", "--database-url", pg_url, "--batch-size", "2", "--sleep-ms", "1500", "--workers", "2"]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for_first_batch(engine: Any, before: set[str], process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while messages_scenario.remaining_messages(engine) == before:
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before any batch"
+        time.sleep(0.05)
+
+
+def test_sigterm_to_the_cli_with_two_workers_stops_cleanly(pg_engine: Any, pg_url: str) -> None:
+    scenario = messages_scenario.seed(pg_engine, NOW)
+    before = messages_scenario.remaining_messages(pg_engine)
+    process = _cli_with_workers(pg_url, scenario.cutoff)
+    _wait_for_first_batch(pg_engine, before, process)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["outcome"] == "interrupted"
+    gone = before - messages_scenario.remaining_messages(pg_engine)
+    assert summary["tables"]["messages"] == len(gone) and gone <= scenario.all_old()
+    assert summary["rows_remaining"] == len(scenario.all_old() - gone)
+    messages_scenario.assert_cascade_consistent(pg_engine)  # no half-deleted batch
+
+
+def test_kill_9_with_two_workers_leaves_no_half_deleted_cascade(pg_engine: Any, pg_url: str) -> None:
+    scenario = messages_scenario.seed(pg_engine, NOW)
+    before = messages_scenario.remaining_messages(pg_engine)
+    process = _cli_with_workers(pg_url, scenario.cutoff)
+    _wait_for_first_batch(pg_engine, before, process)
+    process.kill()
+    process.communicate(timeout=60)
+    messages_scenario.assert_cascade_consistent(pg_engine)
+    assert scenario.all_old() - messages_scenario.remaining_messages(pg_engine)  # some old messages still there
+    rest = clean_messages.run(make_context(pg_url), message_params(scenario.cutoff, batch_size=50, workers=2))
+    assert rest.outcome is Outcome.DONE
+    assert messages_scenario.remaining_messages(pg_engine) == before - scenario.all_old()
+    messages_scenario.assert_cascade_consistent(pg_engine)
