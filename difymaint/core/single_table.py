@@ -6,6 +6,10 @@ oldest row), then deletes them with one ``DELETE … WHERE id = ANY(:ids) AND <p
 transaction. A dry run counts that same statement instead. The predicate is applied again in the DELETE,
 so a row that changed since its page was read (a token revoked a moment ago) is left alone.
 
+On PostgreSQL the page is not read by the client: each batch is one statement that picks the page and
+deletes it (a one-step :class:`~difymaint.core.cascade.Cascade` on the parent scan's server walk, with
+``--workers`` slices), and an unbounded dry run is one ``count(*)``. The portable path above is SQLite's.
+
 Usage inside a job::
 
     with job_run(ctx, JOB, lock_key=..., options=..., window=..., tables=[table.name]) as job:
