@@ -74,6 +74,7 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, Any]]] = [
             "app_page_size": 500,
             "run.batch_size": 1000,
             "run.sleep_ms": 200,
+            "run.workers": 1,
             "run.dry_run": True,
         },
     ),
@@ -156,6 +157,24 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, Any]]] = [
             "run.sleep_ms": 200,
         },
     ),
+    (  # --workers beats DIFYMAINT_WORKERS
+        "clean-workflow-runs",
+        ["--workers", "3"],
+        {"DIFYMAINT_WORKERS": "2"},
+        {"run.workers": 3},
+    ),
+    (
+        "clean-messages",
+        [],
+        {"DIFYMAINT_WORKERS": "2"},
+        {"run.workers": 2},
+    ),
+    (  # a job without parallel slices ignores the setting
+        "clean-workflow-logs",
+        [],
+        {"DIFYMAINT_WORKERS": "2"},
+        {"run.workers": 1},
+    ),
     (
         "clean-workflow-logs",
         ["--days", "5", "--workflow-ids", T1, "--app-ids", T2, "--batch-size", "20"],
@@ -182,7 +201,13 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, Any]]] = [
         "clean-embeddings",
         ["--start-from", "2026-01-01", "--end-before", "2026-02-01", "--batch-size", "10", "--sleep-ms", "7"],
         {},
-        {"window.label": "custom", "run.batch_size": 10, "run.sleep_ms": 7},
+        {"window.label": "custom", "run.batch_size": 10, "run.sleep_ms": 7, "run.workers": 1},
+    ),
+    (
+        "clean-embeddings",
+        ["--workers", "2"],
+        {},
+        {"run.workers": 2},
     ),
     (
         "clean-oauth-tokens",
@@ -379,6 +404,19 @@ def test_flags_map_to_params(
     params = params_for(captured, [job, "--dry-run", *args], env)
     assert type(params) is JOBS[job].load().Params
     assert {name: attr(params, name) for name in expected} == expected
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["clean-workflow-logs", "--workers", "2"],
+        ["clean-messages", "--workers", "9"],
+        ["clean-embeddings", "--workers", "0"],
+    ],
+)
+def test_workers_only_where_declared_and_in_range(captured: Captured, args: list[str]) -> None:
+    result = CliRunner().invoke(create_app(), [*args, "--dry-run", "--database-url", DB], env={"NO_COLOR": "1"})
+    assert result.exit_code == 2 and captured.params == []
 
 
 def test_every_command_is_covered_by_a_mapping_case() -> None:

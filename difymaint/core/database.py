@@ -120,10 +120,17 @@ def batch_transaction(engine: Engine, settings: Settings) -> Iterator[Connection
     try:
         with engine.begin() as conn:
             if is_postgres(conn):
-                if settings.DIFYMAINT_STATEMENT_TIMEOUT:
-                    conn.execute(sa.text(f"SET LOCAL statement_timeout = '{settings.DIFYMAINT_STATEMENT_TIMEOUT}s'"))
-                if settings.DIFYMAINT_LOCK_TIMEOUT:
-                    conn.execute(sa.text(f"SET LOCAL lock_timeout = '{settings.DIFYMAINT_LOCK_TIMEOUT}s'"))
+                # Both timeouts in one round trip (set_config(..., true) is SET LOCAL): a batch is otherwise
+                # one statement, so every extra round trip shows in the batch time.
+                limits = {
+                    "statement_timeout": settings.DIFYMAINT_STATEMENT_TIMEOUT,
+                    "lock_timeout": settings.DIFYMAINT_LOCK_TIMEOUT,
+                }
+                calls = [
+                    sa.func.set_config(name, f"{int(seconds)}s", True) for name, seconds in limits.items() if seconds
+                ]
+                if calls:
+                    conn.execute(sa.select(*calls))
             # SIGTERM/SIGINT may cancel this batch's statement from the signal watcher (core/stop.py).
             with STATEMENTS.running(_driver_cancel(conn)):
                 yield conn
@@ -138,6 +145,14 @@ def _driver_cancel(conn: Connection) -> Callable[[], None]:
     raw: Any = conn.connection.dbapi_connection
     cancel = getattr(raw, "cancel", None) or getattr(raw, "interrupt", None)  # psycopg2 / sqlite3
     return cancel if callable(cancel) else (lambda: None)
+
+
+def ids_array(ids: Sequence[str]) -> sa.ColumnElement[Any]:
+    """The ids as one ``uuid[]`` parameter (PostgreSQL)."""
+    return sa.cast(
+        sa.bindparam(None, list(ids), type_=postgresql.ARRAY(sa.Text())),
+        postgresql.ARRAY(postgresql.UUID(as_uuid=False)),
+    )
 
 
 def ids_in(column: sa.ColumnElement[Any], ids: Sequence[str], dialect_name: str) -> sa.ColumnElement[bool]:

@@ -9,10 +9,19 @@ Two ways to walk the parents (messages, workflow runs), both keyset on ``(create
 
 The job supplies only its selection and its batch body (the cascade). A batch body returns False when its
 transaction was rolled back (a timeout); the cursor then stays where it was and the batch is read again.
+
+On PostgreSQL, when the job needs no id on the client, :meth:`ParentScan.walk_server` is the fast path: the
+page is not read by the client at all; each batch is one statement that chooses its page with the keyset
+cursor and deletes the cascade (:meth:`difymaint.core.cascade.Cascade.batch_statement`), returning the
+counts and the new cursor. With ``--workers N`` the window is cut into N disjoint ``created_at`` slices at its
+percentiles, and N threads each walk their own slice with their own connection and cursor: no two workers
+ever read the same index range (docs/batching.md#workers).
 """
 
 from __future__ import annotations
 
+import itertools
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from difymaint.core.cascade import BatchResult
 from difymaint.core.database import as_str, count_or_unknown
 from difymaint.core.keyset import Cursor, Lane, RoundRobin, after, up_to
 from difymaint.core.run import JobRun
@@ -28,6 +38,17 @@ from difymaint.core.run import JobRun
 BatchBody = Callable[[Sequence[Any], list[str], sa.ColumnElement[bool]], bool]
 # Narrow a page of the global walk to the ids that may go (e.g. a plan check), on the page's connection.
 Keep = Callable[[Connection, Sequence[Any]], list[str]]
+# One server-side batch: (the batch's connection, the page as a select of id and created_at) → what it did.
+ServerBody = Callable[[Connection, sa.Select[Any]], BatchResult]
+
+
+@dataclass
+class Part:
+    """One worker's slice of the window (``created_at`` in ``[low, high)``) and its cursor."""
+
+    where: sa.ColumnElement[bool]
+    cursor: Cursor | None = None
+    done: bool = False
 
 
 @dataclass
@@ -40,6 +61,7 @@ class ParentScan:
     lanes: RoundRobin = field(default_factory=RoundRobin)
     lane_column: sa.ColumnElement[Any] | None = None
     skipped: int = 0  # rows read in lanes whose tenant stopped being eligible mid-run
+    parts: list[Part] = field(default_factory=list)  # walk_server's slices (one per worker)
 
     @property
     def created(self) -> sa.ColumnElement[Any]:
@@ -69,6 +91,98 @@ class ParentScan:
             cursor = Cursor.of(rows[-1])
             if body(rows, ids, sa.and_(self.selection, up_to(self.created, self.id, cursor))):
                 self.cursor = cursor
+
+    def count_set(self, counter: Callable[[Connection], dict[str, int]]) -> bool:
+        """The set-based dry run: the whole selection counted in one statement (one ``count(*)`` per table
+        with the predicates a real run deletes by) and recorded as one batch. False when it hit a timeout
+        (the caller then walks the batches instead)."""
+        with self.job.batch() as batch:
+            with batch.transaction() as conn:
+                counts = counter(conn)
+            parents = counts.get(self.table.name, 0)
+            batch.record(scanned=parents, affected=parents, rows=counts)
+        return not batch.rolled_back
+
+    def walk_server(self, body: ServerBody) -> None:
+        """Batches chosen and deleted on the server, one statement each; ``--workers`` slices in parallel."""
+        self.parts = self.slices(max(1, self.job.options.workers))
+        if len(self.parts) == 1:
+            self._walk_part(self.parts[0], body, threading.Event())
+            return
+        failed = threading.Event()
+        errors: list[BaseException] = []
+
+        def work(part: Part) -> None:
+            try:
+                self._walk_part(part, body, failed)
+            except BaseException as exc:  # handed to the main thread, which re-raises it
+                errors.append(exc)
+                failed.set()
+
+        # Daemon threads: a second SIGTERM aborts the main thread at once; the process exit then drops the
+        # workers' connections and PostgreSQL rolls their open batch back (nothing half-deleted).
+        threads = [threading.Thread(target=work, args=(part,), daemon=True) for part in self.parts]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=0.2)  # short joins keep the main thread responsive to signals
+        if errors:
+            raise errors[0]
+
+    def _walk_part(self, part: Part, body: ServerBody, failed: threading.Event) -> None:
+        while not part.done and not failed.is_set() and self.job.claim():
+            limit = self.job.batch_size
+            page = (
+                sa.select(self.id.label("id"), self.created.label("created_at"))
+                .where(self.selection, part.where, self._past(part.cursor))
+                .order_by(self.created, self.id)
+                .limit(limit)
+            )
+            result: BatchResult | None = None
+            with self.job.batch(claimed=True) as batch:
+                with batch.transaction() as conn:
+                    result = body(conn, page)
+                if result.scanned:
+                    affected = result.counts.get(self.table.name, result.scanned)
+                    batch.record(scanned=result.scanned, affected=affected, rows=result.counts)
+            if batch.rolled_back or result is None:
+                continue  # same cursor, smaller page
+            if result.last is not None:
+                part.cursor = Cursor(created_at=result.last[0], id=result.last[1])
+            if result.scanned < limit:
+                part.done = True  # a short page was the slice's last
+
+    def _past(self, cursor: Cursor | None) -> sa.ColumnElement[bool]:
+        """Rows after the cursor. The redundant ``created_at >= c`` lets an index on ``created_at`` alone
+        (``embeddings``) bound the scan; the row comparison needs a ``(created_at, id)`` index for that."""
+        if cursor is None:
+            return sa.true()
+        bound = self.created >= sa.literal(cursor.created_at, self.created.type)
+        return sa.and_(bound, after(self.created, self.id, cursor))
+
+    def slices(self, workers: int) -> list[Part]:
+        """``workers`` disjoint slices of the selection, cut at ``created_at`` percentiles (one index-only
+        pass over the window, about the cost of a count)."""
+        if workers <= 1:
+            return [Part(sa.true())]
+        with self.job.ctx.engine.connect() as conn:
+            cuts = conn.execute(
+                sa.select(
+                    *(sa.func.percentile_disc(k / workers).within_group(self.created) for k in range(1, workers))
+                ).where(self.selection)
+            ).one()
+        bounds = sorted({cut for cut in cuts if cut is not None})
+        edges: list[Any] = [None, *bounds, None]
+        parts = []
+        for low, high in itertools.pairwise(edges):
+            where: list[sa.ColumnElement[bool]] = []
+            if low is not None:
+                where.append(self.created >= sa.literal(low, self.created.type))
+            if high is not None:
+                where.append(self.created < sa.literal(high, self.created.type))
+            parts.append(Part(sa.and_(sa.true(), *where)))
+        return parts
 
     def walk_lanes(
         self,
@@ -109,6 +223,9 @@ class ParentScan:
         """How many selected rows the scan has not reached (a partial run's backlog figure)."""
         if self.lane_column is not None:
             where = sa.and_(self.selection, self.lanes.remaining(self.lane_column, self.created, self.id))
+        elif self.parts:
+            pending = [sa.and_(p.where, after(self.created, self.id, p.cursor)) for p in self.parts if not p.done]
+            where = sa.and_(self.selection, sa.or_(sa.false(), *pending))
         else:
             where = sa.and_(self.selection, after(self.created, self.id, self.cursor))
         with self.job.ctx.engine.connect() as conn:

@@ -22,7 +22,9 @@ def current_wal_lsn(engine: Engine) -> str | None:
         return None
     try:
         with engine.connect() as conn:
-            return str(conn.execute(sa.text("SELECT pg_current_wal_lsn()")).scalar_one())
+            # The insert position, not the write one: with synchronous_commit=off a short run's WAL may still
+            # sit in the WAL buffers when it ends, and the written position would report 0 bytes.
+            return str(conn.execute(sa.text("SELECT pg_current_wal_insert_lsn()")).scalar_one())
     except DBAPIError:
         return None  # e.g. a read replica or a restricted role
 
@@ -33,7 +35,8 @@ def wal_bytes_since(engine: Engine, start_lsn: str | None) -> int | None:
     try:
         with engine.connect() as conn:
             value = conn.execute(
-                sa.text("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), CAST(:start AS pg_lsn))"), {"start": start_lsn}
+                sa.text("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), CAST(:start AS pg_lsn))"),
+                {"start": start_lsn},
             ).scalar_one()
             return int(value)
     except DBAPIError:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ class RunOptions:
     max_runtime_s: float | None = None
     max_batches: int | None = None
     sleep_ms: int = 0
+    workers: int = 1  # connections deleting disjoint slices of the window in parallel (cascade jobs)
     use_lock: bool = True
     vacuum_analyze: bool = False  # VACUUM (ANALYZE) the tables a real run deleted from, afterwards
 
@@ -125,6 +127,11 @@ class JobRun:
         self._started = ctx.clock.monotonic()
         self.heartbeat = LockHeartbeat(lock)  # started by job_run once the lock is ours
         self._timeouts_in_a_row = 0
+        # --workers: batches run on several threads; the bookkeeping below is shared, so it is serialised,
+        # and batch slots are claimed up front so that --max-batches is never overshot.
+        self._mutex = threading.RLock()
+        self._claimed = 0
+        self.batch_seconds: list[float] = []  # every committed batch's duration (the bench's p50/p95/max)
 
     @property
     def dry_run(self) -> bool:
@@ -148,7 +155,7 @@ class JobRun:
             self.summary.exit_code_override = self.ctx.stop.exit_code
             self.summary.stop_reason = f"signal {signal.Signals(self.ctx.stop.signum or 15).name}"
             return False
-        if self.options.max_batches is not None and self.summary.batches >= self.options.max_batches:
+        if self.options.max_batches is not None and self.summary.batches + self._claimed >= self.options.max_batches:
             self.summary.outcome = Outcome.PARTIAL
             self.summary.stop_reason = "max-batches"
             return False
@@ -158,31 +165,63 @@ class JobRun:
             return False
         return True
 
+    def claim(self) -> bool:
+        """For parallel workers: :meth:`keep_going` and, if so, reserve the next batch slot atomically (the
+        slot is released when that :meth:`batch` ends, claimed=True)."""
+        with self._mutex:
+            if not self.keep_going():
+                return False
+            self._claimed += 1
+            return True
+
     @contextmanager
-    def batch(self) -> Iterator[Batch]:
+    def batch(self, *, claimed: bool = False) -> Iterator[Batch]:
         batch = Batch(self)
         started = self.ctx.clock.monotonic()
         try:
             yield batch
         except BatchTimeout as exc:
-            self._timeouts_in_a_row += 1
-            if self._timeouts_in_a_row > MAX_TIMEOUT_RETRIES:
-                raise DifymaintError(
-                    f"{self.job}: {MAX_TIMEOUT_RETRIES} batches in a row hit a timeout ({exc})",
-                    hint="lower --batch-size, raise DIFYMAINT_STATEMENT_TIMEOUT, or check for missing indexes",
-                ) from None
-            self.sizer.shrink()
-            self.ctx.reporter.warning(f"batch rolled back ({exc}); retrying with batch size {self.sizer.size}")
-            batch.rolled_back = True
+            with self._mutex:
+                if claimed:
+                    self._claimed -= 1
+                self._after_timeout(batch, exc)
             return
+        except BaseException:
+            if claimed:
+                with self._mutex:
+                    self._claimed -= 1
+            raise
+        with self._mutex:
+            if claimed:
+                self._claimed -= 1
+            if not self._book(batch, started):
+                return
+        if batch.affected and self.options.sleep_ms and not self.dry_run:
+            # Dify's pacing: a random pause up to the cap after each batch that deleted something.
+            self.ctx.stop.wait(random.uniform(0, self.options.sleep_ms) / 1000)
+
+    def _after_timeout(self, batch: Batch, exc: BatchTimeout) -> None:
+        self._timeouts_in_a_row += 1
+        if self._timeouts_in_a_row > MAX_TIMEOUT_RETRIES:
+            raise DifymaintError(
+                f"{self.job}: {MAX_TIMEOUT_RETRIES} batches in a row hit a timeout ({exc})",
+                hint="lower --batch-size, raise DIFYMAINT_STATEMENT_TIMEOUT, or check for missing indexes",
+            ) from None
+        self.sizer.shrink()
+        self.ctx.reporter.warning(f"batch rolled back ({exc}); retrying with batch size {self.sizer.size}")
+        batch.rolled_back = True
+
+    def _book(self, batch: Batch, started: float) -> bool:
+        """Add a committed batch to the summary; False when it recorded nothing."""
         self._timeouts_in_a_row = 0
         if not batch.recorded:
-            return
+            return False
         seconds = self.ctx.clock.monotonic() - started
         self.summary.batches += 1
         self.summary.scanned += batch.scanned
         for table, count in batch.rows.items():
             self.summary.add(table, count)
+        self.batch_seconds.append(seconds)
         self.sizer.observe(seconds, batch.scanned)
         self.ctx.reporter.batch(
             BatchProgress(
@@ -199,9 +238,7 @@ class JobRun:
         )
         for hook in self.ctx.batch_hooks:  # run history: heartbeat, rows so far, pause check (core/history.py)
             hook(self)
-        if batch.affected and self.options.sleep_ms and not self.dry_run:
-            # Dify's pacing: a random pause up to the cap after each batch that deleted something.
-            self.ctx.stop.wait(random.uniform(0, self.options.sleep_ms) / 1000)
+        return True
 
     def warn(self, *messages: str) -> None:
         """Record warnings in the summary and tell the operator now."""
@@ -231,6 +268,13 @@ class JobRun:
 
     def finish(self) -> RunSummary:
         self.summary.duration_s = self.elapsed()
+        if self.batch_seconds:
+            ordered = sorted(self.batch_seconds)
+
+            def at(share: float) -> float:
+                return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000, 1)
+
+            self.summary.details["batch_ms"] = {"p50": at(0.5), "p95": at(0.95), "max": at(1.0)}
         return self.summary
 
 

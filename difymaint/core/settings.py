@@ -412,6 +412,9 @@ class RunSettings(BaseSettings):
         default=300, description="Adapt the batch size toward this duration per batch (0 = fixed size)."
     )
     DIFYMAINT_MAX_BATCH_SIZE: PositiveInt = 10000
+    DIFYMAINT_WORKERS: int = Field(
+        default=1, ge=1, le=8, description="Parallel connections for the cascade jobs (--workers; PostgreSQL)."
+    )
     DIFYMAINT_LONG_TRANSACTION_WARN_S: NonNegativeInt = Field(
         default=3600, description="Warn about other transactions open longer than this (they block vacuum)."
     )

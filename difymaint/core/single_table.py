@@ -6,6 +6,10 @@ oldest row), then deletes them with one ``DELETE … WHERE id = ANY(:ids) AND <p
 transaction. A dry run counts that same statement instead. The predicate is applied again in the DELETE,
 so a row that changed since its page was read (a token revoked a moment ago) is left alone.
 
+On PostgreSQL the page is not read by the client: each batch is one statement that picks the page and
+deletes it (a one-step :class:`~difymaint.core.cascade.Cascade` on the parent scan's server walk, with
+``--workers`` slices), and an unbounded dry run is one ``count(*)``. The portable path above is SQLite's.
+
 Usage inside a job::
 
     with job_run(ctx, JOB, lock_key=..., options=..., window=..., tables=[table.name]) as job:
@@ -19,8 +23,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from difymaint.core.cascade import Cascade, Selection, Step
 from difymaint.core.database import as_str, delete_or_count, ids_in, is_postgres
 from difymaint.core.keyset import Cursor, after
+from difymaint.core.parent_scan import ParentScan
 from difymaint.core.run import JobRun
 
 
@@ -75,6 +81,8 @@ def sweep(job: JobRun, target: TableSweep) -> Cursor | None:
     ``rows_remaining`` on the summary (0 when done, else the matching rows past the cursor) and returns
     the last cursor.
     """
+    if is_postgres(job.ctx.engine):
+        return _sweep_server(job, target)
     engine = job.ctx.engine
     name = target.table.name
     cursor: Cursor | None = None
@@ -96,6 +104,21 @@ def sweep(job: JobRun, target: TableSweep) -> Cursor | None:
             break  # a short page was the last one: no need to ask again
     job.settle_remaining(lambda: remaining(job, target, cursor))
     return cursor
+
+
+def _sweep_server(job: JobRun, target: TableSweep) -> Cursor | None:
+    """PostgreSQL: each batch one statement that picks its page and deletes it (the ids stay on the
+    server), ``--workers`` slices in parallel; an unbounded dry run is one ``count(*)``."""
+    one_table = Cascade((Step(target.table, target.id_column, where=target.where),))
+    scan = ParentScan(job, target.table, selection=target.where, columns=(target.id, target.created))
+    counted = False
+    if job.dry_run and job.options.max_batches is None:
+        counted = scan.count_set(lambda conn: one_table.count(conn, Selection(target.where)))
+    if not counted:
+        scan.walk_server(lambda conn, page: one_table.run_batch(conn, page, dry_run=job.dry_run))
+    job.settle_remaining(scan.remaining)
+    cursors = [part.cursor for part in scan.parts if part.cursor is not None]
+    return max(cursors, key=lambda c: (c.created_at, c.id)) if cursors else None
 
 
 def remaining(job: JobRun, target: TableSweep, cursor: Cursor | None) -> int:

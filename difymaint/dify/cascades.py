@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from difymaint.core.cascade import Cascade, Step
+from difymaint.core.cascade import BatchResult, Cascade, Selection, Step
 from difymaint.core.database import ids_in, ids_not_in
 from difymaint.core.keyset import in_window
 from difymaint.core.run import JobRun
@@ -310,6 +310,20 @@ class RunCleanup:
                 [("messages", "workflow_run_id")],
                 f"every batch scans messages (Dify has no such index); consider: {MESSAGE_INDEX_HINT}",
             )
+
+    @property
+    def server_side(self) -> bool:
+        """Whether a batch can be one server-side statement: nothing in it needs the run ids on the client
+        (the manifest reads the runs' storage; with messages, the emptied conversations are found from them)."""
+        return not self.collect_orphans and not self.with_messages
+
+    def run_batch(self, conn: Connection, page: sa.Select[Any], *, dry_run: bool) -> BatchResult:
+        """One batch of runs chosen by ``page``, deleted (or counted) in one statement (PostgreSQL)."""
+        return WORKFLOW_RUN_CASCADE.run_batch(conn, page, dry_run=dry_run, skip=self.skip_tables)
+
+    def count(self, conn: Connection, selection: sa.ColumnElement[bool]) -> dict[str, int]:
+        """The set-based dry run of the runs ``selection`` matches (without messages)."""
+        return WORKFLOW_RUN_CASCADE.count(conn, Selection(selection), skip=self.skip_tables)
 
     def delete(
         self,

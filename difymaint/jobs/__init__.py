@@ -80,7 +80,9 @@ class JobInfo:
 
 
 _SANDBOX_BATCH = Batch(
-    setting="SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_SIZE", sleep_setting="SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_MAX_INTERVAL"
+    setting="SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_SIZE",
+    sleep_setting="SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_MAX_INTERVAL",
+    workers=True,
 )
 _SANDBOX_WINDOW = Window("SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS")
 
@@ -272,7 +274,7 @@ JOBS: dict[str, JobInfo] = {
         help="Global, no plan check: the cache has no tenant. Each batch deletes a page of ids in one statement "
         "and commits (Dify: one DELETE per row); Dify recomputes a missing embedding on its next use.",
         window=Window("PLAN_SANDBOX_CLEAN_DAY_SETTING"),
-        batch=Batch(default=1000),
+        batch=Batch(default=1000, workers=True),
         lock_key="maintenance:clean_embeddings",
     ),
     "clean-oauth-tokens": JobInfo(

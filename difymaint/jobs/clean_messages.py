@@ -25,8 +25,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from difymaint.core.billing import TenantPolicy, sandbox_expiry_policy
+from difymaint.core.cascade import Selection
 from difymaint.core.context import Context
-from difymaint.core.database import as_str, ids_in
+from difymaint.core.database import as_str, ids_in, is_postgres
 from difymaint.core.errors import UsageError
 from difymaint.core.keyset import Lane, RoundRobin, in_window
 from difymaint.core.manifest import OrphanManifest
@@ -38,6 +39,7 @@ from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
 from difymaint.dify.cascades import (
     CONVERSATION_CASCADE_TABLES,
+    MESSAGE_CASCADE,
     MESSAGE_CASCADE_TABLES,
     MESSAGE_CHILDREN,
     empty_conversations,
@@ -115,7 +117,9 @@ def run(ctx: Context, params: CleanMessagesParams) -> RunSummary:
         manifest = OrphanManifest(params.orphan_manifest, job=JOB, dry_run=params.run.dry_run)
         cleaner = _MessageCleaner(ctx, job, params, policy, manifest, skip=schema.missing_optional)
         try:
-            if strategy == "global":
+            if strategy == "global" and cleaner.server_side:
+                cleaner.walk_server()
+            elif strategy == "global":
                 cleaner.scan.walk_all(cleaner.delete_batch, keep=cleaner.eligible_ids if cleaner.filtered else None)
             else:
                 # Plans are re-checked uncached right before deleting (an upgrade mid-run wins).
@@ -173,6 +177,28 @@ class _MessageCleaner:
             m,
             selection=in_window(m.c.created_at, self.window),
             columns=(m.c.id, m.c.app_id, m.c.conversation_id, m.c.created_at),
+        )
+
+    @property
+    def server_side(self) -> bool:
+        """The one-statement path: PostgreSQL, and no id needed on the client (no plan filter, no orphan
+        manifest, no conversation clean-up, which reads the batch's conversation ids)."""
+        return (
+            is_postgres(self.ctx.engine)
+            and not self.filtered
+            and not self.manifest.enabled
+            and not self.params.clean_conversations
+        )
+
+    def walk_server(self) -> None:
+        skip = self.skip
+        if self.job.dry_run and self.job.options.max_batches is None:
+            # Exact and set-based: one count per table over the whole window, not a walk of the batches.
+            selection = Selection(self.scan.selection)
+            if self.scan.count_set(lambda conn: MESSAGE_CASCADE.count(conn, selection, skip=skip)):
+                return
+        self.scan.walk_server(
+            lambda conn, page: MESSAGE_CASCADE.run_batch(conn, page, dry_run=self.job.dry_run, skip=skip)
         )
 
     def delete_batch(self, rows: Sequence[Any], ids: list[str], would_be_deleted: sa.ColumnElement[bool]) -> bool:

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from difymaint.core.billing import TenantPolicy, sandbox_expiry_policy
 from difymaint.core.context import Context
-from difymaint.core.database import as_str
+from difymaint.core.database import as_str, is_postgres
 from difymaint.core.keyset import Lane, RoundRobin
 from difymaint.core.manifest import OrphanManifest
 from difymaint.core.parent_scan import ParentScan
@@ -90,7 +90,9 @@ def run(ctx: Context, params: CleanWorkflowRunsParams) -> RunSummary:
         manifest = OrphanManifest(params.orphan_manifest, job=JOB, dry_run=params.run.dry_run)
         cleaner = _RunCleaner(ctx, job, params, policy, manifest, cleanup)
         try:
-            if strategy == "global":
+            if strategy == "global" and cleanup.server_side and is_postgres(ctx.engine):
+                cleaner.walk_server()
+            elif strategy == "global":
                 cleaner.scan.walk_all(cleaner.delete_batch)
             else:
                 # Plans are re-checked uncached right before deleting (an upgrade mid-run wins).
@@ -133,6 +135,14 @@ class _RunCleaner:
         self.scan = ParentScan(
             job, runs, selection=ended_runs(self.window), columns=(runs.c.id, runs.c.tenant_id, runs.c.created_at)
         )
+
+    def walk_server(self) -> None:
+        """PostgreSQL, nothing needed on the client: one statement per batch (--workers slices in parallel);
+        an unbounded dry run is one set-based count."""
+        unbounded_dry_run = self.job.dry_run and self.job.options.max_batches is None
+        if unbounded_dry_run and self.scan.count_set(lambda conn: self.cleanup.count(conn, self.scan.selection)):
+            return
+        self.scan.walk_server(lambda conn, page: self.cleanup.run_batch(conn, page, dry_run=self.job.dry_run))
 
     def delete_batch(self, rows: Sequence[Any], run_ids: list[str], runs_passed: sa.ColumnElement[bool]) -> bool:
         """Run one batch transaction; False when it was rolled back and must be retried."""

@@ -36,6 +36,8 @@ def setting_overrides(info: JobInfo, values: Values) -> dict[str, object]:
             overrides[info.batch.setting] = values.get("batch_size")
         if info.batch.sleep_setting:
             overrides[info.batch.sleep_setting] = values.get("sleep_ms")
+        if info.batch.workers:
+            overrides["DIFYMAINT_WORKERS"] = values.get("workers")
     return overrides
 
 
@@ -68,7 +70,8 @@ def resolve_values(info: JobInfo, values: Values, ctx: Context, run: RunOptions)
     if batch is not None:
         size = getattr(settings, batch.setting) if batch.setting else values.get("batch_size") or batch.default
         sleep = getattr(settings, batch.sleep_setting) if batch.sleep_setting else values.get("sleep_ms") or 0
-        resolved["run"] = replace(run, batch_size=size, sleep_ms=sleep)
+        workers = settings.DIFYMAINT_WORKERS if batch.workers else 1
+        resolved["run"] = replace(run, batch_size=size, sleep_ms=sleep, workers=workers)
     else:
         resolved["run"] = run
     return resolved

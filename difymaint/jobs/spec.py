@@ -80,6 +80,7 @@ class Batch:
     max: int = 100000
     sleep_setting: str | None = None
     sleep_option: bool = True  # False: the job has no --sleep-ms (it does not pause)
+    workers: bool = False  # the job takes --workers (DIFYMAINT_WORKERS): parallel slices of its window
 
 
 # --- options several jobs share ------------------------------------------------------------------------------
@@ -140,10 +141,24 @@ def window_options(window: Window) -> tuple[Opt, ...]:
     )
 
 
+WORKERS = Opt(
+    "workers",
+    ("--workers",),
+    "Connections deleting disjoint slices of the window in parallel (DIFYMAINT_WORKERS; PostgreSQL).",
+    type=int,
+    metavar="N",
+    min=1,
+    max=8,
+    setting="DIFYMAINT_WORKERS",
+    panel=RUN,
+)
+
+
 def batch_options(batch: Batch) -> tuple[Opt, ...]:
     size = Opt("batch_size", ("--batch-size",), batch.help, type=int, metavar="N", min=1, max=batch.max, panel=RUN)
+    workers = (WORKERS,) if batch.workers else ()
     if not batch.sleep_option:
-        return (size,)
+        return (size, *workers)
     sleep = Opt(
         "sleep_ms",
         ("--sleep-ms",),
@@ -154,4 +169,4 @@ def batch_options(batch: Batch) -> tuple[Opt, ...]:
         max=MAX_SLEEP_MS,
         panel=RUN,
     )
-    return (size, sleep)
+    return (size, sleep, *workers)

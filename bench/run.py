@@ -1,0 +1,573 @@
+"""Side-by-side benchmark: difymaint against Dify's own SQL shapes and the set-based floor (bench/README.md).
+
+Builds one Dify-shaped template database server-side (``generate_series``; the schema is the one the tests
+use, difymaint/dify/tables.py), then times every contender on a fresh copy of it (``CREATE DATABASE …
+TEMPLATE``), for clean-messages, clean-workflow-runs and clean-embeddings:
+
+* ``floor``: one set-based DELETE per table, all in one transaction (the practical lower bound);
+* ``dify``: Dify's shape (MessagesCleanService / WorkflowRunCleanup: keyset page of 1000, per-table ``IN``
+  deletes, one commit per batch, then a random 0-200 ms pause; clean_embedding_cache_task: 100 ids newest
+  first, one DELETE per row); ``dify-no-sleep``: the same without the pause;
+* ``difymaint``: the CLI with its defaults; ``difymaint-sleep0``: ``--sleep-ms 0``;
+  ``difymaint-workers2``: ``--sleep-ms 0 --workers 2``.
+
+Every contender must delete exactly the same rows per table (checked by counting the copies afterwards). It
+prints wall time, rows/s, the ratios to Dify's default, to Dify without its sleep and to the floor,
+p50/p95/max batch transaction time, peak RSS (difymaint: the CLI process) and WAL bytes; then the exact
+``--dry-run`` against one ``count(*)`` per table with the same predicates.
+
+    bench/run --pg-url postgresql://postgres@127.0.0.1:5432/postgres --messages 300000 [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, make_url
+
+from difymaint.dify.tables import metadata
+
+MESSAGE_CHILDREN = (
+    "message_feedbacks",
+    "message_annotations",
+    "message_chains",
+    "message_agent_thoughts",
+    "message_files",
+    "saved_messages",
+    "app_annotation_hit_histories",
+    "dataset_retriever_resources",
+)
+MESSAGE_TABLES = (*MESSAGE_CHILDREN, "messages")
+RUN_TABLES = (
+    "workflow_node_execution_offload",
+    "workflow_node_executions",
+    "workflow_app_logs",
+    "workflow_pause_reasons",
+    "workflow_pauses",
+    "workflow_trigger_logs",
+    "workflow_runs",
+)
+ENDED = "('succeeded', 'failed', 'partial-succeeded', 'stopped')"
+DIFY_SLEEP_MS = 200  # SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_MAX_INTERVAL's default
+DAYS = 30
+
+
+@dataclass
+class Result:
+    job: str
+    contender: str
+    wall_s: float
+    rows: int
+    deleted: dict[str, int]
+    batches: int = 0
+    batch_ms: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float | None = None
+    wal_bytes: int | None = None
+    ratios: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.wall_s if self.wall_s else 0.0
+
+
+# --- the template database -----------------------------------------------------------------------------------
+
+
+def uid(prefix: str, expr: str) -> str:
+    """A deterministic uuid from a prefix and an integer expression (no join needed to point at a parent)."""
+    return f"md5('{prefix}' || ({expr})::text)::uuid"
+
+
+def build_template(engine: Engine, *, messages: int, runs: int, embeddings: int, now: datetime) -> None:
+    metadata.create_all(engine)
+    apps, conversations = 200, max(1, messages // 5)
+    span = 90 * 86400  # rows spread evenly over 90 days; the cut-off (30 days) removes two thirds
+    someone = "'00000000-0000-0000-0000-000000000001'"
+    ts = f"(timestamp '{now:%Y-%m-%d %H:%M:%S}' - ((g::bigint * {span}) / GREATEST(n, 1)) * interval '1 second')"
+    statements = [
+        # Payload columns stored uncompressed, so the 1-4 KB and 6 KB rows really weigh that much in TOAST.
+        "ALTER TABLE workflow_node_executions ALTER COLUMN inputs SET STORAGE EXTERNAL",
+        "ALTER TABLE workflow_node_executions ALTER COLUMN outputs SET STORAGE EXTERNAL",
+        "ALTER TABLE embeddings ALTER COLUMN embedding SET STORAGE EXTERNAL",
+        "INSERT INTO tenants (id, name) SELECT " + uid("t", "g") + ", 't' || g FROM generate_series(0, 49) g",
+        f"INSERT INTO apps (id, tenant_id, name, mode, enable_site, enable_api) SELECT {uid('a', 'g')}, "
+        f"{uid('t', 'g % 50')}, 'app', 'chat', true, true FROM generate_series(0, {apps - 1}) g",
+        f"INSERT INTO conversations (id, app_id, mode, name, inputs, status, from_source) SELECT {uid('c', 'g')}, "
+        f"{uid('a', f'g % {apps}')}, 'chat', 'c', '{{}}', 'normal', 'api' "
+        f"FROM generate_series(0, {conversations - 1}) g",
+        f"INSERT INTO messages (id, app_id, conversation_id, inputs, query, message, answer, message_unit_price, "
+        f"answer_unit_price, currency, from_source, created_at, updated_at) SELECT {uid('m', 'g')}, "
+        f"{uid('a', f'(g % {conversations}) % {apps}')}, {uid('c', f'g % {conversations}')}, '{{}}', 'q', '[]', "
+        f"repeat('answer ', 20), 0, 0, 'USD', 'api', {ts}, {ts} FROM generate_series(0, {messages - 1}) g, "
+        f"(SELECT {messages} AS n) k",
+        # ~3.2 child rows per message across the eight tables
+        f"INSERT INTO message_feedbacks (id, app_id, conversation_id, message_id, rating, from_source) "
+        f"SELECT {uid('mf', 'g')}, {uid('a', f'(g % {conversations}) % {apps}')}, {uid('c', f'g % {conversations}')}, "
+        f"{uid('m', 'g')}, 'like', 'user' FROM generate_series(0, {messages - 1}) g WHERE g % 10 = 0",
+        f"INSERT INTO message_annotations (id, app_id, conversation_id, message_id, question, content, account_id) "
+        f"SELECT {uid('ma', 'g')}, {uid('a', f'(g % {conversations}) % {apps}')}, "
+        f"{uid('c', f'g % {conversations}')}, {uid('m', 'g')}, 'q', 'a', {someone} "
+        f"FROM generate_series(0, {messages - 1}) g WHERE g % 20 = 1",
+        f"INSERT INTO message_chains (id, message_id, type) SELECT {uid('mc', 'g')}, {uid('m', 'g')}, 'system' "
+        f"FROM generate_series(0, {messages - 1}) g WHERE g % 2 = 0",
+        f"INSERT INTO message_agent_thoughts (id, message_id, position, created_by_role, created_by) "
+        f"SELECT {uid('mt', 'g * 2 + p')}, {uid('m', 'g')}, p, 'account', {someone} "
+        f"FROM generate_series(0, {messages - 1}) g, generate_series(0, 1) p WHERE g % 4 <> 3 OR p = 0",
+        f"INSERT INTO message_files (id, message_id, type, transfer_method, created_by_role, created_by) "
+        f"SELECT {uid('mfi', 'g')}, {uid('m', 'g')}, 'image', 'remote_url', 'end_user', {someone} "
+        f"FROM generate_series(0, {messages - 1}) g WHERE g % 5 = 2",
+        f"INSERT INTO saved_messages (id, app_id, message_id, created_by) SELECT {uid('sm', 'g')}, "
+        f"{uid('a', f'(g % {conversations}) % {apps}')}, {uid('m', 'g')}, {someone} "
+        f"FROM generate_series(0, {messages - 1}) g WHERE g % 20 = 3",
+        f"INSERT INTO app_annotation_hit_histories (id, app_id, annotation_id, source, question, account_id, "
+        f"message_id, annotation_question, annotation_content) SELECT {uid('ah', 'g')}, "
+        f"{uid('a', f'(g % {conversations}) % {apps}')}, {someone}, 'api', 'q', {someone}, {uid('m', 'g')}, 'q', 'a' "
+        f"FROM generate_series(0, {messages - 1}) g WHERE g % 20 = 4",
+        f"INSERT INTO dataset_retriever_resources (id, message_id, position, dataset_id, dataset_name, "
+        f"document_name, content, retriever_from, created_by) SELECT {uid('dr', 'g')}, {uid('m', 'g')}, 1, "
+        f"{someone}, 'd', 'doc', repeat('chunk ', 40), 'api', {someone} "
+        f"FROM generate_series(0, {messages - 1}) g WHERE g % 2 = 1",
+        # workflow runs: 1 in 10 still running or paused (never deleted), 5 node executions of 1-4 KB each
+        f"INSERT INTO workflow_runs (id, tenant_id, app_id, workflow_id, type, triggered_from, version, graph, "
+        f"inputs, outputs, status, created_by_role, created_by, created_at) SELECT {uid('r', 'g')}, "
+        f"{uid('t', 'g % 50')}, {uid('a', f'g % {apps}')}, {uid('w', 'g % 400')}, 'workflow', 'app-run', 'v1', "
+        f"repeat('{{}}', 200), '{{}}', '{{}}', CASE g % 10 WHEN 0 THEN 'running' WHEN 5 THEN 'paused' "
+        f"WHEN 7 THEN 'failed' ELSE 'succeeded' END, 'account', {someone}, {ts} "
+        f"FROM generate_series(0, {runs - 1}) g, (SELECT {runs} AS n) k",
+        f"INSERT INTO workflow_node_executions (id, tenant_id, app_id, workflow_id, triggered_from, "
+        f"workflow_run_id, index, node_id, node_type, title, inputs, outputs, status, created_by_role, created_by, "
+        f"created_at) SELECT {uid('ne', 'g * 5 + i')}, {uid('t', 'g % 50')}, {uid('a', f'g % {apps}')}, "
+        f"{uid('w', 'g % 400')}, 'workflow-run', {uid('r', 'g')}, i, 'n' || i, 'llm', 'node', "
+        f"repeat(md5((g * 5 + i)::text), 16 + ((g + i) % 4) * 16), repeat(md5(g::text), 16), 'succeeded', "
+        f"'account', {someone}, now() FROM generate_series(0, {runs - 1}) g, generate_series(0, 4) i",
+        f"INSERT INTO workflow_node_execution_offload (id, tenant_id, app_id, node_execution_id, type, file_id) "
+        f"SELECT {uid('off', 'g')}, {uid('t', 'g % 50')}, {uid('a', f'g % {apps}')}, {uid('ne', 'g * 5')}, "
+        f"'outputs', {uid('uf', 'g')} FROM generate_series(0, {runs - 1}) g WHERE g % 10 = 3",
+        f"INSERT INTO workflow_app_logs (id, tenant_id, app_id, workflow_id, workflow_run_id, created_from, "
+        f"created_by_role, created_by) SELECT {uid('al', 'g')}, {uid('t', 'g % 50')}, {uid('a', f'g % {apps}')}, "
+        f"{uid('w', 'g % 400')}, {uid('r', 'g')}, 'service-api', 'account', {someone} "
+        f"FROM generate_series(0, {runs - 1}) g",
+        f"INSERT INTO workflow_pauses (id, workflow_id, workflow_run_id, state_object_key) SELECT {uid('p', 'g')}, "
+        f"{uid('w', 'g % 400')}, {uid('r', 'g')}, 'pause/' || g FROM generate_series(0, {runs - 1}) g "
+        f"WHERE g % 10 IN (5, 6)",
+        f"INSERT INTO workflow_pause_reasons (id, pause_id, type_, form_id, node_id) SELECT {uid('pr', 'g')}, "
+        f"{uid('p', 'g')}, 'human_input', {someone}, 'n1' FROM generate_series(0, {runs - 1}) g "
+        f"WHERE g % 10 IN (5, 6)",
+        f"INSERT INTO workflow_trigger_logs (id, tenant_id, app_id, workflow_id, workflow_run_id, trigger_metadata, "
+        f"trigger_type, trigger_data, inputs, status, queue_name, retry_count, created_by_role, created_by) "
+        f"SELECT {uid('tl', 'g')}, {uid('t', 'g % 50')}, {uid('a', f'g % {apps}')}, {uid('w', 'g % 400')}, "
+        f"{uid('r', 'g')}, '{{}}', 'webhook', '{{}}', '{{}}', 'succeeded', 'q', 0, 'account', {someone} "
+        f"FROM generate_series(0, {runs - 1}) g WHERE g % 10 = 4",
+        # the embedding cache: ~6 KB per row
+        f"INSERT INTO embeddings (id, model_name, hash, embedding, provider_name, created_at) SELECT "
+        f"{uid('e', 'g')}, 'text-embedding-3-small', md5(g::text), decode(repeat(md5(g::text), 384), 'hex'), "
+        f"'openai', {ts} FROM generate_series(0, {embeddings - 1}) g, (SELECT {embeddings} AS n) k",
+    ]
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("VACUUM ANALYZE"))
+
+
+# --- contenders --------------------------------------------------------------------------------------------------
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.batches: list[float] = []
+
+    def summary(self) -> dict[str, float]:
+        if not self.batches:
+            return {}
+        ordered = sorted(self.batches)
+
+        def at(share: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000, 1)
+
+        return {"p50": at(0.5), "p95": at(0.95), "max": at(1.0)}
+
+
+def floor_messages(conn: Connection, cutoff: datetime, _timer: Timer) -> None:
+    doomed = "SELECT id FROM messages WHERE created_at < :cut"
+    with conn.begin():
+        for child in MESSAGE_CHILDREN:
+            conn.execute(sa.text(f"DELETE FROM {child} WHERE message_id IN ({doomed})"), {"cut": cutoff})
+        conn.execute(sa.text("DELETE FROM messages WHERE created_at < :cut"), {"cut": cutoff})
+
+
+def floor_runs(conn: Connection, cutoff: datetime, _timer: Timer) -> None:
+    runs = f"SELECT id FROM workflow_runs WHERE created_at < :cut AND status IN {ENDED}"
+    nodes = f"SELECT id FROM workflow_node_executions WHERE workflow_run_id IN ({runs})"
+    pauses = f"SELECT id FROM workflow_pauses WHERE workflow_run_id IN ({runs})"
+    statements = [
+        f"DELETE FROM workflow_node_execution_offload WHERE node_execution_id IN ({nodes})",
+        f"DELETE FROM workflow_node_executions WHERE workflow_run_id IN ({runs})",
+        f"DELETE FROM workflow_app_logs WHERE workflow_run_id IN ({runs})",
+        f"DELETE FROM workflow_pause_reasons WHERE pause_id IN ({pauses})",
+        f"DELETE FROM workflow_pauses WHERE workflow_run_id IN ({runs})",
+        f"DELETE FROM workflow_trigger_logs WHERE workflow_run_id IN ({runs})",
+        f"DELETE FROM workflow_runs WHERE created_at < :cut AND status IN {ENDED}",
+    ]
+    with conn.begin():
+        for statement in statements:
+            conn.execute(sa.text(statement), {"cut": cutoff})
+
+
+def floor_embeddings(conn: Connection, cutoff: datetime, _timer: Timer) -> None:
+    with conn.begin():
+        conn.execute(sa.text("DELETE FROM embeddings WHERE created_at < :cut"), {"cut": cutoff})
+
+
+def in_list(statement: str) -> sa.TextClause:
+    return sa.text(statement).bindparams(sa.bindparam("ids", expanding=True))
+
+
+def dify_messages(sleep_ms: int) -> Callable[[Connection, datetime, Timer], None]:
+    """MessagesCleanService, billing off: keyset page of 1000, the apps look-up, per-table IN deletes."""
+
+    def run(conn: Connection, cutoff: datetime, timer: Timer) -> None:
+        cursor: tuple[Any, Any] | None = None
+        while True:
+            started = time.perf_counter()
+            with conn.begin():
+                where = "created_at < :cut" + (" AND (created_at, id) > (:c_ts, :c_id)" if cursor else "")
+                params: dict[str, Any] = {"cut": cutoff}
+                if cursor:
+                    params.update(c_ts=cursor[0], c_id=cursor[1])
+                rows = conn.execute(
+                    sa.text(
+                        f"SELECT id, app_id, created_at FROM messages WHERE {where} ORDER BY created_at, id LIMIT 1000"
+                    ),
+                    params,
+                ).all()
+                if not rows:
+                    return
+                cursor = (rows[-1].created_at, rows[-1].id)
+                apps = sorted({str(row.app_id) for row in rows})
+                conn.execute(in_list("SELECT id, tenant_id FROM apps WHERE id IN :ids"), {"ids": apps}).all()
+            ids = [str(row.id) for row in rows]
+            with conn.begin():
+                for child in MESSAGE_CHILDREN:
+                    conn.execute(in_list(f"DELETE FROM {child} WHERE message_id IN :ids"), {"ids": ids})
+                conn.execute(in_list("DELETE FROM messages WHERE id IN :ids"), {"ids": ids})
+            timer.batches.append(time.perf_counter() - started)
+            if sleep_ms:
+                time.sleep(random.uniform(0, sleep_ms) / 1000)
+
+    return run
+
+
+def dify_runs(sleep_ms: int) -> Callable[[Connection, datetime, Timer], None]:
+    """WorkflowRunCleanup, billing off: keyset page of full run rows, delete_runs_with_related, pause."""
+
+    def run(conn: Connection, cutoff: datetime, timer: Timer) -> None:
+        cursor: tuple[Any, Any] | None = None
+        while True:
+            started = time.perf_counter()
+            with conn.begin():
+                where = f"created_at < :cut AND status IN {ENDED}"
+                params: dict[str, Any] = {"cut": cutoff}
+                if cursor:
+                    where += " AND (created_at, id) > (:c_ts, :c_id)"
+                    params.update(c_ts=cursor[0], c_id=cursor[1])
+                rows = conn.execute(
+                    sa.text(f"SELECT * FROM workflow_runs WHERE {where} ORDER BY created_at, id LIMIT 1000"), params
+                ).all()
+            if not rows:
+                return
+            cursor = (rows[-1].created_at, rows[-1].id)
+            ids = [str(row.id) for row in rows]
+            with conn.begin():
+                conn.execute(
+                    in_list(
+                        "DELETE FROM workflow_node_execution_offload WHERE node_execution_id IN "
+                        "(SELECT id FROM workflow_node_executions WHERE workflow_run_id IN :ids)"
+                    ),
+                    {"ids": ids},
+                )
+                conn.execute(
+                    in_list("DELETE FROM workflow_node_executions WHERE workflow_run_id IN :ids"), {"ids": ids}
+                )
+                conn.execute(in_list("DELETE FROM workflow_app_logs WHERE workflow_run_id IN :ids"), {"ids": ids})
+                pauses = [
+                    str(r[0])
+                    for r in conn.execute(
+                        in_list("SELECT id FROM workflow_pauses WHERE workflow_run_id IN :ids"), {"ids": ids}
+                    )
+                ]
+                if pauses:
+                    conn.execute(in_list("DELETE FROM workflow_pause_reasons WHERE pause_id IN :ids"), {"ids": pauses})
+                    conn.execute(in_list("DELETE FROM workflow_pauses WHERE id IN :ids"), {"ids": pauses})
+                conn.execute(in_list("DELETE FROM workflow_trigger_logs WHERE workflow_run_id IN :ids"), {"ids": ids})
+                conn.execute(in_list("DELETE FROM workflow_runs WHERE id IN :ids"), {"ids": ids})
+            timer.batches.append(time.perf_counter() - started)
+            if sleep_ms:
+                time.sleep(random.uniform(0, sleep_ms) / 1000)
+
+    return run
+
+
+def dify_embeddings(conn: Connection, cutoff: datetime, timer: Timer) -> None:
+    """clean_embedding_cache_task: 100 ids newest first, then one DELETE per id, commit."""
+    while True:
+        started = time.perf_counter()
+        with conn.begin():
+            ids = [
+                str(r[0])
+                for r in conn.execute(
+                    sa.text("SELECT id FROM embeddings WHERE created_at < :cut ORDER BY created_at DESC LIMIT 100"),
+                    {"cut": cutoff},
+                )
+            ]
+            if not ids:
+                return
+            for one in ids:
+                conn.execute(sa.text("DELETE FROM embeddings WHERE id = :id"), {"id": one})
+        timer.batches.append(time.perf_counter() - started)
+
+
+JOBS: dict[str, dict[str, Any]] = {
+    "clean-messages": {
+        "tables": MESSAGE_TABLES,
+        "floor": floor_messages,
+        "dify": dify_messages(DIFY_SLEEP_MS),
+        "dify-no-sleep": dify_messages(0),
+    },
+    "clean-workflow-runs": {
+        "tables": RUN_TABLES,
+        "floor": floor_runs,
+        "dify": dify_runs(DIFY_SLEEP_MS),
+        "dify-no-sleep": dify_runs(0),
+    },
+    "clean-embeddings": {"tables": ("embeddings",), "floor": floor_embeddings, "dify": dify_embeddings},
+}
+DIFYMAINT = {
+    "difymaint": [],
+    "difymaint-sleep0": ["--sleep-ms", "0"],
+    "difymaint-workers2": ["--sleep-ms", "0", "--workers", "2"],
+}
+
+
+# --- harness ---------------------------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, pg_url: str, tag: str) -> None:
+        self.base = make_url(pg_url)
+        self.admin = sa.create_engine(self.base, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+        self.template = f"dmbench_tpl_{tag}"
+        self.copy = f"dmbench_run_{tag}"
+
+    def url(self, database: str) -> str:
+        return self.base.set(database=database).render_as_string(hide_password=False)
+
+    def sql(self, statement: str) -> Any:
+        with self.admin.connect() as conn:
+            result = conn.execute(sa.text(statement))
+            return result.scalar() if result.returns_rows else None
+
+    def fresh_copy(self) -> Engine:
+        self.sql(f"DROP DATABASE IF EXISTS {self.copy} WITH (FORCE)")
+        self.sql(f"CREATE DATABASE {self.copy} TEMPLATE {self.template}")
+        engine = sa.create_engine(self.url(self.copy), poolclass=sa.pool.NullPool)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("CHECKPOINT"))
+        return engine
+
+    def counts(self, engine: Engine, tables: tuple[str, ...]) -> dict[str, int]:
+        with engine.connect() as conn:
+            return {name: int(conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one()) for name in tables}
+
+    def wal_lsn(self) -> str:
+        return str(self.sql("SELECT pg_current_wal_lsn()"))
+
+    def wal_since(self, lsn: str) -> int:
+        return int(self.sql(f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{lsn}')"))
+
+    def cleanup(self) -> None:
+        for name in (self.copy, self.template):
+            self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        self.admin.dispose()
+
+
+def cli(job: str, url: str, cutoff: datetime, extra: list[str]) -> tuple[dict[str, Any], float, float]:
+    """Run the difymaint CLI; returns its JSON summary, its wall time and its peak RSS in MB."""
+    command = [sys.executable, "-m", "difymaint", job, "--end-before", cutoff.strftime("%Y-%m-%d"), "--yes"]
+    command += ["--json", "-q", "--database-url", url, *extra]
+    env = {**os.environ, "DIFYMAINT_USE_REDIS": "false", "BILLING_ENABLED": "false", "NO_COLOR": "1"}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+        # wait4 gives this child's own peak RSS (KB on Linux), not the maximum over every child so far.
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if process.returncode != 0:
+        raise SystemExit(f"bench: {job} {' '.join(extra)} failed ({process.returncode}): {stderr[-500:]}")
+    return json.loads(stdout.strip().splitlines()[-1]), wall, usage.ru_maxrss / 1024
+
+
+def measure(bench: Bench, job: str, contender: str, cutoff: datetime) -> Result:
+    spec = JOBS[job]
+    tables: tuple[str, ...] = spec["tables"]
+    engine = bench.fresh_copy()
+    before = bench.counts(engine, tables)
+    lsn = bench.wal_lsn()
+    result: Result
+    if contender in DIFYMAINT:
+        summary, wall, rss = cli(job, bench.url(bench.copy), cutoff, DIFYMAINT[contender])
+        result = Result(job, contender, summary["duration_s"], 0, {}, summary["batches"])
+        result.batch_ms = summary["details"].get("batch_ms", {})
+        result.peak_rss_mb = round(rss, 1)
+        result.ratios["cli_wall_s"] = round(wall, 2)
+    else:
+        timer = Timer()
+        with engine.connect() as conn:
+            started = time.perf_counter()
+            spec[contender](conn, cutoff, timer)
+            wall = time.perf_counter() - started
+        result = Result(job, contender, wall, 0, {}, len(timer.batches), timer.summary())
+    result.wal_bytes = bench.wal_since(lsn)
+    after = bench.counts(engine, tables)
+    engine.dispose()
+    result.deleted = {name: before[name] - after[name] for name in tables}
+    result.rows = sum(result.deleted.values())
+    return result
+
+
+def dry_run_vs_count(bench: Bench, cutoff: datetime, repeat: int = 3) -> dict[str, Any]:
+    """clean-messages --dry-run against one count(*) per table with the same predicates; the median of
+    ``repeat`` alternating runs of each (a dry run writes nothing, so one copy serves them all)."""
+    engine = bench.fresh_copy()
+    doomed = "SELECT id FROM messages WHERE created_at < :cut"
+    counts = [f"SELECT count(*) FROM {child} WHERE message_id IN ({doomed})" for child in MESSAGE_CHILDREN]
+    counts.append("SELECT count(*) FROM messages WHERE created_at < :cut")
+    count_times, dry_times, walls = [], [], []
+    total = 0
+    summary: dict[str, Any] = {}
+    for _ in range(repeat):
+        with engine.connect() as conn:
+            started = time.perf_counter()
+            total = sum(int(conn.execute(sa.text(q), {"cut": cutoff}).scalar_one()) for q in counts)
+            count_times.append(time.perf_counter() - started)
+        summary, wall, _ = cli("clean-messages", bench.url(bench.copy), cutoff, ["--dry-run"])
+        dry_times.append(float(summary["duration_s"]))
+        walls.append(wall)
+    engine.dispose()
+    count_s, dry_s = statistics.median(count_times), statistics.median(dry_times)
+    return {
+        "count_s": round(count_s, 3),
+        "count_rows": total,
+        "dry_run_s": round(dry_s, 3),
+        "dry_run_cli_wall_s": round(statistics.median(walls), 2),
+        "dry_run_rows": summary["rows_total"],
+        "ratio": round(dry_s / count_s, 2) if count_s else None,
+        "repeat": repeat,
+    }
+
+
+def with_ratios(results: list[Result]) -> None:
+    by_name = {r.contender: r for r in results}
+    for result in results:
+        for base in ("dify", "dify-no-sleep", "floor"):
+            other = by_name.get(base)
+            if other is not None and other.rows_per_s:
+                result.ratios[f"vs_{base}"] = round(result.rows_per_s / other.rows_per_s, 2)
+
+
+def print_table(job: str, results: list[Result]) -> None:
+    print(f"\n{job}: {results[0].rows:,} rows deleted by every contender")
+    header = f"{'contender':<20}{'wall s':>8}{'rows/s':>10}{'÷dify':>7}{'÷dify0':>7}{'÷floor':>7}"
+    print(header + f"{'batches':>8}{'p50 ms':>8}{'p95 ms':>8}{'max ms':>8}{'RSS MB':>8}{'WAL MB':>8}")
+    for r in results:
+        ratio = [f"{r.ratios.get(k, float('nan')):>7.2f}" for k in ("vs_dify", "vs_dify-no-sleep", "vs_floor")]
+        rss = f"{r.peak_rss_mb:>8.0f}" if r.peak_rss_mb is not None else f"{'':>8}"
+        wal = f"{(r.wal_bytes or 0) / 2**20:>8.0f}"
+        ms = [f"{r.batch_ms.get(k, float('nan')):>8.0f}" for k in ("p50", "p95", "max")]
+        print(
+            f"{r.contender:<20}{r.wall_s:>8.2f}{r.rows_per_s:>10,.0f}{''.join(ratio)}{r.batches:>8}{''.join(ms)}{rss}{wal}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pg-url", required=True, help="a PostgreSQL you may create databases on")
+    parser.add_argument("--messages", type=int, default=60_000)
+    parser.add_argument("--runs", type=int, default=None, help="workflow runs (default: messages / 5)")
+    parser.add_argument("--embeddings", type=int, default=None, help="embedding rows (default: messages / 3)")
+    parser.add_argument("--jobs", default=",".join(JOBS), help="comma-separated subset of " + ", ".join(JOBS))
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+    parser.add_argument("--keep", action="store_true", help="keep the template database")
+    args = parser.parse_args(argv)
+    runs = args.runs if args.runs is not None else max(10, args.messages // 5)
+    embeddings = args.embeddings if args.embeddings is not None else max(10, args.messages // 3)
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    cutoff = (now - timedelta(days=DAYS)).replace(hour=0, minute=0, second=0)
+    bench = Bench(args.pg_url, f"{os.getpid()}")
+    report: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "postgres": None},
+        "scale": {"messages": args.messages, "runs": runs, "embeddings": embeddings},
+        "jobs": {},
+    }
+    try:
+        report["machine"]["postgres"] = bench.sql("SHOW server_version")
+        bench.sql(f"DROP DATABASE IF EXISTS {bench.template} WITH (FORCE)")
+        bench.sql(f"CREATE DATABASE {bench.template}")
+        started = time.perf_counter()
+        template = sa.create_engine(bench.url(bench.template), poolclass=sa.pool.NullPool)
+        build_template(template, messages=args.messages, runs=runs, embeddings=embeddings, now=now)
+        template.dispose()
+        report["build_s"] = round(time.perf_counter() - started, 1)
+        if not args.json:
+            print(f"template built in {report['build_s']} s: {report['scale']}; cut-off {cutoff:%Y-%m-%d}")
+        mismatched = []
+        for job in [name.strip() for name in args.jobs.split(",") if name.strip()]:
+            contenders = [name for name in JOBS[job] if name != "tables"] + list(DIFYMAINT)
+            if job == "clean-embeddings":
+                contenders.remove("difymaint-sleep0")  # no pause by default: the same as "difymaint"
+            results = [measure(bench, job, contender, cutoff) for contender in contenders]
+            with_ratios(results)
+            if any(r.deleted != results[0].deleted for r in results):
+                mismatched.append(job)
+            report["jobs"][job] = [asdict(r) | {"rows_per_s": round(r.rows_per_s)} for r in results]
+            if not args.json:
+                print_table(job, results)
+        if "clean-messages" in args.jobs:
+            report["dry_run"] = dry_run_vs_count(bench, cutoff)
+            if not args.json:
+                d = report["dry_run"]
+                print(
+                    f"\nclean-messages --dry-run: {d['dry_run_s']} s for {d['dry_run_rows']:,} rows; one count(*) per "
+                    f"table: {d['count_s']} s ({d['count_rows']:,} rows); ratio {d['ratio']}"
+                )
+        report["same_rows"] = not mismatched
+        if args.json:
+            print(json.dumps(report, default=str))
+        if mismatched:
+            print(f"bench: contenders deleted different rows in {', '.join(mismatched)}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        if not args.keep:
+            bench.cleanup()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""bench/run at its smallest scale, so it cannot rot: every contender runs and all delete the same rows.
+
+Timings are never asserted here (the machine is shared); bench/README.md records a real run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.postgres
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "run.py"
+
+
+def test_bench_runs_every_contender_and_they_delete_the_same_rows(pg_admin_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--pg-url", pg_admin_url, "--messages", "400", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["same_rows"] is True
+    cascade = ["floor", "dify", "dify-no-sleep", "difymaint", "difymaint-sleep0", "difymaint-workers2"]
+    expected = {
+        "clean-messages": cascade,
+        "clean-workflow-runs": cascade,
+        "clean-embeddings": ["floor", "dify", "difymaint", "difymaint-workers2"],
+    }
+    assert {job: [r["contender"] for r in results] for job, results in report["jobs"].items()} == expected
+    for job, results in report["jobs"].items():
+        deleted = [r["deleted"] for r in results]
+        assert all(d == deleted[0] for d in deleted), job
+        assert sum(deleted[0].values()) > 0, job  # the cut-off really removes rows
+        assert all("vs_floor" in r["ratios"] for r in results), job
+    # running and paused runs are never deleted by any contender
+    assert report["jobs"]["clean-workflow-runs"][0]["deleted"]["workflow_runs"] < report["scale"]["runs"] * 0.8
+    dry = report["dry_run"]
+    assert dry["dry_run_rows"] == dry["count_rows"] == sum(report["jobs"]["clean-messages"][0]["deleted"].values())
