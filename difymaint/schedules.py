@@ -196,9 +196,11 @@ class RenderOptions:
     only: tuple[str, ...] = ()  # job names; empty = every scheduled job
     compose_dir: str = ""  # crontab: run each job with `docker compose run` in Dify's docker/ directory
     namespaced: bool = False  # write metadata.namespace into each manifest (kustomize sets it otherwise)
+    shards: int = 1  # k8s: Indexed Jobs of this many pods for the jobs that take --shard
 
 
 DEFAULTS = RenderOptions()
+MAX_RENDER_SHARDS = 64
 
 
 class RenderError(ValueError):
@@ -222,6 +224,8 @@ def check_options(options: RenderOptions) -> None:
         raise RenderError(f"image {options.image!r} is not an image reference (registry/name:tag or @sha256:...)")
     if not _TIME_ZONE.match(options.time_zone):
         raise RenderError(f"time zone {options.time_zone!r} is not an IANA name such as Etc/UTC or Europe/Berlin")
+    if not 1 <= options.shards <= MAX_RENDER_SHARDS:
+        raise RenderError(f"--shards must be between 1 and {MAX_RENDER_SHARDS}, not {options.shards}")
     if any(char.isspace() for char in options.env_file + options.binary + options.compose_dir):
         raise RenderError("--env-file and --binary paths must not contain white space (cron and systemd split on it)")
 
@@ -397,6 +401,11 @@ def render_cronjob(
     job: JobInfo, options: RenderOptions = DEFAULTS, registry: Mapping[str, JobInfo] | None = None
 ) -> str:
     timing = timing_for(job, registry)
+    shards = options.shards if job.batch is not None and job.batch.shard else 1
+    args = job_args(job, timing)
+    if shards > 1:
+        # Kubernetes expands $(VAR) in args; an Indexed Job gives each pod its JOB_COMPLETION_INDEX.
+        args = [*args, f"--shard=$(JOB_COMPLETION_INDEX)/{shards}"]
     return _render(
         "cronjob.yaml.j2",
         options,
@@ -407,7 +416,8 @@ def render_cronjob(
         timing=timing,
         frequent=is_frequent(job),
         schedule=zone_schedule(job.schedule, options.time_zone),
-        args=job_args(job, timing),
+        args=args,
+        shards=shards,
     )
 
 

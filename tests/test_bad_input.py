@@ -96,6 +96,17 @@ def _not_int(text: str) -> bool:
     return False
 
 
+def _not_shard(text: str) -> bool:
+    from difymaint.core.errors import UsageError
+    from difymaint.core.shard import parse_shard
+
+    try:
+        parse_shard(text)
+    except UsageError:
+        return True
+    return False
+
+
 def _not_float(text: str) -> bool:
     try:
         float(text)
@@ -158,6 +169,8 @@ def garbage_for(opt: Opt) -> st.SearchStrategy[str] | None:
         return _int_garbage(opt.min, opt.max)
     if opt.type is float:
         return st.one_of(NON_FINITE, JUNK.filter(_not_float), st.sampled_from(["-1", "0", "-0.5"]))
+    if opt.name == "shard":
+        return st.one_of(JUNK.filter(_not_shard), st.sampled_from(["2/2", "-1/2", "0/0", "1/2/3"]))
     if opt.name == "window_start":
         return st.one_of(JUNK.filter(lambda t: not t.strip().isdigit()), st.sampled_from(["2026-13-01T00:00"]))
     if opt.name in ("start_from", "end_before"):

@@ -30,6 +30,7 @@ from difymaint.core.locking import JobLock, LockHeartbeat
 from difymaint.core.reporter import BatchProgress
 from difymaint.core.schema import missing_leading_indexes
 from difymaint.core.settings import Settings
+from difymaint.core.shard import Shard
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.window import TimeWindow
 
@@ -46,6 +47,7 @@ class RunOptions:
     max_batches: int | None = None
     sleep_ms: int = 0
     workers: int = 1  # connections deleting disjoint slices of the window in parallel (cascade jobs)
+    shard: Shard | None = None  # this run's share of the apps (--shard K/N); it takes its own lock
     use_lock: bool = True
     vacuum_analyze: bool = False  # VACUUM (ANALYZE) the tables a real run deleted from, afterwards
 
@@ -300,6 +302,9 @@ def job_run(
     verbs: tuple[str, str] = ("deleted", "would delete"),
 ) -> Iterator[JobRun]:
     """Take the job's lock (or raise LockHeld), run the body, always release, finish the summary."""
+    if options.shard is not None:
+        # Each shard has a lock of its own: N pods run side by side, two pods of one shard never do.
+        lock_key += options.shard.lock_suffix
     lock = ctx.job_lock(lock_key, enabled=options.use_lock)
     if not lock.acquire():
         holder: Callable[[], str] | None = getattr(lock, "holder", None)

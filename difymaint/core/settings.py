@@ -415,6 +415,9 @@ class RunSettings(BaseSettings):
     DIFYMAINT_WORKERS: int = Field(
         default=1, ge=1, le=8, description="Parallel connections for the cascade jobs (--workers; PostgreSQL)."
     )
+    DIFYMAINT_SHARD: str | None = Field(
+        default=None, description="K/N: this run's shard of the apps (--shard; Kubernetes Indexed Jobs)."
+    )
     DIFYMAINT_LONG_TRANSACTION_WARN_S: NonNegativeInt = Field(
         default=3600, description="Warn about other transactions open longer than this (they block vacuum)."
     )

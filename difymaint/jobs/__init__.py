@@ -83,6 +83,7 @@ _SANDBOX_BATCH = Batch(
     setting="SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_SIZE",
     sleep_setting="SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_MAX_INTERVAL",
     workers=True,
+    shard=True,
 )
 _SANDBOX_WINDOW = Window("SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS")
 
@@ -260,7 +261,7 @@ JOBS: dict[str, JobInfo] = {
             Opt("app_ids", ("--app-ids",), "Comma-separated app ids to limit the run to.", kind="ids", metavar="IDS"),
             ORPHAN_MANIFEST,
         ),
-        batch=Batch(setting="WORKFLOW_LOG_CLEANUP_BATCH_SIZE"),
+        batch=Batch(setting="WORKFLOW_LOG_CLEANUP_BATCH_SIZE", shard=True),
         lock_key="retention:clean_workflow_runlogs_precise",  # Dify takes no lock for it
     ),
     "clean-embeddings": JobInfo(

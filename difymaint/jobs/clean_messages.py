@@ -34,6 +34,7 @@ from difymaint.core.manifest import OrphanManifest
 from difymaint.core.parent_scan import ParentScan
 from difymaint.core.run import JobRun, RunOptions, job_run
 from difymaint.core.schema import Need, SchemaReport, check_schema
+from difymaint.core.shard import sharded
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
@@ -175,7 +176,7 @@ class _MessageCleaner:
         self.scan = ParentScan(
             job,
             m,
-            selection=in_window(m.c.created_at, self.window),
+            selection=sharded(in_window(m.c.created_at, self.window), m.c.app_id, params.run.shard),
             columns=(m.c.id, m.c.app_id, m.c.conversation_id, m.c.created_at),
         )
 

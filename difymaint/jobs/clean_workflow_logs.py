@@ -28,6 +28,7 @@ from difymaint.core.manifest import OrphanManifest
 from difymaint.core.parent_scan import ParentScan
 from difymaint.core.run import JobRun, RunOptions, job_run
 from difymaint.core.schema import check_schema
+from difymaint.core.shard import sharded
 from difymaint.core.summary import RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
@@ -103,6 +104,7 @@ class _LogCleaner:
             selection = sa.and_(selection, ids_in(runs.c.workflow_id, params.workflow_ids, dialect))
         if params.app_ids:
             selection = sa.and_(selection, ids_in(runs.c.app_id, params.app_ids, dialect))
+        selection = sharded(selection, runs.c.app_id, params.run.shard)
         self.scan = ParentScan(job, runs, selection=selection, columns=(runs.c.id, runs.c.created_at))
 
     def delete_batch(self, rows: Sequence[Any], run_ids: list[str], passed: sa.ColumnElement[bool]) -> bool:

@@ -34,6 +34,7 @@ from difymaint.core.manifest import OrphanManifest
 from difymaint.core.parent_scan import ParentScan
 from difymaint.core.run import JobRun, RunOptions, job_run
 from difymaint.core.schema import Need, check_schema
+from difymaint.core.shard import sharded
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
@@ -133,7 +134,10 @@ class _RunCleaner:
         self.tenants_exhausted = False
         runs = t.workflow_runs
         self.scan = ParentScan(
-            job, runs, selection=ended_runs(self.window), columns=(runs.c.id, runs.c.tenant_id, runs.c.created_at)
+            job,
+            runs,
+            selection=sharded(ended_runs(self.window), runs.c.app_id, params.run.shard),
+            columns=(runs.c.id, runs.c.tenant_id, runs.c.created_at),
         )
 
     def walk_server(self) -> None:

@@ -16,9 +16,11 @@ from datetime import datetime
 from typing import Any
 
 from difymaint.core.context import Context
+from difymaint.core.database import database_url
 from difymaint.core.errors import UsageError
 from difymaint.core.ids import parse_ids, parse_setting_ids
 from difymaint.core.run import RunOptions
+from difymaint.core.shard import parse_shard
 from difymaint.core.window import TimeWindow, resolve_window
 from difymaint.jobs import JobInfo
 from difymaint.jobs.spec import Opt
@@ -38,6 +40,8 @@ def setting_overrides(info: JobInfo, values: Values) -> dict[str, object]:
             overrides[info.batch.sleep_setting] = values.get("sleep_ms")
         if info.batch.workers:
             overrides["DIFYMAINT_WORKERS"] = values.get("workers")
+        if info.batch.shard:
+            overrides["DIFYMAINT_SHARD"] = values.get("shard")
     return overrides
 
 
@@ -71,7 +75,11 @@ def resolve_values(info: JobInfo, values: Values, ctx: Context, run: RunOptions)
         size = getattr(settings, batch.setting) if batch.setting else values.get("batch_size") or batch.default
         sleep = getattr(settings, batch.sleep_setting) if batch.sleep_setting else values.get("sleep_ms") or 0
         workers = settings.DIFYMAINT_WORKERS if batch.workers else 1
-        resolved["run"] = replace(run, batch_size=size, sleep_ms=sleep, workers=workers)
+        # `--shard ""` (an unset variable in a script) is an error, never "every shard": it would widen the run.
+        shard = parse_shard(settings.DIFYMAINT_SHARD) if batch.shard and settings.DIFYMAINT_SHARD is not None else None
+        if shard is not None and database_url(settings).get_backend_name() != "postgresql":
+            raise UsageError("--shard needs PostgreSQL (the hash is computed by the database)")
+        resolved["run"] = replace(run, batch_size=size, sleep_ms=sleep, workers=workers, shard=shard)
     else:
         resolved["run"] = run
     return resolved

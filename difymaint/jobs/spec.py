@@ -81,6 +81,7 @@ class Batch:
     sleep_setting: str | None = None
     sleep_option: bool = True  # False: the job has no --sleep-ms (it does not pause)
     workers: bool = False  # the job takes --workers (DIFYMAINT_WORKERS): parallel slices of its window
+    shard: bool = False  # the job takes --shard K/N (DIFYMAINT_SHARD): its share of the apps, by hash
 
 
 # --- options several jobs share ------------------------------------------------------------------------------
@@ -154,9 +155,20 @@ WORKERS = Opt(
 )
 
 
+SHARD = Opt(
+    "shard",
+    ("--shard",),
+    "Take only shard K of N (0-based) of the apps, by a stable hash of the app id, under a lock of its own: "
+    "N runs (a Kubernetes Indexed Job) clean one database side by side (DIFYMAINT_SHARD; PostgreSQL).",
+    metavar="K/N",
+    setting="DIFYMAINT_SHARD",
+    panel=RUN,
+)
+
+
 def batch_options(batch: Batch) -> tuple[Opt, ...]:
     size = Opt("batch_size", ("--batch-size",), batch.help, type=int, metavar="N", min=1, max=batch.max, panel=RUN)
-    workers = (WORKERS,) if batch.workers else ()
+    workers = ((WORKERS,) if batch.workers else ()) + ((SHARD,) if batch.shard else ())
     if not batch.sleep_option:
         return (size, *workers)
     sleep = Opt(

@@ -103,6 +103,17 @@ def render(
             "(with deploy/compose/docker-compose.difymaint.yaml copied there).",
         ),
     ] = None,
+    shards: Annotated[
+        int,
+        typer.Option(
+            "--shards",
+            metavar="N",
+            min=1,
+            max=64,
+            help="k8s: run the jobs that take --shard (clean-messages, clean-workflow-runs, clean-workflow-logs) as "
+            "Indexed Jobs of N pods, pod K with --shard=K/N.",
+        ),
+    ] = 1,
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", metavar="DIR", help="Write the files into DIR instead of printing them."),
@@ -122,7 +133,10 @@ def render(
         only=tuple(only or ()),
         compose_dir=str(compose_dir.absolute()) if compose_dir is not None else "",
         namespaced=output is None,  # a stream for kubectl apply has no kustomization to set the namespace
+        shards=shards,
     )
+    if shards > 1 and fmt.value != "k8s":
+        return _usage("--shards is for --format k8s (Indexed Jobs); with cron, run one line per shard by hand")
     if not options.binary.startswith("/"):
         return _usage("--binary must be an absolute path (systemd runs ExecStart without a PATH search)")
     try:
