@@ -7,11 +7,11 @@ ARG PYTHON_IMAGE=python:3.12.8-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY difymaint ./difymaint
 # All dependencies ship manylinux wheels (psycopg2-binary included): no compiler is needed, even here.
 RUN python -m venv /opt/difymaint \
-    && /opt/difymaint/bin/pip install --no-compile . \
+    && /opt/difymaint/bin/pip install --no-compile -c constraints.txt ".[otel]" \
     && /opt/difymaint/bin/python -m compileall -q /opt/difymaint/lib
 
 # --- runtime: the virtualenv only; no pip cache, no sources, no build tools --------------------------------------
