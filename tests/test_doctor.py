@@ -95,7 +95,7 @@ def test_unreachable_redis_and_broker_are_blockers(pg_url: str) -> None:
     )
     assert by_area(payload, "redis")[0]["status"] == "fail"
     assert by_area(payload, "celery broker")[0]["status"] == "fail"
-    assert "broker-secret" not in json.dumps(payload)
+    assert "broker-secret" not in json.dumps(payload) and "redis-secret" not in json.dumps(payload)
 
 
 def test_send_test_mail(pg_url: str) -> None:

@@ -32,10 +32,11 @@ def demo(
 
     import sqlalchemy as sa
 
-    from difymaint.cli.commands.console import make_consoles, render_history, render_status
+    from difymaint.cli.commands.console import render_history, render_status
     from difymaint.cli.console_ops import run_chain
     from difymaint.cli.options import Common
     from difymaint.cli.runner import execute
+    from difymaint.cli.session import make_consoles
     from difymaint.core.context import Context
     from difymaint.core.history import HistoryStore
     from difymaint.core.settings import load_settings

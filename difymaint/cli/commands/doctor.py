@@ -4,12 +4,11 @@ archive storage and the schedule switches, and say how to fix what is wrong."""
 from __future__ import annotations
 
 import json as jsonlib
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from difymaint.jobs.spec import CONNECTION
+from difymaint.cli.session import Color, DatabaseUrl, EnvFile, Json, RedisUrl, guarded, make_consoles, settings_context
 
 
 def register(app: typer.Typer) -> None:
@@ -24,22 +23,6 @@ def register(app: typer.Typer) -> None:
 
 
 def doctor(
-    env_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--env-file",
-            metavar="PATH",
-            envvar="DIFYMAINT_ENV_FILE",
-            help="Dify's .env file to read settings from.",
-            rich_help_panel=CONNECTION,
-        ),
-    ] = None,
-    database_url: Annotated[
-        str | None, typer.Option("--database-url", metavar="URL", help="SQLAlchemy URL; overrides DB_*.")
-    ] = None,
-    redis_url: Annotated[
-        str | None, typer.Option("--redis-url", metavar="URL", help="redis:// URL; overrides REDIS_*.")
-    ] = None,
     create_missing_indexes: Annotated[
         bool,
         typer.Option(
@@ -50,26 +33,20 @@ def doctor(
     send_test_mail: Annotated[
         str | None, typer.Option("--send-test-mail", metavar="ADDRESS", help="Send a test mail to this address.")
     ] = None,
-    json: Annotated[bool, typer.Option("--json", help="Print the checks as one JSON object on stdout.")] = False,
-    color: Annotated[bool | None, typer.Option("--color/--no-color", help="Force colour on or off.")] = None,
+    env_file: EnvFile = None,
+    database_url: DatabaseUrl = None,
+    redis_url: RedisUrl = None,
+    json: Json = False,
+    color: Color = None,
 ) -> int:
     from rich.table import Table
 
-    from difymaint.cli.render import Consoles, error_line
-    from difymaint.core.context import Context
-    from difymaint.core.errors import DifymaintError
     from difymaint.core.exit_codes import ExitCode
-    from difymaint.core.settings import load_settings
     from difymaint.diagnose import DoctorOptions, Status, has_blocker, run_checks
 
-    consoles = Consoles.create(color)
-    overrides: dict[str, object] = {"DIFYMAINT_DATABASE_URL": database_url, "DIFYMAINT_REDIS_URL": redis_url}
-    try:
-        settings = load_settings(env_file, overrides)
-    except DifymaintError as exc:
-        error_line(consoles, exc.message, exc.hint)
-        return int(exc.exit_code)
-    ctx = Context(settings)
+    consoles = make_consoles(color)
+    with guarded(consoles):
+        ctx = settings_context(env_file, database_url, redis_url)
     try:
         checks = run_checks(ctx, DoctorOptions(create_missing_indexes, send_test_mail))
     finally:
