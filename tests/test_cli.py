@@ -233,6 +233,10 @@ def test_demo_runs_on_a_fresh_directory(tmp_path: Path) -> None:
     assert "$ difymaint run clean-messages clean-embeddings clean-oauth-tokens" in result.stderr
     assert "$ difymaint status" in result.stderr and "$ difymaint history" in result.stderr
     assert "clean-messages (dry run)" in result.stdout and "last success" in result.stdout
+    # one tick of Dify's dispatchers, recorded like the rest
+    assert "$ difymaint run poll-workflow-schedules refresh-trigger-providers" in result.stderr
+    history = result.stdout[result.stdout.rindex("run id") :]
+    assert "poll-workflow-schedules" in history and "timeout-human-input" in history
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'demo.sqlite'}")
     assert remaining_messages(engine)  # paid / whitelisted / in-grace workspaces keep their history
     assert_cascade_consistent(engine)
