@@ -677,58 +677,6 @@ JOBS: dict[str, JobInfo] = {
         lock_key="maintenance:monitor_queue",
         destructive=False,
     ),
-    "restore-workflow-runs": JobInfo(
-        name="restore-workflow-runs",
-        module="restore_workflow_runs",
-        summary="Restore archived workflow runs from their archive.v1.0.zip bundles (manual; never scheduled).",
-        schedule="",  # a manual command, like Dify's `flask restore-workflow-runs`
-        dify_task="flask restore-workflow-runs (manual command)",
-        dify_switch="",
-        switches=(),
-        help="Dify's flask restore-workflow-runs. The runs come from workflow_archive_logs: --run-id, or those "
-        "archived with a run created in --start-from .. --end-before (--tenant-ids, --limit). Every table file of "
-        "a bundle is checked against its manifest (MD5, size, row count) before anything is inserted; then, in "
-        "one transaction per run, the rows whose id is missing are inserted (restoring twice is harmless) and the "
-        "run's workflow_archive_logs rows are removed, as Dify does (--keep-archive-logs keeps them). A run that "
-        "fails does not stop the others; the command then exits 1 and the --json summary lists the failures. "
-        "Reads archives of archive-workflow-runs and of Dify.",
-        options=(
-            Opt(
-                "run_ids",
-                ("--run-id",),
-                "A run to restore; repeat the option or separate ids by commas.",
-                kind="repeated_ids",
-                metavar="ID",
-            ),
-            Opt(
-                "start_from", ("--start-from",), "Window start, UTC (with --end-before).", metavar="DATE", panel=WINDOW
-            ),
-            Opt("end_before", ("--end-before",), "Window end (exclusive), UTC.", metavar="DATE", panel=WINDOW),
-            TENANT_IDS,
-            Opt(
-                "limit",
-                ("--limit",),
-                "Restore at most N runs of the window (default 100).",
-                type=int,
-                metavar="N",
-                min=1,
-                default=100,
-            ),
-            Opt(
-                "keep_archive_logs",
-                ("--keep-archive-logs",),
-                "Keep the runs' workflow_archive_logs rows (Dify removes them after a restore).",
-                type=bool,
-                kind="flag",
-            ),
-            ARCHIVE_DIR,
-        ),
-        batch=None,
-        dry_run_help="Read and verify the archives and count the rows a restore would insert, per table; insert "
-        "nothing.",
-        lock_key="maintenance:restore_workflow_runs",
-        scheduled=False,
-    ),
     "poll-workflow-schedules": JobInfo(
         name="poll-workflow-schedules",
         module="poll_workflow_schedules",
@@ -817,5 +765,57 @@ JOBS: dict[str, JobInfo] = {
         lock_key="maintenance:refresh_trigger_providers",
         destructive=False,  # it sets Redis keys and publishes
         scheduled_args=("--lock-ttl=60",),  # a killed run blocks one tick at most (the keys throttle anyway)
+    ),
+    "restore-workflow-runs": JobInfo(
+        name="restore-workflow-runs",
+        module="restore_workflow_runs",
+        summary="Restore archived workflow runs from their archive.v1.0.zip bundles (manual; never scheduled).",
+        schedule="",  # a manual command, like Dify's `flask restore-workflow-runs`
+        dify_task="flask restore-workflow-runs (manual command)",
+        dify_switch="",
+        switches=(),
+        help="Dify's flask restore-workflow-runs. The runs come from workflow_archive_logs: --run-id, or those "
+        "archived with a run created in --start-from .. --end-before (--tenant-ids, --limit). Every table file of "
+        "a bundle is checked against its manifest (MD5, size, row count) before anything is inserted; then, in "
+        "one transaction per run, the rows whose id is missing are inserted (restoring twice is harmless) and the "
+        "run's workflow_archive_logs rows are removed, as Dify does (--keep-archive-logs keeps them). A run that "
+        "fails does not stop the others; the command then exits 1 and the --json summary lists the failures. "
+        "Reads archives of archive-workflow-runs and of Dify.",
+        options=(
+            Opt(
+                "run_ids",
+                ("--run-id",),
+                "A run to restore; repeat the option or separate ids by commas.",
+                kind="repeated_ids",
+                metavar="ID",
+            ),
+            Opt(
+                "start_from", ("--start-from",), "Window start, UTC (with --end-before).", metavar="DATE", panel=WINDOW
+            ),
+            Opt("end_before", ("--end-before",), "Window end (exclusive), UTC.", metavar="DATE", panel=WINDOW),
+            TENANT_IDS,
+            Opt(
+                "limit",
+                ("--limit",),
+                "Restore at most N runs of the window (default 100).",
+                type=int,
+                metavar="N",
+                min=1,
+                default=100,
+            ),
+            Opt(
+                "keep_archive_logs",
+                ("--keep-archive-logs",),
+                "Keep the runs' workflow_archive_logs rows (Dify removes them after a restore).",
+                type=bool,
+                kind="flag",
+            ),
+            ARCHIVE_DIR,
+        ),
+        batch=None,
+        dry_run_help="Read and verify the archives and count the rows a restore would insert, per table; insert "
+        "nothing.",
+        lock_key="maintenance:restore_workflow_runs",
+        scheduled=False,
     ),
 }
