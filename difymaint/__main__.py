@@ -1,6 +1,6 @@
 """``python -m difymaint`` entry point."""
 
-from difymaint.cli.app import main
+from difymaint._entry import main
 
 if __name__ == "__main__":
     main()

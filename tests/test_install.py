@@ -65,7 +65,7 @@ def test_wheel_carries_templates_entry_point_and_python_floor(tmp_path: Path) ->
     assert {f"difymaint/templates/{name}" for name in templates} <= names
     assert "difymaint/py.typed" in names and "difymaint/__main__.py" in names
     assert "Requires-Python: >=3.11" in metadata
-    assert "difymaint = difymaint.cli.app:main" in entry_points
+    assert "difymaint = difymaint._entry:main" in entry_points
     assert not any(name.startswith(("tests/", "deploy/")) for name in names)
 
     # The real install path: a fresh virtualenv, the wheel and its dependencies from the package index.

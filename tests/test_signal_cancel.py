@@ -137,3 +137,51 @@ def test_signal_after_the_outcome_changes_nothing(sqlite_url: str, recorder: _Re
     assert recorder.calls == []
     assert result.exit_code == 0, result.output
     assert json.loads(out.getvalue())["outcome"] == "done"
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether the process has a handler for ``signum`` installed (Linux: SigCgt in /proc/PID/status)."""
+    try:
+        status = open(f"/proc/{pid}/status").read()  # noqa: SIM115 - read at once
+    except OSError:
+        return False
+    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(caught & (1 << (signum - 1)))
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_while_still_importing_gets_a_summary(sqlite_url: str, signum: int, code: int) -> None:
+    """The entry point catches the signal before the CLI's imports (difymaint._entry); the job then stops
+    before its first batch with its JSON summary instead of dying mid-import."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "difymaint", "clean-messages", "--yes", "--json", "--database-url", sqlite_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**CLEAN_ENV, "NO_COLOR": "1"},
+    )
+    deadline = time.monotonic() + 10
+    # SIGTERM's bit: Python itself catches SIGINT from its first instant; the entry point adds SIGTERM.
+    while not _catches(proc.pid, signal.SIGTERM) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    summary = json.loads(out)
+    assert summary["outcome"] == "interrupted" and summary["batches"] == 0
+
+
+def test_a_signal_during_a_command_without_a_run_still_ends_the_process() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "difymaint", "jobs", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**CLEAN_ENV, "NO_COLOR": "1"},
+    )
+    deadline = time.monotonic() + 10
+    while not _catches(proc.pid, signal.SIGTERM) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 143  # recorded during the imports, or after them: exit 128+15 either way

@@ -62,6 +62,10 @@ class Statements:
 STATEMENTS = Statements()
 
 
+# Signals recorded by the entry point's start-up handler before the CLI was imported (difymaint._entry).
+EARLY_SIGNALS: list[int] = []
+
+
 class StopToken:
     def __init__(self) -> None:
         self._event = threading.Event()
@@ -103,6 +107,9 @@ def handle_stop_signals(token: StopToken) -> Iterator[StopToken]:
     if threading.current_thread() is not threading.main_thread():
         yield token
         return
+    if EARLY_SIGNALS:  # arrived while the process was still importing (difymaint._entry): stop before any batch
+        token.request(EARLY_SIGNALS[0])
+        EARLY_SIGNALS.clear()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if token.closed:
