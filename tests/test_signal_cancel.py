@@ -185,3 +185,50 @@ def test_a_signal_during_a_command_without_a_run_still_ends_the_process() -> Non
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     assert proc.returncode == 143  # recorded during the imports, or after them: exit 128+15 either way
+
+
+@pytest.mark.postgres
+def test_max_runtime_holds_when_the_database_freezes(pg_engine: Any, pg_url: str) -> None:
+    """A backend that stops answering (SIGSTOP: a frozen or partitioned server) cannot hold the run past
+    --max-runtime: the statement is cancelled, then its connection dropped, and the run ends with one line."""
+    import os
+
+    import sqlalchemy as sa
+
+    seed(pg_engine, NOW, per_tenant=80)
+    env = {
+        **CLEAN_ENV,
+        "NO_COLOR": "1",
+        "DIFYMAINT_DEADLINE_GRACE_S": "1",
+        "DIFYMAINT_TARGET_BATCH_MS": "0",
+        "SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_MAX_INTERVAL": "0",
+    }
+    args = ["clean-messages", "--yes", "--json", "--batch-size", "1", "--max-runtime", "2", "--database-url", pg_url]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "difymaint", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    frozen: list[int] = []
+    try:
+        query = sa.text("SELECT pid FROM pg_stat_activity WHERE application_name = 'difymaint'")
+        deadline = time.monotonic() + 30
+        while not frozen and time.monotonic() < deadline and proc.poll() is None:
+            with pg_engine.connect() as conn:
+                pids = [row[0] for row in conn.execute(query)]
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+                frozen.append(pid)
+            time.sleep(0.05)
+        assert frozen, "the run never connected"
+        started = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - started
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+    assert took < 2 + 1 + 5 + 10, err  # budget + grace + the cancel's wait, with room for a slow machine
+    assert proc.returncode in (0, 1, 4), (proc.returncode, err)  # done, dropped, or stopped at the budget
+    if proc.returncode == 1:
+        assert "dropping the run's connections" in err and "Traceback" not in err
+    assert json.loads(out)["job"] == "clean-messages"

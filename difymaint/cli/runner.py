@@ -39,7 +39,7 @@ from difymaint.core.history import HistoryStore, Pause, RunRecorder, history_ena
 from difymaint.core.observe import Observers, observers
 from difymaint.core.redact import register_secrets, scrub, secrets_in
 from difymaint.core.settings import Settings, load_settings
-from difymaint.core.stop import Interrupted, StopToken, handle_stop_signals
+from difymaint.core.stop import Interrupted, StopToken, handle_stop_signals, runtime_deadline
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.switches import switch_state
 from difymaint.jobs import JobInfo
@@ -180,26 +180,29 @@ class _JobRun:
         ctx.stop = self.stop  # the token the signal handlers (installed in execute) set
         ctx.reporter = self.reporter
         ctx.output = self.env.err if self.common.json else self.env.out  # stdout stays the JSON line's
-        pause = self.start_history(ctx)
-        if pause is not None:
-            # A kill switch that needs no redeploy: touch nothing, exit 0 with its own outcome.
-            log.info(
-                "skipped: %s is paused since %s by %s%s; `difymaint resume %s` lifts it",
-                self.info.name,
-                pause.paused_at.isoformat(timespec="seconds"),
-                pause.paused_by,
-                f" ({pause.reason})" if pause.reason else "",
-                self.info.name,
-            )
-            summary = self.bare_summary(Outcome.PAUSED)
-            summary.stop_reason = "paused"
-            summary.details["pause"] = {"reason": pause.reason, "paused_at": pause.paused_at.isoformat()}
-            return summary
-        params = build_params(self.info, self.values, ctx, self.common.run_options())
-        self.env.params_seen.append(params)
+        # --max-runtime backed on the client too: a database that stops answering cannot hold the run.
+        with runtime_deadline(self.common.max_runtime, settings.DIFYMAINT_DEADLINE_GRACE_S, self.stop):
+            pause = self.start_history(ctx)
+            if pause is not None:
+                # A kill switch that needs no redeploy: touch nothing, exit 0 with its own outcome.
+                log.info(
+                    "skipped: %s is paused since %s by %s%s; `difymaint resume %s` lifts it",
+                    self.info.name,
+                    pause.paused_at.isoformat(timespec="seconds"),
+                    pause.paused_by,
+                    f" ({pause.reason})" if pause.reason else "",
+                    self.info.name,
+                )
+                summary = self.bare_summary(Outcome.PAUSED)
+                summary.stop_reason = "paused"
+                summary.details["pause"] = {"reason": pause.reason, "paused_at": pause.paused_at.isoformat()}
+                return summary
+            params = build_params(self.info, self.values, ctx, self.common.run_options())
+            self.env.params_seen.append(params)
         if not self.common.dry_run:
-            self.confirm(ctx, params)
-        summary = self.env.dispatch(self.info, ctx, params)
+            self.confirm(ctx, params)  # outside the deadline: a person may take their time to answer
+        with runtime_deadline(self.common.max_runtime, settings.DIFYMAINT_DEADLINE_GRACE_S, self.stop):
+            summary = self.env.dispatch(self.info, ctx, params)
         if not switch.enabled:  # said after the run, so that an error stays the only line on stderr
             summary.details["switch"] = switch.reason
             log.info(
@@ -303,6 +306,10 @@ def _outcome_of(exc: BaseException, run: _JobRun, consoles: Consoles) -> RunSumm
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
         # The database went away mid-run (restart, failover, pg_terminate_backend): not a bug to debug.
         reason = _first_line(exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc)
+        if run.ctx is not None and run.ctx.stop.deadline_passed:
+            message = "the database did not answer within --max-runtime and DIFYMAINT_DEADLINE_GRACE_S: dropped"
+            error_line(consoles, message, "the server rolls the open batch back; the next run continues")
+            return _failed(exc, run, message)
         error_line(
             consoles,
             f"lost the database connection mid-run: {reason}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -86,7 +87,24 @@ def create_engine(settings: Settings) -> Engine:
             pool_timeout=settings.SQLALCHEMY_POOL_TIMEOUT,
             connect_args={"connect_timeout": 10},
         )
-    return sa.create_engine(url, **kwargs)
+    engine = sa.create_engine(url, **kwargs)
+    if backend == "postgresql":
+        # Every open connection can be dropped by the runtime deadline (core/stop.py), whatever it runs, the
+        # pool's pre-ping included.
+        sa.event.listen(engine, "connect", _register_connection)
+        sa.event.listen(engine, "close", _forget_connection)
+        sa.event.listen(engine, "close_detached", _forget_connection)
+    return engine
+
+
+def _register_connection(dbapi_connection: Any, _record: Any = None) -> None:
+    abort = _socket_abort_raw(dbapi_connection)
+    if abort is not None:
+        STATEMENTS.checked_out(id(dbapi_connection), abort)
+
+
+def _forget_connection(dbapi_connection: Any, _record: Any = None) -> None:
+    STATEMENTS.checked_in(id(dbapi_connection))
 
 
 def describe_url(engine: Engine) -> str:
@@ -132,12 +150,40 @@ def batch_transaction(engine: Engine, settings: Settings) -> Iterator[Connection
                 if calls:
                     conn.execute(sa.select(*calls))
             # SIGTERM/SIGINT may cancel this batch's statement from the signal watcher (core/stop.py).
-            with STATEMENTS.running(_driver_cancel(conn)):
+            with STATEMENTS.running(_driver_cancel(conn), _socket_abort(conn)):
                 yield conn
     except DBAPIError as exc:
         if getattr(exc.orig, "pgcode", None) in _RETRYABLE_SQLSTATES:
             raise BatchTimeout(str(exc.orig).strip().splitlines()[0]) from exc
         raise
+
+
+@contextmanager
+def tracked(conn: Connection) -> Iterator[Connection]:
+    """Register ``conn``'s statements like a batch's, so a signal or the runtime deadline can cancel them
+    (for writes made during a run outside the batch transaction: the run history's heartbeat)."""
+    with STATEMENTS.running(_driver_cancel(conn), _socket_abort(conn)):
+        yield conn
+
+
+def _socket_abort(conn: Connection) -> Callable[[], None] | None:
+    """Shut the connection's socket down from our side (psycopg2): a call blocked in libpq then fails at once,
+    whatever the server does. None for drivers without a socket (sqlite3)."""
+    return _socket_abort_raw(conn.connection.dbapi_connection)
+
+
+def _socket_abort_raw(raw: Any) -> Callable[[], None] | None:
+    fileno = getattr(raw, "fileno", None)
+    if not callable(fileno):
+        return None
+
+    def abort() -> None:
+        import socket
+
+        with socket.socket(fileno=os.dup(fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+
+    return abort
 
 
 def _driver_cancel(conn: Connection) -> Callable[[], None]:

@@ -26,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, RowMapping
 
+from difymaint.core.database import tracked
 from difymaint.core.summary import Outcome, RunSummary
 
 SCHEMA = "difymaint"
@@ -223,7 +224,8 @@ class HistoryStore:
         return run_id
 
     def update(self, run_id: str, **values: Any) -> None:
-        with self.engine.begin() as conn:
+        # The per-batch heartbeat: cancellable like the batch itself, so a frozen database cannot hang the run.
+        with self.engine.begin() as conn, tracked(conn):
             conn.execute(self.runs.update().where(self.runs.c.run_id == run_id).values(**values))
 
     def get(self, run_id: str) -> RunRecord | None:

@@ -415,6 +415,12 @@ class RunSettings(BaseSettings):
     DIFYMAINT_WORKERS: int = Field(
         default=1, ge=1, le=8, description="Parallel connections for the cascade jobs (--workers; PostgreSQL)."
     )
+    DIFYMAINT_DEADLINE_GRACE_S: PositiveFloat = Field(
+        default=30.0,
+        le=3600,
+        description="Seconds past --max-runtime after which a statement the database still has not finished is "
+        "cancelled, and its connection dropped if the server does not act on the cancel.",
+    )
     DIFYMAINT_SHARD: str | None = Field(
         default=None, description="K/N: this run's shard of the apps (--shard; Kubernetes Indexed Jobs)."
     )

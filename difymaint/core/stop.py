@@ -31,20 +31,53 @@ class Statements:
 
     def __init__(self) -> None:
         self._active: dict[int, Callable[[], None]] = {}
+        self._aborts: dict[int, Callable[[], None]] = {}
+        self._connections: dict[int, Callable[[], None]] = {}
         self._changed = threading.Condition()
         self.cancelled = 0
+        self.aborted = 0
 
     @contextmanager
-    def running(self, cancel: Callable[[], None]) -> Iterator[None]:
+    def running(self, cancel: Callable[[], None], abort: Callable[[], None] | None = None) -> Iterator[None]:
+        """``cancel`` asks the server to stop the statement; ``abort`` drops the connection from our side (for
+        a server that no longer answers at all)."""
         key = id(cancel)
         with self._changed:
             self._active[key] = cancel
+            if abort is not None:
+                self._aborts[key] = abort
         try:
             yield
         finally:
             with self._changed:
                 self._active.pop(key, None)
+                self._aborts.pop(key, None)
                 self._changed.notify_all()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """True when no statement is in flight (waiting up to ``timeout_s`` for that)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._active, timeout=timeout_s)
+
+    def checked_out(self, key: int, abort: Callable[[], None]) -> None:
+        """An open database connection (any statement, not only a batch's): :meth:`abort_all` may drop it."""
+        with self._changed:
+            self._connections[key] = abort
+
+    def checked_in(self, key: int) -> None:
+        with self._changed:
+            self._connections.pop(key, None)
+
+    def abort_all(self) -> None:
+        """Drop every connection in use: their driver calls fail at once."""
+        with self._changed:
+            targets = list({**self._connections, **self._aborts}.values())
+        for abort in targets:
+            try:
+                abort()
+                self.aborted += 1
+            except Exception as exc:
+                log.debug("connection abort failed: %s", exc)
 
     def cancel_after(self, grace_s: float) -> None:
         """Wait up to ``grace_s`` for the open batches to end by themselves, then cancel what still runs."""
@@ -67,6 +100,8 @@ EARLY_SIGNALS: list[int] = []
 
 
 class StopToken:
+    deadline_passed = False  # the client-side deadline dropped a connection (see runtime_deadline)
+
     def __init__(self) -> None:
         self._event = threading.Event()
         self.signum: int | None = None
@@ -162,3 +197,39 @@ def _statement_canceller() -> Iterator[None]:
         reader.shutdown(socket.SHUT_RDWR)
         thread.join(timeout=5)
         reader.close()
+
+
+DEADLINE_ABORT_AFTER_S = 5.0  # after the cancel: a server that did not act on it gets its connections dropped
+
+
+@contextmanager
+def runtime_deadline(budget_s: float | None, grace_s: float, token: StopToken) -> Iterator[None]:
+    """Back ``--max-runtime`` on the client: the budget is checked between batches, so a statement the
+    database never finishes (a frozen or partitioned server) would hold the run forever. ``grace_s`` after the
+    budget the batch statement in flight is cancelled; if the run still has not ended a few seconds later,
+    every database connection it has checked out is dropped from our side, the blocked driver call fails, and
+    the run ends with one line instead of hanging."""
+    if budget_s is None:
+        yield
+        return
+    finished = threading.Event()
+
+    def watch() -> None:
+        if finished.wait(budget_s + grace_s):
+            return
+        log.warning(
+            "--max-runtime (%.0fs) is %.0fs past and the run has not ended: cancelling its statement", budget_s, grace_s
+        )
+        STATEMENTS.cancel_after(0)
+        if finished.wait(DEADLINE_ABORT_AFTER_S):
+            return
+        log.warning("the database did not act on the cancel: dropping the run's connections")
+        token.deadline_passed = True
+        STATEMENTS.abort_all()
+
+    thread = threading.Thread(target=watch, name="difymaint-runtime-deadline", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        finished.set()
