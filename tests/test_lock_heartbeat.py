@@ -241,3 +241,38 @@ def test_locks_command_names_the_holders(redis_url: str, sqlite_url: str) -> Non
     assert rows["retention:clean_workflow_runs_task"]["holder_description"] == "Dify's own beat task or another tool"
     text = run_cli(["locks", "--redis-url", redis_url, "--database-url", sqlite_url], env={"COLUMNS": "250"})
     assert "holder dead" in text.stdout and f"pid {dead.pid} run run-1" in text.stdout
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_five_runs_started_at_once_exactly_one_works(pg_url: str, redis_url: str) -> None:
+    engine = sa.create_engine(pg_url)
+    seed(engine, NOW, per_tenant=40)
+    before = remaining_messages(engine)
+    env = {
+        **CLEAN_ENV,
+        "NO_COLOR": "1",
+        "DIFYMAINT_DATABASE_URL": pg_url,
+        "DIFYMAINT_REDIS_URL": redis_url,
+        "DIFYMAINT_TARGET_BATCH_MS": "0",
+    }
+    # Small batches with Dify's pause: the one that gets the lock is still working when the others arrive.
+    args = ["clean-messages", "--yes", "--json", "--batch-size", "5", "--sleep-ms", "300"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "difymaint", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(5)
+    ]
+    results = [(proc.communicate(timeout=300), proc.returncode) for proc in procs]
+    codes = sorted(code for _, code in results)
+    assert codes == [0, 5, 5, 5, 5], [(code, err[-300:]) for (_, err), code in results]
+    outcomes = sorted(json.loads(out)["outcome"] for (out, _), _ in results)
+    assert outcomes == ["done", "skipped_locked", "skipped_locked", "skipped_locked", "skipped_locked"]
+    assert remaining_messages(engine) < before
+    assert_cascade_consistent(engine)
+    engine.dispose()
