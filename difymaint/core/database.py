@@ -98,13 +98,13 @@ def create_engine(settings: Settings) -> Engine:
 
 
 def _register_connection(dbapi_connection: Any, _record: Any = None) -> None:
-    abort = _socket_abort_raw(dbapi_connection)
+    abort = _socket_abort(dbapi_connection)
     if abort is not None:
-        STATEMENTS.checked_out(id(dbapi_connection), abort)
+        STATEMENTS.connection_opened(id(dbapi_connection), abort)
 
 
 def _forget_connection(dbapi_connection: Any, _record: Any = None) -> None:
-    STATEMENTS.checked_in(id(dbapi_connection))
+    STATEMENTS.connection_closed(id(dbapi_connection))
 
 
 def describe_url(engine: Engine) -> str:
@@ -150,7 +150,7 @@ def batch_transaction(engine: Engine, settings: Settings) -> Iterator[Connection
                 if calls:
                     conn.execute(sa.select(*calls))
             # SIGTERM/SIGINT may cancel this batch's statement from the signal watcher (core/stop.py).
-            with STATEMENTS.running(_driver_cancel(conn), _socket_abort(conn)):
+            with STATEMENTS.running(_driver_cancel(conn)):
                 yield conn
     except DBAPIError as exc:
         if getattr(exc.orig, "pgcode", None) in _RETRYABLE_SQLSTATES:
@@ -162,17 +162,13 @@ def batch_transaction(engine: Engine, settings: Settings) -> Iterator[Connection
 def tracked(conn: Connection) -> Iterator[Connection]:
     """Register ``conn``'s statements like a batch's, so a signal or the runtime deadline can cancel them
     (for writes made during a run outside the batch transaction: the run history's heartbeat)."""
-    with STATEMENTS.running(_driver_cancel(conn), _socket_abort(conn)):
+    with STATEMENTS.running(_driver_cancel(conn)):
         yield conn
 
 
-def _socket_abort(conn: Connection) -> Callable[[], None] | None:
-    """Shut the connection's socket down from our side (psycopg2): a call blocked in libpq then fails at once,
-    whatever the server does. None for drivers without a socket (sqlite3)."""
-    return _socket_abort_raw(conn.connection.dbapi_connection)
-
-
-def _socket_abort_raw(raw: Any) -> Callable[[], None] | None:
+def _socket_abort(raw: Any) -> Callable[[], None] | None:
+    """Shut a DBAPI connection's socket down from our side (psycopg2): a call blocked in libpq then fails at
+    once, whatever the server does. None for drivers without a socket (sqlite3)."""
     fileno = getattr(raw, "fileno", None)
     if not callable(fileno):
         return None

@@ -31,51 +31,40 @@ class Statements:
 
     def __init__(self) -> None:
         self._active: dict[int, Callable[[], None]] = {}
-        self._aborts: dict[int, Callable[[], None]] = {}
         self._connections: dict[int, Callable[[], None]] = {}
         self._changed = threading.Condition()
         self.cancelled = 0
-        self.aborted = 0
 
     @contextmanager
-    def running(self, cancel: Callable[[], None], abort: Callable[[], None] | None = None) -> Iterator[None]:
-        """``cancel`` asks the server to stop the statement; ``abort`` drops the connection from our side (for
-        a server that no longer answers at all)."""
+    def running(self, cancel: Callable[[], None]) -> Iterator[None]:
+        """``cancel`` asks the server to stop the statement (a server that no longer answers at all is dealt
+        with by :meth:`abort_all`, which covers every open connection)."""
         key = id(cancel)
         with self._changed:
             self._active[key] = cancel
-            if abort is not None:
-                self._aborts[key] = abort
         try:
             yield
         finally:
             with self._changed:
                 self._active.pop(key, None)
-                self._aborts.pop(key, None)
                 self._changed.notify_all()
 
-    def wait_idle(self, timeout_s: float) -> bool:
-        """True when no statement is in flight (waiting up to ``timeout_s`` for that)."""
-        with self._changed:
-            return self._changed.wait_for(lambda: not self._active, timeout=timeout_s)
-
-    def checked_out(self, key: int, abort: Callable[[], None]) -> None:
+    def connection_opened(self, key: int, abort: Callable[[], None]) -> None:
         """An open database connection (any statement, not only a batch's): :meth:`abort_all` may drop it."""
         with self._changed:
             self._connections[key] = abort
 
-    def checked_in(self, key: int) -> None:
+    def connection_closed(self, key: int) -> None:
         with self._changed:
             self._connections.pop(key, None)
 
     def abort_all(self) -> None:
         """Drop every connection in use: their driver calls fail at once."""
         with self._changed:
-            targets = list({**self._connections, **self._aborts}.values())
+            targets = list(self._connections.values())
         for abort in targets:
             try:
                 abort()
-                self.aborted += 1
             except Exception as exc:
                 log.debug("connection abort failed: %s", exc)
 
