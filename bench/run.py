@@ -368,6 +368,8 @@ DIFYMAINT = {
 class Bench:
     def __init__(self, pg_url: str, tag: str) -> None:
         self.base = make_url(pg_url)
+        if self.base.drivername in ("postgresql", "postgres"):
+            self.base = self.base.set(drivername="postgresql+psycopg2")  # the driver difymaint installs
         self.admin = sa.create_engine(self.base, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
         self.template = f"dmbench_tpl_{tag}"
         self.copy = f"dmbench_run_{tag}"

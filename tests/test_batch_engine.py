@@ -97,8 +97,9 @@ def test_workers_respect_max_batches_exactly_and_the_backlog_is_counted(pg_engin
     ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
     first = clean_messages.run(ctx, message_params(scenario.cutoff, batch_size=2, workers=2, max_batches=3))
     assert first.outcome is Outcome.PARTIAL and first.stop_reason == "max-batches" and first.exit_code == 4
-    assert first.batches == 3 and first.tables["messages"] == 6
-    assert first.rows_remaining == len(scenario.all_old()) - 6
+    deleted = first.tables["messages"]
+    assert first.batches == 3 and 3 <= deleted <= 6  # at most 2 a batch; fewer in a slice's short last page
+    assert first.rows_remaining == len(scenario.all_old()) - deleted
     messages_scenario.assert_cascade_consistent(pg_engine)
     second = clean_messages.run(make_context(pg_url), message_params(scenario.cutoff, batch_size=50, workers=2))
     assert second.outcome is Outcome.DONE

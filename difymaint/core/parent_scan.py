@@ -13,13 +13,14 @@ transaction was rolled back (a timeout); the cursor then stays where it was and 
 On PostgreSQL, when the job needs no id on the client, :meth:`ParentScan.walk_server` is the fast path: the
 page is not read by the client at all; each batch is one statement that chooses its page with the keyset
 cursor and deletes the cascade (:meth:`difymaint.core.cascade.Cascade.batch_statement`), returning the
-counts and the new cursor. With ``--workers N`` the window is cut into N disjoint ``created_at`` slices at its
-percentiles, and N threads each walk their own slice with their own connection and cursor: no two workers
-ever read the same index range (docs/batching.md#workers).
+counts and the new cursor. With ``--workers N`` the window is cut into 4N disjoint ``created_at`` slices at
+its percentiles, and N threads, each with its own connection, take the next unstarted slice and walk it with
+its own cursor: no two workers ever read the same index range (docs/batching.md#workers).
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import threading
 from collections.abc import Callable, Sequence
@@ -33,6 +34,9 @@ from difymaint.core.cascade import BatchResult
 from difymaint.core.database import as_str, count_or_unknown
 from difymaint.core.keyset import Cursor, Lane, RoundRobin, after, up_to
 from difymaint.core.run import JobRun
+
+# --workers cuts the window into this many slices per worker, handed out one at a time.
+SLICES_PER_WORKER = 4
 
 # (rows read, ids to delete, what the run will have passed once this batch commits) → committed?
 BatchBody = Callable[[Sequence[Any], list[str], sa.ColumnElement[bool]], bool]
@@ -104,24 +108,35 @@ class ParentScan:
         return not batch.rolled_back
 
     def walk_server(self, body: ServerBody) -> None:
-        """Batches chosen and deleted on the server, one statement each; ``--workers`` slices in parallel."""
-        self.parts = self.slices(max(1, self.job.options.workers))
+        """Batches chosen and deleted on the server, one statement each; ``--workers`` in parallel, each
+        taking the next unstarted slice when its own is done (so no worker idles while another still has a
+        long slice: the run ends with its slowest batch, not its slowest slice)."""
+        workers = max(1, self.job.options.workers)
+        self.parts = self.slices(workers * SLICES_PER_WORKER if workers > 1 else 1)
         if len(self.parts) == 1:
             self._walk_part(self.parts[0], body, threading.Event())
             return
         failed = threading.Event()
         errors: list[BaseException] = []
+        unstarted = collections.deque(self.parts)  # popleft is atomic: each slice goes to exactly one worker
 
-        def work(part: Part) -> None:
+        def work() -> None:
             try:
-                self._walk_part(part, body, failed)
+                while unstarted and not failed.is_set():
+                    try:
+                        part = unstarted.popleft()
+                    except IndexError:
+                        return
+                    self._walk_part(part, body, failed)
+                    if not part.done:
+                        return  # the run is stopping (budget, signal, lock): leave the rest for next time
             except BaseException as exc:  # handed to the main thread, which re-raises it
                 errors.append(exc)
                 failed.set()
 
         # Daemon threads: a second SIGTERM aborts the main thread at once; the process exit then drops the
         # workers' connections and PostgreSQL rolls their open batch back (nothing half-deleted).
-        threads = [threading.Thread(target=work, args=(part,), daemon=True) for part in self.parts]
+        threads = [threading.Thread(target=work, daemon=True) for _ in range(min(workers, len(self.parts)))]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -161,15 +176,15 @@ class ParentScan:
         bound = self.created >= sa.literal(cursor.created_at, self.created.type)
         return sa.and_(bound, after(self.created, self.id, cursor))
 
-    def slices(self, workers: int) -> list[Part]:
-        """``workers`` disjoint slices of the selection, cut at ``created_at`` percentiles (one index-only
+    def slices(self, count: int) -> list[Part]:
+        """``count`` disjoint slices of the selection, cut at ``created_at`` percentiles (one index-only
         pass over the window, about the cost of a count)."""
-        if workers <= 1:
+        if count <= 1:
             return [Part(sa.true())]
         with self.job.ctx.engine.connect() as conn:
             cuts = conn.execute(
                 sa.select(
-                    *(sa.func.percentile_disc(k / workers).within_group(self.created) for k in range(1, workers))
+                    *(sa.func.percentile_disc(k / count).within_group(self.created) for k in range(1, count))
                 ).where(self.selection)
             ).one()
         bounds = sorted({cut for cut in cuts if cut is not None})

@@ -35,6 +35,8 @@ from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.window import TimeWindow
 
 MAX_TIMEOUT_RETRIES = 5
+# SQLite binds a batch's ids as one parameter each, and allows 32,766 of them in a statement.
+SQLITE_MAX_BATCH_SIZE = 10000
 
 
 @dataclass(frozen=True)
@@ -68,13 +70,23 @@ class AdaptiveBatchSize:
         if self.target_s <= 0 or rows < self.size:
             return
         ratio = self.target_s / max(seconds, 1e-3)
-        ratio = min(2.0, max(0.5, ratio))  # move at most ×2 / ÷2 per batch
+        # Grow at most ×4 per batch (a nightly run reaches its size in two steps instead of four, which
+        # is fewer small batches and fewer pauses), shrink at most ÷2 (a slow batch may be a blip).
+        ratio = min(4.0, max(0.5, ratio))
         if 0.8 <= ratio <= 1.25:
             return  # close enough; avoid jitter
         self.size = min(self.maximum, max(self.minimum, int(self.size * ratio)))
 
     def shrink(self) -> None:
         self.size = max(self.minimum, self.size // 2)
+
+
+def pause_s(max_ms: int, scanned: int, requested: int) -> float:
+    """Dify's pacing: a random pause of up to ``max_ms`` after a batch that deleted something, its cap
+    scaled by how full the batch was (as Dify's MessagesCleanService does), so the short last page of a
+    scan, after which nothing follows, costs next to nothing."""
+    fill = min(1.0, scanned / requested) if requested > 0 else 1.0
+    return random.uniform(0, max_ms * fill) / 1000
 
 
 @dataclass
@@ -85,6 +97,7 @@ class Batch:
     rows: dict[str, int] = field(default_factory=dict)
     recorded: bool = False
     rolled_back: bool = False  # hit a timeout: the caller must retry the same cursor
+    requested: int = 0  # the batch size when it started (how full it was scales the pause)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -114,10 +127,13 @@ class JobRun:
         self.options = options
         self.lock = lock
         settings: Settings = ctx.settings
+        maximum = settings.DIFYMAINT_MAX_BATCH_SIZE
+        if (settings.DIFYMAINT_DATABASE_URL or "").startswith("sqlite"):
+            maximum = min(maximum, SQLITE_MAX_BATCH_SIZE)
         self.sizer = AdaptiveBatchSize(
             options.batch_size,
             target_s=settings.DIFYMAINT_TARGET_BATCH_MS / 1000,
-            maximum=max(settings.DIFYMAINT_MAX_BATCH_SIZE, options.batch_size),
+            maximum=max(maximum, options.batch_size),
         )
         self.summary = RunSummary(
             job=job,
@@ -178,7 +194,7 @@ class JobRun:
 
     @contextmanager
     def batch(self, *, claimed: bool = False) -> Iterator[Batch]:
-        batch = Batch(self)
+        batch = Batch(self, requested=self.sizer.size)
         started = self.ctx.clock.monotonic()
         try:
             yield batch
@@ -199,8 +215,7 @@ class JobRun:
             if not self._book(batch, started):
                 return
         if batch.affected and self.options.sleep_ms and not self.dry_run:
-            # Dify's pacing: a random pause up to the cap after each batch that deleted something.
-            self.ctx.stop.wait(random.uniform(0, self.options.sleep_ms) / 1000)
+            self.ctx.stop.wait(pause_s(self.options.sleep_ms, batch.scanned, batch.requested))
 
     def _after_timeout(self, batch: Batch, exc: BatchTimeout) -> None:
         self._timeouts_in_a_row += 1

@@ -411,7 +411,10 @@ class RunSettings(BaseSettings):
     DIFYMAINT_TARGET_BATCH_MS: NonNegativeInt = Field(
         default=300, description="Adapt the batch size toward this duration per batch (0 = fixed size)."
     )
-    DIFYMAINT_MAX_BATCH_SIZE: PositiveInt = 10000
+    DIFYMAINT_MAX_BATCH_SIZE: PositiveInt = Field(
+        default=50000,
+        description="Upper bound of the adapted batch size (parent rows per batch; SQLite stays at 10000).",
+    )
     DIFYMAINT_WORKERS: int = Field(
         default=1, ge=1, le=8, description="Parallel connections for the cascade jobs (--workers; PostgreSQL)."
     )
