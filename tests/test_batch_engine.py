@@ -180,3 +180,21 @@ def test_kill_9_with_two_workers_leaves_no_half_deleted_cascade(pg_engine: Any, 
     assert rest.outcome is Outcome.DONE
     assert messages_scenario.remaining_messages(pg_engine) == before - scenario.all_old()
     messages_scenario.assert_cascade_consistent(pg_engine)
+
+
+def test_workers_that_cannot_apply_are_named_not_silently_ignored(pg_engine: Any, pg_url: str, tmp_path: Any) -> None:
+    """With the orphan manifest the ids come to the client, so the walk is one connection: the run says so,
+    and still deletes exactly what it would with one worker."""
+    scenario = messages_scenario.seed(pg_engine, NOW)
+    ctx = make_context(pg_url)
+    params = CleanMessagesParams(
+        window=TimeWindow(end_before=scenario.cutoff),
+        run=RunOptions(batch_size=50, workers=2),
+        orphan_manifest=tmp_path / "orphans.jsonl",
+    )
+    summary = clean_messages.run(ctx, params)
+    assert summary.outcome is Outcome.DONE and summary.tables["messages"] == len(scenario.all_old())
+    assert [w for w in ctx.reporter.warnings if "--workers 2 does not apply" in w] != []  # type: ignore[attr-defined]
+    one = make_context(pg_url)
+    clean_messages.run(one, message_params(scenario.cutoff, batch_size=50, workers=1))
+    assert not [w for w in one.reporter.warnings if "--workers" in w]  # type: ignore[attr-defined]

@@ -81,6 +81,7 @@ class ParentScan:
     def walk_all(self, body: BatchBody, keep: Keep | None = None) -> None:
         """One keyset cursor over every selected row."""
         engine = self.job.ctx.engine
+        self.job.one_connection("when the batch's ids are needed on the client (or on SQLite)")
         while self.job.keep_going():
             with engine.connect() as conn:
                 rows = conn.execute(
@@ -209,6 +210,7 @@ class ParentScan:
         """A cursor per lane (``lane_column == lane.key``), lanes from ``refill``, tenants re-checked by
         ``recheck`` right before each delete (an upgrade mid-run wins: its rows stay)."""
         self.lane_column = lane_column
+        self.job.one_connection("to the billing strategies (they walk one app or tenant at a time)")
 
         def page(lane: Lane, limit: int) -> sa.Select[Any]:
             return (

@@ -183,6 +183,12 @@ class JobRun:
             return False
         return True
 
+    def one_connection(self, why: str) -> None:
+        """Say so when ``--workers`` asked for more than this walk can use (never silently ignore it)."""
+        if self.options.workers > 1:
+            asked = f"--workers {self.options.workers}"
+            self.ctx.reporter.warning(f"{asked} does not apply {why}; this run uses one connection")
+
     def claim(self) -> bool:
         """For parallel workers: :meth:`keep_going` and, if so, reserve the next batch slot atomically (the
         slot is released when that :meth:`batch` ends, claimed=True)."""

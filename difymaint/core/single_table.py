@@ -84,6 +84,7 @@ def sweep(job: JobRun, target: TableSweep) -> Cursor | None:
     if is_postgres(job.ctx.engine):
         return _sweep_server(job, target)
     engine = job.ctx.engine
+    job.one_connection("on SQLite")
     name = target.table.name
     cursor: Cursor | None = None
     while job.keep_going():
