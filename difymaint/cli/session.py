@@ -66,6 +66,20 @@ def guarded(consoles: Consoles) -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+@contextmanager
+def console_session(
+    consoles: Consoles, env_file: Path | None, database_url: str | None, redis_url: str | None
+) -> Iterator[Context]:
+    """What every console command opens: errors as one line (:func:`guarded`) and a settings context that
+    is closed however the command ends."""
+    with guarded(consoles):
+        ctx = settings_context(env_file, database_url, redis_url)
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+
+
 def settings_context(env_file: Path | None, database_url: str | None, redis_url: str | None) -> Context:
     from difymaint.core.context import Context
     from difymaint.core.settings import load_settings

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from difymaint.cli.session import Color, DatabaseUrl, EnvFile, Json, RedisUrl, make_consoles
+from difymaint.cli.session import console_session as _session
 from difymaint.cli.session import guarded as _guarded
-from difymaint.cli.session import settings_context as _context
 from difymaint.jobs import JobInfo
 from difymaint.jobs.spec import RUN
 
@@ -196,28 +196,24 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
     ) -> None:
         consoles = make_consoles(color)
         words = list(args or [])
-        with _guarded(consoles):
+        with _session(consoles, env_file, database_url, None) as ctx:
             from difymaint.core.errors import UsageError
 
-            ctx = _context(env_file, database_url, None)
-            try:
-                store = _store(ctx)
-                if words and words[0] == "show":
-                    if len(words) != 2:
-                        raise UsageError("expected 'difymaint history show RUN_ID'")
-                    _history_show(consoles, store, words[1], json)
-                elif words and words[0] == "prune":
-                    if older_than is None:
-                        raise UsageError("history prune needs --older-than DAYS")
-                    _history_prune(consoles, store, older_than, yes, json)
-                else:
-                    if len(words) > 1:
-                        raise UsageError("expected at most one JOB")
-                    if words and words[0] != "run-due":  # run-due records its own ticks
-                        _unknown_job(words[0], jobs)
-                    render_history(consoles, store, words[0] if words else None, _since(since), limit, json)
-            finally:
-                ctx.close()
+            store = _store(ctx)
+            if words and words[0] == "show":
+                if len(words) != 2:
+                    raise UsageError("expected 'difymaint history show RUN_ID'")
+                _history_show(consoles, store, words[1], json)
+            elif words and words[0] == "prune":
+                if older_than is None:
+                    raise UsageError("history prune needs --older-than DAYS")
+                _history_prune(consoles, store, older_than, yes, json)
+            else:
+                if len(words) > 1:
+                    raise UsageError("expected at most one JOB")
+                if words and words[0] != "run-due":  # run-due records its own ticks
+                    _unknown_job(words[0], jobs)
+                render_history(consoles, store, words[0] if words else None, _since(since), limit, json)
 
     # --- status -----------------------------------------------------------------------------------------------
 
@@ -242,22 +238,18 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
     ) -> None:
         consoles = make_consoles(color)
         code = 0
-        with _guarded(consoles):
-            ctx = _context(env_file, database_url, None)
+        with _session(consoles, env_file, database_url, None) as ctx:
+            store = _store(ctx)
             try:
-                store = _store(ctx)
-                try:
-                    while True:
-                        if watch and not json:
-                            consoles.out.clear()
-                        code = render_status(consoles, store, jobs, ctx, _now(now), json=json, check=check)
-                        if not watch:
-                            break
-                        time.sleep(interval)
-                except KeyboardInterrupt:  # Ctrl-C is how --watch ends
-                    pass
-            finally:
-                ctx.close()
+                while True:
+                    if watch and not json:
+                        consoles.out.clear()
+                    code = render_status(consoles, store, jobs, ctx, _now(now), json=json, check=check)
+                    if not watch:
+                        break
+                    time.sleep(interval)
+            except KeyboardInterrupt:  # Ctrl-C is how --watch ends
+                pass
         raise typer.Exit(code)
 
     # --- locks ------------------------------------------------------------------------------------------------
@@ -287,20 +279,16 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
 
         consoles = make_consoles(color)
         words = list(args or [])
-        with _guarded(consoles):
+        with _session(consoles, env_file, database_url, redis_url) as ctx:
             from difymaint.core.errors import UsageError
 
-            ctx = _context(env_file, database_url, redis_url)
-            try:
-                locks = _all_locks(ctx, jobs)
-                if not words:
-                    _render_locks(consoles, ctx, jobs, locks, json)
-                    return
-                if words[0] != "release" or len(words) != 2:
-                    raise UsageError("expected 'difymaint locks' or 'difymaint locks release NAME'")
-                _release(consoles, ctx, locks, words[1], yes, force, observe, json, current_environment().isatty())
-            finally:
-                ctx.close()
+            locks = _all_locks(ctx, jobs)
+            if not words:
+                _render_locks(consoles, ctx, jobs, locks, json)
+                return
+            if words[0] != "release" or len(words) != 2:
+                raise UsageError("expected 'difymaint locks' or 'difymaint locks release NAME'")
+            _release(consoles, ctx, locks, words[1], yes, force, observe, json, current_environment().isatty())
 
     # --- pause / resume ---------------------------------------------------------------------------------------
 
@@ -319,13 +307,9 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
         json: Json = False,
     ) -> None:
         consoles = make_consoles()
-        with _guarded(consoles):
+        with _session(consoles, env_file, database_url, None) as ctx:
             _unknown_job(job, jobs)
-            ctx = _context(env_file, database_url, None)
-            try:
-                _store(ctx).pause(job, reason, datetime.now(UTC))
-            finally:
-                ctx.close()
+            _store(ctx).pause(job, reason, datetime.now(UTC))
             if json:
                 _print_json(consoles, {"job": job, "paused": True, "reason": reason})
             else:
@@ -341,13 +325,9 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
         json: Json = False,
     ) -> None:
         consoles = make_consoles()
-        with _guarded(consoles):
+        with _session(consoles, env_file, database_url, None) as ctx:
             _unknown_job(job, jobs)
-            ctx = _context(env_file, database_url, None)
-            try:
-                was = _store(ctx).resume(job)
-            finally:
-                ctx.close()
+            was = _store(ctx).resume(job)
             if json:
                 _print_json(consoles, {"job": job, "paused": False, "was_paused": was})
             else:
@@ -429,42 +409,36 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
 
         consoles = make_consoles()
         code = 0
-        with _guarded(consoles):
+        with _session(consoles, env_file, database_url, redis_url) as ctx:
             moment = _now(now)
-            ctx = _context(env_file, database_url, redis_url)
-            try:
-                store = _store(ctx)
-                decisions = plan_due(store, jobs, ctx.settings, moment)
-                if list_only:
-                    _render_due(consoles, decisions, json)
-                    return
-                tick = store.start(job=RUN_DUE, args={"now": now}, dry_run=False, started_at=moment)
-                keep = ctx.settings.DIFYMAINT_HISTORY_KEEP_DAYS
-                # Minute-level jobs write ~1,440 records a day each: the dispatcher keeps the table bounded.
-                pruned = store.prune(moment - timedelta(days=keep)) if keep else 0
-                env = dict(os.environ)
-                for variable, value in (
-                    ("DIFYMAINT_ENV_FILE", env_file),
-                    ("DIFYMAINT_DATABASE_URL", database_url),
-                    ("DIFYMAINT_REDIS_URL", redis_url),
-                ):
-                    if value is not None:
-                        env[variable] = str(value)
-                dispatch_due(
-                    decisions, jobs, child_module=child_module, extra_args=("--json",) if json else (), env=env
-                )
-                code = worst([d.exit_code for d in decisions if d.exit_code is not None])
-                store.update(
-                    tick,
-                    ended_at=moment,
-                    outcome="done" if code == 0 else "failed",
-                    exit_code=code,
-                    log_lines=[f"{d.job}: {d.action} ({d.reason}) exit {d.exit_code}" for d in decisions]
-                    + ([f"pruned {pruned} run records older than {keep} days"] if pruned else []),
-                )
+            store = _store(ctx)
+            decisions = plan_due(store, jobs, ctx.settings, moment)
+            if list_only:
                 _render_due(consoles, decisions, json)
-            finally:
-                ctx.close()
+                return
+            tick = store.start(job=RUN_DUE, args={"now": now}, dry_run=False, started_at=moment)
+            keep = ctx.settings.DIFYMAINT_HISTORY_KEEP_DAYS
+            # Minute-level jobs write ~1,440 records a day each: the dispatcher keeps the table bounded.
+            pruned = store.prune(moment - timedelta(days=keep)) if keep else 0
+            env = dict(os.environ)
+            for variable, value in (
+                ("DIFYMAINT_ENV_FILE", env_file),
+                ("DIFYMAINT_DATABASE_URL", database_url),
+                ("DIFYMAINT_REDIS_URL", redis_url),
+            ):
+                if value is not None:
+                    env[variable] = str(value)
+            dispatch_due(decisions, jobs, child_module=child_module, extra_args=("--json",) if json else (), env=env)
+            code = worst([d.exit_code for d in decisions if d.exit_code is not None])
+            store.update(
+                tick,
+                ended_at=moment,
+                outcome="done" if code == 0 else "failed",
+                exit_code=code,
+                log_lines=[f"{d.job}: {d.action} ({d.reason}) exit {d.exit_code}" for d in decisions]
+                + ([f"pruned {pruned} run records older than {keep} days"] if pruned else []),
+            )
+            _render_due(consoles, decisions, json)
         raise typer.Exit(code)
 
 
