@@ -77,7 +77,7 @@ def exit_codes_of(info: JobInfo) -> list[tuple[int, str]]:
         (1, "failed"),
         (2, "usage or configuration error"),
     ]
-    if info.name.startswith("monitor"):
+    if info.alerts:
         codes.append((3, "threshold exceeded"))
     if info.batch is not None or info.destructive:
         codes.append((4, "partial: --max-runtime / --max-batches / a pause stopped it; the next run continues"))

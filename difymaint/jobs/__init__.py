@@ -58,6 +58,8 @@ class JobInfo:
     # Scheduled jobs this one must be finished before (archive before deletion): the renderers cap its deadline
     # and --max-runtime at the time until their next start.
     finishes_before: tuple[str, ...] = ()
+    # True for monitors: exit 3 means their threshold was exceeded (an alert, not a failure).
+    alerts: bool = False
 
     def load(self) -> ModuleType:
         """The job module: a name in this package, or a dotted path (a job kept elsewhere, e.g. in tests)."""
@@ -610,6 +612,7 @@ JOBS: dict[str, JobInfo] = {
         name="monitor-queue",
         module="monitor_queue",
         needs_database=False,
+        alerts=True,
         summary="Check how many messages wait in Celery queues on Dify's broker; exit 3 and mail an alert at or "
         "above a threshold.",
         schedule="*/30 * * * *",  # every QUEUE_MONITOR_INTERVAL (30) minutes
