@@ -310,16 +310,21 @@ def _outcome_of(exc: BaseException, run: _JobRun, consoles: Consoles) -> RunSumm
             message = "the database did not answer within --max-runtime and DIFYMAINT_DEADLINE_GRACE_S: dropped"
             error_line(consoles, message, "the server rolls the open batch back; the next run continues")
             return _failed(exc, run, message)
+        # Say what usually causes it, so a restart is not debugged as a bug (nor as a lock problem).
+        message = f"lost the database connection mid-run: {reason} ({_CONNECTION_LOST_CAUSES})"
         error_line(
             consoles,
-            f"lost the database connection mid-run: {reason}",
+            message,
             "the server rolled back the open batch; committed batches stay done and the next run continues",
         )
-        return _failed(exc, run, f"lost the database connection: {reason}")
+        return _failed(exc, run, message)
     # The last line of defence: one line, no secrets, no traceback (--debug shows it above).
     text = f"{type(exc).__name__}: {_first_line(exc)}"
     error_line(consoles, f"unexpected {text}", None if run.common.debug else "re-run with --debug for the traceback")
     return _failed(exc, run, text)
+
+
+_CONNECTION_LOST_CAUSES = "PostgreSQL restarted, failed over, or ended the session"
 
 
 def _failed(exc: BaseException, run: _JobRun, error: str) -> RunSummary:
