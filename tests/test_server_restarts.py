@@ -115,7 +115,6 @@ def _second_run_completes(url: str, engine: Engine, scenario: Scenario, env: dic
     assert_cascade_consistent(engine)
 
 
-@pytest.mark.postgres
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 def test_postgres_restart_mid_run(own_pg: OwnPostgres, dify_db: tuple[str, Engine, Scenario], mode: str) -> None:
     url, engine, scenario = dify_db
@@ -143,5 +142,34 @@ def test_postgres_restart_mid_run(own_pg: OwnPostgres, dify_db: tuple[str, Engin
     assert deleted >= 30
     # Every committed batch is counted, and nothing else: the open one rolled back whole.
     assert summary["tables"]["messages"] == deleted, (summary, deleted)
+    assert_cascade_consistent(engine)
+    _second_run_completes(url, engine, scenario, env)
+
+
+def test_redis_restart_mid_run(own_redis: OwnRedis, dify_db: tuple[str, Engine, Scenario]) -> None:
+    """A restarted Redis forgets the lock: the heartbeat notices, the run stops at the next batch boundary and
+    says Redis lost the key, not that the lease (--lock-ttl) was too short."""
+    url, engine, scenario = dify_db
+    before = len(remaining_messages(engine))
+    env = _env(DIFYMAINT_USE_REDIS="true", DIFYMAINT_REDIS_URL=own_redis.url, DIFYMAINT_LOCK_TTL="10")
+    # ~0.2 s per batch on average: the run outlasts the heartbeat's next renewal (every TTL/3 = 3.3 s).
+    proc = _start([*_clean_messages(url), "--batch-size", BATCH, "--sleep-ms", "400"], env)
+    try:
+        _wait_until("a few batches to commit", lambda: _deleted_so_far(engine, before) >= 20)
+        assert proc.poll() is None, "the run finished before the restart: make it longer"
+        own_redis.restart()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, (proc.returncode, err)
+    lines = [line for line in err.strip().splitlines() if line.startswith("difymaint: error:")]
+    assert len(lines) == 1, err
+    assert "lost the Redis lock" in lines[0] and "Redis restarted" in lines[0], err
+    for wrong in ("Traceback", "error: unexpected", "lock TTL", "--lock-ttl", "LOCK_TTL", "--debug"):
+        assert wrong not in err, (wrong, err)
+    summary = json.loads(out)
+    assert summary["outcome"] == "failed"
+    assert 0 < summary["tables"]["messages"] == _deleted_so_far(engine, before) < before
     assert_cascade_consistent(engine)
     _second_run_completes(url, engine, scenario, env)
