@@ -103,6 +103,7 @@ def test_billing_off_sandbox_pass_takes_every_workspace(pg_engine: Any, pg_url: 
     ctx = make_context(pg_url)
     summary = clean_unused_datasets.run(ctx, params(tmp_path))
     assert disabled_datasets(pg_engine, before) == sc.ids(*PASS_1, *PASS_2_BILLING_OFF)
+    assert summary.rows_remaining == 0  # a complete run: a number, never null (issue 13 item 9)
     loud = [w for w in summary.warnings if "EVERY workspace counts as sandbox" in w]
     assert loud and loud[0] in ctx.reporter.warnings  # type: ignore[attr-defined]
     # the sandbox pass writes no logs even for paid workspaces' datasets
@@ -229,8 +230,10 @@ def test_max_batches_is_partial_and_resumable(pg_engine: Any, pg_url: str, tmp_p
     first = clean_unused_datasets.run(ctx, params(tmp_path, passes="all", run=RunOptions(batch_size=2, max_batches=2)))
     assert first.outcome is Outcome.PARTIAL and first.exit_code == 4
     assert first.tables["datasets"] == 4  # the three same-moment datasets split across batches, none skipped
+    assert first.rows_remaining == 1 and not first.rows_remaining_estimated  # what the next run takes
     second = clean_unused_datasets.run(make_context(pg_url), params(tmp_path, passes="all"))
     assert second.tables["datasets"] == 1
+    assert second.rows_remaining == 0
     assert disabled_datasets(pg_engine, before) == sc.ids(*PASS_1)
     assert len(worklist(tmp_path / "removals.jsonl")) == 5
 
@@ -294,3 +297,29 @@ def test_cli_dry_run_json_and_emit(sqlite_url: str, tmp_path: Path) -> None:
     assert {line["dataset_id"] for line in worklist(work)} == sc.ids(*PASS_1)
     bad = run_cli([*base[:-1], "--pass", "paid", "--dry-run"])
     assert bad.returncode == 2 and "--pass" in bad.stderr and "'paid' is not one of" in bad.stderr
+
+
+def test_partial_run_counts_both_passes_left(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
+    """Stopped in pass 1: the backlog is pass 1 past its cursor plus all of pass 2, each dataset once."""
+    sc = seed_unused(pg_engine, NOW)
+    before = enabled_documents(pg_engine)
+    ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
+    first = clean_unused_datasets.run(ctx, params(tmp_path, run=RunOptions(batch_size=2, max_batches=1)))
+    assert first.outcome is Outcome.PARTIAL and first.tables["datasets"] == 2
+    assert first.rows_remaining_estimated  # the sandbox pass's plan filter is not applied to the count
+    second = clean_unused_datasets.run(make_context(pg_url), params(tmp_path))
+    assert disabled_datasets(pg_engine, before) == sc.ids(*PASS_1, *PASS_2_BILLING_OFF)
+    assert first.rows_remaining == second.tables["datasets"]  # billing off: every workspace is sandbox
+
+
+def test_second_signal_still_counts_the_backlog(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
+    from difymaint.core.stop import Interrupted
+    from tests.test_signal_cancel import _interrupt_at_batch
+
+    seed_unused(pg_engine, NOW)
+    ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
+    ctx.batch_hooks.append(_interrupt_at_batch(1))
+    with pytest.raises(Interrupted) as caught:
+        clean_unused_datasets.run(ctx, params(tmp_path, passes="all", run=RunOptions(batch_size=2)))
+    summary = caught.value.difymaint_summary  # type: ignore[attr-defined]
+    assert summary.tables["datasets"] == 2 and summary.rows_remaining == 3  # five in pass 1 (see above)

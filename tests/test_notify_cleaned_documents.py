@@ -124,6 +124,33 @@ def test_billing_off_sends_nothing_and_marks_every_workspace(pg_engine: Any, pg_
     assert smtp.received == []
     assert notified_ids(pg_engine) == sc.unnotified(*sc.tenants) | set(sc.already_notified)
     assert any("NO mail is sent" in warning for warning in summary.warnings)
+    assert summary.rows_remaining == 0  # a complete run: a number, never null (issue 13 item 9)
+
+
+def test_partial_run_counts_the_logs_left(pg_engine: Any, pg_url: str, smtp: SmtpStub) -> None:
+    sc = seed_notify(pg_engine, NOW)
+    mail = settings(None, smtp.settings(), DIFYMAINT_TARGET_BATCH_MS=0)
+    first = notify_cleaned_documents.run(make_context(pg_url, **mail), params(run=RunOptions(max_batches=1)))
+    assert first.outcome is Outcome.PARTIAL and first.tables["dataset_auto_disable_logs"] > 0
+    second = notify_cleaned_documents.run(make_context(pg_url, **mail), params())
+    assert notified_ids(pg_engine) == sc.unnotified(*sc.tenants) | set(sc.already_notified)
+    assert first.rows_remaining == second.tables["dataset_auto_disable_logs"] > 0
+    assert second.rows_remaining == 0
+
+
+def test_second_signal_during_the_purge_still_counts_the_backlog(pg_engine: Any, pg_url: str, smtp: SmtpStub) -> None:
+    from difymaint.core.stop import Interrupted
+    from tests.test_signal_cancel import _interrupt_at_batch
+
+    sc = seed_notify(pg_engine, NOW)
+    ctx = make_context(pg_url, **settings(None, smtp.settings()))
+    ctx.batch_hooks.append(_interrupt_at_batch(1))
+    with pytest.raises(Interrupted) as caught:
+        notify_cleaned_documents.run(ctx, params(purge_notified_older_than=30))
+    summary = caught.value.difymaint_summary  # type: ignore[attr-defined]
+    # The purge's one old notified log is gone; every unmarked log is still to do.
+    assert summary.tables["dataset_auto_disable_logs (purged)"] == 1
+    assert summary.rows_remaining == len(sc.unnotified(*sc.tenants))
 
 
 def test_dry_run_renders_and_writes_nothing(pg_engine: Any, pg_url: str, billing: Any, smtp: SmtpStub) -> None:

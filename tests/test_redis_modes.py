@@ -143,3 +143,38 @@ def test_malformed_sentinel_list(sqlite_url: str) -> None:
         env={"REDIS_USE_SENTINEL": "true", "REDIS_SENTINELS": "nohostport", "REDIS_SENTINEL_SERVICE_NAME": "m"},
     )
     assert result.returncode == 2 and "REDIS_SENTINELS" in result.stderr
+
+
+def test_unreachable_sentinels_are_one_short_line(sqlite_url: str) -> None:
+    """The line names the sentinels actually asked and the service, not REDIS_HOST's default, and not the
+    thousand-character repr of redis-py's sentinel clients (issue 13 item 9)."""
+    ports = [_free_port(), _free_port()]
+    result = run_cli(
+        ["clean-messages", "--dry-run", "--database-url", sqlite_url],
+        env={
+            "REDIS_USE_SENTINEL": "true",
+            "REDIS_SENTINELS": ",".join(f"127.0.0.1:{port}" for port in ports),
+            "REDIS_SENTINEL_SERVICE_NAME": "mymaster",
+        },
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.strip().splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    line = errors[0]
+    assert f"Sentinel 127.0.0.1:{ports[0]}, 127.0.0.1:{ports[1]} (service 'mymaster')" in line, line
+    assert f"127.0.0.1:{ports[0]} Connection refused; 127.0.0.1:{ports[1]} Connection refused" in line, line
+    assert "6379" not in line and "localhost" not in line and "<redis" not in line
+    assert "REDIS_SENTINELS" in line and len(line) < 400, line
+
+
+def test_sentinel_without_the_service_says_so(sentinel: int, sqlite_url: str) -> None:
+    result = run_cli(
+        ["clean-messages", "--dry-run", "--database-url", sqlite_url],
+        env={
+            "REDIS_USE_SENTINEL": "true",
+            "REDIS_SENTINELS": f"127.0.0.1:{sentinel}",
+            "REDIS_SENTINEL_SERVICE_NAME": "othermaster",
+        },
+    )
+    assert result.returncode == 1
+    assert f"127.0.0.1:{sentinel} monitors no service 'othermaster'" in result.stderr, result.stderr

@@ -80,13 +80,16 @@ def _clean_messages(url: str) -> list[str]:
     return [sys.executable, "-m", "difymaint", "clean-messages", "--yes", "--json", "--database-url", url]
 
 
-def _wait_until(what: str, condition: Callable[[], bool], timeout: float = 30) -> None:
+def _wait_until(what: str, condition: Callable[[], bool], proc: subprocess.Popen[str], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:
         if condition():
             return
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    if proc.poll() is None:
+        proc.kill()
+    out, err = proc.communicate()
+    raise AssertionError(f"gave up waiting for {what} (exit {proc.returncode}): {err}{out}")
 
 
 def _deleted_so_far(engine: Engine, before: int) -> int:
@@ -122,7 +125,7 @@ def test_postgres_restart_mid_run(own_pg: OwnPostgres, dify_db: tuple[str, Engin
     env = _env(DIFYMAINT_USE_REDIS="false")
     proc = _start([*_clean_messages(url), "--batch-size", BATCH, "--sleep-ms", "60"], env)
     try:
-        _wait_until("a few batches to commit", lambda: _deleted_so_far(engine, before) >= 30)
+        _wait_until("a few batches to commit", lambda: _deleted_so_far(engine, before) >= 30, proc)
         assert proc.poll() is None, "the run finished before the restart: make it longer"
         own_pg.restart(mode)
         out, err = proc.communicate(timeout=60)
@@ -155,7 +158,7 @@ def test_redis_restart_mid_run(own_redis: OwnRedis, dify_db: tuple[str, Engine, 
     # ~0.2 s per batch on average: the run outlasts the heartbeat's next renewal (every TTL/3 = 3.3 s).
     proc = _start([*_clean_messages(url), "--batch-size", BATCH, "--sleep-ms", "400"], env)
     try:
-        _wait_until("a few batches to commit", lambda: _deleted_so_far(engine, before) >= 20)
+        _wait_until("a few batches to commit", lambda: _deleted_so_far(engine, before) >= 20, proc)
         assert proc.poll() is None, "the run finished before the restart: make it longer"
         own_redis.restart()
         out, err = proc.communicate(timeout=60)

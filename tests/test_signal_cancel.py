@@ -232,3 +232,85 @@ def test_max_runtime_holds_when_the_database_freezes(pg_engine: Any, pg_url: str
     if proc.returncode == 1:
         assert "dropping the run's connections" in err and "Traceback" not in err
     assert json.loads(out)["job"] == "clean-messages"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_second_signal_still_reports_the_backlog(pg_engine: Any, pg_url: str, signum: int) -> None:
+    """A second signal while the first one's batch is still stuck cancels it at once, without the first one's
+    grace (the two signals reach the Python handler as one: the watcher counts them), and the summary still
+    says exactly how many expired messages are left (it was null after a double signal, issue 13 item 9)."""
+    import sqlalchemy as sa
+
+    seed(pg_engine, NOW)
+    with rows_locked(pg_url):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "difymaint", "clean-messages", "--yes", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            env={
+                **CLEAN_ENV,
+                "NO_COLOR": "1",
+                "DIFYMAINT_DATABASE_URL": pg_url,
+                "DIFYMAINT_USE_REDIS": "false",
+                "DIFYMAINT_LOCK_TIMEOUT": "0",
+                "DIFYMAINT_STATEMENT_TIMEOUT": "0",
+            },
+        )
+        try:
+            _wait_for("the DELETE to wait on the row lock", lambda: _waiting_on_lock(pg_url))
+            proc.send_signal(signum)
+            time.sleep(0.3)  # well inside the first signal's grace for the open batch
+            sent = time.monotonic()
+            proc.send_signal(signum)
+            out, err = proc.communicate(timeout=30)
+            took = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 128 + signum, err
+    assert took < CANCEL_GRACE_S - 0.3, took  # the second signal did not wait out the grace
+    summary = json.loads(out)
+    assert summary["outcome"] == "interrupted", summary
+    with pg_engine.connect() as conn:
+        left = conn.execute(
+            sa.text("SELECT count(*) FROM messages WHERE created_at < :c"), {"c": summary["window"]["end_before"]}
+        ).scalar_one()
+    assert left > 0 and summary["rows_remaining"] == left, (summary, left)
+    assert_cascade_consistent(pg_engine)
+
+
+def _interrupt_at_batch(number: int) -> Any:
+    """A batch hook standing in for the Python signal handler's second call, which raises Interrupted from
+    wherever the main thread is; here, right after batch ``number`` committed."""
+    from difymaint.core.stop import Interrupted
+
+    def hook(run: Any) -> None:
+        if run.summary.batches == number:
+            raise Interrupted(signal.SIGTERM)
+
+    return hook
+
+
+@pytest.mark.postgres
+def test_interrupted_run_counts_its_backlog(pg_engine: Any, pg_url: str) -> None:
+    from difymaint.core.run import RunOptions
+    from difymaint.core.stop import Interrupted
+    from difymaint.core.window import TimeWindow
+    from difymaint.jobs import clean_messages
+    from difymaint.jobs.clean_messages import CleanMessagesParams
+    from tests.conftest import make_context
+
+    scenario = seed(pg_engine, NOW, per_tenant=10)
+    ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
+    ctx.batch_hooks.append(_interrupt_at_batch(2))
+    params = CleanMessagesParams(window=TimeWindow(end_before=scenario.cutoff), run=RunOptions(batch_size=5))
+    with pytest.raises(Interrupted) as caught:
+        clean_messages.run(ctx, params)
+    summary = caught.value.difymaint_summary  # type: ignore[attr-defined]
+    left = len(remaining_messages(pg_engine) & scenario.all_old())
+    assert summary.tables["messages"] == 10 and left > 0
+    assert summary.rows_remaining == left
+    assert_cascade_consistent(pg_engine)

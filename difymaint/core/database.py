@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -228,8 +229,23 @@ def delete_or_count(conn: Connection, table: sa.Table, where: sa.ColumnElement[b
     return int(conn.execute(sa.delete(table).where(where)).rowcount)
 
 
-def count_or_unknown(conn: Connection, query: sa.Select[Any], *, timeout_s: int = 30) -> int:
-    """A count for a report (e.g. rows remaining); -1 when it would take longer than ``timeout_s``."""
+_count_timeout_s: ContextVar[int] = ContextVar("difymaint_count_timeout_s", default=30)
+
+
+@contextmanager
+def count_timeout(seconds: int) -> Iterator[None]:
+    """Bound the report counts (:func:`count_or_unknown`) made inside the block, e.g. after a second signal."""
+    token = _count_timeout_s.set(seconds)
+    try:
+        yield
+    finally:
+        _count_timeout_s.reset(token)
+
+
+def count_or_unknown(conn: Connection, query: sa.Select[Any], *, timeout_s: int | None = None) -> int:
+    """A count for a report (e.g. rows remaining); -1 when it would take longer than ``timeout_s`` (30 s, or
+    what :func:`count_timeout` set)."""
+    timeout_s = _count_timeout_s.get() if timeout_s is None else timeout_s
     if is_postgres(conn):
         conn.execute(sa.text(f"SET LOCAL statement_timeout = '{int(timeout_s)}s'"))
     try:

@@ -8,6 +8,7 @@ is named through :class:`KeyNamer`, and each Dify key family records whether Dif
 
 from __future__ import annotations
 
+import re
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -151,9 +152,55 @@ def check_redis(client: Any, settings: Settings) -> None:
     try:
         client.ping()
     except RedisError as exc:
-        where = mask_urls(settings.DIFYMAINT_REDIS_URL or f"{settings.REDIS_HOST}:{settings.REDIS_PORT}")
+        if settings.DIFYMAINT_REDIS_URL:
+            where, reason, names = mask_urls(settings.DIFYMAINT_REDIS_URL), _short(exc), "DIFYMAINT_REDIS_URL"
+        elif settings.REDIS_USE_SENTINEL:
+            # redis-py's own text reprs every sentinel client (over a thousand characters); say instead which
+            # sentinels we asked for which service, and what each one answered.
+            service = settings.REDIS_SENTINEL_SERVICE_NAME
+            sentinels = ", ".join(
+                f"{host}:{port}" for host, port in _host_ports(settings.REDIS_SENTINELS, "REDIS_SENTINELS")
+            )
+            where = f"Sentinel {sentinels} (service {service!r})"
+            reason = _sentinel_answers(client, service or "") or _short(exc)
+            names = "REDIS_SENTINELS/REDIS_SENTINEL_SERVICE_NAME/REDIS_SENTINEL_PASSWORD"
+        elif settings.REDIS_USE_CLUSTERS:
+            where, reason, names = f"cluster {settings.REDIS_CLUSTERS}", _short(exc), "REDIS_CLUSTERS"
+        else:
+            where, reason = f"{settings.REDIS_HOST}:{settings.REDIS_PORT}", _short(exc)
+            names = "REDIS_HOST/REDIS_PORT/REDIS_PASSWORD"
         raise RedisUnavailable(
-            f"cannot reach Redis at {where}: {exc}",
-            hint="check REDIS_HOST/REDIS_PORT/REDIS_PASSWORD, or set DIFYMAINT_USE_REDIS=false to lock in the "
-            "database instead (only when Dify's own beat is not running this job)",
+            f"cannot reach Redis at {where}: {reason}",
+            hint=f"check {names}, or set DIFYMAINT_USE_REDIS=false to lock in the database instead (only when "
+            "Dify's own beat is not running this job)",
         ) from None
+
+
+_MAX_REASON = 160  # one error line stays readable; --debug shows the full traceback
+
+
+def _short(exc: BaseException) -> str:
+    """The gist of a redis-py error: its first line without the "Error 111 connecting to host:port." preamble
+    (the address is named already), cut to a readable length."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"^Error -?\d+ connecting to \S+?\. ", "", text).rstrip(".")
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
+
+
+def _sentinel_answers(client: Any, service: str) -> str:
+    """What each configured sentinel says about ``service``: unreachable, unaware of it, or reporting it down."""
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    answers = []
+    for sentinel in getattr(manager, "sentinels", []):
+        kwargs = sentinel.connection_pool.connection_kwargs
+        address = f"{kwargs.get('host')}:{kwargs.get('port')}"
+        try:
+            masters = sentinel.sentinel_masters()
+        except RedisError as exc:
+            answers.append(f"{address} {_short(exc)}")
+            continue
+        if service not in masters:
+            answers.append(f"{address} monitors no service {service!r}")
+        else:
+            answers.append(f"{address} reports the master of {service!r} down")
+    return "; ".join(answers)

@@ -24,19 +24,21 @@ from sqlalchemy.engine import Connection
 
 from difymaint.core import pg_health
 from difymaint.core.context import Context
-from difymaint.core.database import BatchTimeout, batch_transaction
+from difymaint.core.database import BatchTimeout, batch_transaction, count_timeout
 from difymaint.core.errors import DifymaintError, LockHeld
 from difymaint.core.locking import JobLock, LockHeartbeat
 from difymaint.core.reporter import BatchProgress
 from difymaint.core.schema import missing_leading_indexes
 from difymaint.core.settings import Settings
 from difymaint.core.shard import Shard
+from difymaint.core.stop import Interrupted
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.window import TimeWindow
 
 MAX_TIMEOUT_RETRIES = 5
 # SQLite binds a batch's ids as one parameter each, and allows 32,766 of them in a statement.
 SQLITE_MAX_BATCH_SIZE = 10000
+INTERRUPTED_COUNT_TIMEOUT_S = 3  # the backlog count after a second signal: quick, or unknown
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,9 @@ class JobRun:
         self._mutex = threading.RLock()
         self._claimed = 0
         self.batch_seconds: list[float] = []  # every committed batch's duration (the bench's p50/p95/max)
+        # The job's backlog count, registered as soon as the job can count (see settle_remaining): a second
+        # signal ends the run from anywhere, and the summary still says how much is left.
+        self.remaining: Callable[[], int | None] | None = None
 
     @property
     def dry_run(self) -> bool:
@@ -282,12 +287,25 @@ class JobRun:
         return next(iter(self.summary.tables), "")
 
     def settle_remaining(self, estimate: Callable[[], int | None] | None = None) -> None:
-        """``rows_remaining``: 0 when the run went through; when it stopped early, the estimate (unknown
-        without one). Every job ends with this, so a backlog alert has one figure to watch."""
+        """``rows_remaining``: 0 when the run went through; when it stopped early, the estimate (the one given,
+        else the one registered in :attr:`remaining`; unknown without either). Every job ends with this, so a
+        backlog alert has one figure to watch."""
+        estimate = estimate or self.remaining
         if self.summary.outcome in (Outcome.PARTIAL, Outcome.INTERRUPTED):
             self.summary.rows_remaining = estimate() if estimate is not None else None
         else:
             self.summary.rows_remaining = 0
+
+    def settle_after_interrupt(self) -> None:
+        """A second signal ended the run mid-batch: count the backlog anyway, but briefly (the operator asked
+        to stop *now*); a count that takes longer, fails or is interrupted again leaves -1 (unknown size)."""
+        if self.remaining is None:
+            return
+        try:
+            with count_timeout(INTERRUPTED_COUNT_TIMEOUT_S):
+                self.summary.rows_remaining = self.remaining()
+        except BaseException:  # a third signal, or the database gone: the figure is unknown, not zero
+            self.summary.rows_remaining = -1
 
     def finish(self) -> RunSummary:
         self.summary.duration_s = self.elapsed()
@@ -352,6 +370,8 @@ def job_run(
         _after_run(ctx, run, start_lsn)
     except BaseException as exc:
         # Keep what the committed batches did: a failed run still reports its per-table counts.
+        if isinstance(exc, Interrupted):
+            run.settle_after_interrupt()
         run.summary.outcome = Outcome.FAILED
         run.summary.error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         exc.difymaint_summary = run.summary  # type: ignore[attr-defined]

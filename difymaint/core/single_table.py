@@ -87,6 +87,7 @@ def sweep(job: JobRun, target: TableSweep) -> Cursor | None:
     job.one_connection("on SQLite")
     name = target.table.name
     cursor: Cursor | None = None
+    job.remaining = lambda: remaining(job, target, cursor)  # reads the cursor as it stands when asked
     while job.keep_going():
         limit = job.batch_size
         with engine.connect() as conn:
@@ -103,7 +104,7 @@ def sweep(job: JobRun, target: TableSweep) -> Cursor | None:
         cursor = Cursor.of(rows[-1])
         if len(rows) < limit:
             break  # a short page was the last one: no need to ask again
-    job.settle_remaining(lambda: remaining(job, target, cursor))
+    job.settle_remaining()
     return cursor
 
 
@@ -112,12 +113,13 @@ def _sweep_server(job: JobRun, target: TableSweep) -> Cursor | None:
     server), ``--workers`` slices in parallel; an unbounded dry run is one ``count(*)``."""
     one_table = Cascade((Step(target.table, target.id_column, where=target.where),))
     scan = ParentScan(job, target.table, selection=target.where, columns=(target.id, target.created))
+    job.remaining = scan.remaining
     counted = False
     if job.dry_run and job.options.max_batches is None:
         counted = scan.count_set(lambda conn: one_table.count(conn, Selection(target.where)))
     if not counted:
         scan.walk_server(lambda conn, page: one_table.run_batch(conn, page, dry_run=job.dry_run))
-    job.settle_remaining(scan.remaining)
+    job.settle_remaining()
     cursors = [part.cursor for part in scan.parts if part.cursor is not None]
     return max(cursors, key=lambda c: (c.created_at, c.id)) if cursors else None
 

@@ -1,6 +1,8 @@
 """Graceful stop: SIGTERM/SIGINT set a flag that the batch loop checks between batches.
 
-A second signal aborts at once (the open batch transaction rolls back), so an operator is never stuck.
+A second signal aborts at once (the open batch transaction rolls back), so an operator is never stuck: the
+Python handler raises :class:`Interrupted` when it runs twice, and the watcher below cancels the statement in
+flight without waiting for the grace period.
 
 A Python signal handler runs only when the main thread is back in the interpreter, never while it waits in
 libpq for a statement blocked on a row lock. So the C-level handler's wakeup fd (``signal.set_wakeup_fd``)
@@ -15,6 +17,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -166,15 +169,29 @@ def _statement_canceller() -> Iterator[None]:
     stops = {int(signal.SIGTERM), int(signal.SIGINT)}
 
     def watch() -> None:
+        # The first stop signal gives the open batch CANCEL_GRACE_S; a second one cancels at once. The wakeup
+        # fd gets one byte per signal, whereas two signals arriving while the main thread waits in libpq run
+        # the Python handler only once: this count is the only place a second signal is seen for sure.
+        seen = 0
+        cancel_at: float | None = None
         while True:
+            reader.settimeout(None if cancel_at is None else max(0.0, cancel_at - time.monotonic()))
             try:
                 data = reader.recv(64)
+            except TimeoutError:
+                cancel_at = None
+                STATEMENTS.cancel_after(0)  # the grace is over: cancel what still runs
+                continue
             except OSError:
                 return
             if not data:
                 return  # writer closed: the run is over
-            if stops & set(data):
-                STATEMENTS.cancel_after(CANCEL_GRACE_S)
+            seen += sum(1 for byte in data if byte in stops)
+            if seen >= 2:
+                cancel_at = None
+                STATEMENTS.cancel_after(0)
+            elif seen == 1 and cancel_at is None:
+                cancel_at = time.monotonic() + CANCEL_GRACE_S
 
     thread = threading.Thread(target=watch, name="difymaint-signal-watcher", daemon=True)
     thread.start()

@@ -148,6 +148,7 @@ def _archive(
         paid = "every workspace counts as paid (billing off)" if not lookup.billing_enabled else lookup.description
         ctx.reporter.info(f"{JOB}: ended runs {params.window.describe()} to {destination}; {paid}")
         archiver = _Archiver(ctx, job, params, lookup, store, reflect_tables(ctx.engine, present), skip)
+        job.remaining = archiver.estimate_remaining
         archiver.scan()
         job.summary.details.update(
             destination=destination,
@@ -164,7 +165,7 @@ def _archive(
         )
         if params.delete_after_archive:
             job.summary.details["deleted"] = archiver.deleted
-        job.settle_remaining(archiver.estimate_remaining)
+        job.settle_remaining()
     return job.summary
 
 

@@ -117,6 +117,7 @@ def run(ctx: Context, params: CleanMessagesParams) -> RunSummary:
         ctx.reporter.info(f"{JOB}: {params.window.describe()}; {policy.description}; strategy {strategy}")
         manifest = OrphanManifest(params.orphan_manifest, job=JOB, dry_run=params.run.dry_run)
         cleaner = _MessageCleaner(ctx, job, params, policy, manifest, skip=schema.missing_optional)
+        job.remaining = cleaner.scan.remaining
         try:
             if strategy == "global" and cleaner.server_side:
                 cleaner.walk_server()
@@ -138,7 +139,7 @@ def run(ctx: Context, params: CleanMessagesParams) -> RunSummary:
                 "path": str(params.orphan_manifest),
                 "files": manifest.count,
             }
-        job.settle_remaining(cleaner.scan.remaining)
+        job.settle_remaining()
         if job.summary.outcome in (Outcome.PARTIAL, Outcome.INTERRUPTED):
             # Lanes not yet queued (apps of later pages) are not counted; nor, with billing on, is the
             # global walk's count filtered by plan.

@@ -36,7 +36,7 @@ from difymaint.core.billing import SANDBOX, PlanLookup, plan_lookup
 from difymaint.core.celery import DIFY_TASKS, INDEX_TASK, CeleryPublisher, publisher
 from difymaint.core.clock import naive_utc
 from difymaint.core.context import Context
-from difymaint.core.database import as_str, ids_in
+from difymaint.core.database import as_str, count_or_unknown, ids_in
 from difymaint.core.errors import ConfigError, UsageError
 from difymaint.core.keyset import Cursor, after
 from difymaint.core.run import JobRun, RunOptions, job_run
@@ -154,6 +154,7 @@ def run(ctx: Context, params: CleanUnusedDatasetsParams) -> RunSummary:
         handover = _Handover(ctx, params, dry_run)
         try:
             scan = _Scan(ctx, job, params, lookup, handover, schema)
+            job.remaining = lambda: scan.remaining(passes)
             for one_pass in passes:
                 if not job.keep_going():
                     break
@@ -172,6 +173,10 @@ def run(ctx: Context, params: CleanUnusedDatasetsParams) -> RunSummary:
             job.summary.details.update(lookup.stats())
             job.summary.details["sandbox_pass_skipped"] = dict(scan.skipped)
         job.settle_remaining()
+        # A sandbox pass's count cannot apply the plan filter (that needs the billing API per workspace).
+        job.summary.rows_remaining_estimated = bool(job.summary.rows_remaining) and any(
+            p.sandbox_only for p in passes[scan.current :]
+        )
     return job.summary
 
 
@@ -277,16 +282,34 @@ class _Scan:
         self.handled: set[str] = set()  # datasets an earlier pass took (a dry run must not count them twice)
         self.per_pass: dict[str, dict[str, int]] = {}
         self.skipped = {"not_sandbox": 0, "unknown_plan": 0}
+        # Where the run stands, for the backlog count: the index of the pass under way and its cursor.
+        self.current = 0
+        self.cursor: Cursor | None = None
+
+    def remaining(self, passes: list[Pass]) -> int:
+        """Datasets still matching a pass's conditions that the run has not reached: the current pass past
+        its cursor, and every later pass whole (one dataset counted once). -1 when the count timed out."""
+        pending = passes[self.current :]
+        if not pending:
+            return 0
+        d = t.datasets
+        with self.ctx.engine.connect() as conn:
+            matching = [
+                sa.and_(*self._eligible(conn, one_pass, self.cursor if index == 0 else None))
+                for index, one_pass in enumerate(pending)
+            ]
+            return count_or_unknown(conn, sa.select(sa.func.count()).select_from(d).where(sa.or_(*matching)))
 
     def run_pass(self, one_pass: Pass) -> None:
         counts = self.per_pass.setdefault(
             one_pass.name, {"datasets": 0, "documents": 0} | ({"logs": 0} if one_pass.write_logs else {})
         )
-        cursor: Cursor | None = None
+        self.cursor = None
         while self.job.keep_going():
             with self.ctx.engine.connect() as conn:
-                rows = conn.execute(self._candidates(conn, one_pass, cursor, self.job.batch_size)).all()
+                rows = conn.execute(self._candidates(conn, one_pass, self.cursor, self.job.batch_size)).all()
             if not rows:
+                self.current += 1  # this pass is through
                 return
             chosen = [row for row in rows if as_str(row.id) not in self.handled]
             if one_pass.sandbox_only:
@@ -300,14 +323,15 @@ class _Scan:
                 batch.record(scanned=len(rows), affected=len(chosen), rows=rows_changed)
             if batch.rolled_back:
                 continue  # same cursor, smaller batch
-            cursor = Cursor.of(rows[-1])
+            self.cursor = Cursor.of(rows[-1])
             self.handled.update(as_str(row.id) for row in chosen)
             counts["datasets"] += rows_changed.get("datasets", 0)
             counts["documents"] += rows_changed.get("documents", 0)
             if one_pass.write_logs:
                 counts["logs"] += rows_changed.get("dataset_auto_disable_logs", 0)
 
-    def _candidates(self, conn: Connection, one_pass: Pass, cursor: Cursor | None, limit: int) -> sa.Select[Any]:
+    def _eligible(self, conn: Connection, one_pass: Pass, cursor: Cursor | None) -> list[sa.ColumnElement[bool]]:
+        """Dify's conditions for a dataset to be disabled by ``one_pass``, past ``cursor``."""
         d, doc, q = t.datasets, t.documents, t.dataset_queries
         cut = one_pass.cutoff
         live = sa.and_(
@@ -320,6 +344,19 @@ class _Scan:
         recently_updated = sa.exists().where(live, doc.c.updated_at > cut)
         updated_before = sa.exists().where(live, doc.c.updated_at < cut)
         recently_queried = sa.exists().where(q.c.dataset_id == d.c.id, q.c.created_at > cut)
+        conditions = [
+            d.c.created_at < cut,
+            after(d.c.created_at, d.c.id, cursor),
+            ~recently_updated,
+            updated_before,
+            ~recently_queried,
+        ]
+        if self.params.tenant_ids:
+            conditions.append(ids_in(d.c.tenant_id, self.params.tenant_ids, conn.dialect.name))
+        return conditions
+
+    def _candidates(self, conn: Connection, one_pass: Pass, cursor: Cursor | None, limit: int) -> sa.Select[Any]:
+        d, doc = t.datasets, t.documents
         first_doc_form = (
             sa.select(doc.c.doc_form)
             .where(doc.c.dataset_id == d.c.id)
@@ -335,7 +372,7 @@ class _Scan:
             )
         else:
             keyword_table = sa.null()
-        query = (
+        return (
             sa.select(
                 d.c.id,
                 d.c.tenant_id,
@@ -345,19 +382,10 @@ class _Scan:
                 first_doc_form.label("first_doc_form"),
                 keyword_table.label("keyword_table"),
             )
-            .where(
-                d.c.created_at < cut,
-                after(d.c.created_at, d.c.id, cursor),
-                ~recently_updated,
-                updated_before,
-                ~recently_queried,
-            )
+            .where(*self._eligible(conn, one_pass, cursor))
             .order_by(d.c.created_at, d.c.id)
             .limit(limit)
         )
-        if self.params.tenant_ids:
-            query = query.where(ids_in(d.c.tenant_id, self.params.tenant_ids, conn.dialect.name))
-        return query
 
     def _sandbox_only(self, rows: list[Any]) -> list[Any]:
         assert self.lookup is not None

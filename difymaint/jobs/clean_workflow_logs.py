@@ -72,6 +72,7 @@ def run(ctx: Context, params: CleanWorkflowLogsParams) -> RunSummary:
         ctx.reporter.info(f"{JOB}: ended runs {params.window.describe()}, every tenant, {scope}")
         manifest = OrphanManifest(params.orphan_manifest, job=JOB, dry_run=params.run.dry_run)
         cleaner = _LogCleaner(ctx, job, params, manifest, cleanup)
+        job.remaining = cleaner.scan.remaining
         try:
             cleaner.scan.walk_all(cleaner.delete_batch)
         finally:
@@ -79,7 +80,7 @@ def run(ctx: Context, params: CleanWorkflowLogsParams) -> RunSummary:
             job.summary.details["failed_batch_attempts"] = cleaner.failed_attempts
         if manifest.enabled:
             job.summary.details["orphan_manifest"] = manifest.details()
-        job.settle_remaining(cleaner.scan.remaining)
+        job.settle_remaining()
     return job.summary
 
 

@@ -90,6 +90,7 @@ def run(ctx: Context, params: CleanWorkflowRunsParams) -> RunSummary:
         ctx.reporter.info(f"{JOB}: ended runs {params.window.describe()}; {policy.description}; strategy {strategy}")
         manifest = OrphanManifest(params.orphan_manifest, job=JOB, dry_run=params.run.dry_run)
         cleaner = _RunCleaner(ctx, job, params, policy, manifest, cleanup)
+        job.remaining = cleaner.scan.remaining
         try:
             if strategy == "global" and cleanup.server_side and is_postgres(ctx.engine):
                 cleaner.walk_server()
@@ -109,7 +110,7 @@ def run(ctx: Context, params: CleanWorkflowRunsParams) -> RunSummary:
         job.summary.details["runs_skipped_upgraded"] = cleaner.scan.skipped
         if manifest.enabled:
             job.summary.details["orphan_manifest"] = manifest.details()
-        job.settle_remaining(cleaner.scan.remaining)
+        job.settle_remaining()
         if strategy == "tenants" and job.summary.outcome in (Outcome.PARTIAL, Outcome.INTERRUPTED):
             job.summary.rows_remaining_estimated = not cleaner.tenants_exhausted  # later tenant pages not counted
     return job.summary

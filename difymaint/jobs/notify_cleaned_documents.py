@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 from difymaint.core.billing import SANDBOX, PlanLookup, plan_lookup
 from difymaint.core.clock import naive_utc
 from difymaint.core.context import Context
-from difymaint.core.database import as_str, ids_in
+from difymaint.core.database import as_str, count_or_unknown, ids_in
 from difymaint.core.errors import ConfigError
 from difymaint.core.keyset import Cursor, after
 from difymaint.core.mail import Mail, MailError, MailSender, PreviewSender, mail_sender, render
@@ -118,6 +118,7 @@ def run(ctx: Context, params: NotifyParams) -> RunSummary:
             alembic_version=schema.alembic_version,
         )
         notifier = _Notifier(ctx, job, params, lookup, sender)
+        job.remaining = notifier.remaining
         if params.purge_notified_older_than is not None:
             # First, so that a dry run and a real run see the same notified rows.
             notifier.purge(params.purge_notified_older_than)
@@ -153,13 +154,31 @@ class _Notifier:
         self.failures_in_a_row = 0
         self.last_failure = ""
         self.url = f"{ctx.settings.CONSOLE_WEB_URL}/datasets"
+        # Where the run stands, for the backlog count: the last workspace handled, and the purge's progress.
+        self.after_tenant: str | None = None
+        self.purge_left: sa.ColumnElement[bool] | None = None  # the rows the purge has yet to reach
+
+    def remaining(self) -> int:
+        """Log rows the run has not reached: unmarked logs of the workspaces after the last one handled, plus
+        the notified logs an unfinished purge has still to delete. -1 when the count timed out."""
+        logs = t.dataset_auto_disable_logs
+        unmarked = [logs.c.notified == sa.false()]
+        if self.after_tenant is not None:
+            unmarked.append(logs.c.tenant_id > sa.literal(self.after_tenant, logs.c.tenant_id.type))
+        with self.ctx.engine.connect() as conn:
+            if self.params.tenant_ids:
+                unmarked.append(ids_in(logs.c.tenant_id, self.params.tenant_ids, conn.dialect.name))
+            pending = sa.and_(*unmarked)
+            if self.purge_left is not None:
+                pending = sa.or_(pending, self.purge_left)
+            return count_or_unknown(conn, sa.select(sa.func.count()).select_from(logs).where(pending))
 
     # --- notifications -----------------------------------------------------------------------------------
 
     def notify(self) -> None:
         logs = t.dataset_auto_disable_logs
-        after_tenant: str | None = None
         while self.job.keep_going():
+            after_tenant = self.after_tenant
             with self.ctx.engine.connect() as conn:
                 query = (
                     sa.select(logs.c.tenant_id)
@@ -183,7 +202,7 @@ class _Notifier:
                 if not self.job.keep_going():
                     return
                 self._tenant(tenant_id, pending.get(tenant_id, []), plans.get(tenant_id), owners.get(tenant_id), names)
-                after_tenant = tenant_id
+                self.after_tenant = tenant_id
 
     def _pending_logs(self, conn: Connection, tenant_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
         logs = t.dataset_auto_disable_logs
@@ -308,22 +327,26 @@ class _Notifier:
         cutoff = naive_utc(self.ctx.clock.now()) - timedelta(days=days)
         self.job.summary.details["purge_cutoff"] = cutoff.isoformat()
         cursor: Cursor | None = None
+
+        def purgeable(cursor: Cursor | None) -> sa.ColumnElement[bool]:
+            where = [logs.c.notified == sa.true(), logs.c.created_at < cutoff]
+            where.append(after(logs.c.created_at, logs.c.id, cursor))
+            if self.params.tenant_ids:
+                where.append(ids_in(logs.c.tenant_id, self.params.tenant_ids, self.ctx.engine.dialect.name))
+            return sa.and_(*where)
+
         while self.job.keep_going():
+            self.purge_left = purgeable(cursor)
             with self.ctx.engine.connect() as conn:
                 query = (
                     sa.select(logs.c.id, logs.c.created_at)
-                    .where(
-                        logs.c.notified == sa.true(),
-                        logs.c.created_at < cutoff,
-                        after(logs.c.created_at, logs.c.id, cursor),
-                    )
+                    .where(self.purge_left)
                     .order_by(logs.c.created_at, logs.c.id)
                     .limit(self.job.batch_size)
                 )
-                if self.params.tenant_ids:
-                    query = query.where(ids_in(logs.c.tenant_id, self.params.tenant_ids, conn.dialect.name))
                 rows = conn.execute(query).all()
             if not rows:
+                self.purge_left = None  # through
                 return
             ids = [as_str(row.id) for row in rows]
             with self.job.batch() as batch:
@@ -336,6 +359,7 @@ class _Notifier:
                 batch.record(scanned=len(rows), affected=gone, rows={PURGED: gone})
             if not batch.rolled_back:
                 cursor = Cursor.of(rows[-1])
+                self.purge_left = purgeable(cursor)
 
 
 Params = NotifyParams
