@@ -200,8 +200,12 @@ def test_held_lock_skips(pg_engine: Any, pg_url: str, redis_url: str, prefix: st
     assert dify_lock.acquire()
     before = remaining_messages(pg_engine)
     ctx = make_context(pg_url, DIFYMAINT_USE_REDIS=True, DIFYMAINT_REDIS_URL=redis_url, REDIS_KEY_PREFIX=prefix)
-    with pytest.raises(LockHeld):
+    client.pexpire(key, 42_000)  # the holder's lease, unlike ours (60 s, DIFYMAINT_LOCK_TTL's default)
+    with pytest.raises(LockHeld) as held:
         clean_messages.run(ctx, params(scenario))
+    # Names the holder's lease left, not the waiting run's configured one (issue 13 item 9).
+    assert "lease ends in 42s" in held.value.message or "lease ends in 41s" in held.value.message, held.value.message
+    assert "lease 60s" not in held.value.message and "renewed every" not in held.value.message
     assert remaining_messages(pg_engine) == before
     dify_lock.release()
     summary = clean_messages.run(ctx, params(scenario))
@@ -290,3 +294,18 @@ def test_missing_required_table_is_one_clear_error(pg_engine: Any, pg_url: str) 
         conn.execute(sa.text("ALTER TABLE messages RENAME COLUMN app_id TO application_id"))
     with pytest.raises(SchemaMismatch, match="messages lacks column\\(s\\) app_id"):
         clean_messages.run(make_context(pg_url), params(scenario))
+
+
+def test_progress_total_counts_messages(pg_engine: Any, pg_url: str) -> None:
+    """The progress line's running total is messages deleted, not the first child table's rows (issue 13
+    item 9): without any feedback rows it used to say 0 all along."""
+    scenario = seed(pg_engine, NOW)
+    with pg_engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM message_feedbacks"))
+    ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
+    summary = clean_messages.run(ctx, params(scenario))
+    progress = ctx.reporter.batches  # type: ignore[attr-defined]
+    assert len(progress) > 1 and summary.tables["message_feedbacks"] == 0
+    assert progress[-1].total_affected == summary.tables["messages"] == len(scenario.all_old())
+    assert [p.total_affected for p in progress] == sorted(p.total_affected for p in progress)
+    assert next(iter(summary.tables)) == "messages"  # listed first in the summary too

@@ -69,6 +69,8 @@ class RedisJobLock:
         # The token is the identity: unique (the run id) and readable by `redis-cli GET` and by a waiting run.
         self._token = json.dumps(self.identity, sort_keys=True)
         self.description = f"Redis lock {key!r} (lease {ttl_s}s, renewed every {ttl_s / 3:.0f}s)"
+        # Without our lease: "lock held" quotes the holder's lease (holder()), not the waiting run's setting.
+        self.label = f"Redis lock {key!r}"
         self.key = key
         self.ttl_s = ttl_s
         self.renew_every_s: float | None = ttl_s / 3

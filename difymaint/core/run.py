@@ -347,7 +347,8 @@ def job_run(
     lock = ctx.job_lock(lock_key, enabled=options.use_lock)
     if not lock.acquire():
         holder: Callable[[], str] | None = getattr(lock, "holder", None)
-        who = f"{lock.description}, held by {holder()}" if holder is not None else lock.description
+        label: str = getattr(lock, "label", lock.description)
+        who = f"{label}, held by {holder()}" if holder is not None else label
         raise LockHeld(
             f"{job}: another run holds the lock ({who}); skipped",
             hint="this is normal when runs overlap; see DIFYMAINT_ON_LOCKED to change the exit code",

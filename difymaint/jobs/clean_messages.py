@@ -41,7 +41,6 @@ from difymaint.dify import tables as t
 from difymaint.dify.cascades import (
     CONVERSATION_CASCADE_TABLES,
     MESSAGE_CASCADE,
-    MESSAGE_CASCADE_TABLES,
     MESSAGE_CHILDREN,
     empty_conversations,
     message_cascade,
@@ -98,7 +97,8 @@ def choose_strategy(requested: str, policy: TenantPolicy, tenant_ids: Sequence[s
 
 def run(ctx: Context, params: CleanMessagesParams) -> RunSummary:
     schema = check_schema(ctx.engine, needs(params), job=JOB)
-    tables = [name for name in MESSAGE_CASCADE_TABLES if schema.has(name)]
+    # messages first: the progress line's running total counts the first table (the children follow).
+    tables = [name for name in MESSAGE_CASCADE.summary_order() if schema.has(name)]
     if params.clean_conversations:
         tables += [name for name in CONVERSATION_CASCADE_TABLES if schema.has(name)]
     with job_run(ctx, JOB, lock_key=LOCK_KEY, options=params.run, window=params.window, tables=tables) as job:
