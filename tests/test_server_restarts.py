@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
+from difymaint.core.history import HistoryStore
 from difymaint.dify.tables import metadata
 from tests.conftest import NOW
 from tests.own_servers import OwnPostgres, OwnRedis
@@ -139,6 +140,10 @@ def test_postgres_restart_mid_run(own_pg: OwnPostgres, dify_db: tuple[str, Engin
     assert "restart" in err, err  # says what probably happened, so nobody debugs a restart as a bug
     for wrong in ("Traceback", "error: unexpected", "OperationalError", "lock TTL", "--lock-ttl", "--debug"):
         assert wrong not in err, (wrong, err)
+    # The closing history write waits for the server to come back: the record says failed, not running.
+    assert "run history unavailable" not in err, err
+    (record,) = HistoryStore(engine).recent(job="clean-messages")
+    assert record.outcome == "failed" and record.exit_code == 1, record
     summary = json.loads(out)
     assert summary["outcome"] == "failed"
     deleted = _deleted_so_far(engine, before)

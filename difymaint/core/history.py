@@ -33,6 +33,8 @@ SCHEMA = "difymaint"
 RUNNING = "running"
 MAX_LOG_LINES = 500  # per run: enough for a failed run's story, small enough for a table row
 MAX_LOG_LINE_CHARS = 500
+FINISH_RETRY_S = 5.0  # how long the closing write waits for a restarting database
+FINISH_RETRY_EVERY_S = 0.5
 PAUSE_CHECK_EVERY_S = 3.0  # a running job looks at the pause table at most this often
 _ENSURE_LOCK = 0x646966796D61696E  # "difymain": serialises the first-use CREATE statements across processes
 _SECRET_KEYS = re.compile(r"password|secret|token|private|api_key|credential", re.IGNORECASE)
@@ -470,22 +472,39 @@ class RunRecorder:
         end = self.now()
         self._safely(
             "finish",
-            lambda: self.store.update(
-                run_id,
-                ended_at=end,
-                heartbeat_at=end,
-                outcome=summary.outcome.value,
-                exit_code=exit_code,
-                tables=dict(summary.tables),
-                rows_total=summary.total_rows,
-                batches=summary.batches,
-                rows_remaining=summary.rows_remaining,
-                rate=round(summary.total_rows / elapsed, 3),
-                stop_reason=summary.stop_reason,
-                error=summary.error,
-                log_lines=self._capture.collected() + ([f"ERROR {summary.error}"] if summary.error else []),
+            lambda: _retrying_lost_connections(
+                FINISH_RETRY_S,
+                lambda: self.store.update(
+                    run_id,
+                    ended_at=end,
+                    heartbeat_at=end,
+                    outcome=summary.outcome.value,
+                    exit_code=exit_code,
+                    tables=dict(summary.tables),
+                    rows_total=summary.total_rows,
+                    batches=summary.batches,
+                    rows_remaining=summary.rows_remaining,
+                    rate=round(summary.total_rows / elapsed, 3),
+                    stop_reason=summary.stop_reason,
+                    error=summary.error,
+                    log_lines=self._capture.collected() + ([f"ERROR {summary.error}"] if summary.error else []),
+                ),
             ),
         )
+
+
+def _retrying_lost_connections(within_s: float, action: Callable[[], Any]) -> Any:
+    """Run ``action``, retrying while the database refuses connections for up to ``within_s``: a run that
+    failed because PostgreSQL restarted would otherwise leave its record "running" (and a warning under the
+    error line) although the server is back a second later. Any other error is raised at once."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return action()
+        except sa.exc.OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(FINISH_RETRY_EVERY_S)
 
 
 def history_enabled(settings: Any) -> bool:
