@@ -178,3 +178,16 @@ def test_sentinel_without_the_service_says_so(sentinel: int, sqlite_url: str) ->
     )
     assert result.returncode == 1
     assert f"127.0.0.1:{sentinel} monitors no service 'othermaster'" in result.stderr, result.stderr
+
+
+def test_lock_errors_are_short_for_a_sentinel_without_master() -> None:
+    """A Sentinel that loses its master mid-run fails the lock renewal; the line names the service, not the
+    repr of every sentinel client that redis-py puts in its message."""
+    from redis.sentinel import MasterNotFoundError
+
+    from difymaint.core.redis_client import short_redis_error
+
+    noisy = MasterNotFoundError("No master found for 'mymaster' : " + "<redis.client.Redis(...)> - x, " * 40)
+    assert short_redis_error(noisy) == "no Sentinel answered with a master for 'mymaster'"
+    long_line = ConnectionError("Error 111 connecting to 10.0.0.1:26379. " + "x" * 500)
+    assert len(short_redis_error(long_line)) <= 160 and not short_redis_error(long_line).startswith("Error")

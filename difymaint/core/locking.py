@@ -31,6 +31,7 @@ from redis.exceptions import LockNotOwnedError, RedisError
 from sqlalchemy.engine import Connection, Engine
 
 from difymaint.core.errors import DifymaintError, LockLost, RedisUnavailable
+from difymaint.core.redis_client import short_redis_error
 
 log = logging.getLogger("difymaint.lock")
 
@@ -79,7 +80,7 @@ class RedisJobLock:
         try:
             return bool(self._lock.acquire(blocking=False, token=self._token)) or self._take_over_dead_holder()
         except RedisError as exc:
-            raise RedisUnavailable(f"cannot take the Redis lock {self.key!r}: {exc}") from None
+            raise RedisUnavailable(f"cannot take the Redis lock {self.key!r}: {short_redis_error(exc)}") from None
 
     def _take_over_dead_holder(self) -> bool:
         """Take the key over when its holder is provably gone: a difymaint run on *this* host whose pid no
@@ -127,7 +128,7 @@ class RedisJobLock:
             )
             raise LockLost(f"lost the Redis lock {self.key!r}; now held by {holder}", hint=hint) from None
         except RedisError as exc:
-            raise RedisUnavailable(f"cannot renew the Redis lock {self.key!r}: {exc}") from None
+            raise RedisUnavailable(f"cannot renew the Redis lock {self.key!r}: {short_redis_error(exc)}") from None
 
     def release(self) -> None:
         try:

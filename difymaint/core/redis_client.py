@@ -153,7 +153,8 @@ def check_redis(client: Any, settings: Settings) -> None:
         client.ping()
     except RedisError as exc:
         if settings.DIFYMAINT_REDIS_URL:
-            where, reason, names = mask_urls(settings.DIFYMAINT_REDIS_URL), _short(exc), "DIFYMAINT_REDIS_URL"
+            where, names = mask_urls(settings.DIFYMAINT_REDIS_URL), "--redis-url / DIFYMAINT_REDIS_URL"
+            reason = short_redis_error(exc)
         elif settings.REDIS_USE_SENTINEL:
             # redis-py's own text reprs every sentinel client (over a thousand characters); say instead which
             # sentinels we asked for which service, and what each one answered.
@@ -162,12 +163,12 @@ def check_redis(client: Any, settings: Settings) -> None:
                 f"{host}:{port}" for host, port in _host_ports(settings.REDIS_SENTINELS, "REDIS_SENTINELS")
             )
             where = f"Sentinel {sentinels} (service {service!r})"
-            reason = _sentinel_answers(client, service or "") or _short(exc)
+            reason = _sentinel_answers(client, service or "") or short_redis_error(exc)
             names = "REDIS_SENTINELS/REDIS_SENTINEL_SERVICE_NAME/REDIS_SENTINEL_PASSWORD"
         elif settings.REDIS_USE_CLUSTERS:
-            where, reason, names = f"cluster {settings.REDIS_CLUSTERS}", _short(exc), "REDIS_CLUSTERS"
+            where, reason, names = f"cluster {settings.REDIS_CLUSTERS}", short_redis_error(exc), "REDIS_CLUSTERS"
         else:
-            where, reason = f"{settings.REDIS_HOST}:{settings.REDIS_PORT}", _short(exc)
+            where, reason = f"{settings.REDIS_HOST}:{settings.REDIS_PORT}", short_redis_error(exc)
             names = "REDIS_HOST/REDIS_PORT/REDIS_PASSWORD"
         raise RedisUnavailable(
             f"cannot reach Redis at {where}: {reason}",
@@ -179,10 +180,14 @@ def check_redis(client: Any, settings: Settings) -> None:
 _MAX_REASON = 160  # one error line stays readable; --debug shows the full traceback
 
 
-def _short(exc: BaseException) -> str:
+def short_redis_error(exc: BaseException) -> str:
     """The gist of a redis-py error: its first line without the "Error 111 connecting to host:port." preamble
-    (the address is named already), cut to a readable length."""
+    (the address is named already), cut to a readable length; for a Sentinel without a master, not the repr of
+    every sentinel client redis-py appends."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    no_master = re.match(r"No master found for ('[^']*')", text)
+    if no_master:
+        return f"no Sentinel answered with a master for {no_master.group(1)}"
     text = re.sub(r"^Error -?\d+ connecting to \S+?\. ", "", text).rstrip(".")
     return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
 
@@ -197,7 +202,7 @@ def _sentinel_answers(client: Any, service: str) -> str:
         try:
             masters = sentinel.sentinel_masters()
         except RedisError as exc:
-            answers.append(f"{address} {_short(exc)}")
+            answers.append(f"{address} {short_redis_error(exc)}")
             continue
         if service not in masters:
             answers.append(f"{address} monitors no service {service!r}")
