@@ -287,6 +287,7 @@ def run(ctx: Context, params: PollWorkflowSchedulesParams) -> RunSummary:
         verbs=("published", "would publish"),
     ) as job:
         poller = _Poller(job, params, now)
+        job.remaining = poller.remaining
         try:
             poller.preview() if params.run.dry_run else poller.tick()
         finally:
@@ -300,7 +301,7 @@ def run(ctx: Context, params: PollWorkflowSchedulesParams) -> RunSummary:
                 plans=poller.listed,
                 max_dispatch_per_tick=params.max_dispatch,
             )
-        job.settle_remaining(poller.remaining)
+        job.settle_remaining()
         if poller.tripped:  # a tripped breaker ends the run done, but with plans still due
             job.summary.rows_remaining = poller.remaining()
     return job.summary

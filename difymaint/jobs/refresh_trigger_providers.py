@@ -189,6 +189,7 @@ def run(ctx: Context, params: RefreshTriggerProvidersParams) -> RunSummary:
         verbs=("published", "would publish"),
     ) as job:
         refresher = _Refresher(job, params, now)
+        job.remaining = refresher.remaining
         try:
             refresher.walk()
         finally:
@@ -203,5 +204,5 @@ def run(ctx: Context, params: RefreshTriggerProvidersParams) -> RunSummary:
                 credential_threshold_s=params.credential_threshold_s,
                 subscription_threshold_s=params.subscription_threshold_s,
             )
-        job.settle_remaining(refresher.remaining)
+        job.settle_remaining()
     return job.summary

@@ -259,12 +259,13 @@ def run(ctx: Context, params: TimeoutHumanInputParams) -> RunSummary:
         ) as job:
             counts = {"delivery_test": 0, "node": 0, "global": 0, "resumes_published": 0, "skipped_not_waiting": 0}
             job.summary.details.update(now=now.isoformat(), global_timeout_s=params.global_timeout_s, counts=counts)
+            job.remaining = lambda: _remaining(ctx, now, params)
             _walk(job, params, now, publisher, objects, counts)
             job.summary.details["state_objects"] = objects.details()
             if job.summary.stop_reason == "max":
                 job.summary.rows_remaining = _remaining(ctx, now, params)  # --max asked for it: still done
             else:
-                job.settle_remaining(lambda: _remaining(ctx, now, params))
+                job.settle_remaining()
     finally:
         objects.close()
         publisher.close()
