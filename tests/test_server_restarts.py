@@ -181,3 +181,31 @@ def test_redis_restart_mid_run(own_redis: OwnRedis, dify_db: tuple[str, Engine, 
     assert 0 < summary["tables"]["messages"] == _deleted_so_far(engine, before) < before
     assert_cascade_consistent(engine)
     _second_run_completes(url, engine, scenario, env)
+
+
+def test_postgres_restart_with_pre_ping_does_not_carry_on_unlocked(
+    own_pg: OwnPostgres, dify_db: tuple[str, Engine, Scenario]
+) -> None:
+    """With SQLALCHEMY_POOL_PRE_PING the batches reconnect after a restart that fell between them, but the
+    advisory lock died with its session: the heartbeat notices and the run stops instead of deleting on
+    without a lock (another run could start meanwhile)."""
+    url, engine, scenario = dify_db
+    before = len(remaining_messages(engine))
+    env = _env(DIFYMAINT_USE_REDIS="false", SQLALCHEMY_POOL_PRE_PING="true")
+    # Long pauses between batches: the restart most likely falls into one, and pre-ping then reconnects.
+    proc = _start([*_clean_messages(url), "--batch-size", BATCH, "--sleep-ms", "2000"], env)
+    try:
+        _wait_until("a few batches to commit", lambda: _deleted_so_far(engine, before) >= 20, proc)
+        own_pg.restart("fast")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, (proc.returncode, err)
+    lines = [line for line in err.strip().splitlines() if line.startswith("difymaint: error:")]
+    assert len(lines) == 1 and "lost the database connection mid-run" in lines[0] and "restarted" in lines[0], err
+    summary = json.loads(out)
+    assert summary["outcome"] == "failed" and summary["tables"]["messages"] == _deleted_so_far(engine, before)
+    assert _deleted_so_far(engine, before) < before
+    assert_cascade_consistent(engine)
+    _second_run_completes(url, engine, scenario, env)

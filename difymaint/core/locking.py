@@ -7,7 +7,8 @@
   dies stops renewing, so the next one gets in within one TTL. The value is the holder's identity (host, pid,
   run id, start time) as JSON, so "lock held" can name who holds it.
 * PostgreSQL without Redis: a session-level advisory lock on a dedicated connection; it vanishes with the
-  connection if the process dies.
+  connection if the process dies, and the heartbeat checks that connection, so a run whose session ended
+  (restart, failover, pg_terminate_backend) stops instead of carrying on unlocked.
 * SQLite: an flock()ed file beside the database.
 """
 
@@ -189,6 +190,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+ADVISORY_CHECK_EVERY_S = 5.0  # how soon a run notices that its advisory lock's session ended
+
+
 def advisory_key(name: str) -> int:
     """A stable signed 64-bit key for pg_try_advisory_lock (no server-side hash function needed)."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
@@ -200,7 +204,10 @@ class PostgresAdvisoryLock:
         self._key = advisory_key(key)
         self._conn: Connection | None = None
         self.description = f"PostgreSQL advisory lock for {key!r}"
-        self.renew_every_s: float | None = None  # a session lock: it lives exactly as long as its connection
+        # A session lock lives exactly as long as its connection; the heartbeat checks that the connection
+        # still does. A restart, failover or terminated session ends the lock silently, and with
+        # SQLALCHEMY_POOL_PRE_PING the batches would reconnect and carry on without it.
+        self.renew_every_s: float | None = ADVISORY_CHECK_EVERY_S
 
     def acquire(self) -> bool:
         conn = self._engine.connect()
@@ -213,13 +220,19 @@ class PostgresAdvisoryLock:
         return got
 
     def renew(self) -> None:
+        lost = LockLost(
+            "lost the database connection mid-run: the session holding the advisory lock ended (PostgreSQL "
+            "restarted, failed over, or ended the session)",
+            hint="stopped before the next batch, as another run may take the lock now; committed batches stay "
+            "done and the next run continues",
+        )
         if self._conn is None or self._conn.closed:
-            raise LockLost("the database connection holding the advisory lock was lost")
+            raise lost
         try:
             self._conn.execute(sa.text("SELECT 1"))
             self._conn.commit()
-        except sa.exc.DBAPIError:
-            raise LockLost("the database connection holding the advisory lock was lost") from None
+        except sa.exc.SQLAlchemyError:  # the driver's error, or SQLAlchemy's refusal to reuse a dead one
+            raise lost from None
 
     def release(self) -> None:
         if self._conn is None:
@@ -227,8 +240,8 @@ class PostgresAdvisoryLock:
         try:
             self._conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
             self._conn.commit()
-        except sa.exc.DBAPIError:
-            pass  # the lock dies with the session anyway
+        except sa.exc.SQLAlchemyError:
+            pass  # the lock dies with the session anyway (a dead session: nothing left to unlock)
         finally:
             self._conn.close()
             self._conn = None
@@ -294,7 +307,8 @@ class LockHeartbeat:
     meanwhile, or a second run gets in. A renewal that finds the lock gone or someone else's is recorded in
     :attr:`lost`; the run checks it at each batch boundary (:meth:`check`) and stops with :class:`LockLost`
     rather than deleting further. Transient Redis errors are retried until the lease would have run out.
-    No-op for locks that cannot lapse (advisory, file, none).
+    For the advisory lock a "renewal" checks that the session holding it is still alive. No-op for the locks
+    that cannot lapse (file, none).
     """
 
     def __init__(self, lock: JobLock) -> None:
