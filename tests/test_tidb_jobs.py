@@ -22,6 +22,7 @@ from difymaint.core.locking import PostgresAdvisoryLock
 from difymaint.core.reporter import RecordingReporter
 from difymaint.core.run import RunOptions
 from difymaint.core.settings import load_settings
+from difymaint.core.stop import Interrupted
 from difymaint.core.summary import Outcome
 from difymaint.core.tidb_cloud import TidbCloudUnavailable, TidbCreateOutcomeUnknown
 from difymaint.dify import tables as t
@@ -213,6 +214,38 @@ def test_create_max_batches_stops_early_with_exit_4(
     summary = create_tidb.run(context(pg_url, stub), create_params(50, leak_file, max_batches=1))
     assert summary.outcome is Outcome.PARTIAL and summary.exit_code == 4 and summary.stop_reason == "max-batches"
     assert idle(pg_engine) == 20 and summary.rows_remaining == 30
+
+
+def _second_signal_after_the_first_batch(ctx: Context) -> None:
+    def interrupt(_progress: object) -> None:
+        raise Interrupted(int(signal.SIGTERM))  # what the second SIGTERM raises wherever the run is
+
+    ctx.reporter.batch = interrupt  # type: ignore[method-assign]
+
+
+def test_create_counts_what_is_left_after_a_second_signal(
+    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+) -> None:
+    ctx = context(pg_url, stub)
+    _second_signal_after_the_first_batch(ctx)
+    with pytest.raises(Interrupted) as caught:
+        create_tidb.run(ctx, create_params(45, leak_file))
+    summary = caught.value.difymaint_summary  # type: ignore[attr-defined]
+    assert idle(pg_engine) == 20 and summary.rows_remaining == 25  # not null: 25 clusters still to create
+
+
+def test_status_counts_what_is_left_after_a_second_signal(
+    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+) -> None:
+    create_tidb.run(context(pg_url, stub), create_params(45, leak_file))
+    update_tidb_status.run(context(pg_url, stub), status_params(leak_file))  # the stub reports them active now
+    ctx = context(pg_url, stub)
+    _second_signal_after_the_first_batch(ctx)
+    with pytest.raises(Interrupted) as caught:
+        update_tidb_status.run(ctx, status_params(leak_file))
+    summary = caught.value.difymaint_summary  # type: ignore[attr-defined]
+    still_creating = sum(1 for row in bindings(pg_engine) if row["status"] == "CREATING")
+    assert still_creating == 25 and summary.rows_remaining == still_creating
 
 
 def test_create_retries_429_and_network_errors_then_succeeds(

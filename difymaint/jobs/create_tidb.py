@@ -85,6 +85,7 @@ def run(ctx: Context, params: CreateTidbParams) -> RunSummary:
         _database_guard(ctx, params.run),
     ):
         idle = count_idle(ctx)
+        job.remaining = lambda: max(0, params.target - count_idle(ctx))  # also after a second signal
         details = job.summary.details
         details.update(target=params.target, idle_before=idle, leak_file=str(params.leak_file))
         ctx.reporter.info(f"{JOB}: {idle} idle clusters in the pool, target {params.target}")

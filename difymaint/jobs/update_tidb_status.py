@@ -96,6 +96,7 @@ def run(ctx: Context, params: UpdateTidbStatusParams) -> RunSummary:
         details.update(qdrant_endpoint_column=has_endpoint, stuck_after_hours=params.stuck_after_hours)
         failures = _Failures()
         cursor: tuple[datetime, str] | None = None
+        job.remaining = lambda: _count_after(ctx, cursor)  # reads the cursor as it stands, even mid-walk
         client = client_for(ctx)
         try:
             cursor = _poll(ctx, job, client, has_endpoint, failures)
