@@ -8,7 +8,7 @@ import random
 import re
 import socket
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from email.utils import format_datetime
 from typing import Any
 
@@ -30,44 +30,11 @@ from difymaint.core.tidb_cloud import (
     TidbCreateOutcomeUnknown,
     require_tidb_settings,
 )
+from tests.conftest import NOW
 from tests.stubs.tidb_cloud import Fault, TidbCloudStub, parse_digest
+from tests.tidb_support import PROJECT, TIDB_VARS, FakeClock
 
-PROJECT = "1372813089209061633"
-START = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
-TIDB_VARS = (
-    "TIDB_API_URL",
-    "TIDB_IAM_API_URL",
-    "TIDB_PUBLIC_KEY",
-    "TIDB_PRIVATE_KEY",
-    "TIDB_PROJECT_ID",
-    "TIDB_REGION",
-    "TIDB_SPEND_LIMIT",
-    "TIDB_SERVERLESS_NUMBER",
-    "CREATE_TIDB_SERVICE_JOB_ENABLED",
-    "ENABLE_CREATE_TIDB_SERVERLESS_TASK",
-    "ENABLE_UPDATE_TIDB_SERVERLESS_STATUS_TASK",
-    "DIFYMAINT_TIDB_TIMEOUT",
-    "DIFYMAINT_TIDB_MAX_REQUESTS",
-    "DIFYMAINT_TIDB_MAX_SECONDS",
-)
-
-
-class FakeClock:
-    """Monotonic time that only moves when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-        self.slept: list[float] = []
-
-    def now(self) -> datetime:
-        return START + timedelta(seconds=self.t)
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.t += seconds
+START = NOW  # the clock tests count from
 
 
 @pytest.fixture(autouse=True)

@@ -33,43 +33,9 @@ from difymaint.jobs.update_tidb_status import UpdateTidbStatusParams
 from tests.conftest import NOW, FixedClock, make_context
 from tests.stubs.tidb_cloud import Fault, TidbCloudStub
 from tests.test_cli import CLEAN_ENV
+from tests.tidb_support import PROJECT, TIDB_VARS, FakeClock
 
 pytestmark = pytest.mark.postgres
-
-PROJECT = "1372813089209061633"
-TIDB_VARS = (
-    "TIDB_API_URL",
-    "TIDB_IAM_API_URL",
-    "TIDB_PUBLIC_KEY",
-    "TIDB_PRIVATE_KEY",
-    "TIDB_PROJECT_ID",
-    "TIDB_REGION",
-    "TIDB_SERVERLESS_NUMBER",
-    "CREATE_TIDB_SERVICE_JOB_ENABLED",
-    "ENABLE_CREATE_TIDB_SERVERLESS_TASK",
-    "ENABLE_UPDATE_TIDB_SERVERLESS_STATUS_TASK",
-    "DIFYMAINT_TIDB_MAX_REQUESTS",
-    "DIFYMAINT_TIDB_MAX_SECONDS",
-    "DIFYMAINT_TIDB_LEAK_FILE",
-)
-
-
-class FakeClock(FixedClock):
-    """Monotonic time that moves only when the code under test sleeps (the backoff), from a fixed now."""
-
-    def __init__(self, now: datetime = NOW) -> None:
-        super().__init__(now)
-        self.t = 0.0
-
-    def now(self) -> datetime:
-        return self._now + timedelta(seconds=self.t)
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.t += seconds
 
 
 @pytest.fixture(autouse=True)
