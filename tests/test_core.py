@@ -205,3 +205,17 @@ def test_lock_timeout_rolls_back_and_retries_smaller(pg_engine: Any, pg_url: str
     assert any("rolled back" in warning for warning in ctx.reporter.warnings)  # type: ignore[attr-defined]
     assert remaining_messages(pg_engine).isdisjoint(scenario.all_old())
     assert_cascade_consistent(pg_engine)
+
+
+def test_sqlite_batches_stay_within_its_parameter_limit(tmp_path: Path) -> None:
+    """SQLite binds each id as its own parameter (at most 32,766 a statement): its batches stay at 10,000 even
+    when asked for more, while PostgreSQL (one array parameter) may grow to DIFYMAINT_MAX_BATCH_SIZE."""
+    from difymaint.core.context import Context
+    from difymaint.core.locking import NoLock
+    from difymaint.core.run import SQLITE_MAX_BATCH_SIZE, JobRun
+    from difymaint.core.settings import load_settings
+
+    for url, expected in ((f"sqlite:///{tmp_path / 'x.sqlite'}", SQLITE_MAX_BATCH_SIZE), ("postgresql://h/db", 60000)):
+        ctx = Context(load_settings(None, {"DIFYMAINT_DATABASE_URL": url, "DIFYMAINT_USE_REDIS": False}))
+        run = JobRun(ctx, "x", options=RunOptions(batch_size=60000), lock=NoLock(), window=None, tables=["messages"])
+        assert run.batch_size == expected and run.sizer.maximum == expected

@@ -129,14 +129,10 @@ class JobRun:
         self.options = options
         self.lock = lock
         settings: Settings = ctx.settings
-        maximum = settings.DIFYMAINT_MAX_BATCH_SIZE
+        initial, maximum = options.batch_size, max(settings.DIFYMAINT_MAX_BATCH_SIZE, options.batch_size)
         if (settings.DIFYMAINT_DATABASE_URL or "").startswith("sqlite"):
-            maximum = min(maximum, SQLITE_MAX_BATCH_SIZE)
-        self.sizer = AdaptiveBatchSize(
-            options.batch_size,
-            target_s=settings.DIFYMAINT_TARGET_BATCH_MS / 1000,
-            maximum=max(maximum, options.batch_size),
-        )
+            initial, maximum = min(initial, SQLITE_MAX_BATCH_SIZE), min(maximum, SQLITE_MAX_BATCH_SIZE)
+        self.sizer = AdaptiveBatchSize(initial, target_s=settings.DIFYMAINT_TARGET_BATCH_MS / 1000, maximum=maximum)
         self.summary = RunSummary(
             job=job,
             dry_run=options.dry_run,
