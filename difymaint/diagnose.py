@@ -65,6 +65,7 @@ def run_checks(ctx: Context, options: DoctorOptions) -> list[Check]:
     _guard(checks, "mail", lambda: _mail(ctx, options.send_test_mail_to))
     _guard(checks, "archive storage", lambda: _archive(ctx))
     checks.extend(_switches(ctx))
+    checks.extend(_archive_before_delete(ctx))
     return checks
 
 
@@ -298,6 +299,36 @@ def _switches(ctx: Context) -> list[Check]:
         else:
             status, detail, hint = Status.SKIP, f"{info.name}: not scheduled ({state.reason})", ""
         checks.append(Check("schedule", status, detail, hint))
+    return checks
+
+
+def _archive_before_delete(ctx: Context) -> list[Check]:
+    """archive-workflow-runs archives ended runs at PAID_PLAN_WORKFLOW_RUN_ARCHIVE_RETENTION_DAYS; a deleting
+    job scheduled with a shorter retention over the same workspaces removes them first, so nothing is ever
+    archived. Each setting is Dify's and fine alone: only the combination loses the archive."""
+    settings = ctx.settings
+    if not switch_state(settings, "archive-workflow-runs", JOBS["archive-workflow-runs"].switches).enabled:
+        return []
+    archive_days = settings.PAID_PLAN_WORKFLOW_RUN_ARCHIVE_RETENTION_DAYS
+    deleters = [("clean-workflow-logs", "WORKFLOW_LOG_RETENTION_DAYS", "every workspace")]
+    if not settings.BILLING_ENABLED:  # billing on: clean-workflow-runs takes sandbox workspaces, archive paid ones
+        deleters.append(
+            ("clean-workflow-runs", "SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS", "every workspace (billing off)")
+        )
+    checks = []
+    for name, setting, scope in deleters:
+        days = getattr(settings, setting)
+        if days < archive_days and switch_state(settings, name, JOBS[name].switches).enabled:
+            checks.append(
+                Check(
+                    "schedule",
+                    Status.WARN,
+                    f"{name} deletes the ended workflow runs of {scope} after {days} days ({setting}), before "
+                    f"archive-workflow-runs archives them at {archive_days} days: nothing will be archived",
+                    "archive first: set PAID_PLAN_WORKFLOW_RUN_ARCHIVE_RETENTION_DAYS below "
+                    f"{setting}, or raise {setting}, or turn one of the two jobs off",
+                )
+            )
     return checks
 
 

@@ -128,3 +128,24 @@ def test_schedule_shows_which_jobs_both_dify_and_difymaint_would_run(pg_url: str
 def test_the_table_for_people(pg_url: str) -> None:
     result = invoke_assert_code(["doctor", "--database-url", pg_url], ExitCode.OK)
     assert "database" in result.stdout and "indexes" in result.stdout and "schedule" in result.stdout
+
+
+def test_a_deleting_job_that_would_empty_the_archive_is_named(pg_url: str, tmp_path: Any) -> None:
+    """Workflow-log retention (30 days) scheduled with the archive (90 days): the runs are gone before they
+    are old enough to archive. Each setting is fine alone; doctor names the combination and the fix."""
+    env = {"ARCHIVE_STORAGE_ENABLED": "true", "DIFYMAINT_ARCHIVE_DIR": str(tmp_path)}
+    env |= {"WORKFLOW_LOG_CLEANUP_ENABLED": "true", "ENABLE_WORKFLOW_RUN_CLEANUP_TASK": "true"}
+    payload = doctor(["--database-url", pg_url], ExitCode.OK, env=env)
+    warned = [c for c in by_area(payload, "schedule") if "before archive-workflow-runs" in c["detail"]]
+    assert {c["detail"].split()[0] for c in warned} == {"clean-workflow-logs", "clean-workflow-runs"}
+    assert all(c["status"] == "warn" and "nothing will be archived" in c["detail"] for c in warned)
+    assert "PAID_PLAN_WORKFLOW_RUN_ARCHIVE_RETENTION_DAYS" in warned[0]["hint"]
+
+    archive_first = env | {"PAID_PLAN_WORKFLOW_RUN_ARCHIVE_RETENTION_DAYS": "20"}
+    payload = doctor(["--database-url", pg_url], ExitCode.OK, env=archive_first)
+    assert not [c for c in by_area(payload, "schedule") if "nothing will be archived" in c["detail"]]
+    billing = env | {"BILLING_ENABLED": "true", "BILLING_API_URL": "http://127.0.0.1:1", "BILLING_API_SECRET_KEY": "k"}
+    billing |= {"DIFYMAINT_BILLING_RETRY_SECONDS": "0", "DIFYMAINT_BILLING_RETRY_WAIT": "0"}
+    payload = doctor(["--database-url", pg_url], ExitCode.FAILED, env=billing)  # the billing API is down: a blocker
+    warned = [c for c in by_area(payload, "schedule") if "nothing will be archived" in c["detail"]]
+    assert [c["detail"].split()[0] for c in warned] == ["clean-workflow-logs"]  # sandbox vs paid: no overlap
