@@ -91,10 +91,14 @@ def uid(prefix: str, expr: str) -> str:
     return f"md5('{prefix}' || ({expr})::text)::uuid"
 
 
-def build_template(engine: Engine, *, messages: int, runs: int, embeddings: int, now: datetime) -> None:
+def build_template(
+    engine: Engine, *, messages: int, runs: int, embeddings: int, now: datetime, history_days: int = 90
+) -> None:
     metadata.create_all(engine)
     apps, conversations = 200, max(1, messages // 5)
-    span = 90 * 86400  # rows spread evenly over 90 days; the cut-off (30 days) removes two thirds
+    # Rows spread evenly over history_days; the 30-day cut-off removes (history_days - 30) / history_days of
+    # them: two thirds by default (a backlog), 1/31 at 31 days (one night of a daily job).
+    span = history_days * 86400
     someone = "'00000000-0000-0000-0000-000000000001'"
     ts = f"(timestamp '{now:%Y-%m-%d %H:%M:%S}' - ((g::bigint * {span}) / GREATEST(n, 1)) * interval '1 second')"
     statements = [
@@ -514,10 +518,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=60_000)
     parser.add_argument("--runs", type=int, default=None, help="workflow runs (default: messages / 5)")
     parser.add_argument("--embeddings", type=int, default=None, help="embedding rows (default: messages / 3)")
+    parser.add_argument(
+        "--history-days",
+        type=int,
+        default=90,
+        help="days the rows are spread over (the cut-off is 30 days; 31 = one night's share of a daily job)",
+    )
     parser.add_argument("--jobs", default=",".join(JOBS), help="comma-separated subset of " + ", ".join(JOBS))
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     parser.add_argument("--keep", action="store_true", help="keep the template database")
     args = parser.parse_args(argv)
+    if args.history_days <= DAYS:
+        parser.error(f"--history-days must be more than the {DAYS}-day cut-off, or nothing is old enough to delete")
     runs = args.runs if args.runs is not None else max(10, args.messages // 5)
     embeddings = args.embeddings if args.embeddings is not None else max(10, args.messages // 3)
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
@@ -525,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args.pg_url, f"{os.getpid()}")
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "postgres": None},
-        "scale": {"messages": args.messages, "runs": runs, "embeddings": embeddings},
+        "scale": {"messages": args.messages, "runs": runs, "embeddings": embeddings, "history_days": args.history_days},
         "jobs": {},
     }
     try:
@@ -534,7 +546,9 @@ def main(argv: list[str] | None = None) -> int:
         bench.sql(f"CREATE DATABASE {bench.template}")
         started = time.perf_counter()
         template = sa.create_engine(bench.url(bench.template), poolclass=sa.pool.NullPool)
-        build_template(template, messages=args.messages, runs=runs, embeddings=embeddings, now=now)
+        build_template(
+            template, messages=args.messages, runs=runs, embeddings=embeddings, now=now, history_days=args.history_days
+        )
         template.dispose()
         report["build_s"] = round(time.perf_counter() - started, 1)
         if not args.json:

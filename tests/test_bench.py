@@ -19,7 +19,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench" / "run.py"
 
 def test_bench_runs_every_contender_and_they_delete_the_same_rows(pg_admin_url: str) -> None:
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--pg-url", pg_admin_url, "--messages", "400", "--json"],
+        [sys.executable, str(BENCH), "--pg-url", pg_admin_url, "--messages", "400", "--history-days", "60", "--json"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -27,7 +27,7 @@ def test_bench_runs_every_contender_and_they_delete_the_same_rows(pg_admin_url: 
     )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["same_rows"] is True
+    assert report["same_rows"] is True and report["scale"]["history_days"] == 60
     cascade = ["floor", "dify", "dify-no-sleep", "difymaint", "difymaint-sleep0", "difymaint-workers2"]
     expected = {
         "clean-messages": cascade,
@@ -44,3 +44,14 @@ def test_bench_runs_every_contender_and_they_delete_the_same_rows(pg_admin_url: 
     assert report["jobs"]["clean-workflow-runs"][0]["deleted"]["workflow_runs"] < report["scale"]["runs"] * 0.8
     dry = report["dry_run"]
     assert dry["dry_run_rows"] == dry["count_rows"] == sum(report["jobs"]["clean-messages"][0]["deleted"].values())
+
+
+def test_a_history_shorter_than_the_cut_off_is_refused_before_connecting() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--pg-url", "postgresql://nobody@127.0.0.1:1/x", "--history-days", "30"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2 and "--history-days must be more than" in done.stderr
