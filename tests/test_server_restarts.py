@@ -103,6 +103,25 @@ def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
+def _restart_mid_run(
+    proc: subprocess.Popen[str], engine: Engine, before: int, *, at_least: int, restart: Callable[[], None]
+) -> tuple[str, str]:
+    """Let ``at_least`` messages go, restart a server under the running job, and return the job's stdout and
+    stderr once it has ended (killed if the test fails first)."""
+    try:
+        _wait_until("a few batches to commit", lambda: _deleted_so_far(engine, before) >= at_least, proc)
+        assert proc.poll() is None, "the run finished before the restart: make it longer"
+        restart()
+        return proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _error_lines(err: str) -> list[str]:
+    return [line for line in err.strip().splitlines() if line.startswith("difymaint: error:")]
+
+
 def _second_run_completes(url: str, engine: Engine, scenario: Scenario, env: dict[str, str]) -> None:
     again = subprocess.run(
         [*_clean_messages(url), "--batch-size", "200"],
@@ -125,16 +144,9 @@ def test_postgres_restart_mid_run(own_pg: OwnPostgres, dify_db: tuple[str, Engin
     before = len(remaining_messages(engine))
     env = _env(DIFYMAINT_USE_REDIS="false")
     proc = _start([*_clean_messages(url), "--batch-size", BATCH, "--sleep-ms", "60"], env)
-    try:
-        _wait_until("a few batches to commit", lambda: _deleted_so_far(engine, before) >= 30, proc)
-        assert proc.poll() is None, "the run finished before the restart: make it longer"
-        own_pg.restart(mode)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    out, err = _restart_mid_run(proc, engine, before, at_least=30, restart=lambda: own_pg.restart(mode))
     assert proc.returncode == 1, (proc.returncode, err)
-    lines = [line for line in err.strip().splitlines() if line.startswith("difymaint: error:")]
+    lines = _error_lines(err)
     assert len(lines) == 1, err
     assert "lost the database connection mid-run" in lines[0], err
     assert "restart" in err, err  # says what probably happened, so nobody debugs a restart as a bug
@@ -162,16 +174,9 @@ def test_redis_restart_mid_run(own_redis: OwnRedis, dify_db: tuple[str, Engine, 
     env = _env(DIFYMAINT_USE_REDIS="true", DIFYMAINT_REDIS_URL=own_redis.url, DIFYMAINT_LOCK_TTL="10")
     # ~0.2 s per batch on average: the run outlasts the heartbeat's next renewal (every TTL/3 = 3.3 s).
     proc = _start([*_clean_messages(url), "--batch-size", BATCH, "--sleep-ms", "400"], env)
-    try:
-        _wait_until("a few batches to commit", lambda: _deleted_so_far(engine, before) >= 20, proc)
-        assert proc.poll() is None, "the run finished before the restart: make it longer"
-        own_redis.restart()
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    out, err = _restart_mid_run(proc, engine, before, at_least=20, restart=own_redis.restart)
     assert proc.returncode == 1, (proc.returncode, err)
-    lines = [line for line in err.strip().splitlines() if line.startswith("difymaint: error:")]
+    lines = _error_lines(err)
     assert len(lines) == 1, err
     assert "lost the Redis lock" in lines[0] and "Redis restarted" in lines[0], err
     for wrong in ("Traceback", "error: unexpected", "lock TTL", "--lock-ttl", "LOCK_TTL", "--debug"):
@@ -194,15 +199,9 @@ def test_postgres_restart_with_pre_ping_does_not_carry_on_unlocked(
     env = _env(DIFYMAINT_USE_REDIS="false", SQLALCHEMY_POOL_PRE_PING="true")
     # Long pauses between batches: the restart most likely falls into one, and pre-ping then reconnects.
     proc = _start([*_clean_messages(url), "--batch-size", BATCH, "--sleep-ms", "2000"], env)
-    try:
-        _wait_until("a few batches to commit", lambda: _deleted_so_far(engine, before) >= 20, proc)
-        own_pg.restart("fast")
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    out, err = _restart_mid_run(proc, engine, before, at_least=20, restart=lambda: own_pg.restart("fast"))
     assert proc.returncode == 1, (proc.returncode, err)
-    lines = [line for line in err.strip().splitlines() if line.startswith("difymaint: error:")]
+    lines = _error_lines(err)
     assert len(lines) == 1 and "lost the database connection mid-run" in lines[0] and "restarted" in lines[0], err
     summary = json.loads(out)
     assert summary["outcome"] == "failed" and summary["tables"]["messages"] == _deleted_so_far(engine, before)
