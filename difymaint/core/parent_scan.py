@@ -123,11 +123,11 @@ class ParentScan:
 
         def work() -> None:
             try:
-                while unstarted and not failed.is_set():
+                while not failed.is_set():
                     try:
                         part = unstarted.popleft()
                     except IndexError:
-                        return
+                        return  # every slice is taken
                     self._walk_part(part, body, failed)
                     if not part.done:
                         return  # the run is stopping (budget, signal, lock): leave the rest for next time
