@@ -51,9 +51,13 @@ def rows_locked(url: str) -> Iterator[Connection]:
         engine.dispose()
 
 
-def _start(pg_url: str, redis_url: str) -> subprocess.Popen[str]:
+def _start(pg_url: str, redis_url: str | None) -> subprocess.Popen[str]:
+    """clean-messages with no lock or statement timeout: on a locked row its DELETE waits until cancelled.
+    With ``redis_url`` it takes the Redis lock with a TTL of TTL seconds; without, it runs without Redis."""
+    lock = ["--lock-ttl", str(TTL)] if redis_url else []
+    redis_env = {"DIFYMAINT_REDIS_URL": redis_url} if redis_url else {"DIFYMAINT_USE_REDIS": "false"}
     return subprocess.Popen(
-        [sys.executable, "-m", "difymaint", "clean-messages", "--yes", "--json", "--lock-ttl", str(TTL)],
+        [sys.executable, "-m", "difymaint", "clean-messages", "--yes", "--json", *lock],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -62,7 +66,7 @@ def _start(pg_url: str, redis_url: str) -> subprocess.Popen[str]:
             **CLEAN_ENV,
             "NO_COLOR": "1",
             "DIFYMAINT_DATABASE_URL": pg_url,
-            "DIFYMAINT_REDIS_URL": redis_url,
+            **redis_env,
             "DIFYMAINT_LOCK_TIMEOUT": "0",  # wait on the row lock as long as it is held
             "DIFYMAINT_STATEMENT_TIMEOUT": "0",
         },

@@ -16,26 +16,7 @@ from difymaint.core.stop import CANCEL_GRACE_S
 from tests.conftest import NOW
 from tests.scenario import assert_cascade_consistent, remaining_messages, seed
 from tests.test_cli import CLEAN_ENV
-from tests.test_lock_heartbeat import _wait_for, _waiting_on_lock, rows_locked
-
-
-def _clean_messages_that_waits_forever(pg_url: str) -> subprocess.Popen[str]:
-    """clean-messages with no lock or statement timeout: on a locked row its DELETE waits until cancelled."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "difymaint", "clean-messages", "--yes", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        env={
-            **CLEAN_ENV,
-            "NO_COLOR": "1",
-            "DIFYMAINT_DATABASE_URL": pg_url,
-            "DIFYMAINT_USE_REDIS": "false",
-            "DIFYMAINT_LOCK_TIMEOUT": "0",  # without the cancel, the DELETE would wait forever
-            "DIFYMAINT_STATEMENT_TIMEOUT": "0",
-        },
-    )
+from tests.test_lock_heartbeat import _start, _wait_for, _waiting_on_lock, rows_locked
 
 
 @pytest.mark.postgres
@@ -44,7 +25,7 @@ def test_signal_cancels_a_blocked_statement(pg_engine: Any, pg_url: str, signum:
     seed(pg_engine, NOW)
     before = remaining_messages(pg_engine)
     with rows_locked(pg_url):
-        proc = _clean_messages_that_waits_forever(pg_url)
+        proc = _start(pg_url, None)
         try:
             _wait_for("the DELETE to wait on the row lock", lambda: _waiting_on_lock(pg_url))
             sent = time.monotonic()
@@ -249,7 +230,7 @@ def test_second_signal_still_reports_the_backlog(pg_engine: Any, pg_url: str, si
 
     seed(pg_engine, NOW)
     with rows_locked(pg_url):
-        proc = _clean_messages_that_waits_forever(pg_url)
+        proc = _start(pg_url, None)
         try:
             _wait_for("the DELETE to wait on the row lock", lambda: _waiting_on_lock(pg_url))
             proc.send_signal(signum)
