@@ -4,7 +4,7 @@ Started as a real ``celery worker`` by tests/celery_worker.py. Each task records
 JSON line per message: task name, args, kwargs, queue) into the file named by ``STUB_RECORD_FILE``; a
 message whose arguments do not fit Dify's signature fails in the worker and is recorded as an error.
 
-Written independently of difymaint.core.celery (names and signatures taken from Dify's api/tasks/*.py), so
+Written independently of difymaint.dify.celery (names and signatures taken from Dify's api/tasks/*.py), so
 a wrong entry in difymaint's task table shows up here instead of being mirrored. The broker is configured
 from the environment like Dify's ext_celery.py: CELERY_BROKER_URL, REDIS_KEY_PREFIX (global_keyprefix),
 CELERY_USE_SENTINEL / CELERY_SENTINEL_MASTER_NAME / CELERY_SENTINEL_PASSWORD.

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from difymaint.core.context import Context
-from difymaint.core.run import RunOptions, job_run
 from difymaint.core.summary import RunSummary
-from difymaint.core.switches import Switch
+from difymaint.dify.switches import Switch
+from difymaint.engine.run import RunOptions, job_run
 from difymaint.jobs import JobInfo
 from difymaint.jobs.spec import Batch, Opt
 

@@ -18,7 +18,12 @@ from sqlalchemy.engine import Engine
 
 from difymaint.core.errors import ConfigError
 from difymaint.core.exit_codes import ExitCode
-from difymaint.core.object_store import (
+from difymaint.core.summary import Outcome
+from difymaint.core.window import TimeWindow
+from difymaint.demo.builders import Builder
+from difymaint.dify import tables as t
+from difymaint.dify.archive import ARCHIVED_TABLES, archive_key, md5_hex, read_bundle, to_jsonl
+from difymaint.dify.object_store import (
     EMPTY_SHA256,
     ArchiveStorageError,
     LocalDirStore,
@@ -27,12 +32,7 @@ from difymaint.core.object_store import (
     SigV4Signer,
     content_md5,
 )
-from difymaint.core.run import RunOptions
-from difymaint.core.summary import Outcome
-from difymaint.core.window import TimeWindow
-from difymaint.demo.builders import Builder
-from difymaint.dify import tables as t
-from difymaint.dify.archive import ARCHIVED_TABLES, archive_key, md5_hex, read_bundle, to_jsonl
+from difymaint.engine.run import RunOptions
 from difymaint.jobs import JOBS, archive_workflow_runs, restore_workflow_runs
 from difymaint.jobs.archive_workflow_runs import ArchiveWorkflowRunsParams
 from difymaint.jobs.restore_workflow_runs import RestoreFailed, RestoreWorkflowRunsParams

@@ -98,7 +98,7 @@ def _not_int(text: str) -> bool:
 
 def _not_shard(text: str) -> bool:
     from difymaint.core.errors import UsageError
-    from difymaint.core.shard import parse_shard
+    from difymaint.engine.shard import parse_shard
 
     try:
         parse_shard(text)

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from difymaint.core.run import RunOptions
 from difymaint.core.summary import Outcome
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
 from difymaint.dify.cascades import MESSAGE_CASCADE, MESSAGE_CASCADE_TABLES
+from difymaint.engine.run import RunOptions
 from difymaint.jobs import clean_messages, clean_workflow_runs
 from difymaint.jobs.clean_messages import CleanMessagesParams
 from difymaint.jobs.clean_workflow_runs import CleanWorkflowRunsParams

@@ -1,4 +1,4 @@
-"""core/celery.py: Dify's tasks published through Celery's own client and consumed by a real worker."""
+"""dify/celery.py: Dify's tasks published through Celery's own client and consumed by a real worker."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 import redis
 
-from difymaint.core.celery import (
+from difymaint.core.errors import ConfigError
+from difymaint.core.settings import load_settings
+from difymaint.dify.celery import (
     DIFY_TASKS,
     BrokerUnavailable,
     TaskCall,
@@ -19,8 +21,6 @@ from difymaint.core.celery import (
     publisher,
     transport_options,
 )
-from difymaint.core.errors import ConfigError
-from difymaint.core.settings import load_settings
 from tests import celery_worker as rig
 from tests.celery_worker import CeleryWorker, SentinelBroker
 
@@ -181,7 +181,7 @@ def test_configuration_like_dify() -> None:
 def test_rediss_broker_gets_difys_ssl_options() -> None:
     import ssl
 
-    from difymaint.core.celery import celery_app
+    from difymaint.dify.celery import celery_app
 
     settings = load_settings(
         None,

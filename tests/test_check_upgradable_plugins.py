@@ -16,11 +16,11 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from difymaint.core.celery import BrokerUnavailable
 from difymaint.core.errors import LockHeld, UsageError
-from difymaint.core.run import RunOptions
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
+from difymaint.dify.celery import BrokerUnavailable
+from difymaint.engine.run import RunOptions
 from difymaint.jobs import check_upgradable_plugins as job
 from difymaint.jobs.check_upgradable_plugins import (
     CheckUpgradablePluginsParams,

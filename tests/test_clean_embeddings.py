@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from difymaint.core.clock import naive_utc
-from difymaint.core.run import RunOptions
 from difymaint.core.summary import Outcome
 from difymaint.core.window import TimeWindow, resolve_window
 from difymaint.dify import tables as t
+from difymaint.engine.run import RunOptions
 from difymaint.jobs import JOBS, clean_embeddings
 from difymaint.jobs.clean_embeddings import CleanEmbeddingsParams
 from tests.conftest import NOW, make_context

@@ -10,11 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from difymaint.core.errors import BillingUnavailable, LockHeld
-from difymaint.core.run import RunOptions
 from difymaint.core.summary import Outcome
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
 from difymaint.dify.cascades import MESSAGE_CASCADE_TABLES
+from difymaint.engine.run import RunOptions
 from difymaint.jobs import clean_messages
 from difymaint.jobs.clean_messages import CleanMessagesParams
 from tests.conftest import NOW, make_context, row_counts

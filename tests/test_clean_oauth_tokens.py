@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from difymaint.core.run import RunOptions
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
+from difymaint.engine.run import RunOptions
 from difymaint.jobs import JOBS, clean_oauth_tokens
 from difymaint.jobs.clean_oauth_tokens import CleanOAuthTokensParams, cutoff
 from tests.conftest import NOW, make_context

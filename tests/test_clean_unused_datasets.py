@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from difymaint.core.celery import BrokerUnavailable
 from difymaint.core.errors import ConfigError, UsageError
-from difymaint.core.run import RunOptions
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
+from difymaint.dify.celery import BrokerUnavailable
+from difymaint.engine.run import RunOptions
 from difymaint.jobs import clean_unused_datasets
 from difymaint.jobs.clean_unused_datasets import INDEX_TASK, CleanUnusedDatasetsParams
 from tests.celery_worker import CeleryWorker
@@ -187,8 +187,8 @@ def test_prefixed_messages_sit_under_the_prefix(
     ],
 )
 def test_broker_url_errors(url: str | None, error: str) -> None:
-    from difymaint.core.celery import broker_url
     from difymaint.core.settings import load_settings
+    from difymaint.dify.celery import broker_url
 
     with pytest.raises(ConfigError, match=error):
         broker_url(load_settings(None, {"CELERY_BROKER_URL": url}))

@@ -15,11 +15,11 @@ from difymaint.core.clock import naive_utc
 from difymaint.core.errors import DifymaintError, LockHeld
 from difymaint.core.exit_codes import ExitCode
 from difymaint.core.reporter import RecordingReporter
-from difymaint.core.run import RunOptions
 from difymaint.core.summary import Outcome
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
 from difymaint.dify.cascades import ENDED_RUN_STATUSES
+from difymaint.engine.run import RunOptions
 from difymaint.jobs import JOBS, clean_workflow_logs
 from difymaint.jobs.clean_workflow_logs import CleanWorkflowLogsParams
 from tests.conftest import NOW, FixedClock, make_context, row_counts

@@ -21,11 +21,11 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from difymaint.cli.app import create_app
-from difymaint.cli.console_ops import worst
 from difymaint.cli.runner import Environment, use_environment
-from difymaint.core.history import HistoryStore, RunRecord, redact
 from difymaint.core.locking import PostgresAdvisoryLock, RedisJobLock
-from difymaint.core.schedule import effective_schedule, is_due, is_overdue, previous_fire, schedule_zone
+from difymaint.ops.console import worst
+from difymaint.ops.history import HistoryStore, RunRecord, redact
+from difymaint.ops.schedule import effective_schedule, is_due, is_overdue, previous_fire, schedule_zone
 from tests.console_jobs import TEST_JOBS
 
 APP = create_app(TEST_JOBS)

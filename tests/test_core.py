@@ -13,14 +13,14 @@ import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from difymaint.core.billing import SandboxExpiryPolicy, StaticPlanFile, TenantPlan, TenantPlanCache
 from difymaint.core.errors import ConfigError, UsageError
 from difymaint.core.exit_codes import ExitCode
 from difymaint.core.redis_client import KeyNamer
-from difymaint.core.run import AdaptiveBatchSize, RunOptions, pause_s
 from difymaint.core.settings import load_settings
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.window import TimeWindow, resolve_window
+from difymaint.dify.billing import SandboxExpiryPolicy, StaticPlanFile, TenantPlan, TenantPlanCache
+from difymaint.engine.run import AdaptiveBatchSize, RunOptions, pause_s
 from difymaint.jobs import clean_messages
 from difymaint.jobs.clean_messages import CleanMessagesParams
 from tests.conftest import NOW, FixedClock, make_context
@@ -136,8 +136,8 @@ def test_plan_file_stays_out_of_difys_shared_plan_cache(tmp_path: Path, redis_ur
     read (a cached real plan must not shadow the file) nor written (Dify would serve the file's answers)."""
     import redis
 
-    from difymaint.core.billing import plan_lookup
     from difymaint.core.clock import SystemClock
+    from difymaint.dify.billing import plan_lookup
 
     plan_file = tmp_path / "plans.json"
     plan_file.write_text('{"tenants": {"t1": {"plan": "sandbox", "expiration_date": -1}, "t2": {"plan": "team"}}}')
@@ -212,8 +212,8 @@ def test_sqlite_batches_stay_within_its_parameter_limit(tmp_path: Path) -> None:
     when asked for more, while PostgreSQL (one array parameter) may grow to DIFYMAINT_MAX_BATCH_SIZE."""
     from difymaint.core.context import Context
     from difymaint.core.locking import NoLock
-    from difymaint.core.run import SQLITE_MAX_BATCH_SIZE, JobRun
     from difymaint.core.settings import load_settings
+    from difymaint.engine.run import SQLITE_MAX_BATCH_SIZE, JobRun
 
     for url, expected in ((f"sqlite:///{tmp_path / 'x.sqlite'}", SQLITE_MAX_BATCH_SIZE), ("postgresql://h/db", 60000)):
         ctx = Context(load_settings(None, {"DIFYMAINT_DATABASE_URL": url, "DIFYMAINT_USE_REDIS": False}))

@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from difymaint.core.errors import DifymaintError
-from difymaint.core.run import RunOptions
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
+from difymaint.engine.run import RunOptions
 from difymaint.jobs import flush_api_token_usage as job
 from difymaint.jobs.flush_api_token_usage import FlushApiTokenUsageParams, parse_usage, token_hash
 from tests.conftest import make_context

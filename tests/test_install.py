@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from difymaint import MIN_PYTHON, schedules
+from difymaint import MIN_PYTHON
+from difymaint.ops import manifests as schedules
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -16,9 +16,9 @@ from difymaint.cli.app import create_app
 from difymaint.cli.runner import Environment, use_environment
 from difymaint.core.context import Context
 from difymaint.core.summary import RunSummary
-from difymaint.core.switches import Switch
 from difymaint.devtools import deploy
 from difymaint.devtools.readme_help import render_help, render_section
+from difymaint.dify.switches import Switch
 from difymaint.jobs import JOBS, JobInfo
 from difymaint.jobs.spec import TENANT_IDS, Batch, Opt, Window
 

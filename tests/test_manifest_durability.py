@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from difymaint.core.manifest import CRASH_AFTER_COMMIT_ENV, OrphanManifest, batches_path, read_manifest
 from difymaint.dify import tables as t
+from difymaint.engine.manifest import CRASH_AFTER_COMMIT_ENV, OrphanManifest, batches_path, read_manifest
 from tests.conftest import NOW
 from tests.scenario import seed
 from tests.test_cli import CLEAN_ENV

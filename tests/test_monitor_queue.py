@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 import redis
 
-from difymaint.core.celery import DIFY_WORKER_QUEUES, celery_app
 from difymaint.core.errors import ConfigError, LockHeld, UsageError
 from difymaint.core.exit_codes import ExitCode
-from difymaint.core.run import RunOptions
 from difymaint.core.settings import load_settings
 from difymaint.core.summary import Outcome
+from difymaint.dify.celery import DIFY_WORKER_QUEUES, celery_app
+from difymaint.engine.run import RunOptions
 from difymaint.jobs import monitor_queue
 from difymaint.jobs.monitor_queue import MonitorQueueParams
 from tests import celery_worker as rig

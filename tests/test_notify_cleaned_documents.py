@@ -13,10 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from difymaint.core.errors import ConfigError
-from difymaint.core.mail import Mail, MailError, SmtpSender, mail_sender
-from difymaint.core.run import RunOptions
 from difymaint.core.settings import load_settings
 from difymaint.core.summary import Outcome
+from difymaint.dify.mail import Mail, MailError, SmtpSender, mail_sender
+from difymaint.engine.run import RunOptions
 from difymaint.jobs import notify_cleaned_documents
 from difymaint.jobs.notify_cleaned_documents import SUBJECT, NotifyParams
 from tests.conftest import NOW, make_context
@@ -220,7 +220,7 @@ def test_resend(pg_engine: Any, pg_url: str, billing: Any) -> None:
 
 
 def test_resend_refusal_is_a_mail_error() -> None:
-    from difymaint.core.mail import ResendSender
+    from difymaint.dify.mail import ResendSender
 
     with ResendStub() as resend:
         resend.fail_status = 422
@@ -254,7 +254,7 @@ def test_sendgrid(pg_engine: Any, pg_url: str, billing: Any) -> None:
 
 
 def test_sendgrid_refusal_is_a_mail_error_without_the_key() -> None:
-    from difymaint.core.mail import SendGridSender
+    from difymaint.dify.mail import SendGridSender
 
     with SendGridStub(api_key="SG.right") as sendgrid:
         sender = SendGridSender(api_key="SG.wrong-key", sender="x@example.com", api_url=sendgrid.url)

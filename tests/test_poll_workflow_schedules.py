@@ -18,10 +18,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from difymaint.core.celery import BrokerUnavailable
-from difymaint.core.run import RunOptions
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
+from difymaint.dify.celery import BrokerUnavailable
+from difymaint.engine.run import RunOptions
 from difymaint.jobs import JOBS, poll_workflow_schedules
 from difymaint.jobs.poll_workflow_schedules import QUEUE, TASK, PollWorkflowSchedulesParams, next_run_at
 from tests.celery_worker import CeleryWorker

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
-from difymaint.core.celery import BrokerUnavailable
 from difymaint.core.errors import ConfigError
-from difymaint.core.run import RunOptions
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
+from difymaint.dify.celery import BrokerUnavailable
+from difymaint.engine.run import RunOptions
 from difymaint.jobs import JOBS, refresh_trigger_providers
 from difymaint.jobs.refresh_trigger_providers import QUEUE, TASK, RefreshTriggerProvidersParams
 from tests.celery_worker import CeleryWorker

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from difymaint import schedules
 from difymaint.cli.app import app
 from difymaint.jobs import JOBS, JobInfo
+from difymaint.ops import manifests as schedules
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / schedules.K8S_DIR

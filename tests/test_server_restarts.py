@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
-from difymaint.core.history import HistoryStore
 from difymaint.dify.tables import metadata
+from difymaint.ops.history import HistoryStore
 from tests.conftest import NOW
 from tests.own_servers import OwnPostgres, OwnRedis
 from tests.scenario import Scenario, assert_cascade_consistent, remaining_messages, seed

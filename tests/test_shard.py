@@ -17,8 +17,8 @@ import yaml
 
 from difymaint.core.errors import UsageError
 from difymaint.core.exit_codes import ExitCode
-from difymaint.core.shard import Shard, parse_shard, shard_of, shard_predicate
 from difymaint.dify import tables as t
+from difymaint.engine.shard import Shard, parse_shard, shard_of, shard_predicate
 from tests.conftest import NOW
 from tests.scenario import remaining_messages, seed
 from tests.test_cli import invoke_assert_code, run_cli

@@ -268,9 +268,9 @@ def _interrupt_at_batch(number: int) -> Any:
 
 @pytest.mark.postgres
 def test_interrupted_run_counts_its_backlog(pg_engine: Any, pg_url: str) -> None:
-    from difymaint.core.run import RunOptions
     from difymaint.core.stop import Interrupted
     from difymaint.core.window import TimeWindow
+    from difymaint.engine.run import RunOptions
     from difymaint.jobs import clean_messages
     from difymaint.jobs.clean_messages import CleanMessagesParams
     from tests.conftest import make_context

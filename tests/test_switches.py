@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from difymaint.core.settings import Settings, load_settings
-from difymaint.core.switches import Switch, override_variable, switch_state
 from difymaint.devtools import deploy
+from difymaint.dify.switches import Switch, override_variable, switch_state
 from difymaint.dify.tables import metadata
 from difymaint.jobs import JOBS
 from tests.conftest import NOW

@@ -1,4 +1,4 @@
-"""TiDB Cloud Serverless client (difymaint.core.tidb_cloud) against the Digest-authenticating stub."""
+"""TiDB Cloud Serverless client (difymaint.dify.tidb_cloud) against the Digest-authenticating stub."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from difymaint.core.errors import ConfigError, DifymaintError
 from difymaint.core.exit_codes import ExitCode
 from difymaint.core.settings import Settings, load_settings
-from difymaint.core.tidb_cloud import (
+from difymaint.dify.tidb_cloud import (
     ClusterNotFound,
     ClusterState,
     CreatedCluster,

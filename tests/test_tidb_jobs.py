@@ -20,12 +20,12 @@ from difymaint.core.context import Context
 from difymaint.core.errors import ConfigError, DifymaintError, LockHeld
 from difymaint.core.locking import PostgresAdvisoryLock
 from difymaint.core.reporter import RecordingReporter
-from difymaint.core.run import RunOptions
 from difymaint.core.settings import load_settings
 from difymaint.core.stop import Interrupted
 from difymaint.core.summary import Outcome
-from difymaint.core.tidb_cloud import TidbCloudUnavailable, TidbCreateOutcomeUnknown
 from difymaint.dify import tables as t
+from difymaint.dify.tidb_cloud import TidbCloudUnavailable, TidbCreateOutcomeUnknown
+from difymaint.engine.run import RunOptions
 from difymaint.jobs import JOBS, create_tidb, update_tidb_status
 from difymaint.jobs.create_tidb import CreateTidbParams
 from difymaint.jobs.tidb_pool import read_leaks

@@ -17,11 +17,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from difymaint.core.celery import BrokerUnavailable
 from difymaint.core.reporter import BatchProgress, RecordingReporter
-from difymaint.core.run import RunOptions
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
+from difymaint.dify.celery import BrokerUnavailable
+from difymaint.engine.run import RunOptions
 from difymaint.jobs import timeout_human_input as job
 from difymaint.jobs.timeout_human_input import TimeoutHumanInputParams
 from tests.broker import published, refusing_broker

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from difymaint.core.context import Context
-from difymaint.core.run import RunOptions
 from difymaint.core.summary import RunSummary
 from difymaint.core.window import TimeWindow
+from difymaint.engine.run import RunOptions
 
 
 @dataclass

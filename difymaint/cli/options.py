@@ -197,7 +197,7 @@ class Common:
 
     def run_options(self) -> Any:
         """The core's run options these flags set (the job's batch size and pacing are filled in later)."""
-        from difymaint.core.run import RunOptions
+        from difymaint.engine.run import RunOptions
 
         return RunOptions(
             dry_run=self.dry_run,

@@ -35,14 +35,14 @@ from difymaint.cli.render import (
 from difymaint.core.context import Context
 from difymaint.core.errors import DatabaseUnavailable, DifymaintError, LockHeld, UsageError
 from difymaint.core.exit_codes import ExitCode
-from difymaint.core.history import HistoryStore, Pause, RunRecorder, history_enabled
-from difymaint.core.observe import Observers, observers
 from difymaint.core.redact import register_secrets, scrub, secrets_in
 from difymaint.core.settings import Settings, load_settings
 from difymaint.core.stop import Interrupted, StopToken, handle_stop_signals, runtime_deadline
 from difymaint.core.summary import Outcome, RunSummary
-from difymaint.core.switches import switch_state
+from difymaint.dify.switches import switch_state
 from difymaint.jobs import JobInfo
+from difymaint.ops.history import HistoryStore, Pause, RunRecorder, history_enabled
+from difymaint.ops.observe import Observers, observers
 
 log = logging.getLogger("difymaint")
 

@@ -1,4 +1,6 @@
-"""The shared core every job runs on: settings, database, Redis, lock, plans, batching, run contract.
+"""The process and its connections: settings, context, database and Redis clients, locks, stop signals,
+clock, time windows, id filters, errors, exit codes, redaction, the run summary and the progress reporter.
 
-Nothing in here imports typer or rich (see the import-linter contracts in pyproject.toml).
+The bottom layer: it knows nothing of Dify, of jobs or of the CLI (the import-linter ``layers`` contract in
+pyproject.toml), and never imports typer or rich.
 """

@@ -283,7 +283,7 @@ class MailSettings(BaseSettings):
 
 
 class SwitchSettings(BaseSettings):
-    """Dify's beat switches (with Dify's defaults) and difymaint's per-job overrides; see core/switches.py."""
+    """Dify's beat switches (with Dify's defaults) and difymaint's per-job overrides; see dify/switches.py."""
 
     ENABLE_CLEAN_EMBEDDING_CACHE_TASK: bool = False
     ENABLE_CLEAN_UNUSED_DATASETS_TASK: bool = False

@@ -1,5 +1,5 @@
 """Write the default rendering of the schedule artefacts into deploy/ (Kubernetes kustomize base, /etc/cron.d
-file, systemd units and their READMEs); the rendering itself is :mod:`difymaint.schedules`.
+file, systemd units and their READMEs); the rendering itself is :mod:`difymaint.ops.manifests`.
 
 ``python -m difymaint.devtools.deploy`` writes them; ``--check`` changes nothing and exits 1 when any file on
 disk differs from what would be rendered (CI). Operators render their own set with ``difymaint schedule render``.
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from difymaint.schedules import (
+from difymaint.ops.manifests import (
     CRONTAB_DIR,
     CRONTAB_FILE,
     GENERATED_DIRS,

@@ -1,4 +1,4 @@
-"""Dify's deletion cascades as data (core/cascade.py), shared by every job that removes messages
+"""Dify's deletion cascades as data (engine/cascade.py), shared by every job that removes messages
 (docs/dify-reference.md#message-cascade) or workflow runs (docs/dify-reference.md#workflow-run-cascade).
 
 Every function runs inside the caller's transaction, so a batch is all-or-nothing. With
@@ -16,13 +16,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from difymaint.core.cascade import BatchResult, Cascade, Selection, Step
 from difymaint.core.database import ids_in, ids_not_in
-from difymaint.core.keyset import in_window
-from difymaint.core.run import JobRun
-from difymaint.core.schema import Need, SchemaReport
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
+from difymaint.engine.cascade import BatchResult, Cascade, Selection, Step
+from difymaint.engine.keyset import in_window
+from difymaint.engine.run import JobRun
+from difymaint.engine.schema import Need, SchemaReport
 
 # Dify's order: children first, so a crash leaves orphans, never dangling parents.
 MESSAGE_CHILDREN: tuple[sa.Table, ...] = (

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from difymaint.core.switches import Switch
+from difymaint.dify.switches import Switch
 from difymaint.jobs.spec import (
     ARCHIVE_DIR,
     CONNECTION,

@@ -28,14 +28,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from difymaint.core.billing import PAID_PLANS, PlanLookup, plan_lookup
 from difymaint.core.context import Context
 from difymaint.core.database import as_str, count_or_unknown, ids_in
 from difymaint.core.errors import DifymaintError
-from difymaint.core.keyset import Cursor, after, in_window
-from difymaint.core.object_store import ObjectStore, archive_store
-from difymaint.core.run import JobRun, RunOptions, job_run
-from difymaint.core.schema import Need, SchemaReport, check_schema
 from difymaint.core.summary import RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
@@ -49,7 +44,12 @@ from difymaint.dify.archive import (
     reflect_tables,
     run_predicates,
 )
+from difymaint.dify.billing import PAID_PLANS, PlanLookup, plan_lookup
 from difymaint.dify.cascades import ENDED_RUN_STATUSES, workflow_run_cascade
+from difymaint.dify.object_store import ObjectStore, archive_store
+from difymaint.engine.keyset import Cursor, after, in_window
+from difymaint.engine.run import JobRun, RunOptions, job_run
+from difymaint.engine.schema import Need, SchemaReport, check_schema
 from difymaint.jobs import JOBS
 from difymaint.jobs.confirm import database_description, plan_aware, tenant_scope
 

@@ -27,10 +27,10 @@ import sqlalchemy as sa
 
 from difymaint.core.context import Context
 from difymaint.core.errors import ConfigError, DifymaintError, UsageError
-from difymaint.core.run import JobRun, RunOptions, job_run
-from difymaint.core.schema import Need, check_schema
 from difymaint.core.summary import RunSummary
 from difymaint.dify import tables as t
+from difymaint.engine.run import JobRun, RunOptions, job_run
+from difymaint.engine.schema import Need, check_schema
 from difymaint.jobs import JOBS
 
 JOB = "check-upgradable-plugins"
@@ -231,7 +231,7 @@ def _dispatch(job: JobRun, where: sa.ColumnElement[bool], spread_s: int) -> None
     job.summary.details["manifest_plugins"] = len(snapshots)
     publisher = None
     if not job.dry_run:
-        from difymaint.core.celery import publisher as make_publisher  # Celery only in the commands that publish
+        from difymaint.dify.celery import publisher as make_publisher  # Celery only in the commands that publish
 
         publisher = make_publisher(ctx.settings)  # a down broker fails here, before the cache or any message
     try:
@@ -255,7 +255,7 @@ def countdown(index: int, total: int, spread_s: int) -> float | None:
 
 
 def _publish_pages(job: JobRun, where: sa.ColumnElement[bool], publisher: Any, total: int, spread_s: int) -> None:
-    from difymaint.core.celery import DIFY_TASKS
+    from difymaint.dify.celery import DIFY_TASKS
 
     task = DIFY_TASKS[TASK]  # checks the arguments against Dify's signature before anything is sent
     ctx = job.ctx

@@ -24,20 +24,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from difymaint.core.billing import TenantPolicy, sandbox_expiry_policy
-from difymaint.core.cascade import Selection
 from difymaint.core.context import Context
 from difymaint.core.database import as_str, ids_in, is_postgres
 from difymaint.core.errors import UsageError
-from difymaint.core.keyset import Lane, RoundRobin, in_window
-from difymaint.core.manifest import OrphanManifest
-from difymaint.core.parent_scan import ParentScan
-from difymaint.core.run import JobRun, RunOptions, job_run
-from difymaint.core.schema import Need, SchemaReport, check_schema
-from difymaint.core.shard import sharded
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
+from difymaint.dify.billing import TenantPolicy, sandbox_expiry_policy
 from difymaint.dify.cascades import (
     CONVERSATION_CASCADE_TABLES,
     MESSAGE_CASCADE,
@@ -46,6 +39,13 @@ from difymaint.dify.cascades import (
     message_cascade,
     orphaned_upload_files,
 )
+from difymaint.engine.cascade import Selection
+from difymaint.engine.keyset import Lane, RoundRobin, in_window
+from difymaint.engine.manifest import OrphanManifest
+from difymaint.engine.parent_scan import ParentScan
+from difymaint.engine.run import JobRun, RunOptions, job_run
+from difymaint.engine.schema import Need, SchemaReport, check_schema
+from difymaint.engine.shard import sharded
 from difymaint.jobs import JOBS
 from difymaint.jobs.confirm import retention_question
 

@@ -20,12 +20,12 @@ import sqlalchemy as sa
 
 from difymaint.core.clock import naive_utc
 from difymaint.core.context import Context
-from difymaint.core.run import RunOptions, job_run
-from difymaint.core.schema import Need, check_schema
-from difymaint.core.single_table import TableSweep, sweep
 from difymaint.core.summary import RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
+from difymaint.engine.run import RunOptions, job_run
+from difymaint.engine.schema import Need, check_schema
+from difymaint.engine.single_table import TableSweep, sweep
 from difymaint.jobs import JOBS
 from difymaint.jobs.confirm import database_description
 

@@ -32,18 +32,18 @@ from typing import IO, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from difymaint.core.billing import SANDBOX, PlanLookup, plan_lookup
-from difymaint.core.celery import DIFY_TASKS, INDEX_TASK, CeleryPublisher, publisher
 from difymaint.core.clock import naive_utc
 from difymaint.core.context import Context
 from difymaint.core.database import as_str, count_or_unknown, ids_in
 from difymaint.core.errors import ConfigError, UsageError
-from difymaint.core.keyset import Cursor, after
-from difymaint.core.run import JobRun, RunOptions, job_run
-from difymaint.core.schema import Need, SchemaReport, check_schema
 from difymaint.core.settings import Settings
 from difymaint.core.summary import RunSummary
 from difymaint.dify import tables as t
+from difymaint.dify.billing import SANDBOX, PlanLookup, plan_lookup
+from difymaint.dify.celery import DIFY_TASKS, INDEX_TASK, CeleryPublisher, publisher
+from difymaint.engine.keyset import Cursor, after
+from difymaint.engine.run import JobRun, RunOptions, job_run
+from difymaint.engine.schema import Need, SchemaReport, check_schema
 from difymaint.jobs import JOBS
 from difymaint.jobs.confirm import database_description, plan_aware, tenant_scope
 

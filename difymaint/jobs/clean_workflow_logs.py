@@ -24,15 +24,15 @@ import sqlalchemy as sa
 from difymaint.core.context import Context
 from difymaint.core.database import ids_in
 from difymaint.core.errors import DifymaintError
-from difymaint.core.manifest import OrphanManifest
-from difymaint.core.parent_scan import ParentScan
-from difymaint.core.run import JobRun, RunOptions, job_run
-from difymaint.core.schema import check_schema
-from difymaint.core.shard import sharded
 from difymaint.core.summary import RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
 from difymaint.dify.cascades import RunCleanup, ended_runs
+from difymaint.engine.manifest import OrphanManifest
+from difymaint.engine.parent_scan import ParentScan
+from difymaint.engine.run import JobRun, RunOptions, job_run
+from difymaint.engine.schema import check_schema
+from difymaint.engine.shard import sharded
 from difymaint.jobs import JOBS
 from difymaint.jobs.confirm import database_description
 

@@ -26,19 +26,19 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from difymaint.core.billing import TenantPolicy, sandbox_expiry_policy
 from difymaint.core.context import Context
 from difymaint.core.database import as_str, is_postgres
-from difymaint.core.keyset import Lane, RoundRobin
-from difymaint.core.manifest import OrphanManifest
-from difymaint.core.parent_scan import ParentScan
-from difymaint.core.run import JobRun, RunOptions, job_run
-from difymaint.core.schema import Need, check_schema
-from difymaint.core.shard import sharded
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
+from difymaint.dify.billing import TenantPolicy, sandbox_expiry_policy
 from difymaint.dify.cascades import RunCleanup, ended_runs
+from difymaint.engine.keyset import Lane, RoundRobin
+from difymaint.engine.manifest import OrphanManifest
+from difymaint.engine.parent_scan import ParentScan
+from difymaint.engine.run import JobRun, RunOptions, job_run
+from difymaint.engine.schema import Need, check_schema
+from difymaint.engine.shard import sharded
 from difymaint.jobs import JOBS
 from difymaint.jobs.confirm import retention_question
 

@@ -30,15 +30,15 @@ import sqlalchemy as sa
 from difymaint.core.context import Context
 from difymaint.core.errors import DifymaintError, LockHeld
 from difymaint.core.locking import PostgresAdvisoryLock
-from difymaint.core.run import Batch, JobRun, RunOptions, job_run
 from difymaint.core.summary import Outcome, RunSummary
-from difymaint.core.tidb_cloud import (
+from difymaint.dify import tables as t
+from difymaint.dify.tidb_cloud import (
     CREATING,
     MAX_BATCH,
     CreatedCluster,
     TidbCreateOutcomeUnknown,
 )
-from difymaint.dify import tables as t
+from difymaint.engine.run import Batch, JobRun, RunOptions, job_run
 from difymaint.jobs import JOBS
 from difymaint.jobs.tidb_pool import (
     TABLE,

@@ -24,9 +24,9 @@ from redis.exceptions import RedisError
 
 from difymaint.core.context import Context
 from difymaint.core.errors import ConfigError, DifymaintError, RedisUnavailable
-from difymaint.core.run import JobRun, RunOptions, job_run
-from difymaint.core.schema import Need, check_schema
 from difymaint.core.summary import RunSummary
+from difymaint.engine.run import JobRun, RunOptions, job_run
+from difymaint.engine.schema import Need, check_schema
 from difymaint.jobs import JOBS
 
 JOB = "flush-api-token-usage"

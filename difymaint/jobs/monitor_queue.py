@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from difymaint.core.celery import DIFY_WORKER_QUEUES, UNACKED_KEY, broker_redis, mask_url, queue_keys
 from difymaint.core.context import Context
 from difymaint.core.errors import ConfigError, LockHeld, UsageError
 from difymaint.core.locking import RedisJobLock
-from difymaint.core.mail import Mail, MailError, MailSender, PreviewSender, mail_sender, render
-from difymaint.core.run import RunOptions
 from difymaint.core.summary import Outcome, RunSummary
+from difymaint.dify.celery import DIFY_WORKER_QUEUES, UNACKED_KEY, broker_redis, mask_url, queue_keys
+from difymaint.dify.mail import Mail, MailError, MailSender, PreviewSender, mail_sender, render
+from difymaint.engine.run import RunOptions
 from difymaint.jobs import JOBS
 
 JOB = "monitor-queue"

@@ -26,17 +26,17 @@ from typing import IO
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from difymaint.core.billing import SANDBOX, PlanLookup, plan_lookup
 from difymaint.core.clock import naive_utc
 from difymaint.core.context import Context
 from difymaint.core.database import as_str, count_or_unknown, ids_in
 from difymaint.core.errors import ConfigError
-from difymaint.core.keyset import Cursor, after
-from difymaint.core.mail import Mail, MailError, MailSender, PreviewSender, mail_sender, render
-from difymaint.core.run import JobRun, RunOptions, job_run
-from difymaint.core.schema import Need, check_schema
 from difymaint.core.summary import RunSummary
 from difymaint.dify import tables as t
+from difymaint.dify.billing import SANDBOX, PlanLookup, plan_lookup
+from difymaint.dify.mail import Mail, MailError, MailSender, PreviewSender, mail_sender, render
+from difymaint.engine.keyset import Cursor, after
+from difymaint.engine.run import JobRun, RunOptions, job_run
+from difymaint.engine.schema import Need, check_schema
 from difymaint.jobs import JOBS
 from difymaint.jobs.confirm import database_description
 

@@ -22,14 +22,15 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-# core.celery imports Celery only inside the functions that publish: an empty tick never loads it.
-from difymaint.core.celery import DIFY_TASKS, BrokerUnavailable, CeleryPublisher, publisher
 from difymaint.core.clock import naive_utc
 from difymaint.core.context import Context
-from difymaint.core.keyset import Cursor, after
-from difymaint.core.run import JobRun, RunOptions, job_run
 from difymaint.core.summary import RunSummary
 from difymaint.dify import tables as t
+
+# core.celery imports Celery only inside the functions that publish: an empty tick never loads it.
+from difymaint.dify.celery import DIFY_TASKS, BrokerUnavailable, CeleryPublisher, publisher
+from difymaint.engine.keyset import Cursor, after
+from difymaint.engine.run import JobRun, RunOptions, job_run
 from difymaint.jobs import JOBS
 
 JOB = "poll-workflow-schedules"

@@ -21,14 +21,15 @@ from typing import Any
 import sqlalchemy as sa
 from redis.exceptions import RedisError
 
-# core.celery imports Celery only inside the functions that publish: an empty tick never loads it.
-from difymaint.core.celery import DIFY_TASKS, BrokerUnavailable, CeleryPublisher, publisher
 from difymaint.core.context import Context
 from difymaint.core.errors import ConfigError, RedisUnavailable
-from difymaint.core.keyset import Cursor, after
-from difymaint.core.run import JobRun, RunOptions, job_run
 from difymaint.core.summary import RunSummary
 from difymaint.dify import tables as t
+
+# core.celery imports Celery only inside the functions that publish: an empty tick never loads it.
+from difymaint.dify.celery import DIFY_TASKS, BrokerUnavailable, CeleryPublisher, publisher
+from difymaint.engine.keyset import Cursor, after
+from difymaint.engine.run import JobRun, RunOptions, job_run
 from difymaint.jobs import JOBS
 
 JOB = "refresh-trigger-providers"

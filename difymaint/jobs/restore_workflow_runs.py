@@ -27,10 +27,6 @@ from sqlalchemy.engine import Connection
 from difymaint.core.context import Context
 from difymaint.core.database import as_str, ids_in
 from difymaint.core.errors import DifymaintError, UsageError
-from difymaint.core.keyset import Cursor, after, in_window
-from difymaint.core.object_store import ArchiveStorageError, ObjectStore, archive_store
-from difymaint.core.run import JobRun, RunOptions, job_run
-from difymaint.core.schema import Need, check_schema
 from difymaint.core.summary import RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
@@ -43,6 +39,10 @@ from difymaint.dify.archive import (
     read_bundle,
     reflect_tables,
 )
+from difymaint.dify.object_store import ArchiveStorageError, ObjectStore, archive_store
+from difymaint.engine.keyset import Cursor, after, in_window
+from difymaint.engine.run import JobRun, RunOptions, job_run
+from difymaint.engine.schema import Need, check_schema
 from difymaint.jobs import JOBS
 from difymaint.jobs.confirm import database_description
 from difymaint.jobs.resolve import window_from

@@ -23,8 +23,8 @@ from typing import IO, Any
 import sqlalchemy as sa
 
 from difymaint.core.context import Context
-from difymaint.core.schema import Need, SchemaReport, check_schema
-from difymaint.core.tidb_cloud import TidbCloudClient, TidbCloudConfig, require_tidb_settings
+from difymaint.dify.tidb_cloud import TidbCloudClient, TidbCloudConfig, require_tidb_settings
+from difymaint.engine.schema import Need, SchemaReport, check_schema
 
 TABLE = "tidb_auth_bindings"
 BASE_COLUMNS = (

@@ -31,12 +31,12 @@ import sqlalchemy as sa
 from difymaint.core.clock import naive_utc
 from difymaint.core.context import Context
 from difymaint.core.errors import DifymaintError
-from difymaint.core.manifest import OrphanManifest
-from difymaint.core.object_store import ArchiveStorageError, ObjectStore, dify_storage
-from difymaint.core.run import JobRun, RunOptions, job_run
-from difymaint.core.schema import Need, check_schema
 from difymaint.core.summary import RunSummary
 from difymaint.dify import tables as t
+from difymaint.dify.object_store import ArchiveStorageError, ObjectStore, dify_storage
+from difymaint.engine.manifest import OrphanManifest
+from difymaint.engine.run import JobRun, RunOptions, job_run
+from difymaint.engine.schema import Need, check_schema
 from difymaint.jobs import JOBS
 
 JOB = "timeout-human-input"
@@ -284,7 +284,7 @@ class Publisher:
     def resume(self, run_ids: list[str]) -> None:
         if self.dry_run or not run_ids:
             return
-        from difymaint.core.celery import DIFY_TASKS, publisher
+        from difymaint.dify.celery import DIFY_TASKS, publisher
 
         if self._publisher is None:
             self._publisher = publisher(self.ctx.settings)

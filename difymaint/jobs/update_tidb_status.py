@@ -26,9 +26,9 @@ import sqlalchemy as sa
 from difymaint.core.clock import naive_utc
 from difymaint.core.context import Context
 from difymaint.core.errors import DifymaintError
-from difymaint.core.run import Batch, JobRun, RunOptions, job_run
 from difymaint.core.summary import Outcome, RunSummary
-from difymaint.core.tidb_cloud import (
+from difymaint.dify import tables as t
+from difymaint.dify.tidb_cloud import (
     ACTIVE,
     CREATING,
     MAX_BATCH,
@@ -39,7 +39,7 @@ from difymaint.core.tidb_cloud import (
     TidbCloudError,
     TidbCloudUnavailable,
 )
-from difymaint.dify import tables as t
+from difymaint.engine.run import Batch, JobRun, RunOptions, job_run
 from difymaint.jobs import JOBS
 from difymaint.jobs.confirm import database_description
 from difymaint.jobs.tidb_pool import (

@@ -1,7 +1,7 @@
 """The operator's console: ``jobs``, ``history``, ``status``, ``locks``, ``pause``/``resume``, ``run``, ``run-due``.
 
 No daemon, no web service: every command reads (or writes) the run history in the database the jobs use
-(:mod:`difymaint.core.history`), Redis, and the registry. Every command has ``--json`` for tooling.
+(:mod:`difymaint.ops.history`), Redis, and the registry. Every command has ``--json`` for tooling.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from difymaint.jobs.spec import RUN
 if TYPE_CHECKING:
     from difymaint.cli.render import Consoles
     from difymaint.core.context import Context
-    from difymaint.core.history import HistoryStore
+    from difymaint.ops.history import HistoryStore
 
 
 def _store(ctx: Context) -> HistoryStore:
     from difymaint.core.errors import ConfigError
-    from difymaint.core.history import HistoryStore, history_enabled
+    from difymaint.ops.history import HistoryStore, history_enabled
 
     if not history_enabled(ctx.settings):
         raise ConfigError("run history is off (DIFYMAINT_HISTORY=off)", hint="unset DIFYMAINT_HISTORY to use it")
@@ -111,7 +111,7 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
     ) -> None:
         from rich.table import Table
 
-        from difymaint.cli.console_ops import exit_codes_of, job_catalogue, job_parameters
+        from difymaint.ops.console import exit_codes_of, job_catalogue, job_parameters
 
         consoles = make_consoles(color)
         words = list(args or [])
@@ -361,8 +361,8 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
         redis_url: RedisUrl = None,
         json: Json = False,
     ) -> None:
-        from difymaint.cli.console_ops import run_chain
         from difymaint.cli.options import Common
+        from difymaint.ops.console import run_chain
 
         consoles = make_consoles()
         with _guarded(consoles):
@@ -405,7 +405,7 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
         redis_url: RedisUrl = None,
         json: Json = False,
     ) -> None:
-        from difymaint.cli.console_ops import RUN_DUE, dispatch_due, plan_due, worst
+        from difymaint.ops.console import RUN_DUE, dispatch_due, plan_due, worst
 
         consoles = make_consoles()
         code = 0
@@ -542,7 +542,7 @@ def render_status(
     """Print the status; returns 3 under ``check`` when any enabled job is overdue or failed, else 0."""
     from rich.table import Table
 
-    from difymaint.cli.console_ops import job_status
+    from difymaint.ops.console import job_status
 
     rows = job_status(store, jobs, ctx.settings, now)
     problems = [row for row in rows if row.problem]
@@ -597,7 +597,7 @@ def render_status(
 
 
 def _all_locks(ctx: Context, jobs: Mapping[str, JobInfo]) -> list[Any]:
-    from difymaint.core.lock_inspect import advisory_locks, file_locks, redis_locks
+    from difymaint.ops.locks import advisory_locks, file_locks, redis_locks
 
     names = {info.lock_key for info in jobs.values()}
     found = []
@@ -612,7 +612,7 @@ def _all_locks(ctx: Context, jobs: Mapping[str, JobInfo]) -> list[Any]:
 
 def _holders(ctx: Context, jobs: Mapping[str, JobInfo]) -> dict[str, Any]:
     """Lock name → the running history record of the job that uses it (when history is on)."""
-    from difymaint.core.history import HistoryStore, history_enabled
+    from difymaint.ops.history import HistoryStore, history_enabled
 
     if not history_enabled(ctx.settings):
         return {}
@@ -681,7 +681,7 @@ def _release(
     interactive: bool,
 ) -> None:
     from difymaint.core.errors import DifymaintError, UsageError
-    from difymaint.core.lock_inspect import release, still_renewing
+    from difymaint.ops.locks import release, still_renewing
 
     matches = [lock for lock in locks if name in (lock.name, lock.where)]
     if not matches:

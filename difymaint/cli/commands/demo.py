@@ -40,15 +40,15 @@ def demo(
     import sqlalchemy as sa
 
     from difymaint.cli.commands.console import render_history, render_status
-    from difymaint.cli.console_ops import run_chain
     from difymaint.cli.options import Common
     from difymaint.cli.runner import execute
     from difymaint.cli.session import make_consoles
     from difymaint.core.context import Context
-    from difymaint.core.history import HistoryStore
     from difymaint.core.settings import load_settings
     from difymaint.demo.seed import WORKSPACES, seed_demo
     from difymaint.jobs import JOBS
+    from difymaint.ops.console import run_chain
+    from difymaint.ops.history import HistoryStore
 
     path = path.resolve()
     plan_file = path.with_suffix(".plans.json")

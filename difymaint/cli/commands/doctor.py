@@ -42,7 +42,7 @@ def doctor(
     from rich.table import Table
 
     from difymaint.core.exit_codes import ExitCode
-    from difymaint.diagnose import DoctorOptions, Status, has_blocker, run_checks
+    from difymaint.ops.doctor import DoctorOptions, Status, has_blocker, run_checks
 
     consoles = make_consoles(color)
     with guarded(consoles):

@@ -1,5 +1,5 @@
 """``difymaint schedule render``: the crontab, Kubernetes CronJobs (a kustomize base) or systemd units for this
-installation, rendered from the job registry with the operator's names (the renderer: difymaint.schedules)."""
+installation, rendered from the job registry with the operator's names (the renderer: difymaint.ops.manifests)."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def render(
         typer.Option("--output", "-o", metavar="DIR", help="Write the files into DIR instead of printing them."),
     ] = None,
 ) -> int:
-    from difymaint import schedules
+    from difymaint.ops import manifests as schedules
 
     defaults = schedules.DEFAULTS
     options = schedules.RenderOptions(

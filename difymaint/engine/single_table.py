@@ -7,7 +7,7 @@ transaction. A dry run counts that same statement instead. The predicate is appl
 so a row that changed since its page was read (a token revoked a moment ago) is left alone.
 
 On PostgreSQL the page is not read by the client: each batch is one statement that picks the page and
-deletes it (a one-step :class:`~difymaint.core.cascade.Cascade` on the parent scan's server walk, with
+deletes it (a one-step :class:`~difymaint.engine.cascade.Cascade` on the parent scan's server walk, with
 ``--workers`` slices), and an unbounded dry run is one ``count(*)``. The portable path above is SQLite's.
 
 Usage inside a job::
@@ -23,11 +23,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from difymaint.core.cascade import Cascade, Selection, Step
 from difymaint.core.database import as_str, delete_or_count, ids_in, is_postgres
-from difymaint.core.keyset import Cursor, after
-from difymaint.core.parent_scan import ParentScan
-from difymaint.core.run import JobRun
+from difymaint.engine.cascade import Cascade, Selection, Step
+from difymaint.engine.keyset import Cursor, after
+from difymaint.engine.parent_scan import ParentScan
+from difymaint.engine.run import JobRun
 
 
 @dataclass(frozen=True)

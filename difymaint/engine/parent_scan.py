@@ -12,7 +12,7 @@ transaction was rolled back (a timeout); the cursor then stays where it was and 
 
 On PostgreSQL, when the job needs no id on the client, :meth:`ParentScan.walk_server` is the fast path: the
 page is not read by the client at all; each batch is one statement that chooses its page with the keyset
-cursor and deletes the cascade (:meth:`difymaint.core.cascade.Cascade.batch_statement`), returning the
+cursor and deletes the cascade (:meth:`difymaint.engine.cascade.Cascade.batch_statement`), returning the
 counts and the new cursor. With ``--workers N`` the window is cut into 4N disjoint ``created_at`` slices at
 its percentiles, and N threads, each with its own connection, take the next unstarted slice and walk it with
 its own cursor: no two workers ever read the same index range (docs/batching.md#workers).
@@ -30,10 +30,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from difymaint.core.cascade import BatchResult
 from difymaint.core.database import as_str, count_or_unknown
-from difymaint.core.keyset import Cursor, Lane, RoundRobin, after, up_to
-from difymaint.core.run import JobRun
+from difymaint.engine.cascade import BatchResult
+from difymaint.engine.keyset import Cursor, Lane, RoundRobin, after, up_to
+from difymaint.engine.run import JobRun
 
 # --workers cuts the window into this many slices per worker, handed out one at a time.
 SLICES_PER_WORKER = 4

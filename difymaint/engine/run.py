@@ -22,18 +22,18 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Connection
 
-from difymaint.core import pg_health
 from difymaint.core.context import Context
 from difymaint.core.database import BatchTimeout, batch_transaction, count_timeout
 from difymaint.core.errors import DifymaintError, LockHeld
 from difymaint.core.locking import JobLock, LockHeartbeat
 from difymaint.core.reporter import BatchProgress
-from difymaint.core.schema import missing_leading_indexes
 from difymaint.core.settings import Settings
-from difymaint.core.shard import Shard
 from difymaint.core.stop import Interrupted
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.window import TimeWindow
+from difymaint.engine import pg_health
+from difymaint.engine.schema import missing_leading_indexes
+from difymaint.engine.shard import Shard
 
 MAX_TIMEOUT_RETRIES = 5
 # SQLite binds a batch's ids as one parameter each, and allows 32,766 of them in a statement.
@@ -260,7 +260,7 @@ class JobRun:
                 verb=self.summary.verb,
             )
         )
-        for hook in self.ctx.batch_hooks:  # run history: heartbeat, rows so far, pause check (core/history.py)
+        for hook in self.ctx.batch_hooks:  # run history: heartbeat, rows so far, pause check (ops/history.py)
             hook(self)
         return True
 

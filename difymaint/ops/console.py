@@ -19,11 +19,11 @@ from types import FrameType
 from typing import Any
 
 from difymaint.core.exit_codes import ExitCode
-from difymaint.core.history import RUNNING, HistoryStore, RunRecord
-from difymaint.core.schedule import effective_schedule, is_due, is_overdue, next_fire, schedule_zone
 from difymaint.core.settings import Settings
-from difymaint.core.switches import override_variable, switch_state
+from difymaint.dify.switches import override_variable, switch_state
 from difymaint.jobs import JobInfo
+from difymaint.ops.history import RUNNING, HistoryStore, RunRecord
+from difymaint.ops.schedule import effective_schedule, is_due, is_overdue, next_fire, schedule_zone
 
 FAILED_OUTCOMES = ("failed", "threshold_exceeded")
 SUCCESS_OUTCOMES = ("done",)

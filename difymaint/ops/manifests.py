@@ -251,7 +251,7 @@ def cronjob_name(job: JobInfo) -> str:
 
 def governed_by(job: JobInfo) -> str:
     """Which settings decide whether a scheduled run of the job does anything (for the generated comments)."""
-    from difymaint.core.switches import override_variable
+    from difymaint.dify.switches import override_variable
 
     override = override_variable(job.name)
     if not job.switches:

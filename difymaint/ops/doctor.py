@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from difymaint.core.context import Context
 from difymaint.core.errors import DifymaintError
-from difymaint.core.switches import switch_state
+from difymaint.dify.switches import switch_state
 from difymaint.jobs import JOBS
 
 log = logging.getLogger("difymaint")
@@ -143,8 +143,8 @@ def _schema(ctx: Context) -> list[Check]:
 
 
 def _indexes(ctx: Context, create: bool) -> list[Check]:
-    from difymaint.core.schema import missing_leading_indexes
     from difymaint.dify.cascades import CONVERSATION_CASCADE, MESSAGE_CASCADE, WORKFLOW_RUN_CASCADE
+    from difymaint.engine.schema import missing_leading_indexes
 
     edges = list(
         dict.fromkeys(
@@ -211,14 +211,14 @@ def _broker(ctx: Context) -> list[Check]:
                 "needed to hand work to Dify's workers (clean-unused-datasets --enqueue-index-removal)",
             )
         ]
-    from difymaint.core.celery import publisher
+    from difymaint.dify.celery import publisher
 
     publisher(settings).close()  # connects and pings; raises BrokerUnavailable with the fix
     return [Check("celery broker", Status.OK, "reachable")]
 
 
 def _billing(ctx: Context) -> list[Check]:
-    from difymaint.core.billing import plan_source
+    from difymaint.dify.billing import plan_source
 
     source = plan_source(ctx.settings, ctx.clock)
     if source is None:
@@ -234,7 +234,7 @@ def _billing(ctx: Context) -> list[Check]:
 
 
 def _mail(ctx: Context, test_to: str | None) -> list[Check]:
-    from difymaint.core.mail import Mail, mail_sender
+    from difymaint.dify.mail import Mail, mail_sender
 
     sender = mail_sender(ctx.settings)
     if sender is None:
@@ -260,7 +260,7 @@ def _mail(ctx: Context, test_to: str | None) -> list[Check]:
 
 
 def _archive(ctx: Context) -> list[Check]:
-    from difymaint.core.object_store import S3_SETTINGS, archive_store
+    from difymaint.dify.object_store import S3_SETTINGS, archive_store
 
     settings = ctx.settings
     if settings.DIFYMAINT_ARCHIVE_DIR is None and not any(getattr(settings, name) for name in S3_SETTINGS):

@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from difymaint.core.database import delete_or_count, ids_array, ids_in, is_postgres
-from difymaint.core.schema import Need
+from difymaint.engine.schema import Need
 
 
 @dataclass(frozen=True)
