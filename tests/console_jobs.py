@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from difymaint.core.context import Context
-from difymaint.core.summary import RunSummary
 from difymaint.dify.switches import Switch
-from difymaint.engine.run import RunOptions, job_run
+from difymaint.engine.run import JobRun, RunOptions
 from difymaint.jobs import JobInfo
-from difymaint.jobs.spec import Batch, Opt
+from difymaint.jobs.spec import Batching, Opt
 
 
 @dataclass
@@ -28,22 +27,19 @@ class TickParams:
 Params = TickParams
 
 
-def run(ctx: Context, params: TickParams) -> RunSummary:
-    info = TEST_JOBS[params.job_name]
-    with job_run(ctx, info.name, lock_key=info.lock_key, options=params.run, window=None, tables=["ticks"]) as job:
-        done = 0
-        while done < params.batches and job.keep_going():
-            if params.fail_after is not None and done >= params.fail_after:
-                raise RuntimeError("tick machine jammed")
-            with job.batch() as batch:
-                with batch.transaction() as conn:
-                    conn.execute(sa.text("SELECT 1"))
-                ctx.stop.wait(params.batch_seconds)  # the work of a batch; a SIGTERM cuts it short
-                done += 1
-                job.summary.rows_remaining = (params.batches - done) * 10
-                batch.record(scanned=10, affected=10, rows={"ticks": 10})
-        job.settle_remaining(lambda: (params.batches - done) * 10)
-    return job.summary
+def run(job: JobRun, params: TickParams) -> None:
+    done = 0
+    while done < params.batches and job.keep_going():
+        if params.fail_after is not None and done >= params.fail_after:
+            raise RuntimeError("tick machine jammed")
+        with job.batch() as batch:
+            with batch.transaction() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            job.ctx.stop.wait(params.batch_seconds)  # the work of a batch; a SIGTERM cuts it short
+            done += 1
+            job.summary.rows_remaining = (params.batches - done) * 10
+            batch.record(scanned=10, affected=10, rows={"ticks": 10})
+    job.settle_remaining(lambda: (params.batches - done) * 10)
 
 
 def confirmation(ctx: Context, params: TickParams) -> str:
@@ -60,13 +56,14 @@ def _job(name: str, *, seconds: float = 0.0, batches: int = 3, switches: tuple[S
         dify_switch=switches[0].name if switches else "",
         switches=switches,
         lock_key=f"maintenance:{name}",
+        tables=("ticks",),
         options=(
             Opt("job_name", ("--job-name",), "Which entry this is.", default=name),
             Opt("batches", ("--batches",), "Batches to run.", type=int, default=batches),
             Opt("batch_seconds", ("--batch-seconds",), "Seconds per batch.", type=float, default=seconds),
             Opt("fail_after", ("--fail-after",), "Fail after this many batches.", type=int),
         ),
-        batch=Batch(default=10),
+        batch=Batching(default=10),
     )
 
 

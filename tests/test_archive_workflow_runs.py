@@ -35,6 +35,7 @@ from difymaint.dify.object_store import (
 from difymaint.engine.run import RunOptions
 from difymaint.jobs import JOBS, archive_workflow_runs, restore_workflow_runs
 from difymaint.jobs.archive_workflow_runs import ArchiveWorkflowRunsParams
+from difymaint.jobs.execute import run_job
 from difymaint.jobs.restore_workflow_runs import RestoreFailed, RestoreWorkflowRunsParams
 from tests.conftest import NOW, make_context
 from tests.stubs.s3 import S3Stub
@@ -136,7 +137,7 @@ def test_archive_writes_difys_bundles_and_archive_logs(pg_engine: Engine, pg_url
     scenario = seed(pg_engine, NOW)
     without_log, with_two = reshape_app_logs(pg_engine, scenario)
     before = snapshot(pg_engine, RUN_TABLES)
-    summary = archive_workflow_runs.run(make_context(pg_url), archive(scenario, tmp_path))
+    summary = run_job(archive_workflow_runs, make_context(pg_url), archive(scenario, tmp_path))
     expected = archivable(scenario)
     assert expected and summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert summary.details["runs_archived"] == len(expected) and summary.verb == "archived"
@@ -233,9 +234,9 @@ def test_archive_writes_difys_bundles_and_archive_logs(pg_engine: Engine, pg_url
 
 def test_already_archived_runs_are_skipped(pg_engine: Engine, pg_url: str, tmp_path: Path) -> None:
     scenario = seed(pg_engine, NOW)
-    first = archive_workflow_runs.run(make_context(pg_url), archive(scenario, tmp_path))
+    first = run_job(archive_workflow_runs, make_context(pg_url), archive(scenario, tmp_path))
     logs = len(archive_logs(pg_engine))
-    second = archive_workflow_runs.run(make_context(pg_url), archive(scenario, tmp_path))
+    second = run_job(archive_workflow_runs, make_context(pg_url), archive(scenario, tmp_path))
     assert first.details["runs_archived"] == len(archivable(scenario))
     assert second.details["runs_archived"] == 0
     assert second.details["runs_skipped_already_archived"] == len(archivable(scenario))
@@ -245,7 +246,9 @@ def test_already_archived_runs_are_skipped(pg_engine: Engine, pg_url: str, tmp_p
 def test_paid_workspaces_only_with_billing(pg_engine: Engine, pg_url: str, tmp_path: Path, billing: Any) -> None:
     scenario = seed(pg_engine, NOW)
     billing.state.plans = scenario.plans()
-    summary = archive_workflow_runs.run(make_context(pg_url, **billing_settings(billing)), archive(scenario, tmp_path))
+    summary = run_job(
+        archive_workflow_runs, make_context(pg_url, **billing_settings(billing)), archive(scenario, tmp_path)
+    )
     # professional and team (even an expired team plan, as Dify) are paid; sandbox and unknown are not.
     expected = archivable(scenario, {"professional", "team_expired"})
     assert {str(log["workflow_run_id"]) for log in archive_logs(pg_engine)} == expected
@@ -258,8 +261,8 @@ def test_paid_workspaces_only_with_billing(pg_engine: Engine, pg_url: str, tmp_p
 def test_tenant_filter_and_limit(pg_engine: Engine, pg_url: str, tmp_path: Path) -> None:
     scenario = seed(pg_engine, NOW)
     target = scenario.tenant_ids["professional"]
-    summary = archive_workflow_runs.run(
-        make_context(pg_url), archive(scenario, tmp_path, tenant_ids=(target,), limit=3)
+    summary = run_job(
+        archive_workflow_runs, make_context(pg_url), archive(scenario, tmp_path, tenant_ids=(target,), limit=3)
     )
     archived = {str(log["workflow_run_id"]) for log in archive_logs(pg_engine)}
     assert len(archived) == 3 and archived <= archivable(scenario, {"professional"})
@@ -273,14 +276,16 @@ def test_delete_after_archive_then_restore_gives_back_the_same_rows(
     reshape_app_logs(pg_engine, scenario)
     before = snapshot(pg_engine, [*RUN_TABLES, "upload_files"])
     runs_before = ids(pg_engine, t.workflow_runs)
-    archived = archive_workflow_runs.run(make_context(pg_url), archive(scenario, tmp_path, delete_after_archive=True))
+    archived = run_job(
+        archive_workflow_runs, make_context(pg_url), archive(scenario, tmp_path, delete_after_archive=True)
+    )
     expected = archivable(scenario)
     assert ids(pg_engine, t.workflow_runs) == runs_before - expected
     assert archived.details["deleted"] == scenario.cascade_rows(expected)
     assert_no_dangling(pg_engine)
     assert snapshot(pg_engine, ["upload_files"]) == {"upload_files": before["upload_files"]}  # offload files kept
 
-    restored = restore_workflow_runs.run(make_context(pg_url), restore(tmp_path))
+    restored = run_job(restore_workflow_runs, make_context(pg_url), restore(tmp_path))
     assert restored.outcome is Outcome.DONE and restored.details["runs_restored"] == len(expected)
     assert snapshot(pg_engine, RUN_TABLES) == {name: before[name] for name in RUN_TABLES}
     assert {name: restored.tables[name] for name in RUN_TABLES} == scenario.cascade_rows(expected)
@@ -294,10 +299,10 @@ def test_delete_after_archive_then_restore_gives_back_the_same_rows(
 
 def test_restore_is_idempotent(pg_engine: Engine, pg_url: str, tmp_path: Path) -> None:
     scenario = seed(pg_engine, NOW)
-    archive_workflow_runs.run(make_context(pg_url), archive(scenario, tmp_path))  # runs stay in the database
+    run_job(archive_workflow_runs, make_context(pg_url), archive(scenario, tmp_path))  # runs stay in the database
     before = snapshot(pg_engine, RUN_TABLES)
     logs = archive_logs(pg_engine)
-    again = restore_workflow_runs.run(make_context(pg_url), restore(tmp_path, keep_archive_logs=True))
+    again = run_job(restore_workflow_runs, make_context(pg_url), restore(tmp_path, keep_archive_logs=True))
     assert again.details["runs_restored"] == len(archivable(scenario))
     assert again.total_rows == 0 and snapshot(pg_engine, RUN_TABLES) == before
     assert archive_logs(pg_engine) == logs  # kept
@@ -306,7 +311,7 @@ def test_restore_is_idempotent(pg_engine: Engine, pg_url: str, tmp_path: Path) -
     rid = sorted(archivable(scenario))[0]
     with pg_engine.begin() as conn:
         conn.execute(sa.delete(t.workflow_node_executions).where(t.workflow_node_executions.c.workflow_run_id == rid))
-    one = restore_workflow_runs.run(make_context(pg_url), restore(tmp_path, run_ids=(rid,)))
+    one = run_job(restore_workflow_runs, make_context(pg_url), restore(tmp_path, run_ids=(rid,)))
     assert (
         one.tables["workflow_node_executions"] == scenario.runs[rid].nodes
         and one.total_rows == scenario.runs[rid].nodes
@@ -318,7 +323,7 @@ def test_restore_is_idempotent(pg_engine: Engine, pg_url: str, tmp_path: Path) -
 def test_corrupted_archives_fail_only_their_run(pg_engine: Engine, pg_url: str, tmp_path: Path) -> None:
     scenario = seed(pg_engine, NOW)
     before = snapshot(pg_engine, RUN_TABLES)
-    archive_workflow_runs.run(make_context(pg_url), archive(scenario, tmp_path, delete_after_archive=True))
+    run_job(archive_workflow_runs, make_context(pg_url), archive(scenario, tmp_path, delete_after_archive=True))
     expected = sorted(archivable(scenario))
     tampered, truncated, missing = expected[:3]
 
@@ -336,7 +341,7 @@ def test_corrupted_archives_fail_only_their_run(pg_engine: Engine, pg_url: str, 
     (tmp_path / key_of(scenario, missing)).unlink()
 
     with pytest.raises(RestoreFailed) as failed:
-        restore_workflow_runs.run(make_context(pg_url), restore(tmp_path))
+        run_job(restore_workflow_runs, make_context(pg_url), restore(tmp_path))
     assert failed.value.exit_code == ExitCode.FAILED and "3 of" in failed.value.message
     summary = failed.value.difymaint_summary  # type: ignore[attr-defined]
     errors = {item["run_id"]: item["error"] for item in summary.details["failures"]}
@@ -361,23 +366,24 @@ def test_dry_runs_count_what_real_runs_do(pg_engine: Engine, pg_url: str, tmp_pa
     scenario = seed(pg_engine, NOW)
     reshape_app_logs(pg_engine, scenario)
     before = snapshot(pg_engine, [*RUN_TABLES, "workflow_archive_logs"])
-    dry = archive_workflow_runs.run(
+    dry = run_job(
+        archive_workflow_runs,
         make_context(pg_url),
         archive(scenario, None, run=RunOptions(dry_run=True, batch_size=3), delete_after_archive=True),
     )
     assert snapshot(pg_engine, [*RUN_TABLES, "workflow_archive_logs"]) == before  # nothing written
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
-    real = archive_workflow_runs.run(make_context(pg_url), archive(scenario, tmp_path, delete_after_archive=True))
+    real = run_job(archive_workflow_runs, make_context(pg_url), archive(scenario, tmp_path, delete_after_archive=True))
     assert dry.tables == real.tables and dry.details["deleted"] == real.details["deleted"]
     assert dry.details["runs_archived"] == real.details["runs_archived"] == len(archivable(scenario))
     assert dry.verb == "would archive"
 
     after_archive = snapshot(pg_engine, [*RUN_TABLES, "workflow_archive_logs"])
-    dry_restore = restore_workflow_runs.run(
-        make_context(pg_url), restore(tmp_path, run=RunOptions(dry_run=True, batch_size=7))
+    dry_restore = run_job(
+        restore_workflow_runs, make_context(pg_url), restore(tmp_path, run=RunOptions(dry_run=True, batch_size=7))
     )
     assert snapshot(pg_engine, [*RUN_TABLES, "workflow_archive_logs"]) == after_archive
-    real_restore = restore_workflow_runs.run(make_context(pg_url), restore(tmp_path))
+    real_restore = run_job(restore_workflow_runs, make_context(pg_url), restore(tmp_path))
     assert dry_restore.tables == real_restore.tables
     assert dry_restore.details["archive_logs_removed"] == real_restore.details["archive_logs_removed"]
 
@@ -387,7 +393,7 @@ def test_optional_tables_missing_give_empty_table_files(pg_engine: Engine, pg_ur
     with pg_engine.begin() as conn:
         for name in ("workflow_pause_reasons", "workflow_pauses", "workflow_trigger_logs"):
             conn.execute(sa.text(f"DROP TABLE {name}"))
-    summary = archive_workflow_runs.run(make_context(pg_url), archive(scenario, tmp_path))
+    summary = run_job(archive_workflow_runs, make_context(pg_url), archive(scenario, tmp_path))
     assert "workflow_pauses" not in summary.tables
     assert sum("does not exist in this Dify version" in warning for warning in summary.warnings) == 3
     bundle = read_bundle((tmp_path / key_of(scenario, sorted(archivable(scenario))[0])).read_bytes())
@@ -398,9 +404,10 @@ def test_optional_tables_missing_give_empty_table_files(pg_engine: Engine, pg_ur
 def test_no_destination_is_a_config_error(pg_engine: Engine, pg_url: str) -> None:
     scenario = seed(pg_engine, NOW)
     with pytest.raises(ConfigError, match="no archive destination"):
-        archive_workflow_runs.run(make_context(pg_url), archive(scenario, None))
+        run_job(archive_workflow_runs, make_context(pg_url), archive(scenario, None))
     with pytest.raises(ConfigError, match="ARCHIVE_STORAGE_SECRET_KEY"):
-        archive_workflow_runs.run(
+        run_job(
+            archive_workflow_runs,
             make_context(
                 pg_url,
                 ARCHIVE_STORAGE_ENDPOINT="http://127.0.0.1:1",
@@ -414,11 +421,11 @@ def test_no_destination_is_a_config_error(pg_engine: Engine, pg_url: str) -> Non
 
 def test_restore_needs_an_existing_directory_and_archived_runs(pg_url: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
-        restore_workflow_runs.run(make_context(pg_url), restore(tmp_path / "typo"))
+        run_job(restore_workflow_runs, make_context(pg_url), restore(tmp_path / "typo"))
     assert not (tmp_path / "typo").exists()  # a restore never creates the directory it reads
     unknown = "00000000-0000-0000-0000-00000000abcd"
     with pytest.raises(RestoreFailed) as failed:
-        restore_workflow_runs.run(make_context(pg_url), restore(tmp_path, run_ids=(unknown,)))
+        run_job(restore_workflow_runs, make_context(pg_url), restore(tmp_path, run_ids=(unknown,)))
     (failure,) = failed.value.difymaint_summary.details["failures"]  # type: ignore[attr-defined]
     assert failure["run_id"] == unknown and "not archived" in failure["error"]
 
@@ -475,10 +482,12 @@ def test_s3_store_against_the_stub(s3: S3Stub) -> None:
 def test_archive_and_restore_through_s3(pg_engine: Engine, pg_url: str, s3: S3Stub) -> None:
     scenario = seed(pg_engine, NOW)
     before = snapshot(pg_engine, RUN_TABLES)
-    archive_workflow_runs.run(make_context(pg_url, **s3.settings()), archive(scenario, None, delete_after_archive=True))
+    run_job(
+        archive_workflow_runs, make_context(pg_url, **s3.settings()), archive(scenario, None, delete_after_archive=True)
+    )
     expected = archivable(scenario)
     assert set(s3.state.objects) == {key_of(scenario, rid) for rid in expected}
-    restored = restore_workflow_runs.run(make_context(pg_url, **s3.settings()), restore(None))
+    restored = run_job(restore_workflow_runs, make_context(pg_url, **s3.settings()), restore(None))
     assert restored.details["runs_restored"] == len(expected)
     assert snapshot(pg_engine, RUN_TABLES) == before
     assert s3.state.rejected == []
@@ -513,13 +522,17 @@ def test_sqlite_round_trip(sqlite_url: str, tmp_path: Path) -> None:
     engine = sa.create_engine(sqlite_url)
     scenario = seed(engine, NOW)
     before = snapshot(engine, RUN_TABLES)
-    dry = archive_workflow_runs.run(
-        make_context(sqlite_url), archive(scenario, None, run=RunOptions(dry_run=True), delete_after_archive=True)
+    dry = run_job(
+        archive_workflow_runs,
+        make_context(sqlite_url),
+        archive(scenario, None, run=RunOptions(dry_run=True), delete_after_archive=True),
     )
-    real = archive_workflow_runs.run(make_context(sqlite_url), archive(scenario, tmp_path, delete_after_archive=True))
+    real = run_job(
+        archive_workflow_runs, make_context(sqlite_url), archive(scenario, tmp_path, delete_after_archive=True)
+    )
     assert dry.tables == real.tables and real.details["runs_archived"] == len(archivable(scenario))
     assert ids(engine, t.workflow_runs) == {str(row["id"]) for row in before["workflow_runs"]} - archivable(scenario)
-    restore_workflow_runs.run(make_context(sqlite_url), restore(tmp_path))
+    run_job(restore_workflow_runs, make_context(sqlite_url), restore(tmp_path))
     assert snapshot(engine, RUN_TABLES) == before
     engine.dispose()
 

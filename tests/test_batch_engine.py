@@ -21,6 +21,7 @@ from difymaint.engine.run import RunOptions
 from difymaint.jobs import clean_messages, clean_workflow_runs
 from difymaint.jobs.clean_messages import CleanMessagesParams
 from difymaint.jobs.clean_workflow_runs import CleanWorkflowRunsParams
+from difymaint.jobs.execute import run_job
 from tests import scenario as messages_scenario
 from tests import workflow_scenario
 from tests.conftest import NOW, make_context, row_counts
@@ -47,7 +48,7 @@ def test_each_batch_is_one_statement_and_no_id_reaches_the_client(pg_engine: Any
     before = messages_scenario.remaining_messages(pg_engine)
     ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
     statements = record_statements(ctx)
-    summary = clean_messages.run(ctx, message_params(scenario.cutoff, batch_size=3))
+    summary = run_job(clean_messages, ctx, message_params(scenario.cutoff, batch_size=3))
     gone = scenario.all_old()
     assert messages_scenario.remaining_messages(pg_engine) == before - gone
     assert summary.tables["messages"] == len(gone) and summary.outcome is Outcome.DONE
@@ -64,12 +65,12 @@ def test_set_based_dry_run_is_one_count_per_table_equal_to_the_real_run(pg_engin
     counts_before = row_counts(pg_engine, list(MESSAGE_CASCADE_TABLES))
     ctx = make_context(pg_url)
     statements = record_statements(ctx)
-    dry = clean_messages.run(ctx, message_params(scenario.cutoff, batch_size=2, dry_run=True))
+    dry = run_job(clean_messages, ctx, message_params(scenario.cutoff, batch_size=2, dry_run=True))
     assert row_counts(pg_engine, list(MESSAGE_CASCADE_TABLES)) == counts_before
     assert dry.batches == 1 and not [s for s in statements if "DELETE" in s]
     counting = [s for s in statements if "count(*)" in s and "LIMIT" not in s]
     assert len(counting) == len(MESSAGE_CASCADE_TABLES)  # one count per table, no walk of the batches
-    real = clean_messages.run(make_context(pg_url), message_params(scenario.cutoff, batch_size=2))
+    real = run_job(clean_messages, make_context(pg_url), message_params(scenario.cutoff, batch_size=2))
     assert dry.tables == real.tables and dry.tables["messages"] == len(scenario.all_old())
 
 
@@ -78,7 +79,9 @@ def test_workers_delete_exactly_what_one_worker_does(pg_engine: Any, pg_url: str
     scenario = workflow_scenario.seed(pg_engine, NOW)
     runs_before = workflow_scenario.ids(pg_engine, t.workflow_runs)
     tables_before = row_counts(pg_engine, list(workflow_scenario.RUN_TABLES))
-    summary = clean_workflow_runs.run(make_context(pg_url), run_params(scenario.cutoff, batch_size=2, workers=workers))
+    summary = run_job(
+        clean_workflow_runs, make_context(pg_url), run_params(scenario.cutoff, batch_size=2, workers=workers)
+    )
     gone = scenario.old_ended()
     assert workflow_scenario.ids(pg_engine, t.workflow_runs) == runs_before - gone
     expected = scenario.cascade_rows(gone)
@@ -95,13 +98,13 @@ def test_workers_respect_max_batches_exactly_and_the_backlog_is_counted(pg_engin
     scenario = messages_scenario.seed(pg_engine, NOW)
     before = messages_scenario.remaining_messages(pg_engine)
     ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
-    first = clean_messages.run(ctx, message_params(scenario.cutoff, batch_size=2, workers=2, max_batches=3))
+    first = run_job(clean_messages, ctx, message_params(scenario.cutoff, batch_size=2, workers=2, max_batches=3))
     assert first.outcome is Outcome.PARTIAL and first.stop_reason == "max-batches" and first.exit_code == 4
     deleted = first.tables["messages"]
     assert first.batches == 3 and 3 <= deleted <= 6  # at most 2 a batch; fewer in a slice's short last page
     assert first.rows_remaining == len(scenario.all_old()) - deleted
     messages_scenario.assert_cascade_consistent(pg_engine)
-    second = clean_messages.run(make_context(pg_url), message_params(scenario.cutoff, batch_size=50, workers=2))
+    second = run_job(clean_messages, make_context(pg_url), message_params(scenario.cutoff, batch_size=50, workers=2))
     assert second.outcome is Outcome.DONE
     assert first.tables["messages"] + second.tables["messages"] == len(scenario.all_old())
     assert messages_scenario.remaining_messages(pg_engine) == before - scenario.all_old()
@@ -111,7 +114,7 @@ def test_workers_stop_after_their_open_batch_on_sigterm(pg_engine: Any, pg_url: 
     scenario = messages_scenario.seed(pg_engine, NOW)
     ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
     ctx.reporter.batch = lambda progress: ctx.stop.request(15)  # type: ignore[method-assign]
-    summary = clean_messages.run(ctx, message_params(scenario.cutoff, batch_size=2, workers=2))
+    summary = run_job(clean_messages, ctx, message_params(scenario.cutoff, batch_size=2, workers=2))
     assert summary.outcome is Outcome.INTERRUPTED and summary.exit_code == 143
     assert 1 <= summary.batches <= 2  # the batch that saw the signal, and at most the other worker's open one
     assert summary.tables["messages"] == 2 * summary.batches
@@ -176,7 +179,7 @@ def test_kill_9_with_two_workers_leaves_no_half_deleted_cascade(pg_engine: Any, 
     process.communicate(timeout=60)
     messages_scenario.assert_cascade_consistent(pg_engine)
     assert scenario.all_old() - messages_scenario.remaining_messages(pg_engine)  # some old messages still there
-    rest = clean_messages.run(make_context(pg_url), message_params(scenario.cutoff, batch_size=50, workers=2))
+    rest = run_job(clean_messages, make_context(pg_url), message_params(scenario.cutoff, batch_size=50, workers=2))
     assert rest.outcome is Outcome.DONE
     assert messages_scenario.remaining_messages(pg_engine) == before - scenario.all_old()
     messages_scenario.assert_cascade_consistent(pg_engine)
@@ -192,9 +195,9 @@ def test_workers_that_cannot_apply_are_named_not_silently_ignored(pg_engine: Any
         run=RunOptions(batch_size=50, workers=2),
         orphan_manifest=tmp_path / "orphans.jsonl",
     )
-    summary = clean_messages.run(ctx, params)
+    summary = run_job(clean_messages, ctx, params)
     assert summary.outcome is Outcome.DONE and summary.tables["messages"] == len(scenario.all_old())
     assert [w for w in ctx.reporter.warnings if "--workers 2 does not apply" in w] != []  # type: ignore[attr-defined]
     one = make_context(pg_url)
-    clean_messages.run(one, message_params(scenario.cutoff, batch_size=50, workers=1))
+    run_job(clean_messages, one, message_params(scenario.cutoff, batch_size=50, workers=1))
     assert not [w for w in one.reporter.warnings if "--workers" in w]  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
 from difymaint.dify.celery import BrokerUnavailable
 from difymaint.engine.run import RunOptions
+from difymaint.jobs import JOBS
 from difymaint.jobs import check_upgradable_plugins as job
 from difymaint.jobs.check_upgradable_plugins import (
     CheckUpgradablePluginsParams,
@@ -28,6 +29,7 @@ from difymaint.jobs.check_upgradable_plugins import (
     parse_window_start,
     window_ranges,
 )
+from difymaint.jobs.execute import run_job
 from tests.broker import published
 from tests.celery_worker import CeleryWorker
 from tests.conftest import FixedClock, make_context
@@ -101,7 +103,7 @@ def test_dispatches_due_tenants_with_difys_signature(
     strategy(pg_engine, 0, "latest")  # next day's first window
     strategy(pg_engine, start + 10, "disabled")
     ctx = ctx_for(pg_url, redis_url, marketplace, DIFYMAINT_DIFY_VERSION="1.11.1", **celery_worker.settings)
-    summary = job.run(ctx, params("2026-12-04T23:45:00Z", batch_size=1))
+    summary = run_job(job, ctx, params("2026-12-04T23:45:00Z", batch_size=1))
 
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert summary.details["tenants_due"] == 2 and summary.tables == {job.TABLE: 2} and summary.batches == 2
@@ -134,7 +136,7 @@ def test_key_prefix_applies_to_cache_and_broker(
     pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub, celery_worker: CeleryWorker
 ) -> None:
     tenant = strategy(pg_engine, 38700)
-    summary = job.run(ctx_for(pg_url, redis_url, marketplace, **celery_worker.settings), params())
+    summary = run_job(job, ctx_for(pg_url, redis_url, marketplace, **celery_worker.settings), params())
     assert summary.tables == {job.TABLE: 1}
     assert [args[0] for args, _ in celery_worker.received(job.TASK, 1)] == [tenant]
     client = redis.Redis.from_url(redis_url)
@@ -148,7 +150,7 @@ def test_spread_uses_countdown_not_sleep(
     for i in range(45):  # 3 chunks of 20: Dify sleeps 300 s twice; here chunk k waits k × 300 s in the broker
         strategy(pg_engine, 38700 + i)
     ctx = ctx_for(pg_url, redis_url, marketplace)
-    summary = job.run(ctx, params(batch_size=7))
+    summary = run_job(job, ctx, params(batch_size=7))
     assert summary.tables == {job.TABLE: 45} and ctx.clock.slept == []
     messages = published(redis_url, "plugin")  # no worker on this broker: the messages wait with their ETA
     etas = [None if m.headers["eta"] is None else datetime.fromisoformat(m.headers["eta"]) for m in messages]
@@ -164,7 +166,7 @@ def test_nothing_due_does_not_call_the_marketplace(
     pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub
 ) -> None:
     strategy(pg_engine, 1000)
-    summary = job.run(ctx_for(pg_url, redis_url, marketplace), params())
+    summary = run_job(job, ctx_for(pg_url, redis_url, marketplace), params())
     assert summary.outcome is Outcome.DONE and summary.details["tenants_due"] == 0
     assert marketplace.state.calls == [] and published(redis_url, "plugin") == []
 
@@ -183,7 +185,7 @@ def test_marketplace_error_skips_the_cycle(
     strategy(pg_engine, 38700)
     marketplace.state.fail_status, marketplace.state.raw_body = status, body
     with pytest.raises(MarketplaceUnavailable):
-        job.run(ctx_for(pg_url, redis_url, marketplace), params())
+        run_job(job, ctx_for(pg_url, redis_url, marketplace), params())
     assert published(redis_url, "plugin") == []
     client = redis.Redis.from_url(redis_url)
     assert not list(client.scan_iter(match=CACHE + "*"))
@@ -199,7 +201,7 @@ def test_broker_down_publishes_and_caches_nothing(
         dead = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
     ctx = ctx_for(pg_url, redis_url, marketplace, CELERY_BROKER_URL=dead)
     with pytest.raises(BrokerUnavailable):
-        job.run(ctx, params())
+        run_job(job, ctx, params())
     client = redis.Redis.from_url(redis_url)
     assert not list(client.scan_iter(match=CACHE + "*"))
     client.close()
@@ -211,7 +213,7 @@ def test_dry_run_lists_and_publishes_nothing(
     tenants = {strategy(pg_engine, 38700 + i) for i in range(3)}
     ctx = ctx_for(pg_url, redis_url, marketplace)
     ctx.output = io.StringIO()
-    summary = job.run(ctx, params(dry_run=True))
+    summary = run_job(job, ctx, params(dry_run=True))
     assert summary.tables == {job.TABLE: 3} and set(summary.details["tenants"]) == tenants
     listing = ctx.output.getvalue()
     assert listing.count("would publish " + job.TASK) == 3 and all(tenant in listing for tenant in tenants)
@@ -248,15 +250,15 @@ def test_cli(
 
 def test_budget_and_lock(pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub) -> None:
     tenants = sorted(strategy(pg_engine, 38700 + i) for i in range(3))
-    partial = job.run(ctx_for(pg_url, redis_url, marketplace), params(batch_size=2, max_batches=1))
+    partial = run_job(job, ctx_for(pg_url, redis_url, marketplace), params(batch_size=2, max_batches=1))
     assert partial.outcome is Outcome.PARTIAL and partial.exit_code == 4
     assert [m.args[0] for m in published(redis_url, "plugin")] == tenants[:2]
     holder = ctx_for(pg_url, redis_url, marketplace)
-    lock = holder.job_lock(job.LOCK_KEY)
+    lock = holder.job_lock(JOBS["check-upgradable-plugins"].lock_key)
     assert lock.acquire()
     try:
         with pytest.raises(LockHeld):
-            job.run(ctx_for(pg_url, redis_url, marketplace), params())
+            run_job(job, ctx_for(pg_url, redis_url, marketplace), params())
     finally:
         lock.release()
     assert len(published(redis_url, "plugin")) == 2  # the locked-out run published nothing

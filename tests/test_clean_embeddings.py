@@ -19,6 +19,7 @@ from difymaint.dify import tables as t
 from difymaint.engine.run import RunOptions
 from difymaint.jobs import JOBS, clean_embeddings
 from difymaint.jobs.clean_embeddings import CleanEmbeddingsParams
+from difymaint.jobs.execute import run_job
 from tests.conftest import NOW, make_context
 from tests.test_cli import invoke_assert_code, run_cli
 
@@ -74,7 +75,7 @@ def params(**run: Any) -> CleanEmbeddingsParams:
 def test_deletes_rows_before_the_cutoff_in_several_batches(pg_engine: Engine, pg_url: str) -> None:
     groups = seed(pg_engine, NOW)
     ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)  # fixed size: the batch count is exact
-    summary = clean_embeddings.run(ctx, params(batch_size=40))
+    summary = run_job(clean_embeddings, ctx, params(batch_size=40))
     assert remaining(pg_engine) == groups["new"]
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert summary.tables == {"embeddings": 130}
@@ -87,13 +88,13 @@ def test_deletes_rows_before_the_cutoff_in_several_batches(pg_engine: Engine, pg
 def test_dry_run_counts_equal_real_deletions(pg_engine: Engine, pg_url: str) -> None:
     groups = seed(pg_engine, NOW)
     before = remaining(pg_engine)
-    dry = clean_embeddings.run(make_context(pg_url), params(dry_run=True, batch_size=25))
+    dry = run_job(clean_embeddings, make_context(pg_url), params(dry_run=True, batch_size=25))
     assert remaining(pg_engine) == before  # nothing written
     assert dry.dry_run and dry.batches == 1  # set-based on PostgreSQL: one count, not a walk
     # Bounded by --max-batches, the dry run walks the batches instead; the counts are the same.
-    walked = clean_embeddings.run(make_context(pg_url), params(dry_run=True, batch_size=25, max_batches=1000))
+    walked = run_job(clean_embeddings, make_context(pg_url), params(dry_run=True, batch_size=25, max_batches=1000))
     assert walked.batches > 1 and remaining(pg_engine) == before
-    real = clean_embeddings.run(make_context(pg_url), params(batch_size=60))
+    real = run_job(clean_embeddings, make_context(pg_url), params(batch_size=60))
     assert dry.tables == walked.tables == real.tables == {"embeddings": len(groups["old"])}
     assert remaining(pg_engine) == groups["new"]
 
@@ -101,12 +102,12 @@ def test_dry_run_counts_equal_real_deletions(pg_engine: Engine, pg_url: str) -> 
 def test_max_batches_is_partial_and_the_next_run_finishes(pg_engine: Engine, pg_url: str) -> None:
     groups = seed(pg_engine, NOW)
     ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
-    first = clean_embeddings.run(ctx, params(batch_size=30, max_batches=2))
+    first = run_job(clean_embeddings, ctx, params(batch_size=30, max_batches=2))
     assert first.outcome is Outcome.PARTIAL and first.exit_code == 4 and first.stop_reason == "max-batches"
     assert first.tables["embeddings"] == 60
     assert first.rows_remaining == 70
     assert len(remaining(pg_engine) - groups["new"]) == 70
-    second = clean_embeddings.run(make_context(pg_url), params(batch_size=1000))
+    second = run_job(clean_embeddings, make_context(pg_url), params(batch_size=1000))
     assert second.outcome is Outcome.DONE and second.tables["embeddings"] == 70
     assert remaining(pg_engine) == groups["new"]
 
@@ -125,7 +126,7 @@ def test_absolute_window_only_touches_rows_inside(pg_engine: Engine, pg_url: str
         expected = conn.execute(sa.select(sa.func.count()).select_from(e).where(inside)).scalar_one()
         total = conn.execute(sa.select(sa.func.count()).select_from(e)).scalar_one()
     assert expected > 0
-    summary = clean_embeddings.run(make_context(pg_url), CleanEmbeddingsParams(window=window))
+    summary = run_job(clean_embeddings, make_context(pg_url), CleanEmbeddingsParams(window=window))
     assert summary.tables["embeddings"] == expected
     with pg_engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(e).where(inside)).scalar_one() == 0
@@ -147,7 +148,7 @@ def test_a_locked_row_rolls_the_batch_back_and_it_is_retried(pg_engine: Engine, 
     holder.start()
     assert holding.wait(10)
     ctx = make_context(pg_url, DIFYMAINT_LOCK_TIMEOUT=1)
-    summary = clean_embeddings.run(ctx, params(batch_size=1000))
+    summary = run_job(clean_embeddings, ctx, params(batch_size=1000))
     holder.join()
     assert summary.outcome is Outcome.DONE and summary.tables["embeddings"] == 40
     assert remaining(pg_engine) == groups["new"]
@@ -187,7 +188,7 @@ def test_registry_and_help() -> None:
         "0 2 * * *",
         "clean_embedding_cache_task",
         "ENABLE_CLEAN_EMBEDDING_CACHE_TASK",
-        clean_embeddings.LOCK_KEY,
+        "maintenance:clean_embeddings",
     )
     assert info.load() is clean_embeddings
     out = invoke_assert_code(["clean-embeddings", "--help"], 0).stdout
@@ -198,8 +199,8 @@ def test_sqlite(sqlite_url: str) -> None:
     engine = sa.create_engine(sqlite_url)
     groups = seed(engine, NOW, old=30, new=5)
     fixed = {"DIFYMAINT_TARGET_BATCH_MS": 0}
-    dry = clean_embeddings.run(make_context(sqlite_url, **fixed), params(dry_run=True, batch_size=7))
-    real = clean_embeddings.run(make_context(sqlite_url, **fixed), params(batch_size=7))
+    dry = run_job(clean_embeddings, make_context(sqlite_url, **fixed), params(dry_run=True, batch_size=7))
+    real = run_job(clean_embeddings, make_context(sqlite_url, **fixed), params(batch_size=7))
     assert dry.tables == real.tables == {"embeddings": 30}
     assert real.batches == 5 and real.outcome is Outcome.DONE
     assert remaining(engine) == groups["new"]

@@ -17,6 +17,7 @@ from difymaint.dify.cascades import MESSAGE_CASCADE_TABLES
 from difymaint.engine.run import RunOptions
 from difymaint.jobs import clean_messages
 from difymaint.jobs.clean_messages import CleanMessagesParams
+from difymaint.jobs.execute import run_job
 from tests.conftest import NOW, make_context, row_counts
 from tests.scenario import (
     TENANTS,
@@ -52,7 +53,7 @@ def test_billing_off_deletes_every_old_message_with_children(pg_engine: Any, pg_
     scenario = seed(pg_engine, NOW)
     before_all = remaining_messages(pg_engine)
     others = untouched_tables(pg_engine)
-    summary = clean_messages.run(make_context(pg_url), params(scenario, scan_strategy=strategy))
+    summary = run_job(clean_messages, make_context(pg_url), params(scenario, scan_strategy=strategy))
     expected_gone = scenario.all_old() if strategy == "global" else scenario.all_old() - set(scenario.ghost_old)
     assert remaining_messages(pg_engine) == before_all - expected_gone
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
@@ -71,7 +72,7 @@ def test_billing_plan_matrix(pg_engine: Any, pg_url: str, billing: Any) -> None:
     billing.state.expiration_as_string = True  # the API may send ints as strings
     before = remaining_messages(pg_engine)
     ctx = make_context(pg_url, BILLING_ENABLED=True, BILLING_API_URL=billing.url, BILLING_API_SECRET_KEY="test-secret")
-    summary = clean_messages.run(ctx, params(scenario))
+    summary = run_job(clean_messages, ctx, params(scenario))
     assert remaining_messages(pg_engine) == before - scenario.eligible_old()
     assert summary.details["strategy"] == "eligible-apps"
     assert summary.tables["messages"] == len(scenario.eligible_old())
@@ -93,12 +94,14 @@ def test_dry_run_counts_equal_real_run(pg_engine: Any, pg_url: str, billing: Any
         "BILLING_API_SECRET_KEY": "test-secret",
     }
     before = row_counts(pg_engine, list(MESSAGE_CASCADE_TABLES) + ["conversations"])
-    dry = clean_messages.run(
+    dry = run_job(
+        clean_messages,
         make_context(pg_url, **settings),
         params(scenario, run=RunOptions(dry_run=True, batch_size=2), clean_conversations=True),
     )
     assert row_counts(pg_engine, list(MESSAGE_CASCADE_TABLES) + ["conversations"]) == before  # nothing written
-    real = clean_messages.run(
+    real = run_job(
+        clean_messages,
         make_context(pg_url, **settings),
         params(scenario, run=RunOptions(batch_size=5), clean_conversations=True),
     )
@@ -109,7 +112,7 @@ def test_dry_run_counts_equal_real_run(pg_engine: Any, pg_url: str, billing: Any
 
 def test_clean_conversations_only_removes_empty_old_ones(pg_engine: Any, pg_url: str) -> None:
     scenario = seed(pg_engine, NOW)
-    summary = clean_messages.run(make_context(pg_url), params(scenario, clean_conversations=True))
+    summary = run_job(clean_messages, make_context(pg_url), params(scenario, clean_conversations=True))
     with pg_engine.connect() as conn:
         left = {str(r[0]) for r in conn.execute(sa.select(t.conversations.c.id))}
         pins = conn.execute(sa.select(sa.func.count()).select_from(t.pinned_conversations)).scalar_one()
@@ -130,7 +133,7 @@ def test_tenant_filter_limits_the_run(pg_engine: Any, pg_url: str) -> None:
     scenario = seed(pg_engine, NOW)
     target = scenario.tenant_ids["professional"]
     before = remaining_messages(pg_engine)
-    summary = clean_messages.run(make_context(pg_url), params(scenario, tenant_ids=(target,)))
+    summary = run_job(clean_messages, make_context(pg_url), params(scenario, tenant_ids=(target,)))
     assert remaining_messages(pg_engine) == before - set(scenario.old["professional"])
     assert summary.details["strategy"] == "eligible-apps"
 
@@ -141,7 +144,7 @@ def test_whitelist_failure_fails_closed(pg_engine: Any, pg_url: str, billing: An
     before = remaining_messages(pg_engine)
     ctx = make_context(pg_url, BILLING_ENABLED=True, BILLING_API_URL=billing.url, BILLING_API_SECRET_KEY="test-secret")
     with pytest.raises(BillingUnavailable):
-        clean_messages.run(ctx, params(scenario))
+        run_job(clean_messages, ctx, params(scenario))
     assert remaining_messages(pg_engine) == before
 
 
@@ -150,7 +153,7 @@ def test_plan_lookup_failure_deletes_nothing(pg_engine: Any, pg_url: str, billin
     billing.state.fail_plans = 503
     before = remaining_messages(pg_engine)
     ctx = make_context(pg_url, BILLING_ENABLED=True, BILLING_API_URL=billing.url, BILLING_API_SECRET_KEY="test-secret")
-    summary = clean_messages.run(ctx, params(scenario))
+    summary = run_job(clean_messages, ctx, params(scenario))
     assert remaining_messages(pg_engine) == before
     assert summary.details["failed_plan_chunks"] >= 1
 
@@ -159,7 +162,7 @@ def test_wrong_billing_secret_is_unavailable_not_empty(pg_engine: Any, pg_url: s
     scenario = seed(pg_engine, NOW)
     ctx = make_context(pg_url, BILLING_ENABLED=True, BILLING_API_URL=billing.url, BILLING_API_SECRET_KEY="wrong")
     with pytest.raises(BillingUnavailable, match="401"):
-        clean_messages.run(ctx, params(scenario))
+        run_job(clean_messages, ctx, params(scenario))
 
 
 def test_plan_cache_uses_difys_keys(pg_engine: Any, pg_url: str, billing: Any, redis_url: str) -> None:
@@ -175,7 +178,7 @@ def test_plan_cache_uses_difys_keys(pg_engine: Any, pg_url: str, billing: Any, r
         "DIFYMAINT_REDIS_URL": redis_url,
         "REDIS_KEY_PREFIX": "dify",
     }
-    clean_messages.run(make_context(pg_url, **settings), params(scenario, run=RunOptions(dry_run=True)))
+    run_job(clean_messages, make_context(pg_url, **settings), params(scenario, run=RunOptions(dry_run=True)))
     client = redis.Redis.from_url(redis_url)
     tid = scenario.tenant_ids["professional"]
     # Dify reads and writes tenant_plan:* with raw MGET/pipeline: never prefixed.
@@ -184,7 +187,7 @@ def test_plan_cache_uses_difys_keys(pg_engine: Any, pg_url: str, billing: Any, r
     assert 590 <= client.ttl(f"tenant_plan:{tid}") <= 600
     assert client.get(f"dify:tenant_plan:{tid}") is None
     lookups_before = len(billing.plan_calls())
-    clean_messages.run(make_context(pg_url, **settings), params(scenario, run=RunOptions(dry_run=True)))
+    run_job(clean_messages, make_context(pg_url, **settings), params(scenario, run=RunOptions(dry_run=True)))
     app_page_lookups = [call for call in billing.plan_calls()[lookups_before:] if tid in call]
     assert not app_page_lookups  # the second run read the professional tenant's plan from the cache
 
@@ -202,13 +205,13 @@ def test_held_lock_skips(pg_engine: Any, pg_url: str, redis_url: str, prefix: st
     ctx = make_context(pg_url, DIFYMAINT_USE_REDIS=True, DIFYMAINT_REDIS_URL=redis_url, REDIS_KEY_PREFIX=prefix)
     client.pexpire(key, 42_000)  # the holder's lease, unlike ours (60 s, DIFYMAINT_LOCK_TTL's default)
     with pytest.raises(LockHeld) as held:
-        clean_messages.run(ctx, params(scenario))
+        run_job(clean_messages, ctx, params(scenario))
     # Names the holder's lease left, not the waiting run's configured one (issue 13 item 9).
     assert "lease ends in 42s" in held.value.message or "lease ends in 41s" in held.value.message, held.value.message
     assert "lease 60s" not in held.value.message and "renewed every" not in held.value.message
     assert remaining_messages(pg_engine) == before
     dify_lock.release()
-    summary = clean_messages.run(ctx, params(scenario))
+    summary = run_job(clean_messages, ctx, params(scenario))
     assert summary.outcome is Outcome.DONE
     assert client.get(key) is None  # released after the run
 
@@ -220,15 +223,16 @@ def test_advisory_lock_without_redis(pg_engine: Any, pg_url: str) -> None:
     with pg_engine.connect() as holder:
         holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": advisory_key("retention:clean_messages")})
         with pytest.raises(LockHeld):
-            clean_messages.run(make_context(pg_url), params(scenario))
+            run_job(clean_messages, make_context(pg_url), params(scenario))
         holder.execute(sa.text("SELECT pg_advisory_unlock_all()"))
-    assert clean_messages.run(make_context(pg_url), params(scenario)).outcome is Outcome.DONE
+    assert run_job(clean_messages, make_context(pg_url), params(scenario)).outcome is Outcome.DONE
 
 
 def test_max_batches_is_partial_and_resumable(pg_engine: Any, pg_url: str) -> None:
     scenario = seed(pg_engine, NOW)
     total_old = len(scenario.all_old())
-    first = clean_messages.run(
+    first = run_job(
+        clean_messages,
         make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0),
         params(scenario, run=RunOptions(batch_size=4, max_batches=2)),
     )
@@ -236,14 +240,14 @@ def test_max_batches_is_partial_and_resumable(pg_engine: Any, pg_url: str) -> No
     assert first.tables["messages"] == 8
     assert first.rows_remaining == total_old - 8
     assert_cascade_consistent(pg_engine)
-    second = clean_messages.run(make_context(pg_url), params(scenario))
+    second = run_job(clean_messages, make_context(pg_url), params(scenario))
     assert second.outcome is Outcome.DONE and second.tables["messages"] == total_old - 8
 
 
 def test_orphan_manifest_lists_files_only_those_messages_used(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
     scenario = seed(pg_engine, NOW)
     manifest = tmp_path / "orphans.jsonl"
-    summary = clean_messages.run(make_context(pg_url), params(scenario, orphan_manifest=manifest))
+    summary = run_job(clean_messages, make_context(pg_url), params(scenario, orphan_manifest=manifest))
     lines = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert len(lines) == len(TENANTS) == summary.details["orphan_manifest"]["files"]
     assert all(line["key"].startswith("upload_files/") and not line["dry_run"] for line in lines)
@@ -254,8 +258,10 @@ def test_sqlite_demo_database_works_the_same(sqlite_url: str) -> None:
     engine = sa.create_engine(sqlite_url)
     scenario = seed(engine, NOW)
     before = remaining_messages(engine)
-    dry = clean_messages.run(make_context(sqlite_url), params(scenario, run=RunOptions(dry_run=True, batch_size=2)))
-    real = clean_messages.run(make_context(sqlite_url), params(scenario))
+    dry = run_job(
+        clean_messages, make_context(sqlite_url), params(scenario, run=RunOptions(dry_run=True, batch_size=2))
+    )
+    real = run_job(clean_messages, make_context(sqlite_url), params(scenario))
     assert dry.tables == real.tables
     assert remaining_messages(engine) == before - scenario.all_old()
     assert_cascade_consistent(engine)
@@ -266,7 +272,7 @@ def test_wal_bytes_vacuum_and_long_transaction_warning(pg_engine: Any, pg_url: s
     with pg_engine.connect() as idle:
         idle.execute(sa.text("SELECT txid_current()"))  # an open transaction with a snapshot: blocks vacuum
         ctx = make_context(pg_url, DIFYMAINT_LONG_TRANSACTION_WARN_S=0)
-        summary = clean_messages.run(ctx, params(scenario, run=RunOptions(batch_size=50, vacuum_analyze=True)))
+        summary = run_job(clean_messages, ctx, params(scenario, run=RunOptions(batch_size=50, vacuum_analyze=True)))
         idle.rollback()
     assert summary.details["wal_bytes"] > 0
     assert set(summary.details["vacuum_analyze_s"]) == {name for name, rows in summary.tables.items() if rows}
@@ -279,7 +285,7 @@ def test_older_dify_without_optional_tables(pg_engine: Any, pg_url: str) -> None
     with pg_engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE pinned_conversations"))
         conn.execute(sa.text("DROP TABLE app_annotation_hit_histories"))
-    summary = clean_messages.run(make_context(pg_url), params(scenario, clean_conversations=True))
+    summary = run_job(clean_messages, make_context(pg_url), params(scenario, clean_conversations=True))
     assert summary.outcome is Outcome.DONE
     assert "pinned_conversations" not in summary.tables and "app_annotation_hit_histories" not in summary.tables
     assert summary.tables["conversations"] == len(TENANTS) + 1
@@ -293,7 +299,7 @@ def test_missing_required_table_is_one_clear_error(pg_engine: Any, pg_url: str) 
     with pg_engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE messages RENAME COLUMN app_id TO application_id"))
     with pytest.raises(SchemaMismatch, match="messages lacks column\\(s\\) app_id"):
-        clean_messages.run(make_context(pg_url), params(scenario))
+        run_job(clean_messages, make_context(pg_url), params(scenario))
 
 
 def test_progress_total_counts_messages(pg_engine: Any, pg_url: str) -> None:
@@ -303,7 +309,7 @@ def test_progress_total_counts_messages(pg_engine: Any, pg_url: str) -> None:
     with pg_engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM message_feedbacks"))
     ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
-    summary = clean_messages.run(ctx, params(scenario))
+    summary = run_job(clean_messages, ctx, params(scenario))
     progress = ctx.reporter.batches  # type: ignore[attr-defined]
     assert len(progress) > 1 and summary.tables["message_feedbacks"] == 0
     assert progress[-1].total_affected == summary.tables["messages"] == len(scenario.all_old())

@@ -16,6 +16,7 @@ from difymaint.dify import tables as t
 from difymaint.engine.run import RunOptions
 from difymaint.jobs import JOBS, clean_oauth_tokens
 from difymaint.jobs.clean_oauth_tokens import CleanOAuthTokensParams, cutoff
+from difymaint.jobs.execute import run_job
 from tests.conftest import NOW, make_context
 from tests.test_cli import invoke_assert_code, run_cli
 
@@ -89,7 +90,7 @@ def params(**run: Any) -> CleanOAuthTokensParams:
 def test_predicate_matrix_in_several_batches(pg_engine: Engine, pg_url: str) -> None:
     groups = seed(pg_engine, NOW, bulk=40)
     ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
-    summary = clean_oauth_tokens.run(ctx, params(batch_size=9))
+    summary = run_job(clean_oauth_tokens, ctx, params(batch_size=9))
     assert remaining(pg_engine) == groups["kept"]
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert summary.tables == {"oauth_access_tokens": len(groups["deleted"])} == {"oauth_access_tokens": 45}
@@ -113,36 +114,36 @@ def test_schema_has_difys_partial_indexes(pg_engine: Engine) -> None:
 def test_aware_cutoff_whatever_the_session_time_zone(pg_engine: Engine, pg_url: str) -> None:
     groups = seed(pg_engine, NOW)
     ctx = make_context(pg_url, DB_SESSION_TIMEZONE_OVERRIDE="America/Los_Angeles")
-    summary = clean_oauth_tokens.run(ctx, params())
+    summary = run_job(clean_oauth_tokens, ctx, params())
     assert remaining(pg_engine) == groups["kept"]  # the one-second edges hold in any session zone
     assert summary.tables["oauth_access_tokens"] == len(groups["deleted"])
 
 
 def test_days_changes_the_cutoff(pg_engine: Engine, pg_url: str) -> None:
     seed(pg_engine, NOW)
-    summary = clean_oauth_tokens.run(make_context(pg_url), CleanOAuthTokensParams(retention_days=90))
+    summary = run_job(clean_oauth_tokens, make_context(pg_url), CleanOAuthTokensParams(retention_days=90))
     assert summary.tables["oauth_access_tokens"] == 0  # nothing in the fixture is 90 days past the edge
 
 
 def test_dry_run_counts_equal_real_deletions(pg_engine: Engine, pg_url: str) -> None:
     groups = seed(pg_engine, NOW, bulk=20)
     before = remaining(pg_engine)
-    dry = clean_oauth_tokens.run(make_context(pg_url), params(dry_run=True, batch_size=4))
+    dry = run_job(clean_oauth_tokens, make_context(pg_url), params(dry_run=True, batch_size=4))
     assert remaining(pg_engine) == before
-    real = clean_oauth_tokens.run(make_context(pg_url), params(batch_size=500))
+    real = run_job(clean_oauth_tokens, make_context(pg_url), params(batch_size=500))
     assert dry.tables == real.tables == {"oauth_access_tokens": len(groups["deleted"])}
     assert remaining(pg_engine) == groups["kept"]
 
 
 def test_max_batches_is_partial(pg_engine: Engine, pg_url: str) -> None:
     groups = seed(pg_engine, NOW, bulk=20)
-    first = clean_oauth_tokens.run(
-        make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0), params(batch_size=5, max_batches=3)
+    first = run_job(
+        clean_oauth_tokens, make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0), params(batch_size=5, max_batches=3)
     )
     assert first.outcome is Outcome.PARTIAL and first.exit_code == 4
     assert first.tables["oauth_access_tokens"] == 15
     assert first.rows_remaining == len(groups["deleted"]) - 15
-    second = clean_oauth_tokens.run(make_context(pg_url), params())
+    second = run_job(clean_oauth_tokens, make_context(pg_url), params())
     assert second.outcome is Outcome.DONE and remaining(pg_engine) == groups["kept"]
 
 
@@ -150,7 +151,7 @@ def test_table_absent_in_older_dify_is_done_with_a_warning(pg_engine: Engine, pg
     with pg_engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE oauth_access_tokens"))
     ctx = make_context(pg_url)
-    summary = clean_oauth_tokens.run(ctx, params())
+    summary = run_job(clean_oauth_tokens, ctx, params())
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert summary.total_rows == 0 and summary.batches == 0 and summary.rows_remaining == 0
     assert summary.details["table_present"] is False
@@ -187,7 +188,7 @@ def test_registry_and_help() -> None:
         "0 5 * * *",
         "clean_oauth_access_tokens_task",
         "ENABLE_CLEAN_OAUTH_ACCESS_TOKENS_TASK",
-        clean_oauth_tokens.LOCK_KEY,
+        "maintenance:clean_oauth_tokens",
     )
     assert info.load() is clean_oauth_tokens
     out = invoke_assert_code(["clean-oauth-tokens", "--help"], 0).stdout
@@ -198,8 +199,8 @@ def test_sqlite(sqlite_url: str) -> None:
     engine = sa.create_engine(sqlite_url)
     groups = seed(engine, NOW, bulk=10)
     fixed = {"DIFYMAINT_TARGET_BATCH_MS": 0}
-    dry = clean_oauth_tokens.run(make_context(sqlite_url, **fixed), params(dry_run=True, batch_size=4))
-    real = clean_oauth_tokens.run(make_context(sqlite_url, **fixed), params(batch_size=4))
+    dry = run_job(clean_oauth_tokens, make_context(sqlite_url, **fixed), params(dry_run=True, batch_size=4))
+    real = run_job(clean_oauth_tokens, make_context(sqlite_url, **fixed), params(batch_size=4))
     assert dry.tables == real.tables == {"oauth_access_tokens": len(groups["deleted"])}
     assert real.outcome is Outcome.DONE
     assert remaining(engine) == groups["kept"]

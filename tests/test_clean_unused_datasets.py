@@ -17,6 +17,7 @@ from difymaint.dify.celery import BrokerUnavailable
 from difymaint.engine.run import RunOptions
 from difymaint.jobs import clean_unused_datasets
 from difymaint.jobs.clean_unused_datasets import INDEX_TASK, CleanUnusedDatasetsParams
+from difymaint.jobs.execute import run_job
 from tests.celery_worker import CeleryWorker
 from tests.conftest import NOW, make_context, row_counts
 from tests.dataset_scenario import (
@@ -54,7 +55,7 @@ def test_both_passes_with_billing(pg_engine: Any, pg_url: str, billing: Any, tmp
     billing.state.plans = sc.plans()
     before = enabled_documents(pg_engine)
     others = row_counts(pg_engine, UNTOUCHED)
-    summary = clean_unused_datasets.run(make_context(pg_url, **billing_settings(billing)), params(tmp_path))
+    summary = run_job(clean_unused_datasets, make_context(pg_url, **billing_settings(billing)), params(tmp_path))
 
     expected = sc.ids(*PASS_1, *PASS_2_BILLING_ON)
     assert disabled_datasets(pg_engine, before) == expected
@@ -101,7 +102,7 @@ def test_billing_off_sandbox_pass_takes_every_workspace(pg_engine: Any, pg_url: 
     sc = seed_unused(pg_engine, NOW)
     before = enabled_documents(pg_engine)
     ctx = make_context(pg_url)
-    summary = clean_unused_datasets.run(ctx, params(tmp_path))
+    summary = run_job(clean_unused_datasets, ctx, params(tmp_path))
     assert disabled_datasets(pg_engine, before) == sc.ids(*PASS_1, *PASS_2_BILLING_OFF)
     assert summary.rows_remaining == 0  # a complete run: a number, never null (issue 13 item 9)
     loud = [w for w in summary.warnings if "EVERY workspace counts as sandbox" in w]
@@ -114,7 +115,7 @@ def test_billing_off_sandbox_pass_takes_every_workspace(pg_engine: Any, pg_url: 
 def test_a_single_pass(pg_engine: Any, pg_url: str, tmp_path: Path, which: str, expected: set[str]) -> None:
     sc = seed_unused(pg_engine, NOW)
     before = enabled_documents(pg_engine)
-    summary = clean_unused_datasets.run(make_context(pg_url), params(tmp_path, passes=which))
+    summary = run_job(clean_unused_datasets, make_context(pg_url), params(tmp_path, passes=which))
     if which == "sandbox":
         # without pass 1 first, the 30-day-old datasets are also unused for 7 days
         expected = expected | PASS_1
@@ -129,14 +130,17 @@ def test_dry_run_counts_equal_real_run(pg_engine: Any, pg_url: str, billing: Any
     before = row_counts(pg_engine, ["documents", "dataset_auto_disable_logs"])
     enabled = enabled_documents(pg_engine)
     work = tmp_path / "dry.jsonl"
-    dry = clean_unused_datasets.run(
+    dry = run_job(
+        clean_unused_datasets,
         make_context(pg_url, **billing_settings(billing)),
         params(tmp_path, run=RunOptions(dry_run=True, batch_size=1), emit_index_removals=work),
     )
     assert enabled_documents(pg_engine) == enabled and row_counts(pg_engine, list(before)) == before
     assert not work.exists()  # a dry run hands nothing over
-    real = clean_unused_datasets.run(
-        make_context(pg_url, **billing_settings(billing)), params(tmp_path, run=RunOptions(batch_size=3))
+    real = run_job(
+        clean_unused_datasets,
+        make_context(pg_url, **billing_settings(billing)),
+        params(tmp_path, run=RunOptions(batch_size=3)),
     )
     assert dry.tables == real.tables
     assert dry.details["passes"] == real.details["passes"]
@@ -152,7 +156,7 @@ def test_enqueues_difys_celery_task(
     sc = seed_unused(pg_engine, NOW)
     billing.state.plans = sc.plans()
     ctx = make_context(pg_url, **celery_worker.settings, **billing_settings(billing))
-    summary = clean_unused_datasets.run(ctx, params(tmp_path, enqueue_index_removal=True))
+    summary = run_job(clean_unused_datasets, ctx, params(tmp_path, enqueue_index_removal=True))
     expected = sc.ids(*PASS_1, *PASS_2_BILLING_ON)
     received = celery_worker.received(INDEX_TASK, len(expected))
     assert INDEX_TASK == "tasks.deal_dataset_vector_index_task.deal_dataset_vector_index_task"
@@ -171,7 +175,7 @@ def test_prefixed_messages_sit_under_the_prefix(
     sc = seed_unused(pg_engine, NOW)
     billing.state.plans = sc.plans()
     ctx = make_context(pg_url, CELERY_BROKER_URL=redis_url, REDIS_KEY_PREFIX="dify", **billing_settings(billing))
-    clean_unused_datasets.run(ctx, params(tmp_path, enqueue_index_removal=True))
+    run_job(clean_unused_datasets, ctx, params(tmp_path, enqueue_index_removal=True))
     client = redis.Redis.from_url(redis_url)
     assert client.llen("dataset") == 0
     assert client.llen("dify:dataset") == len(sc.ids(*PASS_1, *PASS_2_BILLING_ON))
@@ -199,7 +203,7 @@ def test_unreachable_broker_disables_nothing(pg_engine: Any, pg_url: str, tmp_pa
     before = enabled_documents(pg_engine)
     ctx = make_context(pg_url, CELERY_BROKER_URL="redis://127.0.0.1:1/0", REDIS_SOCKET_CONNECT_TIMEOUT=0.5)
     with pytest.raises(BrokerUnavailable):
-        clean_unused_datasets.run(ctx, params(tmp_path, enqueue_index_removal=True))
+        run_job(clean_unused_datasets, ctx, params(tmp_path, enqueue_index_removal=True))
     assert enabled_documents(pg_engine) == before
     assert auto_disable_logs(pg_engine) == []
 
@@ -208,18 +212,18 @@ def test_real_run_needs_an_index_hand_over(pg_engine: Any, pg_url: str) -> None:
     seed_unused(pg_engine, NOW)
     before = enabled_documents(pg_engine)
     with pytest.raises(UsageError, match="index removal"):
-        clean_unused_datasets.run(make_context(pg_url), CleanUnusedDatasetsParams())
+        run_job(clean_unused_datasets, make_context(pg_url), CleanUnusedDatasetsParams())
     with pytest.raises(ConfigError, match="CELERY_BROKER_URL"):
-        clean_unused_datasets.run(make_context(pg_url), CleanUnusedDatasetsParams(enqueue_index_removal=True))
+        run_job(clean_unused_datasets, make_context(pg_url), CleanUnusedDatasetsParams(enqueue_index_removal=True))
     with pytest.raises(UsageError, match="unknown pass"):
-        clean_unused_datasets.run(make_context(pg_url), CleanUnusedDatasetsParams(passes="paid"))
+        run_job(clean_unused_datasets, make_context(pg_url), CleanUnusedDatasetsParams(passes="paid"))
     assert enabled_documents(pg_engine) == before
 
 
 def test_tenant_filter(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
     sc = seed_unused(pg_engine, NOW)
     before = enabled_documents(pg_engine)
-    clean_unused_datasets.run(make_context(pg_url), params(tmp_path, tenant_ids=(sc.tenants["sandbox"],)))
+    run_job(clean_unused_datasets, make_context(pg_url), params(tmp_path, tenant_ids=(sc.tenants["sandbox"],)))
     assert disabled_datasets(pg_engine, before) == sc.ids("sandbox_old_only", "sandbox_week_old")
 
 
@@ -227,11 +231,13 @@ def test_max_batches_is_partial_and_resumable(pg_engine: Any, pg_url: str, tmp_p
     sc = seed_unused(pg_engine, NOW)
     before = enabled_documents(pg_engine)
     ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
-    first = clean_unused_datasets.run(ctx, params(tmp_path, passes="all", run=RunOptions(batch_size=2, max_batches=2)))
+    first = run_job(
+        clean_unused_datasets, ctx, params(tmp_path, passes="all", run=RunOptions(batch_size=2, max_batches=2))
+    )
     assert first.outcome is Outcome.PARTIAL and first.exit_code == 4
     assert first.tables["datasets"] == 4  # the three same-moment datasets split across batches, none skipped
     assert first.rows_remaining == 1 and not first.rows_remaining_estimated  # what the next run takes
-    second = clean_unused_datasets.run(make_context(pg_url), params(tmp_path, passes="all"))
+    second = run_job(clean_unused_datasets, make_context(pg_url), params(tmp_path, passes="all"))
     assert second.tables["datasets"] == 1
     assert second.rows_remaining == 0
     assert disabled_datasets(pg_engine, before) == sc.ids(*PASS_1)
@@ -254,8 +260,8 @@ def test_sqlite_run(sqlite_url: str, tmp_path: Path) -> None:
     engine = sa.create_engine(sqlite_url)
     sc = seed_unused(engine, NOW)
     before = enabled_documents(engine)
-    dry = clean_unused_datasets.run(make_context(sqlite_url), params(tmp_path, run=RunOptions(dry_run=True)))
-    real = clean_unused_datasets.run(make_context(sqlite_url), params(tmp_path))
+    dry = run_job(clean_unused_datasets, make_context(sqlite_url), params(tmp_path, run=RunOptions(dry_run=True)))
+    real = run_job(clean_unused_datasets, make_context(sqlite_url), params(tmp_path))
     assert dry.tables == real.tables
     assert disabled_datasets(engine, before) == sc.ids(*PASS_1, *PASS_2_BILLING_OFF)
     assert len(auto_disable_logs(engine)) == 6
@@ -304,10 +310,10 @@ def test_partial_run_counts_both_passes_left(pg_engine: Any, pg_url: str, tmp_pa
     sc = seed_unused(pg_engine, NOW)
     before = enabled_documents(pg_engine)
     ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
-    first = clean_unused_datasets.run(ctx, params(tmp_path, run=RunOptions(batch_size=2, max_batches=1)))
+    first = run_job(clean_unused_datasets, ctx, params(tmp_path, run=RunOptions(batch_size=2, max_batches=1)))
     assert first.outcome is Outcome.PARTIAL and first.tables["datasets"] == 2
     assert first.rows_remaining_estimated  # the sandbox pass's plan filter is not applied to the count
-    second = clean_unused_datasets.run(make_context(pg_url), params(tmp_path))
+    second = run_job(clean_unused_datasets, make_context(pg_url), params(tmp_path))
     assert disabled_datasets(pg_engine, before) == sc.ids(*PASS_1, *PASS_2_BILLING_OFF)
     assert first.rows_remaining == second.tables["datasets"]  # billing off: every workspace is sandbox
 
@@ -320,6 +326,6 @@ def test_second_signal_still_counts_the_backlog(pg_engine: Any, pg_url: str, tmp
     ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
     ctx.batch_hooks.append(_interrupt_at_batch(1))
     with pytest.raises(Interrupted) as caught:
-        clean_unused_datasets.run(ctx, params(tmp_path, passes="all", run=RunOptions(batch_size=2)))
+        run_job(clean_unused_datasets, ctx, params(tmp_path, passes="all", run=RunOptions(batch_size=2)))
     summary = caught.value.difymaint_summary  # type: ignore[attr-defined]
     assert summary.tables["datasets"] == 2 and summary.rows_remaining == 3  # five in pass 1 (see above)

@@ -22,6 +22,7 @@ from difymaint.dify.cascades import ENDED_RUN_STATUSES
 from difymaint.engine.run import RunOptions
 from difymaint.jobs import JOBS, clean_workflow_logs
 from difymaint.jobs.clean_workflow_logs import CleanWorkflowLogsParams
+from difymaint.jobs.execute import run_job
 from tests.conftest import NOW, FixedClock, make_context, row_counts
 from tests.workflow_scenario import CHAT_TABLES, RUN_TABLES, assert_no_dangling, ids, seed
 
@@ -52,7 +53,7 @@ def test_every_tenant_runs_messages_and_only_empty_conversations(pg_engine: Any,
     runs_before, messages_before = ids(pg_engine, t.workflow_runs), ids(pg_engine, t.messages)
     tables_before = row_counts(pg_engine, RUN_TABLES)
     ctx = make_context(pg_url, BILLING_ENABLED=True, BILLING_API_URL=billing.url, BILLING_API_SECRET_KEY="test-secret")
-    summary = clean_workflow_logs.run(ctx, params(scenario))
+    summary = run_job(clean_workflow_logs, ctx, params(scenario))
     gone = scenario.old_ended()
     assert ids(pg_engine, t.workflow_runs) == runs_before - gone
     expected = scenario.cascade_rows(gone)
@@ -81,7 +82,7 @@ def test_workflow_id_filter(pg_engine: Any, pg_url: str) -> None:
     scenario = seed(pg_engine, NOW)
     chosen = {scenario.other_workflow["professional"], scenario.main_workflow["sandbox_in_grace"]}
     before, messages_before = ids(pg_engine, t.workflow_runs), ids(pg_engine, t.messages)
-    summary = clean_workflow_logs.run(make_context(pg_url), params(scenario, workflow_ids=tuple(sorted(chosen))))
+    summary = run_job(clean_workflow_logs, make_context(pg_url), params(scenario, workflow_ids=tuple(sorted(chosen))))
     gone = scenario.old_ended(workflow_ids=chosen)
     assert len(gone) == 1 + 7  # the other workflow's old run, the main workflow's seven ended old runs
     assert ids(pg_engine, t.workflow_runs) == before - gone
@@ -93,7 +94,7 @@ def test_app_id_filter(pg_engine: Any, pg_url: str) -> None:
     scenario = seed(pg_engine, NOW)
     app = scenario.chat_apps["team_expired"]
     before, messages_before = ids(pg_engine, t.workflow_runs), ids(pg_engine, t.messages)
-    clean_workflow_logs.run(make_context(pg_url), params(scenario, app_ids=(app,)))
+    run_job(clean_workflow_logs, make_context(pg_url), params(scenario, app_ids=(app,)))
     gone = scenario.old_ended(app_ids={app})
     assert len(gone) == 4
     assert ids(pg_engine, t.workflow_runs) == before - gone
@@ -104,9 +105,11 @@ def test_app_id_filter(pg_engine: Any, pg_url: str) -> None:
 def test_dry_run_counts_equal_real_run(pg_engine: Any, pg_url: str) -> None:
     scenario = seed(pg_engine, NOW)
     before = row_counts(pg_engine, RUN_TABLES + CHAT_TABLES)
-    dry = clean_workflow_logs.run(make_context(pg_url), params(scenario, run=RunOptions(dry_run=True, batch_size=2)))
+    dry = run_job(
+        clean_workflow_logs, make_context(pg_url), params(scenario, run=RunOptions(dry_run=True, batch_size=2))
+    )
     assert row_counts(pg_engine, RUN_TABLES + CHAT_TABLES) == before
-    real = clean_workflow_logs.run(make_context(pg_url), params(scenario, run=RunOptions(batch_size=7)))
+    real = run_job(clean_workflow_logs, make_context(pg_url), params(scenario, run=RunOptions(batch_size=7)))
     assert dry.tables == real.tables
     assert real.tables["conversations"] == len(scenario.conversations)
 
@@ -134,7 +137,7 @@ def test_lock_timeout_is_retried_on_the_same_cursor(pg_engine: Any, pg_url: str)
     ctx = make_context(pg_url, clock, DIFYMAINT_LOCK_TIMEOUT=1, DIFYMAINT_TARGET_BATCH_MS=0)
     reporter = ctx.reporter = _releasing_reporter(holder)
     try:
-        summary = clean_workflow_logs.run(ctx, params(scenario))
+        summary = run_job(clean_workflow_logs, ctx, params(scenario))
     finally:
         holder.close()
     assert clock.slept == [1.0]  # seconds-scale backoff, not Dify's 5 minutes
@@ -171,7 +174,7 @@ def test_operational_error_in_a_middle_batch_is_retried_not_skipped(pg_engine: A
     _inject_failures(pg_engine, "2")  # the second batch's first attempt fails
     clock = FixedClock()
     ctx = make_context(pg_url, clock, DIFYMAINT_TARGET_BATCH_MS=0)
-    summary = clean_workflow_logs.run(ctx, params(scenario))
+    summary = run_job(clean_workflow_logs, ctx, params(scenario))
     assert clock.slept == [1.0]
     assert summary.outcome is Outcome.DONE and summary.details["failed_batch_attempts"] == 1
     assert summary.tables["workflow_runs"] == len(scenario.old_ended())
@@ -186,7 +189,7 @@ def test_three_failures_in_a_row_fail_the_job(pg_engine: Any, pg_url: str) -> No
     clock = FixedClock()
     ctx = make_context(pg_url, clock, DIFYMAINT_TARGET_BATCH_MS=0)
     with pytest.raises(DifymaintError, match="failed 3 times in a row") as caught:
-        clean_workflow_logs.run(ctx, params(scenario))
+        run_job(clean_workflow_logs, ctx, params(scenario))
     assert caught.value.exit_code == ExitCode.FAILED
     assert clock.slept == [1.0, 2.0]
     summary = caught.value.difymaint_summary  # type: ignore[attr-defined]
@@ -211,25 +214,27 @@ def test_cli_exit_1_after_three_failures(pg_engine: Any, pg_url: str) -> None:
 
 def test_missing_index_warning_and_hint(pg_engine: Any, pg_url: str) -> None:
     scenario = seed(pg_engine, NOW)
-    summary = clean_workflow_logs.run(make_context(pg_url), params(scenario, run=RunOptions(dry_run=True)))
+    summary = run_job(clean_workflow_logs, make_context(pg_url), params(scenario, run=RunOptions(dry_run=True)))
     warning = next(w for w in summary.warnings if "messages.workflow_run_id" in w)
     assert HINT in warning and "WHERE workflow_run_id IS NOT NULL" in warning
     with pg_engine.begin() as conn:
         conn.execute(sa.text(HINT.replace(" CONCURRENTLY", "") + " WHERE workflow_run_id IS NOT NULL"))
-    summary = clean_workflow_logs.run(make_context(pg_url), params(scenario, run=RunOptions(dry_run=True)))
+    summary = run_job(clean_workflow_logs, make_context(pg_url), params(scenario, run=RunOptions(dry_run=True)))
     assert not any("messages.workflow_run_id" in w for w in summary.warnings)
 
 
 def test_max_batches_is_partial_and_resumable(pg_engine: Any, pg_url: str) -> None:
     scenario = seed(pg_engine, NOW)
     total = len(scenario.old_ended())
-    first = clean_workflow_logs.run(
-        make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0), params(scenario, run=RunOptions(batch_size=5, max_batches=3))
+    first = run_job(
+        clean_workflow_logs,
+        make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0),
+        params(scenario, run=RunOptions(batch_size=5, max_batches=3)),
     )
     assert first.outcome is Outcome.PARTIAL and first.exit_code == 4
     assert first.tables["workflow_runs"] == 15 and first.rows_remaining == total - 15
     assert_no_dangling(pg_engine)
-    second = clean_workflow_logs.run(make_context(pg_url), params(scenario))
+    second = run_job(clean_workflow_logs, make_context(pg_url), params(scenario))
     assert second.outcome is Outcome.DONE and second.tables["workflow_runs"] == total - 15
     assert_no_dangling(pg_engine)
 
@@ -238,10 +243,12 @@ def test_orphan_manifest(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
     scenario = seed(pg_engine, NOW)
     manifest = tmp_path / "orphans.jsonl"
     dry_manifest = tmp_path / "dry.jsonl"
-    clean_workflow_logs.run(
-        make_context(pg_url), params(scenario, run=RunOptions(dry_run=True), orphan_manifest=dry_manifest)
+    run_job(
+        clean_workflow_logs,
+        make_context(pg_url),
+        params(scenario, run=RunOptions(dry_run=True), orphan_manifest=dry_manifest),
     )
-    summary = clean_workflow_logs.run(make_context(pg_url), params(scenario, orphan_manifest=manifest))
+    summary = run_job(clean_workflow_logs, make_context(pg_url), params(scenario, orphan_manifest=manifest))
     lines = [json.loads(line) for line in manifest.read_text().splitlines()]
     dry_lines = [json.loads(line) for line in dry_manifest.read_text().splitlines()]
     assert all(line["dry_run"] for line in dry_lines) and len(dry_lines) == len(lines)
@@ -264,7 +271,7 @@ def test_optional_tables_missing_are_skipped_with_a_warning(pg_engine: Any, pg_u
     with pg_engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE workflow_pause_reasons"))
         conn.execute(sa.text("DROP TABLE workflow_trigger_logs"))
-    summary = clean_workflow_logs.run(make_context(pg_url), params(scenario))
+    summary = run_job(clean_workflow_logs, make_context(pg_url), params(scenario))
     assert summary.tables["workflow_runs"] == len(scenario.old_ended())
     assert summary.tables["workflow_pauses"] == sum(1 for rid in scenario.old_ended() if scenario.runs[rid].pauses)
     assert "workflow_pause_reasons" not in summary.tables and "workflow_trigger_logs" not in summary.tables
@@ -280,19 +287,19 @@ def test_lock_key(pg_engine: Any, pg_url: str, redis_url: str) -> None:
     assert other.acquire()
     ctx = make_context(pg_url, DIFYMAINT_USE_REDIS=True, DIFYMAINT_REDIS_URL=redis_url)
     with pytest.raises(LockHeld):
-        clean_workflow_logs.run(ctx, params(scenario))
+        run_job(clean_workflow_logs, ctx, params(scenario))
     other.release()
-    assert clean_workflow_logs.run(ctx, params(scenario)).outcome is Outcome.DONE
+    assert run_job(clean_workflow_logs, ctx, params(scenario)).outcome is Outcome.DONE
 
 
 def test_sqlite_run(sqlite_url: str) -> None:
     engine = sa.create_engine(sqlite_url)
     scenario = seed(engine, NOW)
     before, messages_before = ids(engine, t.workflow_runs), ids(engine, t.messages)
-    dry = clean_workflow_logs.run(
-        make_context(sqlite_url), params(scenario, run=RunOptions(dry_run=True, batch_size=3))
+    dry = run_job(
+        clean_workflow_logs, make_context(sqlite_url), params(scenario, run=RunOptions(dry_run=True, batch_size=3))
     )
-    real = clean_workflow_logs.run(make_context(sqlite_url), params(scenario))
+    real = run_job(clean_workflow_logs, make_context(sqlite_url), params(scenario))
     assert dry.tables == real.tables
     assert ids(engine, t.workflow_runs) == before - scenario.old_ended()
     assert ids(engine, t.messages) == messages_before - scenario.messages_of(scenario.old_ended())

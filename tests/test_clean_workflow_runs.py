@@ -17,6 +17,7 @@ from difymaint.dify.cascades import MESSAGE_CHILDREN
 from difymaint.engine.run import RunOptions
 from difymaint.jobs import JOBS, clean_workflow_runs
 from difymaint.jobs.clean_workflow_runs import CleanWorkflowRunsParams
+from difymaint.jobs.execute import run_job
 from tests.conftest import NOW, make_context, row_counts
 from tests.workflow_scenario import CHAT_TABLES, RUN_TABLES, assert_no_dangling, ids, seed
 
@@ -48,7 +49,7 @@ def test_billing_off_deletes_every_ended_old_run_with_its_rows(pg_engine: Any, p
     runs_before = ids(pg_engine, t.workflow_runs)
     chat_before = row_counts(pg_engine, CHAT_TABLES)
     tables_before = row_counts(pg_engine, RUN_TABLES)
-    summary = clean_workflow_runs.run(make_context(pg_url), params(scenario))
+    summary = run_job(clean_workflow_runs, make_context(pg_url), params(scenario))
     gone = scenario.old_ended()
     assert ids(pg_engine, t.workflow_runs) == runs_before - gone
     expected = scenario.cascade_rows(gone)
@@ -71,7 +72,7 @@ def test_only_id_tenant_and_created_at_are_read(pg_engine: Any, pg_url: str) -> 
     statements: list[str] = []
     ctx = make_context(pg_url)
     sa.event.listen(ctx.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
-    clean_workflow_runs.run(ctx, params(scenario, run=RunOptions(dry_run=True)))
+    run_job(clean_workflow_runs, ctx, params(scenario, run=RunOptions(dry_run=True)))
     selects = [s for s in statements if s.lstrip().startswith("SELECT") and "FROM workflow_runs" in s]
     assert selects
     for statement in selects:
@@ -85,7 +86,7 @@ def test_billing_plan_matrix_tenant_first(pg_engine: Any, pg_url: str, billing: 
     billing.state.whitelist = scenario.whitelist()
     billing.state.expiration_as_string = True
     before = ids(pg_engine, t.workflow_runs)
-    summary = clean_workflow_runs.run(make_context(pg_url, **billing_settings(billing)), params(scenario))
+    summary = run_job(clean_workflow_runs, make_context(pg_url, **billing_settings(billing)), params(scenario))
     gone = scenario.old_ended(tenants=scenario.eligible_tenants())
     assert ids(pg_engine, t.workflow_runs) == before - gone
     assert summary.details["strategy"] == "tenants"
@@ -102,7 +103,7 @@ def test_whitelist_failure_fails_closed(pg_engine: Any, pg_url: str, billing: An
     billing.state.fail_whitelist = 503
     before = row_counts(pg_engine, RUN_TABLES)
     with pytest.raises(BillingUnavailable):
-        clean_workflow_runs.run(make_context(pg_url, **billing_settings(billing)), params(scenario))
+        run_job(clean_workflow_runs, make_context(pg_url, **billing_settings(billing)), params(scenario))
     assert row_counts(pg_engine, RUN_TABLES) == before  # Dify would have used an empty whitelist
 
 
@@ -110,7 +111,7 @@ def test_plan_lookup_failure_deletes_nothing(pg_engine: Any, pg_url: str, billin
     scenario = seed(pg_engine, NOW)
     billing.state.fail_plans = 503
     before = row_counts(pg_engine, RUN_TABLES)
-    summary = clean_workflow_runs.run(make_context(pg_url, **billing_settings(billing)), params(scenario))
+    summary = run_job(clean_workflow_runs, make_context(pg_url, **billing_settings(billing)), params(scenario))
     assert row_counts(pg_engine, RUN_TABLES) == before
     assert summary.details["failed_plan_chunks"] >= 1
 
@@ -119,7 +120,7 @@ def test_tenant_filter(pg_engine: Any, pg_url: str) -> None:
     scenario = seed(pg_engine, NOW)
     target = scenario.tenant_ids["professional"]
     before = ids(pg_engine, t.workflow_runs)
-    summary = clean_workflow_runs.run(make_context(pg_url), params(scenario, tenant_ids=(target,)))
+    summary = run_job(clean_workflow_runs, make_context(pg_url), params(scenario, tenant_ids=(target,)))
     assert ids(pg_engine, t.workflow_runs) == before - scenario.old_ended(tenants={"professional"})
     assert summary.details["strategy"] == "tenants"
 
@@ -127,7 +128,7 @@ def test_tenant_filter(pg_engine: Any, pg_url: str) -> None:
 def test_with_messages_removes_run_messages_and_emptied_conversations(pg_engine: Any, pg_url: str) -> None:
     scenario = seed(pg_engine, NOW)
     messages_before = ids(pg_engine, t.messages)
-    summary = clean_workflow_runs.run(make_context(pg_url), params(scenario, with_messages=True))
+    summary = run_job(clean_workflow_runs, make_context(pg_url), params(scenario, with_messages=True))
     gone_runs = scenario.old_ended()
     gone_messages = scenario.messages_of(gone_runs)
     assert ids(pg_engine, t.messages) == messages_before - gone_messages
@@ -151,13 +152,16 @@ def test_dry_run_counts_equal_real_run(pg_engine: Any, pg_url: str, billing: Any
     billing.state.whitelist = scenario.whitelist()
     settings = billing_settings(billing)
     before = row_counts(pg_engine, RUN_TABLES + CHAT_TABLES)
-    dry = clean_workflow_runs.run(
+    dry = run_job(
+        clean_workflow_runs,
         make_context(pg_url, **settings),
         params(scenario, run=RunOptions(dry_run=True, batch_size=2), with_messages=True),
     )
     assert row_counts(pg_engine, RUN_TABLES + CHAT_TABLES) == before  # nothing written
-    real = clean_workflow_runs.run(
-        make_context(pg_url, **settings), params(scenario, run=RunOptions(batch_size=5), with_messages=True)
+    real = run_job(
+        clean_workflow_runs,
+        make_context(pg_url, **settings),
+        params(scenario, run=RunOptions(batch_size=5), with_messages=True),
     )
     assert dry.tables == real.tables
     assert real.tables["conversations"] == len(scenario.eligible_tenants())
@@ -166,10 +170,12 @@ def test_dry_run_counts_equal_real_run(pg_engine: Any, pg_url: str, billing: Any
 
 def test_dry_run_equals_real_run_billing_off(pg_engine: Any, pg_url: str) -> None:
     scenario = seed(pg_engine, NOW)
-    dry = clean_workflow_runs.run(
-        make_context(pg_url), params(scenario, run=RunOptions(dry_run=True, batch_size=3), with_messages=True)
+    dry = run_job(
+        clean_workflow_runs,
+        make_context(pg_url),
+        params(scenario, run=RunOptions(dry_run=True, batch_size=3), with_messages=True),
     )
-    real = clean_workflow_runs.run(make_context(pg_url), params(scenario, with_messages=True))
+    real = run_job(clean_workflow_runs, make_context(pg_url), params(scenario, with_messages=True))
     assert dry.tables == real.tables
     assert real.tables["workflow_runs"] == len(scenario.old_ended())
 
@@ -177,7 +183,8 @@ def test_dry_run_equals_real_run_billing_off(pg_engine: Any, pg_url: str) -> Non
 def test_max_batches_is_partial_and_resumable(pg_engine: Any, pg_url: str) -> None:
     scenario = seed(pg_engine, NOW)
     total = len(scenario.old_ended())
-    first = clean_workflow_runs.run(
+    first = run_job(
+        clean_workflow_runs,
         make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0),
         params(scenario, run=RunOptions(batch_size=4, max_batches=2)),
     )
@@ -185,7 +192,7 @@ def test_max_batches_is_partial_and_resumable(pg_engine: Any, pg_url: str) -> No
     assert first.tables["workflow_runs"] == 8
     assert first.rows_remaining == total - 8
     assert_no_dangling(pg_engine)
-    second = clean_workflow_runs.run(make_context(pg_url), params(scenario))
+    second = run_job(clean_workflow_runs, make_context(pg_url), params(scenario))
     assert second.outcome is Outcome.DONE and second.tables["workflow_runs"] == total - 8
 
 
@@ -193,8 +200,8 @@ def test_orphan_manifest_lists_offload_files_and_pause_states(pg_engine: Any, pg
     scenario = seed(pg_engine, NOW)
     manifest = tmp_path / "orphans.jsonl"
     uploads_before = row_counts(pg_engine, ["upload_files"])
-    summary = clean_workflow_runs.run(
-        make_context(pg_url), params(scenario, orphan_manifest=manifest, with_messages=True)
+    summary = run_job(
+        clean_workflow_runs, make_context(pg_url), params(scenario, orphan_manifest=manifest, with_messages=True)
     )
     lines = [json.loads(line) for line in manifest.read_text().splitlines()]
     gone = [scenario.runs[rid] for rid in scenario.old_ended()]
@@ -227,7 +234,7 @@ def test_optional_tables_missing_are_skipped_with_a_warning(pg_engine: Any, pg_u
             "workflow_node_execution_offload",
         ):
             conn.execute(sa.text(f"DROP TABLE {name}"))
-    summary = clean_workflow_runs.run(make_context(pg_url), params(scenario))
+    summary = run_job(clean_workflow_runs, make_context(pg_url), params(scenario))
     assert summary.tables["workflow_runs"] == len(scenario.old_ended())
     assert "workflow_pauses" not in summary.tables and "workflow_trigger_logs" not in summary.tables
     assert sum("workflow_pauses does not exist" in warning for warning in summary.warnings) == 1
@@ -241,7 +248,7 @@ def test_missing_required_table_is_one_clear_error(pg_engine: Any, pg_url: str) 
     with pg_engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE workflow_app_logs"))
     with pytest.raises(SchemaMismatch, match="workflow_app_logs"):
-        clean_workflow_runs.run(make_context(pg_url), params(scenario))
+        run_job(clean_workflow_runs, make_context(pg_url), params(scenario))
 
 
 def test_difys_lock_key_excludes_difys_beat(pg_engine: Any, pg_url: str, redis_url: str) -> None:
@@ -254,10 +261,10 @@ def test_difys_lock_key_excludes_difys_beat(pg_engine: Any, pg_url: str, redis_u
     ctx = make_context(pg_url, DIFYMAINT_USE_REDIS=True, DIFYMAINT_REDIS_URL=redis_url)
     before = ids(pg_engine, t.workflow_runs)
     with pytest.raises(LockHeld):
-        clean_workflow_runs.run(ctx, params(scenario))
+        run_job(clean_workflow_runs, ctx, params(scenario))
     assert ids(pg_engine, t.workflow_runs) == before
     dify_lock.release()
-    assert clean_workflow_runs.run(ctx, params(scenario)).outcome is Outcome.DONE
+    assert run_job(clean_workflow_runs, ctx, params(scenario)).outcome is Outcome.DONE
 
 
 def test_batch_timeout_retries_the_same_cursor(pg_engine: Any, pg_url: str) -> None:
@@ -278,7 +285,7 @@ def test_batch_timeout_retries_the_same_cursor(pg_engine: Any, pg_url: str) -> N
     ctx = make_context(pg_url, FixedClock(), DIFYMAINT_LOCK_TIMEOUT=1)
     reporter = ctx.reporter = ReleasingReporter()
     try:
-        summary = clean_workflow_runs.run(ctx, params(scenario, run=RunOptions(batch_size=50)))
+        summary = run_job(clean_workflow_runs, ctx, params(scenario, run=RunOptions(batch_size=50)))
     finally:
         holder.close()
     assert sum("rolled back" in warning for warning in reporter.warnings) == 1
@@ -291,10 +298,12 @@ def test_sqlite_run(sqlite_url: str) -> None:
     engine = sa.create_engine(sqlite_url)
     scenario = seed(engine, NOW)
     before = ids(engine, t.workflow_runs)
-    dry = clean_workflow_runs.run(
-        make_context(sqlite_url), params(scenario, run=RunOptions(dry_run=True, batch_size=3), with_messages=True)
+    dry = run_job(
+        clean_workflow_runs,
+        make_context(sqlite_url),
+        params(scenario, run=RunOptions(dry_run=True, batch_size=3), with_messages=True),
     )
-    real = clean_workflow_runs.run(make_context(sqlite_url), params(scenario, with_messages=True))
+    real = run_job(clean_workflow_runs, make_context(sqlite_url), params(scenario, with_messages=True))
     assert dry.tables == real.tables
     assert ids(engine, t.workflow_runs) == before - scenario.old_ended()
     assert_no_dangling(engine)

@@ -23,6 +23,7 @@ from difymaint.dify.billing import SandboxExpiryPolicy, StaticPlanFile, TenantPl
 from difymaint.engine.run import AdaptiveBatchSize, RunOptions, pause_s
 from difymaint.jobs import clean_messages
 from difymaint.jobs.clean_messages import CleanMessagesParams
+from difymaint.jobs.execute import run_job
 from tests.conftest import NOW, FixedClock, make_context
 from tests.scenario import assert_cascade_consistent, remaining_messages, seed
 
@@ -198,8 +199,10 @@ def test_lock_timeout_rolls_back_and_retries_smaller(pg_engine: Any, pg_url: str
     holder.execute(sa.text("SELECT id FROM message_chains WHERE message_id = :m FOR UPDATE"), {"m": victim})
     threading.Thread(target=lambda: (time.sleep(2.5), holder.rollback(), holder.close()), daemon=True).start()
     ctx = make_context(pg_url, DIFYMAINT_LOCK_TIMEOUT=1)
-    summary = clean_messages.run(
-        ctx, CleanMessagesParams(window=TimeWindow(end_before=scenario.cutoff), run=RunOptions(batch_size=50))
+    summary = run_job(
+        clean_messages,
+        ctx,
+        CleanMessagesParams(window=TimeWindow(end_before=scenario.cutoff), run=RunOptions(batch_size=50)),
     )
     assert summary.outcome is Outcome.DONE
     assert any("rolled back" in warning for warning in ctx.reporter.warnings)  # type: ignore[attr-defined]

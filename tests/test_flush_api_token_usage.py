@@ -18,6 +18,7 @@ from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
 from difymaint.engine.run import RunOptions
 from difymaint.jobs import flush_api_token_usage as job
+from difymaint.jobs.execute import run_job
 from difymaint.jobs.flush_api_token_usage import FlushApiTokenUsageParams, parse_usage, token_hash
 from tests.conftest import make_context
 from tests.test_cli import run_cli
@@ -85,7 +86,7 @@ def test_flushes_newest_usage_and_deletes_keys(pg_engine: Engine, pg_url: str, r
         client.set(usage_key("app", "app-never", "pZx"), BASE.isoformat())  # what an unescaped glob would match
 
     ctx = ctx_for(pg_url, redis_url, prefix)
-    summary = job.run(ctx, params(batch_size=3))
+    summary = run_job(job, ctx, params(batch_size=3))
 
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     after = last_used(pg_engine)
@@ -117,7 +118,7 @@ def test_same_token_in_one_page_keeps_the_newest(pg_engine: Engine, pg_url: str,
     add_token(pg_engine, "tok-1", kind="app")
     client = redis.Redis.from_url(redis_url)
     client.set(usage_key("app", "tok-1"), BASE.isoformat())
-    summary = job.run(ctx_for(pg_url, redis_url), params(batch_size=1000))
+    summary = run_job(job, ctx_for(pg_url, redis_url), params(batch_size=1000))
     assert last_used(pg_engine)["tok-1"] == BASE and summary.tables == {"api_tokens": 1}
     entries = job.latest(
         [job.Usage("a", "app", BASE), job.Usage("a", "app", BASE + timedelta(seconds=1)), job.Usage("a", None, BASE)]
@@ -144,7 +145,7 @@ def test_many_pages_one_update_each(pg_engine: Engine, pg_url: str, redis_url: s
     for i in range(450):
         pipe.set(usage_key("app", f"app-{i:04d}"), (BASE + timedelta(seconds=i)).isoformat())
     pipe.execute()
-    summary = job.run(ctx_for(pg_url, redis_url), params(batch_size=100))
+    summary = run_job(job, ctx_for(pg_url, redis_url), params(batch_size=100))
     assert summary.tables == {"api_tokens": 450} and summary.batches >= 4
     after = last_used(pg_engine)
     assert all(after[f"app-{i:04d}"] == BASE + timedelta(seconds=i) for i in range(450))
@@ -161,14 +162,14 @@ def test_dry_run_changes_nothing_and_counts_what_a_run_does(pg_engine: Engine, p
     client.set(usage_key("app", "app-newer"), BASE.isoformat())
     ctx = ctx_for(pg_url, redis_url)
     ctx.output = io.StringIO()
-    dry = job.run(ctx, params(dry_run=True, batch_size=2))
+    dry = run_job(job, ctx, params(dry_run=True, batch_size=2))
     listing = ctx.output.getvalue().splitlines()
     assert sorted(listing) == sorted(
         f"would set last_used_at of app token sha256:{token_hash(f'app-{i}')} to {BASE.isoformat()}" for i in range(5)
     )
     assert all(value is None for token, value in last_used(pg_engine).items() if token != "app-newer")
     assert len(list(client.scan_iter(match="api_token_active:*"))) == 6
-    real = job.run(ctx_for(pg_url, redis_url), params(batch_size=2))
+    real = run_job(job, ctx_for(pg_url, redis_url), params(batch_size=2))
     assert dry.tables == real.tables == {"api_tokens": 5}
     assert not list(client.scan_iter(match="api_token_active:*"))
     client.close()
@@ -181,7 +182,7 @@ def test_a_failed_update_puts_the_values_back(pg_engine: Engine, pg_url: str, re
     with pg_engine.begin() as conn:  # the update fails: the column refuses the value
         conn.execute(sa.text("ALTER TABLE api_tokens ADD CONSTRAINT no_use CHECK (last_used_at IS NULL)"))
     with pytest.raises(DifymaintError) as failed:
-        job.run(ctx_for(pg_url, redis_url), params())
+        run_job(job, ctx_for(pg_url, redis_url), params())
     assert "CheckViolation" in failed.value.message and "app-x" not in failed.value.message
     assert client.get(usage_key("app", "app-x")) == BASE.isoformat().encode()
     assert 0 < client.ttl(usage_key("app", "app-x")) <= 3600
@@ -221,8 +222,8 @@ def test_sqlite(sqlite_url: str, redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     client.set(usage_key("app", "app-1"), BASE.isoformat())
     client.set(usage_key("app", "app-2"), BASE.isoformat())
-    dry = job.run(ctx_for(sqlite_url, redis_url), params(dry_run=True))
-    real = job.run(ctx_for(sqlite_url, redis_url), params())
+    dry = run_job(job, ctx_for(sqlite_url, redis_url), params(dry_run=True))
+    real = run_job(job, ctx_for(sqlite_url, redis_url), params())
     assert dry.tables == real.tables == {"api_tokens": 1}
     assert last_used(engine) == {"app-1": BASE, "app-2": BASE + timedelta(days=1)}
     client.close()

@@ -3,6 +3,7 @@ TestCLIDBClean style), and a throwaway job that appears everywhere from one regi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,7 +21,8 @@ from difymaint.devtools import deploy
 from difymaint.devtools.readme_help import render_help, render_section
 from difymaint.dify.switches import Switch
 from difymaint.jobs import JOBS, JobInfo
-from difymaint.jobs.spec import TENANT_IDS, Batch, Opt, Window
+from difymaint.jobs.resolve import declaration_errors
+from difymaint.jobs.spec import TENANT_IDS, Batching, Opt, Window
 
 T1 = "6f1c2a5e-0f0b-4c2d-9b7a-1e2f3a4b5c6d"
 T2 = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
@@ -58,6 +60,9 @@ def attr(obj: Any, dotted: str) -> Any:
         obj = getattr(obj, part)
     return obj
 
+
+# The jobs refuse to run (exit 2, before any connection) without what they talk to; the captured runs never call it.
+TIDB_CONFIG = {"TIDB_API_URL": "http://tidb", "TIDB_PUBLIC_KEY": "k", "TIDB_PRIVATE_KEY": "s", "TIDB_PROJECT_ID": "p"}
 
 CASES: list[tuple[str, list[str], dict[str, str], dict[str, Any]]] = [
     (
@@ -325,13 +330,13 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, Any]]] = [
     (
         "update-tidb-status",
         ["--stuck-after", "5", "--reap-older-than", "48", "--batch-size", "7", "--leak-file", "/k"],
-        {},
+        TIDB_CONFIG,
         {"stuck_after_hours": 5, "reap_older_than_hours": 48, "run.batch_size": 7, "leak_file": Path("/k")},
     ),
     (
         "update-tidb-status",
         [],
-        {"DIFYMAINT_TIDB_MAX_SECONDS": "9"},
+        {**TIDB_CONFIG, "DIFYMAINT_TIDB_MAX_SECONDS": "9"},
         {"stuck_after_hours": 24, "reap_older_than_hours": None, "run.batch_size": 20, "max_failing_seconds": 9.0},
     ),
     (
@@ -392,8 +397,8 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, Any]]] = [
         {"HUMAN_INPUT_GLOBAL_TIMEOUT_SECONDS": "3600"},
         {"max_forms": None, "global_timeout_s": 0, "run.batch_size": 10},
     ),
-    ("flush-api-token-usage", ["--batch-size", "50"], {}, {"run.batch_size": 50}),
-    ("flush-api-token-usage", [], {}, {"run.batch_size": 200}),
+    ("flush-api-token-usage", ["--batch-size", "50"], {"REDIS_HOST": "redis"}, {"run.batch_size": 50}),
+    ("flush-api-token-usage", [], {"REDIS_HOST": "redis"}, {"run.batch_size": 200}),
 ]
 
 
@@ -449,7 +454,7 @@ WIDGETS = JobInfo(
     help="Widgets go one batch at a time.",
     window=Window("SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS"),
     options=(TENANT_IDS, Opt("polish", ("--polish",), "Polish the widgets first.", type=bool, kind="flag")),
-    batch=Batch(default=10),
+    batch=Batching(default=10),
 )
 
 
@@ -474,3 +479,33 @@ def test_a_new_job_is_one_registry_entry_away(tmp_path: Path) -> None:
     summary = json.loads(result.stdout)
     assert summary["tables"] == {"widgets": 3} and summary["details"]["tenant_ids"] == [T1]
     assert summary["window"]["label"] == "before-3"
+
+
+def test_every_declared_option_reaches_the_job() -> None:
+    # An option that is neither a Params field nor a setting would be dropped without a word.
+    assert [error for info in JOBS.values() for error in declaration_errors(info)] == []
+
+
+def test_a_dropped_option_is_caught() -> None:
+    stray = JobInfo(
+        **{
+            **{f.name: getattr(WIDGETS, f.name) for f in dataclasses.fields(JobInfo)},
+            "options": (*WIDGETS.options, Opt("sparkle", ("--sparkle",), "Not a widget field.", kind="flag")),
+        }
+    )
+    assert declaration_errors(stray) == [
+        "clean-widgets: sparkle is neither a field of WidgetParams nor a setting the job reads"
+    ]
+
+
+def test_registry_tables_are_the_cascades() -> None:
+    from difymaint.dify.archive import ARCHIVED_TABLES
+    from difymaint.dify.cascades import CONVERSATION_CASCADE_TABLES, MESSAGE_CASCADE, RunCleanup
+
+    runs = RunCleanup(skip_tables=set(), conversations_updated_before=None, collect_orphans=False)
+    with_chat = RunCleanup(skip_tables=set(), conversations_updated_before=datetime.now(UTC), collect_orphans=False)
+    assert JOBS["clean-messages"].tables == (*MESSAGE_CASCADE.summary_order(), *CONVERSATION_CASCADE_TABLES)
+    assert runs.summary_tables() == list(JOBS["clean-workflow-runs"].tables[: len(runs.summary_tables())])
+    assert JOBS["clean-workflow-runs"].tables == JOBS["clean-workflow-logs"].tables == tuple(with_chat.summary_tables())
+    assert JOBS["archive-workflow-runs"].tables == (*ARCHIVED_TABLES, "workflow_archive_logs")
+    assert JOBS["restore-workflow-runs"].tables == ARCHIVED_TABLES

@@ -19,6 +19,7 @@ from difymaint.core.summary import Outcome
 from difymaint.dify.celery import DIFY_WORKER_QUEUES, celery_app
 from difymaint.engine.run import RunOptions
 from difymaint.jobs import monitor_queue
+from difymaint.jobs.execute import run_job
 from difymaint.jobs.monitor_queue import MonitorQueueParams
 from tests import celery_worker as rig
 from tests.conftest import FixedClock
@@ -82,7 +83,7 @@ def test_length_counts_priority_lists_under_the_prefix(broker: str, prefix: str)
     publish(broker, "plugin", 1, prefix=prefix, priority=5)
     publish(broker, "dataset", 4, prefix="other" if prefix else "dify")  # another install's keys: not counted
     ctx = context(broker, REDIS_KEY_PREFIX=prefix)
-    summary = monitor_queue.run(ctx, params(queues=("dataset", "plugin", "mail"), threshold=100))
+    summary = run_job(monitor_queue, ctx, params(queues=("dataset", "plugin", "mail"), threshold=100))
     assert summary.outcome is Outcome.DONE and summary.exit_code == ExitCode.OK
     assert summary.tables == {"dataset": 5, "plugin": 1, "mail": 0}
     queues = summary.details["queues"]
@@ -93,9 +94,9 @@ def test_length_counts_priority_lists_under_the_prefix(broker: str, prefix: str)
 
 def test_all_queues_and_default_queue(broker: str) -> None:
     publish(broker, "schedule_executor", 2)
-    everything = monitor_queue.run(context(broker), params(all_queues=True))
+    everything = run_job(monitor_queue, context(broker), params(all_queues=True))
     assert tuple(everything.tables) == DIFY_WORKER_QUEUES and everything.tables["schedule_executor"] == 2
-    default = monitor_queue.run(context(broker), params())
+    default = run_job(monitor_queue, context(broker), params())
     assert default.tables == {"dataset": 0}  # Dify's monitor watches `dataset`
 
 
@@ -104,7 +105,7 @@ def test_over_threshold_mails_each_trimmed_address_once_per_cooldown(broker: str
     settings = {"REDIS_KEY_PREFIX": "dify", **smtp.settings()}
     emails = " ops@example.com, ,oncall@example.com ,ops@example.com"
     ctx = context(broker, **settings)
-    first = monitor_queue.run(ctx, params(threshold=3, alert_emails=emails))
+    first = run_job(monitor_queue, ctx, params(threshold=3, alert_emails=emails))
     assert first.outcome is Outcome.THRESHOLD_EXCEEDED and first.exit_code == ExitCode.THRESHOLD_EXCEEDED
     assert [r.rcpt_tos for r in smtp.received] == [["ops@example.com"], ["oncall@example.com"]]
     mail = smtp.received[0]
@@ -117,25 +118,28 @@ def test_over_threshold_mails_each_trimmed_address_once_per_cooldown(broker: str
     client = redis.Redis.from_url(broker)
     ttl = client.ttl("dify:maintenance:queue_monitor:alerted:dataset")
     assert 3500 < ttl <= 3600
-    second = monitor_queue.run(context(broker, **settings), params(threshold=3, alert_emails=emails))
+    second = run_job(monitor_queue, context(broker, **settings), params(threshold=3, alert_emails=emails))
     assert second.exit_code == ExitCode.THRESHOLD_EXCEEDED  # still alerting through the exit code
     assert len(smtp.received) == 2 and "alerted recently" in second.details["alerts"]["dataset"]["skipped"]
     client.delete("dify:maintenance:queue_monitor:alerted:dataset")
-    monitor_queue.run(context(broker, **settings), params(threshold=3, alert_emails=emails))
+    run_job(monitor_queue, context(broker, **settings), params(threshold=3, alert_emails=emails))
     assert len(smtp.received) == 4  # the cool-down is over: mailed again
     client.close()
 
 
 def test_below_threshold_sends_nothing(broker: str, smtp: SmtpStub) -> None:
     publish(broker, "dataset", 2)
-    summary = monitor_queue.run(context(broker, **smtp.settings()), params(threshold=3, alert_emails="a@example.com"))
+    summary = run_job(
+        monitor_queue, context(broker, **smtp.settings()), params(threshold=3, alert_emails="a@example.com")
+    )
     assert summary.exit_code == ExitCode.OK and smtp.received == [] and "alerts" not in summary.details
 
 
 def test_dry_run_renders_and_starts_no_cooldown(broker: str, smtp: SmtpStub) -> None:
     publish(broker, "dataset", 1)
     preview = io.StringIO()
-    summary = monitor_queue.run(
+    summary = run_job(
+        monitor_queue,
         context(broker, **smtp.settings()),
         params(threshold=1, alert_emails="a@example.com", preview=preview, run=RunOptions(dry_run=True)),
     )
@@ -149,7 +153,7 @@ def test_one_failing_address_does_not_stop_the_others(broker: str) -> None:
     publish(broker, "dataset", 1)
     with SmtpStub(reject={"bad@example.com"}) as smtp:
         ctx = context(broker, **smtp.settings())
-        summary = monitor_queue.run(ctx, params(threshold=1, alert_emails="bad@example.com,good@example.com"))
+        summary = run_job(monitor_queue, ctx, params(threshold=1, alert_emails="bad@example.com,good@example.com"))
     assert [r.rcpt_tos for r in smtp.received] == [["good@example.com"]]
     assert summary.details["alerts"]["dataset"] == {"recipients": 2, "sent": 1, "failed": 1}
     assert any("bad@example.com" in warning for warning in summary.warnings)
@@ -160,7 +164,7 @@ def test_unacked_and_oldest_age(broker: str) -> None:
     publish(broker, "dataset", 1, countdown=3600)  # due later: no waiting age
     client = redis.Redis.from_url(broker)
     client.hset("unacked", mapping={"tag-1": "{}", "tag-2": "{}"})  # what kombu keeps for reserved messages
-    summary = monitor_queue.run(context(broker), params(threshold=10))
+    summary = run_job(monitor_queue, context(broker), params(threshold=10))
     assert summary.details["unacked"] == 2
     assert summary.details["queues"]["dataset"]["oldest_age_s"] == pytest.approx(600, abs=5)
     client.close()
@@ -176,7 +180,7 @@ def test_monitor_through_sentinel(sentinel_broker: rig.SentinelBroker, redis_url
         REDIS_KEY_PREFIX="dify",
     )
     try:
-        summary = monitor_queue.run(ctx, params(threshold=2))
+        summary = run_job(monitor_queue, ctx, params(threshold=2))
         assert summary.tables == {"dataset": 2} and summary.exit_code == ExitCode.THRESHOLD_EXCEEDED
     finally:
         redis.Redis.from_url(rig.broker_url(redis_url, 4)).flushdb()
@@ -186,12 +190,12 @@ def test_lock_held_and_usage_errors(broker: str) -> None:
     client = redis.Redis.from_url(broker)
     client.set("maintenance:monitor_queue", "other-run", ex=60)
     with pytest.raises(LockHeld):
-        monitor_queue.run(context(broker), params())
+        run_job(monitor_queue, context(broker), params())
     client.close()
     with pytest.raises(UsageError, match="do not go together"):
         monitor_queue.check(context(broker), params(queues=("dataset",), all_queues=True))
     with pytest.raises(ConfigError, match="Redis broker"):
-        monitor_queue.run(context("amqp://guest:guest@127.0.0.1:1//"), params())
+        run_job(monitor_queue, context("amqp://guest:guest@127.0.0.1:1//"), params())
 
 
 def test_cli_exit_codes_and_one_line(broker: str) -> None:
@@ -224,7 +228,7 @@ def test_url_without_db_reads_kombus_db_0(redis_url: str) -> None:
     db0, db1 = redis.Redis.from_url(rig.broker_url(redis_url, 0)), redis.Redis.from_url(rig.broker_url(redis_url, 1))
     try:
         assert db0.llen("dataset") == 2 and db1.llen("dataset") == 0
-        assert monitor_queue.run(context(bare), params(threshold=5)).tables == {"dataset": 2}
+        assert run_job(monitor_queue, context(bare), params(threshold=5)).tables == {"dataset": 2}
     finally:
         db0.delete("dataset")
         db0.close()

@@ -18,6 +18,7 @@ from difymaint.core.summary import Outcome
 from difymaint.dify.mail import Mail, MailError, SmtpSender, mail_sender
 from difymaint.engine.run import RunOptions
 from difymaint.jobs import notify_cleaned_documents
+from difymaint.jobs.execute import run_job
 from difymaint.jobs.notify_cleaned_documents import SUBJECT, NotifyParams
 from tests.conftest import NOW, make_context
 from tests.dataset_scenario import notified_ids, seed_notify
@@ -53,7 +54,7 @@ def test_paid_owner_gets_one_mail_sandbox_is_marked_others_wait(
 ) -> None:
     sc = seed_notify(pg_engine, NOW)
     billing.state.plans = sc.plans()
-    summary = notify_cleaned_documents.run(make_context(pg_url, **settings(billing, smtp.settings())), params())
+    summary = run_job(notify_cleaned_documents, make_context(pg_url, **settings(billing, smtp.settings())), params())
 
     assert summary.outcome is Outcome.DONE
     assert [r.rcpt_tos for r in smtp.received] == [["a@example.com"], ["b@example.com"]]
@@ -81,7 +82,7 @@ def test_paid_owner_gets_one_mail_sandbox_is_marked_others_wait(
     assert summary.details["mails_sent"] == 2
 
     # A second run finds only the two waiting workspaces and sends nothing new.
-    again = notify_cleaned_documents.run(make_context(pg_url, **settings(billing, smtp.settings())), params())
+    again = run_job(notify_cleaned_documents, make_context(pg_url, **settings(billing, smtp.settings())), params())
     assert len(smtp.received) == 2 and again.tables == {"dataset_auto_disable_logs": 0}
 
 
@@ -91,7 +92,7 @@ def test_smtp_failure_for_the_second_workspace_keeps_the_first_marked(
     sc = seed_notify(pg_engine, NOW)
     billing.state.plans = sc.plans()
     with SmtpStub(reject={"b@example.com"}) as smtp, pytest.raises(MailError, match="1 workspace") as caught:
-        notify_cleaned_documents.run(make_context(pg_url, **settings(billing, smtp.settings())), params())
+        run_job(notify_cleaned_documents, make_context(pg_url, **settings(billing, smtp.settings())), params())
     assert [r.rcpt_tos for r in smtp.received] == [["a@example.com"]]
     # paid_a was committed right after its mail; paid_b stays unmarked and is retried; the run went on.
     assert notified_ids(pg_engine) == sc.unnotified("paid_a", "sandbox") | set(sc.already_notified)
@@ -106,7 +107,7 @@ def test_unreachable_smtp_server_marks_no_mailed_workspace(pg_engine: Any, pg_ur
     with SmtpStub() as smtp:
         mail = smtp.settings()
     with pytest.raises(MailError):  # the server is gone now
-        notify_cleaned_documents.run(make_context(pg_url, **settings(billing, mail)), params())
+        run_job(notify_cleaned_documents, make_context(pg_url, **settings(billing, mail)), params())
     assert notified_ids(pg_engine) == sc.unnotified("sandbox") | set(sc.already_notified)
 
 
@@ -114,13 +115,13 @@ def test_mail_not_configured_marks_nothing(pg_engine: Any, pg_url: str, billing:
     seed_notify(pg_engine, NOW)
     before = notified_ids(pg_engine)
     with pytest.raises(ConfigError, match="MAIL_TYPE is not set"):
-        notify_cleaned_documents.run(make_context(pg_url, **settings(billing, None)), params())
+        run_job(notify_cleaned_documents, make_context(pg_url, **settings(billing, None)), params())
     assert notified_ids(pg_engine) == before
 
 
 def test_billing_off_sends_nothing_and_marks_every_workspace(pg_engine: Any, pg_url: str, smtp: SmtpStub) -> None:
     sc = seed_notify(pg_engine, NOW)
-    summary = notify_cleaned_documents.run(make_context(pg_url, **settings(None, smtp.settings())), params())
+    summary = run_job(notify_cleaned_documents, make_context(pg_url, **settings(None, smtp.settings())), params())
     assert smtp.received == []
     assert notified_ids(pg_engine) == sc.unnotified(*sc.tenants) | set(sc.already_notified)
     assert any("NO mail is sent" in warning for warning in summary.warnings)
@@ -130,9 +131,9 @@ def test_billing_off_sends_nothing_and_marks_every_workspace(pg_engine: Any, pg_
 def test_partial_run_counts_the_logs_left(pg_engine: Any, pg_url: str, smtp: SmtpStub) -> None:
     sc = seed_notify(pg_engine, NOW)
     mail = settings(None, smtp.settings(), DIFYMAINT_TARGET_BATCH_MS=0)
-    first = notify_cleaned_documents.run(make_context(pg_url, **mail), params(run=RunOptions(max_batches=1)))
+    first = run_job(notify_cleaned_documents, make_context(pg_url, **mail), params(run=RunOptions(max_batches=1)))
     assert first.outcome is Outcome.PARTIAL and first.tables["dataset_auto_disable_logs"] > 0
-    second = notify_cleaned_documents.run(make_context(pg_url, **mail), params())
+    second = run_job(notify_cleaned_documents, make_context(pg_url, **mail), params())
     assert notified_ids(pg_engine) == sc.unnotified(*sc.tenants) | set(sc.already_notified)
     assert first.rows_remaining == second.tables["dataset_auto_disable_logs"] > 0
     assert second.rows_remaining == 0
@@ -146,7 +147,7 @@ def test_second_signal_during_the_purge_still_counts_the_backlog(pg_engine: Any,
     ctx = make_context(pg_url, **settings(None, smtp.settings()))
     ctx.batch_hooks.append(_interrupt_at_batch(1))
     with pytest.raises(Interrupted) as caught:
-        notify_cleaned_documents.run(ctx, params(purge_notified_older_than=30))
+        run_job(notify_cleaned_documents, ctx, params(purge_notified_older_than=30))
     summary = caught.value.difymaint_summary  # type: ignore[attr-defined]
     # The purge's one old notified log is gone; every unmarked log is still to do.
     assert summary.tables["dataset_auto_disable_logs (purged)"] == 1
@@ -158,7 +159,8 @@ def test_dry_run_renders_and_writes_nothing(pg_engine: Any, pg_url: str, billing
     billing.state.plans = sc.plans()
     before = notified_ids(pg_engine)
     preview = io.StringIO()
-    dry = notify_cleaned_documents.run(
+    dry = run_job(
+        notify_cleaned_documents,
         make_context(pg_url, **settings(billing, smtp.settings(), PLAN_SANDBOX_CLEAN_DAY_SETTING=45)),
         params(run=RunOptions(dry_run=True, batch_size=1), preview=preview, purge_notified_older_than=30),
     )
@@ -168,8 +170,10 @@ def test_dry_run_renders_and_writes_nothing(pg_engine: Any, pg_url: str, billing
     assert "To: a@example.com" in rendered and "To: b@example.com" in rendered
     assert "past 45 days" in rendered  # the configured setting, not Dify's hard-coded 30
     assert dry.details["mails_rendered"] == 2 and dry.details["mails_sent"] == 0
-    real = notify_cleaned_documents.run(
-        make_context(pg_url, **settings(billing, smtp.settings())), params(purge_notified_older_than=30)
+    real = run_job(
+        notify_cleaned_documents,
+        make_context(pg_url, **settings(billing, smtp.settings())),
+        params(purge_notified_older_than=30),
     )
     assert dry.tables == real.tables == {"dataset_auto_disable_logs": 9, "dataset_auto_disable_logs (purged)": 1}
     assert len(smtp.received) == 2
@@ -179,8 +183,10 @@ def test_dry_run_without_mail_configured_still_previews(pg_engine: Any, pg_url: 
     sc = seed_notify(pg_engine, NOW)
     billing.state.plans = sc.plans()
     preview = io.StringIO()
-    summary = notify_cleaned_documents.run(
-        make_context(pg_url, **settings(billing, None)), params(run=RunOptions(dry_run=True), preview=preview)
+    summary = run_job(
+        notify_cleaned_documents,
+        make_context(pg_url, **settings(billing, None)),
+        params(run=RunOptions(dry_run=True), preview=preview),
     )
     assert preview.getvalue().count("--- mail") == 2
     assert any("a real run would exit" in warning for warning in summary.warnings)
@@ -189,8 +195,10 @@ def test_dry_run_without_mail_configured_still_previews(pg_engine: Any, pg_url: 
 def test_purge_keeps_unnotified_and_recent(pg_engine: Any, pg_url: str, smtp: SmtpStub) -> None:
     sc = seed_notify(pg_engine, NOW)
     old, recent = sc.already_notified
-    summary = notify_cleaned_documents.run(
-        make_context(pg_url, **settings(None, smtp.settings())), params(purge_notified_older_than=30)
+    summary = run_job(
+        notify_cleaned_documents,
+        make_context(pg_url, **settings(None, smtp.settings())),
+        params(purge_notified_older_than=30),
     )
     logs = sa.table("dataset_auto_disable_logs", sa.column("id"))
     with pg_engine.connect() as conn:
@@ -210,7 +218,7 @@ def test_resend(pg_engine: Any, pg_url: str, billing: Any) -> None:
             "RESEND_API_KEY": "re_secret",
             "RESEND_API_URL": resend.url,
         }
-        summary = notify_cleaned_documents.run(make_context(pg_url, **settings(billing, mail)), params())
+        summary = run_job(notify_cleaned_documents, make_context(pg_url, **settings(billing, mail)), params())
     assert [request["to"] for request in resend.requests] == ["a@example.com", "b@example.com"]
     first = resend.requests[0]
     assert first["from"] == "no-reply@dify.example" and first["subject"] == SUBJECT
@@ -243,7 +251,7 @@ def test_sendgrid(pg_engine: Any, pg_url: str, billing: Any) -> None:
             "SENDGRID_API_KEY": "SG.secret",
             "DIFYMAINT_SENDGRID_API_URL": sendgrid.url,
         }
-        summary = notify_cleaned_documents.run(make_context(pg_url, **settings(billing, mail)), params())
+        summary = run_job(notify_cleaned_documents, make_context(pg_url, **settings(billing, mail)), params())
     to = [request["personalizations"][0]["to"][0]["email"] for request in sendgrid.requests]
     assert to == ["a@example.com", "b@example.com"]
     first = sendgrid.requests[0]
@@ -266,8 +274,10 @@ def test_sendgrid_refusal_is_a_mail_error_without_the_key() -> None:
 def test_tenant_filter(pg_engine: Any, pg_url: str, billing: Any, smtp: SmtpStub) -> None:
     sc = seed_notify(pg_engine, NOW)
     billing.state.plans = sc.plans()
-    notify_cleaned_documents.run(
-        make_context(pg_url, **settings(billing, smtp.settings())), params(tenant_ids=(sc.tenants["paid_b"],))
+    run_job(
+        notify_cleaned_documents,
+        make_context(pg_url, **settings(billing, smtp.settings())),
+        params(tenant_ids=(sc.tenants["paid_b"],)),
     )
     assert [r.rcpt_tos for r in smtp.received] == [["b@example.com"]]
     assert notified_ids(pg_engine) == sc.unnotified("paid_b") | set(sc.already_notified)
@@ -277,7 +287,9 @@ def test_sqlite_run(sqlite_url: str, smtp: SmtpStub, billing: Any) -> None:
     engine = sa.create_engine(sqlite_url)
     sc = seed_notify(engine, NOW)
     billing.state.plans = sc.plans()
-    summary = notify_cleaned_documents.run(make_context(sqlite_url, **settings(billing, smtp.settings())), params())
+    summary = run_job(
+        notify_cleaned_documents, make_context(sqlite_url, **settings(billing, smtp.settings())), params()
+    )
     assert len(smtp.received) == 2 and summary.tables == {"dataset_auto_disable_logs": 9}
     assert notified_ids(engine) == sc.unnotified("paid_a", "paid_b", "sandbox") | set(sc.already_notified)
     engine.dispose()

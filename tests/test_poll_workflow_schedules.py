@@ -23,6 +23,7 @@ from difymaint.dify import tables as t
 from difymaint.dify.celery import BrokerUnavailable
 from difymaint.engine.run import RunOptions
 from difymaint.jobs import JOBS, poll_workflow_schedules
+from difymaint.jobs.execute import run_job
 from difymaint.jobs.poll_workflow_schedules import QUEUE, TASK, PollWorkflowSchedulesParams, next_run_at
 from tests.celery_worker import CeleryWorker
 from tests.conftest import NOW, make_context
@@ -131,7 +132,7 @@ def test_fires_due_plans_once_and_commits_their_next_run(
     never = add_plan(pg_engine, "*/5 * * * *", next_run=None)
     before = next_runs(pg_engine)
 
-    summary = poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params())
+    summary = run_job(poll_workflow_schedules, ctx_for(pg_url, celery_worker), params())
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert summary.details["published"] == summary.tables["workflow_schedule_plans"] == 3
     # Oldest slot first, as Dify orders them; the worker (under the same prefix) ran each once.
@@ -143,7 +144,7 @@ def test_fires_due_plans_once_and_commits_their_next_run(
     for untouched in (future, disabled, webhook, never):
         assert after[untouched] == before[untouched]
 
-    again = poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params())
+    again = run_job(poll_workflow_schedules, ctx_for(pg_url, celery_worker), params())
     assert again.details["published"] == 0
     assert len(fired(celery_worker, 3)) == 3  # at most one run per plan per slot
 
@@ -156,7 +157,7 @@ def test_poison_rows_are_pushed_aside_and_never_stop_the_tick(
     bad_fields = add_plan(pg_engine, "* * *", next_run=BASE - timedelta(hours=1))
     good = add_plan(pg_engine, "*/5 * * * *")
     ctx = ctx_for(pg_url, celery_worker)
-    summary = poll_workflow_schedules.run(ctx, params(run=RunOptions(batch_size=2)))
+    summary = run_job(poll_workflow_schedules, ctx, params(run=RunOptions(batch_size=2)))
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert fired(celery_worker, 1) == [good]
     assert {item["plan_id"] for item in summary.details["poisoned"]} == {bad_cron, bad_zone, bad_fields}
@@ -166,7 +167,7 @@ def test_poison_rows_are_pushed_aside_and_never_stop_the_tick(
     assert after[good] == datetime(2026, 11, 24, 12, 5)
     assert any("Mars/Olympus" in warning for warning in summary.warnings)
     # The next tick, within the hour, neither fires nor re-reports them.
-    again = poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params())
+    again = run_job(poll_workflow_schedules, ctx_for(pg_url, celery_worker), params())
     assert again.details["poisoned"] == [] and fired(celery_worker, 1) == [good]
 
 
@@ -176,12 +177,12 @@ def test_dry_run_lists_and_changes_nothing(pg_engine: Engine, pg_url: str, celer
     before = next_runs(pg_engine)
     ctx = ctx_for(pg_url, celery_worker)
     ctx.output = io.StringIO()
-    dry = poll_workflow_schedules.run(ctx, params(run=RunOptions(dry_run=True, batch_size=2)))
+    dry = run_job(poll_workflow_schedules, ctx, params(run=RunOptions(dry_run=True, batch_size=2)))
     assert next_runs(pg_engine) == before and fired(celery_worker, 0) == []
     listed = ctx.output.getvalue().splitlines()
     assert len(listed) == 5 and all(TASK in line and QUEUE in line for line in listed)
     assert {item["plan_id"] for item in dry.details["plans"]} == set(plans)
-    real = poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params(run=RunOptions(batch_size=2)))
+    real = run_job(poll_workflow_schedules, ctx_for(pg_url, celery_worker), params(run=RunOptions(batch_size=2)))
     assert dry.tables == real.tables == {"workflow_schedule_plans": 5}
     assert sorted(fired(celery_worker, 5)) == sorted(plans)
 
@@ -189,7 +190,7 @@ def test_dry_run_lists_and_changes_nothing(pg_engine: Engine, pg_url: str, celer
 def test_empty_tick_needs_no_broker(pg_engine: Engine, pg_url: str) -> None:
     add_plan(pg_engine, "*/5 * * * *", next_run=BASE + timedelta(minutes=3))
     # No CELERY_BROKER_URL at all: an empty tick never connects to (or imports) the publisher.
-    summary = poll_workflow_schedules.run(make_context(pg_url), params())
+    summary = run_job(poll_workflow_schedules, make_context(pg_url), params())
     assert summary.outcome is Outcome.DONE and summary.details["published"] == 0 and summary.batches == 1
 
 
@@ -198,7 +199,7 @@ def test_broker_down_changes_nothing(pg_engine: Engine, pg_url: str) -> None:
     before = next_runs(pg_engine)
     ctx = make_context(pg_url, CELERY_BROKER_URL="redis://127.0.0.1:1/0", REDIS_SOCKET_CONNECT_TIMEOUT=0.5)
     with pytest.raises(BrokerUnavailable):
-        poll_workflow_schedules.run(ctx, params())
+        run_job(poll_workflow_schedules, ctx, params())
     assert next_runs(pg_engine) == before
     result = run_cli(
         ["poll-workflow-schedules", "--database-url", pg_url, "--json"],
@@ -229,12 +230,12 @@ def test_a_failed_commit_publishes_nothing(pg_engine: Engine, pg_url: str, celer
             )
         )
     with pytest.raises(sa.exc.DBAPIError, match="commit refused"):
-        poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params())
+        run_job(poll_workflow_schedules, ctx_for(pg_url, celery_worker), params())
     assert fired(celery_worker, 0) == []
     assert next_runs(pg_engine)[plan] == before[plan]  # still due: it fires on the next tick, once
     with pg_engine.begin() as conn:
         conn.execute(sa.text("DROP TRIGGER refuse_commit ON workflow_schedule_plans"))
-    poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params())
+    run_job(poll_workflow_schedules, ctx_for(pg_url, celery_worker), params())
     assert fired(celery_worker, 1) == [plan]
 
 
@@ -247,11 +248,11 @@ def test_broker_refusing_after_the_commit_restores_the_slot(
     refusing_broker.refuse_writes()
     ctx = ctx_for(pg_url, None, CELERY_BROKER_URL=refusing_broker.url)
     with pytest.raises(BrokerUnavailable):
-        poll_workflow_schedules.run(ctx, params())
+        run_job(poll_workflow_schedules, ctx, params())
     assert any("next_run_at was restored" in warning for warning in ctx.reporter.warnings)
     assert next_runs(pg_engine) == before  # the slots were put back
     refusing_broker.refuse_writes(False)
-    summary = poll_workflow_schedules.run(ctx_for(pg_url, None, CELERY_BROKER_URL=refusing_broker.url), params())
+    summary = run_job(poll_workflow_schedules, ctx_for(pg_url, None, CELERY_BROKER_URL=refusing_broker.url), params())
     assert summary.details["published"] == 2
     assert [m.args[0] for m in published(refusing_broker.url, QUEUE)] == list(reversed(plans))
 
@@ -266,13 +267,13 @@ def test_skip_locked_leaves_plans_another_poller_holds(
     other.execute(sa.text("SELECT id FROM workflow_schedule_plans WHERE id = :id FOR UPDATE"), {"id": held})
     try:
         started = time.monotonic()
-        summary = poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params())
+        summary = run_job(poll_workflow_schedules, ctx_for(pg_url, celery_worker), params())
         assert time.monotonic() - started < 10  # skipped, not waited for
         assert summary.details["published"] == 1 and fired(celery_worker, 1) == [free]
     finally:
         transaction.rollback()
         other.close()
-    poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params())
+    run_job(poll_workflow_schedules, ctx_for(pg_url, celery_worker), params())
     assert fired(celery_worker, 2) == [free, held]
 
 
@@ -289,7 +290,7 @@ def test_concurrent_pollers_never_publish_a_plan_twice(
             barrier.wait()
             # No single-flight lock: only the row locks keep the two apart.
             options = RunOptions(batch_size=3, use_lock=False)
-            summaries.append(poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params(run=options)))
+            summaries.append(run_job(poll_workflow_schedules, ctx_for(pg_url, celery_worker), params(run=options)))
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -310,19 +311,19 @@ def test_max_batches_is_partial_and_the_rest_stay_due(
     plans = [add_plan(pg_engine, "*/5 * * * *", next_run=BASE - timedelta(minutes=n)) for n in range(5)]
     options = RunOptions(batch_size=2, max_batches=1)
     ctx = ctx_for(pg_url, celery_worker, DIFYMAINT_TARGET_BATCH_MS=0)
-    first = poll_workflow_schedules.run(ctx, params(run=options))
+    first = run_job(poll_workflow_schedules, ctx, params(run=options))
     assert first.outcome is Outcome.PARTIAL and first.exit_code == 4 and first.rows_remaining == 3
     assert fired(celery_worker, 2) == [plans[4], plans[3]]
-    rest = poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params())
+    rest = run_job(poll_workflow_schedules, ctx_for(pg_url, celery_worker), params())
     assert rest.details["published"] == 3 and rest.rows_remaining == 0
 
 
 def test_circuit_breaker_caps_a_tick(pg_engine: Engine, pg_url: str, celery_worker: CeleryWorker) -> None:
     plans = [add_plan(pg_engine, "*/5 * * * *", next_run=BASE - timedelta(minutes=n)) for n in range(5)]
-    first = poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params(max_dispatch=3))
+    first = run_job(poll_workflow_schedules, ctx_for(pg_url, celery_worker), params(max_dispatch=3))
     assert first.details["published"] == 3 and any("circuit breaker" in w for w in first.warnings)
     assert first.outcome is Outcome.DONE and first.rows_remaining == 2
-    second = poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params(max_dispatch=3))
+    second = run_job(poll_workflow_schedules, ctx_for(pg_url, celery_worker), params(max_dispatch=3))
     assert second.details["published"] == 2
     assert fired(celery_worker, 5) == list(reversed(plans))
 

@@ -88,9 +88,9 @@ def test_signal_while_connecting_stops_before_the_first_batch(sqlite_url: str, r
     seed(engine, NOW)
     before = remaining_messages(engine)
 
-    def context_factory(settings: Any) -> Context:
+    def context_factory(settings: Any, **kwargs: Any) -> Context:
         os.kill(os.getpid(), signal.SIGTERM)  # arrives while the run is still being set up
-        return Context(settings)
+        return Context(settings, **kwargs)
 
     result = _invoke(
         ["clean-messages", "--database-url", sqlite_url, "--yes", "--json"],
@@ -273,6 +273,7 @@ def test_interrupted_run_counts_its_backlog(pg_engine: Any, pg_url: str) -> None
     from difymaint.engine.run import RunOptions
     from difymaint.jobs import clean_messages
     from difymaint.jobs.clean_messages import CleanMessagesParams
+    from difymaint.jobs.execute import run_job
     from tests.conftest import make_context
 
     scenario = seed(pg_engine, NOW, per_tenant=10)
@@ -280,7 +281,7 @@ def test_interrupted_run_counts_its_backlog(pg_engine: Any, pg_url: str) -> None
     ctx.batch_hooks.append(_interrupt_at_batch(2))
     params = CleanMessagesParams(window=TimeWindow(end_before=scenario.cutoff), run=RunOptions(batch_size=5))
     with pytest.raises(Interrupted) as caught:
-        clean_messages.run(ctx, params)
+        run_job(clean_messages, ctx, params)
     summary = caught.value.difymaint_summary  # type: ignore[attr-defined]
     left = len(remaining_messages(pg_engine) & scenario.all_old())
     assert summary.tables["messages"] == 10 and left > 0

@@ -33,7 +33,7 @@ def _beat_would_schedule(settings: Settings) -> set[str]:
     return {
         name
         for name, job in deploy.scheduled_jobs().items()
-        if job.switches and all(getattr(settings, switch.name) for switch in job.switches)
+        if job.switches and all(switch.on(settings) for switch in job.switches)
     }
 
 
@@ -62,12 +62,14 @@ def snapshot(url: str) -> dict[str, list[str]]:
 
 
 def test_every_switch_and_override_is_a_setting() -> None:
-    fields = Settings.model_fields
     for job in JOBS.values():
-        assert all(switch.name in fields for switch in job.switches), job.name
+        names = [switch.name for switch in job.switches]
         if job.scheduled:
-            assert override_variable(job.name) in fields, job.name
+            names.append(override_variable(job.name))
             assert job.switches or job.dify_switch == "", job.name
+        for name in names:  # read from the environment, the env file and flags like any setting
+            assert load_settings(None, {name: "true"}).switch(name) is True, (job.name, name)
+            assert load_settings(None, {name: "false"}).switch(name) is False, (job.name, name)
         if job.dify_switch:
             assert job.dify_switch in {switch.name for switch in job.switches}, job.name
 

@@ -28,6 +28,7 @@ from difymaint.dify.tidb_cloud import TidbCloudUnavailable, TidbCreateOutcomeUnk
 from difymaint.engine.run import RunOptions
 from difymaint.jobs import JOBS, create_tidb, update_tidb_status
 from difymaint.jobs.create_tidb import CreateTidbParams
+from difymaint.jobs.execute import run_job
 from difymaint.jobs.tidb_pool import read_leaks
 from difymaint.jobs.update_tidb_status import UpdateTidbStatusParams
 from tests.conftest import NOW, FixedClock, make_context
@@ -129,7 +130,7 @@ def test_create_fills_the_idle_pool_to_exactly_the_target(
     seed_bindings(pg_engine, 3)  # idle and ACTIVE: counted
     seed_bindings(pg_engine, 4, active=True)  # assigned to workspaces: not counted
     ctx = context(pg_url, stub)
-    summary = create_tidb.run(ctx, create_params(45, leak_file))
+    summary = run_job(create_tidb, ctx, create_params(45, leak_file))
 
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert idle(pg_engine) == 45 and summary.details["idle_before"] == 3 and summary.details["idle_after"] == 45
@@ -148,7 +149,7 @@ def test_create_fills_the_idle_pool_to_exactly_the_target(
     assert all(cluster_id in infos for cluster_id in created)  # every created clusterId was reported
     assert not leak_file.exists()
 
-    again = create_tidb.run(context(pg_url, stub), create_params(45, leak_file))
+    again = run_job(create_tidb, context(pg_url, stub), create_params(45, leak_file))
     assert again.outcome is Outcome.DONE and again.tables == {"tidb_auth_bindings": 0}
     assert create_calls(stub) == [20, 20, 2]  # a full pool calls nothing
 
@@ -157,7 +158,7 @@ def test_create_is_off_unless_create_tidb_service_job_enabled(
     stub: TidbCloudStub, pg_url: str, leak_file: Path
 ) -> None:
     ctx = context(pg_url, stub, CREATE_TIDB_SERVICE_JOB_ENABLED=False)
-    summary = create_tidb.run(ctx, create_params(5, leak_file))
+    summary = run_job(create_tidb, ctx, create_params(5, leak_file))
     assert summary.outcome is Outcome.DISABLED and summary.exit_code == 0
     assert "CREATE_TIDB_SERVICE_JOB_ENABLED is set to false" in summary.details["switch"]
     assert any("nothing created" in line for line in ctx.reporter.infos)  # type: ignore[attr-defined]
@@ -166,10 +167,10 @@ def test_create_is_off_unless_create_tidb_service_job_enabled(
 
 def test_create_dry_run_calls_no_api(stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path) -> None:
     seed_bindings(pg_engine, 2)
-    summary = create_tidb.run(context(pg_url, stub), create_params(47, leak_file, dry_run=True))
+    summary = run_job(create_tidb, context(pg_url, stub), create_params(47, leak_file, dry_run=True))
     assert summary.outcome is Outcome.DONE and summary.tables == {"tidb_auth_bindings": 45}
     assert summary.details["planned_calls"] == 3
-    limited = create_tidb.run(context(pg_url, stub), create_params(47, leak_file, dry_run=True, max_batches=2))
+    limited = run_job(create_tidb, context(pg_url, stub), create_params(47, leak_file, dry_run=True, max_batches=2))
     assert limited.outcome is Outcome.PARTIAL and limited.tables == {"tidb_auth_bindings": 40}
     assert stub.state.requests == [] and idle(pg_engine) == 2
 
@@ -177,7 +178,7 @@ def test_create_dry_run_calls_no_api(stub: TidbCloudStub, pg_url: str, pg_engine
 def test_create_max_batches_stops_early_with_exit_4(
     stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
 ) -> None:
-    summary = create_tidb.run(context(pg_url, stub), create_params(50, leak_file, max_batches=1))
+    summary = run_job(create_tidb, context(pg_url, stub), create_params(50, leak_file, max_batches=1))
     assert summary.outcome is Outcome.PARTIAL and summary.exit_code == 4 and summary.stop_reason == "max-batches"
     assert idle(pg_engine) == 20 and summary.rows_remaining == 30
 
@@ -195,7 +196,7 @@ def test_create_counts_what_is_left_after_a_second_signal(
     ctx = context(pg_url, stub)
     _second_signal_after_the_first_batch(ctx)
     with pytest.raises(Interrupted) as caught:
-        create_tidb.run(ctx, create_params(45, leak_file))
+        run_job(create_tidb, ctx, create_params(45, leak_file))
     summary = caught.value.difymaint_summary  # type: ignore[attr-defined]
     assert idle(pg_engine) == 20 and summary.rows_remaining == 25  # not null: 25 clusters still to create
 
@@ -203,12 +204,12 @@ def test_create_counts_what_is_left_after_a_second_signal(
 def test_status_counts_what_is_left_after_a_second_signal(
     stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
 ) -> None:
-    create_tidb.run(context(pg_url, stub), create_params(45, leak_file))
-    update_tidb_status.run(context(pg_url, stub), status_params(leak_file))  # the stub reports them active now
+    run_job(create_tidb, context(pg_url, stub), create_params(45, leak_file))
+    run_job(update_tidb_status, context(pg_url, stub), status_params(leak_file))  # the stub reports them active now
     ctx = context(pg_url, stub)
     _second_signal_after_the_first_batch(ctx)
     with pytest.raises(Interrupted) as caught:
-        update_tidb_status.run(ctx, status_params(leak_file))
+        run_job(update_tidb_status, ctx, status_params(leak_file))
     summary = caught.value.difymaint_summary  # type: ignore[attr-defined]
     still_creating = sum(1 for row in bindings(pg_engine) if row["status"] == "CREATING")
     assert still_creating == 25 and summary.rows_remaining == still_creating
@@ -222,7 +223,7 @@ def test_create_retries_429_and_network_errors_then_succeeds(
         Fault(429, method="POST"),
     )
     clock = FakeClock()
-    summary = create_tidb.run(context(pg_url, stub, clock), create_params(3, leak_file))
+    summary = run_job(create_tidb, context(pg_url, stub, clock), create_params(3, leak_file))
     assert summary.outcome is Outcome.DONE and idle(pg_engine) == 3
     assert [r.status for r in stub.api_requests("POST")] == [429, 429, 200]
     assert clock.slept[0] >= 2  # Retry-After honoured
@@ -234,7 +235,7 @@ def test_create_5xx_is_never_retried_and_the_submitted_names_go_to_the_leak_file
 ) -> None:
     stub.script(Fault(503, method="POST"))
     with pytest.raises(TidbCreateOutcomeUnknown) as caught:
-        create_tidb.run(context(pg_url, stub), create_params(7, leak_file))
+        run_job(create_tidb, context(pg_url, stub), create_params(7, leak_file))
     assert caught.value.exit_code == 1
     assert create_calls(stub) == [7]  # not retried: a retry could create a second set
     leaks = read_leaks(leak_file)
@@ -247,7 +248,7 @@ def test_create_partial_batches_still_reach_the_target(
     stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
 ) -> None:
     stub.state.create_limit = 5  # TiDB Cloud creates only 5 of each request's clusters
-    summary = create_tidb.run(context(pg_url, stub), create_params(12, leak_file))
+    summary = run_job(create_tidb, context(pg_url, stub), create_params(12, leak_file))
     assert summary.outcome is Outcome.DONE and idle(pg_engine) == 12
     assert create_calls(stub) == [12, 7, 2]
     leaks = read_leaks(leak_file)  # the names a batchCreate answer left out may exist: listed, without ids
@@ -258,7 +259,7 @@ def test_create_partial_batches_still_reach_the_target(
 def test_create_that_creates_nothing_ends_the_run(stub: TidbCloudStub, pg_url: str, leak_file: Path) -> None:
     stub.state.create_limit = 0
     with pytest.raises(DifymaintError, match="without creating any of 4 clusters"):
-        create_tidb.run(context(pg_url, stub), create_params(4, leak_file))
+        run_job(create_tidb, context(pg_url, stub), create_params(4, leak_file))
     assert create_calls(stub) == [4]  # Dify would loop here without a pause
 
 
@@ -268,7 +269,7 @@ def test_persistently_failing_api_ends_create_within_the_default_budget(
     stub.state.fail_always = Fault(429)
     clock = FakeClock()
     with pytest.raises(TidbCloudUnavailable) as caught:
-        create_tidb.run(context(pg_url, stub, clock), create_params(500, leak_file))
+        run_job(create_tidb, context(pg_url, stub, clock), create_params(500, leak_file))
     assert caught.value.exit_code == 1
     assert len(stub.api_requests()) <= 10 and clock.t <= 30  # the defaults: 10 requests, 30 s
 
@@ -311,7 +312,7 @@ def test_insert_failure_leaks_to_the_file_and_the_reaper_deletes_them(
         )
     ctx = context(pg_url, stub)
     with pytest.raises(DifymaintError) as caught:
-        create_tidb.run(ctx, create_params(3, leak_file))
+        run_job(create_tidb, ctx, create_params(3, leak_file))
     message = caught.value.message
     assert "leak file" in message and all(secret not in message for secret in passwords(stub))
     leaks = read_leaks(leak_file)
@@ -319,18 +320,21 @@ def test_insert_failure_leaks_to_the_file_and_the_reaper_deletes_them(
     assert all(password not in leak_file.read_text() for password in passwords(stub))
     assert create_calls(stub) == [3]  # the failed write stops the run: no second set
 
-    young = update_tidb_status.run(
+    young = run_job(
+        update_tidb_status,
         context(pg_url, stub, FakeClock(NOW + timedelta(minutes=30))),
         status_params(leak_file, reap_older_than_hours=1),
     )
     assert young.details["leaked_reaped"] == [] and len(read_leaks(leak_file)) == 3  # not old enough
-    dry = update_tidb_status.run(
+    dry = run_job(
+        update_tidb_status,
         context(pg_url, stub, FakeClock(NOW + timedelta(hours=2))),
         status_params(leak_file, reap_older_than_hours=1, run={"dry_run": True}),
     )
     assert sorted(dry.details["leaked_would_reap"]) == sorted(stub.state.clusters)
     assert stub.api_requests("DELETE") == [] and len(read_leaks(leak_file)) == 3
-    reaped = update_tidb_status.run(
+    reaped = run_job(
+        update_tidb_status,
         context(pg_url, stub, FakeClock(NOW + timedelta(hours=2))),
         status_params(leak_file, reap_older_than_hours=1),
     )
@@ -347,7 +351,7 @@ def test_the_database_guard_stops_a_second_create_even_when_the_redis_lock_is_fr
     try:
         ctx = context(pg_url, stub, DIFYMAINT_USE_REDIS=True, DIFYMAINT_REDIS_URL=redis_url)
         with pytest.raises(LockHeld):
-            create_tidb.run(ctx, create_params(5, leak_file))
+            run_job(create_tidb, ctx, create_params(5, leak_file))
     finally:
         held.release()
     assert stub.state.requests == [] and idle(pg_engine) == 0
@@ -374,8 +378,8 @@ def test_two_concurrent_create_runs_never_exceed_the_target(
 def test_status_promotes_clusters_once_tidb_cloud_reports_them_active(
     stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
 ) -> None:
-    create_tidb.run(context(pg_url, stub), create_params(45, leak_file))
-    first = update_tidb_status.run(context(pg_url, stub), status_params(leak_file))
+    run_job(create_tidb, context(pg_url, stub), create_params(45, leak_file))
+    first = run_job(update_tidb_status, context(pg_url, stub), status_params(leak_file))
     assert first.outcome is Outcome.DONE and first.tables == {"tidb_auth_bindings": 0}  # still CREATING
     gets = stub.api_requests("GET", "/clusters:batchGet")
     assert [len(r.query["clusterIds"]) for r in gets] == [20, 20, 5]
@@ -383,14 +387,14 @@ def test_status_promotes_clusters_once_tidb_cloud_reports_them_active(
     order = [cluster_id for r in gets for cluster_id in r.query["clusterIds"]]
     assert order == [row["cluster_id"] for row in bindings(pg_engine)]  # paged in created_at order
 
-    second = update_tidb_status.run(context(pg_url, stub), status_params(leak_file))
+    second = run_job(update_tidb_status, context(pg_url, stub), status_params(leak_file))
     assert second.outcome is Outcome.DONE and second.tables == {"tidb_auth_bindings": 45} and second.batches == 3
     for row in bindings(pg_engine):
         cluster = stub.state.clusters[row["cluster_id"]]
         assert row["status"] == "ACTIVE" and row["account"] == f"{cluster.user_prefix}.root"
         assert row["qdrant_endpoint"] == f"https://qdrant-{cluster.host}"
         assert row["password"] == cluster.root_password and row["active"] is False
-    third = update_tidb_status.run(context(pg_url, stub), status_params(leak_file))
+    third = run_job(update_tidb_status, context(pg_url, stub), status_params(leak_file))
     assert third.batches == 0 and len(stub.api_requests("GET", "/clusters:batchGet")) == 6
 
 
@@ -398,9 +402,9 @@ def test_status_fetches_the_endpoint_when_the_batch_answer_lacks_it(
     stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
 ) -> None:
     stub.state.basic_view_endpoints = False
-    create_tidb.run(context(pg_url, stub), create_params(3, leak_file))
-    update_tidb_status.run(context(pg_url, stub), status_params(leak_file))  # still CREATING
-    summary = update_tidb_status.run(context(pg_url, stub), status_params(leak_file))
+    run_job(create_tidb, context(pg_url, stub), create_params(3, leak_file))
+    run_job(update_tidb_status, context(pg_url, stub), status_params(leak_file))  # still CREATING
+    summary = run_job(update_tidb_status, context(pg_url, stub), status_params(leak_file))
     assert summary.tables == {"tidb_auth_bindings": 3}
     assert len([r for r in stub.api_requests("GET") if r.path.startswith("/clusters/")]) == 3  # Dify's fallback
     assert all(row["qdrant_endpoint"].startswith("https://qdrant-gateway01.") for row in bindings(pg_engine))
@@ -408,8 +412,8 @@ def test_status_fetches_the_endpoint_when_the_batch_answer_lacks_it(
 
 def test_status_dry_run_writes_nothing(stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path) -> None:
     stub.state.polls_until_active = 0
-    create_tidb.run(context(pg_url, stub), create_params(4, leak_file))
-    summary = update_tidb_status.run(context(pg_url, stub), status_params(leak_file, run={"dry_run": True}))
+    run_job(create_tidb, context(pg_url, stub), create_params(4, leak_file))
+    summary = run_job(update_tidb_status, context(pg_url, stub), status_params(leak_file, run={"dry_run": True}))
     assert summary.tables == {"tidb_auth_bindings": 4} and summary.dry_run
     assert {row["status"] for row in bindings(pg_engine)} == {"CREATING"}
 
@@ -418,19 +422,19 @@ def test_status_continues_past_a_failing_chunk_and_exits_1_at_the_end(
     stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
 ) -> None:
     stub.state.polls_until_active = 0
-    create_tidb.run(context(pg_url, stub), create_params(45, leak_file))
+    run_job(create_tidb, context(pg_url, stub), create_params(45, leak_file))
     stub.script(
         Fault(500, method="GET"),  # retried within the chunk
         Fault(400, method="GET", path_prefix="/clusters:batchGet"),  # chunk 1 fails for good
     )
     with pytest.raises(DifymaintError) as caught:
-        update_tidb_status.run(context(pg_url, stub), status_params(leak_file))
+        run_job(update_tidb_status, context(pg_url, stub), status_params(leak_file))
     assert caught.value.exit_code == 1 and "1 chunk(s) failed" in caught.value.message
     summary = caught.value.difymaint_summary  # type: ignore[attr-defined]
     assert summary.tables == {"tidb_auth_bindings": 25} and summary.batches == 3
     statuses = [row["status"] for row in bindings(pg_engine)]
     assert statuses[:20] == ["CREATING"] * 20 and statuses[20:] == ["ACTIVE"] * 25  # chunks 2 and 3 went through
-    retry = update_tidb_status.run(context(pg_url, stub), status_params(leak_file))
+    retry = run_job(update_tidb_status, context(pg_url, stub), status_params(leak_file))
     assert retry.outcome is Outcome.DONE and retry.tables == {"tidb_auth_bindings": 20}
 
 
@@ -438,7 +442,7 @@ def test_status_reports_and_reaps_clusters_stuck_in_creating(
     stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
 ) -> None:
     stub.state.polls_until_active = None  # they never come up
-    create_tidb.run(context(pg_url, stub), create_params(5, leak_file))
+    run_job(create_tidb, context(pg_url, stub), create_params(5, leak_file))
     table = t.tidb_auth_bindings
     stuck = [row["cluster_id"] for row in bindings(pg_engine)][:3]
     with pg_engine.begin() as conn:
@@ -449,18 +453,20 @@ def test_status_reports_and_reaps_clusters_stuck_in_creating(
     gone_remotely = stuck[0]
     stub.state.clusters.pop(gone_remotely)  # deleted in the console meanwhile: 404 counts as gone
 
-    report = update_tidb_status.run(context(pg_url, stub), status_params(leak_file, stuck_after_hours=24))
+    report = run_job(update_tidb_status, context(pg_url, stub), status_params(leak_file, stuck_after_hours=24))
     assert report.outcome is Outcome.DONE and report.details["stuck_clusters"] == 3
     assert sorted(report.details["stuck_cluster_ids"]) == sorted(stuck)
     assert any("still CREATING more than 24 h" in warning for warning in report.warnings)
 
-    dry = update_tidb_status.run(
-        context(pg_url, stub), status_params(leak_file, reap_older_than_hours=36, run={"dry_run": True})
+    dry = run_job(
+        update_tidb_status,
+        context(pg_url, stub),
+        status_params(leak_file, reap_older_than_hours=36, run={"dry_run": True}),
     )
     assert sorted(dry.details["would_reap_clusters"]) == sorted(stuck) and stub.api_requests("DELETE") == []
     assert len(bindings(pg_engine)) == 5
 
-    reaped = update_tidb_status.run(context(pg_url, stub), status_params(leak_file, reap_older_than_hours=36))
+    reaped = run_job(update_tidb_status, context(pg_url, stub), status_params(leak_file, reap_older_than_hours=36))
     assert reaped.outcome is Outcome.DONE and sorted(reaped.details["reaped_clusters"]) == sorted(stuck)
     assert sorted(r.path for r in stub.api_requests("DELETE")) == sorted(f"/clusters/{c}" for c in stuck)
     assert set(stub.state.deleted) == set(stuck[1:])
@@ -474,7 +480,7 @@ def test_persistently_failing_api_ends_status_within_the_default_budget(
     stub.state.fail_always = Fault(502)
     clock = FakeClock()
     with pytest.raises(TidbCloudUnavailable):
-        update_tidb_status.run(context(pg_url, stub, clock), status_params(leak_file))
+        run_job(update_tidb_status, context(pg_url, stub, clock), status_params(leak_file))
     assert len(stub.api_requests()) <= 10 and clock.t <= 30
 
 
@@ -531,7 +537,8 @@ def test_missing_tidb_setting_is_one_line_and_exit_2(
     assert len(lines) == 1 and lines[0].startswith("difymaint: error: TiDB Cloud is not configured")
     assert stub.state.requests == []
     with pytest.raises(ConfigError):  # and the same in-process, before the database is touched
-        create_tidb.run(
+        run_job(
+            create_tidb,
             Context(load_settings(None, {**tidb_env(stub), missing: ""}), reporter=RecordingReporter()),
             create_params(1, leak_file),
         )

@@ -23,6 +23,7 @@ from difymaint.dify import tables as t
 from difymaint.dify.celery import BrokerUnavailable
 from difymaint.engine.run import RunOptions
 from difymaint.jobs import timeout_human_input as job
+from difymaint.jobs.execute import run_job
 from difymaint.jobs.timeout_human_input import TimeoutHumanInputParams
 from tests.broker import published, refusing_broker
 from tests.celery_worker import CeleryWorker
@@ -161,7 +162,7 @@ def test_difys_three_outcomes(
     not_due = form(pg_engine, workflow, expires_in=timedelta(seconds=1))
     submitted = form(pg_engine, workflow, expires_in=-timedelta(days=1), status="submitted")
 
-    summary = job.run(ctx_for(pg_url, redis_url, tmp_path, **celery_worker.settings), params(batch_size=2))
+    summary = run_job(job, ctx_for(pg_url, redis_url, tmp_path, **celery_worker.settings), params(batch_size=2))
 
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert status_of(pg_engine, test_form.id) == "timeout"
@@ -200,10 +201,10 @@ def test_loops_past_difys_hundred_and_stops_at_max(
 ) -> None:
     workflow = app(pg_engine, "workflow")
     forms = [form(pg_engine, workflow, expires_in=-timedelta(minutes=i + 1)) for i in range(130)]
-    first = job.run(ctx_for(pg_url, redis_url, **celery_worker.settings), params(max_forms=110, batch_size=50))
+    first = run_job(job, ctx_for(pg_url, redis_url, **celery_worker.settings), params(max_forms=110, batch_size=50))
     assert first.outcome is Outcome.DONE and first.exit_code == 0
     assert first.details["counts"]["node"] == 110 and first.rows_remaining == 20
-    second = job.run(ctx_for(pg_url, redis_url, **celery_worker.settings), params())
+    second = run_job(job, ctx_for(pg_url, redis_url, **celery_worker.settings), params())
     assert second.details["counts"]["node"] == 20 and second.batches == 1
     assert all(status_of(pg_engine, f.id) == "timeout" for f in forms)
     received = celery_worker.received("resume_app_execution", 130)
@@ -219,7 +220,7 @@ def test_forms_locked_by_another_run_are_skipped(pg_engine: Engine, pg_url: str,
     with pg_engine.connect() as other:  # another run (a Dify beat, say) has locked one form
         transaction = other.begin()
         other.execute(sa.text("SELECT id FROM human_input_forms WHERE id = :id FOR UPDATE"), {"id": held.id})
-        summary = job.run(ctx_for(pg_url, redis_url), params(run_no_lock=True))
+        summary = run_job(job, ctx_for(pg_url, redis_url), params(run_no_lock=True))
         transaction.rollback()
     assert status_of(pg_engine, free.id) == "timeout" and status_of(pg_engine, held.id) == "waiting"
     assert summary.details["counts"]["delivery_test"] == 1
@@ -227,7 +228,7 @@ def test_forms_locked_by_another_run_are_skipped(pg_engine: Engine, pg_url: str,
 
 def test_global_timeout_off(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
     old = form(pg_engine, app(pg_engine, "workflow"), expires_in=timedelta(days=1), age=timedelta(days=30))
-    summary = job.run(ctx_for(pg_url, redis_url), params(global_timeout_s=0))
+    summary = run_job(job, ctx_for(pg_url, redis_url), params(global_timeout_s=0))
     assert status_of(pg_engine, old.id) == "waiting" and summary.tables["human_input_forms"] == 0
 
 
@@ -237,7 +238,7 @@ def test_broker_down_marks_nothing(pg_engine: Engine, pg_url: str, redis_url: st
         sock.bind(("127.0.0.1", 0))
         dead = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
     with pytest.raises(BrokerUnavailable):
-        job.run(ctx_for(pg_url, redis_url, CELERY_BROKER_URL=dead), params())
+        run_job(job, ctx_for(pg_url, redis_url, CELERY_BROKER_URL=dead), params())
     assert status_of(pg_engine, due.id) == "waiting"
 
 
@@ -247,7 +248,7 @@ def test_broker_refusing_the_publish_rolls_the_batch_back(pg_engine: Engine, pg_
     due = form(pg_engine, workflow, expires_in=-timedelta(minutes=1))
     # PING answers, LPUSH fails: the failure comes inside the batch.
     with refusing_broker() as broker, pytest.raises(BrokerUnavailable):
-        job.run(ctx_for(pg_url, redis_url, CELERY_BROKER_URL=broker), params())
+        run_job(job, ctx_for(pg_url, redis_url, CELERY_BROKER_URL=broker), params())
     assert status_of(pg_engine, due.id) == "waiting"
     assert status_of(pg_engine, test_form.id) == "waiting"  # same batch: rolled back with it
 
@@ -258,7 +259,7 @@ def test_unreachable_storage_goes_to_the_orphan_manifest(
     workflow = app(pg_engine, "workflow")
     expired = form(pg_engine, workflow, expires_in=timedelta(days=1), age=timedelta(days=8), paused=True)
     manifest = tmp_path / "orphans.jsonl"
-    summary = job.run(ctx_for(pg_url, redis_url), params(orphan_manifest=manifest))
+    summary = run_job(job, ctx_for(pg_url, redis_url), params(orphan_manifest=manifest))
     assert status_of(pg_engine, expired.id) == "expired"
     lines = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert [line["key"] for line in lines] == [expired.state_key]
@@ -267,7 +268,7 @@ def test_unreachable_storage_goes_to_the_orphan_manifest(
         summary.details["state_objects"]["listed"] == 1 and "not mounted" in summary.details["state_objects"]["storage"]
     )
     other = form(pg_engine, workflow, expires_in=timedelta(days=1), age=timedelta(days=9), paused=True)
-    without = job.run(ctx_for(pg_url, redis_url), params())
+    without = run_job(job, ctx_for(pg_url, redis_url), params())
     assert status_of(pg_engine, other.id) == "expired"
     assert without.details["state_objects"]["left_unlisted"] == 1
     assert any("--orphan-manifest" in warning for warning in without.warnings)
@@ -278,7 +279,7 @@ def test_s3_storage_deletes_the_state_object(pg_engine: Engine, pg_url: str, red
         expired = form(pg_engine, app(pg_engine, "workflow"), expires_in=timedelta(1), age=timedelta(8), paused=True)
         s3.state.objects[str(expired.state_key)] = b"{}"
         s3.state.objects["keep.json"] = b"{}"
-        summary = job.run(ctx_for(pg_url, redis_url, **s3.dify_storage_settings()), params())
+        summary = run_job(job, ctx_for(pg_url, redis_url, **s3.dify_storage_settings()), params())
         assert set(s3.state.objects) == {"keep.json"} and not s3.state.rejected
         assert summary.details["state_objects"]["deleted"] == 1
 
@@ -292,14 +293,14 @@ def test_dry_run_lists_and_changes_nothing(pg_engine: Engine, pg_url: str, redis
     test_form = form(pg_engine, workflow, expires_in=-timedelta(minutes=1), kind="delivery_test")
     ctx = ctx_for(pg_url, redis_url, tmp_path)
     ctx.output = io.StringIO()
-    dry = job.run(ctx, params(dry_run=True, batch_size=1))
+    dry = run_job(job, ctx, params(dry_run=True, batch_size=1))
     listing = ctx.output.getvalue()
     assert f"publish resume_app_execution(payload={{'workflow_run_id': '{node.run_id}'}})" in listing
     assert f"would expire form {expired.id} and stop workflow run {expired.run_id}" in listing
     assert f"delivery-test form {test_form.id}" in listing
     assert {status_of(pg_engine, f.id) for f in (node, expired, test_form)} == {"waiting"}
     assert (tmp_path / str(expired.state_key)).exists() and published(redis_url, QUEUE) == []
-    real = job.run(ctx_for(pg_url, redis_url, tmp_path), params())
+    real = run_job(job, ctx_for(pg_url, redis_url, tmp_path), params())
     assert dry.tables == real.tables and dry.details["counts"] == real.details["counts"]
 
 
@@ -338,7 +339,7 @@ def test_sigterm_after_a_batch_stops_cleanly(
             ctx.stop.request(signal.SIGTERM)  # what the SIGTERM handler does
 
     ctx.reporter = StopAfterFirstBatch()
-    summary = job.run(ctx, params(batch_size=2))
+    summary = run_job(job, ctx, params(batch_size=2))
     assert summary.outcome is Outcome.INTERRUPTED and summary.exit_code == 143
     assert summary.details["counts"]["node"] == 2 and summary.rows_remaining == 3
     assert sorted(status_of(pg_engine, f.id) for f in forms) == ["timeout"] * 2 + ["waiting"] * 3

@@ -4,12 +4,10 @@ plus one registry entry is all a new job needs."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from difymaint.core.context import Context
-from difymaint.core.summary import RunSummary
 from difymaint.core.window import TimeWindow
-from difymaint.engine.run import RunOptions
+from difymaint.engine.run import JobRun, RunOptions
 
 
 @dataclass
@@ -23,12 +21,9 @@ class WidgetParams:
 Params = WidgetParams
 
 
-def run(ctx: Context, params: WidgetParams) -> RunSummary:
-    summary = RunSummary(job="clean-widgets", dry_run=params.run.dry_run, started_at=datetime.now(UTC))
-    summary.window = params.window.as_dict()
-    summary.tables = {"widgets": 3 if params.polish else 2}
-    summary.details["tenant_ids"] = list(params.tenant_ids)
-    return summary
+def run(job: JobRun, params: WidgetParams) -> None:
+    job.summary.tables = {"widgets": 3 if params.polish else 2}
+    job.summary.details["tenant_ids"] = list(params.tenant_ids)
 
 
 def confirmation(ctx: Context, params: WidgetParams) -> str:

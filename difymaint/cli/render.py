@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from difymaint.core.redact import RedactingFilter, scrub
-from difymaint.core.reporter import BatchProgress, batch_fields, describe_batch
+from difymaint.core.reporter import BatchProgress, batch_fields, describe_batch, log_context
 from difymaint.core.summary import Outcome, RunSummary
 
 
@@ -43,8 +43,6 @@ class Consoles:
         )
 
 
-# Fields every log line of the current run carries (job, run id), set by the run wrapper.
-log_context: ContextVar[dict[str, object] | None] = ContextVar("difymaint_log_context", default=None)
 _json_logs: ContextVar[bool] = ContextVar("difymaint_json_logs", default=False)
 
 

@@ -6,8 +6,12 @@ The CLI supplies a Rich implementation (progress bar on a TTY) or a plain-log on
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
+
+# Fields every log line of the current run carries (job, run id, dry run), set by the runner.
+log_context: ContextVar[dict[str, object] | None] = ContextVar("difymaint_log_context", default=None)
 
 
 @dataclass(frozen=True)

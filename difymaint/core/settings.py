@@ -7,11 +7,17 @@ names (Dify's own convention), so an error can always name the variable. difymai
 
 from __future__ import annotations
 
+import io
+import os
+import re
 import zoneinfo
+from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
+from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -20,11 +26,13 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    PrivateAttr,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     field_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from difymaint.core.errors import ConfigError
 from difymaint.core.redact import SECRET_NAME, mask_urls, secrets_in
@@ -88,7 +96,14 @@ def read_plan_file(path: Path) -> PlanFile:
 ScanStrategy = Literal["auto", "global", "eligible-apps", "eligible_apps"]
 
 
-class DatabaseSettings(BaseSettings):
+class _Group(BaseSettings):
+    """A group of settings; only :class:`Settings`, which inherits them all, is ever validated, so the groups'
+    own schemas are never built (start-up time: every scheduled run pays it)."""
+
+    model_config = SettingsConfigDict(defer_build=True)
+
+
+class DatabaseSettings(_Group):
     DIFYMAINT_DATABASE_URL: str | None = Field(
         default=None, description="Any SQLAlchemy URL; overrides the DB_* variables (sqlite included)."
     )
@@ -145,7 +160,7 @@ class DatabaseSettings(BaseSettings):
         return value
 
 
-class RedisSettings(BaseSettings):
+class RedisSettings(_Group):
     DIFYMAINT_REDIS_URL: str | None = Field(
         default=None, description="redis:// or rediss:// URL; overrides the REDIS_* variables."
     )
@@ -194,7 +209,7 @@ class RedisSettings(BaseSettings):
     CELERY_SENTINEL_SOCKET_TIMEOUT: PositiveFloat = 0.1
 
 
-class BillingSettings(BaseSettings):
+class BillingSettings(_Group):
     BILLING_ENABLED: bool = False
     # Dify reads these two with os.environ and defaults them to their own names; an unset URL is
     # therefore a configuration error here rather than a request to the host "BILLING_API_URL".
@@ -221,7 +236,7 @@ class BillingSettings(BaseSettings):
     )
 
 
-class RetentionSettings(BaseSettings):
+class RetentionSettings(_Group):
     SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS: Days = 30
     SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_SIZE: PositiveInt = 1000
     SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_MAX_INTERVAL: NonNegativeInt = 200
@@ -244,7 +259,6 @@ class RetentionSettings(BaseSettings):
     PAID_PLAN_WORKFLOW_RUN_ARCHIVE_TENANT_IDS: str = Field(
         default="", description="Comma-separated workspaces to archive (grayscale rollout); empty = all paid."
     )
-    ARCHIVE_STORAGE_ENABLED: bool = False
     ARCHIVE_STORAGE_ENDPOINT: str | None = None
     ARCHIVE_STORAGE_ARCHIVE_BUCKET: str | None = None
     ARCHIVE_STORAGE_ACCESS_KEY: str | None = None
@@ -256,7 +270,7 @@ class RetentionSettings(BaseSettings):
     DIFYMAINT_ARCHIVE_STORAGE_TIMEOUT: PositiveFloat = Field(default=60.0, description="Seconds per S3 request.")
 
 
-class MailSettings(BaseSettings):
+class MailSettings(_Group):
     """Dify's mail settings (docs/dify-reference.md#mail). MAIL_TYPE unset = mail disabled, as in Dify."""
 
     MAIL_TYPE: str | None = Field(default=None, description="smtp | resend | sendgrid, as in Dify.")
@@ -282,43 +296,7 @@ class MailSettings(BaseSettings):
     QUEUE_MONITOR_INTERVAL: NonNegativeFloat | None = 30
 
 
-class SwitchSettings(BaseSettings):
-    """Dify's beat switches (with Dify's defaults) and difymaint's per-job overrides; see dify/switches.py."""
-
-    ENABLE_CLEAN_EMBEDDING_CACHE_TASK: bool = False
-    ENABLE_CLEAN_UNUSED_DATASETS_TASK: bool = False
-    ENABLE_CLEAN_MESSAGES: bool = False
-    ENABLE_MAIL_CLEAN_DOCUMENT_NOTIFY_TASK: bool = False
-    ENABLE_DATASETS_QUEUE_MONITOR: bool = False
-    ENABLE_HUMAN_INPUT_TIMEOUT_TASK: bool = True
-    ENABLE_CHECK_UPGRADABLE_PLUGIN_TASK: bool = True
-    MARKETPLACE_ENABLED: bool = True
-    WORKFLOW_LOG_CLEANUP_ENABLED: bool = False
-    ENABLE_WORKFLOW_RUN_CLEANUP_TASK: bool = False  # "for saas only" in Dify
-    ENABLE_CLEAN_OAUTH_ACCESS_TOKENS_TASK: bool = True
-    ENABLE_WORKFLOW_SCHEDULE_POLLER_TASK: bool = True
-    ENABLE_TRIGGER_PROVIDER_REFRESH_TASK: bool = True
-    ENABLE_API_TOKEN_LAST_USED_UPDATE_TASK: bool = True
-    # Per-job overrides: set, they decide instead of Dify's switches (unset = follow Dify).
-    DIFYMAINT_ENABLE_CLEAN_MESSAGES: bool | None = None
-    DIFYMAINT_ENABLE_CLEAN_WORKFLOW_RUNS: bool | None = None
-    DIFYMAINT_ENABLE_CLEAN_WORKFLOW_LOGS: bool | None = None
-    DIFYMAINT_ENABLE_CLEAN_EMBEDDINGS: bool | None = None
-    DIFYMAINT_ENABLE_CLEAN_OAUTH_TOKENS: bool | None = None
-    DIFYMAINT_ENABLE_CLEAN_UNUSED_DATASETS: bool | None = None
-    DIFYMAINT_ENABLE_NOTIFY_CLEANED_DOCUMENTS: bool | None = None
-    DIFYMAINT_ENABLE_ARCHIVE_WORKFLOW_RUNS: bool | None = None
-    DIFYMAINT_ENABLE_CREATE_TIDB: bool | None = None
-    DIFYMAINT_ENABLE_UPDATE_TIDB_STATUS: bool | None = None
-    DIFYMAINT_ENABLE_MONITOR_QUEUE: bool | None = None
-    DIFYMAINT_ENABLE_POLL_WORKFLOW_SCHEDULES: bool | None = None
-    DIFYMAINT_ENABLE_REFRESH_TRIGGER_PROVIDERS: bool | None = None
-    DIFYMAINT_ENABLE_CHECK_UPGRADABLE_PLUGINS: bool | None = None
-    DIFYMAINT_ENABLE_TIMEOUT_HUMAN_INPUT: bool | None = None
-    DIFYMAINT_ENABLE_FLUSH_API_TOKEN_USAGE: bool | None = None
-
-
-class DispatchSettings(BaseSettings):
+class DispatchSettings(_Group):
     """The dispatchers' settings: Dify's names and defaults (docs/jobs/check-upgradable-plugins.md,
     timeout-human-input.md, flush-api-token-usage.md)."""
 
@@ -341,7 +319,7 @@ class DispatchSettings(BaseSettings):
     S3_REGION: str = "us-east-1"
 
 
-class TidbSettings(BaseSettings):
+class TidbSettings(_Group):
     """The TiDB-on-Qdrant cluster pool (docs/tidb-pool.md): Dify's names and defaults, plus difymaint's budget."""
 
     TIDB_API_URL: str | None = Field(
@@ -354,12 +332,6 @@ class TidbSettings(BaseSettings):
     TIDB_REGION: str = "regions/aws-us-east-1"
     TIDB_SPEND_LIMIT: NonNegativeInt = Field(default=100, description="Monthly spending limit of each new cluster.")
     TIDB_SERVERLESS_NUMBER: PositiveInt = Field(default=500, description="Target number of idle pooled clusters.")
-    CREATE_TIDB_SERVICE_JOB_ENABLED: bool = Field(
-        default=False, description="Dify's runtime guard: the pool filler does nothing unless this is true."
-    )
-    # Dify's beat switches; difymaint does not gate on them (they say whether Dify runs the job too).
-    ENABLE_CREATE_TIDB_SERVERLESS_TASK: bool = False
-    ENABLE_UPDATE_TIDB_SERVERLESS_STATUS_TASK: bool = False
     DIFYMAINT_TIDB_TIMEOUT: PositiveFloat = Field(default=10.0, description="Seconds per TiDB Cloud request phase.")
     DIFYMAINT_TIDB_MAX_REQUESTS: PositiveInt = Field(
         default=10,
@@ -376,7 +348,7 @@ class TidbSettings(BaseSettings):
     )
 
 
-class TriggerSettings(BaseSettings):
+class TriggerSettings(_Group):
     """Dify's schedule-trigger poller and trigger-subscription refresher (docs/jobs/poll-workflow-schedules.md,
     docs/jobs/refresh-trigger-providers.md): Dify's names and defaults."""
 
@@ -391,7 +363,7 @@ class TriggerSettings(BaseSettings):
     TRIGGER_PROVIDER_SUBSCRIPTION_THRESHOLD_SECONDS: NonNegativeInt = 3600
 
 
-class RunSettings(BaseSettings):
+class RunSettings(_Group):
     DIFYMAINT_LOCK_TTL: int = Field(
         # Short, because the heartbeat keeps a live run's lease: a crashed run blocks the next for at most this.
         default=60,
@@ -475,13 +447,19 @@ class Settings(
     BillingSettings,
     RetentionSettings,
     MailSettings,
-    SwitchSettings,
     TidbSettings,
     DispatchSettings,
     TriggerSettings,
     RunSettings,
 ):
-    """Everything difymaint reads from the environment, an env file, or CLI overrides."""
+    """Everything difymaint reads from the environment, an env file, or CLI overrides.
+
+    Besides the declared fields, the on/off switches of Dify's jobs (``ENABLE_*``, ``*_ENABLED``) and
+    difymaint's per-job overrides (``DIFYMAINT_ENABLE_<JOB>``) are kept as the operator set them
+    (:meth:`switch`); their defaults live with the jobs that read them (the registry's ``Switch`` entries).
+    """
+
+    _switches: dict[str, object] = PrivateAttr(default_factory=dict)
 
     model_config = SettingsConfigDict(
         extra="ignore",  # Dify's .env holds hundreds of unrelated keys
@@ -489,11 +467,39 @@ class Settings(
         case_sensitive=True,
         validate_default=True,
         allow_inf_nan=False,  # "inf" seconds is never a timeout anyone meant
+        defer_build=False,
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _EnvFileSource(settings_cls)
 
     def explicitly_set(self, name: str) -> bool:
         """True when the operator set this variable (env, env file or flag), not just the default."""
-        return name in self.model_fields_set
+        return name in self.model_fields_set or name in self._switches
+
+    def switch(self, name: str) -> bool | None:
+        """An on/off switch as the operator set it (env, env file or flag); None when unset. A value that is
+        no boolean is a configuration error (read lazily: switches of jobs nobody runs stay unchecked)."""
+        if name in type(self).model_fields:
+            value = getattr(self, name)
+            return value if isinstance(value, bool) or value is None else bool(value)
+        raw = self._switches.get(name)
+        if raw is None:
+            return None
+        try:
+            return _as_bool.validate_python(raw.strip() if isinstance(raw, str) else raw)
+        except ValidationError:
+            raise ConfigError(
+                f"invalid setting {name}={raw!r}: not a boolean", hint=f"set {name} to true or false"
+            ) from None
 
     def secret_values(self) -> set[str]:
         """Every secret these settings hold, for :func:`difymaint.core.redact.scrub`: SecretStr fields
@@ -503,19 +509,59 @@ class Settings(
         return secrets_in({name: getattr(self, name) for name in type(self).model_fields})
 
 
+# Names that are on/off switches of Dify's jobs or difymaint's overrides of them (kept without a declaration).
+SWITCH_NAME = re.compile(r"(?:DIFYMAINT_)?ENABLE_[A-Z0-9_]+|[A-Z0-9_]+_ENABLED")
+_env_file_values: ContextVar[Mapping[str, str | None] | None] = ContextVar("difymaint_env_file_values", default=None)
+_as_bool = TypeAdapter(bool)
+
+
+class _EnvFileSource(PydanticBaseSettingsSource):
+    """Dify's .env, parsed once and cut to the names the settings declare. (The stock dotenv source matches
+    every line against every field: seconds of CPU on Dify's 700-line file, on every run of every job.)"""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ answers for every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        values = _env_file_values.get() or {}
+        # An empty value means unset, as in Dify (env_ignore_empty).
+        return {name: values[name] for name in self.settings_cls.model_fields if values.get(name)}
+
+
 def load_settings(env_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Read settings: defaults < env file < environment < non-None CLI overrides."""
-    if env_file is not None:
-        _check_env_file(env_file)
+    file_values = _read_env_file(env_file) if env_file is not None else {}
     clean = {key: value for key, value in (overrides or {}).items() if value is not None}
+    token = _env_file_values.set(file_values)
     try:
-        return Settings(_env_file=env_file, **clean)
+        settings = Settings(**clean)
     except ValidationError as exc:
         raise _config_error(exc) from None
+    finally:
+        _env_file_values.reset(token)
+    settings._switches = _switches(file_values, os.environ, clean)
+    return settings
 
 
-def _check_env_file(env_file: Path) -> None:
-    """Missing, unreadable or binary: one clear line now, not a parser's exception later."""
+def _switches(*layers: Mapping[str, object]) -> dict[str, object]:
+    """The undeclared switches as given, later layers winning (an empty value means unset)."""
+    raw: dict[str, object] = {}
+    for layer in layers:
+        raw.update(
+            (name, value)
+            for name, value in layer.items()
+            if SWITCH_NAME.fullmatch(name) and name not in Settings.model_fields and value not in (None, "")
+        )
+    return raw
+
+
+def _read_env_file(env_file: Path) -> dict[str, str | None]:
+    """The env file's assignments (python-dotenv: quotes, ``export``, ``${VAR}``), read once."""
+    return dotenv_values(stream=io.StringIO(_check_env_file(env_file)))
+
+
+def _check_env_file(env_file: Path) -> str:
+    """The file's text; missing, unreadable or binary: one clear line now, not a parser's exception later."""
     if not env_file.is_file():
         raise ConfigError(f"env file {env_file} does not exist", hint="pass --env-file with Dify's .env path")
     try:
@@ -528,6 +574,7 @@ def _check_env_file(env_file: Path) -> None:
         ) from None
     if "\x00" in text:
         raise ConfigError(f"env file {env_file} is not a text file", hint="pass Dify's .env, not a binary file")
+    return text
 
 
 def _config_error(exc: ValidationError) -> ConfigError:

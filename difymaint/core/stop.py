@@ -22,8 +22,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from difymaint.core.exit_codes import ExitCode
-
 log = logging.getLogger("difymaint")
 
 CANCEL_GRACE_S = 2.0  # a short batch still finishes after SIGTERM; a statement stuck longer is cancelled
@@ -112,12 +110,6 @@ class StopToken:
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; returns early (True) when a stop is requested."""
         return self._event.wait(seconds) if seconds > 0 else self._event.is_set()
-
-    @property
-    def exit_code(self) -> ExitCode:
-        if self.signum == signal.SIGINT:
-            return ExitCode.INTERRUPTED_SIGINT
-        return ExitCode.INTERRUPTED_SIGTERM
 
 
 class Interrupted(BaseException):

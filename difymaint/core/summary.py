@@ -20,6 +20,41 @@ class Outcome(StrEnum):
     FAILED = "failed"
     THRESHOLD_EXCEEDED = "threshold_exceeded"
     PAUSED = "paused"  # `difymaint pause JOB` is in force: the run touched nothing (exit 0)
+    REFUSED = "refused"  # a usage or configuration error: nothing ran (exit 2)
+
+
+@dataclass(frozen=True)
+class ExitPolicy:
+    """How the settings map two outcomes that are not failures to exit codes (DIFYMAINT_ON_LOCKED,
+    DIFYMAINT_ON_PARTIAL): Kubernetes runs them as 0 so a busy lock or a large backlog is no failed Job."""
+
+    on_locked: str = "skip"  # skip (5), fail (1) or ok (0)
+    on_partial: str = "partial"  # partial (4) or ok (0)
+
+
+_EXIT_CODES = {
+    Outcome.DONE: ExitCode.OK,
+    Outcome.PARTIAL: ExitCode.PARTIAL,
+    Outcome.INTERRUPTED: ExitCode.INTERRUPTED_SIGTERM,
+    Outcome.SKIPPED_LOCKED: ExitCode.SKIPPED_LOCKED,
+    Outcome.DISABLED: ExitCode.OK,
+    Outcome.FAILED: ExitCode.FAILED,
+    Outcome.THRESHOLD_EXCEEDED: ExitCode.THRESHOLD_EXCEEDED,
+    Outcome.PAUSED: ExitCode.OK,
+    Outcome.REFUSED: ExitCode.USAGE,
+}
+_ON_LOCKED = {"skip": ExitCode.SKIPPED_LOCKED, "fail": ExitCode.FAILED, "ok": ExitCode.OK}
+
+
+def exit_code_of(outcome: Outcome, *, signum: int | None = None, policy: ExitPolicy = ExitPolicy()) -> ExitCode:
+    """The one place an outcome becomes an exit code."""
+    if outcome is Outcome.INTERRUPTED and signum == 2:
+        return ExitCode.INTERRUPTED_SIGINT
+    if outcome is Outcome.SKIPPED_LOCKED:
+        return _ON_LOCKED[policy.on_locked]
+    if outcome is Outcome.PARTIAL and policy.on_partial == "ok":
+        return ExitCode.OK  # the next run continues; the outcome still says partial
+    return _EXIT_CODES[outcome]
 
 
 @dataclass
@@ -39,7 +74,8 @@ class RunSummary:
     warnings: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
-    exit_code_override: ExitCode | None = None
+    signum: int | None = None  # the signal that interrupted the run
+    policy: ExitPolicy = field(default_factory=ExitPolicy)  # set by the runner from the settings
     # What the per-table counts mean, as (done, dry run) wording: most jobs delete, some update.
     verbs: tuple[str, str] = ("deleted", "would delete")
 
@@ -56,18 +92,7 @@ class RunSummary:
 
     @property
     def exit_code(self) -> ExitCode:
-        if self.exit_code_override is not None:
-            return self.exit_code_override
-        return {
-            Outcome.DONE: ExitCode.OK,
-            Outcome.PARTIAL: ExitCode.PARTIAL,
-            Outcome.INTERRUPTED: ExitCode.INTERRUPTED_SIGTERM,
-            Outcome.SKIPPED_LOCKED: ExitCode.SKIPPED_LOCKED,
-            Outcome.DISABLED: ExitCode.OK,
-            Outcome.FAILED: ExitCode.FAILED,
-            Outcome.THRESHOLD_EXCEEDED: ExitCode.THRESHOLD_EXCEEDED,
-            Outcome.PAUSED: ExitCode.OK,
-        }[self.outcome]
+        return exit_code_of(self.outcome, signum=self.signum, policy=self.policy)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -22,6 +22,11 @@ class Switch:
     name: str
     dify_default: bool
 
+    def on(self, settings: Any) -> bool:
+        """Whether the switch is on under these settings (Dify's default when the operator left it unset)."""
+        value = settings.switch(self.name)
+        return self.dify_default if value is None else bool(value)
+
     def describe(self) -> str:
         return f"{self.name} (Dify's default: {'on' if self.dify_default else 'off'})"
 
@@ -40,11 +45,11 @@ def override_variable(job_name: str) -> str:
 def switch_state(settings: Any, job_name: str, switches: Sequence[Switch]) -> SwitchState:
     """Whether a scheduled run of the job goes ahead under these settings, and why."""
     override = override_variable(job_name)
-    forced = getattr(settings, override, None)  # manual commands have no override
+    forced = settings.switch(override)
     if forced is not None:
-        return SwitchState(bool(forced), f"{override}={'true' if forced else 'false'}")
+        return SwitchState(forced, f"{override}={'true' if forced else 'false'}")
     for switch in switches:
-        if not getattr(settings, switch.name):
+        if not switch.on(settings):
             how = "set to false" if settings.explicitly_set(switch.name) else "unset, and Dify's default is off"
             return SwitchState(False, f"{switch.name} is {how}")
     if not switches:

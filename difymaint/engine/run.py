@@ -39,6 +39,7 @@ MAX_TIMEOUT_RETRIES = 5
 # SQLite binds a batch's ids as one parameter each, and allows 32,766 of them in a statement.
 SQLITE_MAX_BATCH_SIZE = 10000
 INTERRUPTED_COUNT_TIMEOUT_S = 3  # the backlog count after a second signal: quick, or unknown
+DEFAULT_BATCH_SIZE = 1000  # for a run opened without a job's own default (the registry holds those)
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class RunOptions:
     """The options every destructive job takes (see difymaint.cli.options)."""
 
     dry_run: bool = False
-    batch_size: int = 1000
+    batch_size: int | None = None  # None: the job's registry default (filled in when the run is opened)
     max_runtime_s: float | None = None
     max_batches: int | None = None
     sleep_ms: int = 0
@@ -123,13 +124,16 @@ class JobRun:
         lock: JobLock,
         window: TimeWindow | None,
         tables: list[str],
+        lock_key: str = "",
     ) -> None:
         self.ctx = ctx
         self.job = job
         self.options = options
         self.lock = lock
+        self.lock_key = lock_key  # the logical key (shard suffix included), for a job's own extra guards
         settings: Settings = ctx.settings
-        initial, maximum = options.batch_size, max(settings.DIFYMAINT_MAX_BATCH_SIZE, options.batch_size)
+        size = options.batch_size or DEFAULT_BATCH_SIZE
+        initial, maximum = size, max(settings.DIFYMAINT_MAX_BATCH_SIZE, size)
         if (settings.DIFYMAINT_DATABASE_URL or "").startswith("sqlite"):
             initial, maximum = min(initial, SQLITE_MAX_BATCH_SIZE), min(maximum, SQLITE_MAX_BATCH_SIZE)
         self.sizer = AdaptiveBatchSize(initial, target_s=settings.DIFYMAINT_TARGET_BATCH_MS / 1000, maximum=maximum)
@@ -152,6 +156,11 @@ class JobRun:
         # signal ends the run from anywhere, and the summary still says how much is left.
         self.remaining: Callable[[], int | None] | None = None
 
+    def use_tables(self, tables: list[str]) -> None:
+        """The tables this run reports, in order, when they depend on the live schema or the params (a
+        missing optional table, an option that adds one); called before the first batch."""
+        self.summary.tables = {table: self.summary.tables.get(table, 0) for table in tables}
+
     @property
     def dry_run(self) -> bool:
         return self.options.dry_run
@@ -171,8 +180,8 @@ class JobRun:
             return False
         if self.ctx.stop.requested:
             self.summary.outcome = Outcome.INTERRUPTED
-            self.summary.exit_code_override = self.ctx.stop.exit_code
-            self.summary.stop_reason = f"signal {signal.Signals(self.ctx.stop.signum or 15).name}"
+            self.summary.signum = self.ctx.stop.signum or signal.SIGTERM
+            self.summary.stop_reason = f"signal {signal.Signals(self.summary.signum).name}"
             return False
         if self.options.max_batches is not None and self.summary.batches + self._claimed >= self.options.max_batches:
             self.summary.outcome = Outcome.PARTIAL
@@ -335,12 +344,18 @@ def job_run(
     window: TimeWindow | None,
     tables: list[str],
     verbs: tuple[str, str] = ("deleted", "would delete"),
+    lock: JobLock | None = None,
+    database: bool = True,
 ) -> Iterator[JobRun]:
-    """Take the job's lock (or raise LockHeld), run the body, always release, finish the summary."""
+    """Take the job's lock (or raise LockHeld), run the body, always release, finish the summary.
+
+    ``lock`` replaces the context's lock (a job locked elsewhere than Dify's Redis or database);
+    ``database=False`` for a job that never touches Dify's database (no WAL or vacuum bookkeeping)."""
     if options.shard is not None:
         # Each shard has a lock of its own: N pods run side by side, two pods of one shard never do.
         lock_key += options.shard.lock_suffix
-    lock = ctx.job_lock(lock_key, enabled=options.use_lock)
+    if lock is None:
+        lock = ctx.job_lock(lock_key, enabled=options.use_lock)
     if not lock.acquire():
         holder: Callable[[], str] | None = getattr(lock, "holder", None)
         label: str = getattr(lock, "label", lock.description)
@@ -350,7 +365,7 @@ def job_run(
             hint="this is normal when runs overlap; see DIFYMAINT_ON_LOCKED to change the exit code",
         )
     try:
-        run = JobRun(ctx, job, options=options, lock=lock, window=window, tables=tables)
+        run = JobRun(ctx, job, options=options, lock=lock, window=window, tables=tables, lock_key=lock_key)
     except BaseException:
         lock.release()
         raise
@@ -358,13 +373,18 @@ def job_run(
     run.summary.verbs = verbs
     ctx.reporter.info(f"{job}: holding {lock.description}")
     try:
-        start_lsn = None if options.dry_run else pg_health.current_wal_lsn(ctx.engine)
-        for blocker in pg_health.long_running_transactions(
-            ctx.engine, older_than_s=ctx.settings.DIFYMAINT_LONG_TRANSACTION_WARN_S
-        ):
-            run.warn(f"{blocker}: its snapshot keeps vacuum from reclaiming the rows this run deletes until it ends")
+        start_lsn = None
+        if database:
+            start_lsn = None if options.dry_run else pg_health.current_wal_lsn(ctx.engine)
+            for blocker in pg_health.long_running_transactions(
+                ctx.engine, older_than_s=ctx.settings.DIFYMAINT_LONG_TRANSACTION_WARN_S
+            ):
+                run.warn(
+                    f"{blocker}: its snapshot keeps vacuum from reclaiming the rows this run deletes until it ends"
+                )
         yield run
-        _after_run(ctx, run, start_lsn)
+        if database:
+            _after_run(ctx, run, start_lsn)
     except BaseException as exc:
         # Keep what the committed batches did: a failed run still reports its per-table counts.
         if isinstance(exc, Interrupted):

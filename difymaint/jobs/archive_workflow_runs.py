@@ -31,7 +31,6 @@ from sqlalchemy.engine import Connection
 from difymaint.core.context import Context
 from difymaint.core.database import as_str, count_or_unknown, ids_in
 from difymaint.core.errors import DifymaintError
-from difymaint.core.summary import RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
 from difymaint.dify.archive import (
@@ -48,13 +47,11 @@ from difymaint.dify.billing import PAID_PLANS, PlanLookup, plan_lookup
 from difymaint.dify.cascades import ENDED_RUN_STATUSES, workflow_run_cascade
 from difymaint.dify.object_store import ObjectStore, archive_store
 from difymaint.engine.keyset import Cursor, after, in_window
-from difymaint.engine.run import JobRun, RunOptions, job_run
+from difymaint.engine.run import JobRun, RunOptions
 from difymaint.engine.schema import Need, SchemaReport, check_schema
-from difymaint.jobs import JOBS
 from difymaint.jobs.confirm import database_description, plan_aware, tenant_scope
 
 JOB = "archive-workflow-runs"
-LOCK_KEY = JOBS[JOB].lock_key
 ARCHIVE_LOG_COLUMNS = tuple(column.name for column in t.workflow_archive_logs.columns)
 
 
@@ -107,66 +104,58 @@ def needs() -> list[Need]:
     ]
 
 
-def run(ctx: Context, params: ArchiveWorkflowRunsParams) -> RunSummary:
+def run(job: JobRun, params: ArchiveWorkflowRunsParams) -> None:
+    ctx = job.ctx
     schema = check_schema(ctx.engine, needs(), job=JOB)
     skip = set(schema.missing_optional)
     if "workflow_pauses" in skip:
         skip.add("workflow_pause_reasons")  # reasons are found through their pauses
     present = [name for name in ARCHIVED_TABLES if name not in skip]
-    # A dry run needs no destination; a real one checks it before taking the lock (Dify's head_bucket).
+    job.use_tables([*present, "workflow_archive_logs"])
+    # A dry run needs no destination; a real one checks it before the first run is read (Dify's head_bucket).
     store = None if params.run.dry_run else archive_store(ctx.settings, params.archive_dir, now=ctx.clock.now)
     try:
         if store is not None:
             store.check()
-        return _archive(ctx, params, schema, present, skip, store, [*present, "workflow_archive_logs"])
+        _archive(job, params, schema, present, skip, store)
     finally:
         if store is not None:
             store.close()
 
 
 def _archive(
-    ctx: Context,
+    job: JobRun,
     params: ArchiveWorkflowRunsParams,
     schema: SchemaReport,
     present: list[str],
     skip: set[str],
     store: ObjectStore | None,
-    tables: list[str],
-) -> RunSummary:
-    with job_run(
-        ctx,
-        JOB,
-        lock_key=LOCK_KEY,
-        options=params.run,
-        window=params.window,
-        tables=tables,
-        verbs=("archived", "would archive"),
-    ) as job:
-        job.warn(*schema.warnings)
-        lookup = plan_lookup(ctx.settings, ctx.clock, ctx.redis, ctx.keys)
-        destination = store.description if store is not None else "nowhere (dry run)"
-        paid = "every workspace counts as paid (billing off)" if not lookup.billing_enabled else lookup.description
-        ctx.reporter.info(f"{JOB}: ended runs {params.window.describe()} to {destination}; {paid}")
-        archiver = _Archiver(ctx, job, params, lookup, store, reflect_tables(ctx.engine, present), skip)
-        job.remaining = archiver.estimate_remaining
-        archiver.scan()
-        job.summary.details.update(
-            destination=destination,
-            tenant_filter=list(params.tenant_ids) or None,
-            limit=params.limit,
-            limit_reached=archiver.limit_reached,
-            runs_archived=archiver.archived,
-            runs_skipped_already_archived=archiver.skipped_archived,
-            runs_skipped_not_paid=archiver.skipped_unpaid,
-            bytes_written=archiver.bytes_written,
-            delete_after_archive=params.delete_after_archive,
-            alembic_version=schema.alembic_version,
-            **lookup.stats(),
-        )
-        if params.delete_after_archive:
-            job.summary.details["deleted"] = archiver.deleted
-        job.settle_remaining()
-    return job.summary
+) -> None:
+    ctx = job.ctx
+    job.warn(*schema.warnings)
+    lookup = plan_lookup(ctx.settings, ctx.clock, ctx.redis, ctx.keys)
+    destination = store.description if store is not None else "nowhere (dry run)"
+    paid = "every workspace counts as paid (billing off)" if not lookup.billing_enabled else lookup.description
+    ctx.reporter.info(f"{JOB}: ended runs {params.window.describe()} to {destination}; {paid}")
+    archiver = _Archiver(ctx, job, params, lookup, store, reflect_tables(ctx.engine, present), skip)
+    job.remaining = archiver.estimate_remaining
+    archiver.scan()
+    job.summary.details.update(
+        destination=destination,
+        tenant_filter=list(params.tenant_ids) or None,
+        limit=params.limit,
+        limit_reached=archiver.limit_reached,
+        runs_archived=archiver.archived,
+        runs_skipped_already_archived=archiver.skipped_archived,
+        runs_skipped_not_paid=archiver.skipped_unpaid,
+        bytes_written=archiver.bytes_written,
+        delete_after_archive=params.delete_after_archive,
+        alembic_version=schema.alembic_version,
+        **lookup.stats(),
+    )
+    if params.delete_after_archive:
+        job.summary.details["deleted"] = archiver.deleted
+    job.settle_remaining()
 
 
 class _Archiver:

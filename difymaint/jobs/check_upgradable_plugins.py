@@ -27,14 +27,11 @@ import sqlalchemy as sa
 
 from difymaint.core.context import Context
 from difymaint.core.errors import ConfigError, DifymaintError, UsageError
-from difymaint.core.summary import RunSummary
 from difymaint.dify import tables as t
-from difymaint.engine.run import JobRun, RunOptions, job_run
+from difymaint.engine.run import JobRun, RunOptions
 from difymaint.engine.schema import Need, check_schema
-from difymaint.jobs import JOBS
 
 JOB = "check-upgradable-plugins"
-LOCK_KEY = JOBS[JOB].lock_key
 TASK = "tasks.process_tenant_plugin_autoupgrade_check_task.process_tenant_plugin_autoupgrade_check_task"
 QUEUE = "plugin"
 WINDOW_S = 900  # Dify's AUTO_UPGRADE_MINIMAL_CHECKING_INTERVAL
@@ -45,7 +42,6 @@ CACHE_TTL_S = 3600  # Dify's CACHE_REDIS_TTL
 MANIFEST_PATH = "/api/v1/dist/plugins/manifest.json"
 SNAPSHOT_FIELDS = ("org", "name", "latest_version", "latest_package_identifier", "latest_package_url")
 TABLE = "tenant_plugin_auto_upgrade_strategies"
-DEFAULT_BATCH_SIZE = 100
 LISTED_MAX = 1000  # tenant ids kept in the --json summary
 
 
@@ -59,7 +55,7 @@ class MarketplaceUnavailable(DifymaintError):
 class CheckUpgradablePluginsParams:
     window_start: str | None = None
     spread_s: int = WINDOW_S
-    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=DEFAULT_BATCH_SIZE))
+    run: RunOptions = field(default_factory=RunOptions)
 
 
 Params = CheckUpgradablePluginsParams
@@ -185,29 +181,20 @@ def task_args(row: Any) -> tuple[Any, ...]:
     )
 
 
-def run(ctx: Context, params: CheckUpgradablePluginsParams) -> RunSummary:
+def run(job: JobRun, params: CheckUpgradablePluginsParams) -> None:
+    ctx = job.ctx
     start = parse_window_start(params.window_start, ctx.clock.now())
     ranges = window_ranges(start)
     check_schema(ctx.engine, [Need(TABLE, ("tenant_id", "strategy_setting", "upgrade_time_of_day"))], job=JOB)
-    with job_run(
-        ctx,
-        JOB,
-        lock_key=LOCK_KEY,
-        options=params.run,
-        window=None,
-        tables=[TABLE],
-        verbs=("dispatched", "would dispatch"),
-    ) as job:
-        job.summary.details.update(
-            window_start=start.isoformat(),
-            seconds_of_day=[list(r) for r in ranges],
-            task=TASK,
-            queue=QUEUE,
-            spread_s=params.spread_s,
-        )
-        _dispatch(job, due(ranges), params.spread_s)
-        job.settle_remaining()
-    return job.summary
+    job.summary.details.update(
+        window_start=start.isoformat(),
+        seconds_of_day=[list(r) for r in ranges],
+        task=TASK,
+        queue=QUEUE,
+        spread_s=params.spread_s,
+    )
+    _dispatch(job, due(ranges), params.spread_s)
+    job.settle_remaining()
 
 
 def _dispatch(job: JobRun, where: sa.ColumnElement[bool], spread_s: int) -> None:

@@ -13,36 +13,28 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from difymaint.core.context import Context
-from difymaint.core.summary import RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
 from difymaint.engine.keyset import in_window
-from difymaint.engine.run import RunOptions, job_run
+from difymaint.engine.run import JobRun, RunOptions
 from difymaint.engine.schema import Need, check_schema
 from difymaint.engine.single_table import TableSweep, sweep
-from difymaint.jobs import JOBS
 from difymaint.jobs.confirm import database_description
-
-JOB = "clean-embeddings"
-LOCK_KEY = JOBS[JOB].lock_key
-DEFAULT_BATCH_SIZE = 1000
 
 
 @dataclass(frozen=True)
 class CleanEmbeddingsParams:
     window: TimeWindow
-    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=DEFAULT_BATCH_SIZE))
+    run: RunOptions = field(default_factory=RunOptions)
 
 
-def run(ctx: Context, params: CleanEmbeddingsParams) -> RunSummary:
-    schema = check_schema(ctx.engine, [Need("embeddings", ("id", "created_at"))], job=JOB)
-    table = t.embeddings
-    with job_run(ctx, JOB, lock_key=LOCK_KEY, options=params.run, window=params.window, tables=[table.name]) as job:
-        job.warn_missing_indexes([(table.name, "created_at")], "every batch scans the table")
-        job.summary.details["alembic_version"] = schema.alembic_version
-        ctx.reporter.info(f"{JOB}: embedding cache rows {params.window.describe()}")
-        sweep(job, TableSweep(table, where=in_window(table.c.created_at, params.window)))
-    return job.summary
+def run(job: JobRun, params: CleanEmbeddingsParams) -> None:
+    ctx, table = job.ctx, t.embeddings
+    schema = check_schema(ctx.engine, [Need(table.name, ("id", "created_at"))], job=job.job)
+    job.warn_missing_indexes([(table.name, "created_at")], "every batch scans the table")
+    job.summary.details["alembic_version"] = schema.alembic_version
+    ctx.reporter.info(f"{job.job}: embedding cache rows {params.window.describe()}")
+    sweep(job, TableSweep(table, where=in_window(table.c.created_at, params.window)))
 
 
 Params = CleanEmbeddingsParams

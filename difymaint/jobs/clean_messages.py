@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection
 from difymaint.core.context import Context
 from difymaint.core.database import as_str, ids_in, is_postgres
 from difymaint.core.errors import UsageError
-from difymaint.core.summary import Outcome, RunSummary
+from difymaint.core.summary import Outcome
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
 from difymaint.dify.billing import TenantPolicy, sandbox_expiry_policy
@@ -43,14 +43,12 @@ from difymaint.engine.cascade import Selection
 from difymaint.engine.keyset import Lane, RoundRobin, in_window
 from difymaint.engine.manifest import OrphanManifest
 from difymaint.engine.parent_scan import ParentScan
-from difymaint.engine.run import JobRun, RunOptions, job_run
+from difymaint.engine.run import JobRun, RunOptions
 from difymaint.engine.schema import Need, SchemaReport, check_schema
 from difymaint.engine.shard import sharded
-from difymaint.jobs import JOBS
 from difymaint.jobs.confirm import retention_question
 
 JOB = "clean-messages"
-LOCK_KEY = JOBS[JOB].lock_key
 STRATEGIES = ("auto", "global", "eligible-apps")
 
 
@@ -95,58 +93,58 @@ def choose_strategy(requested: str, policy: TenantPolicy, tenant_ids: Sequence[s
     return requested
 
 
-def run(ctx: Context, params: CleanMessagesParams) -> RunSummary:
+def run(job: JobRun, params: CleanMessagesParams) -> None:
+    ctx = job.ctx
     schema = check_schema(ctx.engine, needs(params), job=JOB)
     # messages first: the progress line's running total counts the first table (the children follow).
     tables = [name for name in MESSAGE_CASCADE.summary_order() if schema.has(name)]
     if params.clean_conversations:
         tables += [name for name in CONVERSATION_CASCADE_TABLES if schema.has(name)]
-    with job_run(ctx, JOB, lock_key=LOCK_KEY, options=params.run, window=params.window, tables=tables) as job:
-        _preflight_warnings(ctx, job, schema)
-        # The whitelist is fetched only now, under the lock (Dify fetches it before locking).
-        policy = sandbox_expiry_policy(
-            ctx.settings, ctx.clock, ctx.redis, ctx.keys, graceful_period_days=params.graceful_period_days
-        )
-        strategy = choose_strategy(params.scan_strategy, policy, params.tenant_ids)
-        job.summary.details.update(
-            strategy=strategy,
-            policy=policy.description,
-            tenant_filter=list(params.tenant_ids) or None,
-            alembic_version=schema.alembic_version,
-        )
-        ctx.reporter.info(f"{JOB}: {params.window.describe()}; {policy.description}; strategy {strategy}")
-        manifest = OrphanManifest(params.orphan_manifest, job=JOB, dry_run=params.run.dry_run)
-        cleaner = _MessageCleaner(ctx, job, params, policy, manifest, skip=schema.missing_optional)
-        job.remaining = cleaner.scan.remaining
-        try:
-            if strategy == "global" and cleaner.server_side:
-                cleaner.walk_server()
-            elif strategy == "global":
-                cleaner.scan.walk_all(cleaner.delete_batch, keep=cleaner.eligible_ids if cleaner.filtered else None)
-            else:
-                # Plans are re-checked uncached right before deleting (an upgrade mid-run wins).
-                cleaner.scan.walk_lanes(
-                    cleaner.delete_batch,
-                    t.messages.c.app_id,
-                    cleaner.refill,
-                    lambda tenants: policy.eligible(tenants, fresh=True),
-                )
-        finally:
-            manifest.close()
-        job.summary.details.update(policy.stats())
-        if manifest.enabled:
-            job.summary.details["orphan_manifest"] = {
-                "path": str(params.orphan_manifest),
-                "files": manifest.count,
-            }
-        job.settle_remaining()
-        if job.summary.outcome in (Outcome.PARTIAL, Outcome.INTERRUPTED):
-            # Lanes not yet queued (apps of later pages) are not counted; nor, with billing on, is the
-            # global walk's count filtered by plan.
-            job.summary.rows_remaining_estimated = (
-                not cleaner.apps_exhausted if strategy == "eligible-apps" else policy.billing_enabled
+    job.use_tables(tables)
+    _preflight_warnings(ctx, job, schema)
+    # The whitelist is fetched only now, under the lock (Dify fetches it before locking).
+    policy = sandbox_expiry_policy(
+        ctx.settings, ctx.clock, ctx.redis, ctx.keys, graceful_period_days=params.graceful_period_days
+    )
+    strategy = choose_strategy(params.scan_strategy, policy, params.tenant_ids)
+    job.summary.details.update(
+        strategy=strategy,
+        policy=policy.description,
+        tenant_filter=list(params.tenant_ids) or None,
+        alembic_version=schema.alembic_version,
+    )
+    ctx.reporter.info(f"{JOB}: {params.window.describe()}; {policy.description}; strategy {strategy}")
+    manifest = OrphanManifest(params.orphan_manifest, job=JOB, dry_run=params.run.dry_run)
+    cleaner = _MessageCleaner(ctx, job, params, policy, manifest, skip=schema.missing_optional)
+    job.remaining = cleaner.scan.remaining
+    try:
+        if strategy == "global" and cleaner.server_side:
+            cleaner.walk_server()
+        elif strategy == "global":
+            cleaner.scan.walk_all(cleaner.delete_batch, keep=cleaner.eligible_ids if cleaner.filtered else None)
+        else:
+            # Plans are re-checked uncached right before deleting (an upgrade mid-run wins).
+            cleaner.scan.walk_lanes(
+                cleaner.delete_batch,
+                t.messages.c.app_id,
+                cleaner.refill,
+                lambda tenants: policy.eligible(tenants, fresh=True),
             )
-    return job.summary
+    finally:
+        manifest.close()
+    job.summary.details.update(policy.stats())
+    if manifest.enabled:
+        job.summary.details["orphan_manifest"] = {
+            "path": str(params.orphan_manifest),
+            "files": manifest.count,
+        }
+    job.settle_remaining()
+    if job.summary.outcome in (Outcome.PARTIAL, Outcome.INTERRUPTED):
+        # Lanes not yet queued (apps of later pages) are not counted; nor, with billing on, is the
+        # global walk's count filtered by plan.
+        job.summary.rows_remaining_estimated = (
+            not cleaner.apps_exhausted if strategy == "eligible-apps" else policy.billing_enabled
+        )
 
 
 def _preflight_warnings(ctx: Context, job: JobRun, schema: SchemaReport) -> None:

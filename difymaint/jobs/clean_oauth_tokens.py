@@ -20,25 +20,20 @@ import sqlalchemy as sa
 
 from difymaint.core.clock import naive_utc
 from difymaint.core.context import Context
-from difymaint.core.summary import RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
-from difymaint.engine.run import RunOptions, job_run
+from difymaint.engine.run import JobRun, RunOptions
 from difymaint.engine.schema import Need, check_schema
 from difymaint.engine.single_table import TableSweep, sweep
-from difymaint.jobs import JOBS
 from difymaint.jobs.confirm import database_description
 
-JOB = "clean-oauth-tokens"
-LOCK_KEY = JOBS[JOB].lock_key
-DEFAULT_BATCH_SIZE = 500  # Dify's DELETE_BATCH_SIZE
 TABLE = "oauth_access_tokens"
 
 
 @dataclass(frozen=True)
 class CleanOAuthTokensParams:
     retention_days: int = 30
-    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=DEFAULT_BATCH_SIZE))
+    run: RunOptions = field(default_factory=RunOptions)
 
 
 def cutoff(now: datetime, retention_days: int) -> datetime:
@@ -55,26 +50,25 @@ def expired(table: sa.Table, before: datetime) -> sa.ColumnElement[bool]:
     )
 
 
-def run(ctx: Context, params: CleanOAuthTokensParams) -> RunSummary:
+def run(job: JobRun, params: CleanOAuthTokensParams) -> None:
+    ctx = job.ctx
     schema = check_schema(
-        ctx.engine, [Need(TABLE, ("id", "created_at", "expires_at", "revoked_at"), optional=True)], job=JOB
+        ctx.engine, [Need(TABLE, ("id", "created_at", "expires_at", "revoked_at"), optional=True)], job=job.job
     )
     before = cutoff(ctx.clock.now(), params.retention_days)
-    window = TimeWindow(end_before=naive_utc(before), label=f"before-{params.retention_days}")
-    with job_run(ctx, JOB, lock_key=LOCK_KEY, options=params.run, window=window, tables=[TABLE]) as job:
-        job.summary.details.update(
-            cutoff=before.isoformat(),
-            retention_days=params.retention_days,
-            table_present=schema.has(TABLE),
-            alembic_version=schema.alembic_version,
-        )
-        if not schema.has(TABLE):
-            job.warn(*schema.warnings)  # "table oauth_access_tokens does not exist in this Dify version"
-            job.summary.rows_remaining = 0
-            return job.summary
-        ctx.reporter.info(f"{JOB}: tokens revoked, or expired and never revoked, before {before:%Y-%m-%d %H:%M:%S} UTC")
-        sweep(job, TableSweep(t.oauth_access_tokens, where=expired(t.oauth_access_tokens, before)))
-    return job.summary
+    job.summary.window = TimeWindow(end_before=naive_utc(before), label=f"before-{params.retention_days}").as_dict()
+    job.summary.details.update(
+        cutoff=before.isoformat(),
+        retention_days=params.retention_days,
+        table_present=schema.has(TABLE),
+        alembic_version=schema.alembic_version,
+    )
+    if not schema.has(TABLE):
+        job.warn(*schema.warnings)  # "table oauth_access_tokens does not exist in this Dify version"
+        job.summary.rows_remaining = 0
+        return
+    ctx.reporter.info(f"{job.job}: tokens revoked, or expired and never revoked, before {before:%Y-%m-%d %H:%M:%S} UTC")
+    sweep(job, TableSweep(t.oauth_access_tokens, where=expired(t.oauth_access_tokens, before)))
 
 
 Params = CleanOAuthTokensParams

@@ -37,18 +37,15 @@ from difymaint.core.context import Context
 from difymaint.core.database import as_str, count_or_unknown, ids_in
 from difymaint.core.errors import ConfigError, UsageError
 from difymaint.core.settings import Settings
-from difymaint.core.summary import RunSummary
 from difymaint.dify import tables as t
 from difymaint.dify.billing import SANDBOX, PlanLookup, plan_lookup
 from difymaint.dify.celery import DIFY_TASKS, INDEX_TASK, CeleryPublisher, publisher
 from difymaint.engine.keyset import Cursor, after
-from difymaint.engine.run import JobRun, RunOptions, job_run
+from difymaint.engine.run import JobRun, RunOptions
 from difymaint.engine.schema import Need, SchemaReport, check_schema
-from difymaint.jobs import JOBS
 from difymaint.jobs.confirm import database_description, plan_aware, tenant_scope
 
 JOB = "clean-unused-datasets"
-LOCK_KEY = JOBS[JOB].lock_key
 INDEX_REMOVAL = DIFY_TASKS[INDEX_TASK]  # deal_dataset_vector_index_task(dataset_id, "remove") on `dataset`
 INDEX_QUEUE = INDEX_REMOVAL.queue
 PASSES = ("both", "all", "sandbox")
@@ -122,62 +119,57 @@ def check_handover(params: CleanUnusedDatasetsParams, settings: Settings) -> Non
         )
 
 
-def run(ctx: Context, params: CleanUnusedDatasetsParams) -> RunSummary:
+def run(job: JobRun, params: CleanUnusedDatasetsParams) -> None:
+    ctx = job.ctx
     passes = plan_passes(params, ctx.clock.now())
-    check_handover(params, ctx.settings)
     dry_run = params.run.dry_run
     schema = check_schema(ctx.engine, needs(passes), job=JOB)
     tables = ["datasets", "documents"] + (["dataset_auto_disable_logs"] if any(p.write_logs for p in passes) else [])
-    with job_run(
-        ctx, JOB, lock_key=LOCK_KEY, options=params.run, window=None, tables=tables, verbs=("affected", "would affect")
-    ) as job:
-        _preflight_warnings(ctx, job, schema)
-        lookup = (
-            plan_lookup(ctx.settings, ctx.clock, ctx.redis, ctx.keys) if any(p.sandbox_only for p in passes) else None
+    job.use_tables(tables)
+    _preflight_warnings(ctx, job, schema)
+    lookup = plan_lookup(ctx.settings, ctx.clock, ctx.redis, ctx.keys) if any(p.sandbox_only for p in passes) else None
+    if lookup is not None and not lookup.billing_enabled:
+        sandbox = next(p for p in passes if p.sandbox_only)
+        warning = (
+            "BILLING_ENABLED is false: EVERY workspace counts as sandbox, so the sandbox pass disables the "
+            f"knowledge bases of ALL workspaces unused for {sandbox.days} days (PLAN_PRO_CLEAN_DAY_SETTING), "
+            "and writes no dataset_auto_disable_logs, so no owner is told (Dify's behaviour); "
+            "use --pass all to run only the logged pass"
         )
-        if lookup is not None and not lookup.billing_enabled:
-            sandbox = next(p for p in passes if p.sandbox_only)
-            warning = (
-                "BILLING_ENABLED is false: EVERY workspace counts as sandbox, so the sandbox pass disables the "
-                f"knowledge bases of ALL workspaces unused for {sandbox.days} days (PLAN_PRO_CLEAN_DAY_SETTING), "
-                "and writes no dataset_auto_disable_logs, so no owner is told (Dify's behaviour); "
-                "use --pass all to run only the logged pass"
+        job.warn(warning)
+    job.summary.details.update(
+        passes={p.name: {"days": p.days, "cutoff": p.cutoff.isoformat()} for p in passes},
+        plans=lookup.description if lookup else None,
+        tenant_filter=list(params.tenant_ids) or None,
+        index_removal=_handover_description(params, dry_run),
+        alembic_version=schema.alembic_version,
+    )
+    handover = _Handover(ctx, params, dry_run)
+    try:
+        scan = _Scan(ctx, job, params, lookup, handover, schema)
+        job.remaining = lambda: scan.remaining(passes)
+        for one_pass in passes:
+            if not job.keep_going():
+                break
+            ctx.reporter.info(
+                f"{JOB}: pass {one_pass.name}: datasets unused since {one_pass.cutoff:%Y-%m-%d %H:%M:%S} UTC"
+                + (" (sandbox workspaces)" if one_pass.sandbox_only else " (all workspaces)")
             )
-            job.warn(warning)
-        job.summary.details.update(
-            passes={p.name: {"days": p.days, "cutoff": p.cutoff.isoformat()} for p in passes},
-            plans=lookup.description if lookup else None,
-            tenant_filter=list(params.tenant_ids) or None,
-            index_removal=_handover_description(params, dry_run),
-            alembic_version=schema.alembic_version,
-        )
-        handover = _Handover(ctx, params, dry_run)
-        try:
-            scan = _Scan(ctx, job, params, lookup, handover, schema)
-            job.remaining = lambda: scan.remaining(passes)
-            for one_pass in passes:
-                if not job.keep_going():
-                    break
-                ctx.reporter.info(
-                    f"{JOB}: pass {one_pass.name}: datasets unused since {one_pass.cutoff:%Y-%m-%d %H:%M:%S} UTC"
-                    + (" (sandbox workspaces)" if one_pass.sandbox_only else " (all workspaces)")
-                )
-                scan.run_pass(one_pass)
-        finally:
-            handover.close()
-        job.summary.details["passes"] = {
-            name: {**job.summary.details["passes"][name], **counts} for name, counts in scan.per_pass.items()
-        }
-        job.summary.details["index_removals"] = handover.stats()
-        if lookup is not None:
-            job.summary.details.update(lookup.stats())
-            job.summary.details["sandbox_pass_skipped"] = dict(scan.skipped)
-        job.settle_remaining()
-        # A sandbox pass's count cannot apply the plan filter (that needs the billing API per workspace).
-        job.summary.rows_remaining_estimated = bool(job.summary.rows_remaining) and any(
-            p.sandbox_only for p in passes[scan.current :]
-        )
-    return job.summary
+            scan.run_pass(one_pass)
+    finally:
+        handover.close()
+    job.summary.details["passes"] = {
+        name: {**job.summary.details["passes"][name], **counts} for name, counts in scan.per_pass.items()
+    }
+    job.summary.details["index_removals"] = handover.stats()
+    if lookup is not None:
+        job.summary.details.update(lookup.stats())
+        job.summary.details["sandbox_pass_skipped"] = dict(scan.skipped)
+    job.settle_remaining()
+    # A sandbox pass's count cannot apply the plan filter (that needs the billing API per workspace).
+    job.summary.rows_remaining_estimated = bool(job.summary.rows_remaining) and any(
+        p.sandbox_only for p in passes[scan.current :]
+    )
 
 
 def _handover_description(params: CleanUnusedDatasetsParams, dry_run: bool) -> str:

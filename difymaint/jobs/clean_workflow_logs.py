@@ -24,20 +24,17 @@ import sqlalchemy as sa
 from difymaint.core.context import Context
 from difymaint.core.database import ids_in
 from difymaint.core.errors import DifymaintError
-from difymaint.core.summary import RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
 from difymaint.dify.cascades import RunCleanup, ended_runs
 from difymaint.engine.manifest import OrphanManifest
 from difymaint.engine.parent_scan import ParentScan
-from difymaint.engine.run import JobRun, RunOptions, job_run
+from difymaint.engine.run import JobRun, RunOptions
 from difymaint.engine.schema import check_schema
 from difymaint.engine.shard import sharded
-from difymaint.jobs import JOBS
 from difymaint.jobs.confirm import database_description
 
 JOB = "clean-workflow-logs"
-LOCK_KEY = JOBS[JOB].lock_key
 MAX_FAILURES = 3  # Dify's MAX_RETRIES
 
 
@@ -52,7 +49,8 @@ class CleanWorkflowLogsParams:
     backoff_s: float = 1.0  # first retry after this long, doubling per failure
 
 
-def run(ctx: Context, params: CleanWorkflowLogsParams) -> RunSummary:
+def run(job: JobRun, params: CleanWorkflowLogsParams) -> None:
+    ctx = job.ctx
     manifest_wanted = params.orphan_manifest is not None
     schema = check_schema(ctx.engine, RunCleanup.needs(with_messages=True, manifest=manifest_wanted), job=JOB)
     cleanup = RunCleanup(
@@ -61,27 +59,26 @@ def run(ctx: Context, params: CleanWorkflowLogsParams) -> RunSummary:
         collect_orphans=manifest_wanted,
     )
     tables = cleanup.summary_tables()
-    with job_run(ctx, JOB, lock_key=LOCK_KEY, options=params.run, window=params.window, tables=tables) as job:
-        cleanup.warn_preflight(job, schema)
-        job.summary.details.update(
-            workflow_filter=list(params.workflow_ids) or None,
-            app_filter=list(params.app_ids) or None,
-            alembic_version=schema.alembic_version,
-        )
-        scope = "all workflows" if not params.workflow_ids else f"{len(params.workflow_ids)} workflow(s)"
-        ctx.reporter.info(f"{JOB}: ended runs {params.window.describe()}, every tenant, {scope}")
-        manifest = OrphanManifest(params.orphan_manifest, job=JOB, dry_run=params.run.dry_run)
-        cleaner = _LogCleaner(ctx, job, params, manifest, cleanup)
-        job.remaining = cleaner.scan.remaining
-        try:
-            cleaner.scan.walk_all(cleaner.delete_batch)
-        finally:
-            manifest.close()
-            job.summary.details["failed_batch_attempts"] = cleaner.failed_attempts
-        if manifest.enabled:
-            job.summary.details["orphan_manifest"] = manifest.details()
-        job.settle_remaining()
-    return job.summary
+    job.use_tables(tables)
+    cleanup.warn_preflight(job, schema)
+    job.summary.details.update(
+        workflow_filter=list(params.workflow_ids) or None,
+        app_filter=list(params.app_ids) or None,
+        alembic_version=schema.alembic_version,
+    )
+    scope = "all workflows" if not params.workflow_ids else f"{len(params.workflow_ids)} workflow(s)"
+    ctx.reporter.info(f"{JOB}: ended runs {params.window.describe()}, every tenant, {scope}")
+    manifest = OrphanManifest(params.orphan_manifest, job=JOB, dry_run=params.run.dry_run)
+    cleaner = _LogCleaner(ctx, job, params, manifest, cleanup)
+    job.remaining = cleaner.scan.remaining
+    try:
+        cleaner.scan.walk_all(cleaner.delete_batch)
+    finally:
+        manifest.close()
+        job.summary.details["failed_batch_attempts"] = cleaner.failed_attempts
+    if manifest.enabled:
+        job.summary.details["orphan_manifest"] = manifest.details()
+    job.settle_remaining()
 
 
 class _LogCleaner:

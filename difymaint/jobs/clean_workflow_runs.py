@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from difymaint.core.context import Context
 from difymaint.core.database import as_str, is_postgres
-from difymaint.core.summary import Outcome, RunSummary
+from difymaint.core.summary import Outcome
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
 from difymaint.dify.billing import TenantPolicy, sandbox_expiry_policy
@@ -36,14 +36,12 @@ from difymaint.dify.cascades import RunCleanup, ended_runs
 from difymaint.engine.keyset import Lane, RoundRobin
 from difymaint.engine.manifest import OrphanManifest
 from difymaint.engine.parent_scan import ParentScan
-from difymaint.engine.run import JobRun, RunOptions, job_run
+from difymaint.engine.run import JobRun, RunOptions
 from difymaint.engine.schema import Need, check_schema
 from difymaint.engine.shard import sharded
-from difymaint.jobs import JOBS
 from difymaint.jobs.confirm import retention_question
 
 JOB = "clean-workflow-runs"
-LOCK_KEY = JOBS[JOB].lock_key
 
 
 @dataclass(frozen=True)
@@ -64,56 +62,54 @@ def needs(params: CleanWorkflowRunsParams) -> list[Need]:
     ]
 
 
-def run(ctx: Context, params: CleanWorkflowRunsParams) -> RunSummary:
+def run(job: JobRun, params: CleanWorkflowRunsParams) -> None:
+    ctx = job.ctx
     schema = check_schema(ctx.engine, needs(params), job=JOB)
     cleanup = RunCleanup(
         skip_tables=RunCleanup.skipped(schema),
         conversations_updated_before=params.window.end_before if params.with_messages else None,
         collect_orphans=params.orphan_manifest is not None,
     )
-    with job_run(
-        ctx, JOB, lock_key=LOCK_KEY, options=params.run, window=params.window, tables=cleanup.summary_tables()
-    ) as job:
-        cleanup.warn_preflight(job, schema)
-        # The whitelist is fetched only now, under the lock, and a failure stops the job (Dify: fail-open).
-        policy = sandbox_expiry_policy(
-            ctx.settings, ctx.clock, ctx.redis, ctx.keys, graceful_period_days=params.graceful_period_days
-        )
-        strategy = "tenants" if policy.billing_enabled or params.tenant_ids else "global"
-        job.summary.details.update(
-            strategy=strategy,
-            policy=policy.description,
-            tenant_filter=list(params.tenant_ids) or None,
-            with_messages=params.with_messages,
-            alembic_version=schema.alembic_version,
-        )
-        ctx.reporter.info(f"{JOB}: ended runs {params.window.describe()}; {policy.description}; strategy {strategy}")
-        manifest = OrphanManifest(params.orphan_manifest, job=JOB, dry_run=params.run.dry_run)
-        cleaner = _RunCleaner(ctx, job, params, policy, manifest, cleanup)
-        job.remaining = cleaner.scan.remaining
-        try:
-            if strategy == "global" and cleanup.server_side and is_postgres(ctx.engine):
-                cleaner.walk_server()
-            elif strategy == "global":
-                cleaner.scan.walk_all(cleaner.delete_batch)
-            else:
-                # Plans are re-checked uncached right before deleting (an upgrade mid-run wins).
-                cleaner.scan.walk_lanes(
-                    cleaner.delete_batch,
-                    t.workflow_runs.c.tenant_id,
-                    cleaner.refill,
-                    lambda tenants: policy.eligible(tenants, fresh=True),
-                )
-        finally:
-            manifest.close()
-        job.summary.details.update(policy.stats())
-        job.summary.details["runs_skipped_upgraded"] = cleaner.scan.skipped
-        if manifest.enabled:
-            job.summary.details["orphan_manifest"] = manifest.details()
-        job.settle_remaining()
-        if strategy == "tenants" and job.summary.outcome in (Outcome.PARTIAL, Outcome.INTERRUPTED):
-            job.summary.rows_remaining_estimated = not cleaner.tenants_exhausted  # later tenant pages not counted
-    return job.summary
+    job.use_tables(cleanup.summary_tables())
+    cleanup.warn_preflight(job, schema)
+    # The whitelist is fetched only now, under the lock, and a failure stops the job (Dify: fail-open).
+    policy = sandbox_expiry_policy(
+        ctx.settings, ctx.clock, ctx.redis, ctx.keys, graceful_period_days=params.graceful_period_days
+    )
+    strategy = "tenants" if policy.billing_enabled or params.tenant_ids else "global"
+    job.summary.details.update(
+        strategy=strategy,
+        policy=policy.description,
+        tenant_filter=list(params.tenant_ids) or None,
+        with_messages=params.with_messages,
+        alembic_version=schema.alembic_version,
+    )
+    ctx.reporter.info(f"{JOB}: ended runs {params.window.describe()}; {policy.description}; strategy {strategy}")
+    manifest = OrphanManifest(params.orphan_manifest, job=JOB, dry_run=params.run.dry_run)
+    cleaner = _RunCleaner(ctx, job, params, policy, manifest, cleanup)
+    job.remaining = cleaner.scan.remaining
+    try:
+        if strategy == "global" and cleanup.server_side and is_postgres(ctx.engine):
+            cleaner.walk_server()
+        elif strategy == "global":
+            cleaner.scan.walk_all(cleaner.delete_batch)
+        else:
+            # Plans are re-checked uncached right before deleting (an upgrade mid-run wins).
+            cleaner.scan.walk_lanes(
+                cleaner.delete_batch,
+                t.workflow_runs.c.tenant_id,
+                cleaner.refill,
+                lambda tenants: policy.eligible(tenants, fresh=True),
+            )
+    finally:
+        manifest.close()
+    job.summary.details.update(policy.stats())
+    job.summary.details["runs_skipped_upgraded"] = cleaner.scan.skipped
+    if manifest.enabled:
+        job.summary.details["orphan_manifest"] = manifest.details()
+    job.settle_remaining()
+    if strategy == "tenants" and job.summary.outcome in (Outcome.PARTIAL, Outcome.INTERRUPTED):
+        job.summary.rows_remaining_estimated = not cleaner.tenants_exhausted  # later tenant pages not counted
 
 
 class _RunCleaner:

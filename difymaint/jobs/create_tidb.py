@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from difymaint.core.context import Context
 from difymaint.core.errors import DifymaintError, LockHeld
 from difymaint.core.locking import PostgresAdvisoryLock
-from difymaint.core.summary import Outcome, RunSummary
+from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
 from difymaint.dify.tidb_cloud import (
     CREATING,
@@ -38,8 +38,8 @@ from difymaint.dify.tidb_cloud import (
     CreatedCluster,
     TidbCreateOutcomeUnknown,
 )
-from difymaint.engine.run import Batch, JobRun, RunOptions, job_run
-from difymaint.jobs import JOBS
+from difymaint.engine.run import Batch, JobRun, RunOptions
+from difymaint.jobs.registry import POOL_GUARD
 from difymaint.jobs.tidb_pool import (
     TABLE,
     LeakEntry,
@@ -51,7 +51,6 @@ from difymaint.jobs.tidb_pool import (
 )
 
 JOB = "create-tidb"
-LOCK_KEY = JOBS[JOB].lock_key
 log = logging.getLogger("difymaint.tidb")
 
 
@@ -74,16 +73,25 @@ def count_idle(ctx: Context) -> int:
         return int(conn.execute(query).scalar_one())
 
 
-def run(ctx: Context, params: CreateTidbParams) -> RunSummary:
-    if not ctx.settings.CREATE_TIDB_SERVICE_JOB_ENABLED:
-        return _disabled(ctx, params)
-    require_config(ctx)  # one line, exit 2, before touching the database
+def skip(ctx: Context, params: CreateTidbParams) -> str | None:
+    """Dify's runtime guard: the task returns at once unless CREATE_TIDB_SERVICE_JOB_ENABLED is true."""
+    if POOL_GUARD.on(ctx.settings):
+        return None
+    how = "set to false" if ctx.settings.explicitly_set("CREATE_TIDB_SERVICE_JOB_ENABLED") else "unset (Dify: false)"
+    reason = f"CREATE_TIDB_SERVICE_JOB_ENABLED is {how}"
+    ctx.reporter.info(f"{JOB}: {reason}: nothing created (Dify's runtime guard for the pool filler)")
+    return reason
+
+
+def check(ctx: Context, params: CreateTidbParams) -> None:
+    if POOL_GUARD.on(ctx.settings):  # with the guard off nothing needs TiDB Cloud
+        require_config(ctx)  # one line, exit 2, before touching the database
+
+
+def run(job: JobRun, params: CreateTidbParams) -> None:
+    ctx = job.ctx
     _, has_endpoint = check_bindings_table(ctx, JOB)
-    verbs = ("created", "would create")
-    with (
-        job_run(ctx, JOB, lock_key=LOCK_KEY, options=params.run, window=None, tables=[TABLE], verbs=verbs) as job,
-        _database_guard(ctx, params.run),
-    ):
+    with _database_guard(job):
         idle = count_idle(ctx)
         job.remaining = lambda: max(0, params.target - count_idle(ctx))  # also after a second signal
         details = job.summary.details
@@ -101,29 +109,17 @@ def run(ctx: Context, params: CreateTidbParams) -> RunSummary:
             idle = count_idle(ctx)
             details["idle_after"] = idle
         job.settle_remaining(lambda: max(0, params.target - idle))  # clusters still to create
-    return job.summary
-
-
-def _disabled(ctx: Context, params: CreateTidbParams) -> RunSummary:
-    """Dify's runtime guard: the task returns at once unless CREATE_TIDB_SERVICE_JOB_ENABLED is true."""
-    how = "set to false" if ctx.settings.explicitly_set("CREATE_TIDB_SERVICE_JOB_ENABLED") else "unset (Dify: false)"
-    reason = f"CREATE_TIDB_SERVICE_JOB_ENABLED is {how}"
-    ctx.reporter.info(f"{JOB}: {reason}: nothing created (Dify's runtime guard for the pool filler)")
-    summary = RunSummary(job=JOB, dry_run=params.run.dry_run, started_at=ctx.clock.now(), outcome=Outcome.DISABLED)
-    summary.verbs = ("created", "would create")
-    summary.stop_reason = "disabled"
-    summary.details["switch"] = reason
-    return summary
 
 
 @contextmanager
-def _database_guard(ctx: Context, options: RunOptions) -> Iterator[None]:
+def _database_guard(job: JobRun) -> Iterator[None]:
     """A PostgreSQL advisory lock beside a Redis job lock: a Redis lease can lapse under a stalled run, a
     session lock cannot (it ends only with its connection). Not needed when the job lock already is one."""
-    if not options.use_lock or ctx.redis is None or ctx.engine.dialect.name != "postgresql":
+    ctx = job.ctx
+    if not job.options.use_lock or ctx.redis is None or ctx.engine.dialect.name != "postgresql":
         yield
         return
-    guard = PostgresAdvisoryLock(ctx.engine, f"{LOCK_KEY}:database")
+    guard = PostgresAdvisoryLock(ctx.engine, f"{job.lock_key}:database")
     if not guard.acquire():
         raise LockHeld(f"{JOB}: another run holds {guard.description}; skipped")
     try:

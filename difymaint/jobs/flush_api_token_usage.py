@@ -24,22 +24,19 @@ from redis.exceptions import RedisError
 
 from difymaint.core.context import Context
 from difymaint.core.errors import ConfigError, DifymaintError, RedisUnavailable
-from difymaint.core.summary import RunSummary
-from difymaint.engine.run import JobRun, RunOptions, job_run
+from difymaint.core.redis_client import redis_configured
+from difymaint.engine.run import JobRun, RunOptions
 from difymaint.engine.schema import Need, check_schema
-from difymaint.jobs import JOBS
 
 JOB = "flush-api-token-usage"
-LOCK_KEY = JOBS[JOB].lock_key
 KEY_FAMILY = "api_token_active:"  # Dify's ACTIVE_TOKEN_KEY_PREFIX
 KEY_TTL_S = 3600  # what the API sets; used when a failed page is put back
-DEFAULT_BATCH_SIZE = 200  # Dify's SCAN COUNT
 TABLE = "api_tokens"
 
 
 @dataclass(frozen=True)
 class FlushApiTokenUsageParams:
-    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=DEFAULT_BATCH_SIZE))
+    run: RunOptions = field(default_factory=RunOptions)
 
 
 Params = FlushApiTokenUsageParams
@@ -174,36 +171,29 @@ def _glob_escape(text: str) -> str:
     return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)
 
 
-def run(ctx: Context, params: FlushApiTokenUsageParams) -> RunSummary:
-    client = ctx.redis
-    if client is None:
+def check(ctx: Context, params: FlushApiTokenUsageParams) -> None:
+    if not redis_configured(ctx.settings):
         raise ConfigError(
             f"{JOB} needs Dify's Redis (the usage keys live there)",
             hint="set REDIS_HOST (and REDIS_PORT, REDIS_PASSWORD, REDIS_DB) or DIFYMAINT_REDIS_URL",
         )
+
+
+def run(job: JobRun, params: FlushApiTokenUsageParams) -> None:
+    ctx = job.ctx
+    client = ctx.redis
+    assert client is not None  # check() refused a run without Redis
     check_schema(ctx.engine, [Need(TABLE, ("token", "type", "last_used_at"))], job=JOB)
     physical = ctx.keys.key(KEY_FAMILY)
-    keys = UsageKeys(client, physical[: -len(KEY_FAMILY)], params.run.batch_size)
-    with job_run(
-        ctx,
-        JOB,
-        lock_key=LOCK_KEY,
-        options=params.run,
-        window=None,
-        tables=[TABLE],
-        verbs=("updated", "would update"),
-    ) as job:
-        counts = {"keys_scanned": 0, "usages": 0, "malformed_dropped": 0, "rows_updated": 0, "not_newer_or_unknown": 0}
-        job.summary.details.update(match=keys.match, counts=counts)
-        ctx.reporter.info(f"{JOB}: scanning {keys.match}")
-        try:
-            _flush(job, keys, counts)
-        except RedisError as exc:
-            raise RedisUnavailable(
-                f"{JOB}: Redis failed mid-run: {exc}", hint="rerun; taken keys were put back"
-            ) from None
-        job.settle_remaining()
-    return job.summary
+    keys = UsageKeys(client, physical[: -len(KEY_FAMILY)], job.options.batch_size or 0)
+    counts = {"keys_scanned": 0, "usages": 0, "malformed_dropped": 0, "rows_updated": 0, "not_newer_or_unknown": 0}
+    job.summary.details.update(match=keys.match, counts=counts)
+    ctx.reporter.info(f"{JOB}: scanning {keys.match}")
+    try:
+        _flush(job, keys, counts)
+    except RedisError as exc:
+        raise RedisUnavailable(f"{JOB}: Redis failed mid-run: {exc}", hint="rerun; taken keys were put back") from None
+    job.settle_remaining()
 
 
 def _flush(job: JobRun, keys: UsageKeys, counts: dict[str, int]) -> None:

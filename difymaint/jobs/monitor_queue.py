@@ -20,21 +20,21 @@ address in ``QUEUE_MONITOR_ALERT_EMAILS`` each interval while the length is at o
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
 from difymaint.core.context import Context
-from difymaint.core.errors import ConfigError, LockHeld, UsageError
-from difymaint.core.locking import RedisJobLock
+from difymaint.core.errors import ConfigError, UsageError
+from difymaint.core.locking import JobLock, RedisJobLock
+from difymaint.core.settings import Settings
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.dify.celery import DIFY_WORKER_QUEUES, UNACKED_KEY, broker_redis, mask_url, queue_keys
 from difymaint.dify.mail import Mail, MailError, MailSender, PreviewSender, mail_sender, render
-from difymaint.engine.run import RunOptions
-from difymaint.jobs import JOBS
+from difymaint.engine.run import JobRun, RunOptions
 
 JOB = "monitor-queue"
-LOCK_KEY = JOBS[JOB].lock_key
 COOLDOWN_KEY = "maintenance:queue_monitor:alerted:{queue}"
 HTML_TEMPLATE = "queue_monitor_alert.html"
 TEXT_TEMPLATE = "queue_monitor_alert.txt"
@@ -123,7 +123,39 @@ def measure(client: Any, prefix: str, queues: tuple[str, ...], now: datetime) ->
     return result
 
 
-def run(ctx: Context, params: MonitorQueueParams) -> RunSummary:
+class _BrokerLock:
+    """The job lock on the broker the monitor measures: it needs neither Dify's Redis nor its database."""
+
+    def __init__(self, settings: Settings, key: str) -> None:
+        self._connection = ExitStack()
+        client, prefix = self._connection.enter_context(broker_redis(settings))
+        self._lock = RedisJobLock(client, prefix + key, settings.DIFYMAINT_LOCK_TTL)
+        self.description, self.label = self._lock.description, self._lock.label
+        self.renew_every_s: float | None = self._lock.renew_every_s
+        self.holder = self._lock.holder
+
+    def acquire(self) -> bool:
+        acquired = self._lock.acquire()
+        if not acquired:
+            self._connection.close()
+        return acquired
+
+    def renew(self) -> None:
+        self._lock.renew()
+
+    def release(self) -> None:
+        try:
+            self._lock.release()
+        finally:
+            self._connection.close()
+
+
+def lock(ctx: Context, lock_key: str, params: MonitorQueueParams) -> JobLock:
+    return _BrokerLock(ctx.settings, lock_key)
+
+
+def run(job: JobRun, params: MonitorQueueParams) -> None:
+    ctx, summary = job.ctx, job.summary
     dry_run = params.run.dry_run
     queues = DIFY_WORKER_QUEUES if params.all_queues else (params.queues or (DEFAULT_QUEUE,))
     addresses = recipients(params.alert_emails)
@@ -139,45 +171,32 @@ def run(ctx: Context, params: MonitorQueueParams) -> RunSummary:
         if dry_run:
             sender = PreviewSender(params.preview or ctx.output)
     started = ctx.clock.now()
-    clock_start = ctx.clock.monotonic()
-    summary = RunSummary(job=JOB, dry_run=dry_run, started_at=started, verbs=("waiting", "waiting"))
     with broker_redis(ctx.settings) as (client, prefix):
-        lock = RedisJobLock(client, prefix + LOCK_KEY, ctx.settings.DIFYMAINT_LOCK_TTL) if params.run.use_lock else None
-        if lock is not None and not lock.acquire():
-            raise LockHeld(
-                f"{JOB}: another run holds the lock ({lock.description}); skipped",
-                hint="this is normal when runs overlap; see DIFYMAINT_ON_LOCKED to change the exit code",
-            )
-        try:
-            stats = measure(client, prefix, queues, started)
-            unacked = int(client.hlen(prefix + UNACKED_KEY))
-            threshold = params.threshold
-            if threshold is None:
-                summary.warnings.append("no threshold (QUEUE_MONITOR_THRESHOLD is null): measured only")
-            over = [queue for queue in queues if threshold is not None and stats[queue]["length"] >= threshold]
-            summary.tables = {queue: stats[queue]["length"] for queue in queues}
-            summary.details.update(
-                broker=mask_url(ctx.settings.CELERY_BROKER_URL or ""),
-                key_prefix=prefix,
-                threshold=params.threshold,
-                queues=stats,
-                unacked=unacked,
-                over_threshold=over,
-            )
-            if over:
-                summary.outcome = Outcome.THRESHOLD_EXCEEDED
-                listed = ", ".join(f"{queue} {stats[queue]['length']}" for queue in over)
-                # The one line on stderr: cron mail and `kubectl logs` show it without --json.
-                ctx.reporter.warning(f"{JOB}: waiting messages at or above {threshold}: {listed}")
-                alerts = _Alerts(ctx, client, prefix, params, summary, sender, addresses, mail_problem)
-                for queue in over:
-                    alerts.alert(queue, stats[queue], unacked, started)
-                summary.details["alerts"] = alerts.report
-        finally:
-            if lock is not None:
-                lock.release()
-    summary.duration_s = ctx.clock.monotonic() - clock_start
-    return summary
+        stats = measure(client, prefix, queues, started)
+        unacked = int(client.hlen(prefix + UNACKED_KEY))
+        threshold = params.threshold
+        if threshold is None:
+            summary.warnings.append("no threshold (QUEUE_MONITOR_THRESHOLD is null): measured only")
+        over = [queue for queue in queues if threshold is not None and stats[queue]["length"] >= threshold]
+        job.use_tables(list(queues))
+        summary.tables = {queue: stats[queue]["length"] for queue in queues}
+        summary.details.update(
+            broker=mask_url(ctx.settings.CELERY_BROKER_URL or ""),
+            key_prefix=prefix,
+            threshold=params.threshold,
+            queues=stats,
+            unacked=unacked,
+            over_threshold=over,
+        )
+        if over:
+            summary.outcome = Outcome.THRESHOLD_EXCEEDED
+            listed = ", ".join(f"{queue} {stats[queue]['length']}" for queue in over)
+            # The one line on stderr: cron mail and `kubectl logs` show it without --json.
+            ctx.reporter.warning(f"{JOB}: waiting messages at or above {threshold}: {listed}")
+            alerts = _Alerts(ctx, client, prefix, params, summary, sender, addresses, mail_problem)
+            for queue in over:
+                alerts.alert(queue, stats[queue], unacked, started)
+            summary.details["alerts"] = alerts.report
 
 
 class _Alerts:

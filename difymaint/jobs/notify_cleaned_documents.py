@@ -30,18 +30,15 @@ from difymaint.core.clock import naive_utc
 from difymaint.core.context import Context
 from difymaint.core.database import as_str, count_or_unknown, ids_in
 from difymaint.core.errors import ConfigError
-from difymaint.core.summary import RunSummary
 from difymaint.dify import tables as t
 from difymaint.dify.billing import SANDBOX, PlanLookup, plan_lookup
 from difymaint.dify.mail import Mail, MailError, MailSender, PreviewSender, mail_sender, render
 from difymaint.engine.keyset import Cursor, after
-from difymaint.engine.run import JobRun, RunOptions, job_run
+from difymaint.engine.run import JobRun, RunOptions
 from difymaint.engine.schema import Need, check_schema
-from difymaint.jobs import JOBS
 from difymaint.jobs.confirm import database_description
 
 JOB = "notify-cleaned-documents"
-LOCK_KEY = JOBS[JOB].lock_key
 SUBJECT = "Dify Knowledge base auto disable notification"
 HTML_TEMPLATE = "clean_document_notify.html"
 TEXT_TEMPLATE = "clean_document_notify.txt"
@@ -77,7 +74,14 @@ def mail_not_configured() -> ConfigError:
     )
 
 
-def run(ctx: Context, params: NotifyParams) -> RunSummary:
+def check(ctx: Context, params: NotifyParams) -> None:
+    """A real run needs working mail settings: refused (exit 2) before any connection."""
+    if not params.run.dry_run and (params.sender or mail_sender(ctx.settings)) is None:
+        raise mail_not_configured()
+
+
+def run(job: JobRun, params: NotifyParams) -> None:
+    ctx = job.ctx
     dry_run = params.run.dry_run
     mail_problem: str | None = None
     try:
@@ -97,46 +101,43 @@ def run(ctx: Context, params: NotifyParams) -> RunSummary:
         sender = configured
     schema = check_schema(ctx.engine, needs(params), job=JOB)
     tables = [MARKED] + ([PURGED] if params.purge_notified_older_than is not None else [])
-    with job_run(
-        ctx, JOB, lock_key=LOCK_KEY, options=params.run, window=None, tables=tables, verbs=("affected", "would affect")
-    ) as job:
-        if mail_problem is not None:
-            job.warn(mail_problem)
-        elif configured is None:
-            job.warn("MAIL_TYPE is not set: a real run would exit without sending or marking anything")
-        lookup = plan_lookup(ctx.settings, ctx.clock, ctx.redis, ctx.keys)
-        if not lookup.billing_enabled:
-            warning = (
-                "BILLING_ENABLED is false: every workspace's plan is sandbox, so NO mail is sent; the logs are "
-                "only marked notified (Dify's behaviour). Set DIFYMAINT_PLAN_FILE to mail chosen workspaces"
-            )
-            job.warn(warning)
-        job.summary.details.update(
-            mail=configured.name if configured is not None else None,
-            plans=lookup.description,
-            tenant_filter=list(params.tenant_ids) or None,
-            alembic_version=schema.alembic_version,
+    job.use_tables(tables)
+    if mail_problem is not None:
+        job.warn(mail_problem)
+    elif configured is None:
+        job.warn("MAIL_TYPE is not set: a real run would exit without sending or marking anything")
+    lookup = plan_lookup(ctx.settings, ctx.clock, ctx.redis, ctx.keys)
+    if not lookup.billing_enabled:
+        warning = (
+            "BILLING_ENABLED is false: every workspace's plan is sandbox, so NO mail is sent; the logs are "
+            "only marked notified (Dify's behaviour). Set DIFYMAINT_PLAN_FILE to mail chosen workspaces"
         )
-        notifier = _Notifier(ctx, job, params, lookup, sender)
-        job.remaining = notifier.remaining
-        if params.purge_notified_older_than is not None:
-            # First, so that a dry run and a real run see the same notified rows.
-            notifier.purge(params.purge_notified_older_than)
-        notifier.notify()
-        job.summary.details.update(
-            workspaces=dict(notifier.decisions),
-            mails_sent=notifier.mails if not dry_run else 0,
-            mails_rendered=notifier.mails if dry_run else 0,
-            **lookup.stats(),
+        job.warn(warning)
+    job.summary.details.update(
+        mail=configured.name if configured is not None else None,
+        plans=lookup.description,
+        tenant_filter=list(params.tenant_ids) or None,
+        alembic_version=schema.alembic_version,
+    )
+    notifier = _Notifier(ctx, job, params, lookup, sender)
+    job.remaining = notifier.remaining
+    if params.purge_notified_older_than is not None:
+        # First, so that a dry run and a real run see the same notified rows.
+        notifier.purge(params.purge_notified_older_than)
+    notifier.notify()
+    job.summary.details.update(
+        workspaces=dict(notifier.decisions),
+        mails_sent=notifier.mails if not dry_run else 0,
+        mails_rendered=notifier.mails if dry_run else 0,
+        **lookup.stats(),
+    )
+    job.settle_remaining()
+    if notifier.failures:
+        raise MailError(
+            f"{notifier.failures} workspace(s) could not be mailed ({notifier.last_failure}); their logs stay "
+            "unmarked and are retried by the next run",
+            hint="check MAIL_TYPE and the SMTP_* / RESEND_* settings",
         )
-        job.settle_remaining()
-        if notifier.failures:
-            raise MailError(
-                f"{notifier.failures} workspace(s) could not be mailed ({notifier.last_failure}); their logs stay "
-                "unmarked and are retried by the next run",
-                hint="check MAIL_TYPE and the SMTP_* / RESEND_* settings",
-            )
-    return job.summary
 
 
 @dataclass

@@ -23,25 +23,20 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from difymaint.core.clock import naive_utc
-from difymaint.core.context import Context
-from difymaint.core.summary import RunSummary
 from difymaint.dify import tables as t
 
 # core.celery imports Celery only inside the functions that publish: an empty tick never loads it.
 from difymaint.dify.celery import DIFY_TASKS, BrokerUnavailable, CeleryPublisher, publisher
 from difymaint.engine.keyset import Cursor, after
-from difymaint.engine.run import JobRun, RunOptions, job_run
-from difymaint.jobs import JOBS
+from difymaint.engine.run import JobRun, RunOptions
 
 JOB = "poll-workflow-schedules"
-LOCK_KEY = JOBS[JOB].lock_key
 # run_schedule_trigger(schedule_id) on queue schedule_executor (the shared table checks the call's shape).
 RUN_SCHEDULE_TRIGGER = DIFY_TASKS["tasks.workflow_schedule_tasks.run_schedule_trigger"]
 TASK = RUN_SCHEDULE_TRIGGER.name
 QUEUE = RUN_SCHEDULE_TRIGGER.queue
 TRIGGER_TYPE = "trigger-schedule"  # AppTriggerType.TRIGGER_SCHEDULE
 ENABLED = "enabled"  # AppTriggerStatus.ENABLED
-DEFAULT_BATCH_SIZE = 100  # WORKFLOW_SCHEDULE_POLLER_BATCH_SIZE
 # How far a plan that cannot be evaluated is pushed: out of every tick's way, yet retried (and logged) hourly
 # so a fixed expression or a newer tzdata picks it up again without anyone touching the row.
 POISON_RETRY = timedelta(hours=1)
@@ -54,7 +49,7 @@ triggers = t.app_triggers
 @dataclass(frozen=True)
 class PollWorkflowSchedulesParams:
     max_dispatch: int = 0  # WORKFLOW_SCHEDULE_MAX_DISPATCH_PER_TICK; 0 = unlimited
-    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=DEFAULT_BATCH_SIZE))
+    run: RunOptions = field(default_factory=RunOptions)
 
 
 Params = PollWorkflowSchedulesParams
@@ -276,33 +271,24 @@ class _Poller:
             self.publisher = None
 
 
-def run(ctx: Context, params: PollWorkflowSchedulesParams) -> RunSummary:
+def run(job: JobRun, params: PollWorkflowSchedulesParams) -> None:
+    ctx = job.ctx
     now = naive_utc(ctx.clock.now())
-    with job_run(
-        ctx,
-        JOB,
-        lock_key=LOCK_KEY,
-        options=params.run,
-        window=None,
-        tables=[plans.name],
-        verbs=("published", "would publish"),
-    ) as job:
-        poller = _Poller(job, params, now)
-        job.remaining = poller.remaining
-        try:
-            poller.preview() if params.run.dry_run else poller.tick()
-        finally:
-            poller.close()
-            job.summary.details.update(
-                now=now.isoformat(),
-                task=TASK,
-                queue=QUEUE,
-                published=poller.dispatched,
-                poisoned=poller.poisoned,
-                plans=poller.listed,
-                max_dispatch_per_tick=params.max_dispatch,
-            )
-        job.settle_remaining()
-        if poller.tripped:  # a tripped breaker ends the run done, but with plans still due
-            job.summary.rows_remaining = poller.remaining()
-    return job.summary
+    poller = _Poller(job, params, now)
+    job.remaining = poller.remaining
+    try:
+        poller.preview() if params.run.dry_run else poller.tick()
+    finally:
+        poller.close()
+        job.summary.details.update(
+            now=now.isoformat(),
+            task=TASK,
+            queue=QUEUE,
+            published=poller.dispatched,
+            poisoned=poller.poisoned,
+            plans=poller.listed,
+            max_dispatch_per_tick=params.max_dispatch,
+        )
+    job.settle_remaining()
+    if poller.tripped:  # a tripped breaker ends the run done, but with plans still due
+        job.summary.rows_remaining = poller.remaining()

@@ -21,24 +21,19 @@ from typing import Any
 import sqlalchemy as sa
 from redis.exceptions import RedisError
 
-from difymaint.core.context import Context
 from difymaint.core.errors import ConfigError, RedisUnavailable
-from difymaint.core.summary import RunSummary
 from difymaint.dify import tables as t
 
 # core.celery imports Celery only inside the functions that publish: an empty tick never loads it.
 from difymaint.dify.celery import DIFY_TASKS, BrokerUnavailable, CeleryPublisher, publisher
 from difymaint.engine.keyset import Cursor, after
-from difymaint.engine.run import JobRun, RunOptions, job_run
-from difymaint.jobs import JOBS
+from difymaint.engine.run import JobRun, RunOptions
 
 JOB = "refresh-trigger-providers"
-LOCK_KEY = JOBS[JOB].lock_key
 # trigger_subscription_refresh(tenant_id=, subscription_id=) on queue trigger_refresh_executor.
 REFRESH = DIFY_TASKS["tasks.trigger_subscription_refresh_tasks.trigger_subscription_refresh"]
 TASK = REFRESH.name
 QUEUE = REFRESH.queue
-DEFAULT_BATCH_SIZE = 200  # TRIGGER_PROVIDER_REFRESH_BATCH_SIZE
 MIN_KEY_TTL = 300  # Dify: max(300, TRIGGER_PROVIDER_SUBSCRIPTION_THRESHOLD_SECONDS)
 
 subs = t.trigger_subscriptions
@@ -48,7 +43,7 @@ subs = t.trigger_subscriptions
 class RefreshTriggerProvidersParams:
     credential_threshold_s: int = 3600  # TRIGGER_PROVIDER_CREDENTIAL_THRESHOLD_SECONDS
     subscription_threshold_s: int = 3600  # TRIGGER_PROVIDER_SUBSCRIPTION_THRESHOLD_SECONDS
-    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=DEFAULT_BATCH_SIZE))
+    run: RunOptions = field(default_factory=RunOptions)
 
 
 Params = RefreshTriggerProvidersParams
@@ -178,32 +173,23 @@ class _Refresher:
             self.publisher = None
 
 
-def run(ctx: Context, params: RefreshTriggerProvidersParams) -> RunSummary:
+def run(job: JobRun, params: RefreshTriggerProvidersParams) -> None:
+    ctx = job.ctx
     now = ctx.clock.now()
-    with job_run(
-        ctx,
-        JOB,
-        lock_key=LOCK_KEY,
-        options=params.run,
-        window=None,
-        tables=[subs.name],
-        verbs=("published", "would publish"),
-    ) as job:
-        refresher = _Refresher(job, params, now)
-        job.remaining = refresher.remaining
-        try:
-            refresher.walk()
-        finally:
-            refresher.close()
-            job.summary.details.update(
-                now_ts=refresher.now_ts,
-                task=TASK,
-                queue=QUEUE,
-                due=refresher.due,
-                throttled=refresher.throttled,
-                key_ttl_s=refresher.ttl,
-                credential_threshold_s=params.credential_threshold_s,
-                subscription_threshold_s=params.subscription_threshold_s,
-            )
-        job.settle_remaining()
-    return job.summary
+    refresher = _Refresher(job, params, now)
+    job.remaining = refresher.remaining
+    try:
+        refresher.walk()
+    finally:
+        refresher.close()
+        job.summary.details.update(
+            now_ts=refresher.now_ts,
+            task=TASK,
+            queue=QUEUE,
+            due=refresher.due,
+            throttled=refresher.throttled,
+            key_ttl_s=refresher.ttl,
+            credential_threshold_s=params.credential_threshold_s,
+            subscription_threshold_s=params.subscription_threshold_s,
+        )
+    job.settle_remaining()

@@ -2,7 +2,7 @@
 
 Two steps, because settings are loaded in between:
 
-1. :func:`setting_overrides`: the flags that stand for a Dify setting (``--days`` →
+1. :meth:`JobInfo.setting_overrides`: the flags that stand for a Dify setting (``--days`` →
    ``SANDBOX_EXPIRED_RECORDS_RETENTION_DAYS``, ``--batch-size`` → ``…_BATCH_SIZE``, …) become settings
    overrides, so flag > environment > env file > default holds for all of them alike.
 2. :func:`build_params`: the window, id filters, batch size and pacing, and the remaining options become the
@@ -11,7 +11,7 @@ Two steps, because settings are loaded in between:
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import MISSING, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -28,23 +28,6 @@ from difymaint.jobs.spec import Opt
 Values = dict[str, Any]
 
 
-def setting_overrides(info: JobInfo, values: Values) -> dict[str, object]:
-    """Settings the given flags override (None = the flag was not given)."""
-    overrides: dict[str, object] = {opt.setting: values.get(opt.name) for opt in info.options if opt.setting}
-    if info.window is not None:
-        overrides[info.window.setting] = values.get("days")
-    if info.batch is not None:
-        if info.batch.setting:
-            overrides[info.batch.setting] = values.get("batch_size")
-        if info.batch.sleep_setting:
-            overrides[info.batch.sleep_setting] = values.get("sleep_ms")
-        if info.batch.workers:
-            overrides["DIFYMAINT_WORKERS"] = values.get("workers")
-        if info.batch.shard:
-            overrides["DIFYMAINT_SHARD"] = values.get("shard")
-    return overrides
-
-
 def build_params(info: JobInfo, values: Values, ctx: Context, run: RunOptions) -> Any:
     """The job's params from the flag values (settings already overlaid) and the shared run options."""
     module = info.load()
@@ -54,11 +37,36 @@ def build_params(info: JobInfo, values: Values, ctx: Context, run: RunOptions) -
         params = hook(ctx, resolved)
     else:
         names = {field.name for field in fields(module.Params)}
+        # An option that only overrides a setting reaches the job through the settings; any other option
+        # without a field would be dropped silently (declaration_errors keeps that from shipping).
         params = module.Params(**{name: value for name, value in resolved.items() if name in names})
     check = getattr(module, "check", None)
     if check is not None:
         check(ctx, params)  # job-specific usage errors, before any question or connection
     return params
+
+
+def declaration_errors(info: JobInfo) -> list[str]:
+    """What in the job's declaration has no place in its ``Params`` (an option that would be dropped, or a
+    field nothing fills): empty for a sound job. The registry test asserts it for every job."""
+    module = info.load()
+    if getattr(module, "params_hook", None) is not None:
+        return []  # the module maps the values itself
+    declared = {opt.name for opt in info.options} | {name for name, _ in info.from_settings} | {"run"}
+    if info.window is not None:
+        declared.add("window")
+    via_settings = {opt.name for opt in info.options if opt.setting}
+    params = {field.name: field for field in fields(module.Params)}
+    errors = [
+        f"{info.name}: {name} is neither a field of {module.Params.__name__} nor a setting the job reads"
+        for name in sorted(declared - set(params) - via_settings)
+    ]
+    errors += [
+        f"{info.name}: {module.Params.__name__}.{name} has no default and no declaration fills it"
+        for name, field in params.items()
+        if name not in declared and field.default is MISSING and field.default_factory is MISSING
+    ]
+    return errors
 
 
 def resolve_values(info: JobInfo, values: Values, ctx: Context, run: RunOptions) -> Values:

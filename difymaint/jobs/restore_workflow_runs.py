@@ -27,7 +27,6 @@ from sqlalchemy.engine import Connection
 from difymaint.core.context import Context
 from difymaint.core.database import as_str, ids_in
 from difymaint.core.errors import DifymaintError, UsageError
-from difymaint.core.summary import RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
 from difymaint.dify.archive import (
@@ -41,14 +40,12 @@ from difymaint.dify.archive import (
 )
 from difymaint.dify.object_store import ArchiveStorageError, ObjectStore, archive_store
 from difymaint.engine.keyset import Cursor, after, in_window
-from difymaint.engine.run import JobRun, RunOptions, job_run
+from difymaint.engine.run import JobRun, RunOptions
 from difymaint.engine.schema import Need, check_schema
-from difymaint.jobs import JOBS
 from difymaint.jobs.confirm import database_description
 from difymaint.jobs.resolve import window_from
 
 JOB = "restore-workflow-runs"
-LOCK_KEY = JOBS[JOB].lock_key
 ID_CHUNK = 1000
 
 
@@ -99,62 +96,58 @@ def needs() -> list[Need]:
     ]
 
 
-def run(ctx: Context, params: RestoreWorkflowRunsParams) -> RunSummary:
+def check(ctx: Context, params: RestoreWorkflowRunsParams) -> None:
     if bool(params.run_ids) == (params.window is not None):
         raise UsageError(
             "give either --run-id or a window (--start-from/--end-before)",
             hint="e.g. --run-id <id>, or --start-from 2026-01-01 --end-before 2026-02-01",
         )
+
+
+def run(job: JobRun, params: RestoreWorkflowRunsParams) -> None:
+    ctx = job.ctx
     schema = check_schema(ctx.engine, needs(), job=JOB)
     present = [name for name in ARCHIVED_TABLES if schema.has(name)]
+    job.use_tables(present)
     store = archive_store(ctx.settings, params.archive_dir, now=ctx.clock.now, writing=False)
     try:
         store.check()
-        return _restore_all(ctx, params, present, store)
+        _restore_all(job, params, present, store)
     finally:
         store.close()
 
 
-def _restore_all(ctx: Context, params: RestoreWorkflowRunsParams, present: list[str], store: ObjectStore) -> RunSummary:
-    with job_run(
-        ctx,
-        JOB,
-        lock_key=LOCK_KEY,
-        options=params.run,
-        window=params.window,
-        tables=present,
-        verbs=("restored", "would restore"),
-    ) as job:
-        restorer = _Restorer(ctx, job, params, store, reflect_tables(ctx.engine, present))
-        ctx.reporter.info(f"{JOB}: from {store.description}")
-        if params.run_ids:
-            restorer.restore_ids()
-        else:
-            restorer.restore_window()
-        if restorer.dropped:
-            warning = "archived columns missing from this database were dropped: " + ", ".join(
-                f"{table}.{column}" for table, columns in sorted(restorer.dropped.items()) for column in sorted(columns)
-            )
-            job.warn(warning)
-        job.summary.details.update(
-            source=store.description,
-            runs_restored=restorer.restored,
-            runs_failed=len(restorer.failures),
-            failures=restorer.failures,
-            archive_logs_removed=restorer.logs_removed,
-            keep_archive_logs=params.keep_archive_logs,
-            tenant_filter=list(params.tenant_ids) or None,
-            limit=None if params.run_ids else params.limit,
+def _restore_all(job: JobRun, params: RestoreWorkflowRunsParams, present: list[str], store: ObjectStore) -> None:
+    ctx = job.ctx
+    restorer = _Restorer(ctx, job, params, store, reflect_tables(ctx.engine, present))
+    ctx.reporter.info(f"{JOB}: from {store.description}")
+    if params.run_ids:
+        restorer.restore_ids()
+    else:
+        restorer.restore_window()
+    if restorer.dropped:
+        warning = "archived columns missing from this database were dropped: " + ", ".join(
+            f"{table}.{column}" for table, columns in sorted(restorer.dropped.items()) for column in sorted(columns)
         )
-        job.settle_remaining()
-        if restorer.failures:
-            first = restorer.failures[0]
-            raise RestoreFailed(
-                f"{len(restorer.failures)} of {restorer.attempted} archived run(s) could not be restored; nothing was "
-                f"inserted for them (first: run {first['run_id']}: {first['error']})",
-                hint="the JSON summary (--json) lists every failure under details.failures",
-            )
-    return job.summary
+        job.warn(warning)
+    job.summary.details.update(
+        source=store.description,
+        runs_restored=restorer.restored,
+        runs_failed=len(restorer.failures),
+        failures=restorer.failures,
+        archive_logs_removed=restorer.logs_removed,
+        keep_archive_logs=params.keep_archive_logs,
+        tenant_filter=list(params.tenant_ids) or None,
+        limit=None if params.run_ids else params.limit,
+    )
+    job.settle_remaining()
+    if restorer.failures:
+        first = restorer.failures[0]
+        raise RestoreFailed(
+            f"{len(restorer.failures)} of {restorer.attempted} archived run(s) could not be restored; nothing was "
+            f"inserted for them (first: run {first['run_id']}: {first['error']})",
+            hint="the JSON summary (--json) lists every failure under details.failures",
+        )
 
 
 class _Restorer:

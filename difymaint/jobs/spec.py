@@ -1,7 +1,7 @@
 """How a job declares its parameters: once, as data, without typer (the CLI builds its options from this).
 
 A job's registry entry (:mod:`difymaint.jobs`) lists its own options (:class:`Opt`), its time window
-(:class:`Window`) and its batch sizing (:class:`Batch`). :mod:`difymaint.jobs.resolve` turns the values an
+(:class:`Window`) and its batch sizing (:class:`Batching`). :mod:`difymaint.jobs.resolve` turns the values an
 operator gave into the job's params in one place for every job: flags overlaid on Dify's settings, windows,
 id filters, batch size and pacing. The CLI (:mod:`difymaint.cli.build`) turns the same declarations into
 ``--flags`` with their help, and the catalogue can list them.
@@ -70,8 +70,8 @@ class Window:
 
 
 @dataclass(frozen=True)
-class Batch:
-    """Batch sizing and pacing: the size comes from ``setting`` (or ``default``); ``sleep_setting`` is the
+class Batching:
+    """Batching sizing and pacing: the size comes from ``setting`` (or ``default``); ``sleep_setting`` is the
     random pause after each deleting batch (Dify's ``…_BATCH_MAX_INTERVAL``), 0 when the job has none."""
 
     default: int = 1000
@@ -166,7 +166,7 @@ SHARD = Opt(
 )
 
 
-def batch_options(batch: Batch) -> tuple[Opt, ...]:
+def batch_options(batch: Batching) -> tuple[Opt, ...]:
     size = Opt("batch_size", ("--batch-size",), batch.help, type=int, metavar="N", min=1, max=batch.max, panel=RUN)
     workers = ((WORKERS,) if batch.workers else ()) + ((SHARD,) if batch.shard else ())
     if not batch.sleep_option:

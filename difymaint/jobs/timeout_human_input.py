@@ -31,20 +31,16 @@ import sqlalchemy as sa
 from difymaint.core.clock import naive_utc
 from difymaint.core.context import Context
 from difymaint.core.errors import DifymaintError
-from difymaint.core.summary import RunSummary
 from difymaint.dify import tables as t
 from difymaint.dify.object_store import ArchiveStorageError, ObjectStore, dify_storage
 from difymaint.engine.manifest import OrphanManifest
-from difymaint.engine.run import JobRun, RunOptions, job_run
+from difymaint.engine.run import JobRun, RunOptions
 from difymaint.engine.schema import Need, check_schema
-from difymaint.jobs import JOBS
 
 JOB = "timeout-human-input"
-LOCK_KEY = JOBS[JOB].lock_key
 RESUME_TASK = "resume_app_execution"  # Dify's explicit task name
 RESUME_QUEUE = "workflow_based_app_execution"
 RESUMABLE_MODES = ("workflow", "advanced-chat")
-DEFAULT_BATCH_SIZE = 100  # Dify's limit per call
 FORMS = "human_input_forms"
 LISTED_MAX = 1000
 
@@ -58,7 +54,7 @@ class TimeoutHumanInputParams:
     max_forms: int | None = None
     global_timeout_s: int = 604800
     orphan_manifest: Path | None = None
-    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=DEFAULT_BATCH_SIZE))
+    run: RunOptions = field(default_factory=RunOptions)
 
 
 Params = TimeoutHumanInputParams
@@ -234,7 +230,8 @@ class StateObjects:
             self.store.close()
 
 
-def run(ctx: Context, params: TimeoutHumanInputParams) -> RunSummary:
+def run(job: JobRun, params: TimeoutHumanInputParams) -> None:
+    ctx = job.ctx
     check_schema(
         ctx.engine,
         [
@@ -248,28 +245,18 @@ def run(ctx: Context, params: TimeoutHumanInputParams) -> RunSummary:
     publisher = Publisher(ctx, dry_run=params.run.dry_run)
     objects = StateObjects(ctx, params, dry_run=params.run.dry_run)
     try:
-        with job_run(
-            ctx,
-            JOB,
-            lock_key=LOCK_KEY,
-            options=params.run,
-            window=None,
-            tables=[FORMS, "workflow_runs", "workflow_pauses"],
-            verbs=("updated", "would update"),
-        ) as job:
-            counts = {"delivery_test": 0, "node": 0, "global": 0, "resumes_published": 0, "skipped_not_waiting": 0}
-            job.summary.details.update(now=now.isoformat(), global_timeout_s=params.global_timeout_s, counts=counts)
-            job.remaining = lambda: _remaining(ctx, now, params)
-            _walk(job, params, now, publisher, objects, counts)
-            job.summary.details["state_objects"] = objects.details()
-            if job.summary.stop_reason == "max":
-                job.summary.rows_remaining = _remaining(ctx, now, params)  # --max asked for it: still done
-            else:
-                job.settle_remaining()
+        counts = {"delivery_test": 0, "node": 0, "global": 0, "resumes_published": 0, "skipped_not_waiting": 0}
+        job.summary.details.update(now=now.isoformat(), global_timeout_s=params.global_timeout_s, counts=counts)
+        job.remaining = lambda: _remaining(ctx, now, params)
+        _walk(job, params, now, publisher, objects, counts)
+        job.summary.details["state_objects"] = objects.details()
+        if job.summary.stop_reason == "max":
+            job.summary.rows_remaining = _remaining(ctx, now, params)  # --max asked for it: still done
+        else:
+            job.settle_remaining()
     finally:
         objects.close()
         publisher.close()
-    return job.summary
 
 
 class Publisher:

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from difymaint.core.clock import naive_utc
 from difymaint.core.context import Context
 from difymaint.core.errors import DifymaintError
-from difymaint.core.summary import Outcome, RunSummary
+from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
 from difymaint.dify.tidb_cloud import (
     ACTIVE,
@@ -39,8 +39,7 @@ from difymaint.dify.tidb_cloud import (
     TidbCloudError,
     TidbCloudUnavailable,
 )
-from difymaint.engine.run import Batch, JobRun, RunOptions, job_run
-from difymaint.jobs import JOBS
+from difymaint.engine.run import Batch, JobRun, RunOptions
 from difymaint.jobs.confirm import database_description
 from difymaint.jobs.tidb_pool import (
     TABLE,
@@ -53,7 +52,6 @@ from difymaint.jobs.tidb_pool import (
 )
 
 JOB = "update-tidb-status"
-LOCK_KEY = JOBS[JOB].lock_key
 LISTED = 20  # ids named in a warning or the summary; the rest are counted
 
 
@@ -86,38 +84,39 @@ def _creating(table: sa.Table) -> sa.ColumnElement[bool]:
     return sa.and_(table.c.active.is_(False), table.c.status == CREATING)
 
 
-def run(ctx: Context, params: UpdateTidbStatusParams) -> RunSummary:
+def check(ctx: Context, params: UpdateTidbStatusParams) -> None:
     require_config(ctx)  # one line, exit 2, before touching the database
+
+
+def run(job: JobRun, params: UpdateTidbStatusParams) -> None:
+    ctx = job.ctx
     _, has_endpoint = check_bindings_table(ctx, JOB)
     now = naive_utc(ctx.clock.now())  # created_at is naive UTC
-    verbs = ("promoted", "would promote")
-    with job_run(ctx, JOB, lock_key=LOCK_KEY, options=params.run, window=None, tables=[TABLE], verbs=verbs) as job:
-        details = job.summary.details
-        details.update(qdrant_endpoint_column=has_endpoint, stuck_after_hours=params.stuck_after_hours)
-        failures = _Failures()
-        cursor: tuple[datetime, str] | None = None
-        job.remaining = lambda: _count_after(ctx, cursor)  # reads the cursor as it stands, even mid-walk
-        client = client_for(ctx)
-        try:
-            cursor = _poll(ctx, job, client, has_endpoint, failures)
-            stopped = job.summary.outcome is not Outcome.DONE
-            _report_stuck(ctx, job, now - timedelta(hours=params.stuck_after_hours), params.stuck_after_hours)
-            if params.reap_older_than_hours is not None and not stopped:
-                cut = now - timedelta(hours=params.reap_older_than_hours)
-                _reap_bindings(ctx, job, client, cut, failures)
-                if job.summary.outcome is Outcome.DONE:
-                    _reap_leaks(ctx, job, client, params.leak_file, cut, failures)
-        finally:
-            details.update(api_requests=client.requests_sent, api_failed_requests=client.failed_requests)
-            client.close()
-        job.settle_remaining(lambda: _count_after(ctx, cursor))
-        if failures.count:
-            details["failed_chunks"] = failures.count
-            raise DifymaintError(
-                f"{JOB}: {failures.count} chunk(s) failed, the others went through; first: {failures.first}",
-                hint="the next run retries them",
-            )
-    return job.summary
+    details = job.summary.details
+    details.update(qdrant_endpoint_column=has_endpoint, stuck_after_hours=params.stuck_after_hours)
+    failures = _Failures()
+    cursor: tuple[datetime, str] | None = None
+    job.remaining = lambda: _count_after(ctx, cursor)  # reads the cursor as it stands, even mid-walk
+    client = client_for(ctx)
+    try:
+        cursor = _poll(ctx, job, client, has_endpoint, failures)
+        stopped = job.summary.outcome is not Outcome.DONE
+        _report_stuck(ctx, job, now - timedelta(hours=params.stuck_after_hours), params.stuck_after_hours)
+        if params.reap_older_than_hours is not None and not stopped:
+            cut = now - timedelta(hours=params.reap_older_than_hours)
+            _reap_bindings(ctx, job, client, cut, failures)
+            if job.summary.outcome is Outcome.DONE:
+                _reap_leaks(ctx, job, client, params.leak_file, cut, failures)
+    finally:
+        details.update(api_requests=client.requests_sent, api_failed_requests=client.failed_requests)
+        client.close()
+    job.settle_remaining(lambda: _count_after(ctx, cursor))
+    if failures.count:
+        details["failed_chunks"] = failures.count
+        raise DifymaintError(
+            f"{JOB}: {failures.count} chunk(s) failed, the others went through; first: {failures.first}",
+            hint="the next run retries them",
+        )
 
 
 # ------------------------------------------------------------------------------------------------ promotion
