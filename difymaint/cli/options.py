@@ -30,36 +30,88 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
+# The shared options, declared once: the job commands take them through Common, the console commands
+# (run, run-due, history, locks, …), doctor and demo by these names.
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run", "-n", help="Count what would be deleted, per table; change nothing.", rich_help_panel=RUN
+    ),
+]
+Yes = Annotated[
+    bool | None,
+    typer.Option(
+        "--yes", "-y", help="Do not ask for confirmation (needed when stdin is not a terminal).", rich_help_panel=RUN
+    ),
+]
+MaxRuntime = Annotated[
+    float | None,
+    typer.Option(
+        "--max-runtime",
+        min=1,
+        max=MAX_RUNTIME_S,
+        metavar="SECONDS",
+        help="Stop cleanly after this many seconds (outcome partial, exit 4).",
+        rich_help_panel=RUN,
+    ),
+]
+Scheduled = Annotated[
+    bool,
+    typer.Option(
+        "--scheduled",
+        envvar="DIFYMAINT_SCHEDULED",
+        help="An unattended scheduled run: do nothing (exit 0) unless Dify's switch for this job is on "
+        "(or DIFYMAINT_ENABLE_<JOB>=true). The generated crontab and CronJobs pass it.",
+        rich_help_panel=RUN,
+    ),
+]
+EnvFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--env-file",
+        metavar="PATH",
+        envvar="DIFYMAINT_ENV_FILE",
+        help="Dify's .env file to read settings from.",
+        rich_help_panel=CONNECTION,
+        show_envvar=True,
+    ),
+]
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        metavar="URL",
+        help="SQLAlchemy URL; overrides DB_* (also DIFYMAINT_DATABASE_URL).",
+        rich_help_panel=CONNECTION,
+    ),
+]
+RedisUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--redis-url",
+        metavar="URL",
+        help="redis:// URL; overrides REDIS_* (also DIFYMAINT_REDIS_URL).",
+        rich_help_panel=CONNECTION,
+    ),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.", rich_help_panel=OUTPUT)]
+Color = Annotated[
+    bool | None,
+    typer.Option(
+        "--color/--no-color",
+        help="Force colour on or off (default: auto, NO_COLOR honoured).",
+        rich_help_panel=OUTPUT,
+    ),
+]
+
+
 @dataclass(frozen=True)
 class Common:
     """The connection, run-control and output options every job command takes (the one declaration)."""
 
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run", "-n", help="Count what would be deleted, per table; change nothing.", rich_help_panel=RUN
-        ),
-    ] = False
-    yes: Annotated[
-        bool | None,
-        typer.Option(
-            "--yes",
-            "-y",
-            help="Do not ask for confirmation (needed when stdin is not a terminal).",
-            rich_help_panel=RUN,
-        ),
-    ] = None
-    max_runtime: Annotated[
-        float | None,
-        typer.Option(
-            "--max-runtime",
-            min=1,
-            max=MAX_RUNTIME_S,
-            metavar="SECONDS",
-            help="Stop cleanly after this many seconds (outcome partial, exit 4).",
-            rich_help_panel=RUN,
-        ),
-    ] = None
+    dry_run: DryRun = False
+    yes: Yes = None
+    max_runtime: MaxRuntime = None
     max_batches: Annotated[
         int | None,
         typer.Option(
@@ -86,16 +138,7 @@ class Common:
         bool,
         typer.Option("--no-lock", help="Run without the single-flight lock (not recommended).", rich_help_panel=RUN),
     ] = False
-    scheduled: Annotated[
-        bool,
-        typer.Option(
-            "--scheduled",
-            envvar="DIFYMAINT_SCHEDULED",
-            help="An unattended scheduled run: do nothing (exit 0) unless Dify's switch for this job is on "
-            "(or DIFYMAINT_ENABLE_<JOB>=true). The generated crontab and CronJobs pass it.",
-            rich_help_panel=RUN,
-        ),
-    ] = False
+    scheduled: Scheduled = False
     fail_if_locked: Annotated[
         bool | None,
         typer.Option(
@@ -110,35 +153,9 @@ class Common:
             rich_help_panel=RUN,
         ),
     ] = False
-    env_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--env-file",
-            metavar="PATH",
-            envvar="DIFYMAINT_ENV_FILE",
-            help="Dify's .env file to read settings from.",
-            rich_help_panel=CONNECTION,
-            show_envvar=True,
-        ),
-    ] = None
-    database_url: Annotated[
-        str | None,
-        typer.Option(
-            "--database-url",
-            metavar="URL",
-            help="SQLAlchemy URL; overrides DB_* (also DIFYMAINT_DATABASE_URL).",
-            rich_help_panel=CONNECTION,
-        ),
-    ] = None
-    redis_url: Annotated[
-        str | None,
-        typer.Option(
-            "--redis-url",
-            metavar="URL",
-            help="redis:// URL; overrides REDIS_* (also DIFYMAINT_REDIS_URL).",
-            rich_help_panel=CONNECTION,
-        ),
-    ] = None
+    env_file: EnvFile = None
+    database_url: DatabaseUrl = None
+    redis_url: RedisUrl = None
     json: Annotated[
         bool, typer.Option("--json", help="Print one JSON summary line on stdout.", rich_help_panel=OUTPUT)
     ] = False
@@ -150,14 +167,7 @@ class Common:
         LogFormat,
         typer.Option("--log-format", help="Log line format on stderr.", rich_help_panel=OUTPUT),
     ] = LogFormat.TEXT
-    color: Annotated[
-        bool | None,
-        typer.Option(
-            "--color/--no-color",
-            help="Force colour on or off (default: auto, NO_COLOR honoured).",
-            rich_help_panel=OUTPUT,
-        ),
-    ] = None
+    color: Color = None
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.", rich_help_panel=OUTPUT)] = False
     ping_url: Annotated[
         str | None,

@@ -24,7 +24,7 @@ from difymaint.core.reporter import log_context
 from difymaint.core.stop import handle_stop_signals
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.jobs import JobInfo
-from difymaint.ops.runner import Dispatch, JobExecution, RunIO, RunRequest
+from difymaint.ops.runner import Declined, Dispatch, JobExecution, RunIO, RunRequest
 
 if TYPE_CHECKING:
     from difymaint.core.context import Context
@@ -109,7 +109,7 @@ def execute(
         output=env.err if common.json else env.out,  # stdout stays the JSON line's
         error_line=lambda message, hint: error_line(consoles, message, hint),
         debug_stream=env.err,
-        confirm=lambda question: typer.confirm(question, abort=True, err=True),
+        confirm=lambda question: typer.confirm(question, err=True),
         isatty=env.isatty,
         context_factory=env.context_factory,
         dispatch=env.dispatch,
@@ -124,9 +124,9 @@ def execute(
         try:
             common.check()
             summary = run.run()
-        except (typer.Abort, typer.Exit):
+        except Declined:
             summary = None  # the operator said no at the confirmation: nothing ran
-            raise
+            raise typer.Abort() from None
         finally:
             reporter.close()
             run.finish(summary)

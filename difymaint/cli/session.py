@@ -1,5 +1,5 @@
-"""What the commands that are not jobs share (console, doctor, demo): the connection and output options,
-consoles that honour the injected environment, one-line errors, and a context from the settings."""
+"""What the commands that are not jobs share (console, doctor, demo): consoles that honour the injected
+environment, one-line errors, and a context from the settings."""
 
 from __future__ import annotations
 
@@ -7,33 +7,13 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import typer
-
-from difymaint.jobs.spec import CONNECTION, OUTPUT
 
 if TYPE_CHECKING:
     from difymaint.cli.render import Consoles
     from difymaint.core.context import Context
-
-
-EnvFile = Annotated[
-    Path | None,
-    typer.Option(
-        "--env-file", metavar="PATH", envvar="DIFYMAINT_ENV_FILE", help="Dify's .env file.", rich_help_panel=CONNECTION
-    ),
-]
-DatabaseUrl = Annotated[
-    str | None, typer.Option("--database-url", metavar="URL", help="SQLAlchemy URL.", rich_help_panel=CONNECTION)
-]
-RedisUrl = Annotated[
-    str | None, typer.Option("--redis-url", metavar="URL", help="redis:// URL.", rich_help_panel=CONNECTION)
-]
-Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.", rich_help_panel=OUTPUT)]
-Color = Annotated[
-    bool | None, typer.Option("--color/--no-color", help="Force colour on or off.", rich_help_panel=OUTPUT)
-]
 
 
 def make_consoles(color: bool | None = None) -> Consoles:
@@ -49,21 +29,19 @@ def make_consoles(color: bool | None = None) -> Consoles:
 
 @contextmanager
 def guarded(consoles: Consoles) -> Iterator[None]:
-    """Errors become one line on stderr and their exit code, as for the jobs."""
-    import sqlalchemy as sa
-
+    """Errors become one line on stderr and their exit code, through the same ladder as the jobs' runs."""
     from difymaint.cli.render import error_line
-    from difymaint.core.errors import DifymaintError
+    from difymaint.core.summary import exit_code_of
+    from difymaint.ops.runner import failure_of
 
     try:
         yield
-    except DifymaintError as exc:
-        error_line(consoles, exc.message, exc.hint)
-        raise typer.Exit(int(exc.exit_code)) from None
-    except sa.exc.SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        error_line(consoles, f"database error: {reason[0] if reason else type(exc).__name__}")
-        raise typer.Exit(1) from None
+    except (typer.Exit, typer.Abort):  # Click's own ends (a confirmation answered no, an exit code)
+        raise
+    except Exception as exc:
+        failure = failure_of(exc)
+        error_line(consoles, failure.message, failure.hint)
+        raise typer.Exit(int(exit_code_of(failure.outcome))) from None
 
 
 @contextmanager

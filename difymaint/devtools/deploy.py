@@ -22,7 +22,6 @@ from difymaint.ops.manifests import (
     NAMES_CONFIG_MAP,
     STALE_HINT,
     SYSTEMD_DIR,
-    ScheduleError,
     crontab_command,
     crontab_line,
     dst_safe,
@@ -30,10 +29,11 @@ from difymaint.ops.manifests import (
     job_args,
     render_all,
     render_cronjob,
-    schedule_period_seconds,
     scheduled_jobs,
     timing_for,
 )
+from difymaint.ops.schedule import ScheduleError
+from difymaint.ops.schedule import period_seconds as schedule_period_seconds
 
 __all__ = [
     "CRONTAB_DIR",

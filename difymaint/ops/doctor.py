@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from difymaint.core.context import Context
 from difymaint.core.errors import DifymaintError
-from difymaint.dify.switches import switch_state
+from difymaint.dify.switches import override_variable, switch_state
 from difymaint.jobs import JOBS
 
 log = logging.getLogger("difymaint")
@@ -283,7 +283,7 @@ def _switches(ctx: Context) -> list[Check]:
         if not info.scheduled:
             continue
         state = switch_state(ctx.settings, info.name, info.switches)
-        dify_on = bool(info.switches) and all(getattr(ctx.settings, switch.name) for switch in info.switches)
+        dify_on = bool(info.switches) and all(switch.on(ctx.settings) for switch in info.switches)
         shared_lock = info.lock_key.startswith("retention:")
         if state.enabled and dify_on:
             status = Status.OK if shared_lock else Status.WARN
@@ -291,7 +291,7 @@ def _switches(ctx: Context) -> list[Check]:
                 "Dify's beat, if it still runs, takes the same lock: the two never overlap"
                 if shared_lock
                 else f"if Dify's beat still runs, it runs {info.dify_task} too: stop the beat or turn the switch off "
-                "in Dify and set " + f"DIFYMAINT_ENABLE_{info.name.upper().replace('-', '_')}=true here"
+                "in Dify and set " + f"{override_variable(info.name)}=true here"
             )
             detail = f"{info.name}: scheduled ({state.reason})"
         elif state.enabled:

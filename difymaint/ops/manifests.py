@@ -11,9 +11,8 @@ here: the CLI layer only parses the knobs.
 
 from __future__ import annotations
 
-import itertools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,6 +21,14 @@ import jinja2
 from difymaint import __version__
 from difymaint.core.exit_codes import ExitCode
 from difymaint.jobs import JOBS, JobInfo
+from difymaint.ops.schedule import (
+    ScheduleError,
+    cron_fields,
+    field_values,
+    period_seconds,
+    seconds_until_next,
+    start_minutes,
+)
 
 K8S_DIR = "deploy/k8s-cronjobs"
 K8S_MANUAL_DIR = f"{K8S_DIR}/manual"  # Job templates for manual commands: not in the kustomization's resources
@@ -65,77 +72,6 @@ FREQUENT = 3600  # jobs that run at least hourly: grouped apart, shorter history
 DST_HOURS = frozenset({1, 2, 3})
 DST_SHIFT_HOURS = 3  # a job scheduled in DST_HOURS moves this much later (04:00-06:00: same order, spread out)
 
-_FIELDS = (  # name, lowest, highest, names
-    ("minute", 0, 59, ()),
-    ("hour", 0, 23, ()),
-    ("day of month", 1, 31, ()),
-    ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
-    ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
-)
-
-
-class ScheduleError(ValueError):
-    """A registry schedule that is not a five-field cron expression this module understands."""
-
-
-def _cron_value(text: str, names: Sequence[str], schedule: str, field: str) -> int:
-    if text.lower() in names:
-        return names.index(text.lower()) + (1 if field == "month" else 0)
-    if not text.isdigit():
-        raise ScheduleError(f"cron schedule {schedule!r}: bad {field} value {text!r}")
-    return int(text)
-
-
-def cron_field_values(text: str, field: int, schedule: str = "") -> set[int]:
-    """The values one cron field (``*``, ``*/N``, ``a``, ``a-b``, ``a-b/N``, lists, names) matches."""
-    name, low, high, names = _FIELDS[field]
-    values: set[int] = set()
-    for part in text.split(","):
-        base, _, step_text = part.partition("/")
-        if step_text and not step_text.isdigit():
-            raise ScheduleError(f"cron schedule {schedule!r}: bad {name} step {part!r}")
-        step = int(step_text) if step_text else 1
-        if step < 1:
-            raise ScheduleError(f"cron schedule {schedule!r}: bad {name} step {part!r}")
-        if base == "*":
-            first, last = low, high
-        elif "-" in base:
-            first_text, _, last_text = base.partition("-")
-            first = _cron_value(first_text, names, schedule, name)
-            last = _cron_value(last_text, names, schedule, name)
-        else:
-            first = _cron_value(base, names, schedule, name)
-            last = high if step_text else first
-        if not low <= first <= last <= high:
-            raise ScheduleError(f"cron schedule {schedule!r}: {name} {part!r} is outside {low}-{high}")
-        values.update(range(first, last + 1, step))
-    return values
-
-
-def _start_minutes(schedule: str) -> list[int]:
-    """The minutes of the day at which a five-field cron schedule starts (its time fields only)."""
-    fields = schedule.split()
-    if len(fields) != len(_FIELDS):
-        raise ScheduleError(f"cron schedule {schedule!r}: expected 5 fields (minute hour dom month dow)")
-    parsed = [cron_field_values(text, index, schedule) for index, text in enumerate(fields)]
-    minutes, hours = parsed[0], parsed[1]
-    return sorted(hour * 60 + minute for hour in hours for minute in minutes)
-
-
-def schedule_period_seconds(schedule: str) -> int:
-    """The shortest time between two runs of a five-field cron schedule (at most one day)."""
-    times = _start_minutes(schedule)
-    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-    gaps.append(24 * 60 - times[-1] + times[0])  # to the first run of the next day (or later)
-    return min(gaps) * 60
-
-
-def seconds_until_next(schedule: str, other: str) -> int:
-    """The shortest time from a start of ``schedule`` to the next start of ``other`` (time of day only)."""
-    others = _start_minutes(other)
-    return 60 * min((later - start) % (24 * 60) or 24 * 60 for start in _start_minutes(schedule) for later in others)
-
-
 UTC_ZONES = frozenset({"UTC", "Etc/UTC", "Etc/GMT", "GMT", "Etc/Universal", "Universal", "Zulu", "Etc/Zulu"})
 
 
@@ -147,7 +83,7 @@ def zone_schedule(schedule: str, time_zone: str) -> str:
 def dst_safe(schedule: str) -> str:
     """The schedule with a fixed hour in 01:00-03:59 moved DST_SHIFT_HOURS later (a host cron runs in local time)."""
     fields = schedule.split()
-    if len(fields) != len(_FIELDS) or not fields[1].isdigit() or int(fields[1]) not in DST_HOURS:
+    if len(fields) != 5 or not fields[1].isdigit() or int(fields[1]) not in DST_HOURS:
         return schedule
     return " ".join([fields[0], str(int(fields[1]) + DST_SHIFT_HOURS), *fields[2:]])
 
@@ -163,7 +99,7 @@ class Timing:
 
 
 def timing_for(job: JobInfo, registry: Mapping[str, JobInfo] | None = None) -> Timing:
-    period = schedule_period_seconds(job.schedule)
+    period = period_seconds(job.schedule)
     active = min(MAX_ACTIVE_DEADLINE, period * 3 // 4)
     jobs = JOBS if registry is None else registry
     for later in job.finishes_before:  # e.g. archive before deletion: done before the deleting job starts
@@ -179,7 +115,7 @@ def timing_for(job: JobInfo, registry: Mapping[str, JobInfo] | None = None) -> T
 
 
 def is_frequent(job: JobInfo) -> bool:
-    return schedule_period_seconds(job.schedule) <= FREQUENT
+    return period_seconds(job.schedule) <= FREQUENT
 
 
 @dataclass(frozen=True)
@@ -321,9 +257,9 @@ def _calendar_field(text: str, index: int, schedule: str) -> str:
     for part in text.split(","):
         base, _, step = part.partition("/")
         if base == "*":
-            base = str(_FIELDS[index][1])
+            base = str(min(field_values("*", index)))
         if step and "-" in base:  # systemd has no stepped ranges: list the values
-            parts.extend(str(value) for value in sorted(cron_field_values(part, index, schedule)))
+            parts.extend(str(value) for value in sorted(field_values(part, index)))
             continue
         if index <= 1:  # hours and minutes read as 04:00, not 4:0
             base = "-".join(value.zfill(2) for value in base.split("-"))
@@ -333,19 +269,13 @@ def _calendar_field(text: str, index: int, schedule: str) -> str:
 
 def on_calendar(schedule: str, time_zone: str) -> str:
     """A five-field cron schedule as a systemd ``OnCalendar=`` expression in ``time_zone``."""
-    fields = schedule.split()
-    for index, text in enumerate(fields[:5] if len(fields) == 5 else ()):
-        cron_field_values(text, index, schedule)  # validates
-    if len(fields) != 5:
-        raise ScheduleError(f"cron schedule {schedule!r}: expected 5 fields (minute hour dom month dow)")
-    minute, hour, dom, month, dow = fields
+    weekdays = cron_fields(schedule)[4]  # validates
+    minute, hour, dom, month, dow = schedule.split()
     if dom != "*" and dow != "*":  # cron ORs these two, systemd ANDs them
         raise ScheduleError(f"cron schedule {schedule!r}: day of month and day of week together have no systemd form")
     days = ""
     if dow != "*":
-        days = ",".join(_CRON_DAYS[value] for value in sorted(cron_field_values(dow, 4, schedule) - {7})) + " "
-        if 7 in cron_field_values(dow, 4, schedule) and "Sun" not in days:
-            days = "Sun," + days
+        days = ",".join(_CRON_DAYS[value] for value in sorted(weekdays)) + " "
     date = f"*-{_calendar_field(month, 3, schedule)}-{_calendar_field(dom, 2, schedule)}"
     clock = f"{_calendar_field(hour, 1, schedule)}:{_calendar_field(minute, 0, schedule)}:00"
     return f"{days}{date} {clock} {time_zone}"
@@ -431,7 +361,7 @@ def ordered_jobs(jobs: Iterable[JobInfo]) -> list[JobInfo]:
     night's timetable (23:00 archive before 00:00 deletion)."""
 
     def key(job: JobInfo) -> tuple[int, int]:
-        return (0 if is_frequent(job) else 1, (_start_minutes(dst_safe(job.schedule))[0] - 12 * 60) % (24 * 60))
+        return (0 if is_frequent(job) else 1, (start_minutes(dst_safe(job.schedule))[0] - 12 * 60) % (24 * 60))
 
     return sorted(jobs, key=key)
 

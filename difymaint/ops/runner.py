@@ -40,6 +40,11 @@ Dispatch = Callable[[JobInfo, "Context", Any], RunSummary]
 CONNECTION_LOST_CAUSES = "PostgreSQL restarted, failed over, or ended the session"
 
 
+class Declined(BaseException):
+    """The operator answered no to the confirmation question: nothing ran, and it is no failure of the run
+    (BaseException, so that the run's own failure handling lets it through)."""
+
+
 @dataclass(frozen=True)
 class RunRequest:
     """One job run as the operator asked for it."""
@@ -62,7 +67,7 @@ class RunIO:
     output: IO[str]  # where a job prints data a person reads (dry-run mail previews)
     error_line: Callable[[str, str | None], None]  # one error line (and its hint) for the operator
     debug_stream: IO[str]  # where --debug writes tracebacks
-    confirm: Callable[[str], object]  # asks the question; raises to abort
+    confirm: Callable[[str], bool]  # asks the question; False (no) ends the run as Declined
     isatty: Callable[[], bool]
     context_factory: Callable[..., Context] | None = None  # default: Context
     dispatch: Dispatch | None = None  # default: difymaint.jobs.execute.run_job
@@ -205,8 +210,8 @@ class JobExecution:
             summary.stop_reason = "paused"
             summary.details["pause"] = {"reason": pause.reason, "paused_at": pause.paused_at.isoformat()}
             return summary
-        if question is not None:
-            self.io.confirm(question)  # outside the deadline: a person may take their time to answer
+        if question is not None and not self.io.confirm(question):  # outside the deadline: a person may be slow
+            raise Declined
         with runtime_deadline(request.max_runtime, settings.DIFYMAINT_DEADLINE_GRACE_S, self.stop):
             summary = (self.io.dispatch or run_job)(info, ctx, params)
         if not switch.enabled:  # said after the run, so that an error stays the only line on stderr

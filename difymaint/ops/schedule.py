@@ -1,4 +1,6 @@
-"""Cron schedules (croniter): when a job last fired, whether a run is due, whether a job is overdue.
+"""Cron schedules, read by croniter (the library Dify's own schedule triggers use) and nothing else: when a
+job last fired, whether a run is due or overdue, and the shapes the schedule renderer needs (the values a field
+matches, the minutes of the day a job starts, its shortest period).
 
 Schedules are read in Dify's beat time zone, ``LOG_TZ`` (default UTC), the zone ``difymaint schedule render``
 gives the CronJobs and timers too. ``DIFYMAINT_SCHEDULE_<JOB>`` (for example
@@ -8,12 +10,13 @@ gives the CronJobs and timers too. ``DIFYMAINT_SCHEDULE_<JOB>`` (for example
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from difymaint.core.errors import ConfigError
 
@@ -75,3 +78,54 @@ def is_overdue(expression: str, last_success: datetime | None, now: datetime, tz
     latest = previous_fire(expression, now, tz)
     before: datetime = croniter(expression, latest.astimezone(tz)).get_prev(datetime)
     return last_success is None or last_success < before.astimezone(UTC)
+
+
+class ScheduleError(ValueError):
+    """A schedule that is not a five-field cron expression."""
+
+
+_FIELD_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))  # croniter reads a Sunday written 7 as 0
+DAY_MINUTES = 24 * 60
+
+
+def cron_fields(expression: str) -> list[set[int]]:
+    """The values each of the five fields matches (month and weekday names and Sunday=7 as croniter reads
+    them)."""
+    if len(expression.split()) != len(_FIELD_RANGES):
+        raise ScheduleError(f"cron schedule {expression!r}: expected 5 fields (minute hour dom month dow)")
+    try:
+        expanded, _ = croniter.expand(expression)
+    except (CroniterError, ValueError) as exc:
+        raise ScheduleError(f"cron schedule {expression!r}: {exc}") from None
+    return [
+        set(range(low, high + 1)) if values == ["*"] else {int(value) for value in values}
+        for (low, high), values in zip(_FIELD_RANGES, expanded, strict=True)
+    ]
+
+
+def field_values(text: str, index: int) -> set[int]:
+    """The values one field (or one comma-separated part of it) matches, read at position ``index``."""
+    words = ["*"] * len(_FIELD_RANGES)
+    words[index] = text
+    return cron_fields(" ".join(words))[index]
+
+
+def start_minutes(expression: str) -> list[int]:
+    """The minutes of the day at which the schedule starts (its time fields only)."""
+    minutes, hours, *_ = cron_fields(expression)
+    return sorted(hour * 60 + minute for hour in hours for minute in minutes)
+
+
+def period_seconds(expression: str) -> int:
+    """The shortest time between two runs (at most one day)."""
+    times = start_minutes(expression)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    gaps.append(DAY_MINUTES - times[-1] + times[0])  # to the first run of the next day (or later)
+    return min(gaps) * 60
+
+
+def seconds_until_next(expression: str, other: str) -> int:
+    """The shortest time from a start of ``expression`` to the next start of ``other`` (time of day only)."""
+    others = start_minutes(other)
+    starts = start_minutes(expression)
+    return 60 * min((later - start) % DAY_MINUTES or DAY_MINUTES for start in starts for later in others)

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from difymaint.cli.commands import console, demo, doctor, schedule
+from difymaint.cli.commands import catalogue, demo, doctor, history, locks, pause, run, schedule, status
 from difymaint.cli.options import Common, register_jobs
 from difymaint.jobs import JobInfo
 
@@ -23,7 +23,8 @@ def run_job(info: JobInfo, common: Common, values: dict[str, Any]) -> int:
 
 def register_all(app: typer.Typer, jobs: Mapping[str, JobInfo]) -> None:
     register_jobs(app, jobs, run_job)
-    console.register(app, jobs, run_job)
+    for console in (catalogue, history, status, locks, pause, run):
+        console.register(app, jobs, run_job)
     demo.register(app)
     doctor.register(app)
     schedule.register(app)

@@ -39,7 +39,8 @@ def demo(
 
     import sqlalchemy as sa
 
-    from difymaint.cli.commands.console import render_history, render_status
+    from difymaint.cli.commands.history import render_history
+    from difymaint.cli.commands.status import render_status
     from difymaint.cli.options import Common
     from difymaint.cli.runner import execute
     from difymaint.cli.session import make_consoles

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from difymaint.cli.session import Color, DatabaseUrl, EnvFile, Json, RedisUrl, guarded, make_consoles, settings_context
+from difymaint.cli.options import Color, DatabaseUrl, EnvFile, Json, RedisUrl
+from difymaint.cli.session import guarded, make_consoles, settings_context
 
 
 def register(app: typer.Typer) -> None:

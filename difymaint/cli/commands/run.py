@@ -1,0 +1,131 @@
+"""``difymaint run JOB...`` (several jobs in order, in this process) and ``difymaint run-due`` (every job whose
+schedule fired since its last run, as child processes: one crontab line for everything)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from difymaint.cli.commands._common import check_job, history_store, parse_now, print_json
+from difymaint.cli.options import DatabaseUrl, DryRun, EnvFile, Json, MaxRuntime, RedisUrl, Scheduled, Yes
+from difymaint.cli.session import console_session, guarded, make_consoles
+from difymaint.jobs import JobInfo
+
+if TYPE_CHECKING:
+    from difymaint.cli.render import Consoles
+
+
+def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..., int]) -> None:
+    @app.command(
+        "run",
+        help="Run jobs one after the other in this process, each with its defaults (Dify's settings). Stops at "
+        "the first job that does not exit 0 unless --keep-going; exits with the worst code (failed > usage > "
+        "interrupted > threshold > partial > locked > ok).",
+        short_help="Run several jobs in order; exit with the worst code.",
+    )
+    def run_command(
+        names: Annotated[list[str], typer.Argument(metavar="JOB...")],
+        keep_going: Annotated[bool, typer.Option("--keep-going", help="Run the rest after a job fails.")] = False,
+        dry_run: DryRun = False,
+        yes: Yes = None,
+        scheduled: Scheduled = False,
+        max_runtime: MaxRuntime = None,
+        env_file: EnvFile = None,
+        database_url: DatabaseUrl = None,
+        redis_url: RedisUrl = None,
+        json: Json = False,
+    ) -> None:
+        from difymaint.cli.options import Common
+        from difymaint.ops.console import run_chain
+
+        consoles = make_consoles()
+        with guarded(consoles):
+            for name in names:
+                check_job(name, jobs)
+        common = Common(
+            dry_run=dry_run,
+            yes=yes,
+            scheduled=scheduled,
+            max_runtime=max_runtime,
+            env_file=env_file,
+            database_url=database_url,
+            redis_url=redis_url,
+            json=json,
+        )
+
+        def say(line: str) -> None:
+            if not json or line.startswith("stopping"):
+                consoles.err.print(line, highlight=False, markup=False)
+
+        code = run_chain(names, lambda name: run_job(jobs[name], common, {}), keep_going=keep_going, say=say)
+        raise typer.Exit(code)
+
+    @app.command(
+        "run-due",
+        help="Run every job whose schedule (the registry's, or DIFYMAINT_SCHEDULE_<JOB>) fired since its last "
+        "recorded run, honouring Dify's switches and pauses; a missed slot runs once. Due jobs run at the same "
+        "time as child processes ('difymaint JOB --scheduled --yes'), quick ones started first, so a long "
+        "retention job never delays a quick one. One crontab line is enough: '* * * * * difymaint run-due'.",
+        short_help="Run the jobs whose schedule fired (one crontab line for everything).",
+    )
+    def run_due_command(
+        list_only: Annotated[bool, typer.Option("--list", help="Say what is due; run nothing.")] = False,
+        now: Annotated[
+            str | None, typer.Option("--now", metavar="DATETIME", help="Decide as if it were this UTC time.")
+        ] = None,
+        child_module: Annotated[str, typer.Option("--child-module", hidden=True)] = "difymaint",
+        env_file: EnvFile = None,
+        database_url: DatabaseUrl = None,
+        redis_url: RedisUrl = None,
+        json: Json = False,
+    ) -> None:
+        from difymaint.ops.console import RUN_DUE, dispatch_due, plan_due, worst
+
+        consoles = make_consoles()
+        code = 0
+        with console_session(consoles, env_file, database_url, redis_url) as ctx:
+            moment = parse_now(now)
+            store = history_store(ctx)
+            decisions = plan_due(store, jobs, ctx.settings, moment)
+            if list_only:
+                _render_due(consoles, decisions, json)
+                return
+            tick = store.start(job=RUN_DUE, args={"now": now}, dry_run=False, started_at=moment)
+            keep = ctx.settings.DIFYMAINT_HISTORY_KEEP_DAYS
+            # Minute-level jobs write ~1,440 records a day each: the dispatcher keeps the table bounded.
+            pruned = store.prune(moment - timedelta(days=keep)) if keep else 0
+            env = dict(os.environ)
+            for variable, value in (
+                ("DIFYMAINT_ENV_FILE", env_file),
+                ("DIFYMAINT_DATABASE_URL", database_url),
+                ("DIFYMAINT_REDIS_URL", redis_url),
+            ):
+                if value is not None:
+                    env[variable] = str(value)
+            dispatch_due(decisions, jobs, child_module=child_module, extra_args=("--json",) if json else (), env=env)
+            code = worst([d.exit_code for d in decisions if d.exit_code is not None])
+            store.update(
+                tick,
+                ended_at=moment,
+                outcome="done" if code == 0 else "failed",
+                exit_code=code,
+                log_lines=[f"{d.job}: {d.action} ({d.reason}) exit {d.exit_code}" for d in decisions]
+                + ([f"pruned {pruned} run records older than {keep} days"] if pruned else []),
+            )
+            _render_due(consoles, decisions, json)
+        raise typer.Exit(code)
+
+
+def _render_due(consoles: Consoles, decisions: list[Any], json: bool) -> None:
+    if json:
+        print_json(consoles, {"run_due": [d.to_dict() for d in decisions]})
+        return
+    if not decisions:
+        consoles.err.print("nothing is due")
+    for d in decisions:
+        result = "" if d.exit_code is None else f" → exit {d.exit_code}"
+        consoles.err.print(f"{d.job}: {d.action} ({d.reason}){result}", highlight=False)
