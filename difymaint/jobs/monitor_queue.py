@@ -32,7 +32,8 @@ from difymaint.core.settings import Settings
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.dify.celery import DIFY_WORKER_QUEUES, UNACKED_KEY, broker_redis, mask_url, queue_keys
 from difymaint.dify.mail import Mail, MailError, MailSender, PreviewSender, mail_sender, render
-from difymaint.engine.run import JobRun, RunOptions
+from difymaint.engine.options import RunOptions
+from difymaint.engine.run import JobRun
 
 JOB = "monitor-queue"
 COOLDOWN_KEY = "maintenance:queue_monitor:alerted:{queue}"
