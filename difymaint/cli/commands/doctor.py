@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from difymaint.cli.options import Color, DatabaseUrl, EnvFile, Json, RedisUrl
+from difymaint.cli.options import ConsoleOptions, console_options
 from difymaint.cli.session import guarded, make_consoles, settings_context
 
 
@@ -23,7 +23,9 @@ def register(app: typer.Typer) -> None:
     )(doctor)
 
 
+@console_options(redis=True)
 def doctor(
+    opts: ConsoleOptions,
     create_missing_indexes: Annotated[
         bool,
         typer.Option(
@@ -34,26 +36,21 @@ def doctor(
     send_test_mail: Annotated[
         str | None, typer.Option("--send-test-mail", metavar="ADDRESS", help="Send a test mail to this address.")
     ] = None,
-    env_file: EnvFile = None,
-    database_url: DatabaseUrl = None,
-    redis_url: RedisUrl = None,
-    json: Json = False,
-    color: Color = None,
 ) -> int:
     from rich.table import Table
 
     from difymaint.core.exit_codes import ExitCode
     from difymaint.ops.doctor import DoctorOptions, Status, has_blocker, run_checks
 
-    consoles = make_consoles(color)
+    consoles = make_consoles(opts.color)
     with guarded(consoles):
-        ctx = settings_context(env_file, database_url, redis_url)
+        ctx = settings_context(opts)
     try:
         checks = run_checks(ctx, DoctorOptions(create_missing_indexes, send_test_mail))
     finally:
         ctx.close()
     blocked = has_blocker(checks)
-    if json:
+    if opts.json:
         payload = {"ok": not blocked, "checks": [check.to_dict() for check in checks]}
         typer.echo(jsonlib.dumps(payload))
     else:
