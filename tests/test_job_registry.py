@@ -18,7 +18,7 @@ from difymaint.cli.runner import Environment, use_environment
 from difymaint.core.context import Context
 from difymaint.core.summary import RunSummary
 from difymaint.devtools import deploy
-from difymaint.devtools.readme_help import render_help, render_section
+from difymaint.devtools.reference import render_help, render_section
 from difymaint.dify.switches import Switch
 from difymaint.jobs import JOBS, JobInfo
 from difymaint.jobs.resolve import declaration_errors

@@ -1,1 +1,1 @@
-"""Developer tools: generators for the README command reference and the deploy/ artefacts."""
+"""Developer tools: generators for the command reference (docs/reference.md) and the deploy/ artefacts."""
