@@ -1,5 +1,5 @@
-"""One declaration per job: the flag → params mapping of every command, asserted in-process (Airflow's
-TestCLIDBClean style), and a throwaway job that appears everywhere from one registry entry."""
+"""One declaration per job: the flag → params mapping of every command, asserted in-process by capturing the
+params the CLI builds, and a throwaway job that appears everywhere from one registry entry."""
 
 from __future__ import annotations
 

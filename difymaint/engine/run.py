@@ -58,7 +58,7 @@ class RunOptions:
 
 
 class AdaptiveBatchSize:
-    """Steer the batch size toward a target duration per batch (GitLab BBM / rin-nas style).
+    """Steer the batch size toward a target duration per batch (docs/batching.md#one-transaction-per-batch).
 
     Only full batches are measured: a short last page says nothing about the cost of a full one.
     """
