@@ -12,7 +12,6 @@ depend on the terminal it runs in.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,8 @@ from pathlib import Path
 import typer.main
 from typer.core import TyperGroup
 from typer.testing import CliRunner
+
+from difymaint.devtools import checkout_root, generator_parser
 
 PROG_NAME = "difymaint"
 WIDTH = 100
@@ -123,23 +124,15 @@ def update_reference(path: Path, *, check: bool, app: typer.Typer | None = None)
     return True
 
 
-def _default_output() -> Path:
-    """docs/reference.md of the source checkout this module lives in, else of the working directory."""
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "pyproject.toml").is_file() and (checkout / "docs").is_dir():
-        return checkout / "docs" / "reference.md"
-    return Path("docs") / "reference.md"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m difymaint.devtools.reference",
-        description="Write `difymaint --help` of every command into docs/reference.md.",
+    parser = generator_parser(
+        "reference",
+        "Write `difymaint --help` of every command into docs/reference.md.",
+        "Change nothing; exit 1 if the file is stale.",
     )
-    parser.add_argument("--check", action="store_true", help="Change nothing; exit 1 if the file is stale.")
     parser.add_argument("--output", type=Path, default=None, help="The file to write (default: docs/reference.md).")
     options = parser.parse_args(argv)
-    path: Path = options.output or _default_output()
+    path: Path = options.output or checkout_root() / "docs" / "reference.md"
     try:
         changed = update_reference(path, check=options.check)
     except NotGeneratedError as exc:
