@@ -1,5 +1,5 @@
-"""One declaration per job: the flag → params mapping of every command, asserted in-process (Airflow's
-TestCLIDBClean style), and a throwaway job that appears everywhere from one registry entry."""
+"""One declaration per job: the flag → params mapping of every command, asserted in-process by capturing the
+params the CLI builds, and a throwaway job that appears everywhere from one registry entry."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from difymaint.cli.runner import Environment, use_environment
 from difymaint.core.context import Context
 from difymaint.core.summary import RunSummary
 from difymaint.devtools import deploy
-from difymaint.devtools.readme_help import render_help, render_section
+from difymaint.devtools.reference import render_help, render_section
 from difymaint.dify.switches import Switch
 from difymaint.jobs import JOBS, JobInfo
 from difymaint.jobs.resolve import declaration_errors

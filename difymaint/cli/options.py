@@ -1,5 +1,5 @@
 """The options every job command shares, declared once, and the builder that turns a registry entry into a
-Typer command (sqlfluff's ``common_options``, but generated).
+Typer command, so no command declares a shared option of its own.
 
 :class:`Common` is the single declaration of the shared connection, run-control and output options: each field's
 annotation carries its ``typer.Option``. :func:`job_command` builds a command whose signature is the job's

@@ -106,7 +106,7 @@ def _task(name: str, queue: str, args: tuple[str, ...] = (), kwargs: tuple[str, 
 
 
 # Every task Dify's beat jobs hand to Dify's workers, with the shape the beat job uses when it calls it
-# (spec §1.3; checked against langgenius/dify api/tasks/*.py and api/schedule/*.py).
+# (docs/dify-reference.md#celery; checked against Dify's api/tasks/*.py and api/schedule/*.py).
 DIFY_TASKS: dict[str, DifyTask] = {
     t.name: t
     for t in (

@@ -1,17 +1,20 @@
 """clean-messages: delete expired chat messages with every per-message child row (docs/jobs/clean-messages.md).
 
-Two scan strategies, both keyset-paginated on ``(created_at, id)``:
+Two scan strategies (:func:`choose_strategy`), both on a ``ParentScan`` keyset walk of ``(created_at, id)``:
 
-* ``global`` (billing off): walk ``messages`` in the window once; every message goes (Dify's
-  BillingDisabledPolicy).
-* ``eligible-apps`` (billing on, or ``--tenant-ids``; docs/jobs/clean-messages.md#scan-strategies): find the eligible
-tenants first, walk
-  their apps, and read each app's messages with its own cursor on ``message_app_id_idx``. Paid tenants'
-  history is never scanned, and every batch re-checks its tenants' plans uncached before deleting, so a
-  tenant that upgraded mid-run keeps its data.
+* ``global``: one walk over ``messages`` in the window. On PostgreSQL, when no id is needed on the client
+  (no plan filter, orphan manifest or conversation clean-up: :attr:`_MessageCleaner.server_side`), each
+  batch is one server-side statement (``walk_server``); otherwise the page's ids are read and the cascade
+  runs per batch;
+* ``eligible-apps``: eligible tenants first, then their apps, each app a lane with its own cursor in a
+  round robin (docs/jobs/clean-messages.md#scan-strategies). Each batch re-checks its tenants' plans
+  uncached right before deleting, so a tenant that upgraded mid-run keeps its data.
 
-Each batch is one transaction: children, then messages, then (``--clean-conversations``) the conversations
-left empty. A dry run executes the same selection and counts the same predicates.
+The tenant policy (and with it the billing whitelist) is built in :func:`run`, under the lock.
+
+:class:`_MessageCleaner` holds the per-batch body: one transaction with the children, the messages, then
+(``--clean-conversations``) the conversations left empty. A dry run executes the same selection and counts
+the same predicates.
 """
 
 from __future__ import annotations

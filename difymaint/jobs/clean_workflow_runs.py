@@ -1,20 +1,18 @@
 """clean-workflow-runs: delete expired, ended workflow runs with every per-run row (docs/jobs/clean-workflow-runs.md).
 
-Replaces Dify's ``clean_workflow_runs_task`` (WorkflowRunCleanup). Only ended runs go (succeeded, failed,
-partial-succeeded, stopped); running, paused and scheduled runs are never selected. Two scans, both
-keyset-paginated on ``(created_at, id)`` and reading only ``id, tenant_id, created_at`` (never the large
-``graph``/``inputs``/``outputs`` columns):
+Only ended runs are selected, and only ``id, tenant_id, created_at`` are read (never the large
+``graph``/``inputs``/``outputs`` columns). Two scans on a ``ParentScan`` keyset walk of ``(created_at, id)``:
 
-* ``global`` (billing off, no ``--tenant-ids``): one walk over ``workflow_runs`` in the window on
-  ``workflow_run_created_at_id_idx``; every run goes (Dify's behaviour with billing disabled).
-* ``tenants`` (billing on or a plan file, or ``--tenant-ids``): list the eligible tenants first (expired
-  sandbox, whitelist fails closed), then read each tenant's runs with its own cursor. Paid tenants' runs
-  are never scanned, and every batch re-checks its tenants' plans uncached before deleting.
+* ``global`` (billing off, no ``--tenant-ids``): one walk over ``workflow_runs``; on PostgreSQL, when no id
+  is needed on the client (``RunCleanup.server_side``), each batch is one server-side statement
+  (``walk_server``);
+* ``tenants`` (plans in play, or ``--tenant-ids``): the eligible tenants first, each a lane with its own
+  cursor; each batch re-checks its tenants' plans uncached before deleting.
 
-Each batch is one transaction: (with ``--with-messages`` the runs' advanced-chat messages and the
-conversations left empty,) then offloads, node executions, app logs, pause reasons and pauses, trigger
-logs and the runs (docs/dify-reference.md#workflow-run-cascade). A dry run executes the same selection and counts the
-same predicates.
+:class:`_RunCleaner` deletes through ``RunCleanup`` (its helpers are shared with clean-workflow-logs): with
+``--with-messages`` the runs' messages and the conversations left empty, then the run cascade
+(docs/dify-reference.md#workflow-run-cascade), one transaction per batch. A dry run executes the same
+selection and counts the same predicates.
 """
 
 from __future__ import annotations

@@ -1,16 +1,13 @@
 """poll-workflow-schedules: fire due schedule-trigger plans through Dify's workers
 (docs/jobs/poll-workflow-schedules.md).
 
-Replaces Dify's ``poll_workflow_schedules`` beat task. Each batch, in one transaction: the due plans of enabled
-``trigger-schedule`` triggers are selected ``FOR UPDATE SKIP LOCKED`` (concurrent pollers never take the same
-plan), each plan's ``next_run_at`` is computed with croniter under Dify's rules, written and **committed**;
-only then is ``run_schedule_trigger(plan_id)`` published to queue ``schedule_executor``. A failed commit
-therefore publishes nothing (Dify publishes first and double-fires after a failed commit). When the broker
-refuses the messages after the commit, the plans it did not take get their old ``next_run_at`` back (only if
-nobody changed it since), so they fire on the next tick instead of being lost.
-
-A plan whose cron expression or time zone Dify cannot evaluate is logged and pushed aside by
-:data:`POISON_RETRY` (it would otherwise stay due and abort every later tick, as in Dify).
+Each batch of :class:`_Poller` is one transaction: select the due plans ``FOR UPDATE SKIP LOCKED`` (so
+concurrent pollers, Dify's included, never take the same plan), compute each plan's next slot
+(:func:`next_run_at`, croniter under Dify's rules), write and **commit**, and only then publish
+``run_schedule_trigger``. Committing first means a failed commit publishes nothing; when the broker refuses the
+messages after the commit, the plans get their old ``next_run_at`` back (compare-and-set), so they fire on the
+next tick instead of being lost. A plan whose expression or time zone cannot be evaluated is pushed aside by
+:data:`POISON_RETRY` instead of aborting the tick. An empty tick imports neither Celery nor croniter.
 """
 
 from __future__ import annotations

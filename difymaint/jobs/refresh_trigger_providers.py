@@ -1,15 +1,12 @@
 """refresh-trigger-providers: hand plugin trigger subscriptions that expire soon to Dify's refresh task
 (docs/jobs/refresh-trigger-providers.md).
 
-Replaces Dify's ``trigger_provider_refresh`` beat task. A subscription is due when its OAuth credential or its
-provider-side subscription expires within Dify's thresholds (epoch-second columns, -1 = never). The due rows
-are walked with a ``(updated_at, id)`` keyset cursor (Dify pages with OFFSET over a set its own refreshes
-reorder). Per page, the in-flight key ``trigger_provider_refresh_lock:{tenant}_{subscription}`` is set with
-``SET NX EX max(300, subscription threshold)`` in one pipeline, and ``trigger_subscription_refresh`` is
-published for each key this run set. The key is written **prefixed** with ``REDIS_KEY_PREFIX``, because that is
-how Dify's executor reads it (Dify's own dispatcher writes it unprefixed, so under a prefix every refresh is
-skipped). When the broker refuses the messages, the keys this run set are deleted again, so the next tick
-retries instead of waiting out the TTL.
+:class:`_Refresher` walks the due subscriptions (:func:`due`) on an ``(updated_at, id)`` keyset cursor. Per
+page, the in-flight keys (:func:`lock_key`) are set with ``SET NX EX`` in one pipeline, and
+``trigger_subscription_refresh`` is published only for the keys this run set; when the broker refuses the
+messages, those keys are deleted again so the next tick retries instead of waiting out the TTL. The keys are
+written prefixed with ``REDIS_KEY_PREFIX``, because that is how Dify's executor reads them
+(docs/dify-reference.md#redis-key-prefix). The broker is opened only on the first page with due rows.
 """
 
 from __future__ import annotations

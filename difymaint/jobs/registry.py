@@ -33,12 +33,12 @@ from difymaint.jobs.spec import (
 @dataclass(frozen=True)
 class JobInfo:
     name: str  # the subcommand
-    module: str  # difymaint.jobs.<module>: `run(ctx, params)`, `Params`, and optionally `confirmation`, `check`
+    module: str  # difymaint.jobs.<module>: `Params`, `run(job, params)` and optional hooks (see jobs/execute.py)
     summary: str
     schedule: str  # Dify's default beat schedule as a cron line (LOG_TZ=UTC, CELERY_BEAT_SCHEDULER_TIME=1)
     dify_task: str  # the beat entry it replaces
     dify_switch: str  # the ENABLE_* flag that turns Dify's beat entry on ("" = none)
-    # Dify's settings that must all be on for a scheduled (--scheduled) run to go ahead; see core/switches.
+    # Dify's settings that must all be on for a scheduled (--scheduled) run to go ahead; see dify/switches.
     switches: tuple[Switch, ...]
     lock_key: str  # logical lock key (Dify's name where Dify has one)
     # What the summary counts, in order (the first is the progress line's running total), and in which words;
