@@ -54,7 +54,7 @@ ARCHIVE_LOG_COLUMNS = tuple(column.name for column in t.workflow_archive_logs.co
 @dataclass(frozen=True)
 class ArchiveWorkflowRunsParams:
     window: TimeWindow
-    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=100))
+    run: RunOptions = field(default_factory=RunOptions)
     tenant_ids: tuple[str, ...] = ()  # empty = every (paid) workspace
     limit: int | None = None  # at most this many runs archived
     delete_after_archive: bool = False

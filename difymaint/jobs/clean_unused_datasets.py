@@ -47,7 +47,7 @@ class CleanUnusedDatasetsParams:
     all_days: int = 30  # PLAN_SANDBOX_CLEAN_DAY_SETTING: pass 1, every workspace
     sandbox_days: int = 7  # PLAN_PRO_CLEAN_DAY_SETTING: pass 2, sandbox workspaces (the name is Dify's trap)
     passes: str = "both"
-    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=50))
+    run: RunOptions = field(default_factory=RunOptions)
     tenant_ids: tuple[str, ...] = ()
     enqueue_index_removal: bool = False
     emit_index_removals: Path | None = None

@@ -37,7 +37,7 @@ MAX_FAILURES = 3  # Dify's MAX_RETRIES
 @dataclass(frozen=True)
 class CleanWorkflowLogsParams:
     window: TimeWindow
-    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=100))
+    run: RunOptions = field(default_factory=RunOptions)
     workflow_ids: tuple[str, ...] = ()
     app_ids: tuple[str, ...] = ()
     orphan_manifest: Path | None = None

@@ -43,7 +43,7 @@ MAX_FAILURES_IN_A_ROW = 3
 
 @dataclass(frozen=True)
 class NotifyParams:
-    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=100))  # workspaces per page
+    run: RunOptions = field(default_factory=RunOptions)
     tenant_ids: tuple[str, ...] = ()
     purge_notified_older_than: int | None = None  # days
     preview: IO[str] | None = None  # dry run: where rendered mails go (default stdout)

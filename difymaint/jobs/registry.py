@@ -284,6 +284,7 @@ JOBS: dict[str, JobInfo] = {
             ARCHIVE_DIR,
         ),
         batch=Batching(
+            default=100,
             setting="PAID_PLAN_WORKFLOW_RUN_ARCHIVE_BATCH_SIZE",
             help="Runs per batch to start with (PAID_PLAN_WORKFLOW_RUN_ARCHIVE_BATCH_SIZE, 100).",
         ),
@@ -349,7 +350,7 @@ JOBS: dict[str, JobInfo] = {
             Opt("app_ids", ("--app-ids",), "Comma-separated app ids to limit the run to.", kind="ids", metavar="IDS"),
             ORPHAN_MANIFEST,
         ),
-        batch=Batching(setting="WORKFLOW_LOG_CLEANUP_BATCH_SIZE", shard=True),
+        batch=Batching(default=100, setting="WORKFLOW_LOG_CLEANUP_BATCH_SIZE", shard=True),
         lock_key="retention:clean_workflow_runlogs_precise",  # Dify takes no lock for it
         tables=(*_RUN_TABLES, *_RUN_MESSAGE_TABLES, *_CONVERSATION_TABLES),
     ),

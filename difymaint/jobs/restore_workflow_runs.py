@@ -52,7 +52,7 @@ class RestoreWorkflowRunsParams:
     window: TimeWindow | None = None  # on workflow_archive_logs.run_created_at
     tenant_ids: tuple[str, ...] = ()
     limit: int = 100  # runs of the window
-    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=100))
+    run: RunOptions = field(default_factory=RunOptions)
     archive_dir: Path | None = None
     keep_archive_logs: bool = False
 

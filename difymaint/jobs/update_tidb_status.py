@@ -58,7 +58,7 @@ class UpdateTidbStatusParams:
     leak_file: Path = Path("difymaint-tidb-leaks.jsonl")
     max_failed_requests: int = 10
     max_failing_seconds: float = 30.0
-    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=MAX_BATCH))
+    run: RunOptions = field(default_factory=RunOptions)
 
 
 Params = UpdateTidbStatusParams
