@@ -325,6 +325,25 @@ def publisher(settings: Settings) -> CeleryPublisher:
     return CeleryPublisher(app, connection, settings)
 
 
+class LazyPublisher:
+    """A publisher connected on first use and closed once: a tick with nothing to publish never touches the
+    broker (nor imports Celery), and a broker that is down fails at the first message, inside its batch."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._publisher: CeleryPublisher | None = None
+
+    def get(self) -> CeleryPublisher:
+        if self._publisher is None:
+            self._publisher = publisher(self._settings)
+        return self._publisher
+
+    def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None
+
+
 @contextmanager
 def broker_redis(settings: Settings) -> Iterator[tuple[Any, str]]:
     """A plain redis-py client on Dify's broker and the ``global_keyprefix`` its keys carry.

@@ -164,12 +164,11 @@ def run(job: JobRun, params: CleanUnusedDatasetsParams) -> None:
 
 
 def _handover_description(params: CleanUnusedDatasetsParams, dry_run: bool) -> str:
-    ways = []
-    if params.enqueue_index_removal:
-        ways.append(f"Celery {INDEX_TASK}(dataset_id, 'remove') on queue {INDEX_QUEUE}")
-    if params.emit_index_removals:
-        ways.append(f"work list {params.emit_index_removals}")
-    described = " and ".join(ways) or "none"
+    ways = {
+        f"Celery {INDEX_TASK}(dataset_id, 'remove') on queue {INDEX_QUEUE}": params.enqueue_index_removal,
+        f"work list {params.emit_index_removals}": params.emit_index_removals is not None,
+    }
+    described = " and ".join(way for way, chosen in ways.items() if chosen) or "none"
     return f"{described} (dry run: nothing sent or written)" if dry_run else described
 
 

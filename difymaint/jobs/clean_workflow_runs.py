@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from difymaint.dify.cascades import RunCleanup, ended_runs
 from difymaint.engine.keyset import Lane, RoundRobin
 from difymaint.engine.manifest import OrphanManifest
 from difymaint.engine.options import RunOptions
-from difymaint.engine.parent_scan import ParentScan
+from difymaint.engine.parent_scan import Lanes, ParentScan
 from difymaint.engine.run import JobRun
 from difymaint.engine.schema import Need, check_schema
 from difymaint.engine.shard import sharded
@@ -87,19 +88,12 @@ def run(job: JobRun, params: CleanWorkflowRunsParams) -> None:
     manifest = OrphanManifest(params.orphan_manifest, job=JOB, dry_run=params.run.dry_run)
     cleaner = _RunCleaner(ctx, job, params, policy, manifest, cleanup)
     job.remaining = cleaner.scan.remaining
+    # Plans are re-checked uncached right before deleting (an upgrade mid-run wins).
+    recheck = partial(policy.eligible, fresh=True)
+    lanes = None if strategy == "global" else Lanes(t.workflow_runs.c.tenant_id, cleaner.refill, recheck)
+    server_side = cleanup.server_side and is_postgres(ctx.engine)
     try:
-        if strategy == "global" and cleanup.server_side and is_postgres(ctx.engine):
-            cleaner.walk_server()
-        elif strategy == "global":
-            cleaner.scan.walk_all(cleaner.delete_batch)
-        else:
-            # Plans are re-checked uncached right before deleting (an upgrade mid-run wins).
-            cleaner.scan.walk_lanes(
-                cleaner.delete_batch,
-                t.workflow_runs.c.tenant_id,
-                cleaner.refill,
-                lambda tenants: policy.eligible(tenants, fresh=True),
-            )
+        cleaner.scan.walk(cleaner.delete_batch, lanes=lanes, server=cleaner.walk_server if server_side else None)
     finally:
         manifest.close()
     job.summary.details.update(policy.stats())
@@ -157,11 +151,7 @@ class _RunCleaner:
                     for source, found in orphans.items():
                         self.manifest.stage(found, source=source)
             batch.record(scanned=len(rows), affected=len(run_ids), rows=counts)
-        if batch.rolled_back:
-            self.manifest.rollback()
-            return False
-        self.manifest.commit()
-        return True
+        return self.manifest.settle(rolled_back=batch.rolled_back)
 
     def refill(self, lanes: RoundRobin) -> bool:
         """Queue the next page of eligible tenants, one lane (cursor) per tenant."""

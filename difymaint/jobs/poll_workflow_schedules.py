@@ -23,7 +23,7 @@ from difymaint.core.clock import naive_utc
 from difymaint.dify import tables as t
 
 # core.celery imports Celery only inside the functions that publish: an empty tick never loads it.
-from difymaint.dify.celery import DIFY_TASKS, BrokerUnavailable, CeleryPublisher, publisher
+from difymaint.dify.celery import DIFY_TASKS, BrokerUnavailable, CeleryPublisher, LazyPublisher
 from difymaint.engine.keyset import Cursor, after
 from difymaint.engine.options import RunOptions
 from difymaint.engine.run import JobRun
@@ -125,7 +125,7 @@ class _Poller:
         self.ctx = job.ctx
         self.params = params
         self.now = now
-        self.publisher: CeleryPublisher | None = None
+        self.publisher = LazyPublisher(job.ctx.settings)
         self.dispatched = 0
         self.listed: list[dict[str, Any]] = []
         self.poisoned: list[dict[str, str]] = []
@@ -169,9 +169,7 @@ class _Poller:
                 )
 
     def publisher_for_run(self) -> CeleryPublisher:
-        if self.publisher is None:
-            self.publisher = publisher(self.ctx.settings)  # checks the broker before any plan is touched
-        return self.publisher
+        return self.publisher.get()  # checks the broker before any plan is touched
 
     # --- a real tick ----------------------------------------------------------------------------------------
 
@@ -264,9 +262,19 @@ class _Poller:
         return max(0, due - self.dispatched - len(self.poisoned)) if self.job.dry_run else due
 
     def close(self) -> None:
-        if self.publisher is not None:
-            self.publisher.close()
-            self.publisher = None
+        self.publisher.close()
+
+    def details(self) -> dict[str, Any]:
+        """What the summary's details say of this tick."""
+        return {
+            "now": self.now.isoformat(),
+            "task": TASK,
+            "queue": QUEUE,
+            "published": self.dispatched,
+            "poisoned": self.poisoned,
+            "plans": self.listed,
+            "max_dispatch_per_tick": self.params.max_dispatch,
+        }
 
 
 def run(job: JobRun, params: PollWorkflowSchedulesParams) -> None:
@@ -278,15 +286,7 @@ def run(job: JobRun, params: PollWorkflowSchedulesParams) -> None:
         poller.preview() if params.run.dry_run else poller.tick()
     finally:
         poller.close()
-        job.summary.details.update(
-            now=now.isoformat(),
-            task=TASK,
-            queue=QUEUE,
-            published=poller.dispatched,
-            poisoned=poller.poisoned,
-            plans=poller.listed,
-            max_dispatch_per_tick=params.max_dispatch,
-        )
+        job.summary.details.update(poller.details())
     job.settle_remaining()
     if poller.tripped:  # a tripped breaker ends the run done, but with plans still due
         job.summary.rows_remaining = poller.remaining()

@@ -23,6 +23,7 @@ from difymaint.core.clock import naive_utc
 from difymaint.core.context import Context
 from difymaint.core.errors import DifymaintError
 from difymaint.dify import tables as t
+from difymaint.dify.celery import DIFY_TASKS, LazyPublisher
 from difymaint.dify.object_store import ArchiveStorageError, ObjectStore, dify_storage
 from difymaint.engine.manifest import OrphanManifest
 from difymaint.engine.options import RunOptions
@@ -252,27 +253,21 @@ def run(job: JobRun, params: TimeoutHumanInputParams) -> None:
 
 
 class Publisher:
-    """The Celery publisher, connected on the first resume: a minute with nothing to resume never imports
-    Celery (cold start), and a broker that is down fails inside the batch, which then rolls back."""
+    """Dify's resume task, published on the first resume (a broker that is down fails inside the batch, which
+    then rolls back); a dry run publishes nothing."""
 
     def __init__(self, ctx: Context, *, dry_run: bool) -> None:
-        self.ctx = ctx
         self.dry_run = dry_run
-        self._publisher: Any = None
+        self._publisher = LazyPublisher(ctx.settings)
 
     def resume(self, run_ids: list[str]) -> None:
         if self.dry_run or not run_ids:
             return
-        from difymaint.dify.celery import DIFY_TASKS, publisher
-
-        if self._publisher is None:
-            self._publisher = publisher(self.ctx.settings)
         task = DIFY_TASKS[RESUME_TASK]  # checks the call against Dify's signature
-        self._publisher.send_to(task, [task.call(payload={"workflow_run_id": run_id}) for run_id in run_ids])
+        self._publisher.get().send_to(task, [task.call(payload={"workflow_run_id": run_id}) for run_id in run_ids])
 
     def close(self) -> None:
-        if self._publisher is not None:
-            self._publisher.close()
+        self._publisher.close()
 
 
 def _walk(

@@ -11,16 +11,11 @@ import typer
 from difymaint.cli.options import ConsoleOptions, console_options
 from difymaint.cli.session import guarded, make_consoles, settings_context
 
+SHORT_HELP = "Check settings, connections, schema and indexes; say how to fix what is wrong."
+
 
 def register(app: typer.Typer) -> None:
-    app.command(
-        "doctor",
-        help="Check everything the jobs depend on: database and Dify schema (tables, columns, alembic version), "
-        "missing indexes on cascade columns (with the CREATE INDEX CONCURRENTLY to run), Redis and its key "
-        "prefix, the Celery broker, the billing API, mail (--send-test-mail), archive storage, and which jobs a "
-        "scheduled run would do given Dify's ENABLE_* switches. Exit 1 when anything blocks a job.",
-        short_help="Check settings, connections, schema and indexes; say how to fix what is wrong.",
-    )(doctor)
+    app.command("doctor", short_help=SHORT_HELP)(doctor)
 
 
 @console_options(redis=True)
@@ -37,6 +32,11 @@ def doctor(
         str | None, typer.Option("--send-test-mail", metavar="ADDRESS", help="Send a test mail to this address.")
     ] = None,
 ) -> int:
+    """Check everything the jobs depend on: database and Dify schema (tables, columns, alembic version), missing
+    indexes on cascade columns (with the CREATE INDEX CONCURRENTLY to run), Redis and its key prefix, the Celery
+    broker, the billing API, mail (--send-test-mail), archive storage, and which jobs a scheduled run would do
+    given Dify's ENABLE_* switches. Exit 1 when anything blocks a job.
+    """
     from rich.table import Table
 
     from difymaint.core.exit_codes import ExitCode

@@ -15,19 +15,17 @@ from difymaint.jobs import JobInfo
 
 
 def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..., int]) -> None:
-    @app.command(
-        "pause",
-        help="Pause a job: runs started while it is paused exit at once with outcome 'paused' (exit 0), and a "
-        "running one stops after its current batch (outcome partial, stop reason 'paused', exit 4). Stored in the "
-        "run history tables; needs no redeploy.",
-        short_help="Pause a job (a kill switch without a redeploy).",
-    )
+    @app.command("pause", short_help="Pause a job (a kill switch without a redeploy).")
     @console_options()
     def pause_command(
         opts: ConsoleOptions,
         job: Annotated[str, typer.Argument(metavar="JOB")],
         reason: Annotated[str | None, typer.Option("--reason", help="Why (shown by status).")] = None,
     ) -> None:
+        """Pause a job: runs started while it is paused exit at once with outcome 'paused' (exit 0), and a running one
+        stops after its current batch (outcome partial, stop reason 'paused', exit 4). Stored in the run history
+        tables; needs no redeploy.
+        """
         with console_session(opts) as (consoles, ctx):
             check_job(job, jobs)
             history_store(ctx).pause(job, reason, datetime.now(UTC))

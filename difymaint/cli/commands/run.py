@@ -28,13 +28,7 @@ if TYPE_CHECKING:
 
 
 def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..., int]) -> None:
-    @app.command(
-        "run",
-        help="Run jobs one after the other in this process, each with its defaults (Dify's settings). Stops at "
-        "the first job that does not exit 0 unless --keep-going; exits with the worst code (failed > usage > "
-        "interrupted > threshold > partial > locked > ok).",
-        short_help="Run several jobs in order; exit with the worst code.",
-    )
+    @app.command("run", short_help="Run several jobs in order; exit with the worst code.")
     @console_options(redis=True)
     def run_command(
         opts: ConsoleOptions,
@@ -45,6 +39,10 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
         scheduled: Scheduled = False,
         max_runtime: MaxRuntime = None,
     ) -> None:
+        """Run jobs one after the other in this process, each with its defaults (Dify's settings). Stops at the first
+        job that does not exit 0 unless --keep-going; exits with the worst code (failed > usage > interrupted >
+        threshold > partial > locked > ok).
+        """
         from difymaint.cli.options import Common
         from difymaint.ops.console import run_chain
 
@@ -70,14 +68,7 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
         code = run_chain(names, lambda name: run_job(jobs[name], common, {}), keep_going=keep_going, say=say)
         raise typer.Exit(code)
 
-    @app.command(
-        "run-due",
-        help="Run every job whose schedule (the registry's, or DIFYMAINT_SCHEDULE_<JOB>) fired since its last "
-        "recorded run, honouring Dify's switches and pauses; a missed slot runs once. Due jobs run at the same "
-        "time as child processes ('difymaint JOB --scheduled --yes'), quick ones started first, so a long "
-        "retention job never delays a quick one. One crontab line is enough: '* * * * * difymaint run-due'.",
-        short_help="Run the jobs whose schedule fired (one crontab line for everything).",
-    )
+    @app.command("run-due", short_help="Run the jobs whose schedule fired (one crontab line for everything).")
     @console_options(redis=True)
     def run_due_command(
         opts: ConsoleOptions,
@@ -97,6 +88,11 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
         ] = None,
         child_module: Annotated[str, typer.Option("--child-module", hidden=True)] = "difymaint",
     ) -> None:
+        """Run every job whose schedule (the registry's, or DIFYMAINT_SCHEDULE_<JOB>) fired since its last recorded
+        run, honouring Dify's switches and pauses; a missed slot runs once. Due jobs run at the same time as child
+        processes ('difymaint JOB --scheduled --yes'), quick ones started first, so a long retention job never
+        delays a quick one. One crontab line is enough: '* * * * * difymaint run-due'.
+        """
         from difymaint.ops.console import RUN_DUE, dispatch_due, plan_due, worst
 
         code = 0

@@ -22,13 +22,7 @@ if TYPE_CHECKING:
 
 
 def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..., int]) -> None:
-    @app.command(
-        "status",
-        help="Per job: last run and outcome, last success and its age against the schedule (overdue in red), rows "
-        "changed in the last 7 days, and what is running now (host, rows so far, rate, ETA). --check exits 3 when "
-        "an enabled, unpaused job is overdue or its last run failed (for monitors).",
-        short_help="Last runs, overdue jobs and running jobs; --check for monitors.",
-    )
+    @app.command("status", short_help="Last runs, overdue jobs and running jobs; --check for monitors.")
     @console_options()
     def status_command(
         opts: ConsoleOptions,
@@ -39,6 +33,10 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
         interval: Annotated[float, typer.Option("--interval", min=1, help="--watch refresh, seconds.")] = 5.0,
         now: Annotated[str | None, typer.Option("--now", hidden=True, help="Pretend it is this UTC time.")] = None,
     ) -> None:
+        """Per job: last run and outcome, last success and its age against the schedule (overdue in red), rows changed
+        in the last 7 days, and what is running now (host, rows so far, rate, ETA). --check exits 3 when an enabled,
+        unpaused job is overdue or its last run failed (for monitors).
+        """
         code = 0
         with console_session(opts) as (consoles, ctx):
             store = history_store(ctx)
