@@ -135,6 +135,7 @@ def _run(case: tuple[str, str, list[str]], tmp: Path, sqlite_url: str) -> tuple[
     return case, run_cli([job, "--yes", *extra, *flags, *mode], env=env)
 
 
+@pytest.mark.slow
 def test_no_secret_in_any_output_of_any_job(tmp_path: Path, sqlite_url: str) -> None:
     cases = _cases()
     assert {job for job, _, _ in cases} == set(JOBS) and len({tuple(m) for _, _, m in cases}) == len(MODES)
@@ -157,6 +158,7 @@ def test_no_secret_in_any_output_of_any_job(tmp_path: Path, sqlite_url: str) -> 
             assert reached in output, (where, output)
 
 
+@pytest.mark.slow
 def test_redis_url_password_masked_in_the_error_line(sqlite_url: str) -> None:
     env, flags = placements(sqlite_url)["redis-url-flag"]
     result = run_cli(["clean-messages", "--dry-run", *flags, "--json"], env=env)

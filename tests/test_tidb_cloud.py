@@ -30,6 +30,7 @@ from difymaint.dify.tidb_cloud import (
     TidbCreateOutcomeUnknown,
     require_tidb_settings,
 )
+from difymaint.jobs import JOBS
 from tests.conftest import NOW
 from tests.stubs.tidb_cloud import Fault, TidbCloudStub, parse_digest
 from tests.tidb_support import PROJECT, TIDB_VARS, FakeClock
@@ -474,9 +475,14 @@ def test_tidb_settings_defaults_match_dify() -> None:
     assert settings.TIDB_REGION == "regions/aws-us-east-1"
     assert settings.TIDB_SPEND_LIMIT == 100
     assert settings.TIDB_SERVERLESS_NUMBER == 500
-    assert settings.CREATE_TIDB_SERVICE_JOB_ENABLED is False
-    assert settings.ENABLE_CREATE_TIDB_SERVERLESS_TASK is False
-    assert settings.ENABLE_UPDATE_TIDB_SERVERLESS_STATUS_TASK is False
+    # Dify's switches default off (their defaults live with the jobs that read them, in the registry).
+    switches = {switch.name: switch for name in ("create-tidb", "update-tidb-status") for switch in JOBS[name].switches}
+    assert set(switches) == {
+        "CREATE_TIDB_SERVICE_JOB_ENABLED",
+        "ENABLE_CREATE_TIDB_SERVERLESS_TASK",
+        "ENABLE_UPDATE_TIDB_SERVERLESS_STATUS_TASK",
+    }
+    assert not any(switch.on(settings) for switch in switches.values())
     assert settings.TIDB_API_URL is None and settings.TIDB_PRIVATE_KEY is None
     assert (settings.DIFYMAINT_TIDB_MAX_REQUESTS, settings.DIFYMAINT_TIDB_MAX_SECONDS) == (10, 30.0)
 
