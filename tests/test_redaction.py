@@ -244,6 +244,7 @@ def test_console_commands_hide_secrets_from_variables_and_flags(sqlite_url: str)
     assert "connected as dify to difymaint" in shown  # a short stock secret stays a word
     assert shown_json["error"].startswith(f"auth failed for {MASK}") and "difymaint" in shown_json["error"]
     assert f"postgresql+psycopg2://u:{MASK}@127.0.0.1:1/d?application_name=difymaint" in outputs[-1]
+    assert LONG_FLAG not in outputs[-1]
     for text in outputs:
         assert LONG_ENV not in text and "difyai123456" not in text and "***maint" not in text
 
