@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.stubs.base import HttpStub, StubHandler
 
 
 @dataclass
@@ -21,26 +20,15 @@ class BillingState:
     calls: list[tuple[str, Any]] = field(default_factory=list)
 
 
-class BillingStub:
+class BillingStub(HttpStub):
     def __init__(self) -> None:
         self.state = BillingState()
         state = self.state
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return None
-
-            def _send(self, status: int, body: Any) -> None:
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
+        class Handler(StubHandler):
             def _authorised(self) -> bool:
                 if self.headers.get("Billing-Api-Secret-Key") != state.secret:
-                    self._send(401, {"error": "bad secret"})
+                    self.send_json(401, {"error": "bad secret"})
                     return False
                 return True
 
@@ -50,23 +38,22 @@ class BillingStub:
                     return
                 if self.path == "/subscription/cleanup/whitelist":
                     if state.fail_whitelist:
-                        self._send(state.fail_whitelist, {"error": "boom"})
+                        self.send_json(state.fail_whitelist, {"error": "boom"})
                         return
-                    self._send(200, {"data": [{"tenant_id": tid} for tid in state.whitelist]})
+                    self.send_json(200, {"data": [{"tenant_id": tid} for tid in state.whitelist]})
                     return
-                self._send(404, {"error": "not found"})
+                self.send_json(404, {"error": "not found"})
 
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length) or b"{}")
+                body = self.read_json()
                 state.calls.append(("POST", body))
                 if not self._authorised():
                     return
                 if self.path != "/subscription/plan/batch":
-                    self._send(404, {"error": "not found"})
+                    self.send_json(404, {"error": "not found"})
                     return
                 if state.fail_plans:
-                    self._send(state.fail_plans, {"error": "boom"})
+                    self.send_json(state.fail_plans, {"error": "boom"})
                     return
                 data = {}
                 for tid in body.get("tenant_ids", []):
@@ -75,19 +62,9 @@ class BillingStub:
                         if state.expiration_as_string:
                             plan["expiration_date"] = str(plan["expiration_date"])
                         data[tid] = plan
-                self._send(200, {"data": data})
+                self.send_json(200, {"data": data})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     def plan_calls(self) -> list[list[str]]:
         return [body["tenant_ids"] for method, body in self.state.calls if method == "POST"]
-
-    def __enter__(self) -> BillingStub:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()

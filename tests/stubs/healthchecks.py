@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.stubs.base import HttpStub, StubHandler
 
 
 @dataclass(frozen=True)
@@ -17,16 +16,13 @@ class Ping:
     body: str
 
 
-class PingStub:
+class PingStub(HttpStub):
     def __init__(self) -> None:
         self.pings: list[Ping] = []
         self.fail_status: int | None = None
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return None
-
+        class Handler(StubHandler):
             def _record(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length).decode() if length else ""
@@ -45,14 +41,4 @@ class PingStub:
             do_POST = _record
             do_HEAD = _record
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> PingStub:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.stubs.base import HttpStub, StubHandler
 
 MANIFEST_PATH = "/api/v1/dist/plugins/manifest.json"
 
@@ -32,41 +32,21 @@ def plugin(org: str, name: str, version: str) -> dict[str, Any]:
     }
 
 
-class MarketplaceStub:
+class MarketplaceStub(HttpStub):
     def __init__(self) -> None:
         self.state = MarketplaceState()
         state = self.state
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return None
-
+        class Handler(StubHandler):
             def do_GET(self) -> None:
                 state.calls.append((self.path, dict(self.headers.items())))
                 if self.path != MANIFEST_PATH:
-                    self._send(404, b'{"error":"not found"}')
+                    self.send_bytes(404, b'{"error":"not found"}')
                 elif state.fail_status:
-                    self._send(state.fail_status, b'{"error":"boom"}')
+                    self.send_bytes(state.fail_status, b'{"error":"boom"}')
                 elif state.raw_body is not None:
-                    self._send(200, state.raw_body)
+                    self.send_bytes(200, state.raw_body)
                 else:
-                    self._send(200, json.dumps({"plugins": state.plugins}).encode())
+                    self.send_bytes(200, json.dumps({"plugins": state.plugins}).encode())
 
-            def _send(self, status: int, payload: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> MarketplaceStub:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)

@@ -6,10 +6,10 @@ Decodes with the OpenTelemetry protocol's own generated classes and keeps every 
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.stubs.base import HttpStub, StubHandler
 
 
 @dataclass(frozen=True)
@@ -24,17 +24,14 @@ def _value(any_value: Any) -> Any:
     return getattr(any_value, kind) if kind else None
 
 
-class OtlpStub:
+class OtlpStub(HttpStub):
     def __init__(self, token: str | None = None) -> None:
         self.token = token
         self.points: list[Point] = []
         self.resources: list[dict[str, Any]] = []
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return None
-
+        class Handler(StubHandler):
             def do_POST(self) -> None:
                 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
                     ExportMetricsServiceRequest,
@@ -69,20 +66,10 @@ class OtlpStub:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     def named(self, name: str) -> list[Point]:
         return [point for point in self.points if point.name == name]
-
-    def __enter__(self) -> OtlpStub:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def _points(metric: Any) -> list[Point]:

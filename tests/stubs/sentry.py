@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import gzip
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.stubs.base import HttpStub, StubHandler
 
 
 def parse_envelope(raw: bytes) -> list[tuple[dict[str, Any], Any]]:
@@ -38,16 +38,13 @@ def parse_envelope(raw: bytes) -> list[tuple[dict[str, Any], Any]]:
     return items
 
 
-class SentryStub:
+class SentryStub(HttpStub):
     def __init__(self, project: int = 42, key: str = "publickey") -> None:
         self.project = project
         self.items: list[tuple[dict[str, Any], Any]] = []
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return None
-
+        class Handler(StubHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 raw = self.rfile.read(length)
@@ -72,18 +69,9 @@ class SentryStub:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        super().__init__(Handler)
         port = self.server.server_address[1]
         self.dsn = f"http://{key}@127.0.0.1:{port}/{project}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def of_type(self, kind: str) -> list[Any]:
         return [payload for header, payload in self.items if header.get("type") == kind]
-
-    def __enter__(self) -> SentryStub:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()

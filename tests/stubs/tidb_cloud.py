@@ -29,9 +29,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.stubs.base import HttpStub, StubHandler
 
 DISPLAY_NAME = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9]{2,62}[A-Za-z0-9]$")  # TiDB Cloud's rule
 _AUTH_PARAM = re.compile(r'(\w+)=(?:"((?:[^"\\]|\\.)*)"|([^,\s]+))')
@@ -137,15 +138,12 @@ def parse_digest(header: str) -> dict[str, str] | None:
     return {key.lower(): quoted or bare for key, quoted, bare in _AUTH_PARAM.findall(rest)}
 
 
-class TidbCloudStub:
+class TidbCloudStub(HttpStub):
     def __init__(self) -> None:
         self.state = TidbCloudState()
         state = self.state
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return None
-
+        class Handler(StubHandler):
             # ----------------------------------------------------------------------------- plumbing
             def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
                 payload = json.dumps(body).encode()
@@ -276,10 +274,8 @@ class TidbCloudStub:
             def do_DELETE(self) -> None:
                 self._handle()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{BASE_PATH}"
-        # A short poll interval: shutdown() waits for it, once per test.
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        super().__init__(Handler, poll_interval=0.02)  # shutdown() waits for the poll, once per test
+        self.url += BASE_PATH
 
     # --------------------------------------------------------------------------------------- test helpers
     def script(self, *faults: Fault) -> None:
@@ -301,14 +297,6 @@ class TidbCloudStub:
             for cluster in self.state.clusters.values():
                 if not cluster_ids or cluster.cluster_id in cluster_ids:
                     cluster.state = "ACTIVE"
-
-    def __enter__(self) -> TidbCloudStub:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def _bad(message: str) -> tuple[int, Any]:
