@@ -304,6 +304,7 @@ def test_crontab_has_one_line_per_job() -> None:
         assert " --log-format=json --json >>" in line  # the log gets JSON, as on Kubernetes
 
 
+@pytest.mark.slow  # a job subprocess
 def test_a_crontab_line_writes_json_lines_to_its_log() -> None:
     """What a cron line appends to /var/log/difymaint/<job>.log: JSON log lines and one JSON summary."""
     from tests.test_cli import run_cli

@@ -20,8 +20,8 @@ from pathlib import Path
 from pydantic import TypeAdapter, ValidationError
 
 from difymaint.core.errors import ConfigError
-from difymaint.core.redact import SECRET_NAME, url_password
-from difymaint.core.settings import SWITCH_NAME, load_settings
+from difymaint.core.redact import secret_name, url_password
+from difymaint.core.settings import load_settings
 from difymaint.dify.switches import override_variable
 from difymaint.jobs import JOBS, JobInfo
 from difymaint.ops.helm import HelmRelease, merge_env, read_release
@@ -193,9 +193,7 @@ def _warnings(
             f"{name} comes from valueFrom: its value is unknown here, so the schedules assume Dify's default for it"
         )
     for variable in flags:
-        # An on/off switch is never a secret, whatever its name says (ENABLE_CLEAN_OAUTH_ACCESS_TOKENS_TASK).
-        secret_name = SECRET_NAME.search(variable.name) and not SWITCH_NAME.fullmatch(variable.name)
-        if secret_name or url_password(variable.value or ""):
+        if secret_name(variable.name) or url_password(variable.value or ""):
             warnings.append(
                 f"--env {variable.name}: the value is written in clear into the rendered files; "
                 "prefer the Secret the pods read (--secret) or a valueFrom"
