@@ -23,9 +23,10 @@ from typer.testing import CliRunner
 from difymaint.cli.app import create_app
 from difymaint.cli.runner import Environment, use_environment
 from difymaint.core.locking import PostgresAdvisoryLock, RedisJobLock
+from difymaint.core.settings import load_settings
 from difymaint.ops.console import worst
 from difymaint.ops.history import HistoryStore, RunRecord, redact
-from difymaint.ops.schedule import effective_schedule, is_due, is_overdue, previous_fire, schedule_zone
+from difymaint.ops.schedule import is_due, is_overdue, job_schedule, previous_fire, schedule_zone
 from tests.console_jobs import TEST_JOBS
 
 APP = create_app(TEST_JOBS)
@@ -237,9 +238,9 @@ def test_status_check_exits_3_for_an_overdue_or_failed_job(pg_url: str) -> None:
 
 
 def test_schedules_due_and_overdue() -> None:
-    assert (
-        effective_schedule("quick-job", "0 12 * * *", {"DIFYMAINT_SCHEDULE_QUICK_JOB": "*/5 * * * *"}) == "*/5 * * * *"
-    )
+    overridden = load_settings(overrides={"DIFYMAINT_SCHEDULE_QUICK_JOB": "*/5 * * * *"})
+    assert job_schedule(TEST_JOBS["quick-job"], overridden).cron == "*/5 * * * *"
+    assert job_schedule(TEST_JOBS["quick-job"], load_settings()).cron == "0 12 * * *"
     assert is_due("0 12 * * *", NOW - timedelta(days=3), NOW, first_seen=NOW)  # three missed slots: due once
     assert not is_due("0 12 * * *", NOW - timedelta(minutes=20), NOW, first_seen=NOW)
     assert not is_due("0 12 * * *", None, NOW, first_seen=NOW - timedelta(minutes=1))  # never ran, slot before
@@ -407,6 +408,95 @@ def test_run_due_runs_exactly_the_due_jobs_once_concurrently(pg_url: str) -> Non
     )
     assert again.exit_code == 0 and ": run (" not in again.stderr  # the skipped ones are reported again, not run
     assert len([r for r in records(pg_url) if r.job not in ("run-due",)]) == len(before) + 2
+
+
+def test_run_due_and_status_read_schedules_through_difys_intervals(pg_url: str) -> None:
+    """One function decides a job's cron line for run-due and status alike: Dify's interval settings, its
+    CELERY_BEAT_SCHEDULER_TIME days, DIFYMAINT_SCHEDULE_<JOB>; an interval cron cannot express is refused for that
+    job alone (the tick exits 2, the other jobs still run)."""
+    from dataclasses import replace
+
+    from difymaint.ops.console import job_status, plan_due
+
+    quick = TEST_JOBS["quick-job"]
+    jobs = {
+        "monitor-like": replace(
+            quick, name="monitor-like", schedule="*/30 * * * *", interval_setting="QUEUE_MONITOR_INTERVAL"
+        ),
+        "retention-like": replace(
+            quick, name="retention-like", schedule="0 4 * * *", every_days_setting="CELERY_BEAT_SCHEDULER_TIME"
+        ),
+        "poller-like": replace(
+            quick, name="poller-like", schedule="* * * * *", interval_setting="WORKFLOW_SCHEDULE_POLLER_INTERVAL"
+        ),
+        "overridden": replace(quick, name="overridden"),
+    }
+    now = datetime(2026, 11, 24, 12, 10, 30, tzinfo=UTC)  # 12:10 is a */10 slot, not a */30 one
+    for name in jobs:
+        seed(pg_url, name, datetime(2026, 11, 24, 12, 0, 5, tzinfo=UTC))
+    settings = load_settings(
+        overrides={
+            "QUEUE_MONITOR_INTERVAL": "10",
+            "CELERY_BEAT_SCHEDULER_TIME": "3",
+            "WORKFLOW_SCHEDULE_POLLER_INTERVAL": "7",  # no cron line runs every 7 minutes
+            "DIFYMAINT_SCHEDULE_OVERRIDDEN": "10 12 * * *",
+        }
+    )
+    engine = sa.create_engine(pg_url)
+    try:
+        store = HistoryStore(engine)
+        plan = {d.job: d for d in plan_due(store, jobs, settings, now)}
+        rows = {row.job: row for row in job_status(store, jobs, settings, now)}
+    finally:
+        engine.dispose()
+    assert plan["monitor-like"].action == "run" and plan["monitor-like"].reason == "schedule */10 * * * * fired"
+    assert plan["overridden"].action == "run" and "10 12 * * *" in plan["overridden"].reason
+    refused = plan["poller-like"]
+    assert (
+        refused.action == "skip" and refused.exit_code == 2 and "WORKFLOW_SCHEDULE_POLLER_INTERVAL=7" in refused.reason
+    )
+    assert worst([d.exit_code for d in plan.values() if d.exit_code is not None]) == 2
+    assert "retention-like" not in plan  # 04:00 on days 1, 4, 7, ...: not due at noon
+    assert rows["monitor-like"].schedule == "*/10 * * * *"
+    assert rows["monitor-like"].next_run == datetime(2026, 11, 24, 12, 20, tzinfo=UTC)
+    assert rows["retention-like"].schedule == "0 4 */3 * *"
+    assert rows["retention-like"].next_run == datetime(2026, 11, 25, 4, 0, tzinfo=UTC)  # 25 = 1 + 8 × 3
+    assert rows["overridden"].schedule == "10 12 * * *"
+    assert rows["poller-like"].schedule is None and "WORKFLOW_SCHEDULE_POLLER_INTERVAL" in (
+        rows["poller-like"].problem or ""
+    )
+    # Dify's defaults when nothing is set (QUEUE_MONITOR_INTERVAL=0 means 30 in Dify too).
+    default = load_settings(overrides={"QUEUE_MONITOR_INTERVAL": "0"})
+    assert job_schedule(jobs["monitor-like"], default).cron == "*/30 * * * *"
+    assert job_schedule(jobs["retention-like"], default).cron == "0 4 * * *"
+
+
+def test_run_parallel_runs_each_job_as_its_own_child_and_exits_with_the_worst(pg_url: str) -> None:
+    """The every-minute CronJob's command: every job at once, each with its own lock, switch and record."""
+    args = ("--database-url", pg_url, "--yes", "--child-module", "tests.console_jobs")
+    ok = cli("run", "--parallel", "slow-job", "quick-job", *args)
+    assert ok.exit_code == 0, ok.output
+    assert "slow-job: exit 0" in ok.stderr and "quick-job: exit 0" in ok.stderr
+    quick, slow = (records(pg_url, name)[0] for name in ("quick-job", "slow-job"))
+    assert quick.outcome == slow.outcome == "done"
+    assert quick.ended_at is not None and slow.ended_at is not None
+    assert quick.ended_at < slow.started_at + timedelta(seconds=2) < slow.ended_at  # side by side, not in turn
+
+    engine = sa.create_engine(pg_url)
+    holder = PostgresAdvisoryLock(engine, "maintenance:quick-job")
+    assert holder.acquire()
+    try:  # a real process: the children write their JSON summaries to its stdout
+        proc = child("run", "--parallel", "quick-job", "off-job", "--scheduled", "--json", *args)
+        out, err = proc.communicate(timeout=60)
+        ok_locked = cli("run", "--parallel", "quick-job", *args, env={"DIFYMAINT_ON_LOCKED": "ok"})
+    finally:
+        holder.release()
+        engine.dispose()
+    assert proc.returncode == 5, err  # the worst of 5 (lock held) and 0 (disabled)
+    summaries = {line["job"]: line for line in map(json.loads, out.splitlines())}
+    assert summaries["quick-job"]["outcome"] == "skipped_locked" and summaries["off-job"]["outcome"] == "disabled"
+    assert ok_locked.exit_code == 0
+    assert cli("run", "--parallel", "quick-job", "nope", *args).exit_code == 2
 
 
 # --- catalogue and confirmation -----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,18 @@ ENV_LINE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 SCHEDULED = deploy.scheduled_jobs()  # manual commands (scheduled=False) get no deploy files
 
 
+# Each scheduled job's CronJob file: its own, or the every-minute one it shares.
+CRONJOB_OF = {job.name: stem for stem, members in deploy.k8s_cronjobs(list(SCHEDULED.values())) for job in members}
+
+
 def _manifest(job: JobInfo) -> dict[str, Any]:
-    loaded = yaml.safe_load((K8S / f"{job.name}.yaml").read_text(encoding="utf-8"))
+    loaded = yaml.safe_load((K8S / f"{CRONJOB_OF.get(job.name, job.name)}.yaml").read_text(encoding="utf-8"))
     assert isinstance(loaded, dict)
     return loaded
+
+
+def _grouped(job: JobInfo) -> bool:
+    return CRONJOB_OF[job.name] == deploy.EVERY_MINUTE_GROUP
 
 
 def _pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
@@ -91,9 +100,19 @@ def test_manifests_of_removed_jobs_are_stale_and_deleted(tmp_path: Path) -> None
 # --- Kubernetes manifests ----------------------------------------------------------------------------------------
 
 
-def test_one_manifest_per_registry_job() -> None:
+def test_one_manifest_per_registry_job_but_one_for_the_every_minute_jobs() -> None:
     on_disk = {path.stem for path in K8S.glob("*.yaml")} | {path.stem for path in K8S.glob("*.yml")}
-    assert on_disk == set(SCHEDULED) | {"kustomization", deploy.NAMES_CONFIG_MAP}
+    assert on_disk == set(CRONJOB_OF.values()) | {"kustomization", deploy.NAMES_CONFIG_MAP}
+    minute = sorted(name for name, job in SCHEDULED.items() if job.schedule == "* * * * *")
+    assert minute == ["poll-workflow-schedules", "refresh-trigger-providers", "timeout-human-input"]
+    assert sorted(name for name, stem in CRONJOB_OF.items() if stem == deploy.EVERY_MINUTE_GROUP) == minute
+    # Every scheduled job runs in exactly one CronJob: as its first argument, or one of the group's.
+    started = []
+    for stem in set(CRONJOB_OF.values()):
+        (container,) = _pod_spec(yaml.safe_load((K8S / f"{stem}.yaml").read_text(encoding="utf-8")))["containers"]
+        args = container["args"]
+        started += [arg for arg in args if arg in SCHEDULED] if args[:2] == ["run", "--parallel"] else [args[0]]
+    assert sorted(started) == sorted(SCHEDULED)
 
 
 @jobs
@@ -113,7 +132,7 @@ def test_cronjob_policy(job: JobInfo) -> None:
     obj = _manifest(job)
     assert obj["apiVersion"] == "batch/v1" and obj["kind"] == "CronJob"
     name = obj["metadata"]["name"]
-    assert name == f"difymaint-{job.name}" and len(name) <= 52
+    assert name == f"difymaint-{CRONJOB_OF[job.name]}" and len(name) <= 52
     spec = obj["spec"]
     assert spec["schedule"] == job.schedule
     assert spec["timeZone"] == "Etc/UTC"
@@ -149,7 +168,8 @@ def test_cronjob_policy(job: JobInfo) -> None:
 
     (container,) = pod["containers"]
     assert container["resources"]["limits"]["memory"]
-    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
+    memory = "256Mi" if _grouped(job) else "128Mi"  # the every-minute pod runs three processes
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": memory}
     assert container["securityContext"] == {
         "readOnlyRootFilesystem": True,
         "allowPrivilegeEscalation": False,
@@ -167,6 +187,13 @@ def test_cronjob_args(job: JobInfo) -> None:
     (container,) = _pod_spec(_manifest(job))["containers"]
     assert container["command"] == ["difymaint"]
     args = container["args"]
+    if _grouped(job):  # one child process per job, each with the flags below and its own scheduled arguments
+        assert args[:3] == ["run", "--parallel", "--scheduled"] and job.name in args and "--yes" in args
+        (flag,) = [arg for arg in args if arg.startswith("--max-runtime=")]
+        job_spec = _manifest(job)["spec"]["jobTemplate"]["spec"]
+        assert 0 < int(flag.split("=", 1)[1]) * (job_spec["backoffLimit"] + 1) < job_spec["activeDeadlineSeconds"]
+        assert job_spec["activeDeadlineSeconds"] < 60  # under the period: never two group pods at once
+        return
     assert args[0] == job.name
     assert "--log-format=json" in args and "--json" in args
     max_runtime = [arg for arg in args if arg.startswith("--max-runtime=")]
@@ -274,6 +301,25 @@ def test_crontab_has_one_line_per_job() -> None:
         assert f">>{log} 2>&1 || echo " in line and line.endswith(f'see {log}"')
         assert ("--yes" in line) == job.destructive
         assert ("--max-runtime=" in line) == job.destructive
+        assert " --log-format=json --json >>" in line  # the log gets JSON, as on Kubernetes
+
+
+@pytest.mark.slow  # a job subprocess
+def test_a_crontab_line_writes_json_lines_to_its_log() -> None:
+    """What a cron line appends to /var/log/difymaint/<job>.log: JSON log lines and one JSON summary."""
+    from tests.test_cli import run_cli
+
+    line = next(line for line in _job_lines() if " difymaint clean-messages " in line)
+    words = line.split(" >>", 1)[0].split()
+    args = words[words.index("difymaint") + 1 :]
+    stock = ROOT / "tests" / "fixtures" / "dify-stock-switches.env"
+    result = run_cli(
+        [*args, "--database-url", "postgresql://nobody@127.0.0.1:1/none"], env={"DIFYMAINT_ENV_FILE": str(stock)}
+    )
+    assert result.returncode == 0, result.stderr
+    (summary,) = [json.loads(text) for text in result.stdout.splitlines()]
+    assert summary["job"] == "clean-messages" and summary["outcome"] == "disabled"  # Dify ships it off
+    assert all(json.loads(text)["level"] for text in result.stderr.splitlines())
 
 
 def test_crontab_has_no_unescaped_percent() -> None:

@@ -181,7 +181,7 @@ def test_compose_overlay_contract() -> None:
     (name,) = overlay["services"]
     service = overlay["services"][name]
     assert name == "difymaint" and service["profiles"] == ["difymaint"] and service["restart"] == "no"
-    assert service["env_file"] == [{"path": "./.env", "required": True}]
+    assert service["env_file"] == ["./.env"]  # the form every Compose parses (no path:/required:)
     assert service["environment"] == {"DIFYMAINT_ON_PARTIAL": "ok", "DIFYMAINT_ON_LOCKED": "ok"}
     assert service["user"] == f"{schedules.UID}:{schedules.UID}" and service["read_only"] is True
     assert "ports" not in service and "command" not in service  # no daemon, nothing published

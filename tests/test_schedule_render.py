@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from difymaint.cli.app import app
 from difymaint.jobs import JOBS, JobInfo
 from difymaint.ops import manifests as schedules
+from difymaint.ops.render_files import STATE_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / schedules.K8S_DIR
@@ -61,7 +62,9 @@ def test_default_output_is_what_deploy_holds(tmp_path: Path) -> None:
         result = _render("--format", fmt, "--output", str(tmp_path / fmt))
         assert result.exit_code == 0, result.output
         written = sorted(
-            str(path.relative_to(tmp_path / fmt)) for path in (tmp_path / fmt).rglob("*") if path.is_file()
+            str(path.relative_to(tmp_path / fmt))
+            for path in (tmp_path / fmt).rglob("*")
+            if path.is_file() and path.name != STATE_FILE  # the folder's record of what was rendered
         )
         assert written, fmt
         for relative in written:
@@ -231,7 +234,7 @@ def test_systemd_units_match_the_contract() -> None:
 def test_kustomize_base_builds_and_validates() -> None:
     docs = _kustomize(K8S)
     assert sorted(doc["metadata"]["name"] for doc in docs) == sorted(
-        schedules.cronjob_name(job) for job in schedules.scheduled_jobs().values()
+        f"difymaint-{stem}" for stem, _ in schedules.k8s_cronjobs(list(schedules.scheduled_jobs().values()))
     )  # the local-config names ConfigMap is not applied; the manual Job templates are not resources
     for doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
@@ -246,8 +249,8 @@ def test_kustomize_names_live_in_one_place(tmp_path: Path) -> None:
     names = base / f"{schedules.NAMES_CONFIG_MAP}.yaml"
     text = names.read_text(encoding="utf-8")
     names.write_text(
-        text.replace('configMap: "dify-api"', 'configMap: "rel-api"').replace(
-            'secret: "dify-api"', 'secret: "rel-secret"'
+        text.replace('configMap: "dify-worker"', 'configMap: "rel-api"').replace(
+            'secret: "dify-worker"', 'secret: "rel-secret"'
         ),
         encoding="utf-8",
     )
@@ -282,7 +285,7 @@ def test_kustomize_overlay_overrides_namespace_image_and_names(tmp_path: Path) -
         encoding="utf-8",
     )
     docs = _kustomize(overlay)
-    assert len(docs) == len(schedules.scheduled_jobs())
+    assert len(docs) == len(schedules.k8s_cronjobs(list(schedules.scheduled_jobs().values())))
     for doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
         assert doc["metadata"]["namespace"] == "dify-prod"
@@ -340,16 +343,19 @@ def test_cronjob_args_on_difys_stock_env_touch_nothing() -> None:
     from tests.test_cli import run_cli
 
     ran = []
-    for job in schedules.scheduled_jobs().values():
-        obj = yaml.safe_load((K8S / f"{job.name}.yaml").read_text(encoding="utf-8"))
-        args = _container(obj)["args"]
-        env = {**_cronjob_env(job.name), "DIFYMAINT_ENV_FILE": str(STOCK_ENV)}
+    for stem, members in schedules.k8s_cronjobs(list(schedules.scheduled_jobs().values())):
+        args = _container(yaml.safe_load((K8S / f"{stem}.yaml").read_text(encoding="utf-8")))["args"]
+        env = {**_cronjob_env(stem), "DIFYMAINT_ENV_FILE": str(STOCK_ENV)}
         result = run_cli([*args, "--database-url", "postgresql://nobody@127.0.0.1:1/none"], env=env)
-        summary = json.loads(result.stdout)
-        if summary["outcome"] == "disabled":
-            assert result.returncode == 0 and summary["rows_total"] == 0, job.name
-        else:
-            ran.append(job.name)
+        summaries = [json.loads(line) for line in result.stdout.splitlines()]  # the every-minute pod: one each
+        assert sorted(summary["job"] for summary in summaries) == sorted(job.name for job in members), stem
+        for summary in summaries:
+            if summary["outcome"] == "disabled":
+                assert summary["exit_code"] == 0 and summary["rows_total"] == 0, summary["job"]
+            else:
+                ran.append(summary["job"])
+        if all(summary["outcome"] == "disabled" for summary in summaries):
+            assert result.returncode == 0, stem
     # ENABLE_CLEAN_OAUTH_ACCESS_TOKENS_TASK is the only retention switch Dify ships on; its dispatchers are on too
     assert sorted(ran) == [
         "check-upgradable-plugins",

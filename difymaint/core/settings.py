@@ -406,6 +406,14 @@ class RunSettings(_Group):
     LOG_TZ: str | None = Field(
         default=None, description="Dify's beat time zone: status and run-due read the cron schedules in it (UTC)."
     )
+    # Dify's beat intervals not declared with their jobs' other settings (docs/dify-reference.md); with
+    # QUEUE_MONITOR_INTERVAL, WORKFLOW_SCHEDULE_POLLER_INTERVAL and TRIGGER_PROVIDER_REFRESH_INTERVAL they shape
+    # the schedules (ops/schedule.py job_schedule).
+    HUMAN_INPUT_TIMEOUT_TASK_INTERVAL: PositiveInt = Field(default=1, description="Minutes between Dify's checks.")
+    API_TOKEN_LAST_USED_UPDATE_INTERVAL: PositiveInt = Field(default=30, description="Minutes between Dify's flushes.")
+    CELERY_BEAT_SCHEDULER_TIME: PositiveInt = Field(
+        default=1, description="Days: Dify's day_of_month='*/N' for its four day-scaled retention jobs."
+    )
     DIFYMAINT_HISTORY_KEEP_DAYS: NonNegativeInt = Field(
         default=30,
         description="run-due deletes finished run records older than this at each tick (minute-level jobs write "
@@ -501,6 +509,12 @@ class Settings(
                 f"invalid setting {name}={raw!r}: not a boolean", hint=f"set {name} to true or false"
             ) from None
 
+    def schedule_override(self, name: str) -> str | None:
+        """A ``DIFYMAINT_SCHEDULE_<JOB>`` cron line as the operator set it (env, env file or flag); None when unset."""
+        raw = self._switches.get(name) if SCHEDULE_NAME.fullmatch(name) else None
+        text = str(raw).strip() if raw is not None else ""
+        return text or None
+
     def secret_values(self) -> set[str]:
         """Every secret these settings hold, for :func:`difymaint.core.redact.scrub`: SecretStr fields
         (DB_PASSWORD, REDIS_PASSWORD, REDIS_SENTINEL_PASSWORD, BILLING_API_SECRET_KEY, SMTP_PASSWORD,
@@ -512,6 +526,8 @@ class Settings(
 
 # Names that are on/off switches of Dify's jobs or difymaint's overrides of them (kept without a declaration).
 SWITCH_NAME = re.compile(r"(?:DIFYMAINT_)?ENABLE_[A-Z0-9_]+|[A-Z0-9_]+_ENABLED")
+# difymaint's per-job schedule overrides, also kept as given (ops/schedule.py reads them).
+SCHEDULE_NAME = re.compile(r"DIFYMAINT_SCHEDULE_[A-Z0-9_]+")
 _env_file_values: ContextVar[Mapping[str, str | None] | None] = ContextVar("difymaint_env_file_values", default=None)
 _as_bool = TypeAdapter(bool)
 
@@ -544,14 +560,19 @@ def load_settings(env_file: Path | None = None, overrides: dict[str, Any] | None
     return settings
 
 
+def _kept_raw(name: str) -> bool:
+    """An undeclared name kept as given: a switch, or a DIFYMAINT_SCHEDULE_<JOB> cron line."""
+    return SWITCH_NAME.fullmatch(name) is not None or SCHEDULE_NAME.fullmatch(name) is not None
+
+
 def _switches(*layers: Mapping[str, object]) -> dict[str, object]:
-    """The undeclared switches as given, later layers winning (an empty value means unset)."""
+    """The undeclared switches and schedule overrides as given, later layers winning (empty means unset)."""
     raw: dict[str, object] = {}
     for layer in layers:
         raw.update(
             (name, value)
             for name, value in layer.items()
-            if SWITCH_NAME.fullmatch(name) and name not in Settings.model_fields and value not in (None, "")
+            if _kept_raw(name) and name not in Settings.model_fields and value not in (None, "")
         )
     return raw
 
@@ -585,7 +606,7 @@ def _wanted_lines(text: str) -> str:
         match = _ASSIGNMENT.match(line)
         if match is None:
             continue
-        keeping = match[1] in wanted or SWITCH_NAME.fullmatch(match[1]) is not None
+        keeping = match[1] in wanted or _kept_raw(match[1])
         if keeping:
             kept.append(line)
         value = match[2]

@@ -15,6 +15,7 @@ from difymaint.devtools import checkout_root, generator_parser
 from difymaint.ops.manifests import (
     CRONTAB_DIR,
     CRONTAB_FILE,
+    EVERY_MINUTE_GROUP,
     GENERATED_DIRS,
     GENERATED_MARKERS,
     K8S_DIR,
@@ -27,6 +28,7 @@ from difymaint.ops.manifests import (
     dst_safe,
     is_frequent,
     job_args,
+    k8s_cronjobs,
     render_all,
     render_cronjob,
     scheduled_jobs,
@@ -38,6 +40,7 @@ from difymaint.ops.schedule import period_seconds as schedule_period_seconds
 __all__ = [
     "CRONTAB_DIR",
     "CRONTAB_FILE",
+    "EVERY_MINUTE_GROUP",
     "K8S_DIR",
     "K8S_MANUAL_DIR",
     "NAMES_CONFIG_MAP",
@@ -48,6 +51,7 @@ __all__ = [
     "dst_safe",
     "is_frequent",
     "job_args",
+    "k8s_cronjobs",
     "main",
     "render_all",
     "render_cronjob",

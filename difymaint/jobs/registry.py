@@ -67,6 +67,11 @@ class JobInfo:
     alerts: bool = False
     # Command lines for the --help epilog (default: a dry run and a real run, see usage_examples).
     examples: tuple[str, ...] = ()
+    # Dify's setting (minutes) that its beat runs this job every (timedelta(minutes=...)); `schedule` is the cron
+    # line of its default. ops/schedule.py job_schedule derives the effective line from it.
+    interval_setting: str = ""
+    # Dify's setting (days) its beat uses as day_of_month="*/N" in this job's crontab (CELERY_BEAT_SCHEDULER_TIME).
+    every_days_setting: str = ""
 
     def load(self) -> ModuleType:
         """The job module: a name in this package, or a dotted path (a job kept elsewhere, e.g. in tests)."""
@@ -207,6 +212,7 @@ JOBS: dict[str, JobInfo] = {
         module="clean_messages",
         summary="Delete expired chat messages and their child rows (sandbox tenants, or all with billing off).",
         schedule="0 4 * * *",
+        every_days_setting="CELERY_BEAT_SCHEDULER_TIME",  # Dify: day_of_month="*/N"
         dify_task="clean_messages",
         dify_switch="ENABLE_CLEAN_MESSAGES",
         switches=(Switch("ENABLE_CLEAN_MESSAGES", dify_default=False),),
@@ -359,6 +365,7 @@ JOBS: dict[str, JobInfo] = {
         module="clean_embeddings",
         summary="Delete embedding cache rows (the embeddings table) older than PLAN_SANDBOX_CLEAN_DAY_SETTING days.",
         schedule="0 2 * * *",
+        every_days_setting="CELERY_BEAT_SCHEDULER_TIME",  # Dify: day_of_month="*/N"
         dify_task="clean_embedding_cache_task",
         dify_switch="ENABLE_CLEAN_EMBEDDING_CACHE_TASK",
         switches=(Switch("ENABLE_CLEAN_EMBEDDING_CACHE_TASK", dify_default=False),),
@@ -375,6 +382,7 @@ JOBS: dict[str, JobInfo] = {
         summary="Delete CLI OAuth access tokens revoked, or expired and never revoked, more than "
         "OAUTH_ACCESS_TOKEN_RETENTION_DAYS days ago.",
         schedule="0 5 * * *",
+        every_days_setting="CELERY_BEAT_SCHEDULER_TIME",  # Dify: day_of_month="*/N"
         dify_task="clean_oauth_access_tokens_task",
         dify_switch="ENABLE_CLEAN_OAUTH_ACCESS_TOKENS_TASK",
         switches=(Switch("ENABLE_CLEAN_OAUTH_ACCESS_TOKENS_TASK", dify_default=True),),
@@ -402,6 +410,7 @@ JOBS: dict[str, JobInfo] = {
         module="clean_unused_datasets",
         summary="Disable the documents of knowledge bases unused for N days and hand their index removal to Dify.",
         schedule="0 3 * * *",
+        every_days_setting="CELERY_BEAT_SCHEDULER_TIME",  # Dify: day_of_month="*/N"
         dify_task="clean_unused_datasets_task",
         dify_switch="ENABLE_CLEAN_UNUSED_DATASETS_TASK",
         switches=(Switch("ENABLE_CLEAN_UNUSED_DATASETS_TASK", dify_default=False),),
@@ -650,6 +659,7 @@ JOBS: dict[str, JobInfo] = {
         summary="Time out human-input forms past their deadline: resume the workflow along its timeout path, or "
         "stop it after the global timeout.",
         schedule="* * * * *",
+        interval_setting="HUMAN_INPUT_TIMEOUT_TASK_INTERVAL",
         dify_task="human_input_form_timeout",
         dify_switch="ENABLE_HUMAN_INPUT_TIMEOUT_TASK",
         switches=(Switch("ENABLE_HUMAN_INPUT_TIMEOUT_TASK", dify_default=True),),
@@ -696,6 +706,7 @@ JOBS: dict[str, JobInfo] = {
         module="flush_api_token_usage",
         summary="Copy Service-API token usage (Redis api_token_active:* keys) to api_tokens.last_used_at.",
         schedule="*/30 * * * *",
+        interval_setting="API_TOKEN_LAST_USED_UPDATE_INTERVAL",
         dify_task="batch_update_api_token_last_used",
         dify_switch="ENABLE_API_TOKEN_LAST_USED_UPDATE_TASK",
         switches=(Switch("ENABLE_API_TOKEN_LAST_USED_UPDATE_TASK", dify_default=True),),
@@ -720,6 +731,7 @@ JOBS: dict[str, JobInfo] = {
         summary="Check how many messages wait in Celery queues on Dify's broker; exit 3 and mail an alert at or "
         "above a threshold.",
         schedule="*/30 * * * *",  # every QUEUE_MONITOR_INTERVAL (30) minutes
+        interval_setting="QUEUE_MONITOR_INTERVAL",
         dify_task="datasets-queue-monitor",
         dify_switch="ENABLE_DATASETS_QUEUE_MONITOR",
         switches=(Switch("ENABLE_DATASETS_QUEUE_MONITOR", dify_default=False),),
@@ -791,6 +803,7 @@ JOBS: dict[str, JobInfo] = {
         summary="Fire due workflow schedule triggers: advance each plan's next_run_at, then publish Dify's "
         "run_schedule_trigger task.",
         schedule="* * * * *",  # every WORKFLOW_SCHEDULE_POLLER_INTERVAL (1) minutes
+        interval_setting="WORKFLOW_SCHEDULE_POLLER_INTERVAL",
         dify_task="workflow_schedule_task",
         dify_switch="ENABLE_WORKFLOW_SCHEDULE_POLLER_TASK",
         switches=(Switch("ENABLE_WORKFLOW_SCHEDULE_POLLER_TASK", dify_default=True),),
@@ -833,6 +846,7 @@ JOBS: dict[str, JobInfo] = {
         summary="Hand plugin trigger subscriptions whose credential or subscription expires soon to Dify's "
         "trigger_subscription_refresh task.",
         schedule="* * * * *",  # every TRIGGER_PROVIDER_REFRESH_INTERVAL (1) minutes
+        interval_setting="TRIGGER_PROVIDER_REFRESH_INTERVAL",
         dify_task="trigger_provider_refresh",
         dify_switch="ENABLE_TRIGGER_PROVIDER_REFRESH_TASK",
         switches=(Switch("ENABLE_TRIGGER_PROVIDER_REFRESH_TASK", dify_default=True),),

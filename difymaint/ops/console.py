@@ -18,12 +18,13 @@ from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any
 
+from difymaint.core.errors import ConfigError
 from difymaint.core.exit_codes import ExitCode
 from difymaint.core.settings import Settings
 from difymaint.dify.switches import override_variable, switch_state
 from difymaint.jobs import JobInfo
 from difymaint.ops.history import RUNNING, HistoryStore, RunRecord
-from difymaint.ops.schedule import effective_schedule, is_due, is_overdue, next_fire, schedule_zone
+from difymaint.ops.schedule import is_due, is_overdue, job_schedule, next_fire, schedule_zone
 
 FAILED_OUTCOMES = ("failed", "threshold_exceeded")
 SUCCESS_OUTCOMES = ("done",)
@@ -85,12 +86,18 @@ def exit_codes_of(info: JobInfo) -> list[tuple[int, str]]:
     return codes
 
 
-def job_catalogue(info: JobInfo) -> dict[str, Any]:
+def job_catalogue(info: JobInfo, settings: Settings | None = None) -> dict[str, Any]:
+    """The job's catalogue entry; its schedule as ``run-due`` would read it under ``settings`` (default: the
+    environment's)."""
+    if settings is None:
+        from difymaint.core.settings import load_settings
+
+        settings = load_settings()
     return {
         "name": info.name,
         "summary": info.summary,
         "dify_task": info.dify_task,
-        "schedule": effective_schedule(info.name, info.schedule) or None,
+        "schedule": job_schedule(info, settings).cron or None,
         "default_schedule": info.schedule or None,
         "dify_switch": info.dify_switch or None,
         "switches": [{"name": s.name, "dify_default": s.dify_default} for s in info.switches],
@@ -153,6 +160,7 @@ class JobStatus:
     rows_7d: int
     running: list[RunRecord] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)  # run ids whose heartbeat stopped (crashed runs)
+    schedule_error: str | None = None  # an interval or override cron cannot express: the job is not scheduled
 
     @property
     def last_failed(self) -> bool:
@@ -163,6 +171,8 @@ class JobStatus:
         """What `status --check` alerts on: only for enabled, unpaused jobs."""
         if not self.enabled or self.paused is not None:
             return None
+        if self.schedule_error:
+            return self.schedule_error
         if self.last_failed:
             return "last run failed"
         if self.overdue:
@@ -196,6 +206,7 @@ class JobStatus:
             "overdue": self.overdue,
             "next_run": self.next_run.isoformat() if self.next_run else None,
             "rows_7d": self.rows_7d,
+            "schedule_error": self.schedule_error,
             "running": [
                 {
                     "run_id": r.run_id,
@@ -227,7 +238,7 @@ def job_status(
     stale_after = timedelta(seconds=2 * settings.DIFYMAINT_LOCK_TTL)
     rows: list[JobStatus] = []
     for info in jobs.values():
-        schedule = effective_schedule(info.name, info.schedule, environ) or None
+        schedule, error = _schedule_of(info, settings)
         switch = switch_state(settings, info.name, info.switches)
         last = _last_finished(store, info.name)
         success = store.last(info.name, outcomes=SUCCESS_OUTCOMES, real_only=True)
@@ -252,9 +263,18 @@ def job_status(
                 rows_7d=store.rows_since(info.name, now - timedelta(days=7)),
                 running=mine,
                 stale=[r.run_id for r in mine if (r.heartbeat_at or r.started_at) < now - stale_after],
+                schedule_error=error,
             )
         )
     return rows
+
+
+def _schedule_of(info: JobInfo, settings: Settings) -> tuple[str | None, str | None]:
+    """The job's cron line (None: manual), or None and the reason it has none (a ConfigError, one line)."""
+    try:
+        return job_schedule(info, settings).cron or None, None
+    except ConfigError as exc:
+        return None, f"{exc.message} ({exc.hint})" if exc.hint else exc.message
 
 
 def _last_finished(store: HistoryStore, job: str) -> RunRecord | None:
@@ -298,8 +318,14 @@ def plan_due(
     running = {r.job for r in store.running() if (r.heartbeat_at or r.started_at) >= now - _stale(settings)}
     decisions: list[DueDecision] = []
     for info in jobs.values():
-        schedule = effective_schedule(info.name, info.schedule, environ)
-        if not info.scheduled or not schedule:
+        if not info.scheduled:
+            continue
+        schedule, error = _schedule_of(info, settings)
+        if error is not None:
+            if switch_state(settings, info.name, info.switches).enabled:  # the others still run; the tick exits 2
+                decisions.append(DueDecision(info.name, "skip", f"refused: {error}", exit_code=int(ExitCode.USAGE)))
+            continue
+        if not schedule:
             continue
         last = store.last(info.name, real_only=True)
         if not is_due(schedule, last.started_at if last else None, now, first_seen=first_seen, tz=zone):
@@ -334,12 +360,14 @@ def dispatch_due(
     env: Mapping[str, str] | None = None,
     poll: Callable[[float], None] = time.sleep,
     dry_run: bool = False,
+    child_args: Callable[[JobInfo], Sequence[str]] | None = None,
 ) -> list[DueDecision]:
     """Start every job to run as its own child process at once, then wait for all of them.
 
     Concurrent children are what keeps a long retention job from delaying a quick one; each child is an
-    ordinary scheduled run (``--scheduled --yes``), with its own lock, history record and exit code; with
-    ``dry_run`` each child is a dry run instead (which does not count as the job's run for the next tick).
+    ordinary scheduled run (``JOB --scheduled --yes`` and the job's scheduled arguments), with its own lock,
+    switch, history record and exit code; with ``dry_run`` each child is a dry run instead (which does not count
+    as the job's run for the next tick). ``child_args(job)`` replaces those arguments (``run --parallel``).
     """
     children: list[tuple[DueDecision, subprocess.Popen[bytes]]] = []
 
@@ -352,12 +380,37 @@ def dispatch_due(
     in_main = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
     try:
-        mode = ("--dry-run",) if dry_run else ("--yes",)
-        _start_and_wait(decisions, jobs, children, child_module, (*mode, *extra_args), env, poll)
+        mode = () if child_args is not None else ("--dry-run",) if dry_run else ("--yes",)
+        argv_of = child_args or _scheduled_run
+        _start_and_wait(decisions, jobs, children, child_module, (*mode, *extra_args), env, poll, argv_of)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return list(decisions)
+
+
+def run_parallel(
+    names: Sequence[str],
+    jobs: Mapping[str, JobInfo],
+    flags: Sequence[str],
+    *,
+    scheduled: bool,
+    child_module: str = "difymaint",
+    env: Mapping[str, str] | None = None,
+) -> list[tuple[str, int]]:
+    """``difymaint run --parallel``: every job at once through run-due's dispatcher, one child per job
+    (``JOB`` + ``flags``, + its scheduled arguments when ``scheduled``); each job's exit code."""
+    decisions = [DueDecision(name, "run", "requested") for name in dict.fromkeys(names)]
+
+    def child_args(info: JobInfo) -> list[str]:
+        return [info.name, *flags, *(info.scheduled_args if scheduled else ())]
+
+    dispatch_due(decisions, jobs, child_module=child_module, env=env, child_args=child_args)
+    return [(d.job, d.exit_code if d.exit_code is not None else int(ExitCode.FAILED)) for d in decisions]
+
+
+def _scheduled_run(info: JobInfo) -> list[str]:
+    return [info.name, "--scheduled", *info.scheduled_args]
 
 
 def _start_and_wait(
@@ -368,12 +421,12 @@ def _start_and_wait(
     extra_args: Sequence[str],
     env: Mapping[str, str] | None,
     poll: Callable[[float], None],
+    child_args: Callable[[JobInfo], Sequence[str]],
 ) -> None:
     for decision in decisions:
         if decision.action != "run":
             continue
-        info = jobs[decision.job]
-        argv = [sys.executable, "-m", child_module, info.name, "--scheduled", *info.scheduled_args]
+        argv = [sys.executable, "-m", child_module, *child_args(jobs[decision.job])]
         decision.started_at = time.monotonic()
         children.append((decision, subprocess.Popen([*argv, *extra_args], env=dict(env or os.environ))))
     while any(decision.exit_code is None for decision, _ in children):

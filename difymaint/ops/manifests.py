@@ -2,18 +2,21 @@
 rendered from the job registry.
 
 ``difymaint schedule render`` prints them with an operator's knobs (image, ConfigMap/Secret names, namespace,
-time zone, a subset of jobs); ``python -m difymaint.devtools.deploy`` writes their default rendering into
-deploy/ and ``--check`` keeps it in sync (CI). Every scheduled job in :data:`difymaint.jobs.JOBS` gets one
-CronJob, one crontab line and one service+timer pair; manual commands (``scheduled=False``, e.g. restores) get
-a ``Job`` template instead. The templates live in ``difymaint/templates/``. Neither typer nor rich is imported
-here: the CLI layer only parses the knobs.
+time zone, a subset of jobs, extra environment; :mod:`difymaint.ops.render_plan` turns Dify's settings and a
+Helm release's values into those knobs); ``python -m difymaint.devtools.deploy`` writes their default rendering
+into deploy/ and ``--check`` keeps it in sync (CI). Every scheduled job in :data:`difymaint.jobs.JOBS` gets one
+crontab line and one service+timer pair, and one CronJob, except that the jobs running every minute share one
+(``difymaint-every-minute``: one pod a minute runs them side by side); manual commands (``scheduled=False``,
+e.g. restores) get a ``Job`` template instead. The templates live in ``difymaint/templates/``. Neither typer nor
+rich is imported here: the CLI layer only parses the knobs.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+import zoneinfo
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jinja2
@@ -22,9 +25,11 @@ from difymaint import __version__
 from difymaint.core.exit_codes import ExitCode
 from difymaint.jobs import JOBS, JobInfo
 from difymaint.ops.schedule import (
+    EVERY_MINUTE,
     ScheduleError,
     cron_fields,
     field_values,
+    fires_every_minute,
     period_seconds,
     seconds_until_next,
     start_minutes,
@@ -49,8 +54,11 @@ IMAGE_NAME = "difymaint"  # what kustomize's `images:` matches; point newName at
 IMAGE = f"{IMAGE_NAME}:{__version__}"
 TIME_ZONE = "Etc/UTC"  # Dify's beat runs in LOG_TZ, whose default is UTC
 NAMESPACE = "dify"
-CONFIG_MAP = "dify-api"
-SECRET = "dify-api"
+# What Dify's beat (and the worker that runs its jobs) reads: BorisPolonsky/dify-helm's "<fullname>-worker"
+# ConfigMap and Secret, release "dify".
+CONFIG_MAP = "dify-worker"
+SECRET = "dify-worker"
+EVERY_MINUTE_GROUP = "every-minute"  # the one CronJob of the jobs that run every minute (one pod a minute)
 NAMES_CONFIG_MAP = "difymaint-dify-settings"  # the kustomize base's one place for the ConfigMap/Secret names
 ENV_FILE = "/opt/dify/docker/.env"
 BIN = "/usr/local/bin/difymaint"  # systemd needs an absolute ExecStart path
@@ -73,6 +81,18 @@ DST_HOURS = frozenset({1, 2, 3})
 DST_SHIFT_HOURS = 3  # a job scheduled in DST_HOURS moves this much later (04:00-06:00: same order, spread out)
 
 UTC_ZONES = frozenset({"UTC", "Etc/UTC", "Etc/GMT", "GMT", "Etc/Universal", "Universal", "Zulu", "Etc/Zulu"})
+# Tags that name a moving target rather than a release: a pod could run another version than its neighbour.
+MOVING_TAGS = frozenset({"latest", "stable", "edge", "nightly", "main", "master"})
+
+
+def job_cron(job: JobInfo, options: RenderOptions | None = None, *, host_zone: bool = False) -> str:
+    """The cron line a job is rendered with: DIFYMAINT_SCHEDULE_<JOB> as given; else its schedule, out of the
+    DST hours where the zone has them (``host_zone``: cron's zone is unknown, so always)."""
+    if options is not None and job.name in options.overridden:
+        return job.schedule
+    if host_zone or options is None:
+        return dst_safe(job.schedule)
+    return zone_schedule(job.schedule, options.time_zone)
 
 
 def zone_schedule(schedule: str, time_zone: str) -> str:
@@ -119,6 +139,21 @@ def is_frequent(job: JobInfo) -> bool:
 
 
 @dataclass(frozen=True)
+class EnvVar:
+    """One variable every rendered job gets: a literal value, or (Kubernetes) a ``valueFrom`` copied as given."""
+
+    name: str
+    value: str | None = None
+    value_from: Mapping[str, Any] | None = None
+    source: str = "--env"  # where it came from (--env, beat.extraEnv, worker.extraEnv): named in comments
+
+    def k8s(self) -> dict[str, Any]:
+        if self.value_from is not None:
+            return {"name": self.name, "valueFrom": dict(self.value_from)}
+        return {"name": self.name, "value": self.value or ""}
+
+
+@dataclass(frozen=True)
 class RenderOptions:
     """The operator's knobs (``difymaint schedule render``); the defaults are what deploy/ holds."""
 
@@ -133,6 +168,18 @@ class RenderOptions:
     compose_dir: str = ""  # crontab: run each job with `docker compose run` in Dify's docker/ directory
     namespaced: bool = False  # write metadata.namespace into each manifest (kustomize sets it otherwise)
     shards: int = 1  # k8s: Indexed Jobs of this many pods for the jobs that take --shard
+    env: tuple[EnvVar, ...] = ()  # k8s env, systemd Environment=, crontab variables: --env and a Helm beat's
+    # k8s: job -> why the environment baked into its CronJob switches it off (rendered with suspend: true)
+    suspended: tuple[tuple[str, str], ...] = ()
+    origins: tuple[tuple[str, str], ...] = ()  # job -> the setting that shaped its schedule (for comments)
+    overridden: frozenset[str] = field(default_factory=frozenset)  # DIFYMAINT_SCHEDULE_<JOB>: rendered as given
+    helm_fullname: str = ""  # rendered from this Helm release's values (comments and README)
+
+    def suspension(self, job_name: str) -> str:
+        return dict(self.suspended).get(job_name, "")
+
+    def origin(self, job_name: str) -> str:
+        return dict(self.origins).get(job_name, "")
 
 
 DEFAULTS = RenderOptions()
@@ -147,6 +194,9 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
 _TIME_ZONE = re.compile(r"^[A-Za-z0-9_+\-/]+$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def check_options(options: RenderOptions) -> None:
@@ -156,14 +206,53 @@ def check_options(options: RenderOptions) -> None:
     for what, name in (("ConfigMap", options.config_map), ("Secret", options.secret)):
         if not _DNS_SUBDOMAIN.match(name) or len(name) > 253:
             raise RenderError(f"{what} name {name!r} is not a DNS subdomain (lowercase letters, digits, '-', '.')")
-    if not _IMAGE.match(options.image):
-        raise RenderError(f"image {options.image!r} is not an image reference (registry/name:tag or @sha256:...)")
-    if not _TIME_ZONE.match(options.time_zone):
-        raise RenderError(f"time zone {options.time_zone!r} is not an IANA name such as Etc/UTC or Europe/Berlin")
+    check_image(options.image)
+    check_time_zone(options.time_zone)
+    for variable in options.env:
+        check_env(variable)
     if not 1 <= options.shards <= MAX_RENDER_SHARDS:
         raise RenderError(f"--shards must be between 1 and {MAX_RENDER_SHARDS}, not {options.shards}")
     if any(char.isspace() for char in options.env_file + options.binary + options.compose_dir):
         raise RenderError("--env-file and --binary paths must not contain white space (cron and systemd split on it)")
+
+
+def check_image(image: str) -> None:
+    """A pinned image reference: ``name:tag`` with a release tag, or ``name@sha256:<digest>``."""
+    if not _IMAGE.match(image):
+        raise RenderError(f"image {image!r} is not an image reference (registry/name:tag or @sha256:...)")
+    parts = split_image(image)
+    if "digest" in parts:
+        if not _DIGEST.match(parts["digest"]):
+            raise RenderError(f"image {image!r}: the digest must be sha256: and 64 hex digits")
+        return
+    tag = parts.get("newTag")
+    if tag is None:
+        raise RenderError(f"image {image!r} has no tag; pin it (name:1.2.3 or name@sha256:...)")
+    if tag.lower() in MOVING_TAGS or not _TAG.match(tag):
+        raise RenderError(f"image {image!r}: tag {tag!r} is not pinned; use a release tag (name:1.2.3) or a digest")
+
+
+def check_time_zone(name: str) -> None:
+    """An IANA zone this machine's zone database knows (Kubernetes and systemd reject others only later)."""
+    if not _TIME_ZONE.match(name):
+        raise RenderError(f"time zone {name!r} is not an IANA name such as Etc/UTC or Europe/Berlin")
+    if name in UTC_ZONES:
+        return
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        if not zoneinfo.available_timezones():  # no zone database here at all: nothing to check against
+            return
+        raise RenderError(
+            f"time zone {name!r} is not in the IANA zone database (e.g. Etc/UTC, Europe/Berlin)"
+        ) from None
+
+
+def check_env(variable: EnvVar) -> None:
+    if not ENV_NAME.match(variable.name):
+        raise RenderError(f"environment variable name {variable.name!r} is not a shell name (letters, digits, '_')")
+    if variable.value is not None and any(char in variable.value for char in "\n\r\0"):
+        raise RenderError(f"{variable.name}: a value with a line break or NUL cannot be rendered")
 
 
 def split_image(image: str) -> dict[str, str]:
@@ -228,22 +317,32 @@ def compose_runner(compose_dir: str) -> list[str]:
     ]
 
 
-def crontab_command(job: JobInfo, timing: Timing | None = None, compose_dir: str = "") -> str:
+def crontab_command(
+    job: JobInfo, timing: Timing | None = None, compose_dir: str = "", env: Sequence[EnvVar] = ()
+) -> str:
     """The command part of a job's crontab line, % escaped (cron turns a bare % into a newline).
 
     ``flock -E 0``: a start while the previous run still goes is dropped quietly, as concurrencyPolicy Forbid
-    does. Output goes to the job's log; only a failure prints a line, which cron mails to MAILTO.
+    does. The job's log gets JSON: log lines and its one summary line (``--log-format=json --json``), as on
+    Kubernetes; only a failure prints a line, which cron mails to MAILTO. In a compose container the file's
+    extra variables (``env``) are passed on by name (``-e NAME``: the value stays in the file's header).
     """
     log = f"/var/log/difymaint/{job.name}.log"
-    runner = compose_runner(compose_dir) if compose_dir else ["difymaint"]
+    runner = ["difymaint"]
+    if compose_dir:
+        passed = [word for variable in env for word in ("-e", variable.name)]
+        runner = [*compose_runner(compose_dir)[:-1], *passed, "difymaint"]
     words = ["flock", "-n", "-E", "0", f"/run/lock/difymaint-{job.name}.lock", *runner, job.name]
-    words += scheduled_flags(job, timing)
+    words += [*scheduled_flags(job, timing), "--log-format=json", "--json"]
     command = " ".join(words) + f' >>{log} 2>&1 || echo "difymaint {job.name} failed (exit $?); see {log}"'
     return command.replace("%", "\\%")
 
 
-def crontab_line(job: JobInfo) -> str:
-    return f"{dst_safe(job.schedule)} root {crontab_command(job)}"
+def crontab_line(job: JobInfo, options: RenderOptions | None = None) -> str:
+    command = crontab_command(
+        job, compose_dir=options.compose_dir if options else "", env=options.env if options else ()
+    )
+    return f"{job_cron(job, options, host_zone=True)} root {command}"
 
 
 _CRON_DAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -316,14 +415,36 @@ def _labels(job: JobInfo) -> dict[str, str]:
     }
 
 
-def _row(job: JobInfo, registry: Mapping[str, JobInfo] | None = None) -> dict[str, Any]:
+def _row(
+    job: JobInfo, registry: Mapping[str, JobInfo] | None = None, options: RenderOptions = DEFAULTS
+) -> dict[str, Any]:
     return {
         "job": job,
         "name": cronjob_name(job),
         "timing": timing_for(job, registry),
         "governed_by": governed_by(job),
         "frequent": is_frequent(job),
-        "cron_schedule": dst_safe(job.schedule),
+        "cron_schedule": job_cron(job, options, host_zone=True),
+        "origin": options.origin(job.name),
+        "suspended": options.suspension(job.name),
+    }
+
+
+_POD_ENV = (
+    EnvVar("PYTHONDONTWRITEBYTECODE", "1", source=""),
+    # Exits 4 (budget reached) and 5 (lock held) are no failures on a schedule: see FAIL_JOB_EXIT_CODES.
+    EnvVar("DIFYMAINT_ON_PARTIAL", "ok", source=""),
+    EnvVar("DIFYMAINT_ON_LOCKED", "ok", source=""),
+)
+
+
+def _pod_env(options: RenderOptions) -> dict[str, Any]:
+    """The container's env: difymaint's own three, then the operator's (which win by name)."""
+    extra = {variable.name for variable in options.env}
+    return {
+        "base": [variable.k8s() for variable in _POD_ENV if variable.name not in extra],
+        "extra": [variable.k8s() for variable in options.env],
+        "sources": ", ".join(dict.fromkeys(variable.source for variable in options.env)),
     }
 
 
@@ -340,48 +461,153 @@ def render_cronjob(
         "cronjob.yaml.j2",
         options,
         job=job,
+        members=[],
         governed_by=governed_by(job),
         name=cronjob_name(job),
         labels=_labels(job),
         timing=timing,
         frequent=is_frequent(job),
-        schedule=zone_schedule(job.schedule, options.time_zone),
+        schedule=job_cron(job, options),
+        origin=options.origin(job.name),
+        suspend=options.suspension(job.name),
         args=args,
         shards=shards,
+        env=_pod_env(options),
     )
+
+
+def every_minute_group(members: Sequence[JobInfo]) -> JobInfo:
+    """The registry-shaped entry of the every-minute CronJob (its name, deadlines and comments)."""
+    return JobInfo(
+        name=EVERY_MINUTE_GROUP,
+        module="",
+        summary="Dify's every-minute jobs side by side in one pod a minute (1,440 pods a day, not one per job).",
+        schedule=EVERY_MINUTE,
+        dify_task=", ".join(job.dify_task for job in members),
+        dify_switch="",
+        switches=(),
+        lock_key="each job its own",
+        destructive=any(job.destructive for job in members),
+        batch=None,
+    )
+
+
+def group_args(members: Sequence[JobInfo], timing: Timing) -> list[str]:
+    """``difymaint run --parallel``: each member a child process with the flags of its own CronJob (every
+    child the same --max-runtime, under the pod's deadline), the pod's exit the worst of theirs."""
+    flags = ["--scheduled", "--yes", f"--max-runtime={timing.max_runtime_seconds}", "--log-format=json", "--json"]
+    return ["run", "--parallel", *flags, *(job.name for job in members)]
+
+
+def render_every_minute(members: Sequence[JobInfo], options: RenderOptions = DEFAULTS) -> str:
+    """One CronJob for the jobs whose schedule is every minute. A member its environment switches off is left
+    out of the pod's arguments; with all of them off the CronJob is suspended."""
+    running = [job for job in members if not options.suspension(job.name)]
+    group = every_minute_group(members)
+    timing = timing_for(group)
+    suspend = "" if running else "; ".join(f"{job.name}: {options.suspension(job.name)}" for job in members)
+    return _render(
+        "cronjob.yaml.j2",
+        options,
+        job=group,
+        members=[
+            {"job": job, "governed_by": governed_by(job), "suspended": options.suspension(job.name)} for job in members
+        ],
+        governed_by="",
+        name=cronjob_name(group),
+        labels=_labels(group),
+        timing=timing,
+        frequent=True,
+        schedule=EVERY_MINUTE,
+        origin=", ".join(dict.fromkeys(options.origin(job.name) for job in members if options.origin(job.name))),
+        suspend=suspend,
+        args=group_args(running or members, timing),
+        shards=1,
+        env=_pod_env(options),
+    )
+
+
+def k8s_cronjobs(selected: Sequence[JobInfo]) -> list[tuple[str, list[JobInfo]]]:
+    """(file stem, jobs) of each CronJob: one per job, except one for every job that runs every minute."""
+    minute = [job for job in selected if fires_every_minute(job.schedule)]
+    units: list[tuple[str, list[JobInfo]]] = []
+    for job in selected:
+        if job not in minute:
+            units.append((job.name, [job]))
+        elif job is minute[0]:
+            units.append((EVERY_MINUTE_GROUP, minute))
+    return units
+
+
+def job_files(fmt: str, job_name: str) -> set[str]:
+    """The files that belong to one job alone (the rest are shared: kustomization, crontab, READMEs, the
+    every-minute CronJob); ``--only`` rewrites no other job's."""
+    if fmt == "k8s":
+        return {f"{K8S_DIR}/{job_name}.yaml"}
+    if fmt == "systemd":
+        return {f"{SYSTEMD_DIR}/difymaint-{job_name}.service", f"{SYSTEMD_DIR}/difymaint-{job_name}.timer"}
+    return set()
 
 
 def render_manual_job(job: JobInfo, options: RenderOptions = DEFAULTS) -> str:
     """A ``Job`` template for a manual command (restore): edit its args, then ``kubectl create -f``."""
-    return _render("manual-job.yaml.j2", options, job=job, name=cronjob_name(job), labels=_labels(job))
+    return _render(
+        "manual-job.yaml.j2", options, job=job, name=cronjob_name(job), labels=_labels(job), env=_pod_env(options)
+    )
 
 
-def ordered_jobs(jobs: Iterable[JobInfo]) -> list[JobInfo]:
+def ordered_jobs(jobs: Iterable[JobInfo], options: RenderOptions = DEFAULTS) -> list[JobInfo]:
     """Frequent jobs first, then the rest by their (DST-safe) time of day from noon, so the files read as a
     night's timetable (23:00 archive before 00:00 deletion)."""
 
     def key(job: JobInfo) -> tuple[int, int]:
-        return (0 if is_frequent(job) else 1, (start_minutes(dst_safe(job.schedule))[0] - 12 * 60) % (24 * 60))
+        first = start_minutes(job_cron(job, options, host_zone=True))[0]
+        return (0 if is_frequent(job) else 1, (first - 12 * 60) % (24 * 60))
 
     return sorted(jobs, key=key)
+
+
+def crontab_variable(variable: EnvVar) -> str:
+    """``NAME=value`` for the cron file's header; quoted when blanks at either end would be lost."""
+    if variable.value_from is not None:
+        raise RenderError(f"{variable.name}: valueFrom exists on Kubernetes only")
+    value = variable.value or ""
+    if value == value.strip() and value[:1] not in ("'", '"'):
+        return f"{variable.name}={value}"
+    if '"' not in value:
+        return f'{variable.name}="{value}"'
+    if "'" not in value:
+        return f"{variable.name}='{value}'"
+    raise RenderError(f"{variable.name}: cron cannot keep a value with both quote kinds and blanks at an end")
+
+
+def systemd_environment(variable: EnvVar) -> str:
+    """An ``Environment=`` line: quoted, with systemd's escapes (backslash, quote) and specifiers (%)."""
+    if variable.value_from is not None:
+        raise RenderError(f"{variable.name}: valueFrom exists on Kubernetes only")
+    text = f"{variable.name}={variable.value or ''}"
+    return 'Environment="' + text.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"'
 
 
 def render_crontab(
     jobs: Iterable[JobInfo], options: RenderOptions = DEFAULTS, registry: Mapping[str, JobInfo] | None = None
 ) -> str:
     lines = []
-    for job in ordered_jobs(jobs):
+    for job in ordered_jobs(jobs, options):
         timing = timing_for(job, registry)
-        text = f"{dst_safe(job.schedule)} root {crontab_command(job, timing, options.compose_dir)}"
-        lines.append({**_row(job, registry), "text": text})
-    return _render("crontab.j2", options, lines=lines)
+        command = crontab_command(job, timing, options.compose_dir, options.env)
+        lines.append(
+            {**_row(job, registry, options), "text": f"{job_cron(job, options, host_zone=True)} root {command}"}
+        )
+    variables = [crontab_variable(variable) for variable in options.env]
+    return _render("crontab.j2", options, lines=lines, variables=variables)
 
 
 def render_kustomization(jobs: Iterable[JobInfo], options: RenderOptions = DEFAULTS) -> str:
     return _render(
         "kustomization.yaml.j2",
         options,
-        names=[job.name for job in jobs],
+        names=[stem for stem, _ in k8s_cronjobs(list(jobs))],
         image=split_image(options.image),
         names_config_map=NAMES_CONFIG_MAP,
     )
@@ -392,17 +618,31 @@ def render_names_config_map(options: RenderOptions = DEFAULTS) -> str:
 
 
 def render_k8s_readme(jobs: Iterable[JobInfo], manual: Iterable[JobInfo], options: RenderOptions = DEFAULTS) -> str:
+    rows = []
+    for stem, members in k8s_cronjobs(list(jobs)):
+        unit = members[0] if stem != EVERY_MINUTE_GROUP else every_minute_group(members)
+        rows.append(
+            {
+                **_row(unit, None, options),
+                "schedule": EVERY_MINUTE if stem == EVERY_MINUTE_GROUP else job_cron(unit, options),
+                "members": members if stem == EVERY_MINUTE_GROUP else [],
+                "suspended": "" if stem == EVERY_MINUTE_GROUP else options.suspension(unit.name),
+            }
+        )
     return _render(
         "k8s-cronjobs-README.md.j2",
         options,
-        rows=[_row(job) for job in jobs],
+        rows=rows,
         manual=list(manual),
         names_config_map=NAMES_CONFIG_MAP,
+        group_name=NAME_PREFIX + EVERY_MINUTE_GROUP,
     )
 
 
 def render_crontab_readme(jobs: Iterable[JobInfo], options: RenderOptions = DEFAULTS) -> str:
-    return _render("crontab-README.md.j2", options, rows=[_row(job) for job in ordered_jobs(jobs)])
+    return _render(
+        "crontab-README.md.j2", options, rows=[_row(job, None, options) for job in ordered_jobs(jobs, options)]
+    )
 
 
 def render_systemd_units(
@@ -414,7 +654,9 @@ def render_systemd_units(
         "timing": timing,
         "governed_by": governed_by(job),
         "args": " ".join(scheduled_flags(job, timing)),
-        "on_calendar": on_calendar(zone_schedule(job.schedule, options.time_zone), options.time_zone),
+        "on_calendar": on_calendar(job_cron(job, options), options.time_zone),
+        "origin": options.origin(job.name),
+        "environment": [systemd_environment(variable) for variable in options.env],
     }
     return {
         f"difymaint-{job.name}.service": _render("systemd.service.j2", options, **context),
@@ -424,7 +666,7 @@ def render_systemd_units(
 
 def render_systemd_readme(jobs: Iterable[JobInfo], options: RenderOptions = DEFAULTS) -> str:
     rows = [
-        {**_row(job), "on_calendar": on_calendar(zone_schedule(job.schedule, options.time_zone), options.time_zone)}
+        {**_row(job, None, options), "on_calendar": on_calendar(job_cron(job, options), options.time_zone)}
         for job in jobs
     ]
     return _render("systemd-README.md.j2", options, rows=rows)
@@ -448,6 +690,11 @@ def selected_jobs(options: RenderOptions, jobs: Mapping[str, JobInfo] | None = N
     return [job for name, job in scheduled.items() if not options.only or name in options.only]
 
 
+def cronjob_paths(selected: Sequence[JobInfo]) -> list[str]:
+    """The CronJob files of these jobs, in order (``schedule render`` prints them as one stream)."""
+    return [f"{K8S_DIR}/{stem}.yaml" for stem, _ in k8s_cronjobs(selected)]
+
+
 def render_format(
     fmt: str, options: RenderOptions = DEFAULTS, jobs: Mapping[str, JobInfo] | None = None
 ) -> dict[str, str]:
@@ -457,8 +704,11 @@ def render_format(
     selected = selected_jobs(options, registry)
     files: dict[str, str] = {}
     if fmt == "k8s":
-        for job in selected:
-            files[f"{K8S_DIR}/{job.name}.yaml"] = render_cronjob(job, options, registry)
+        for stem, members in k8s_cronjobs(selected):
+            if stem == EVERY_MINUTE_GROUP:
+                files[f"{K8S_DIR}/{stem}.yaml"] = render_every_minute(members, options)
+            else:
+                files[f"{K8S_DIR}/{stem}.yaml"] = render_cronjob(members[0], options, registry)
         files[f"{K8S_DIR}/{NAMES_CONFIG_MAP}.yaml"] = render_names_config_map(options)
         files[f"{K8S_DIR}/kustomization.yaml"] = render_kustomization(selected, options)
         manual = [job for job in registry.values() if not job.scheduled]

@@ -1,11 +1,13 @@
-"""Cron schedules, read by croniter (the library Dify's own schedule triggers use) and nothing else: when a
-job last fired, whether a run is due or overdue, and the shapes the schedule renderer needs (the values a field
-matches, the minutes of the day a job starts, its shortest period).
+"""Cron schedules, read by croniter (the library Dify's own schedule triggers use) and nothing else: each job's
+effective cron line, when a job last fired, whether a run is due or overdue, and the shapes the schedule renderer
+needs (the values a field matches, the minutes of the day a job starts, its shortest period).
 
-Schedules are read in Dify's beat time zone, ``LOG_TZ`` (default UTC), the zone ``difymaint schedule render``
-gives the CronJobs and timers too. ``DIFYMAINT_SCHEDULE_<JOB>`` (for example
-``DIFYMAINT_SCHEDULE_CLEAN_MESSAGES="30 3 * * *"``) overrides the registry's schedule for ``status`` and
-``run-due``.
+:func:`job_schedule` is the one place a job's cron line comes from, for ``schedule render``, ``run-due`` and
+``status`` alike: ``DIFYMAINT_SCHEDULE_<JOB>`` (for example ``DIFYMAINT_SCHEDULE_CLEAN_MESSAGES="30 3 * * *"``)
+when set, else Dify's beat schedule under Dify's own settings (the registry names the setting: an interval in
+minutes such as ``QUEUE_MONITOR_INTERVAL``, or ``CELERY_BEAT_SCHEDULER_TIME`` days). Schedules are read in
+Dify's beat time zone, ``LOG_TZ`` (default UTC), the zone ``difymaint schedule render`` gives the CronJobs and
+timers too.
 """
 
 from __future__ import annotations
@@ -13,12 +15,23 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
 from difymaint.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from difymaint.core.settings import Settings
+    from difymaint.jobs import JobInfo
+
+EVERY_MINUTE = "* * * * *"
+HOUR_MINUTES = 60
+DAY_HOURS = 24
+MONTH_DAYS = 31
 
 
 def schedule_variable(job_name: str) -> str:
@@ -26,15 +39,69 @@ def schedule_variable(job_name: str) -> str:
     return "DIFYMAINT_SCHEDULE_" + job_name.upper().replace("-", "_")
 
 
-def effective_schedule(job_name: str, default: str, environ: Mapping[str, str] | None = None) -> str:
-    """The job's cron line: the override variable when set, else the registry's (``""``: never scheduled)."""
-    variable = schedule_variable(job_name)
-    value = (environ if environ is not None else os.environ).get(variable, "").strip()
-    if value:
-        if not croniter.is_valid(value):
-            raise ConfigError(f"{variable}={value!r} is not a cron expression", hint="e.g. '0 4 * * *' (UTC)")
-        return value
-    return default
+@dataclass(frozen=True)
+class JobSchedule:
+    cron: str  # five cron fields; "" for a manual command (never scheduled)
+    origin: str = ""  # the setting that made it differ from the registry's default, e.g. "QUEUE_MONITOR_INTERVAL=10"
+    overridden: bool = False  # set by DIFYMAINT_SCHEDULE_<JOB>: the operator's own line, rendered as given
+
+
+def job_schedule(job: JobInfo, settings: Settings) -> JobSchedule:
+    """The job's effective cron line: ``DIFYMAINT_SCHEDULE_<JOB>``, else Dify's schedule shaped by the Dify setting
+    the registry names for it. ConfigError (exit 2) for an override that is no cron line, or an interval that cron
+    cannot express exactly (7 minutes, 90 minutes, 2.5): refused rather than rounded, since a rounded interval
+    silently runs a job more or less often than Dify's beat did."""
+    variable = schedule_variable(job.name)
+    override = settings.schedule_override(variable)
+    if override is not None:
+        try:
+            cron_fields(override)
+        except ScheduleError:
+            raise ConfigError(
+                f"{variable}={override!r} is not a five-field cron line", hint="e.g. '0 4 * * *' (in LOG_TZ)"
+            ) from None
+        return JobSchedule(override, variable, overridden=True)
+    if not job.schedule:
+        return JobSchedule("")
+    if job.interval_setting:
+        return _every_minutes(job, job.interval_setting, getattr(settings, job.interval_setting))
+    if job.every_days_setting:
+        days = int(getattr(settings, job.every_days_setting))
+        if days == 1:
+            return JobSchedule(job.schedule)
+        minute, hour, _, month, weekday = job.schedule.split()
+        # Cron step semantics, as Dify's crontab(day_of_month="*/N"): days 1, 1+N, ... of each month; a step
+        # past the month's end leaves only the 1st, which is also what a larger N gives in Dify.
+        day = f"*/{days}" if days < MONTH_DAYS else "1"
+        return JobSchedule(f"{minute} {hour} {day} {month} {weekday}", f"{job.every_days_setting}={days}")
+    return JobSchedule(job.schedule)
+
+
+def _every_minutes(job: JobInfo, setting: str, value: float | None) -> JobSchedule:
+    if not value:  # Dify: QUEUE_MONITOR_INTERVAL or 30 (unset or 0 means the default)
+        return JobSchedule(job.schedule)
+    shown = f"{value:g}"
+    minutes = float(value)
+    cron = ""
+    if minutes.is_integer():
+        whole = int(minutes)
+        if whole < HOUR_MINUTES and HOUR_MINUTES % whole == 0:
+            cron = EVERY_MINUTE if whole == 1 else f"*/{whole} * * * *"
+        elif whole % HOUR_MINUTES == 0 and DAY_HOURS % (whole // HOUR_MINUTES) == 0:
+            hours = whole // HOUR_MINUTES
+            cron = "0 * * * *" if hours == 1 else "0 0 * * *" if hours == DAY_HOURS else f"0 */{hours} * * *"
+    if not cron:
+        raise ConfigError(
+            f"{setting}={shown}: every {shown} minutes has no exact cron form ({job.name})",
+            hint=f"use minutes that divide 60 or whole hours that divide 24, or set {schedule_variable(job.name)}",
+        )
+    return JobSchedule(cron, "" if cron == job.schedule else f"{setting}={shown}")
+
+
+def fires_every_minute(expression: str) -> bool:
+    """True for a cron line that matches every minute of every day (``* * * * *`` however written)."""
+    fields = cron_fields(expression)
+    return all(values == set(range(low, high + 1)) for values, (low, high) in zip(fields, _FIELD_RANGES, strict=True))
 
 
 def schedule_zone(environ: Mapping[str, str] | None = None) -> tzinfo:

@@ -28,11 +28,13 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
     def list_jobs(json: Json = False, color: Color = None) -> None:
         from rich.table import Table
 
+        from difymaint.core.settings import load_settings
         from difymaint.ops.console import job_catalogue
 
         consoles = make_consoles(color)
         with guarded(consoles):
-            rows = [job_catalogue(info) for info in jobs.values()]
+            settings = load_settings()  # the schedules as run-due reads them (Dify's intervals, overrides)
+            rows = [job_catalogue(info, settings) for info in jobs.values()]
             if json:
                 print_json(consoles, rows)
                 return

@@ -1,11 +1,13 @@
-"""``difymaint run JOB...`` (several jobs in order, in this process) and ``difymaint run-due`` (every job whose
-schedule fired since its last run, as child processes: one crontab line for everything)."""
+"""``difymaint run JOB...`` (several jobs in order in this process, or side by side as child processes with
+``--parallel``: the Kubernetes every-minute CronJob) and ``difymaint run-due`` (every job whose schedule fired
+since its last run, as child processes: one crontab line for everything)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -14,6 +16,7 @@ from difymaint.cli.commands._common import check_job, history_store, parse_now, 
 from difymaint.cli.options import (
     ConsoleOptions,
     DryRun,
+    LogFormat,
     MaxRuntime,
     Scheduled,
     Yes,
@@ -28,20 +31,31 @@ if TYPE_CHECKING:
 
 
 def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..., int]) -> None:
-    @app.command("run", short_help="Run several jobs in order; exit with the worst code.")
+    @app.command("run", short_help="Run several jobs in order (or --parallel); exit with the worst code.")
     @console_options(redis=True)
     def run_command(
         opts: ConsoleOptions,
         names: Annotated[list[str], typer.Argument(metavar="JOB...")],
         keep_going: Annotated[bool, typer.Option("--keep-going", help="Run the rest after a job fails.")] = False,
+        parallel: Annotated[
+            bool, typer.Option("--parallel", help="Run every job at once, each as its own child process.")
+        ] = False,
         dry_run: DryRun = False,
         yes: Yes = None,
         scheduled: Scheduled = False,
         max_runtime: MaxRuntime = None,
+        log_format: Annotated[
+            LogFormat | None,
+            typer.Option("--log-format", help="--parallel: the children's log line format on stderr."),
+        ] = None,
+        child_module: Annotated[str, typer.Option("--child-module", hidden=True)] = "difymaint",
     ) -> None:
         """Run jobs one after the other in this process, each with its defaults (Dify's settings). Stops at the first
         job that does not exit 0 unless --keep-going; exits with the worst code (failed > usage > interrupted >
-        threshold > partial > locked > ok).
+        threshold > partial > locked > ok). With --parallel every job runs at once as its own child process
+        ('difymaint JOB' with these flags; --scheduled adds each job's scheduled arguments), each with its own lock,
+        switch, run record and exit code, SIGTERM passed on to all: the Kubernetes every-minute CronJob runs Dify's
+        every-minute jobs so, in one pod.
         """
         from difymaint.cli.options import Common
         from difymaint.ops.console import run_chain
@@ -50,6 +64,23 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
         with guarded(consoles):
             for name in names:
                 check_job(name, jobs)
+        if parallel:
+            from difymaint.ops.console import run_parallel, worst
+
+            flags = [
+                *(["--dry-run"] if dry_run else []),
+                *(["--yes"] if yes else []),
+                *(["--scheduled"] if scheduled else []),
+                *([f"--max-runtime={max_runtime:g}"] if max_runtime is not None else []),
+                *([f"--log-format={log_format.value}"] if log_format is not None else []),
+                *(["--json"] if opts.json else []),
+            ]
+            env = _child_env(opts.env_file, opts.database_url, opts.redis_url)
+            ended = run_parallel(names, jobs, flags, scheduled=scheduled, child_module=child_module, env=env)
+            if not opts.json:
+                for name, child_code in ended:
+                    consoles.err.print(f"{name}: exit {child_code}", highlight=False, markup=False)
+            raise typer.Exit(worst([child_code for _, child_code in ended]))
         common = Common(
             dry_run=dry_run,
             yes=yes,
@@ -88,10 +119,10 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
         ] = None,
         child_module: Annotated[str, typer.Option("--child-module", hidden=True)] = "difymaint",
     ) -> None:
-        """Run every job whose schedule (the registry's, or DIFYMAINT_SCHEDULE_<JOB>) fired since its last recorded
-        run, honouring Dify's switches and pauses; a missed slot runs once. Due jobs run at the same time as child
-        processes ('difymaint JOB --scheduled --yes'), quick ones started first, so a long retention job never
-        delays a quick one. One crontab line is enough: '* * * * * difymaint run-due'.
+        """Run every job whose schedule (Dify's under its interval settings, or DIFYMAINT_SCHEDULE_<JOB>) fired since
+        its last recorded run, honouring Dify's switches and pauses; a missed slot runs once. Due jobs run at the
+        same time as child processes ('difymaint JOB --scheduled --yes'), quick ones started first, so a long
+        retention job never delays a quick one. One crontab line is enough: '* * * * * difymaint run-due'.
         """
         from difymaint.ops.console import RUN_DUE, dispatch_due, plan_due, worst
 
@@ -103,14 +134,7 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
             if list_only:
                 _render_due(consoles, decisions, opts.json)
                 return
-            env = dict(os.environ)
-            for variable, value in (
-                ("DIFYMAINT_ENV_FILE", opts.env_file),
-                ("DIFYMAINT_DATABASE_URL", opts.database_url),
-                ("DIFYMAINT_REDIS_URL", opts.redis_url),
-            ):
-                if value is not None:
-                    env[variable] = str(value)
+            env = _child_env(opts.env_file, opts.database_url, opts.redis_url)
             extra = ("--json",) if opts.json else ()
             if dry_run:
                 dispatch_due(decisions, jobs, child_module=child_module, extra_args=extra, env=env, dry_run=True)
@@ -143,3 +167,16 @@ def _render_due(consoles: Consoles, decisions: list[Any], json: bool) -> None:
     for d in decisions:
         result = "" if d.exit_code is None else f" → exit {d.exit_code}"
         consoles.err.print(f"{d.job}: {d.action} ({d.reason}){result}", highlight=False)
+
+
+def _child_env(env_file: Path | None, database_url: str | None, redis_url: str | None) -> dict[str, str]:
+    """The children's environment: this one plus the connection flags (as variables: no password in ps)."""
+    env = dict(os.environ)
+    for variable, value in (
+        ("DIFYMAINT_ENV_FILE", env_file),
+        ("DIFYMAINT_DATABASE_URL", database_url),
+        ("DIFYMAINT_REDIS_URL", redis_url),
+    ):
+        if value is not None:
+            env[variable] = str(value)
+    return env

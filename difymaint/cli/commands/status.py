@@ -86,7 +86,7 @@ def render_status(
         table.add_row(
             row.job,
             enabled,
-            row.schedule or "manual",
+            row.schedule or ("[red]none (see below)[/red]" if row.schedule_error else "manual"),
             when(row.last_run.started_at) if row.last_run else "-",
             outcome(row.last_run.outcome) if row.last_run else "-",
             success,
