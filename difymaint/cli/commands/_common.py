@@ -31,9 +31,33 @@ class DefaultCommandGroup(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-def command_group(name: str, help: str, short_help: str) -> typer.Typer:
+GROUPS = {  # name: (help, short help)
+    "jobs": (
+        "The job catalogue: every job, what it does, the Dify job it replaces, its schedule, switch and lock. "
+        "'difymaint jobs show JOB' lists the job's parameters (type, default, the Dify setting behind each) and "
+        "the exit codes it can return.",
+        "List the jobs, or show one job's parameters (jobs show JOB).",
+    ),
+    "history": (
+        "Recorded runs, newest first: 'difymaint history [JOB] [--since DAYS|DATE]'. 'difymaint history show "
+        "RUN_ID' prints one run with its log (a unique prefix of the id is enough). 'difymaint history prune "
+        "--older-than DAYS' deletes finished records older than that.",
+        "List recorded runs; show one with its log; prune old records.",
+    ),
+    "locks": (
+        "Every difymaint lock and Dify's own retention locks: Redis keys (holder token, TTL), PostgreSQL "
+        "advisory locks (holding session) and SQLite lock files, each tied to the running history record when "
+        "there is one. 'difymaint locks release NAME' removes a stuck lock after a confirmation (--yes); it "
+        "refuses while the holder still renews the lock (watched for --observe seconds) unless --force.",
+        "List held locks; release a stuck one (locks release NAME).",
+    ),
+}
+
+
+def command_group(name: str) -> typer.Typer:
     """A sub-app whose bare form (``difymaint NAME``) runs its ``list`` command."""
-    return typer.Typer(name=name, cls=DefaultCommandGroup, help=help, short_help=short_help, add_completion=False)
+    help_text, short_help = GROUPS[name]
+    return typer.Typer(name=name, cls=DefaultCommandGroup, help=help_text, short_help=short_help, add_completion=False)
 
 
 def history_store(ctx: Context) -> HistoryStore:

@@ -16,13 +16,7 @@ WIDE = 160  # columns from which the catalogue shows Dify's task, switch and loc
 
 
 def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..., int]) -> None:
-    group = command_group(
-        "jobs",
-        help="The job catalogue: every job, what it does, the Dify job it replaces, its schedule, switch and lock. "
-        "'difymaint jobs show JOB' lists the job's parameters (type, default, the Dify setting behind each) and "
-        "the exit codes it can return.",
-        short_help="List the jobs, or show one job's parameters (jobs show JOB).",
-    )
+    group = command_group("jobs")
 
     @group.command("list", help="Every job, one per row (the default of 'difymaint jobs').")
     def list_jobs(json: Json = False, color: Color = None) -> None:

@@ -30,13 +30,7 @@ if TYPE_CHECKING:
 
 
 def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..., int]) -> None:
-    group = command_group(
-        "history",
-        help="Recorded runs, newest first: 'difymaint history [JOB] [--since DAYS|DATE]'. 'difymaint history show "
-        "RUN_ID' prints one run with its log (a unique prefix of the id is enough). 'difymaint history prune "
-        "--older-than DAYS' deletes finished records older than that.",
-        short_help="List recorded runs; show one with its log; prune old records.",
-    )
+    group = command_group("history")
 
     @group.command("list", help="Recorded runs, newest first (the default of 'difymaint history').")
     @console_options()

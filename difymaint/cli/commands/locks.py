@@ -20,14 +20,7 @@ if TYPE_CHECKING:
 
 
 def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..., int]) -> None:
-    group = command_group(
-        "locks",
-        help="Every difymaint lock and Dify's own retention locks: Redis keys (holder token, TTL), PostgreSQL "
-        "advisory locks (holding session) and SQLite lock files, each tied to the running history record when "
-        "there is one. 'difymaint locks release NAME' removes a stuck lock after a confirmation (--yes); it "
-        "refuses while the holder still renews the lock (watched for --observe seconds) unless --force.",
-        short_help="List held locks; release a stuck one (locks release NAME).",
-    )
+    group = command_group("locks")
 
     @group.command("list", help="The locks held now (the default of 'difymaint locks').")
     @console_options(redis=True)
