@@ -440,6 +440,9 @@ dataset_queries = sa.Table(
     _uuid("created_by"),
     _ts("created_at"),
     sa.Index("dataset_query_dataset_id_idx", "dataset_id"),
+    # Added by the migration of Dify's dataset-queries cleanup branch (67b5709d7d0a), absent in released Dify:
+    # clean-dataset-queries warns without it and doctor prints the CREATE INDEX (docs/jobs/clean-dataset-queries.md).
+    sa.Index("dataset_query_created_at_idx", "created_at"),
 )
 
 dataset_auto_disable_logs = sa.Table(

@@ -18,6 +18,7 @@ from difymaint.dify.switches import Switch
 from difymaint.jobs.spec import (
     ARCHIVE_DIR,
     CONNECTION,
+    MAX_DAYS,
     ORPHAN_MANIFEST,
     TENANT_IDS,
     WINDOW,
@@ -381,6 +382,108 @@ JOBS: dict[str, JobInfo] = {
         batch=Batching(default=500),  # Dify's DELETE_BATCH_SIZE
         lock_key="maintenance:clean_oauth_tokens",
         tables=("oauth_access_tokens",),
+    ),
+    "clean-dataset-queries": JobInfo(
+        name="clean-dataset-queries",
+        module="clean_dataset_queries",
+        summary="Delete dataset_queries (the retrieval log) older than CLEAN_DATASET_QUERIES_RETENTION_DAYS, never "
+        "younger than PLAN_SANDBOX_CLEAN_DAY_SETTING days.",
+        # One of Dify's every-CELERY_BEAT_SCHEDULER_TIME-days jobs: crontab(minute=0, hour=5,
+        # day_of_month=*/N); this line is N = 1.
+        schedule="0 5 * * *",
+        dify_task="clean_dataset_queries_task (branch only)",
+        dify_switch="ENABLE_CLEAN_DATASET_QUERIES_TASK",
+        switches=(Switch("ENABLE_CLEAN_DATASET_QUERIES_TASK", dify_default=False),),
+        help="Every workspace and source: rows with created_at before now - max(CLEAN_DATASET_QUERIES_RETENTION_DAYS "
+        "(60), PLAN_SANDBOX_CLEAN_DAY_SETTING (30)) days go (clean-unused-datasets reads these rows to tell a "
+        "knowledge base in use, so they are kept at least that long; a shorter retention is raised, with a "
+        "warning). Keyset batches, one transaction each. Takes Dify's own lock, so a Dify run of the task and a "
+        "difymaint run never overlap. Doctor offers the created_at index Dify's branch migration adds.",
+        options=(
+            Opt(
+                "retention_days",
+                ("--days",),
+                "Delete rows older than this many days (CLEAN_DATASET_QUERIES_RETENTION_DAYS, 60; raised to "
+                "PLAN_SANDBOX_CLEAN_DAY_SETTING when below it).",
+                type=int,
+                metavar="DAYS",
+                min=1,
+                setting="CLEAN_DATASET_QUERIES_RETENTION_DAYS",
+                panel=WINDOW,
+            ),
+        ),
+        from_settings=(("floor_days", "PLAN_SANDBOX_CLEAN_DAY_SETTING"),),
+        batch=Batching(
+            default=500,
+            setting="CLEAN_DATASET_QUERIES_BATCH_SIZE",
+            help="Rows per batch to start with (CLEAN_DATASET_QUERIES_BATCH_SIZE, 500).",
+            workers=True,
+        ),
+        lock_key="retention:clean_dataset_queries_task",  # Dify's own key, shared with Dify's task
+        tables=("dataset_queries",),
+    ),
+    "reap-stuck-runs": JobInfo(
+        name="reap-stuck-runs",
+        module="reap_stuck_runs",
+        summary="Mark workflow runs stuck in scheduled or running (their worker died) as failed.",
+        schedule="* * * * *",  # Dify's branch: every minute
+        dify_task="reap_zombie_workflow_runs_task (branch only)",
+        dify_switch="ENABLE_REAP_ZOMBIE_WORKFLOW_RUNS_TASK",
+        # On by default on Dify's branch, but no released Dify schedules the task: a scheduled run that failed
+        # runs because an operator merely left the variable unset would be a surprise, so unset means off here.
+        switches=(
+            Switch(
+                "ENABLE_REAP_ZOMBIE_WORKFLOW_RUNS_TASK",
+                dify_default=False,
+                unset_note="off unless set to true: the task exists only on a Dify branch",
+            ),
+        ),
+        help="Runs in 'scheduled' created more than ZOMBIE_WORKFLOW_SCHEDULED_TIMEOUT_MINUTES (5) ago, and runs in "
+        "'running' created more than ZOMBIE_WORKFLOW_RUNNING_TIMEOUT_MINUTES (30) ago with no node execution "
+        "created or finished since that cut-off, get status 'failed', finished_at now and Dify's error text; "
+        "nothing else changes. Each batch locks its runs (FOR UPDATE SKIP LOCKED) and re-checks the predicate "
+        "before it updates, so a run a worker resumed meanwhile is never failed. Scheduled runs reap only when "
+        "ENABLE_REAP_ZOMBIE_WORKFLOW_RUNS_TASK (or DIFYMAINT_ENABLE_REAP_STUCK_RUNS) is set to true.",
+        options=(
+            Opt(
+                "scheduled_timeout_min",
+                ("--scheduled-timeout",),
+                "Fail runs still 'scheduled' this many minutes after creation "
+                "(ZOMBIE_WORKFLOW_SCHEDULED_TIMEOUT_MINUTES, 5).",
+                type=int,
+                metavar="MINUTES",
+                min=1,
+                max=MAX_DAYS * 24 * 60,
+                setting="ZOMBIE_WORKFLOW_SCHEDULED_TIMEOUT_MINUTES",
+                panel=WINDOW,
+            ),
+            Opt(
+                "running_timeout_min",
+                ("--running-timeout",),
+                "Fail runs 'running' this many minutes after creation with no node activity for as long "
+                "(ZOMBIE_WORKFLOW_RUNNING_TIMEOUT_MINUTES, 30).",
+                type=int,
+                metavar="MINUTES",
+                min=1,
+                max=MAX_DAYS * 24 * 60,
+                setting="ZOMBIE_WORKFLOW_RUNNING_TIMEOUT_MINUTES",
+                panel=WINDOW,
+            ),
+            Opt(
+                "include_trigger_logs",
+                ("--include-trigger-logs",),
+                "Also fail the reaped runs' workflow_trigger_logs still queued or running (Dify leaves them).",
+                type=bool,
+                kind="flag",
+            ),
+        ),
+        batch=Batching(default=500, help="Runs per batch (one transaction each) to start with.", sleep_option=False),
+        dry_run_help="Count the runs (and trigger logs) it would fail, per kind; lock and change nothing.",
+        lock_key="maintenance:reap_stuck_runs",  # Dify takes none: the row locks are the guard
+        tables=("workflow_runs",),
+        verbs=("updated", "would update"),
+        # A run killed without releasing its lock blocks one tick at most (like the other every-minute jobs).
+        scheduled_args=("--lock-ttl=60",),
     ),
     "clean-unused-datasets": JobInfo(
         name="clean-unused-datasets",
