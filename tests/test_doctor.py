@@ -58,6 +58,24 @@ def test_a_missing_cascade_index_is_reported_then_created(pg_engine: Engine, pg_
     assert by_area(doctor(["--database-url", pg_url], ExitCode.OK), "indexes")[0]["status"] == "ok"
 
 
+def test_the_dataset_queries_created_at_index_is_offered_under_a_name_of_its_own(
+    pg_engine: Engine, pg_url: str
+) -> None:
+    assert by_area(doctor(["--database-url", pg_url], ExitCode.OK), "indexes")[0]["status"] == "ok"
+    with pg_engine.begin() as conn:  # released Dify: no index on dataset_queries.created_at
+        conn.execute(sa.text("DROP INDEX dataset_query_created_at_idx"))
+    cascade, filtered = by_area(doctor(["--database-url", pg_url], ExitCode.OK), "indexes")
+    assert cascade["status"] == "ok"
+    assert filtered["status"] == "warn" and "dataset_queries.created_at" in filtered["detail"]
+    # Not Dify's name: Dify's migration must still be able to create dataset_query_created_at_idx.
+    assert filtered["statements"] == [
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS difymaint_dataset_queries_created_at_idx "
+        "ON dataset_queries (created_at);"
+    ]
+    doctor(["--database-url", pg_url, "--create-missing-indexes"], ExitCode.OK)
+    assert [check["status"] for check in by_area(doctor(["--database-url", pg_url], ExitCode.OK), "indexes")] == ["ok"]
+
+
 def test_an_unreachable_database_is_a_blocker_without_the_password() -> None:
     result = invoke_assert_code(
         ["doctor", "--json", "--database-url", "postgresql://dify:hunter2-secret@127.0.0.1:1/dify"], ExitCode.FAILED

@@ -816,7 +816,9 @@ JOBS: dict[str, JobInfo] = {
         "reports the unacked count and the oldest waiting message's age when the message shows a time. At or above "
         "the threshold: exit 3, one line on stderr, and one mail per address in QUEUE_MONITOR_ALERT_EMAILS "
         "(MAIL_TYPE smtp or resend), at most once per queue per cool-down. Needs no monitor worker and no "
-        "database. Redis brokers only.",
+        "database. With --all-queues also the consumers of each queue (Celery's active_queues broadcast): a queue "
+        "holding messages that no worker consumes is dead (dead_queues; exit 3 with its own line), and the "
+        "broker's used_memory against maxmemory. Redis brokers only.",
         options=(
             Opt(
                 "queues",
@@ -856,6 +858,15 @@ JOBS: dict[str, JobInfo] = {
                 metavar="MIN",
                 min=1,
                 default=60,
+            ),
+            Opt(
+                "inspect_timeout_s",
+                ("--inspect-timeout",),
+                "With --all-queues: seconds the workers have to say which queues they consume (default 2).",
+                type=float,
+                metavar="S",
+                default=2.0,
+                panel=CONNECTION,
             ),
             Opt(
                 "broker_url",
