@@ -10,7 +10,8 @@ import sqlalchemy as sa
 
 from difymaint.core.context import Context
 from difymaint.dify.switches import Switch
-from difymaint.engine.run import JobRun, RunOptions
+from difymaint.engine.options import RunOptions
+from difymaint.engine.run import JobRun
 from difymaint.jobs import JobInfo
 from difymaint.jobs.spec import Batching, Opt
 

@@ -32,7 +32,7 @@ from difymaint.dify.object_store import (
     SigV4Signer,
     content_md5,
 )
-from difymaint.engine.run import RunOptions
+from difymaint.engine.options import RunOptions
 from difymaint.jobs import JOBS, archive_workflow_runs, restore_workflow_runs
 from difymaint.jobs.archive_workflow_runs import ArchiveWorkflowRunsParams
 from difymaint.jobs.execute import run_job

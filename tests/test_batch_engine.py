@@ -17,7 +17,7 @@ from difymaint.core.summary import Outcome
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
 from difymaint.dify.cascades import MESSAGE_CASCADE, MESSAGE_CASCADE_TABLES
-from difymaint.engine.run import RunOptions
+from difymaint.engine.options import RunOptions
 from difymaint.jobs import clean_messages, clean_workflow_runs
 from difymaint.jobs.clean_messages import CleanMessagesParams
 from difymaint.jobs.clean_workflow_runs import CleanWorkflowRunsParams

@@ -20,7 +20,7 @@ from difymaint.core.errors import LockHeld, UsageError
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
 from difymaint.dify.celery import BrokerUnavailable
-from difymaint.engine.run import RunOptions
+from difymaint.engine.options import RunOptions
 from difymaint.jobs import JOBS
 from difymaint.jobs import check_upgradable_plugins as job
 from difymaint.jobs.check_upgradable_plugins import (

@@ -16,7 +16,7 @@ from difymaint.core.clock import naive_utc
 from difymaint.core.summary import Outcome
 from difymaint.core.window import TimeWindow, resolve_window
 from difymaint.dify import tables as t
-from difymaint.engine.run import RunOptions
+from difymaint.engine.options import RunOptions
 from difymaint.jobs import JOBS, clean_embeddings
 from difymaint.jobs.clean_embeddings import CleanEmbeddingsParams
 from difymaint.jobs.execute import run_job

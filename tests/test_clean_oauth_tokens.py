@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
-from difymaint.engine.run import RunOptions
+from difymaint.engine.options import RunOptions
 from difymaint.jobs import JOBS, clean_oauth_tokens
 from difymaint.jobs.clean_oauth_tokens import CleanOAuthTokensParams, cutoff
 from difymaint.jobs.execute import run_job

@@ -14,7 +14,7 @@ from difymaint.core.errors import ConfigError, UsageError
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
 from difymaint.dify.celery import BrokerUnavailable
-from difymaint.engine.run import RunOptions
+from difymaint.engine.options import RunOptions
 from difymaint.jobs import clean_unused_datasets
 from difymaint.jobs.clean_unused_datasets import INDEX_TASK, CleanUnusedDatasetsParams
 from difymaint.jobs.execute import run_job

@@ -19,7 +19,7 @@ from difymaint.core.summary import Outcome
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
 from difymaint.dify.cascades import ENDED_RUN_STATUSES
-from difymaint.engine.run import RunOptions
+from difymaint.engine.options import RunOptions
 from difymaint.jobs import JOBS, clean_workflow_logs
 from difymaint.jobs.clean_workflow_logs import CleanWorkflowLogsParams
 from difymaint.jobs.execute import run_job

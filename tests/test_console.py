@@ -468,3 +468,18 @@ def test_the_history_record_carries_the_run_id_of_the_log_lines(pg_url: str) -> 
     ids = {json.loads(line).get("run_id") for line in result.stderr.splitlines() if line.startswith("{")}
     (record,) = records(pg_url, "quick-job")
     assert ids == {record.run_id}
+
+
+def test_run_due_dry_run_runs_the_due_jobs_dry_and_leaves_them_due(pg_url: str) -> None:
+    now = datetime(2026, 11, 24, 12, 0, 30, tzinfo=UTC)
+    seed(pg_url, "quick-job", now - timedelta(days=3))
+    env = {"DIFYMAINT_SCHEDULE_LONG_JOB": "0 0 1 1 *", "DIFYMAINT_SCHEDULE_SLOW_JOB": "0 0 1 1 *"}
+    before = {r.run_id for r in records(pg_url)}
+    args = ["--now", now.isoformat(), "--database-url", pg_url, "--json"]
+    result = cli("run-due", "--dry-run", *args, "--child-module", "tests.console_jobs", env=env)
+    assert result.exit_code == 0, result.output
+    new = [r for r in records(pg_url) if r.run_id not in before]
+    assert [(r.job, r.dry_run, r.outcome) for r in new if r.job == "quick-job"] == [("quick-job", True, "done")]
+    assert all(r.job != "run-due" for r in new)  # no tick recorded: the real run-due still runs the jobs
+    listed = cli("run-due", "--list", *args, env=env)
+    assert ("quick-job", "run") in {(d["job"], d["action"]) for d in json.loads(listed.stdout)["run_due"]}

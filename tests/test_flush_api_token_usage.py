@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from difymaint.core.errors import DifymaintError
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
-from difymaint.engine.run import RunOptions
+from difymaint.engine.options import RunOptions
 from difymaint.jobs import flush_api_token_usage as job
 from difymaint.jobs.execute import run_job
 from difymaint.jobs.flush_api_token_usage import FlushApiTokenUsageParams, parse_usage, token_hash

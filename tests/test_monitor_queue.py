@@ -17,7 +17,7 @@ from difymaint.core.exit_codes import ExitCode
 from difymaint.core.settings import load_settings
 from difymaint.core.summary import Outcome
 from difymaint.dify.celery import DIFY_WORKER_QUEUES, celery_app
-from difymaint.engine.run import RunOptions
+from difymaint.engine.options import RunOptions
 from difymaint.jobs import monitor_queue
 from difymaint.jobs.execute import run_job
 from difymaint.jobs.monitor_queue import MonitorQueueParams

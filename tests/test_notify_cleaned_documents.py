@@ -16,7 +16,7 @@ from difymaint.core.errors import ConfigError
 from difymaint.core.settings import load_settings
 from difymaint.core.summary import Outcome
 from difymaint.dify.mail import Mail, MailError, SmtpSender, mail_sender
-from difymaint.engine.run import RunOptions
+from difymaint.engine.options import RunOptions
 from difymaint.jobs import notify_cleaned_documents
 from difymaint.jobs.execute import run_job
 from difymaint.jobs.notify_cleaned_documents import SUBJECT, NotifyParams

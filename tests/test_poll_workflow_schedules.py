@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
 from difymaint.dify.celery import BrokerUnavailable
-from difymaint.engine.run import RunOptions
+from difymaint.engine.options import RunOptions
 from difymaint.jobs import JOBS, poll_workflow_schedules
 from difymaint.jobs.execute import run_job
 from difymaint.jobs.poll_workflow_schedules import QUEUE, TASK, PollWorkflowSchedulesParams, next_run_at

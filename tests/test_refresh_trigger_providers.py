@@ -18,7 +18,7 @@ from difymaint.core.errors import ConfigError
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
 from difymaint.dify.celery import BrokerUnavailable
-from difymaint.engine.run import RunOptions
+from difymaint.engine.options import RunOptions
 from difymaint.jobs import JOBS, refresh_trigger_providers
 from difymaint.jobs.execute import run_job
 from difymaint.jobs.refresh_trigger_providers import QUEUE, TASK, RefreshTriggerProvidersParams

@@ -270,7 +270,7 @@ def _interrupt_at_batch(number: int) -> Any:
 def test_interrupted_run_counts_its_backlog(pg_engine: Any, pg_url: str) -> None:
     from difymaint.core.stop import Interrupted
     from difymaint.core.window import TimeWindow
-    from difymaint.engine.run import RunOptions
+    from difymaint.engine.options import RunOptions
     from difymaint.jobs import clean_messages
     from difymaint.jobs.clean_messages import CleanMessagesParams
     from difymaint.jobs.execute import run_job

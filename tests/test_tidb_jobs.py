@@ -25,7 +25,7 @@ from difymaint.core.stop import Interrupted
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
 from difymaint.dify.tidb_cloud import TidbCloudUnavailable, TidbCreateOutcomeUnknown
-from difymaint.engine.run import RunOptions
+from difymaint.engine.options import RunOptions
 from difymaint.jobs import JOBS, create_tidb, update_tidb_status
 from difymaint.jobs.create_tidb import CreateTidbParams
 from difymaint.jobs.execute import run_job

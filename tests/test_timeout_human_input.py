@@ -21,7 +21,7 @@ from difymaint.core.reporter import BatchProgress, RecordingReporter
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
 from difymaint.dify.celery import BrokerUnavailable
-from difymaint.engine.run import RunOptions
+from difymaint.engine.options import RunOptions
 from difymaint.jobs import timeout_human_input as job
 from difymaint.jobs.execute import run_job
 from difymaint.jobs.timeout_human_input import TimeoutHumanInputParams

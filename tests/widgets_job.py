@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from difymaint.core.context import Context
 from difymaint.core.window import TimeWindow
-from difymaint.engine.run import JobRun, RunOptions
+from difymaint.engine.options import RunOptions
+from difymaint.engine.run import JobRun
 
 
 @dataclass

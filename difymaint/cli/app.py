@@ -12,6 +12,7 @@ from typer.core import TyperGroup
 
 from difymaint import __version__
 from difymaint.cli.commands import register_all
+from difymaint.cli.render import GlobalOutput, global_output
 from difymaint.core.exit_codes import ExitCode
 from difymaint.jobs import JOBS, JobInfo
 
@@ -58,8 +59,13 @@ def root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log output, for every command.")
+    ] = 0,
+    quiet: Annotated[int, typer.Option("--quiet", "-q", count=True, help="Less output, for every command.")] = 0,
 ) -> None:
     """Dify's periodic maintenance jobs, run from cron or Kubernetes CronJobs."""
+    global_output.set(GlobalOutput(verbose=verbose, quiet=quiet))
 
 
 def create_app(jobs: Mapping[str, JobInfo] | None = None) -> typer.Typer:
@@ -72,7 +78,7 @@ def create_app(jobs: Mapping[str, JobInfo] | None = None) -> typer.Typer:
         "Exit codes: 0 done, 1 failed, 2 usage/config error, 3 threshold exceeded, 4 partial (budget hit), "
         "5 skipped (locked), 130/143 interrupted.",
         no_args_is_help=True,
-        add_completion=False,
+        add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
         pretty_exceptions_enable=False,
         rich_markup_mode=None,
         context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -86,4 +92,4 @@ app = create_app()
 
 
 def main() -> None:
-    app()
+    app(prog_name="difymaint")  # also under `python -m difymaint`: completion and usage lines name the command

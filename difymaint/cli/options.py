@@ -207,7 +207,7 @@ class Common:
 
     def run_options(self) -> Any:
         """The core's run options these flags set (the job's batch size and pacing are filled in later)."""
-        from difymaint.engine.run import RunOptions
+        from difymaint.engine.options import RunOptions
 
         return RunOptions(
             dry_run=self.dry_run,
@@ -298,4 +298,6 @@ def job_command(info: JobInfo, run: JobRunner) -> Callable[..., int]:
 def register_jobs(app: typer.Typer, jobs: Mapping[str, JobInfo], run: JobRunner) -> None:
     """One subcommand per registry entry, in registry order."""
     for info in jobs.values():
-        app.command(info.name, help=info.describe(), short_help=info.summary)(job_command(info, run))
+        # \b keeps Click from rewrapping the example lines into one paragraph.
+        epilog = "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in info.usage_examples())
+        app.command(info.name, help=info.describe(), short_help=info.summary, epilog=epilog)(job_command(info, run))

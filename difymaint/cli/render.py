@@ -46,6 +46,21 @@ class Consoles:
 _json_logs: ContextVar[bool] = ContextVar("difymaint_json_logs", default=False)
 
 
+@dataclass(frozen=True)
+class GlobalOutput:
+    """``difymaint -v/-q COMMAND``: the root's output options, added to the command's own."""
+
+    verbose: int = 0
+    quiet: int = 0
+
+
+global_output: ContextVar[GlobalOutput | None] = ContextVar("difymaint_global_output", default=None)
+
+
+def root_output() -> GlobalOutput:
+    return global_output.get() or GlobalOutput()
+
+
 class JsonLogFormatter(logging.Formatter):
     """One JSON object per line: RFC 3339 UTC timestamps with milliseconds, the run's job and id, and the
     record's own fields (a batch's number, rows, milliseconds)."""

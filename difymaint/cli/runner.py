@@ -12,13 +12,20 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import IO, TYPE_CHECKING, Any
 
 import typer
 
 from difymaint.cli.options import Common
-from difymaint.cli.render import ConsoleReporter, Consoles, error_line, render_summary, setup_logging
+from difymaint.cli.render import (
+    ConsoleReporter,
+    Consoles,
+    error_line,
+    render_summary,
+    root_output,
+    setup_logging,
+)
 from difymaint.core.redact import register_secrets, scrub, secrets_in
 from difymaint.core.reporter import log_context
 from difymaint.core.stop import handle_stop_signals
@@ -83,6 +90,8 @@ def execute(
 ) -> int:
     """Run one job and return its exit code."""
     env = current_environment()
+    root = root_output()
+    common = replace(common, verbose=common.verbose + root.verbose, quiet=common.quiet + root.quiet)
     consoles = Consoles.create(common.color, out=env.out, err=env.err)
     setup_logging(consoles, verbosity=common.verbose - common.quiet, log_format=common.log_format.value)
     log_context.set({"job": info.name, "dry_run": common.dry_run})

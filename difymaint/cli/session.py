@@ -17,11 +17,13 @@ if TYPE_CHECKING:
 
 
 def make_consoles(color: bool | None = None) -> Consoles:
-    from difymaint.cli.render import Consoles
+    from difymaint.cli.render import Consoles, root_output, setup_logging
     from difymaint.cli.runner import current_environment
 
     env = current_environment()
     consoles = Consoles.create(color, out=env.out, err=env.err)
+    root = root_output()
+    setup_logging(consoles, verbosity=root.verbose - root.quiet, log_format="text")
     if not consoles.out.is_terminal and "COLUMNS" not in os.environ:
         consoles.out.width = 160  # piped into a file or over `kubectl exec`: do not squeeze tables into 80
     return consoles

@@ -563,8 +563,49 @@ def _switches(*layers: Mapping[str, object]) -> dict[str, object]:
 
 
 def _read_env_file(env_file: Path) -> dict[str, str | None]:
-    """The env file's assignments (python-dotenv: quotes, ``export``, ``${VAR}``), read once."""
-    return dotenv_values(stream=io.StringIO(_check_env_file(env_file)))
+    """The env file's assignments that difymaint reads (python-dotenv parses them: quotes, ``export``,
+    ``${VAR}``), read once."""
+    return dotenv_values(stream=io.StringIO(_wanted_lines(_check_env_file(env_file))))
+
+
+_ASSIGNMENT = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(.*)")
+
+
+def _wanted_lines(text: str) -> str:
+    """Only the assignments of declared settings and switches (with the lines of a quoted value that runs on):
+    Dify's .env holds some 700 settings, and parsing every one costs more than the rest of a switched-off
+    run. A file that interpolates (``${VAR}``) is kept whole, since a kept value may refer to any line."""
+    if "${" in text:
+        return text
+    wanted = set(Settings.model_fields)
+    kept: list[str] = []
+    open_quote = ""  # the quote of a value that runs on to the next lines, and whether those lines are kept
+    keeping = False
+    for line in text.splitlines():
+        if open_quote:
+            if keeping:
+                kept.append(line)
+            if _closes(line, open_quote):
+                open_quote = ""
+            continue
+        match = _ASSIGNMENT.match(line)
+        if match is None:
+            continue
+        keeping = match[1] in wanted or SWITCH_NAME.fullmatch(match[1]) is not None
+        if keeping:
+            kept.append(line)
+        value = match[2]
+        if value[:1] in ("'", '"') and not _closes(value[1:], value[0]):
+            open_quote = value[0]
+    return "\n".join(kept) + "\n"
+
+
+def _closes(text: str, quote: str) -> bool:
+    """Whether ``text`` ends a value quoted with ``quote`` (a double quote may be escaped)."""
+    index = text.find(quote)
+    while index > 0 and quote == '"' and text[index - 1] == "\\":
+        index = text.find(quote, index + 1)
+    return index >= 0
 
 
 def _check_env_file(env_file: Path) -> str:

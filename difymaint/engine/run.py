@@ -32,29 +32,14 @@ from difymaint.core.stop import Interrupted
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.engine import pg_health
+from difymaint.engine.options import RunOptions
 from difymaint.engine.schema import missing_leading_indexes
-from difymaint.engine.shard import Shard
 
 MAX_TIMEOUT_RETRIES = 5
 # SQLite binds a batch's ids as one parameter each, and allows 32,766 of them in a statement.
 SQLITE_MAX_BATCH_SIZE = 10000
 INTERRUPTED_COUNT_TIMEOUT_S = 3  # the backlog count after a second signal: quick, or unknown
 DEFAULT_BATCH_SIZE = 1000  # for a run opened without a job's own default (the registry holds those)
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """The options every destructive job takes (see difymaint.cli.options)."""
-
-    dry_run: bool = False
-    batch_size: int | None = None  # None: the job's registry default (filled in when the run is opened)
-    max_runtime_s: float | None = None
-    max_batches: int | None = None
-    sleep_ms: int = 0
-    workers: int = 1  # connections deleting disjoint slices of the window in parallel (cascade jobs)
-    shard: Shard | None = None  # this run's share of the apps (--shard K/N); it takes its own lock
-    use_lock: bool = True
-    vacuum_analyze: bool = False  # VACUUM (ANALYZE) the tables a real run deleted from, afterwards
 
 
 class AdaptiveBatchSize:

@@ -47,7 +47,8 @@ from difymaint.dify.billing import PAID_PLANS, PlanLookup, plan_lookup
 from difymaint.dify.cascades import ENDED_RUN_STATUSES, workflow_run_cascade
 from difymaint.dify.object_store import ObjectStore, archive_store
 from difymaint.engine.keyset import Cursor, after, in_window
-from difymaint.engine.run import JobRun, RunOptions
+from difymaint.engine.options import RunOptions
+from difymaint.engine.run import JobRun
 from difymaint.engine.schema import Need, SchemaReport, check_schema
 from difymaint.jobs.confirm import database_description, plan_aware, tenant_scope
 

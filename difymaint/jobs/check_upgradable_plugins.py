@@ -28,7 +28,8 @@ import sqlalchemy as sa
 from difymaint.core.context import Context
 from difymaint.core.errors import ConfigError, DifymaintError, UsageError
 from difymaint.dify import tables as t
-from difymaint.engine.run import JobRun, RunOptions
+from difymaint.engine.options import RunOptions
+from difymaint.engine.run import JobRun
 from difymaint.engine.schema import Need, check_schema
 
 JOB = "check-upgradable-plugins"

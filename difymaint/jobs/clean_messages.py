@@ -42,8 +42,9 @@ from difymaint.dify.cascades import (
 from difymaint.engine.cascade import Selection
 from difymaint.engine.keyset import Lane, RoundRobin, in_window
 from difymaint.engine.manifest import OrphanManifest
+from difymaint.engine.options import RunOptions
 from difymaint.engine.parent_scan import ParentScan
-from difymaint.engine.run import JobRun, RunOptions
+from difymaint.engine.run import JobRun
 from difymaint.engine.schema import Need, SchemaReport, check_schema
 from difymaint.engine.shard import sharded
 from difymaint.jobs.confirm import retention_question

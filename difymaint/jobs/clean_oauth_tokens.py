@@ -22,7 +22,8 @@ from difymaint.core.clock import naive_utc
 from difymaint.core.context import Context
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
-from difymaint.engine.run import JobRun, RunOptions
+from difymaint.engine.options import RunOptions
+from difymaint.engine.run import JobRun
 from difymaint.engine.schema import Need, check_schema
 from difymaint.engine.single_table import TableSweep, sweep
 from difymaint.jobs.confirm import database_description

@@ -41,7 +41,8 @@ from difymaint.dify import tables as t
 from difymaint.dify.billing import SANDBOX, PlanLookup, plan_lookup
 from difymaint.dify.celery import DIFY_TASKS, INDEX_TASK, CeleryPublisher, publisher
 from difymaint.engine.keyset import Cursor, after
-from difymaint.engine.run import JobRun, RunOptions
+from difymaint.engine.options import RunOptions
+from difymaint.engine.run import JobRun
 from difymaint.engine.schema import Need, SchemaReport, check_schema
 from difymaint.jobs.confirm import database_description, plan_aware, tenant_scope
 

@@ -28,8 +28,9 @@ from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
 from difymaint.dify.cascades import RunCleanup, ended_runs
 from difymaint.engine.manifest import OrphanManifest
+from difymaint.engine.options import RunOptions
 from difymaint.engine.parent_scan import ParentScan
-from difymaint.engine.run import JobRun, RunOptions
+from difymaint.engine.run import JobRun
 from difymaint.engine.schema import check_schema
 from difymaint.engine.shard import sharded
 from difymaint.jobs.confirm import database_description

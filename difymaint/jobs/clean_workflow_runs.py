@@ -35,8 +35,9 @@ from difymaint.dify.billing import TenantPolicy, sandbox_expiry_policy
 from difymaint.dify.cascades import RunCleanup, ended_runs
 from difymaint.engine.keyset import Lane, RoundRobin
 from difymaint.engine.manifest import OrphanManifest
+from difymaint.engine.options import RunOptions
 from difymaint.engine.parent_scan import ParentScan
-from difymaint.engine.run import JobRun, RunOptions
+from difymaint.engine.run import JobRun
 from difymaint.engine.schema import Need, check_schema
 from difymaint.engine.shard import sharded
 from difymaint.jobs.confirm import retention_question

@@ -38,7 +38,8 @@ from difymaint.dify.tidb_cloud import (
     CreatedCluster,
     TidbCreateOutcomeUnknown,
 )
-from difymaint.engine.run import Batch, JobRun, RunOptions
+from difymaint.engine.options import RunOptions
+from difymaint.engine.run import Batch, JobRun
 from difymaint.jobs.registry import POOL_GUARD
 from difymaint.jobs.tidb_pool import (
     TABLE,

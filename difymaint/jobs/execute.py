@@ -22,7 +22,8 @@ from typing import Any
 
 from difymaint.core.context import Context
 from difymaint.core.summary import Outcome, RunSummary
-from difymaint.engine.run import DEFAULT_BATCH_SIZE, RunOptions, job_run
+from difymaint.engine.options import RunOptions
+from difymaint.engine.run import DEFAULT_BATCH_SIZE, job_run
 from difymaint.jobs.registry import JOBS, JobInfo
 
 

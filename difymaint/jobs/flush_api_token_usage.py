@@ -25,7 +25,8 @@ from redis.exceptions import RedisError
 from difymaint.core.context import Context
 from difymaint.core.errors import ConfigError, DifymaintError, RedisUnavailable
 from difymaint.core.redis_client import redis_configured
-from difymaint.engine.run import JobRun, RunOptions
+from difymaint.engine.options import RunOptions
+from difymaint.engine.run import JobRun
 from difymaint.engine.schema import Need, check_schema
 
 JOB = "flush-api-token-usage"

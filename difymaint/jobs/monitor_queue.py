@@ -42,7 +42,8 @@ from difymaint.dify.celery import (
     queue_keys,
 )
 from difymaint.dify.mail import Mail, MailError, MailSender, PreviewSender, mail_sender, render
-from difymaint.engine.run import JobRun, RunOptions
+from difymaint.engine.options import RunOptions
+from difymaint.engine.run import JobRun
 
 JOB = "monitor-queue"
 COOLDOWN_KEY = "maintenance:queue_monitor:alerted:{queue}"

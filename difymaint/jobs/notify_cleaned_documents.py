@@ -34,7 +34,8 @@ from difymaint.dify import tables as t
 from difymaint.dify.billing import SANDBOX, PlanLookup, plan_lookup
 from difymaint.dify.mail import Mail, MailError, MailSender, PreviewSender, mail_sender, render
 from difymaint.engine.keyset import Cursor, after
-from difymaint.engine.run import JobRun, RunOptions
+from difymaint.engine.options import RunOptions
+from difymaint.engine.run import JobRun
 from difymaint.engine.schema import Need, check_schema
 from difymaint.jobs.confirm import database_description
 

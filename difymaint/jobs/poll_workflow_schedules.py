@@ -28,7 +28,8 @@ from difymaint.dify import tables as t
 # core.celery imports Celery only inside the functions that publish: an empty tick never loads it.
 from difymaint.dify.celery import DIFY_TASKS, BrokerUnavailable, CeleryPublisher, publisher
 from difymaint.engine.keyset import Cursor, after
-from difymaint.engine.run import JobRun, RunOptions
+from difymaint.engine.options import RunOptions
+from difymaint.engine.run import JobRun
 
 JOB = "poll-workflow-schedules"
 # run_schedule_trigger(schedule_id) on queue schedule_executor (the shared table checks the call's shape).

@@ -27,7 +27,8 @@ from difymaint.dify import tables as t
 # core.celery imports Celery only inside the functions that publish: an empty tick never loads it.
 from difymaint.dify.celery import DIFY_TASKS, BrokerUnavailable, CeleryPublisher, publisher
 from difymaint.engine.keyset import Cursor, after
-from difymaint.engine.run import JobRun, RunOptions
+from difymaint.engine.options import RunOptions
+from difymaint.engine.run import JobRun
 
 JOB = "refresh-trigger-providers"
 # trigger_subscription_refresh(tenant_id=, subscription_id=) on queue trigger_refresh_executor.

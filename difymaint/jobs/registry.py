@@ -66,6 +66,8 @@ class JobInfo:
     finishes_before: tuple[str, ...] = ()
     # True for monitors: exit 3 means their threshold was exceeded (an alert, not a failure).
     alerts: bool = False
+    # Command lines for the --help epilog (default: a dry run and a real run, see usage_examples).
+    examples: tuple[str, ...] = ()
 
     def load(self) -> ModuleType:
         """The job module: a name in this package, or a dotted path (a job kept elsewhere, e.g. in tests)."""
@@ -76,6 +78,18 @@ class JobInfo:
         window = window_options(self.window) if self.window else ()
         batch = batch_options(self.batch) if self.batch else ()
         return (*window, *self.options, *batch)
+
+    def usage_examples(self) -> tuple[str, ...]:
+        """The command lines --help shows: the entry's own, else a look first and the run an operator types."""
+        if self.examples:
+            return self.examples
+        command = f"difymaint {self.name}"
+        if not self.scheduled:
+            return (f"{command} --dry-run", f"{command} --yes --json")
+        if self.destructive:
+            window = " --days 90" if self.window is not None else ""
+            return (f"{command}{window} --dry-run", f"{command}{window} --yes --max-runtime 3600 --json")
+        return (f"{command} --dry-run", f"{command} --json")
 
     def setting_overrides(self, values: dict[str, object]) -> dict[str, object]:
         """Settings the given flags override (None = the flag was not given): every flag that stands for a

@@ -20,7 +20,7 @@ from difymaint.core.database import database_url
 from difymaint.core.errors import UsageError
 from difymaint.core.ids import parse_ids, parse_setting_ids
 from difymaint.core.window import TimeWindow, resolve_window
-from difymaint.engine.run import RunOptions
+from difymaint.engine.options import RunOptions
 from difymaint.engine.shard import parse_shard
 from difymaint.jobs import JobInfo
 from difymaint.jobs.spec import Opt

@@ -40,7 +40,8 @@ from difymaint.dify.archive import (
 )
 from difymaint.dify.object_store import ArchiveStorageError, ObjectStore, archive_store
 from difymaint.engine.keyset import Cursor, after, in_window
-from difymaint.engine.run import JobRun, RunOptions
+from difymaint.engine.options import RunOptions
+from difymaint.engine.run import JobRun
 from difymaint.engine.schema import Need, check_schema
 from difymaint.jobs.confirm import database_description
 from difymaint.jobs.resolve import window_from

@@ -34,7 +34,8 @@ from difymaint.core.errors import DifymaintError
 from difymaint.dify import tables as t
 from difymaint.dify.object_store import ArchiveStorageError, ObjectStore, dify_storage
 from difymaint.engine.manifest import OrphanManifest
-from difymaint.engine.run import JobRun, RunOptions
+from difymaint.engine.options import RunOptions
+from difymaint.engine.run import JobRun
 from difymaint.engine.schema import Need, check_schema
 
 JOB = "timeout-human-input"

@@ -39,7 +39,8 @@ from difymaint.dify.tidb_cloud import (
     TidbCloudError,
     TidbCloudUnavailable,
 )
-from difymaint.engine.run import Batch, JobRun, RunOptions
+from difymaint.engine.options import RunOptions
+from difymaint.engine.run import Batch, JobRun
 from difymaint.jobs.confirm import database_description
 from difymaint.jobs.tidb_pool import (
     TABLE,

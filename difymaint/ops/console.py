@@ -333,11 +333,13 @@ def dispatch_due(
     extra_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     poll: Callable[[float], None] = time.sleep,
+    dry_run: bool = False,
 ) -> list[DueDecision]:
     """Start every job to run as its own child process at once, then wait for all of them.
 
     Concurrent children are what keeps a long retention job from delaying a quick one; each child is an
-    ordinary scheduled run (``--scheduled --yes``), with its own lock, history record and exit code.
+    ordinary scheduled run (``--scheduled --yes``), with its own lock, history record and exit code; with
+    ``dry_run`` each child is a dry run instead (which does not count as the job's run for the next tick).
     """
     children: list[tuple[DueDecision, subprocess.Popen[bytes]]] = []
 
@@ -350,7 +352,8 @@ def dispatch_due(
     in_main = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
     try:
-        _start_and_wait(decisions, jobs, children, child_module, extra_args, env, poll)
+        mode = ("--dry-run",) if dry_run else ("--yes",)
+        _start_and_wait(decisions, jobs, children, child_module, (*mode, *extra_args), env, poll)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -370,7 +373,7 @@ def _start_and_wait(
         if decision.action != "run":
             continue
         info = jobs[decision.job]
-        argv = [sys.executable, "-m", child_module, info.name, "--scheduled", "--yes", *info.scheduled_args]
+        argv = [sys.executable, "-m", child_module, info.name, "--scheduled", *info.scheduled_args]
         decision.started_at = time.monotonic()
         children.append((decision, subprocess.Popen([*argv, *extra_args], env=dict(env or os.environ))))
     while any(decision.exit_code is None for decision, _ in children):

@@ -28,7 +28,7 @@ from difymaint.ops.observe import Observers, observers
 
 if TYPE_CHECKING:
     from difymaint.core.context import Context
-    from difymaint.engine.run import RunOptions
+    from difymaint.engine.options import RunOptions
     from difymaint.ops.history import Pause, RunRecorder
 
 # SQLAlchemy, Redis and the job modules are imported only once a run goes ahead: a scheduled run of a job
@@ -237,7 +237,7 @@ class JobExecution:
             )
         return question
 
-    def _start_history(self, ctx: Context, hooks: list[Callable[[Any], None]]) -> Pause | None:
+    def _start_history(self, ctx: Context, hooks: list[Callable[[Any], None]], *, quiet: bool = False) -> Pause | None:
         """Open the run's history record (unless DIFYMAINT_HISTORY=off) and return the job's pause, if any."""
         from difymaint.ops.history import HistoryStore, RunRecorder, history_enabled
 
@@ -252,7 +252,8 @@ class JobExecution:
             try:
                 engine = ctx.engine
             except DatabaseUnavailable:
-                log.info("note: run history not recorded: the database is unreachable")
+                if not quiet:
+                    log.info("note: run history not recorded: the database is unreachable")
                 return None
         self.recorder = RunRecorder(
             HistoryStore(engine),
@@ -273,7 +274,7 @@ class JobExecution:
         if self.recorder is not None or self.ctx is None:
             return
         try:
-            self._start_history(self.ctx, [])
+            self._start_history(self.ctx, [], quiet=True)
         except Exception as exc:  # nothing to record into; the refusal's own line already said what matters
             log.debug("refused run not recorded: %s", first_line(exc))
 

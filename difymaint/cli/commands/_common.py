@@ -26,7 +26,8 @@ class DefaultCommandGroup(TyperGroup):
     default_command = "list"
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
+        completing = ctx.resilient_parsing  # shell completion: offer the subcommands, guess nothing
+        if not completing and (not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names)):
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 

@@ -12,6 +12,8 @@ from difymaint.cli.options import Color, Json
 from difymaint.cli.session import guarded, make_consoles
 from difymaint.jobs import JobInfo
 
+WIDE = 160  # columns from which the catalogue shows Dify's task, switch and lock too
+
 
 def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..., int]) -> None:
     group = command_group(
@@ -35,17 +37,20 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
                 print_json(consoles, rows)
                 return
             table = Table(show_edge=False, pad_edge=False)
-            for column in ("job", "what it does", "replaces (Dify)", "schedule (UTC)", "Dify switch", "lock"):
-                table.add_column(column, overflow="fold")
+            # Names and schedules never break mid-word; on a narrow terminal only they and the summary show.
+            wide = consoles.out.width >= WIDE
+            table.add_column("job", no_wrap=True)
+            table.add_column("what it does", overflow="fold", ratio=1)
+            table.add_column("schedule (UTC)", no_wrap=True)
+            if wide:
+                for column in ("replaces (Dify)", "Dify switch", "lock"):
+                    table.add_column(column, overflow="fold")
             for row in rows:
-                table.add_row(
-                    row["name"],
-                    row["summary"],
-                    row["dify_task"],
-                    row["schedule"] or "manual",
-                    " + ".join(s["name"] for s in row["switches"]) or "-",
-                    row["lock"],
-                )
+                cells = [row["name"], row["summary"], row["schedule"] or "manual"]
+                if wide:
+                    switches = " + ".join(s["name"] for s in row["switches"]) or "-"
+                    cells += [row["dify_task"], switches, row["lock"]]
+                table.add_row(*cells)
             consoles.out.print(table)
 
     @group.command("show", help="One job: its parameters (type, default, the setting behind each) and exit codes.")

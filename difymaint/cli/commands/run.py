@@ -14,6 +14,7 @@ from difymaint.cli.commands._common import check_job, history_store, parse_now, 
 from difymaint.cli.options import DatabaseUrl, DryRun, EnvFile, Json, MaxRuntime, RedisUrl, Scheduled, Yes
 from difymaint.cli.session import console_session, guarded, make_consoles
 from difymaint.jobs import JobInfo
+from difymaint.jobs.spec import RUN
 
 if TYPE_CHECKING:
     from difymaint.cli.render import Consoles
@@ -74,6 +75,16 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
     )
     def run_due_command(
         list_only: Annotated[bool, typer.Option("--list", help="Say what is due; run nothing.")] = False,
+        dry_run: Annotated[
+            bool,
+            typer.Option(
+                "--dry-run",
+                "-n",
+                help="Dry-run every due job (each says what it would change); the tick is not recorded, so the "
+                "next real run-due still runs them.",
+                rich_help_panel=RUN,
+            ),
+        ] = False,
         now: Annotated[
             str | None, typer.Option("--now", metavar="DATETIME", help="Decide as if it were this UTC time.")
         ] = None,
@@ -94,10 +105,6 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
             if list_only:
                 _render_due(consoles, decisions, json)
                 return
-            tick = store.start(job=RUN_DUE, args={"now": now}, dry_run=False, started_at=moment)
-            keep = ctx.settings.DIFYMAINT_HISTORY_KEEP_DAYS
-            # Minute-level jobs write ~1,440 records a day each: the dispatcher keeps the table bounded.
-            pruned = store.prune(moment - timedelta(days=keep)) if keep else 0
             env = dict(os.environ)
             for variable, value in (
                 ("DIFYMAINT_ENV_FILE", env_file),
@@ -106,7 +113,16 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
             ):
                 if value is not None:
                     env[variable] = str(value)
-            dispatch_due(decisions, jobs, child_module=child_module, extra_args=("--json",) if json else (), env=env)
+            extra = ("--json",) if json else ()
+            if dry_run:
+                dispatch_due(decisions, jobs, child_module=child_module, extra_args=extra, env=env, dry_run=True)
+                _render_due(consoles, decisions, json)
+                raise typer.Exit(worst([d.exit_code for d in decisions if d.exit_code is not None]))
+            tick = store.start(job=RUN_DUE, args={"now": now}, dry_run=False, started_at=moment)
+            keep = ctx.settings.DIFYMAINT_HISTORY_KEEP_DAYS
+            # Minute-level jobs write ~1,440 records a day each: the dispatcher keeps the table bounded.
+            pruned = store.prune(moment - timedelta(days=keep)) if keep else 0
+            dispatch_due(decisions, jobs, child_module=child_module, extra_args=extra, env=env)
             code = worst([d.exit_code for d in decisions if d.exit_code is not None])
             store.update(
                 tick,
