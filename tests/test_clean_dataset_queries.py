@@ -16,7 +16,7 @@ from difymaint.core.errors import LockHeld
 from difymaint.core.exit_codes import ExitCode
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
-from difymaint.engine.run import RunOptions
+from difymaint.engine.options import RunOptions
 from difymaint.jobs import JOBS, clean_dataset_queries
 from difymaint.jobs.clean_dataset_queries import CleanDatasetQueriesParams
 from difymaint.jobs.execute import run_job
@@ -149,13 +149,26 @@ def test_difys_lock_held_is_exit_5_and_nothing_is_deleted(
     assert run_job(clean_dataset_queries, ctx, params()).tables == {"dataset_queries": 40}
 
 
-def test_missing_created_at_index_is_a_warning(pg_engine: Engine, pg_url: str) -> None:
-    with pg_engine.begin() as conn:
+def test_without_the_created_at_index_the_heap_is_walked_once_by_blocks(pg_engine: Engine, pg_url: str) -> None:
+    with pg_engine.begin() as conn:  # released Dify: no index on created_at
         conn.execute(sa.text("DROP INDEX dataset_query_created_at_idx"))
-    seed(pg_engine, NOW, old=5)
-    summary = run_job(clean_dataset_queries, make_context(pg_url), params())
-    assert summary.tables == {"dataset_queries": 5}
-    assert any("dataset_queries.created_at" in warning for warning in summary.warnings)
+    groups = seed(pg_engine, NOW, old=600)
+    before = remaining(pg_engine)
+    fixed = {"DIFYMAINT_TARGET_BATCH_MS": 0}
+    dry = run_job(clean_dataset_queries, make_context(pg_url, **fixed), params(dry_run=True))
+    walked = run_job(clean_dataset_queries, make_context(pg_url, **fixed), params(dry_run=True, max_batches=999))
+    assert remaining(pg_engine) == before
+    partial = run_job(clean_dataset_queries, make_context(pg_url, **fixed), params(batch_size=2, max_batches=1))
+    assert partial.outcome is Outcome.PARTIAL and 0 < partial.tables["dataset_queries"] < 600
+    assert partial.rows_remaining == 600 - partial.tables["dataset_queries"]
+    ctx = make_context(pg_url, **fixed)
+    real = run_job(clean_dataset_queries, ctx, params(batch_size=2))  # two 8 KB blocks per batch
+    blocks = real.details["block_walk"]["blocks"]
+    assert blocks > 4 and real.batches == (blocks + 1) // 2
+    assert dry.tables == walked.tables == {"dataset_queries": 600}
+    assert real.tables["dataset_queries"] + partial.tables["dataset_queries"] == 600
+    assert remaining(pg_engine) == groups["new"] | groups["between_30_and_60"]
+    assert any("dataset_queries.created_at" in warning for warning in real.warnings)
 
 
 def test_cli_json_switch_and_settings(pg_engine: Engine, pg_url: str) -> None:

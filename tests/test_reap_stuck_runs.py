@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from difymaint.core.clock import naive_utc
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
-from difymaint.engine.run import RunOptions
+from difymaint.engine.options import RunOptions
 from difymaint.jobs import JOBS, reap_stuck_runs
 from difymaint.jobs.execute import run_job
 from difymaint.jobs.reap_stuck_runs import RUNNING_ERROR, SCHEDULED_ERROR, ReapStuckRunsParams

@@ -30,7 +30,8 @@ from difymaint.core.context import Context
 from difymaint.core.database import as_str, ids_in
 from difymaint.dify import tables as t
 from difymaint.engine.keyset import Cursor, after
-from difymaint.engine.run import JobRun, RunOptions
+from difymaint.engine.options import RunOptions
+from difymaint.engine.run import JobRun
 from difymaint.engine.schema import Need, check_schema
 
 JOB = "reap-stuck-runs"
