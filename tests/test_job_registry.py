@@ -431,6 +431,13 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, Any]]] = [
         {"CLEAN_DATASET_QUERIES_RETENTION_DAYS": "10", "CLEAN_DATASET_QUERIES_BATCH_SIZE": "250"},
         {"retention_days": 10, "floor_days": 30, "effective_days": 30, "clamped": True, "run.batch_size": 40},
     ),
+    ("clean-draft-variables", [], {}, {"max_apps": None, "orphan_manifest": None, "run.batch_size": 1000}),
+    (
+        "clean-draft-variables",
+        ["--max-apps", "3", "--batch-size", "200", "--orphan-manifest", "/o.jsonl"],
+        {},
+        {"max_apps": 3, "orphan_manifest": Path("/o.jsonl"), "run.batch_size": 200},
+    ),
     ("flush-api-token-usage", ["--batch-size", "50"], {"REDIS_HOST": "redis"}, {"run.batch_size": 50}),
     ("flush-api-token-usage", [], {"REDIS_HOST": "redis"}, {"run.batch_size": 200}),
 ]

@@ -991,6 +991,51 @@ JOBS: dict[str, JobInfo] = {
         destructive=False,  # it sets Redis keys and publishes
         scheduled_args=("--lock-ttl=60",),  # a killed run blocks one tick at most (the keys throttle anyway)
     ),
+    "clean-draft-variables": JobInfo(
+        name="clean-draft-variables",
+        module="clean_draft_variables",
+        summary="Delete the draft variables of deleted apps, with their offloaded files (manual; never scheduled).",
+        # Dify has no beat entry (a manual flask command) and orphans appear only when an app is deleted, whose
+        # own deletion task already removes its variables: a run by hand after an upgrade or an incident suffices.
+        schedule="",
+        dify_task="flask cleanup-orphaned-draft-variables (manual command)",
+        dify_switch="",
+        switches=(),
+        help="Dify's flask cleanup-orphaned-draft-variables. A draft variable is orphaned when its app row no longer "
+        "exists (no other filter). Per app, batches of --batch-size variables: the workflow_draft_variable_files "
+        "rows their file_id points at and those rows' upload_files go with them. Each file's object is deleted "
+        "from Dify's storage (STORAGE_TYPE opendal with OPENDAL_SCHEME=fs, local, or s3) before the rows, with no "
+        "transaction open; an object already missing is fine. A variable whose object cannot be deleted stays "
+        "with its file rows for the next run, and the run exits 1 (Dify deletes the rows anyway). Where Dify's "
+        "storage cannot be reached from here, --orphan-manifest lists the keys and the rows go.",
+        options=(
+            Opt(
+                "max_apps",
+                ("--max-apps",),
+                "Stop after this many orphaned apps (Dify's --max-apps).",
+                type=int,
+                metavar="N",
+                min=1,
+            ),
+            Opt(
+                "orphan_manifest",
+                ("--orphan-manifest",),
+                "Where Dify's storage cannot be reached from here: append the keys of the files whose rows this "
+                "run deletes, as JSON lines, instead of deleting the objects.",
+                type=Path,
+                metavar="PATH",
+            ),
+        ),
+        batch=Batching(
+            default=1000,
+            help="Draft variables per batch to start with (Dify's --batch-size, 1000).",
+            sleep_option=False,
+        ),
+        dry_run_help="Count the variables, file rows, upload files and bytes it would delete; touch no storage.",
+        lock_key="maintenance:clean_draft_variables",  # Dify takes none
+        tables=("workflow_draft_variables", "workflow_draft_variable_files", "upload_files"),
+        scheduled=False,
+    ),
     "restore-workflow-runs": JobInfo(
         name="restore-workflow-runs",
         module="restore_workflow_runs",
