@@ -187,6 +187,16 @@ def test_difys_predicates_at_their_boundaries_in_batches(pg_engine: Engine, pg_u
     assert again.tables == {"workflow_runs": 0} and again.details["scheduled"] == again.details["running"] == 0
 
 
+def test_max_batches_is_partial_and_the_next_run_finishes(pg_engine: Engine, pg_url: str) -> None:
+    seeded = seed(pg_engine, bulk=10)
+    fixed = {"DIFYMAINT_TARGET_BATCH_MS": 0}
+    first = run_job(reap_stuck_runs, make_context(pg_url, **fixed), params(batch_size=4, max_batches=2))
+    assert first.outcome is Outcome.PARTIAL and first.exit_code == 4 and first.stop_reason == "max-batches"
+    assert first.tables == {"workflow_runs": 8} and first.rows_remaining == len(seeded.reaped) - 8
+    second = run_job(reap_stuck_runs, make_context(pg_url, **fixed), params(batch_size=4))
+    assert second.outcome is Outcome.DONE and second.tables == {"workflow_runs": len(seeded.reaped) - 8}
+
+
 def test_dry_run_counts_equal_the_real_run(pg_engine: Engine, pg_url: str) -> None:
     seeded = seed(pg_engine, bulk=7)
     before = runs_by_id(pg_engine)
