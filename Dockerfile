@@ -19,7 +19,7 @@ FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="difymaint" \
       org.opencontainers.image.description="Dify's periodic maintenance jobs as a cron/CronJob-friendly CLI" \
       org.opencontainers.image.licenses="Apache-2.0"
-# uid/gid 10001: the runAsUser/runAsGroup of the generated manifests (difymaint.schedules.UID).
+# uid/gid 10001: the runAsUser/runAsGroup of the generated manifests (difymaint.ops.manifests.UID).
 RUN groupadd --gid 10001 difymaint \
     && useradd --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin difymaint
 COPY --from=build /opt/difymaint /opt/difymaint

@@ -1,4 +1,5 @@
-"""Knowledge-base fixtures (data model §14.5 / §14.7), shared by the clean-unused-datasets and notify tests."""
+"""Knowledge-base fixtures shared by the clean-unused-datasets and notify-cleaned-documents tests: the candidate
+matrix of docs/jobs/clean-unused-datasets.md#selection and the pending logs of docs/jobs/notify-cleaned-documents.md."""
 
 from __future__ import annotations
 
@@ -166,7 +167,7 @@ class KB:
 
 @dataclass
 class UnusedScenario:
-    """The §14.5 matrix. Pass 1 (all): 30 days; pass 2 (sandbox): 7 days."""
+    """The candidate matrix. Pass 1 (all): 30 days; pass 2 (sandbox): 7 days."""
 
     now: datetime
     tenants: dict[str, str] = field(default_factory=dict)
@@ -270,7 +271,7 @@ def auto_disable_logs(engine: Engine) -> list[Any]:
         return list(conn.execute(sa.select(logs).order_by(logs.c.dataset_id, logs.c.document_id)))
 
 
-# --- notify-cleaned-documents (§14.7) -----------------------------------------------------------------------
+# --- notify-cleaned-documents --------------------------------------------------------------------------------
 
 
 def tid(n: int) -> str:

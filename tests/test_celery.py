@@ -26,7 +26,7 @@ from tests.celery_worker import CeleryWorker, SentinelBroker
 
 pytestmark = pytest.mark.redis
 
-# One realistic call per Dify task, in the shape Dify's beat job uses (spec §1.3).
+# One realistic call per Dify task, in the shape Dify's beat job uses (docs/dify-reference.md#celery).
 CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "tasks.deal_dataset_vector_index_task.deal_dataset_vector_index_task": (("ds-1", "remove"), {}),
     "tasks.process_tenant_plugin_autoupgrade_check_task.process_tenant_plugin_autoupgrade_check_task": (

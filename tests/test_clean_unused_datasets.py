@@ -1,4 +1,5 @@
-"""clean-unused-datasets against a real PostgreSQL (and SQLite): the §14.5 matrix, both passes, the hand-over."""
+"""clean-unused-datasets against a real PostgreSQL (and SQLite): the candidate matrix, both passes, the
+hand-over."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ CLEAN_ENV = {
 
 
 def invoke_assert_code(args: list[str], code: int, env: dict[str, str] | None = None) -> Any:
-    """sqlfluff-style helper: assert the exit code, re-raise unexpected exceptions."""
+    """Invoke the CLI in-process, assert the exit code, and re-raise an unexpected exception with its traceback."""
     result = runner.invoke(app, args, env={"NO_COLOR": "1", "COLUMNS": "200", **(env or {})})
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception

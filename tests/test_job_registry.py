@@ -1,9 +1,10 @@
-"""One declaration per job: the flag → params mapping of every command, asserted in-process (Airflow's
-TestCLIDBClean style), and a throwaway job that appears everywhere from one registry entry."""
+"""One declaration per job: the flag → params mapping of every command, asserted in-process by capturing the
+params the CLI builds, and a throwaway job that appears everywhere from one registry entry."""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from difymaint.cli.runner import Environment, use_environment
 from difymaint.core.context import Context
 from difymaint.core.summary import RunSummary
 from difymaint.devtools import deploy
-from difymaint.devtools.readme_help import render_help, render_section
+from difymaint.devtools.reference import render_help, render_section
 from difymaint.dify.switches import Switch
 from difymaint.jobs import JOBS, JobInfo
 from difymaint.jobs.resolve import declaration_errors
@@ -510,10 +511,12 @@ def test_a_new_job_is_one_registry_entry_away(tmp_path: Path) -> None:
     rendered = deploy.render_all(registry)
     assert "deploy/k8s-cronjobs/clean-widgets.yaml" in rendered
     assert "difymaint clean-widgets --scheduled" in rendered["deploy/crontab/difymaint"]
-    # …and it runs end to end through the shared runner, flags mapped by the shared resolver.
+    # …and it runs end to end through the shared runner (lock and run history on a SQLite file), flags mapped
+    # by the shared resolver.
+    database = f"sqlite:///{tmp_path / 'widgets.sqlite'}"
     result = CliRunner().invoke(
         app,
-        ["clean-widgets", "--polish", "--tenant-ids", T1, "--days", "3", "--json", "--yes", "--database-url", DB],
+        ["clean-widgets", "--polish", "--tenant-ids", T1, "--days", "3", "--json", "--yes", "--database-url", database],
         env={"NO_COLOR": "1"},
     )
     assert result.exit_code == 0, result.output
@@ -550,3 +553,14 @@ def test_registry_tables_are_the_cascades() -> None:
     assert JOBS["clean-workflow-runs"].tables == JOBS["clean-workflow-logs"].tables == tuple(with_chat.summary_tables())
     assert JOBS["archive-workflow-runs"].tables == (*ARCHIVED_TABLES, "workflow_archive_logs")
     assert JOBS["restore-workflow-runs"].tables == ARCHIVED_TABLES
+
+
+def test_lock_keys_and_batch_defaults_live_only_in_the_registry() -> None:
+    from difymaint.core.settings import Settings
+
+    for info in JOBS.values():
+        source = inspect.getsource(info.load())
+        assert "LOCK_KEY" not in source and "DEFAULT_BATCH_SIZE" not in source, info.name
+        assert "RunOptions(batch_size" not in source and "job_run(" not in source, info.name
+        if info.batch is not None and info.batch.setting:  # the setting's default is the registry's
+            assert Settings.model_fields[info.batch.setting].default == info.batch.default, info.name

@@ -1,4 +1,5 @@
-"""A Dify database covering the workflow-run cleanup matrix (spec §5.4 / §5.5, fixture shapes §14.6).
+"""A Dify database covering the workflow-run cleanup matrix (docs/jobs/clean-workflow-runs.md,
+docs/jobs/clean-workflow-logs.md).
 
 Per tenant of the plan matrix (tests/scenario.py): a workflow app with two workflows and runs in every
 status (each with node executions, an app log and a trigger log; some with offloads, pauses and reasons),

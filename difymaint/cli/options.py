@@ -1,5 +1,5 @@
 """The options every job command shares, declared once, and the builder that turns a registry entry into a
-Typer command (sqlfluff's ``common_options``, but generated).
+Typer command, so no command declares a shared option of its own.
 
 :class:`Common` is the single declaration of the shared connection, run-control and output options: each field's
 annotation carries its ``typer.Option``. :func:`job_command` builds a command whose signature is the job's
@@ -9,6 +9,7 @@ same help, and the values land in a ``Common`` plus a dict of the job's values.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping
@@ -301,3 +302,45 @@ def register_jobs(app: typer.Typer, jobs: Mapping[str, JobInfo], run: JobRunner)
         # \b keeps Click from rewrapping the example lines into one paragraph.
         epilog = "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in info.usage_examples())
         app.command(info.name, help=info.describe(), short_help=info.summary, epilog=epilog)(job_command(info, run))
+
+
+@dataclass(frozen=True)
+class ConsoleOptions:
+    """The connection and output options the console commands (history, status, locks, run-due, doctor, …)
+    share, declared once; a command gets them as one ``opts`` argument (see :func:`console_options`)."""
+
+    env_file: EnvFile = None
+    database_url: DatabaseUrl = None
+    redis_url: RedisUrl = None
+    json: Json = False
+    color: Color = None
+
+
+def console_options(*, redis: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a console command the shared options (``--redis-url`` only where it reads Redis) after its own:
+    the wrapped function receives them as ``opts``."""
+    hints = get_type_hints(ConsoleOptions, include_extras=True)
+    shared = [
+        inspect.Parameter(
+            field.name, inspect.Parameter.KEYWORD_ONLY, default=field.default, annotation=hints[field.name]
+        )
+        for field in fields(ConsoleOptions)
+        if redis or field.name != "redis_url"
+    ]
+    names = {parameter.name for parameter in shared}
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        own = [p for name, p in inspect.signature(function).parameters.items() if name != "opts"]
+        own_hints = get_type_hints(function, include_extras=True)
+
+        @functools.wraps(function)
+        def command(**kwargs: Any) -> Any:
+            opts = ConsoleOptions(**{name: kwargs.pop(name) for name in names})
+            return function(opts=opts, **kwargs)
+
+        parameters = [p.replace(annotation=own_hints.get(p.name, p.annotation)) for p in own] + shared
+        command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in parameters}
+        return command
+
+    return decorate

@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
 if TYPE_CHECKING:
+    from difymaint.cli.options import ConsoleOptions
     from difymaint.cli.render import Consoles
     from difymaint.core.context import Context
 
@@ -47,22 +47,21 @@ def guarded(consoles: Consoles) -> Iterator[None]:
 
 
 @contextmanager
-def console_session(
-    consoles: Consoles, env_file: Path | None, database_url: str | None, redis_url: str | None
-) -> Iterator[Context]:
-    """What every console command opens: errors as one line (:func:`guarded`) and a settings context that
-    is closed however the command ends."""
+def console_session(opts: ConsoleOptions) -> Iterator[tuple[Consoles, Context]]:
+    """What every console command opens: its consoles, errors as one line (:func:`guarded`), and a settings
+    context that is closed however the command ends."""
+    consoles = make_consoles(opts.color)
     with guarded(consoles):
-        ctx = settings_context(env_file, database_url, redis_url)
+        ctx = settings_context(opts)
         try:
-            yield ctx
+            yield consoles, ctx
         finally:
             ctx.close()
 
 
-def settings_context(env_file: Path | None, database_url: str | None, redis_url: str | None) -> Context:
+def settings_context(opts: ConsoleOptions) -> Context:
     from difymaint.core.context import Context
     from difymaint.core.settings import load_settings
 
-    overrides: dict[str, object] = {"DIFYMAINT_DATABASE_URL": database_url, "DIFYMAINT_REDIS_URL": redis_url}
-    return Context(load_settings(env_file, overrides))
+    overrides: dict[str, object] = {"DIFYMAINT_DATABASE_URL": opts.database_url, "DIFYMAINT_REDIS_URL": opts.redis_url}
+    return Context(load_settings(opts.env_file, overrides))

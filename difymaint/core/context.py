@@ -1,6 +1,7 @@
 """The environment a job runs in: settings, clock, reporter, stop token, and lazily built connections.
 
-Modelled on httpie's ``Environment``: the CLI builds a real one, tests build their own.
+One object carries everything a job touches outside its own code, so the CLI builds a real one and tests
+build their own (another clock, reporter or output stream) without patching anything.
 """
 
 from __future__ import annotations

@@ -7,11 +7,11 @@ disk differs from what would be rendered (CI). Operators render their own set wi
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from difymaint.devtools import checkout_root, generator_parser
 from difymaint.ops.manifests import (
     CRONTAB_DIR,
     CRONTAB_FILE,
@@ -102,21 +102,15 @@ def write_all(root: Path, rendered: Mapping[str, str] | None = None) -> list[str
     return touched
 
 
-def _default_root() -> Path:
-    """The source checkout this module lives in, else the working directory."""
-    checkout = Path(__file__).resolve().parents[2]
-    return checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m difymaint.devtools.deploy",
-        description="Render deploy/k8s-cronjobs, deploy/crontab and deploy/systemd from the difymaint job registry.",
+    parser = generator_parser(
+        "deploy",
+        "Render deploy/k8s-cronjobs, deploy/crontab and deploy/systemd from the difymaint job registry.",
+        "Change nothing; exit 1 if any file is stale.",
     )
-    parser.add_argument("--check", action="store_true", help="Change nothing; exit 1 if any file is stale.")
     parser.add_argument("--root", type=Path, default=None, help="Repository root (default: this checkout).")
     options = parser.parse_args(argv)
-    root: Path = options.root or _default_root()
+    root: Path = options.root or checkout_root()
     try:
         rendered = render_all()
     except ValueError as exc:  # a bad schedule or a too-long name in the registry

@@ -106,7 +106,7 @@ def _task(name: str, queue: str, args: tuple[str, ...] = (), kwargs: tuple[str, 
 
 
 # Every task Dify's beat jobs hand to Dify's workers, with the shape the beat job uses when it calls it
-# (spec §1.3; checked against langgenius/dify api/tasks/*.py and api/schedule/*.py).
+# (docs/dify-reference.md#celery; checked against Dify's api/tasks/*.py and api/schedule/*.py).
 DIFY_TASKS: dict[str, DifyTask] = {
     t.name: t
     for t in (
@@ -323,6 +323,25 @@ def publisher(settings: Settings) -> CeleryPublisher:
         connection.release()
         raise _unreachable(settings, exc, "cannot reach the Celery broker") from None
     return CeleryPublisher(app, connection, settings)
+
+
+class LazyPublisher:
+    """A publisher connected on first use and closed once: a tick with nothing to publish never touches the
+    broker (nor imports Celery), and a broker that is down fails at the first message, inside its batch."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._publisher: CeleryPublisher | None = None
+
+    def get(self) -> CeleryPublisher:
+        if self._publisher is None:
+            self._publisher = publisher(self._settings)
+        return self._publisher
+
+    def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None
 
 
 @contextmanager

@@ -1,7 +1,8 @@
 """Keyset pagination on ``(created_at, id)``: the cursor moves forward, never restarts from the oldest row.
 
-Restarting from the oldest row each batch (Sentry/Airflow shape) slows down 3x while any long transaction
-holds the xmin horizon (docs/batching.md#keyset-cursor); a persistent cursor does not.
+Restarting from the oldest row each batch slows down 3x while any long transaction holds the xmin horizon
+(the dead index entries of earlier batches are stepped over again; docs/batching.md#keyset-cursor); a
+persistent cursor does not.
 """
 
 from __future__ import annotations

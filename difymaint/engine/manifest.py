@@ -104,6 +104,15 @@ class OrphanManifest:
             self.by_source[source] = self.by_source.get(source, 0) + n
         self._reset()
 
+    def settle(self, *, rolled_back: bool) -> bool:
+        """After a batch: confirm what it staged, or drop it when its transaction rolled back; returns whether
+        the batch committed (what a batch body returns)."""
+        if rolled_back:
+            self.rollback()
+            return False
+        self.commit()
+        return True
+
     def rollback(self) -> None:
         """The batch's transaction rolled back: its staged lines orphan nothing."""
         if self._pending is not None:

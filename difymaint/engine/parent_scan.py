@@ -46,6 +46,16 @@ Keep = Callable[[Connection, Sequence[Any]], list[str]]
 ServerBody = Callable[[Connection, sa.Select[Any]], BatchResult]
 
 
+@dataclass(frozen=True)
+class Lanes:
+    """A walk per lane: the column a lane is a value of, where lanes come from, and the re-check before each
+    delete (see :meth:`ParentScan.walk_lanes`)."""
+
+    column: sa.ColumnElement[Any]
+    refill: Callable[[RoundRobin], bool]
+    recheck: Callable[[set[str]], set[str]]
+
+
 @dataclass
 class Part:
     """One worker's slice of the window (``created_at`` in ``[low, high)``) and its cursor."""
@@ -199,6 +209,23 @@ class ParentScan:
                 where.append(self.created < sa.literal(high, self.created.type))
             parts.append(Part(sa.and_(sa.true(), *where)))
         return parts
+
+    def walk(
+        self,
+        body: BatchBody,
+        *,
+        lanes: Lanes | None = None,
+        server: Callable[[], None] | None = None,
+        keep: Keep | None = None,
+    ) -> None:
+        """The walk a cascade job's strategy chooses: per lane when plans decide (``lanes``); otherwise the
+        server-side statement where the job has one (``server``, PostgreSQL), else the client-side walk."""
+        if lanes is not None:
+            self.walk_lanes(body, lanes.column, lanes.refill, lanes.recheck)
+        elif server is not None:
+            server()
+        else:
+            self.walk_all(body, keep=keep)
 
     def walk_lanes(
         self,

@@ -43,7 +43,7 @@ DEFAULT_BATCH_SIZE = 1000  # for a run opened without a job's own default (the r
 
 
 class AdaptiveBatchSize:
-    """Steer the batch size toward a target duration per batch (GitLab BBM / rin-nas style).
+    """Steer the batch size toward a target duration per batch (docs/batching.md#one-transaction-per-batch).
 
     Only full batches are measured: a short last page says nothing about the cost of a full one.
     """

@@ -1,22 +1,17 @@
-"""archive-workflow-runs: archive ended workflow runs of paid workspaces to object storage
-(docs/jobs/archive-workflow-runs.md).
+"""archive-workflow-runs: write ended workflow runs as Dify's ``archive.v1.0.zip`` bundles, and optionally
+delete them (what it selects and why: docs/jobs/archive-workflow-runs.md).
 
-Dify's ``WorkflowRunArchiver`` (``flask archive-workflow-runs``; its Celery task lives on a branch only). One
-keyset walk over ``workflow_runs`` in the window on ``(created_at, id)``, reading only ``id, tenant_id,
-created_at`` of ended ``workflow`` / ``rag-pipeline`` runs. Per batch: runs that already have
-``workflow_archive_logs`` rows are skipped, then runs of workspaces that are not paid (plan ``professional``
-or ``team``; with billing off every workspace counts as paid, as in Dify), then ``--limit``.
+:class:`_Archiver` walks ``workflow_runs`` on a ``(created_at, id)`` cursor, reading only ``id, tenant_id,
+created_at``, and filters each page (already archived, not paid, ``--limit``) before it archives run by run
+inside the batch's transaction. The order within a run is what the shape protects: read the rows of the
+archived tables from the live schema (reflected, so every column is kept), build the bundle
+(:mod:`difymaint.dify.archive`), write the object, and only then insert the ``workflow_archive_logs`` rows, so
+a crash leaves at worst an unreferenced object, never a log row without its archive. With
+``--delete-after-archive`` the run cascade deletes in the same transaction, and :class:`ArchiveChanged` rolls
+the batch back when a table holds more rows than were archived. A dry run counts the same predicates and
+needs no destination.
 
-Per run, inside the batch's transaction: the whole rows of the run's seven tables are read from the live
-schema, written as Dify's ``archive.v1.0.zip`` bundle (:mod:`difymaint.dify.archive`) to a local directory or
-S3, and only then are its ``workflow_archive_logs`` rows inserted, so a crash leaves at worst an unreferenced
-object, never a log row without its archive. ``--delete-after-archive`` deletes the batch's runs with the run
-cascade in the same transaction (Dify commits the logs first and deletes in another session), and rolls the
-batch back if a table holds more rows than were archived. A dry run counts the same predicates and writes
-nothing.
-
-The ``upload_files`` behind node-execution offloads and the pause state objects are not orphans here: the
-archive still points at them, and a restore needs them.
+Offload ``upload_files`` and pause state objects are never listed as orphans: the archive still points at them.
 """
 
 from __future__ import annotations
@@ -59,7 +54,7 @@ ARCHIVE_LOG_COLUMNS = tuple(column.name for column in t.workflow_archive_logs.co
 @dataclass(frozen=True)
 class ArchiveWorkflowRunsParams:
     window: TimeWindow
-    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=100))
+    run: RunOptions = field(default_factory=RunOptions)
     tenant_ids: tuple[str, ...] = ()  # empty = every (paid) workspace
     limit: int | None = None  # at most this many runs archived
     delete_after_archive: bool = False

@@ -1,17 +1,12 @@
-"""check-upgradable-plugins: hand the workspaces whose plugin auto-upgrade time falls in this 15-minute window
-to Dify's per-tenant upgrade check (docs/jobs/check-upgradable-plugins.md).
+"""check-upgradable-plugins: hand the workspaces due for a plugin auto-upgrade check to Dify's per-tenant task
+(what it selects and how it differs from Dify: docs/jobs/check-upgradable-plugins.md).
 
-Replaces Dify's ``check_upgradable_plugin_task``. Differences, all deliberate:
-
-* the window is ``[start, start + 900 s)`` of the *scheduled* fire time (``--window-start``, default
-  floor(now / 900) × 900), wrapping across midnight, so a late tick still serves its own window and the last
-  30 s of the day are not lost (Dify: wall clock − 30 s, never seeing 86370–86399);
-* the marketplace manifest is cached with one pipelined ``SETEX`` (Dify: one round trip per plugin);
-* every tenant is published at once: no ``sleep`` inside the run (Dify sleeps up to 15 minutes in a worker);
-  Dify's spreading of chunks of 20 over the window is kept with Celery's ``countdown`` (``--spread``).
-
-A marketplace error skips the whole cycle (Dify's behaviour) but exits 1 so the operator sees it; nothing is
-published then. The per-tenant task itself stays Dify's (plugin daemon calls, version rules).
+The window is computed from the scheduled fire time (:func:`parse_window_start`, :func:`window_ranges`, which
+split a window that crosses midnight), so a late tick still serves its own slot. The order of
+:func:`_dispatch` keeps every failure before any side effect: count the due workspaces (none: no marketplace
+call, no Redis needed), fetch the manifest, connect to the broker, and only then cache the snapshots (one
+pipeline) and publish a page at a time. Spreading over the window is Celery's ``countdown`` per chunk
+(:func:`countdown`), so the run never sleeps. The per-tenant task itself stays Dify's.
 """
 
 from __future__ import annotations

@@ -1,17 +1,11 @@
 """clean-dataset-queries: prune ``dataset_queries``, the log of every knowledge retrieval
 (docs/jobs/clean-dataset-queries.md).
 
-Replaces Dify's branch task ``clean_dataset_queries_task``: rows created before now − retention go, for every
-workspace and source; retention = max(``CLEAN_DATASET_QUERIES_RETENTION_DAYS`` (60),
-``PLAN_SANDBOX_CLEAN_DAY_SETTING`` (30)), because clean-unused-datasets reads these rows within the latter to
-tell a knowledge base in use (a shorter retention would make every base look unused). Under Dify's own lock
-``retention:clean_dataset_queries_task``. On the single-table sweep (engine/single_table.py): a persistent
-``(created_at, id)`` cursor, one statement per batch on PostgreSQL, ``--workers`` slices, an exact dry run.
-
-Released Dify has no index on ``created_at`` (Dify's branch migration adds one; doctor offers it). Without
-it every keyset page is a full scan of the table, so on PostgreSQL 14+ the job walks the heap once instead,
-in ranges of blocks (a TID range scan per batch: ``ctid >= '(lo,0)' AND ctid < '(hi,0)' AND created_at <
-cut-off``), the range adapting like a batch size (docs/jobs/clean-dataset-queries.md#the-created_at-index).
+The retention is clamped to ``PLAN_SANDBOX_CLEAN_DAY_SETTING`` (:attr:`CleanDatasetQueriesParams.effective_days`)
+because clean-unused-datasets reads these rows to tell a knowledge base in use. With an index on
+``created_at`` the one-table sweep does the work (keyset, ``--workers``); without one (released Dify) a keyset
+page is a full scan and sort, so on PostgreSQL 14+ :func:`walk_blocks` passes over the heap once instead, a
+range of blocks per batch (TID range scans). The job takes Dify's own lock key (the registry's).
 """
 
 from __future__ import annotations

@@ -1,16 +1,12 @@
 """clean-draft-variables: remove the draft variables of deleted apps, with their offloaded files
 (docs/jobs/clean-draft-variables.md).
 
-Replaces Dify's manual ``flask cleanup-orphaned-draft-variables``: a variable is orphaned when its app row no
-longer exists (no other filter). Per app, batches of ``--batch-size`` variables: the
-``workflow_draft_variable_files`` rows their ``file_id`` points at, and the ``upload_files`` rows those point
-at, go with them; each file's object in Dify's storage is deleted first, with no transaction open, then the
-rows in one transaction. Stricter than Dify (which deletes the rows even when the object could not be):
-a variable whose object could not be deleted stays, with its file rows, for the next run, and the run
-exits 1. Where difymaint cannot reach Dify's storage, ``--orphan-manifest`` lists the keys instead and the
-rows go (without it those variables stay).
-
-Storage is reached in one place, :func:`open_storage` / :func:`delete_object`.
+:meth:`_Cleaner.walk_apps` pages the orphaned apps (:func:`orphaned`: the app row is gone), :meth:`clean_app`
+each app's variables by id. Per batch the page and its files are read in a short read, the files' objects are
+deleted with no transaction open (:meth:`remove_objects`, before the rows so a retry still finds the keys),
+then the rows in one transaction (:meth:`delete_rows`), minus the variables whose object stayed: they keep
+their rows for the next run and the run exits 1. Storage is reached only through :func:`open_storage` and
+:func:`delete_object`; where it is out of reach, ``--orphan-manifest`` lists the keys instead.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """clean-embeddings: prune the embedding cache table ``embeddings`` (docs/jobs/clean-embeddings.md).
 
-Replaces Dify's ``clean_embedding_cache_task``: rows created before now − ``PLAN_SANDBOX_CLEAN_DAY_SETTING``
-days (30) go, for every tenant (no plan check; the table has no tenant). Fixes against Dify
-(docs/jobs/clean-embeddings.md#differences-from-dify
-[REIMPL]): one set-based ``DELETE … WHERE id = ANY(:ids)`` per batch instead of one DELETE per row, a
-persistent ``(created_at, id)`` cursor walking forward on ``created_at_idx``, an adaptive batch (1000 to
-start, Dify: 100), a naive-UTC cut-off (Dify: the worker's local time), a lock and a dry run.
+The table has no tenant and nothing references it, so the job is the window predicate handed to the
+one-table sweep (:func:`difymaint.engine.single_table.sweep`), which supplies the cursor, the batches, the
+workers and the set-based dry run.
 """
 
 from __future__ import annotations

@@ -1,23 +1,27 @@
 """clean-messages: delete expired chat messages with every per-message child row (docs/jobs/clean-messages.md).
 
-Two scan strategies, both keyset-paginated on ``(created_at, id)``:
+Two scan strategies (:func:`choose_strategy`), both on a ``ParentScan`` keyset walk of ``(created_at, id)``:
 
-* ``global`` (billing off): walk ``messages`` in the window once; every message goes (Dify's
-  BillingDisabledPolicy).
-* ``eligible-apps`` (billing on, or ``--tenant-ids``; docs/jobs/clean-messages.md#scan-strategies): find the eligible
-tenants first, walk
-  their apps, and read each app's messages with its own cursor on ``message_app_id_idx``. Paid tenants'
-  history is never scanned, and every batch re-checks its tenants' plans uncached before deleting, so a
-  tenant that upgraded mid-run keeps its data.
+* ``global``: one walk over ``messages`` in the window. On PostgreSQL, when no id is needed on the client
+  (no plan filter, orphan manifest or conversation clean-up: :attr:`_MessageCleaner.server_side`), each
+  batch is one server-side statement (``walk_server``); otherwise the page's ids are read and the cascade
+  runs per batch;
+* ``eligible-apps``: eligible tenants first, then their apps, each app a lane with its own cursor in a
+  round robin (docs/jobs/clean-messages.md#scan-strategies). Each batch re-checks its tenants' plans
+  uncached right before deleting, so a tenant that upgraded mid-run keeps its data.
 
-Each batch is one transaction: children, then messages, then (``--clean-conversations``) the conversations
-left empty. A dry run executes the same selection and counts the same predicates.
+The tenant policy (and with it the billing whitelist) is built in :func:`run`, under the lock.
+
+:class:`_MessageCleaner` holds the per-batch body: one transaction with the children, the messages, then
+(``--clean-conversations``) the conversations left empty. A dry run executes the same selection and counts
+the same predicates.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +47,7 @@ from difymaint.engine.cascade import Selection
 from difymaint.engine.keyset import Lane, RoundRobin, in_window
 from difymaint.engine.manifest import OrphanManifest
 from difymaint.engine.options import RunOptions
-from difymaint.engine.parent_scan import ParentScan
+from difymaint.engine.parent_scan import Lanes, ParentScan
 from difymaint.engine.run import JobRun
 from difymaint.engine.schema import Need, SchemaReport, check_schema
 from difymaint.engine.shard import sharded
@@ -118,19 +122,16 @@ def run(job: JobRun, params: CleanMessagesParams) -> None:
     manifest = OrphanManifest(params.orphan_manifest, job=JOB, dry_run=params.run.dry_run)
     cleaner = _MessageCleaner(ctx, job, params, policy, manifest, skip=schema.missing_optional)
     job.remaining = cleaner.scan.remaining
+    # Plans are re-checked uncached right before deleting (an upgrade mid-run wins).
+    recheck = partial(policy.eligible, fresh=True)
+    lanes = None if strategy == "global" else Lanes(t.messages.c.app_id, cleaner.refill, recheck)
     try:
-        if strategy == "global" and cleaner.server_side:
-            cleaner.walk_server()
-        elif strategy == "global":
-            cleaner.scan.walk_all(cleaner.delete_batch, keep=cleaner.eligible_ids if cleaner.filtered else None)
-        else:
-            # Plans are re-checked uncached right before deleting (an upgrade mid-run wins).
-            cleaner.scan.walk_lanes(
-                cleaner.delete_batch,
-                t.messages.c.app_id,
-                cleaner.refill,
-                lambda tenants: policy.eligible(tenants, fresh=True),
-            )
+        cleaner.scan.walk(
+            cleaner.delete_batch,
+            lanes=lanes,
+            server=cleaner.walk_server if cleaner.server_side else None,
+            keep=cleaner.eligible_ids if cleaner.filtered else None,
+        )
     finally:
         manifest.close()
     job.summary.details.update(policy.stats())
@@ -228,11 +229,7 @@ class _MessageCleaner:
                             )
                         )
             batch.record(scanned=len(rows), affected=len(ids), rows=counts)
-        if batch.rolled_back:
-            self.manifest.rollback()
-            return False
-        self.manifest.commit()
-        return True
+        return self.manifest.settle(rolled_back=batch.rolled_back)
 
     def eligible_ids(self, conn: Connection, rows: Sequence[Any]) -> list[str]:
         """The global walk's rows whose app's tenant may be cleaned (billing on, or a tenant filter)."""

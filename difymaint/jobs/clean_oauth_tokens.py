@@ -1,14 +1,10 @@
 """clean-oauth-tokens: prune ``oauth_access_tokens``, the device-flow tokens of Dify's CLI
 (docs/jobs/clean-oauth-tokens.md).
 
-Replaces Dify's ``clean_oauth_access_tokens_task``. A token goes when it was revoked before the cut-off, or
-was never revoked and expired before it ("zombies"); cut-off = aware UTC now −
-``OAUTH_ACCESS_TOKEN_RETENTION_DAYS`` (30). The columns are ``timestamptz``, so the cut-off is aware
-(docs/dify-reference.md#time-handling). Batches of 500 (Dify's ``DELETE_BATCH_SIZE``) walk a persistent
-``(created_at, id)`` cursor; no index covers the predicate, which is fine for a table this small.
-
-The table only exists since Dify's 2026-05 migration ``d4a5e1f3c9b7``: on an older database the run ends
-``done`` with nothing deleted and a warning, so one CronJob works across Dify versions.
+The predicate (:func:`expired`) and an aware-UTC cut-off (:func:`cutoff`: the columns are ``timestamptz``,
+docs/dify-reference.md#time-handling) handed to the one-table sweep, which re-checks the predicate in its
+``DELETE``. The schema check comes first because the table only exists in newer Dify versions: without it the
+run ends ``done`` with a warning, so one schedule works across upgrades.
 """
 
 from __future__ import annotations

@@ -1,23 +1,13 @@
 """clean-unused-datasets: disable the documents of knowledge bases nobody used for N days
 (docs/jobs/clean-unused-datasets.md).
 
-Dify's ``clean_unused_datasets_task`` in two passes, run in sequence:
-
-1. ``all``: every workspace, cut-off ``PLAN_SANDBOX_CLEAN_DAY_SETTING`` (30) days; one
-   ``dataset_auto_disable_logs`` row per enabled, non-archived document (what ``notify-cleaned-documents``
-   mails about).
-2. ``sandbox``: workspaces on the sandbox plan only, cut-off ``PLAN_PRO_CLEAN_DAY_SETTING`` (7) days, no
-   logs. With billing off every workspace is sandbox (Dify's behaviour).
-
-A dataset is a candidate when it was created before the cut-off, no completed, enabled, non-archived
-document was updated after the cut-off, at least one such document was updated before it, and no
-``dataset_queries`` row is newer than the cut-off. Candidates come from one set-based query, keyset-paginated
-on ``(created_at, id)`` (Dify pages with OFFSET over a shrinking set and skips candidates).
-
-Per batch of datasets: the vector-index removal is handed to Dify first (its Celery task
-``deal_dataset_vector_index_task(dataset_id, "remove")`` on queue ``dataset``, and/or a JSON-lines work
-list), then one transaction writes the logs and sets ``documents.enabled = false`` for all the datasets'
-documents. ``document_segments`` and the documents themselves are never deleted.
+:func:`plan_passes` turns ``--pass`` into the passes to run, in order (``all``, then ``sandbox``); each pass
+is a :class:`_Scan` over one set-based candidate query on a ``(created_at, id)`` cursor. Per batch of
+datasets, :class:`_Handover` hands the vector-index removal to Dify first (Dify's Celery task and/or the
+JSON-lines work list, fsynced), then one transaction writes the ``dataset_auto_disable_logs`` rows (pass
+``all``) and disables the datasets' documents. The handover goes first, as in Dify; when the transaction
+then fails, the next run picks the datasets up again (and may hand them over twice). :func:`check_handover`
+(through :func:`check`) refuses a real run that has nowhere to hand the removal to, before any connection.
 """
 
 from __future__ import annotations
@@ -57,7 +47,7 @@ class CleanUnusedDatasetsParams:
     all_days: int = 30  # PLAN_SANDBOX_CLEAN_DAY_SETTING: pass 1, every workspace
     sandbox_days: int = 7  # PLAN_PRO_CLEAN_DAY_SETTING: pass 2, sandbox workspaces (the name is Dify's trap)
     passes: str = "both"
-    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=50))
+    run: RunOptions = field(default_factory=RunOptions)
     tenant_ids: tuple[str, ...] = ()
     enqueue_index_removal: bool = False
     emit_index_removals: Path | None = None
@@ -174,12 +164,11 @@ def run(job: JobRun, params: CleanUnusedDatasetsParams) -> None:
 
 
 def _handover_description(params: CleanUnusedDatasetsParams, dry_run: bool) -> str:
-    ways = []
-    if params.enqueue_index_removal:
-        ways.append(f"Celery {INDEX_TASK}(dataset_id, 'remove') on queue {INDEX_QUEUE}")
-    if params.emit_index_removals:
-        ways.append(f"work list {params.emit_index_removals}")
-    described = " and ".join(ways) or "none"
+    ways = {
+        f"Celery {INDEX_TASK}(dataset_id, 'remove') on queue {INDEX_QUEUE}": params.enqueue_index_removal,
+        f"work list {params.emit_index_removals}": params.emit_index_removals is not None,
+    }
+    described = " and ".join(way for way, chosen in ways.items() if chosen) or "none"
     return f"{described} (dry run: nothing sent or written)" if dry_run else described
 
 

@@ -1,15 +1,10 @@
 """clean-workflow-logs: self-hosted workflow log retention for every tenant (docs/jobs/clean-workflow-logs.md).
 
-Replaces Dify's ``clean_workflow_runlogs_precise``: ended runs older than ``WORKFLOW_LOG_RETENTION_DAYS``
-go with their messages, no plan check. Fixes against Dify (docs/jobs/clean-workflow-logs.md#differences-from-dify):
-
-* one transaction per batch: the runs' messages (with child rows), then the conversations that now have
-  no message and were not updated since the cut-off, then the run cascade. Dify deletes whole
-  conversations as soon as one message belongs to an expired run, orphaning their newer messages.
-* a failed batch is retried on the same cursor with a backoff of seconds (1 s, 2 s), and the job fails
-  after 3 failures in a row; Dify skips the failed batch and sleeps 5-10 minutes.
-* a lock (``retention:clean_workflow_runlogs_precise``), a runtime batch size, and a warning when no index
-  leads with ``messages.workflow_run_id``.
+One ``ParentScan`` walk over the ended runs in the window (no plan check), the workflow and app filters
+added to the selection. Each batch is one transaction through the shared ``RunCleanup``: the runs' messages
+with their child rows, the conversations that now have no message and were not updated since the cut-off,
+then the run cascade. :class:`_LogCleaner` returns False for a batch that did not commit, so the walk re-reads
+the same runs after a backoff (never skips them) and gives up after ``max_failures`` in a row.
 """
 
 from __future__ import annotations
@@ -42,7 +37,7 @@ MAX_FAILURES = 3  # Dify's MAX_RETRIES
 @dataclass(frozen=True)
 class CleanWorkflowLogsParams:
     window: TimeWindow
-    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=100))
+    run: RunOptions = field(default_factory=RunOptions)
     workflow_ids: tuple[str, ...] = ()
     app_ids: tuple[str, ...] = ()
     orphan_manifest: Path | None = None

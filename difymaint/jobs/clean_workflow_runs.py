@@ -1,26 +1,25 @@
 """clean-workflow-runs: delete expired, ended workflow runs with every per-run row (docs/jobs/clean-workflow-runs.md).
 
-Replaces Dify's ``clean_workflow_runs_task`` (WorkflowRunCleanup). Only ended runs go (succeeded, failed,
-partial-succeeded, stopped); running, paused and scheduled runs are never selected. Two scans, both
-keyset-paginated on ``(created_at, id)`` and reading only ``id, tenant_id, created_at`` (never the large
-``graph``/``inputs``/``outputs`` columns):
+Only ended runs are selected, and only ``id, tenant_id, created_at`` are read (never the large
+``graph``/``inputs``/``outputs`` columns). Two scans on a ``ParentScan`` keyset walk of ``(created_at, id)``:
 
-* ``global`` (billing off, no ``--tenant-ids``): one walk over ``workflow_runs`` in the window on
-  ``workflow_run_created_at_id_idx``; every run goes (Dify's behaviour with billing disabled).
-* ``tenants`` (billing on or a plan file, or ``--tenant-ids``): list the eligible tenants first (expired
-  sandbox, whitelist fails closed), then read each tenant's runs with its own cursor. Paid tenants' runs
-  are never scanned, and every batch re-checks its tenants' plans uncached before deleting.
+* ``global`` (billing off, no ``--tenant-ids``): one walk over ``workflow_runs``; on PostgreSQL, when no id
+  is needed on the client (``RunCleanup.server_side``), each batch is one server-side statement
+  (``walk_server``);
+* ``tenants`` (plans in play, or ``--tenant-ids``): the eligible tenants first, each a lane with its own
+  cursor; each batch re-checks its tenants' plans uncached before deleting.
 
-Each batch is one transaction: (with ``--with-messages`` the runs' advanced-chat messages and the
-conversations left empty,) then offloads, node executions, app logs, pause reasons and pauses, trigger
-logs and the runs (docs/dify-reference.md#workflow-run-cascade). A dry run executes the same selection and counts the
-same predicates.
+:class:`_RunCleaner` deletes through ``RunCleanup`` (its helpers are shared with clean-workflow-logs): with
+``--with-messages`` the runs' messages and the conversations left empty, then the run cascade
+(docs/dify-reference.md#workflow-run-cascade), one transaction per batch. A dry run executes the same
+selection and counts the same predicates.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from difymaint.dify.cascades import RunCleanup, ended_runs
 from difymaint.engine.keyset import Lane, RoundRobin
 from difymaint.engine.manifest import OrphanManifest
 from difymaint.engine.options import RunOptions
-from difymaint.engine.parent_scan import ParentScan
+from difymaint.engine.parent_scan import Lanes, ParentScan
 from difymaint.engine.run import JobRun
 from difymaint.engine.schema import Need, check_schema
 from difymaint.engine.shard import sharded
@@ -89,19 +88,12 @@ def run(job: JobRun, params: CleanWorkflowRunsParams) -> None:
     manifest = OrphanManifest(params.orphan_manifest, job=JOB, dry_run=params.run.dry_run)
     cleaner = _RunCleaner(ctx, job, params, policy, manifest, cleanup)
     job.remaining = cleaner.scan.remaining
+    # Plans are re-checked uncached right before deleting (an upgrade mid-run wins).
+    recheck = partial(policy.eligible, fresh=True)
+    lanes = None if strategy == "global" else Lanes(t.workflow_runs.c.tenant_id, cleaner.refill, recheck)
+    server_side = cleanup.server_side and is_postgres(ctx.engine)
     try:
-        if strategy == "global" and cleanup.server_side and is_postgres(ctx.engine):
-            cleaner.walk_server()
-        elif strategy == "global":
-            cleaner.scan.walk_all(cleaner.delete_batch)
-        else:
-            # Plans are re-checked uncached right before deleting (an upgrade mid-run wins).
-            cleaner.scan.walk_lanes(
-                cleaner.delete_batch,
-                t.workflow_runs.c.tenant_id,
-                cleaner.refill,
-                lambda tenants: policy.eligible(tenants, fresh=True),
-            )
+        cleaner.scan.walk(cleaner.delete_batch, lanes=lanes, server=cleaner.walk_server if server_side else None)
     finally:
         manifest.close()
     job.summary.details.update(policy.stats())
@@ -159,11 +151,7 @@ class _RunCleaner:
                     for source, found in orphans.items():
                         self.manifest.stage(found, source=source)
             batch.record(scanned=len(rows), affected=len(run_ids), rows=counts)
-        if batch.rolled_back:
-            self.manifest.rollback()
-            return False
-        self.manifest.commit()
-        return True
+        return self.manifest.settle(rolled_back=batch.rolled_back)
 
     def refill(self, lanes: RoundRobin) -> bool:
         """Queue the next page of eligible tenants, one lane (cursor) per tenant."""

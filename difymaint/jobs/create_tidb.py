@@ -1,19 +1,17 @@
-"""create-tidb: keep the idle TiDB Serverless cluster pool at ``TIDB_SERVERLESS_NUMBER`` (docs/jobs/create-tidb.md).
+"""create-tidb: keep the idle TiDB Serverless cluster pool at its target (docs/jobs/create-tidb.md).
 
-Replaces Dify's ``create_tidb_serverless_task``. Idle = ``tidb_auth_bindings.active = false`` (CREATING or
-ACTIVE), counted again before every call. Each batch is one ``POST /clusters:batchCreate`` of
-``min(20, target - idle)`` clusters, then one transaction inserting their binding rows (``account = 'root'``,
-status CREATING), as Dify does. Fixes against Dify (spec §5.10 [REIMPL]):
+:func:`skip` is Dify's runtime guard (``CREATE_TIDB_SERVICE_JOB_ENABLED``), decided before any connection.
+Each batch counts the idle pool again (Dify hands clusters out meanwhile), asks TiDB Cloud for what is
+missing in one ``batchCreate`` (:func:`_create`), then inserts the binding rows in one transaction
+(:func:`_record`). Two things shape it:
 
-* bounded: the client's failure budget ends a persistently failing API (exit 1), a call that creates nothing
-  ends the run, ``--max-batches`` / ``--max-runtime`` end it early (exit 4); Dify loops without a pause;
-* single-flight: the job lock, plus a PostgreSQL advisory lock when the job lock lives in Redis, because
-  over-provisioning costs money and a Redis lease can expire under a stalled run;
-* every created clusterId is logged before its row is written, and clusters created but not recorded are
-  appended to the leak file that ``update-tidb-status --reap-older-than`` cleans;
-* no per-cluster GET after creating (update-tidb-status resolves the endpoint anyway), and passwords are
-  held in memory only: Dify's ``tidb_serverless_cluster_password:{displayName}`` Redis key only carries a
-  password between two lines of Dify's own call, so writing it would only spread the secret.
+* clusters cost money, so the job lock is backed by a PostgreSQL advisory lock when it lives in Redis
+  (:func:`_database_guard`: a Redis lease can expire under a stalled run), and every created clusterId is
+  logged before its row is written; clusters created but not recorded go to the leak file
+  (docs/tidb-pool.md#the-leak-file) that ``update-tidb-status --reap-older-than`` cleans;
+* passwords are held in memory only, never written to Redis, a log line or the summary.
+
+The client's failure budget (:mod:`difymaint.dify.tidb_cloud`) ends a persistently failing API.
 """
 
 from __future__ import annotations

@@ -1,13 +1,12 @@
 """flush-api-token-usage: copy Service-API token usage from Redis to ``api_tokens.last_used_at``
 (docs/jobs/flush-api-token-usage.md).
 
-Replaces Dify's ``batch_update_api_token_last_used``. Dify's API writes ``api_token_active:{scope}:{token}``
-= naive-UTC ISO timestamp (through ``redis_client.set``, so with ``REDIS_KEY_PREFIX``). Per SCAN page (one
-batch): ``GETDEL`` of every key in one pipeline (a timestamp written after the read survives as a new key
-instead of being deleted unread, Dify's GET-then-DEL race), then one ``UPDATE … FROM (VALUES …)`` that only
-moves ``last_used_at`` forward. Pages are processed and dropped, so the keys are never all in memory. When
-the UPDATE fails the page's timestamps are put back with ``SET NX`` (a newer one written meanwhile wins)
-before the error ends the run. Tokens are secrets: only a short SHA-256 ever appears in output.
+One batch per SCAN page of the prefixed usage keys (:class:`UsageKeys`): ``GETDEL`` them in one pipeline (a
+timestamp written after the read survives as a new key), keep the newest per token (:func:`latest`), then one
+``UPDATE … FROM (VALUES …)`` that only moves ``last_used_at`` forward (:func:`apply`; one ``UPDATE`` per entry
+on SQLite). Pages are processed and dropped, so the keys are never all in memory. When the ``UPDATE`` fails,
+the page's timestamps are put back with ``SET NX`` (a newer one written meanwhile wins) before the error ends
+the run. Tokens are secrets: only :func:`token_hash` (a short SHA-256) ever appears in output.
 """
 
 from __future__ import annotations

@@ -1,23 +1,17 @@
 """monitor-queue: alert when Celery queues on Dify's broker back up (docs/jobs/monitor-queue.md).
 
-Dify's ``queue_monitor_task`` (spec §5.8) runs ``LLEN dataset`` on a client of its own and mails every
-address in ``QUEUE_MONITOR_ALERT_EMAILS`` each interval while the length is at or above
-``QUEUE_MONITOR_THRESHOLD``. Beyond it:
+The job needs neither the database nor a worker: :func:`measure` reads the queue lists the way kombu stores
+them (the bare list plus its priority siblings, under the broker's ``global_keyprefix``), the ``unacked``
+hash and the oldest waiting message, all in one pipeline. Because the database may be absent, the job lock
+lives in the broker's Redis (the module's :func:`lock` hook, :class:`_BrokerLock`). Over the threshold the
+outcome is ``threshold_exceeded`` (exit 3) whether or not mail goes out; :class:`_Alerts` sends at most one
+mail per queue per cool-down, remembered under ``maintenance:queue_monitor:alerted:<queue>``, and starts the
+cool-down only once a mail was accepted.
 
-* any queues (``--queue``, repeatable) or all of the queues Dify's worker consumes (``--all-queues``);
-* the length counts what kombu counts: the bare list plus the priority siblings ``<queue>\\x06\\x16{3,6,9}``,
-  under the ``global_keyprefix`` Dify sets from ``REDIS_KEY_PREFIX``, on the broker kombu connects to
-  (Sentinel included, DB 0 when the URL has none);
-* the ``unacked`` count (messages reserved by workers; one hash for the whole broker) and the age of the
-  oldest waiting message when the message shows a time (a ``timestamp`` header or property, or a past
-  ``eta``);
-* over the threshold: exit 3 and one line on stderr, so cron or Kubernetes can alert without mail; the
-  mails (trimmed addresses, one per address) go out once per ``--cooldown-minutes`` per queue, remembered
-  in the broker's Redis under ``maintenance:queue_monitor:alerted:<queue>`` (prefixed like Dify's keys);
-* it does not depend on a ``monitor`` worker (Dify's default entrypoint starts none) nor on the database;
-* with ``--all-queues``, the consumers of each queue (Celery's ``active_queues`` broadcast): a queue that holds
-  messages and that no worker consumes is *dead* (it only grows, until Redis runs out of memory), reported in
-  ``dead_queues``, exit 3 with a line of its own; and the broker's ``used_memory`` against ``maxmemory``.
+With ``--all-queues`` it also asks the workers which queues they consume (Celery's ``active_queues``
+broadcast, :func:`difymaint.dify.celery.queue_consumers`): a queue that holds messages and that no worker
+consumes only grows until Redis runs out of memory, so it is reported on its own (``dead_queues``, exit 3,
+a line of its own), with the broker's ``used_memory`` against ``maxmemory``.
 """
 
 from __future__ import annotations

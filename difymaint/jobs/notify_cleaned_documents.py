@@ -1,19 +1,12 @@
 """notify-cleaned-documents: mail owners which knowledge bases were auto-disabled
 (docs/jobs/notify-cleaned-documents.md).
 
-Dify's ``mail_clean_document_notify_task``, per workspace instead of in one transaction:
-
-* the ``dataset_auto_disable_logs`` rows still ``notified = false`` (written by clean-unused-datasets,
-  pass ``all``) are read a page of workspaces at a time, with their owners, dataset names and plans in bulk;
-* a workspace whose plan is not ``sandbox`` gets one mail to its owner listing "Knowledge base <name>:
-  <n> documents"; a sandbox workspace gets no mail (with billing off that is every workspace: no mail is
-  ever sent, the logs are only marked, as in Dify);
-* right after its mail was accepted (or needed none), the workspace's logs are marked ``notified = true``
-  and committed: at-least-once per workspace. A workspace without owner, with an unknown plan, or whose mail
-  failed stays unmarked and is retried by the next run.
-
-``MAIL_TYPE`` unset: Dify returns without doing anything, so a real run refuses to start and marks nothing.
-A dry run renders the mails to a stream instead of sending them and writes nothing.
+:class:`_Notifier` reads the logs a page of workspaces at a time, with owners, dataset names and plans in
+bulk, and handles one workspace at a time: mail (or none, for a sandbox plan), then mark its logs
+``notified`` and commit at once. Committing per workspace makes the run at-least-once per workspace: a later
+failure never re-sends a mail already accepted, and a workspace left unmarked (no owner, unknown plan, failed
+mail) is retried by the next run. :func:`check` refuses a real run without usable mail settings before any
+connection; a dry run renders the mails instead of sending them.
 """
 
 from __future__ import annotations
@@ -50,7 +43,7 @@ MAX_FAILURES_IN_A_ROW = 3
 
 @dataclass(frozen=True)
 class NotifyParams:
-    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=100))  # workspaces per page
+    run: RunOptions = field(default_factory=RunOptions)
     tenant_ids: tuple[str, ...] = ()
     purge_notified_older_than: int | None = None  # days
     preview: IO[str] | None = None  # dry run: where rendered mails go (default stdout)

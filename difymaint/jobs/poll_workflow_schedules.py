@@ -1,16 +1,13 @@
 """poll-workflow-schedules: fire due schedule-trigger plans through Dify's workers
 (docs/jobs/poll-workflow-schedules.md).
 
-Replaces Dify's ``poll_workflow_schedules`` beat task. Each batch, in one transaction: the due plans of enabled
-``trigger-schedule`` triggers are selected ``FOR UPDATE SKIP LOCKED`` (concurrent pollers never take the same
-plan), each plan's ``next_run_at`` is computed with croniter under Dify's rules, written and **committed**;
-only then is ``run_schedule_trigger(plan_id)`` published to queue ``schedule_executor``. A failed commit
-therefore publishes nothing (Dify publishes first and double-fires after a failed commit). When the broker
-refuses the messages after the commit, the plans it did not take get their old ``next_run_at`` back (only if
-nobody changed it since), so they fire on the next tick instead of being lost.
-
-A plan whose cron expression or time zone Dify cannot evaluate is logged and pushed aside by
-:data:`POISON_RETRY` (it would otherwise stay due and abort every later tick, as in Dify).
+Each batch of :class:`_Poller` is one transaction: select the due plans ``FOR UPDATE SKIP LOCKED`` (so
+concurrent pollers, Dify's included, never take the same plan), compute each plan's next slot
+(:func:`next_run_at`, croniter under Dify's rules), write and **commit**, and only then publish
+``run_schedule_trigger``. Committing first means a failed commit publishes nothing; when the broker refuses the
+messages after the commit, the plans get their old ``next_run_at`` back (compare-and-set), so they fire on the
+next tick instead of being lost. A plan whose expression or time zone cannot be evaluated is pushed aside by
+:data:`POISON_RETRY` instead of aborting the tick. An empty tick imports neither Celery nor croniter.
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ from difymaint.core.clock import naive_utc
 from difymaint.dify import tables as t
 
 # core.celery imports Celery only inside the functions that publish: an empty tick never loads it.
-from difymaint.dify.celery import DIFY_TASKS, BrokerUnavailable, CeleryPublisher, publisher
+from difymaint.dify.celery import DIFY_TASKS, BrokerUnavailable, CeleryPublisher, LazyPublisher
 from difymaint.engine.keyset import Cursor, after
 from difymaint.engine.options import RunOptions
 from difymaint.engine.run import JobRun
@@ -128,7 +125,7 @@ class _Poller:
         self.ctx = job.ctx
         self.params = params
         self.now = now
-        self.publisher: CeleryPublisher | None = None
+        self.publisher = LazyPublisher(job.ctx.settings)
         self.dispatched = 0
         self.listed: list[dict[str, Any]] = []
         self.poisoned: list[dict[str, str]] = []
@@ -172,9 +169,7 @@ class _Poller:
                 )
 
     def publisher_for_run(self) -> CeleryPublisher:
-        if self.publisher is None:
-            self.publisher = publisher(self.ctx.settings)  # checks the broker before any plan is touched
-        return self.publisher
+        return self.publisher.get()  # checks the broker before any plan is touched
 
     # --- a real tick ----------------------------------------------------------------------------------------
 
@@ -267,9 +262,19 @@ class _Poller:
         return max(0, due - self.dispatched - len(self.poisoned)) if self.job.dry_run else due
 
     def close(self) -> None:
-        if self.publisher is not None:
-            self.publisher.close()
-            self.publisher = None
+        self.publisher.close()
+
+    def details(self) -> dict[str, Any]:
+        """What the summary's details say of this tick."""
+        return {
+            "now": self.now.isoformat(),
+            "task": TASK,
+            "queue": QUEUE,
+            "published": self.dispatched,
+            "poisoned": self.poisoned,
+            "plans": self.listed,
+            "max_dispatch_per_tick": self.params.max_dispatch,
+        }
 
 
 def run(job: JobRun, params: PollWorkflowSchedulesParams) -> None:
@@ -281,15 +286,7 @@ def run(job: JobRun, params: PollWorkflowSchedulesParams) -> None:
         poller.preview() if params.run.dry_run else poller.tick()
     finally:
         poller.close()
-        job.summary.details.update(
-            now=now.isoformat(),
-            task=TASK,
-            queue=QUEUE,
-            published=poller.dispatched,
-            poisoned=poller.poisoned,
-            plans=poller.listed,
-            max_dispatch_per_tick=params.max_dispatch,
-        )
+        job.summary.details.update(poller.details())
     job.settle_remaining()
     if poller.tripped:  # a tripped breaker ends the run done, but with plans still due
         job.summary.rows_remaining = poller.remaining()

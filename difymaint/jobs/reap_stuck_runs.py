@@ -1,20 +1,12 @@
 """reap-stuck-runs: fail the workflow runs a dead worker left ``scheduled`` or ``running``
 (docs/jobs/reap-stuck-runs.md).
 
-Replaces Dify's branch task ``reap_zombie_workflow_runs_task`` (newest version), with its predicates:
-
-* ``status = 'scheduled' AND created_at < now − ZOMBIE_WORKFLOW_SCHEDULED_TIMEOUT_MINUTES`` (5);
-* ``status = 'running' AND created_at < now − ZOMBIE_WORKFLOW_RUNNING_TIMEOUT_MINUTES`` (30) and no node
-  execution of the run created or finished at or after that cut-off;
-
-now is naive UTC (the columns are ``timestamp``). A reaped run gets ``status = 'failed'``, ``finished_at = now``
-and Dify's error text; nothing else changes (elapsed time, node executions, trigger logs and pauses stay).
-
-Beyond Dify (one unbounded UPDATE per kind): keyset batches on ``(created_at, id)``, each one transaction
-that locks its page with ``FOR UPDATE SKIP LOCKED`` and then updates only the rows that still match the
-predicate, evaluated by the UPDATE's own (newer) snapshot: a run a worker resumed, finished or moved on since
-the page was read is never failed. ``--include-trigger-logs`` also fails the reaped runs' trigger logs that
-are still queued or running (Dify leaves them).
+Dify's two predicates (:func:`stuck_scheduled`, :func:`stuck_running` with its node-activity test
+:func:`recent_node_activity`) on naive-UTC cut-offs (:class:`Cutoffs`). :class:`_Reaper` walks the stuck runs
+on a ``(created_at, id)`` cursor, each batch one transaction that locks its page ``FOR UPDATE SKIP LOCKED``
+(a run a worker is writing is skipped, never waited for) and then updates per kind with the predicate in the
+``UPDATE``: that statement's newer snapshot sees a node a worker wrote after the page was read, so a run that
+came back to life is never failed. Only Dify's three columns are written.
 """
 
 from __future__ import annotations

@@ -1,15 +1,12 @@
 """refresh-trigger-providers: hand plugin trigger subscriptions that expire soon to Dify's refresh task
 (docs/jobs/refresh-trigger-providers.md).
 
-Replaces Dify's ``trigger_provider_refresh`` beat task. A subscription is due when its OAuth credential or its
-provider-side subscription expires within Dify's thresholds (epoch-second columns, -1 = never). The due rows
-are walked with a ``(updated_at, id)`` keyset cursor (Dify pages with OFFSET over a set its own refreshes
-reorder). Per page, the in-flight key ``trigger_provider_refresh_lock:{tenant}_{subscription}`` is set with
-``SET NX EX max(300, subscription threshold)`` in one pipeline, and ``trigger_subscription_refresh`` is
-published for each key this run set. The key is written **prefixed** with ``REDIS_KEY_PREFIX``, because that is
-how Dify's executor reads it (Dify's own dispatcher writes it unprefixed, so under a prefix every refresh is
-skipped). When the broker refuses the messages, the keys this run set are deleted again, so the next tick
-retries instead of waiting out the TTL.
+:class:`_Refresher` walks the due subscriptions (:func:`due`) on an ``(updated_at, id)`` keyset cursor. Per
+page, the in-flight keys (:func:`lock_key`) are set with ``SET NX EX`` in one pipeline, and
+``trigger_subscription_refresh`` is published only for the keys this run set; when the broker refuses the
+messages, those keys are deleted again so the next tick retries instead of waiting out the TTL. The keys are
+written prefixed with ``REDIS_KEY_PREFIX``, because that is how Dify's executor reads them
+(docs/dify-reference.md#redis-key-prefix). The broker is opened only on the first page with due rows.
 """
 
 from __future__ import annotations
@@ -25,7 +22,7 @@ from difymaint.core.errors import ConfigError, RedisUnavailable
 from difymaint.dify import tables as t
 
 # core.celery imports Celery only inside the functions that publish: an empty tick never loads it.
-from difymaint.dify.celery import DIFY_TASKS, BrokerUnavailable, CeleryPublisher, publisher
+from difymaint.dify.celery import DIFY_TASKS, BrokerUnavailable, LazyPublisher
 from difymaint.engine.keyset import Cursor, after
 from difymaint.engine.options import RunOptions
 from difymaint.engine.run import JobRun
@@ -73,7 +70,7 @@ class _Refresher:
         self.params = params
         self.now_ts = int(now.timestamp())
         self.ttl = max(MIN_KEY_TTL, params.subscription_threshold_s)
-        self.publisher: CeleryPublisher | None = None
+        self.publisher = LazyPublisher(job.ctx.settings)
         self.due = 0
         self.throttled = 0
         self.cursor: Cursor | None = None
@@ -134,8 +131,7 @@ class _Refresher:
     def dispatch(self, pairs: list[tuple[str, str]], physical: list[str]) -> int:
         if not pairs:
             return 0
-        if self.publisher is None:
-            self.publisher = publisher(self.ctx.settings)  # a broker that is down fails here, before any key is set
+        publisher = self.publisher.get()  # a broker that is down fails here, before any key is set
         client = self.redis()
         try:
             pipe = client.pipeline(transaction=False)
@@ -149,7 +145,7 @@ class _Refresher:
             return 0
         calls = [REFRESH.call(tenant_id=tenant, subscription_id=sub) for (tenant, sub), _ in chosen]
         try:
-            self.publisher.send_to(REFRESH, calls)
+            publisher.send_to(REFRESH, calls)
         except BrokerUnavailable as exc:
             # The messages after the first len(published) never reached the executor: free their keys so the
             # next tick retries at once instead of waiting out the TTL.
@@ -169,9 +165,20 @@ class _Refresher:
             return int(conn.execute(sa.select(sa.func.count()).select_from(subs).where(where)).scalar_one())
 
     def close(self) -> None:
-        if self.publisher is not None:
-            self.publisher.close()
-            self.publisher = None
+        self.publisher.close()
+
+    def details(self) -> dict[str, Any]:
+        """What the summary's details say of this scan."""
+        return {
+            "now_ts": self.now_ts,
+            "task": TASK,
+            "queue": QUEUE,
+            "due": self.due,
+            "throttled": self.throttled,
+            "key_ttl_s": self.ttl,
+            "credential_threshold_s": self.params.credential_threshold_s,
+            "subscription_threshold_s": self.params.subscription_threshold_s,
+        }
 
 
 def run(job: JobRun, params: RefreshTriggerProvidersParams) -> None:
@@ -183,14 +190,5 @@ def run(job: JobRun, params: RefreshTriggerProvidersParams) -> None:
         refresher.walk()
     finally:
         refresher.close()
-        job.summary.details.update(
-            now_ts=refresher.now_ts,
-            task=TASK,
-            queue=QUEUE,
-            due=refresher.due,
-            throttled=refresher.throttled,
-            key_ttl_s=refresher.ttl,
-            credential_threshold_s=params.credential_threshold_s,
-            subscription_threshold_s=params.subscription_threshold_s,
-        )
+        job.summary.details.update(refresher.details())
     job.settle_remaining()

@@ -34,12 +34,12 @@ from difymaint.jobs.spec import (
 @dataclass(frozen=True)
 class JobInfo:
     name: str  # the subcommand
-    module: str  # difymaint.jobs.<module>: `run(ctx, params)`, `Params`, and optionally `confirmation`, `check`
+    module: str  # difymaint.jobs.<module>: `Params`, `run(job, params)` and optional hooks (see jobs/execute.py)
     summary: str
     schedule: str  # Dify's default beat schedule as a cron line (LOG_TZ=UTC, CELERY_BEAT_SCHEDULER_TIME=1)
     dify_task: str  # the beat entry it replaces
     dify_switch: str  # the ENABLE_* flag that turns Dify's beat entry on ("" = none)
-    # Dify's settings that must all be on for a scheduled (--scheduled) run to go ahead; see core/switches.
+    # Dify's settings that must all be on for a scheduled (--scheduled) run to go ahead; see dify/switches.
     switches: tuple[Switch, ...]
     lock_key: str  # logical lock key (Dify's name where Dify has one)
     # What the summary counts, in order (the first is the progress line's running total), and in which words;
@@ -285,6 +285,7 @@ JOBS: dict[str, JobInfo] = {
             ARCHIVE_DIR,
         ),
         batch=Batching(
+            default=100,
             setting="PAID_PLAN_WORKFLOW_RUN_ARCHIVE_BATCH_SIZE",
             help="Runs per batch to start with (PAID_PLAN_WORKFLOW_RUN_ARCHIVE_BATCH_SIZE, 100).",
         ),
@@ -350,7 +351,7 @@ JOBS: dict[str, JobInfo] = {
             Opt("app_ids", ("--app-ids",), "Comma-separated app ids to limit the run to.", kind="ids", metavar="IDS"),
             ORPHAN_MANIFEST,
         ),
-        batch=Batching(setting="WORKFLOW_LOG_CLEANUP_BATCH_SIZE", shard=True),
+        batch=Batching(default=100, setting="WORKFLOW_LOG_CLEANUP_BATCH_SIZE", shard=True),
         lock_key="retention:clean_workflow_runlogs_precise",  # Dify takes no lock for it
         tables=(*_RUN_TABLES, *_RUN_MESSAGE_TABLES, *_CONVERSATION_TABLES),
     ),

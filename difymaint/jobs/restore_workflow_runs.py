@@ -1,17 +1,13 @@
 """restore-workflow-runs: put archived workflow runs back from their archive.v1.0.zip bundles
 (docs/jobs/restore-workflow-runs.md).
 
-Dify's ``flask restore-workflow-runs`` (WorkflowRunRestore); a manual command, never scheduled. The runs to
-restore come from ``workflow_archive_logs``: the given ``--run-id`` s, or the runs archived with a
-``run_created_at`` in ``--start-from .. --end-before`` (``--tenant-ids``, ``--limit``). Reads bundles written
-by ``archive-workflow-runs`` or by Dify.
-
-Per run: fetch the bundle at Dify's key, verify every table file against the manifest (MD5, size, row count)
-before touching the database, then in one transaction insert the rows whose ``id`` is not there yet
-(idempotent, like Dify's ``ON CONFLICT DO NOTHING``) and, as Dify does, remove the run's
-``workflow_archive_logs`` rows (``--keep-archive-logs`` keeps them). A run whose bundle is missing or does not
-verify fails alone: nothing is inserted for it, the others go on, and the job exits 1 listing the failures.
-A dry run verifies and counts the rows it would insert, and writes nothing.
+A manual command, so its params come from :func:`params_hook` (run ids or a window, not a retention window).
+:class:`_Restorer` handles one run at a time: fetch the bundle at Dify's key, verify every table file against
+the manifest before touching the database, then in one transaction insert the rows whose ``id`` is not there
+yet (restoring twice inserts nothing) and remove the run's ``workflow_archive_logs`` rows unless
+``--keep-archive-logs``. A run that fails does so alone (:class:`_RunFailed`): nothing is inserted for it,
+the others go on, and :class:`RestoreFailed` ends the job with the list. A dry run verifies and counts, and
+writes nothing.
 """
 
 from __future__ import annotations
@@ -56,7 +52,7 @@ class RestoreWorkflowRunsParams:
     window: TimeWindow | None = None  # on workflow_archive_logs.run_created_at
     tenant_ids: tuple[str, ...] = ()
     limit: int = 100  # runs of the window
-    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=100))
+    run: RunOptions = field(default_factory=RunOptions)
     archive_dir: Path | None = None
     keep_archive_logs: bool = False
 

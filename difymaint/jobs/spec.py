@@ -1,9 +1,9 @@
 """How a job declares its parameters: once, as data, without typer (the CLI builds its options from this).
 
-A job's registry entry (:mod:`difymaint.jobs`) lists its own options (:class:`Opt`), its time window
+A job's registry entry (:mod:`difymaint.jobs.registry`) lists its own options (:class:`Opt`), its time window
 (:class:`Window`) and its batch sizing (:class:`Batching`). :mod:`difymaint.jobs.resolve` turns the values an
 operator gave into the job's params in one place for every job: flags overlaid on Dify's settings, windows,
-id filters, batch size and pacing. The CLI (:mod:`difymaint.cli.build`) turns the same declarations into
+id filters, batch size and pacing. The CLI (:mod:`difymaint.cli.options`) turns the same declarations into
 ``--flags`` with their help, and the catalogue can list them.
 """
 

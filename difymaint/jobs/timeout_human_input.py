@@ -1,22 +1,13 @@
 """timeout-human-input: time out human-input forms that workflows wait on (docs/jobs/timeout-human-input.md).
 
-Replaces Dify's ``human_input_form_timeout.check_and_resume``. Selection as in Dify: ``status = 'waiting'``
-and (``expiration_time <= now`` or ``created_at <= now - HUMAN_INPUT_GLOBAL_TIMEOUT_SECONDS``), in id order.
-Unlike Dify (100 forms a minute), it walks the forms by id until none is due or ``--max``; each batch is one
-transaction that locks its forms (``FOR UPDATE SKIP LOCKED``, so a Dify beat still running beside it never
-handles the same form):
-
-* delivery test → ``timeout``;
-* global timeout (a run, created + global <= now) → ``expired``; the run ``stopped`` with Dify's error text
-  and ``finished_at``; the pause's ``resumed_at`` set; its state object removed from Dify's storage after the
-  commit (or listed in ``--orphan-manifest`` when difymaint cannot reach that storage);
-* node timeout → ``timeout``, and Dify's ``resume_app_execution(payload={"workflow_run_id": …})`` published to
-  ``workflow_based_app_execution`` for workflow and advanced-chat apps.
-
-The resumes are published inside the batch, after its updates and before its commit: a broker that fails
-(unreachable, or refusing the messages) rolls the batch back (no form is marked without its resume). The
-broker is connected at the first resume, so a run with nothing to resume never imports Celery. Marking
-clears the submission columns as Dify's ``mark_timeout`` does.
+:func:`_walk` pages the due forms (:func:`due_filter`) by id, each batch one transaction that locks its forms
+``FOR UPDATE SKIP LOCKED`` (a Dify beat still running beside it never handles the same form). :func:`decide`
+picks each form's fate (delivery test, global timeout, node timeout); :func:`_mark` and :func:`_stop_run` write
+it. The resumes of a batch are published by :class:`Publisher` after its updates and before its commit, so a
+broker failure rolls the batch back and no form is marked without its resume; the broker is opened at the
+first resume, so a run with nothing to resume never imports Celery. Pause state objects are removed from
+Dify's storage after the commit (:class:`StateObjects`), or listed in ``--orphan-manifest`` when that storage
+is out of reach.
 """
 
 from __future__ import annotations
@@ -32,6 +23,7 @@ from difymaint.core.clock import naive_utc
 from difymaint.core.context import Context
 from difymaint.core.errors import DifymaintError
 from difymaint.dify import tables as t
+from difymaint.dify.celery import DIFY_TASKS, LazyPublisher
 from difymaint.dify.object_store import ArchiveStorageError, ObjectStore, dify_storage
 from difymaint.engine.manifest import OrphanManifest
 from difymaint.engine.options import RunOptions
@@ -261,27 +253,21 @@ def run(job: JobRun, params: TimeoutHumanInputParams) -> None:
 
 
 class Publisher:
-    """The Celery publisher, connected on the first resume: a minute with nothing to resume never imports
-    Celery (cold start), and a broker that is down fails inside the batch, which then rolls back."""
+    """Dify's resume task, published on the first resume (a broker that is down fails inside the batch, which
+    then rolls back); a dry run publishes nothing."""
 
     def __init__(self, ctx: Context, *, dry_run: bool) -> None:
-        self.ctx = ctx
         self.dry_run = dry_run
-        self._publisher: Any = None
+        self._publisher = LazyPublisher(ctx.settings)
 
     def resume(self, run_ids: list[str]) -> None:
         if self.dry_run or not run_ids:
             return
-        from difymaint.dify.celery import DIFY_TASKS, publisher
-
-        if self._publisher is None:
-            self._publisher = publisher(self.ctx.settings)
         task = DIFY_TASKS[RESUME_TASK]  # checks the call against Dify's signature
-        self._publisher.send_to(task, [task.call(payload={"workflow_run_id": run_id}) for run_id in run_ids])
+        self._publisher.get().send_to(task, [task.call(payload={"workflow_run_id": run_id}) for run_id in run_ids])
 
     def close(self) -> None:
-        if self._publisher is not None:
-            self._publisher.close()
+        self._publisher.close()
 
 
 def _walk(

@@ -1,17 +1,12 @@
 """update-tidb-status: promote pooled TiDB Serverless clusters from CREATING to ACTIVE
 (docs/jobs/update-tidb-status.md).
 
-Replaces Dify's ``update_tidb_serverless_status_task``. Idle CREATING bindings are paged by ``(created_at, id)``
-(Dify: one unbounded SELECT), 20 per ``GET /clusters:batchGet`` (TiDB Cloud's maximum). A cluster reported
-ACTIVE with a ``userPrefix`` gets ``account = "{userPrefix}.root"``, Dify's Qdrant endpoint
-``https://qdrant-{endpoints.public.host}`` (from the batch answer, else one ``GET /clusters/{id}``, as Dify) and
-status ACTIVE once an endpoint is known; one transaction per chunk. On a database older than Dify's
-``qdrant_endpoint`` column the status is set without it, as that Dify did.
-
-Fixes against Dify (spec §5.11 [REIMPL]): a failing chunk does not stop the later ones (Dify aborts and ends
-"successfully"); the run exits 1 at the end if any chunk failed. Clusters still CREATING after
-``--stuck-after`` hours are reported, and with ``--reap-older-than`` deleted in TiDB Cloud and then locally,
-together with leak-file clusters of that age that no binding row records.
+:func:`_poll` pages the idle CREATING bindings by ``(created_at, id)``, 20 per ``batchGet`` (TiDB Cloud's
+maximum); :func:`_chunk` promotes a page in one transaction, every ``UPDATE`` repeating the CREATING guard.
+A chunk that fails for good is recorded in :class:`_Failures` and the walk goes on, so the run exits 1 at the
+end instead of leaving the later chunks behind. After the walk, stuck clusters are reported
+(:func:`_report_stuck`) and, with ``--reap-older-than``, deleted in TiDB Cloud before their rows
+(:func:`_reap_bindings`), then the leak file is processed (:func:`_reap_leaks`).
 """
 
 from __future__ import annotations
@@ -63,7 +58,7 @@ class UpdateTidbStatusParams:
     leak_file: Path = Path("difymaint-tidb-leaks.jsonl")
     max_failed_requests: int = 10
     max_failing_seconds: float = 30.0
-    run: RunOptions = field(default_factory=lambda: RunOptions(batch_size=MAX_BATCH))
+    run: RunOptions = field(default_factory=RunOptions)
 
 
 Params = UpdateTidbStatusParams

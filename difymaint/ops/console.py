@@ -1,6 +1,6 @@
 """The operator's console, minus the terminal: catalogue data, status rows, the run chain and run-due.
 
-The commands in :mod:`difymaint.cli.commands.console` render what these functions return (rich tables, or
+The commands in :mod:`difymaint.cli.commands` render what these functions return (rich tables, or
 ``--json``); tests call both.
 """
 

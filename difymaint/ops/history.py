@@ -433,7 +433,7 @@ class RunRecorder:
         return result
 
     def on_batch(self, run: Any) -> None:
-        """After each batch (``run`` is core.run.JobRun): heartbeat, rows so far, rate; and the pause check."""
+        """After each batch (``run`` is engine.run.JobRun): heartbeat, rows so far, rate; and the pause check."""
         if self.run_id is None or self.broken:
             return
         summary = run.summary

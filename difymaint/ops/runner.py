@@ -1,6 +1,7 @@
-"""Running one job, start to finish: settings → switch → context → history → params → confirmation → the
-job in its envelope → outcome. No terminal here: what the run needs from the outside (asking a question,
-printing one error line, dispatching the job) comes in as :class:`RunIO`, which the CLI fills.
+"""Running one job, start to finish: settings → switch → context → params, checks and the question →
+history and pause → confirmation → the job in its envelope → outcome. No terminal here: what the run needs
+from the outside (asking a question, printing one error line, dispatching the job) comes in as
+:class:`RunIO`, which the CLI fills.
 
 :func:`failure_of` is the one ladder that turns an exception into an outcome, a message and a hint; the exit
 code follows from the outcome alone (:func:`difymaint.core.summary.exit_code_of`).

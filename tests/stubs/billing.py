@@ -1,4 +1,5 @@
-"""A local stand-in for Dify's private billing service, speaking its real HTTP shapes (spec §3.3)."""
+"""A local stand-in for Dify's private billing service, speaking its real HTTP shapes
+(docs/dify-reference.md#billing-api)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A local stand-in for the TiDB Cloud Serverless API (v1beta1) as Dify uses it (spec §5.10, §5.11).
+"""A local stand-in for the TiDB Cloud Serverless API (v1beta1) as Dify uses it
+(docs/tidb-pool.md#the-api-calls).
 
 Real HTTP Digest authentication (RFC 7616, MD5, ``qop=auth``): an unauthenticated request gets a 401 with a
 ``WWW-Authenticate`` challenge, and an authenticated one is accepted only when its response hash, nonce,

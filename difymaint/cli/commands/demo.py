@@ -17,15 +17,11 @@ DEMO_DISPATCHERS = (
 )
 
 
+SHORT_HELP = "Try the jobs and the console on a seeded SQLite demo database."
+
+
 def register(app: typer.Typer) -> None:
-    app.command(
-        "demo",
-        help="Create a seeded SQLite database with Dify's real tables, run clean-messages --dry-run on it, then "
-        "'difymaint run clean-messages clean-embeddings clean-oauth-tokens' for real (checking that the dry "
-        "run's counts match), then one tick of Dify's dispatchers (nothing is due), then show 'difymaint status' "
-        "and 'difymaint history'. Needs no PostgreSQL, Redis, broker or billing service.",
-        short_help="Try the jobs and the console on a seeded SQLite demo database.",
-    )(demo)
+    app.command("demo", short_help=SHORT_HELP)(demo)
 
 
 def demo(
@@ -34,6 +30,11 @@ def demo(
     ] = Path("difymaint-demo.sqlite"),
     json: Annotated[bool, typer.Option("--json", help="Print the JSON summaries on stdout.")] = False,
 ) -> int:
+    """Create a seeded SQLite database with Dify's real tables, run clean-messages --dry-run on it, then 'difymaint
+    run clean-messages clean-embeddings clean-oauth-tokens' for real (checking that the dry run's counts match),
+    then one tick of Dify's dispatchers (nothing is due), then show 'difymaint status' and 'difymaint history'.
+    Needs no PostgreSQL, Redis, broker or billing service.
+    """
     import json as jsonlib
     from datetime import UTC, datetime
 

@@ -8,22 +8,19 @@ from typing import Annotated
 
 import typer
 
-from difymaint.cli.options import Color, DatabaseUrl, EnvFile, Json, RedisUrl
+from difymaint.cli.options import ConsoleOptions, console_options
 from difymaint.cli.session import guarded, make_consoles, settings_context
+
+SHORT_HELP = "Check settings, connections, schema and indexes; say how to fix what is wrong."
 
 
 def register(app: typer.Typer) -> None:
-    app.command(
-        "doctor",
-        help="Check everything the jobs depend on: database and Dify schema (tables, columns, alembic version), "
-        "missing indexes on cascade columns (with the CREATE INDEX CONCURRENTLY to run), Redis and its key "
-        "prefix, the Celery broker, the billing API, mail (--send-test-mail), archive storage, and which jobs a "
-        "scheduled run would do given Dify's ENABLE_* switches. Exit 1 when anything blocks a job.",
-        short_help="Check settings, connections, schema and indexes; say how to fix what is wrong.",
-    )(doctor)
+    app.command("doctor", short_help=SHORT_HELP)(doctor)
 
 
+@console_options(redis=True)
 def doctor(
+    opts: ConsoleOptions,
     create_missing_indexes: Annotated[
         bool,
         typer.Option(
@@ -34,26 +31,26 @@ def doctor(
     send_test_mail: Annotated[
         str | None, typer.Option("--send-test-mail", metavar="ADDRESS", help="Send a test mail to this address.")
     ] = None,
-    env_file: EnvFile = None,
-    database_url: DatabaseUrl = None,
-    redis_url: RedisUrl = None,
-    json: Json = False,
-    color: Color = None,
 ) -> int:
+    """Check everything the jobs depend on: database and Dify schema (tables, columns, alembic version), missing
+    indexes on cascade columns (with the CREATE INDEX CONCURRENTLY to run), Redis and its key prefix, the Celery
+    broker, the billing API, mail (--send-test-mail), archive storage, and which jobs a scheduled run would do
+    given Dify's ENABLE_* switches. Exit 1 when anything blocks a job.
+    """
     from rich.table import Table
 
     from difymaint.core.exit_codes import ExitCode
     from difymaint.ops.doctor import DoctorOptions, Status, has_blocker, run_checks
 
-    consoles = make_consoles(color)
+    consoles = make_consoles(opts.color)
     with guarded(consoles):
-        ctx = settings_context(env_file, database_url, redis_url)
+        ctx = settings_context(opts)
     try:
         checks = run_checks(ctx, DoctorOptions(create_missing_indexes, send_test_mail))
     finally:
         ctx.close()
     blocked = has_blocker(checks)
-    if json:
+    if opts.json:
         payload = {"ok": not blocked, "checks": [check.to_dict() for check in checks]}
         typer.echo(jsonlib.dumps(payload))
     else:

@@ -20,8 +20,8 @@ from difymaint.cli.commands._common import (
     print_json,
     when,
 )
-from difymaint.cli.options import Color, DatabaseUrl, EnvFile, Json
-from difymaint.cli.session import console_session, make_consoles
+from difymaint.cli.options import ConsoleOptions, console_options
+from difymaint.cli.session import console_session
 from difymaint.jobs import JobInfo
 
 if TYPE_CHECKING:
@@ -39,49 +39,40 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
     )
 
     @group.command("list", help="Recorded runs, newest first (the default of 'difymaint history').")
+    @console_options()
     def list_runs(
+        opts: ConsoleOptions,
         job: Annotated[str | None, typer.Argument(metavar="[JOB]", show_default=False)] = None,
         since: Annotated[
             str | None, typer.Option("--since", metavar="DAYS|DATE", help="Only runs started since then.")
         ] = None,
         limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 50,
-        env_file: EnvFile = None,
-        database_url: DatabaseUrl = None,
-        json: Json = False,
-        color: Color = None,
     ) -> None:
-        consoles = make_consoles(color)
-        with console_session(consoles, env_file, database_url, None) as ctx:
+        with console_session(opts) as (consoles, ctx):
             if job is not None and job != "run-due":  # run-due records its own ticks
                 check_job(job, jobs)
-            render_history(consoles, history_store(ctx), job, parse_since(since), limit, json)
+            render_history(consoles, history_store(ctx), job, parse_since(since), limit, opts.json)
 
     @group.command("show", help="One recorded run with its log (a unique prefix of the run id is enough).")
+    @console_options()
     def show_run(
+        opts: ConsoleOptions,
         run_id: Annotated[str, typer.Argument(metavar="RUN_ID")],
-        env_file: EnvFile = None,
-        database_url: DatabaseUrl = None,
-        json: Json = False,
-        color: Color = None,
     ) -> None:
-        consoles = make_consoles(color)
-        with console_session(consoles, env_file, database_url, None) as ctx:
-            _show(consoles, history_store(ctx), run_id, json)
+        with console_session(opts) as (consoles, ctx):
+            _show(consoles, history_store(ctx), run_id, opts.json)
 
     @group.command("prune", help="Delete finished run records older than --older-than DAYS.")
+    @console_options()
     def prune_runs(
+        opts: ConsoleOptions,
         older_than: Annotated[
             int, typer.Option("--older-than", min=1, metavar="DAYS", help="Records older than DAYS.")
         ],
         yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
-        env_file: EnvFile = None,
-        database_url: DatabaseUrl = None,
-        json: Json = False,
-        color: Color = None,
     ) -> None:
-        consoles = make_consoles(color)
-        with console_session(consoles, env_file, database_url, None) as ctx:
-            _prune(consoles, history_store(ctx), older_than, yes, json)
+        with console_session(opts) as (consoles, ctx):
+            _prune(consoles, history_store(ctx), older_than, yes, opts.json)
 
     app.add_typer(group)
 

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from difymaint.cli.commands._common import age, command_group, print_json, when
-from difymaint.cli.options import Color, DatabaseUrl, EnvFile, Json, RedisUrl
-from difymaint.cli.session import console_session, make_consoles
+from difymaint.cli.options import ConsoleOptions, console_options
+from difymaint.cli.session import console_session
 from difymaint.jobs import JobInfo
 
 if TYPE_CHECKING:
@@ -30,37 +30,29 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
     )
 
     @group.command("list", help="The locks held now (the default of 'difymaint locks').")
+    @console_options(redis=True)
     def list_locks(
-        env_file: EnvFile = None,
-        database_url: DatabaseUrl = None,
-        redis_url: RedisUrl = None,
-        json: Json = False,
-        color: Color = None,
+        opts: ConsoleOptions,
     ) -> None:
-        consoles = make_consoles(color)
-        with console_session(consoles, env_file, database_url, redis_url) as ctx:
-            _render_locks(consoles, ctx, jobs, _all_locks(ctx, jobs), json)
+        with console_session(opts) as (consoles, ctx):
+            _render_locks(consoles, ctx, jobs, _all_locks(ctx, jobs), opts.json)
 
     @group.command("release", help="Remove a stuck lock (by name or key), after a confirmation.")
+    @console_options(redis=True)
     def release_lock(
+        opts: ConsoleOptions,
         name: Annotated[str, typer.Argument(metavar="NAME")],
         yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
         force: Annotated[bool, typer.Option("--force", help="Even while the holder renews it.")] = False,
         observe: Annotated[
             float, typer.Option("--observe", min=0, metavar="SECONDS", help="Watch for renewals this long.")
         ] = 12.0,
-        env_file: EnvFile = None,
-        database_url: DatabaseUrl = None,
-        redis_url: RedisUrl = None,
-        json: Json = False,
-        color: Color = None,
     ) -> None:
         from difymaint.cli.runner import current_environment
 
-        consoles = make_consoles(color)
-        with console_session(consoles, env_file, database_url, redis_url) as ctx:
+        with console_session(opts) as (consoles, ctx):
             locks = _all_locks(ctx, jobs)
-            _release(consoles, ctx, locks, name, yes, force, observe, json, current_environment().isatty())
+            _release(consoles, ctx, locks, name, yes, force, observe, opts.json, current_environment().isatty())
 
     app.add_typer(group)
 

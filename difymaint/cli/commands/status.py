@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from difymaint.cli.commands._common import age, history_store, outcome, parse_now, print_json, when
-from difymaint.cli.options import Color, DatabaseUrl, EnvFile, Json
-from difymaint.cli.session import console_session, make_consoles
+from difymaint.cli.options import ConsoleOptions, console_options
+from difymaint.cli.session import console_session
 from difymaint.jobs import JobInfo
 
 if TYPE_CHECKING:
@@ -22,34 +22,29 @@ if TYPE_CHECKING:
 
 
 def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..., int]) -> None:
-    @app.command(
-        "status",
-        help="Per job: last run and outcome, last success and its age against the schedule (overdue in red), rows "
-        "changed in the last 7 days, and what is running now (host, rows so far, rate, ETA). --check exits 3 when "
-        "an enabled, unpaused job is overdue or its last run failed (for monitors).",
-        short_help="Last runs, overdue jobs and running jobs; --check for monitors.",
-    )
+    @app.command("status", short_help="Last runs, overdue jobs and running jobs; --check for monitors.")
+    @console_options()
     def status_command(
+        opts: ConsoleOptions,
         check: Annotated[
             bool, typer.Option("--check", help="Exit 3 when an enabled job is overdue or failed.")
         ] = False,
         watch: Annotated[bool, typer.Option("--watch", help="Refresh until interrupted.")] = False,
         interval: Annotated[float, typer.Option("--interval", min=1, help="--watch refresh, seconds.")] = 5.0,
         now: Annotated[str | None, typer.Option("--now", hidden=True, help="Pretend it is this UTC time.")] = None,
-        env_file: EnvFile = None,
-        database_url: DatabaseUrl = None,
-        json: Json = False,
-        color: Color = None,
     ) -> None:
-        consoles = make_consoles(color)
+        """Per job: last run and outcome, last success and its age against the schedule (overdue in red), rows changed
+        in the last 7 days, and what is running now (host, rows so far, rate, ETA). --check exits 3 when an enabled,
+        unpaused job is overdue or its last run failed (for monitors).
+        """
         code = 0
-        with console_session(consoles, env_file, database_url, None) as ctx:
+        with console_session(opts) as (consoles, ctx):
             store = history_store(ctx)
             try:
                 while True:
-                    if watch and not json:
+                    if watch and not opts.json:
                         consoles.out.clear()
-                    code = render_status(consoles, store, jobs, ctx, parse_now(now), json=json, check=check)
+                    code = render_status(consoles, store, jobs, ctx, parse_now(now), json=opts.json, check=check)
                     if not watch:
                         break
                     time.sleep(interval)
