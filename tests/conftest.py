@@ -155,3 +155,16 @@ def make_context(database_url: str, clock: FixedClock | None = None, **settings:
 def row_counts(engine: Engine, tables: list[str]) -> dict[str, int]:
     with engine.connect() as conn:
         return {name: int(conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one()) for name in tables}
+
+
+# The fast tier (`scripts/test --fast`, or `pytest -m "not servers"`) runs what needs no server at all.
+SERVER_FIXTURES = frozenset({"pg_admin_url", "redis_url", "pushgateway_url"})
+OWN_SERVER_MODULES = frozenset({"test_server_restarts"})  # they start and restart clusters of their own
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = getattr(item, "module", None)
+        own = module is not None and module.__name__.rpartition(".")[2] in OWN_SERVER_MODULES
+        if own or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)

@@ -518,6 +518,7 @@ def test_jsonl_is_stable() -> None:
 # --- SQLite and the CLI -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sqlite_round_trip(sqlite_url: str, tmp_path: Path) -> None:
     engine = sa.create_engine(sqlite_url)
     scenario = seed(engine, NOW)
@@ -537,6 +538,7 @@ def test_sqlite_round_trip(sqlite_url: str, tmp_path: Path) -> None:
     engine.dispose()
 
 
+@pytest.mark.slow
 def test_cli_json(sqlite_url: str, tmp_path: Path) -> None:
     from tests.test_cli import run_cli
 

@@ -310,6 +310,7 @@ def test_sqlite_run(sqlite_url: str) -> None:
     engine.dispose()
 
 
+@pytest.mark.slow
 def test_cli_json_on_sqlite(sqlite_url: str) -> None:
     from tests.test_cli import run_cli
 

@@ -225,6 +225,7 @@ def test_python_dash_m_works() -> None:
     assert result.returncode == 0 and "clean-messages" in result.stdout
 
 
+@pytest.mark.slow
 def test_demo_runs_on_a_fresh_directory(tmp_path: Path) -> None:
     result = run_cli(["demo", "--path", str(tmp_path / "demo.sqlite")], cwd=tmp_path)
     assert result.returncode == 0, result.stderr

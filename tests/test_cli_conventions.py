@@ -26,6 +26,7 @@ def _complete(words: str, cword: int) -> list[str]:
     return done.stdout.split()
 
 
+@pytest.mark.slow
 def test_shell_completion_is_offered_and_completes_commands_options_and_subcommands() -> None:
     script = run_cli(["--show-completion", "bash"])
     assert script.returncode == 0 and "_difymaint_completion" in script.stdout
@@ -35,6 +36,7 @@ def test_shell_completion_is_offered_and_completes_commands_options_and_subcomma
     assert _complete("difymaint history sh", 2) == ["show"]
 
 
+@pytest.mark.slow
 def test_verbose_and_quiet_work_before_the_command(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'missing.sqlite'}"
     args = ["clean-embeddings", "--dry-run", "--database-url", url]

@@ -12,10 +12,14 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 from difymaint import MIN_PYTHON
 from difymaint.ops import manifests as schedules
+
+pytestmark = pytest.mark.slow  # subprocesses and builds: not in the fast tier
+
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -500,6 +500,7 @@ WIDGETS = JobInfo(
 )
 
 
+@pytest.mark.slow
 def test_a_new_job_is_one_registry_entry_away(tmp_path: Path) -> None:
     registry = {**JOBS, WIDGETS.name: WIDGETS}
     app = create_app(registry)

@@ -381,6 +381,7 @@ def test_cli_without_mail_type_is_a_one_line_config_error(sqlite_url: str) -> No
     assert "MAIL_TYPE is not set" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_dry_run_json_keeps_stdout_for_the_summary(sqlite_url: str, tmp_path: Path) -> None:
     import json
 
@@ -402,6 +403,7 @@ def test_cli_dry_run_json_keeps_stdout_for_the_summary(sqlite_url: str, tmp_path
     engine.dispose()
 
 
+@pytest.mark.slow
 def test_cli_purge_needs_yes_when_not_interactive(sqlite_url: str, smtp: SmtpStub) -> None:
     from tests.test_cli import run_cli
 

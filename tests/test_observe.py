@@ -148,6 +148,7 @@ def test_pushgateway_down_is_a_warning(sqlite_url: str) -> None:
     assert "Pushgateway" in result.stderr
 
 
+@pytest.mark.slow
 def test_sentry_check_ins_and_an_error_event_for_a_failed_run(sqlite_url: str) -> None:
     from difymaint.jobs import JOBS
     from tests.stubs.sentry import SentryStub
@@ -243,6 +244,7 @@ def test_otel_metrics_keep_difys_names_for_clean_messages(pg_engine: Any, pg_url
     assert rows == {table: float(count) for table, count in summary["tables"].items() if count}
 
 
+@pytest.mark.slow
 def test_otel_endpoint_down_is_a_warning(sqlite_url: str) -> None:
     from tests.test_cli import run_cli
 

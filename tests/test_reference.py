@@ -10,6 +10,9 @@ import pytest
 
 from difymaint.devtools import reference
 
+pytestmark = pytest.mark.slow  # subprocesses and builds: not in the fast tier
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

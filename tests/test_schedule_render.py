@@ -333,6 +333,7 @@ def test_budget_reached_in_a_cronjob_pod_exits_0_and_still_says_partial(pg_engin
     assert len(groups["deleted"]) > 10  # so both runs really stopped at their budget
 
 
+@pytest.mark.slow
 def test_cronjob_args_on_difys_stock_env_touch_nothing() -> None:
     """Every CronJob's own arguments, on Dify's stock .env: only what that Dify schedules goes ahead; the rest
     exits 0 disabled before any connection (the database URL here points at nothing)."""

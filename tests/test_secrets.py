@@ -135,6 +135,7 @@ def _run(case: tuple[str, str, list[str]], tmp: Path, sqlite_url: str) -> tuple[
     return case, run_cli([job, "--yes", *extra, *flags, *mode], env=env)
 
 
+@pytest.mark.slow
 def test_no_secret_in_any_output_of_any_job(tmp_path: Path, sqlite_url: str) -> None:
     cases = _cases()
     assert {job for job, _, _ in cases} == set(JOBS) and len({tuple(m) for _, _, m in cases}) == len(MODES)
@@ -157,6 +158,7 @@ def test_no_secret_in_any_output_of_any_job(tmp_path: Path, sqlite_url: str) -> 
             assert reached in output, (where, output)
 
 
+@pytest.mark.slow
 def test_redis_url_password_masked_in_the_error_line(sqlite_url: str) -> None:
     env, flags = placements(sqlite_url)["redis-url-flag"]
     result = run_cli(["clean-messages", "--dry-run", *flags, "--json"], env=env)
@@ -193,8 +195,10 @@ def test_mask_urls(text: str, expected: str) -> None:
 def test_scrub_known_secrets_in_every_spelling() -> None:
     clear_secrets()
     try:
-        register_secrets(["a b/c@d", "x"])  # "x" is too short to hide without garbling text
-        assert scrub("pw a b/c@d, a%20b%2Fc%40d, a+b%2Fc%40d") == f"pw {MASK}, {MASK}, {MASK}"
+        # "x" (like Dify's stock TIDB_PRIVATE_KEY=dify) is too short to hide inside a text without garbling it;
+        # substrings are masked from 8 characters on (core/redact.py).
+        register_secrets(["a b/c@d!", "x"])
+        assert scrub("pw a b/c@d!, a%20b%2Fc%40d%21, a+b%2Fc%40d%21") == f"pw {MASK}, {MASK}, {MASK}"
         assert scrub("x marks") == "x marks"
         assert scrub("k=zzzz-secret", ["zzzz-secret"]) == f"k={MASK}"
     finally:
@@ -216,7 +220,8 @@ def test_secret_values_of_settings() -> None:
     assert set(SECRETS.values()) | {FLAG_DB_PW, CELERY_PW, FLAG_REDIS_PW} <= values
     assert "not-a-secret" not in values and "postgresql" not in values
     assert url_password("redis://:p@h:notaport/0") == "p"
-    assert secrets_in({"SOME_API_KEY": "k", "HOST": "h"}) == {"k"}
+    # A secret-looking name Dify may add later: trusted only with a value long enough to be unambiguous.
+    assert secrets_in({"SOME_API_KEY": "k-long-enough", "OTHER_API_KEY": "k", "HOST": "h"}) == {"k-long-enough"}
 
 
 def test_log_records_are_scrubbed() -> None:

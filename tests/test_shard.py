@@ -101,6 +101,7 @@ def test_shard_needs_postgresql_and_a_valid_form(sqlite_url: str) -> None:
     invoke_assert_code(["clean-embeddings", "--dry-run", "--database-url", sqlite_url, "--shard", "0/2"], 2)
 
 
+@pytest.mark.slow
 def test_indexed_cronjobs_for_the_shardable_jobs() -> None:
     result = invoke_assert_code(["schedule", "render", "--format", "k8s", "--shards", "3"], 0)
     docs = {doc["metadata"]["name"]: doc for doc in yaml.safe_load_all(result.stdout) if doc}

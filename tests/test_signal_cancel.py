@@ -135,6 +135,7 @@ def _catches(pid: int, signum: int) -> bool:
     return bool(caught & (1 << (signum - 1)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_while_still_importing_gets_a_summary(sqlite_url: str, signum: int, code: int) -> None:
     """The entry point catches the signal before the CLI's imports (difymaint._entry); the job then stops

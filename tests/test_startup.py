@@ -8,11 +8,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from dotenv import dotenv_values
 
 from difymaint.core.settings import Settings, load_settings
 from difymaint.jobs import JOBS
 from tests.test_cli import CLEAN_ENV
+
+pytestmark = pytest.mark.slow  # subprocesses and builds: not in the fast tier
+
 
 STOCK_SETTINGS = 721  # Dify's single docker/.env of the 1.14 releases; the split files of later ones are smaller
 

@@ -24,12 +24,14 @@ from difymaint.dify.tidb_cloud import (
     ClusterState,
     CreatedCluster,
     TidbAuthFailed,
+    TidbCallGaveUp,
     TidbCloudClient,
     TidbCloudError,
     TidbCloudUnavailable,
     TidbCreateOutcomeUnknown,
     require_tidb_settings,
 )
+from difymaint.jobs import JOBS
 from tests.conftest import NOW
 from tests.stubs.tidb_cloud import Fault, TidbCloudStub, parse_digest
 from tests.tidb_support import PROJECT, TIDB_VARS, FakeClock
@@ -420,6 +422,36 @@ def test_a_success_resets_the_failure_streak(stub: TidbCloudStub, client: TidbCl
     assert client.failed_requests == 20 and not client.budget_spent
 
 
+def call_bounded(stub: TidbCloudStub, clock: FakeClock) -> TidbCloudClient:
+    settings = tidb_settings(stub)
+    return TidbCloudClient(require_tidb_settings(settings), clock=clock, rng=random.Random(7), call_tries=3)
+
+
+def test_a_call_that_keeps_failing_is_given_up_before_the_budget(stub: TidbCloudStub, clock: FakeClock) -> None:
+    stub.state.polls_until_active = 0
+    with call_bounded(stub, clock) as client:
+        good, bad = (c.cluster_id for c in client.batch_create(2))
+        stub.state.fail_matching.append(Fault(503, path_prefix="/clusters:batchGet", cluster_id=bad))
+        for _ in range(3):  # three poison calls: 9 failed requests, under the budget's 10 in a row
+            with pytest.raises(TidbCallGaveUp, match=r"HTTP 503.*set aside after 3 tries") as caught:
+                client.batch_get([bad])
+            assert caught.value.exit_code == 1 and not client.budget_spent
+        assert [s.cluster_id for s in client.batch_get([good])] == [good]  # an answer ends the streak
+        assert client.failed_requests == 9 and len(clock.slept) == 6  # no sleep after giving a call up
+        for _ in range(3):
+            with pytest.raises(TidbCallGaveUp):
+                client.batch_get([bad])
+        with pytest.raises(TidbCloudUnavailable, match="10 failed requests in a row"):
+            client.batch_get([bad])  # an outage still ends within the run's budget
+
+
+def test_429s_and_refused_connections_do_not_give_a_call_up(stub: TidbCloudStub, clock: FakeClock) -> None:
+    stub.script(*[Fault(429)] * 5)  # the client's pace, not the request: retried within the budget
+    with call_bounded(stub, clock) as client:
+        assert client.batch_get(["1"]) == []
+        assert client.failed_requests == 5
+
+
 # ------------------------------------------------------------------------------------ secrets stay secret
 
 
@@ -474,9 +506,14 @@ def test_tidb_settings_defaults_match_dify() -> None:
     assert settings.TIDB_REGION == "regions/aws-us-east-1"
     assert settings.TIDB_SPEND_LIMIT == 100
     assert settings.TIDB_SERVERLESS_NUMBER == 500
-    assert settings.CREATE_TIDB_SERVICE_JOB_ENABLED is False
-    assert settings.ENABLE_CREATE_TIDB_SERVERLESS_TASK is False
-    assert settings.ENABLE_UPDATE_TIDB_SERVERLESS_STATUS_TASK is False
+    # Dify's switches default off (their defaults live with the jobs that read them, in the registry).
+    switches = {switch.name: switch for name in ("create-tidb", "update-tidb-status") for switch in JOBS[name].switches}
+    assert set(switches) == {
+        "CREATE_TIDB_SERVICE_JOB_ENABLED",
+        "ENABLE_CREATE_TIDB_SERVERLESS_TASK",
+        "ENABLE_UPDATE_TIDB_SERVERLESS_STATUS_TASK",
+    }
+    assert not any(switch.on(settings) for switch in switches.values())
     assert settings.TIDB_API_URL is None and settings.TIDB_PRIVATE_KEY is None
     assert (settings.DIFYMAINT_TIDB_MAX_REQUESTS, settings.DIFYMAINT_TIDB_MAX_SECONDS) == (10, 30.0)
 

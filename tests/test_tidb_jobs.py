@@ -476,12 +476,71 @@ def test_status_reports_and_reaps_clusters_stuck_in_creating(
 def test_persistently_failing_api_ends_status_within_the_default_budget(
     stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
 ) -> None:
-    seed_bindings(pg_engine, 60, status="CREATING")
+    seed_bindings(pg_engine, 100, status="CREATING")  # 5 chunks: more than the budget's 10 tries set aside 3 each
     stub.state.fail_always = Fault(502)
     clock = FakeClock()
     with pytest.raises(TidbCloudUnavailable):
         run_job(update_tidb_status, context(pg_url, stub, clock), status_params(leak_file))
     assert len(stub.api_requests()) <= 10 and clock.t <= 30
+
+
+def _batch_gets_naming(stub: TidbCloudStub, cluster_id: str) -> int:
+    return sum(1 for r in stub.api_requests("GET", "/clusters:batchGet") if cluster_id in r.query["clusterIds"])
+
+
+def test_status_sets_a_poison_chunk_aside_and_promotes_every_other_cluster(
+    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+) -> None:
+    stub.state.polls_until_active = 0
+    run_job(create_tidb, context(pg_url, stub), create_params(65, leak_file))  # 4 chunks: 20, 20, 20, 5
+    order = [row["cluster_id"] for row in bindings(pg_engine)]
+    poison = order[20:40]  # the second chunk answers HTTP 500 every time it is asked for
+    stub.state.fail_matching.append(Fault(500, method="GET", path_prefix="/clusters:batchGet", cluster_id=poison[7]))
+
+    result = cli(["update-tidb-status", "--json"], pg_url, stub, leak_file)
+
+    assert result.returncode == 1, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["outcome"] == "failed" and summary["details"]["skipped_chunks"] == [poison]
+    assert summary["rows_remaining"] == 20 and summary["tables"] == {"tidb_auth_bindings": 45}
+    status = {row["cluster_id"]: row["status"] for row in bindings(pg_engine)}
+    assert {cluster_id for cluster_id, value in status.items() if value != "ACTIVE"} == set(poison)
+    assert _batch_gets_naming(stub, poison[0]) == 3  # its own small budget, not the run's 10
+    errors = [line for line in result.stderr.splitlines() if line.startswith("difymaint: error:")]
+    assert len(errors) == 1 and all(cluster_id in errors[0] for cluster_id in poison), result.stderr
+    assert "1 chunk(s) failed" in errors[0] and "Traceback" not in result.stderr
+
+
+def test_status_retries_a_chunk_that_fails_twice_then_answers(
+    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+) -> None:
+    stub.state.polls_until_active = 0
+    run_job(create_tidb, context(pg_url, stub), create_params(45, leak_file))
+    flaky = bindings(pg_engine)[25]["cluster_id"]
+    stub.script(*[Fault(502, method="GET", path_prefix="/clusters:batchGet", cluster_id=flaky)] * 2)
+    clock = FakeClock()
+    summary = run_job(update_tidb_status, context(pg_url, stub, clock), status_params(leak_file))
+    assert summary.outcome is Outcome.DONE and summary.tables == {"tidb_auth_bindings": 45}
+    assert summary.rows_remaining == 0 and "skipped_chunks" not in summary.details
+    assert summary.details["api_failed_requests"] == 2 and _batch_gets_naming(stub, flaky) == 3
+    assert len(clock.slept) == 2  # the existing jittered backoff between the tries
+    assert {row["status"] for row in bindings(pg_engine)} == {"ACTIVE"}
+
+
+def test_status_sets_aside_a_cluster_whose_endpoint_lookup_keeps_failing(
+    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+) -> None:
+    stub.state.basic_view_endpoints = False  # every promotion needs Dify's per-cluster GET
+    run_job(create_tidb, context(pg_url, stub), create_params(4, leak_file))
+    run_job(update_tidb_status, context(pg_url, stub), status_params(leak_file))  # still CREATING
+    broken = bindings(pg_engine)[1]["cluster_id"]
+    stub.state.fail_matching.append(Fault(503, method="GET", path_prefix="/clusters/", cluster_id=broken))
+    with pytest.raises(DifymaintError) as caught:
+        run_job(update_tidb_status, context(pg_url, stub), status_params(leak_file))
+    summary = caught.value.difymaint_summary  # type: ignore[attr-defined]
+    assert summary.details["skipped_clusters"] == [broken] and summary.rows_remaining == 1
+    assert summary.tables == {"tidb_auth_bindings": 3} and broken in caught.value.message
+    assert len([r for r in stub.api_requests("GET") if r.path == f"/clusters/{broken}"]) == 3
 
 
 # ----------------------------------------------------------------------------------------------------- CLI

@@ -6,6 +6,7 @@ Rich honours NO_COLOR, FORCE_COLOR and TERM=dumb; ``--color/--no-color`` overrid
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -41,6 +42,41 @@ class Consoles:
             out=Console(file=out, highlight=False, soft_wrap=True, **kwargs),
             err=Console(file=err, stderr=err is None, highlight=False, **kwargs),
         )
+
+
+class ScrubbedStream(io.TextIOBase):
+    """A text stream that scrubs what goes through it (core/redact.py), for the console commands' tables and
+    lines: rich writes each rendered print in one call. Their JSON goes to :attr:`unscrubbed`, masked as data."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__()
+        self.unscrubbed = stream
+
+    def write(self, text: str) -> int:
+        self.unscrubbed.write(scrub(text))
+        return len(text)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        self.unscrubbed.flush()
+
+    def isatty(self) -> bool:
+        return self.unscrubbed.isatty()
+
+    def fileno(self) -> int:
+        return self.unscrubbed.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.unscrubbed, "encoding", None) or "utf-8"
+
+
+def unscrubbed(stream: IO[str]) -> IO[str]:
+    """The stream under a :class:`ScrubbedStream` (the stream itself otherwise)."""
+    inner: IO[str] = getattr(stream, "unscrubbed", stream)
+    return inner
 
 
 _json_logs: ContextVar[bool] = ContextVar("difymaint_json_logs", default=False)

@@ -26,7 +26,7 @@ from difymaint.cli.render import (
     root_output,
     setup_logging,
 )
-from difymaint.core.redact import register_secrets, scrub, secrets_in
+from difymaint.core.redact import dumps_masked, register_secrets, scrub, secrets_in
 from difymaint.core.reporter import log_context
 from difymaint.core.stop import handle_stop_signals
 from difymaint.core.summary import Outcome, RunSummary
@@ -152,10 +152,12 @@ def _finish(
     """Print the summary (one JSON line on stdout, or the human table) and return the exit code."""
     summary.error = scrub(summary.error) if summary.error else summary.error
     summary.warnings = [scrub(warning) for warning in summary.warnings]
+    # Masked as data (by key and by whole value), never by substituting inside the JSON text: it stays valid.
+    line = dumps_masked(summary.to_dict(), separators=(",", ":"))
     if summary_sink is not None:
-        summary_sink(scrub(summary.to_json()))
+        summary_sink(line)
     if common.json:
-        env.out.write(scrub(summary.to_json()) + "\n")
+        env.out.write(line + "\n")
         env.out.flush()
     elif (
         summary.outcome

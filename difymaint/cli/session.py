@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, cast
 
 import typer
 
@@ -17,11 +17,13 @@ if TYPE_CHECKING:
 
 
 def make_consoles(color: bool | None = None) -> Consoles:
-    from difymaint.cli.render import Consoles, root_output, setup_logging
+    """Consoles whose every line is scrubbed as the jobs' are (their JSON: :func:`print_json`, masked as data)."""
+    from difymaint.cli.render import Consoles, ScrubbedStream, root_output, setup_logging
     from difymaint.cli.runner import current_environment
 
     env = current_environment()
-    consoles = Consoles.create(color, out=env.out, err=env.err)
+    out, err = (cast(IO[str], ScrubbedStream(stream)) for stream in (env.out, env.err))
+    consoles = Consoles.create(color, out=out, err=err)
     root = root_output()
     setup_logging(consoles, verbosity=root.verbose - root.quiet, log_format="text")
     if not consoles.out.is_terminal and "COLUMNS" not in os.environ:
@@ -60,8 +62,14 @@ def console_session(opts: ConsoleOptions) -> Iterator[tuple[Consoles, Context]]:
 
 
 def settings_context(opts: ConsoleOptions) -> Context:
+    """The console's settings and context, with every secret they hold registered for scrubbing (as a job run
+    does): from the environment and the flags before the settings load, from the settings after."""
     from difymaint.core.context import Context
+    from difymaint.core.redact import register_secrets, secrets_in
     from difymaint.core.settings import load_settings
 
     overrides: dict[str, object] = {"DIFYMAINT_DATABASE_URL": opts.database_url, "DIFYMAINT_REDIS_URL": opts.redis_url}
-    return Context(load_settings(opts.env_file, overrides))
+    register_secrets(secrets_in(dict(os.environ)) | secrets_in(overrides))
+    settings = load_settings(opts.env_file, overrides)
+    register_secrets(settings.secret_values())
+    return Context(settings)

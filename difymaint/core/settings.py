@@ -35,7 +35,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from difymaint.core.errors import ConfigError
-from difymaint.core.redact import SECRET_NAME, mask_urls, secrets_in
+from difymaint.core.redact import mask_urls, secret_name, secrets_in
 from difymaint.core.window import MAX_DAYS
 
 OnLocked = Literal["skip", "fail", "ok"]
@@ -511,8 +511,9 @@ class Settings(
     def secret_values(self) -> set[str]:
         """Every secret these settings hold, for :func:`difymaint.core.redact.scrub`: SecretStr fields
         (DB_PASSWORD, REDIS_PASSWORD, REDIS_SENTINEL_PASSWORD, BILLING_API_SECRET_KEY, SMTP_PASSWORD,
-        RESEND_API_KEY, TIDB_PRIVATE_KEY, ARCHIVE_STORAGE_SECRET_KEY, …), secret-named fields, and the password
-        inside any URL setting (DIFYMAINT_DATABASE_URL, DIFYMAINT_REDIS_URL, CELERY_BROKER_URL, …)."""
+        RESEND_API_KEY, TIDB_PRIVATE_KEY, ARCHIVE_STORAGE_SECRET_KEY, …), the other fields Dify keeps credentials
+        in (SENTRY_DSN, S3_ACCESS_KEY, …), and the password inside any URL setting (DIFYMAINT_DATABASE_URL,
+        DIFYMAINT_REDIS_URL, CELERY_BROKER_URL, …)."""
         return secrets_in({name: getattr(self, name) for name in type(self).model_fields})
 
 
@@ -630,7 +631,7 @@ def _config_error(exc: ValidationError) -> ConfigError:
     name = ".".join(str(part) for part in first["loc"]) or "setting"
     value = first.get("input")
     shown = f"={value!r}" if isinstance(value, str | int | float | bool) else ""
-    if SECRET_NAME.search(name):
+    if secret_name(name) is not None:
         shown = ""  # never echo a secret, even a malformed one
     shown = mask_urls(shown)
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""

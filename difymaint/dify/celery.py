@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from difymaint.core.errors import ConfigError, DifymaintError
+from difymaint.core.redact import scrub
 from difymaint.core.settings import Settings
 
 # kombu's Redis transport: a queue is a LIST named after it; priorities 3/6/9 live in sibling lists.
@@ -157,10 +158,8 @@ def _scrub(text: str, settings: Settings) -> str:
     secrets = [urlsplit(part).password for part in (settings.CELERY_BROKER_URL or "").split(";")]
     if settings.CELERY_SENTINEL_PASSWORD is not None:
         secrets.append(settings.CELERY_SENTINEL_PASSWORD.get_secret_value())
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "**")
-    return text
+    # The shared rule (core/redact.py): a short password is masked where it stands in a URL, never in words.
+    return scrub(text, [secret for secret in secrets if secret])
 
 
 def broker_url(settings: Settings) -> str:

@@ -14,6 +14,12 @@ backoff (at least the server's ``Retry-After``), under one *failure budget* per 
 client raises it at once without a request. A persistently failing API therefore costs one run at most
 10 requests and 30 s by default, however many chunks the job still had.
 
+A client built with ``call_tries`` also bounds each call: one request that keeps failing (5xx, a timeout; not a
+429 or a refused connection, which say nothing about the request) is given up after that many tries with
+:class:`TidbCallGaveUp`, before it can spend the run's budget, so the caller can set it aside and go on with
+its other requests. Its failures still count toward the budget's streak, which only an answer ends: an API
+that fails every request still ends the run within the budget.
+
 ``batchCreate`` is not idempotent: an answer that may have come after the clusters were created (5xx, a
 dropped connection, an unreadable body) is never retried, because a retry could create a second set that
 no binding row would ever record. It raises :class:`TidbCreateOutcomeUnknown` carrying the display names
@@ -89,6 +95,12 @@ class TidbCloudUnavailable(TidbCloudError):
     """The failure budget is spent: TiDB Cloud kept failing (429, 5xx, network errors)."""
 
     reference = "tidb-cloud-unavailable"
+
+
+class TidbCallGaveUp(TidbCloudError):
+    """One request kept failing (``call_tries`` tries) while the budget lasts: set it aside, go on with others."""
+
+    reference = "tidb-call-gave-up"
 
 
 class TidbCreateOutcomeUnknown(TidbCloudError):
@@ -251,6 +263,7 @@ class _Failure:
     description: str
     retry_after: float | None = None
     status_code: int | None = None
+    own: bool = True  # a failure of this request (5xx, timeout), not of the connection or the pace (429)
 
 
 class TidbCloudClient:
@@ -267,6 +280,7 @@ class TidbCloudClient:
         timeout_s: float = 10.0,
         max_requests: int = 10,
         max_seconds: float = 30.0,
+        call_tries: int | None = None,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 5.0,
         clock: Clock | None = None,
@@ -275,12 +289,13 @@ class TidbCloudClient:
         name_factory: Callable[[], str] = _generate_display_name,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        if max_requests < 1 or max_seconds <= 0 or timeout_s <= 0:
-            raise ValueError("timeout_s, max_requests and max_seconds must be positive")
+        if max_requests < 1 or max_seconds <= 0 or timeout_s <= 0 or (call_tries is not None and call_tries < 1):
+            raise ValueError("timeout_s, max_requests, max_seconds and call_tries must be positive")
         self._config = config
         self._timeout_s = timeout_s
         self._max_requests = max_requests
         self._max_seconds = max_seconds
+        self._call_tries = call_tries
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         self._clock: Clock = clock or SystemClock()
@@ -453,6 +468,7 @@ class TidbCloudClient:
     ) -> httpx.Response:
         """Send with retries under the failure budget; return a 2xx response or raise."""
         what = f"{method} {path}"
+        tries = 0  # failures of this call that point at the request itself (see call_tries)
         while True:
             if self._spent is not None:
                 raise TidbCloudUnavailable(self._spent, hint=_BUDGET_HINT)
@@ -467,7 +483,9 @@ class TidbCloudClient:
                 unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
                 if create_names is not None and not unsent:
                     self._create_unknown(create_names, f"failed mid-request ({type(exc).__name__})")
-                failure = _Failure(f"{type(exc).__name__}: {_scrub(str(exc), scrub).rstrip('.') or 'no detail'}")
+                failure = _Failure(
+                    f"{type(exc).__name__}: {_scrub(str(exc), scrub).rstrip('.') or 'no detail'}", own=not unsent
+                )
             else:
                 status = response.status_code
                 if 200 <= status < 300:
@@ -483,11 +501,14 @@ class TidbCloudClient:
                     f"HTTP {status}{_detail(response, scrub)}",
                     retry_after=self._retry_after(response),
                     status_code=status,
+                    own=status != 429,  # a 429 is about the client's pace, not this request
                 )
-            self._fail(what, failure, started)
+            if failure.own:
+                tries += 1
+            self._fail(what, failure, started, tries)
 
-    def _fail(self, what: str, failure: _Failure, started: float) -> None:
-        """Count one failed request; sleep before the next try, or spend the budget and raise."""
+    def _fail(self, what: str, failure: _Failure, started: float, tries: int) -> None:
+        """Count one failed request; sleep before the next try, or give the call up, or spend the budget."""
         self.failed_requests += 1
         self._streak += 1
         if self._streak_started is None:
@@ -511,6 +532,12 @@ class TidbCloudClient:
                 f"{reason}, failure budget of {self._max_requests} requests / {self._max_seconds:g} s spent"
             )
             raise TidbCloudUnavailable(self._spent, hint=_BUDGET_HINT)
+        if self._call_tries is not None and tries >= self._call_tries:
+            # No sleep: the caller goes on with another request, which the streak's backoff still paces.
+            raise TidbCallGaveUp(
+                f"TiDB Cloud {what} gave {failure.description}; set aside after {tries} tries",
+                status_code=failure.status_code,
+            )
         log.warning(
             "TiDB Cloud %s gave %s; retry %d of at most %d in %.1f s",
             what,

@@ -59,14 +59,16 @@ class PoolClient(TidbCloudClient):
         return name
 
 
-def client_for(ctx: Context) -> PoolClient:
-    """One client per run: its failure budget (DIFYMAINT_TIDB_MAX_REQUESTS / _MAX_SECONDS) spans every call."""
+def client_for(ctx: Context, *, call_tries: int | None = None) -> PoolClient:
+    """One client per run: its failure budget (DIFYMAINT_TIDB_MAX_REQUESTS / _MAX_SECONDS) spans every call;
+    ``call_tries`` bounds each call on its own (see :class:`TidbCloudClient`)."""
     settings = ctx.settings
     return PoolClient(
         require_tidb_settings(settings),
         timeout_s=settings.DIFYMAINT_TIDB_TIMEOUT,
         max_requests=settings.DIFYMAINT_TIDB_MAX_REQUESTS,
         max_seconds=settings.DIFYMAINT_TIDB_MAX_SECONDS,
+        call_tries=call_tries,
         clock=ctx.clock,
     )
 

@@ -3,8 +3,9 @@
 
 :func:`_poll` pages the idle CREATING bindings by ``(created_at, id)``, 20 per ``batchGet`` (TiDB Cloud's
 maximum); :func:`_chunk` promotes a page in one transaction, every ``UPDATE`` repeating the CREATING guard.
-A chunk that fails for good is recorded in :class:`_Failures` and the walk goes on, so the run exits 1 at the
-end instead of leaving the later chunks behind. After the walk, stuck clusters are reported
+A chunk that keeps failing is set aside after ``CALL_TRIES`` tries (before it can spend the run's failure
+budget) and recorded in :class:`_Failures`; the walk goes on, and the run exits 1 at the end naming the
+clusters it left CREATING. After the walk, stuck clusters are reported
 (:func:`_report_stuck`) and, with ``--reap-older-than``, deleted in TiDB Cloud before their rows
 (:func:`_reap_bindings`), then the leak file is processed (:func:`_reap_leaks`).
 """
@@ -49,6 +50,9 @@ from difymaint.jobs.tidb_pool import (
 
 JOB = "update-tidb-status"
 LISTED = 20  # ids named in a warning or the summary; the rest are counted
+# Tries of one request before its chunk is set aside: a poison chunk must not spend the budget the other
+# chunks share (an outage still ends the run within the budget: the failures count toward its streak).
+CALL_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -68,11 +72,26 @@ Params = UpdateTidbStatusParams
 class _Failures:
     count: int = 0
     first: str | None = None
+    skipped_chunks: list[list[str]] = field(default_factory=list)  # cluster ids of chunks whose batchGet failed
+    skipped_clusters: list[str] = field(default_factory=list)  # clusters whose endpoint lookup failed
 
     def add(self, job: JobRun, message: str) -> None:
         self.count += 1
-        self.first = self.first or message
+        self.first = self.first or message.removeprefix(f"{JOB}: ")
         job.warn(message)
+
+    @property
+    def skipped(self) -> list[str]:
+        """Every cluster left CREATING because a call about it failed."""
+        return [cluster_id for chunk in self.skipped_chunks for cluster_id in chunk] + self.skipped_clusters
+
+    def describe(self) -> str:
+        skipped = self.skipped
+        text = f"{JOB}: {self.count} chunk(s) failed, the others went through"
+        if skipped:
+            more = f" and {len(skipped) - LISTED} more" if len(skipped) > LISTED else ""
+            text += f"; set aside, still CREATING: {', '.join(skipped[:LISTED])}{more}"
+        return f"{text}; first: {self.first}"
 
 
 def _creating(table: sa.Table) -> sa.ColumnElement[bool]:
@@ -93,7 +112,7 @@ def run(job: JobRun, params: UpdateTidbStatusParams) -> None:
     failures = _Failures()
     cursor: tuple[datetime, str] | None = None
     job.remaining = lambda: _count_after(ctx, cursor)  # reads the cursor as it stands, even mid-walk
-    client = client_for(ctx)
+    client = client_for(ctx, call_tries=CALL_TRIES)
     try:
         cursor = _poll(ctx, job, client, has_endpoint, failures)
         stopped = job.summary.outcome is not Outcome.DONE
@@ -105,14 +124,18 @@ def run(job: JobRun, params: UpdateTidbStatusParams) -> None:
                 _reap_leaks(ctx, job, client, params.leak_file, cut, failures)
     finally:
         details.update(api_requests=client.requests_sent, api_failed_requests=client.failed_requests)
+        if failures.skipped_chunks:
+            details["skipped_chunks"] = failures.skipped_chunks
+        if failures.skipped_clusters:
+            details["skipped_clusters"] = failures.skipped_clusters
         client.close()
     job.settle_remaining(lambda: _count_after(ctx, cursor))
+    remaining = job.summary.rows_remaining
+    if failures.skipped and remaining is not None and remaining >= 0:
+        job.summary.rows_remaining = remaining + _count_creating(ctx, failures.skipped)  # behind the cursor
     if failures.count:
         details["failed_chunks"] = failures.count
-        raise DifymaintError(
-            f"{JOB}: {failures.count} chunk(s) failed, the others went through; first: {failures.first}",
-            hint="the next run retries them",
-        )
+        raise DifymaintError(failures.describe(), hint="the next run retries them")
 
 
 # ------------------------------------------------------------------------------------------------ promotion
@@ -159,6 +182,7 @@ def _chunk(
     except (TidbCloudUnavailable, TidbAuthFailed):
         raise  # the budget is spent, or the key is wrong: every later call would fail too
     except TidbCloudError as exc:
+        failures.skipped_chunks.append([str(row["cluster_id"]) for row in rows])
         failures.add(job, f"{JOB}: {where}: {exc.message}")
         batch.record(scanned=len(rows), affected=0, rows={})
         return
@@ -203,12 +227,21 @@ def _promotion(
         except (TidbCloudUnavailable, TidbAuthFailed):
             raise
         except TidbCloudError as exc:
+            failures.skipped_clusters.append(str(row["cluster_id"]))
             failures.add(job, f"{JOB}: cluster {row['cluster_id']}: {exc.message}")
             return None
     if not endpoint:
         ctx.reporter.info(f"{JOB}: cluster {row['cluster_id']} is ACTIVE without a public host yet; retried next run")
         return values
     return {**values, "qdrant_endpoint": endpoint, "status": ACTIVE}
+
+
+def _count_creating(ctx: Context, cluster_ids: list[str]) -> int:
+    """How many of these clusters' bindings are still CREATING (a reaped one is no longer to do)."""
+    table = t.tidb_auth_bindings
+    query = sa.select(sa.func.count()).select_from(table).where(_creating(table), table.c.cluster_id.in_(cluster_ids))
+    with ctx.engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
 
 
 def _count_after(ctx: Context, cursor: tuple[datetime, str] | None) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 import time
 import uuid
@@ -27,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, RowMapping
 
 from difymaint.core.database import tracked
+from difymaint.core.redact import RedactingFilter, mask_data, scrub
 from difymaint.core.summary import Outcome, RunSummary
 
 SCHEMA = "difymaint"
@@ -37,8 +37,6 @@ FINISH_RETRY_S = 5.0  # how long the closing write waits for a restarting databa
 FINISH_RETRY_EVERY_S = 0.5
 PAUSE_CHECK_EVERY_S = 3.0  # a running job looks at the pause table at most this often
 _ENSURE_LOCK = 0x646966796D61696E  # "difymain": serialises the first-use CREATE statements across processes
-_SECRET_KEYS = re.compile(r"password|secret|token|private|api_key|credential", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 
 log = logging.getLogger("difymaint")
 
@@ -49,22 +47,20 @@ def host_name() -> str:
 
 
 def redact(args: Mapping[str, Any]) -> dict[str, Any]:
-    """Arguments fit to store and show: secret-looking keys masked, passwords cut out of URLs."""
+    """Arguments fit to store and show: values of secret keys masked (the same names as every output,
+    core/redact.py), passwords cut out of URLs, known secrets replaced."""
     clean: dict[str, Any] = {}
     for key, value in args.items():
         if value is None or value is False or value in ((), []):
             continue  # only what the operator actually set
-        if _SECRET_KEYS.search(key):
-            clean[key] = "***"
-        elif isinstance(value, str):
-            clean[key] = _URL_PASSWORD.sub(r"\1***@", value)
-        elif isinstance(value, int | float | bool):
+        if isinstance(value, int | float | bool):
             clean[key] = value
         elif isinstance(value, list | tuple):
             clean[key] = [str(item) for item in value]
         else:
-            clean[key] = _URL_PASSWORD.sub(r"\1***@", str(value))
-    return clean
+            clean[key] = str(value)
+    masked: dict[str, Any] = mask_data(clean)
+    return masked
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -360,6 +356,7 @@ class _LogCapture(logging.Handler):
         self.lines: list[str] = []
         self.dropped = 0
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+        self.addFilter(RedactingFilter())  # stored for `history show`: as scrubbed as what the terminal saw
 
     def emit(self, record: logging.LogRecord) -> None:
         if len(self.lines) >= MAX_LOG_LINES:
@@ -486,8 +483,8 @@ class RunRecorder:
                     rows_remaining=summary.rows_remaining,
                     rate=round(summary.total_rows / elapsed, 3),
                     stop_reason=summary.stop_reason,
-                    error=summary.error,
-                    log_lines=self._capture.collected() + ([f"ERROR {summary.error}"] if summary.error else []),
+                    error=scrub(summary.error) if summary.error else None,
+                    log_lines=self._capture.collected() + ([f"ERROR {scrub(summary.error)}"] if summary.error else []),
                 ),
             ),
         )

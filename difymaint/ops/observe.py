@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from difymaint.core.exit_codes import ExitCode
+from difymaint.core.redact import dumps_masked, scrub
 from difymaint.core.settings import Settings
 from difymaint.core.summary import Outcome, RunSummary
 
@@ -92,7 +93,12 @@ class PingObserver:
 
     def finished(self, summary: RunSummary, run_id: str) -> None:
         # The body is what the check's event log shows: the one-line summary, or the error line.
-        self._ping(summary.job, _PING_FOR_OUTCOME[summary.outcome], run_id, body=summary.to_json())
+        self._ping(
+            summary.job,
+            _PING_FOR_OUTCOME[summary.outcome],
+            run_id,
+            body=dumps_masked(summary.to_dict(), separators=(",", ":")),
+        )
 
 
 def _reason(exc: httpx.HTTPError) -> str:
@@ -297,7 +303,8 @@ class SentryObserver:
                 scope.set_context("run", {"run_id": run_id, "exit_code": int(summary.exit_code)})
                 # Group by job, not by the changing text (ids, counts) of the error line.
                 scope.fingerprint = ["difymaint", summary.job, summary.outcome.value]
-                sdk.capture_message(f"{summary.job} {summary.outcome.value}: {summary.error or ''}".strip(), "error")
+                message = f"{summary.job} {summary.outcome.value}: {scrub(summary.error or '')}".strip()
+                sdk.capture_message(message, "error")
         capture_checkin(
             monitor_slug=f"difymaint-{summary.job}",
             check_in_id=self._check_in_id,

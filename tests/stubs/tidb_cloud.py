@@ -11,7 +11,8 @@ opaque, nonce count and URI check out. Endpoints:
 
 Clusters start CREATING (no userPrefix, no endpoint) and turn ACTIVE after ``polls_until_active`` batchGet
 polls (None: never). Faults are scripted per authenticated request (:meth:`TidbCloudStub.script`) or made
-permanent (``state.fail_always``); every request is recorded. Root passwords are kept (tests check what
+permanent (``state.fail_always``, or ``state.fail_matching`` for the requests a fault matches, e.g. every
+batchGet naming one cluster); every request is recorded. Root passwords are kept (tests check what
 was sent) but never put in an answer.
 """
 
@@ -48,10 +49,16 @@ class Fault:
     disconnect: bool = False  # close the connection without answering (a network error)
     method: str | None = None
     path_prefix: str | None = None
+    cluster_id: str | None = None  # only requests about this cluster (named in batchGet's ids, or the path)
 
-    def matches(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method == method) and (
-            self.path_prefix is None or path.startswith(self.path_prefix)
+    def matches(self, method: str, path: str, query: dict[str, list[str]] | None = None) -> bool:
+        about = self.cluster_id is None or (
+            self.cluster_id in (query or {}).get("clusterIds", []) or path == f"/clusters/{self.cluster_id}"
+        )
+        return (
+            about
+            and (self.method is None or self.method == method)
+            and (self.path_prefix is None or path.startswith(self.path_prefix))
         )
 
 
@@ -109,6 +116,7 @@ class TidbCloudState:
     hidden: set[str] = field(default_factory=set)  # ids batchGet leaves out (get/delete still know them)
     delay_s: float = 0.0  # answer every authenticated request this much later (a slow API)
     fail_always: Fault | None = None  # answer every authenticated request with this
+    fail_matching: list[Fault] = field(default_factory=list)  # answer every request each one matches, for good
     faults: deque[Fault] = field(default_factory=deque)
     clusters: dict[str, StubCluster] = field(default_factory=dict)
     deleted: dict[str, StubCluster] = field(default_factory=dict)
@@ -214,7 +222,7 @@ class TidbCloudStub:
                 record.authenticated = True
                 if state.delay_s:
                     time.sleep(state.delay_s)
-                fault = self._fault(path)
+                fault = self._fault(path, query)
                 if fault is not None:
                     record.status = 0 if fault.disconnect else fault.status
                     if fault.disconnect:
@@ -228,12 +236,15 @@ class TidbCloudStub:
                 record.status = status
                 self._send(status, answer)
 
-            def _fault(self, path: str) -> Fault | None:
+            def _fault(self, path: str, query: dict[str, list[str]]) -> Fault | None:
                 with state.lock:
                     if state.fail_always is not None:
                         return state.fail_always
+                    for fault in state.fail_matching:
+                        if fault.matches(self.command, path, query):
+                            return fault
                     for fault in list(state.faults):
-                        if fault.matches(self.command, path):
+                        if fault.matches(self.command, path, query):
                             state.faults.remove(fault)
                             return fault
                 return None

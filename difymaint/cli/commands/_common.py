@@ -4,7 +4,6 @@ is ``difymaint history list JOB``)."""
 
 from __future__ import annotations
 
-import json as jsonlib
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -47,8 +46,13 @@ def history_store(ctx: Context) -> HistoryStore:
 
 
 def print_json(consoles: Consoles, data: Any) -> None:
-    consoles.out.file.write(jsonlib.dumps(data, default=str) + "\n")
-    consoles.out.file.flush()
+    """One JSON document on stdout, masked as data (core/redact.py) so that it stays valid JSON."""
+    from difymaint.cli.render import unscrubbed
+    from difymaint.core.redact import dumps_masked
+
+    out = unscrubbed(consoles.out.file)
+    out.write(dumps_masked(data) + "\n")
+    out.flush()
 
 
 def age(seconds: float | None) -> str:

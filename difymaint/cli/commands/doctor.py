@@ -3,11 +3,11 @@ archive storage and the schedule switches, and say how to fix what is wrong."""
 
 from __future__ import annotations
 
-import json as jsonlib
 from typing import Annotated
 
 import typer
 
+from difymaint.cli.commands._common import print_json
 from difymaint.cli.options import ConsoleOptions, console_options
 from difymaint.cli.session import guarded, make_consoles, settings_context
 
@@ -52,7 +52,7 @@ def doctor(
     blocked = has_blocker(checks)
     if opts.json:
         payload = {"ok": not blocked, "checks": [check.to_dict() for check in checks]}
-        typer.echo(jsonlib.dumps(payload))
+        print_json(consoles, payload)
     else:
         style = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "bold red", Status.SKIP: "dim"}
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)

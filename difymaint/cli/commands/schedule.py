@@ -170,5 +170,7 @@ def render(
 
 
 def _usage(message: str) -> int:
-    typer.echo(f"difymaint: error: {message}", err=True)
+    from difymaint.core.redact import scrub
+
+    typer.echo(f"difymaint: error: {scrub(message)}", err=True)
     return int(ExitCode.USAGE)
