@@ -2,12 +2,13 @@
 
 Builds one Dify-shaped template database server-side (``generate_series``; the schema is the one the tests
 use, difymaint/dify/tables.py), then times every contender on a fresh copy of it (``CREATE DATABASE …
-TEMPLATE``), for clean-messages, clean-workflow-runs and clean-embeddings:
+TEMPLATE``), for clean-messages, clean-workflow-runs, clean-embeddings and clean-dataset-queries:
 
 * ``floor``: one set-based DELETE per table, all in one transaction (the practical lower bound);
 * ``dify``: Dify's shape (MessagesCleanService / WorkflowRunCleanup: keyset page of 1000, per-table ``IN``
   deletes, one commit per batch, then a random 0-200 ms pause; clean_embedding_cache_task: 100 ids newest
-  first, one DELETE per row); ``dify-no-sleep``: the same without the pause;
+  first, one DELETE per row; clean_dataset_queries_task: 500 ids, one ``DELETE … IN``); ``dify-no-sleep``: the
+  same without the pause;
 * ``difymaint``: the CLI with its defaults; ``difymaint-sleep0``: ``--sleep-ms 0``;
   ``difymaint-workers2``: ``--sleep-ms 0 --workers 2``.
 
@@ -92,7 +93,14 @@ def uid(prefix: str, expr: str) -> str:
 
 
 def build_template(
-    engine: Engine, *, messages: int, runs: int, embeddings: int, now: datetime, history_days: int = 90
+    engine: Engine,
+    *,
+    messages: int,
+    runs: int,
+    embeddings: int,
+    now: datetime,
+    history_days: int = 90,
+    dataset_queries: int = 0,
 ) -> None:
     metadata.create_all(engine)
     apps, conversations = 200, max(1, messages // 5)
@@ -179,10 +187,19 @@ def build_template(
         f"INSERT INTO embeddings (id, model_name, hash, embedding, provider_name, created_at) SELECT "
         f"{uid('e', 'g')}, 'text-embedding-3-small', md5(g::text), decode(repeat(md5(g::text), 384), 'hex'), "
         f"'openai', {ts} FROM generate_series(0, {embeddings - 1}) g, (SELECT {embeddings} AS n) k",
+        # the retrieval log: one short row per knowledge retrieval. clean-dataset-queries takes `--days` (now -
+        # 30 days to the second), the other contenders the midnight before: no row lies between the two.
+        f"INSERT INTO dataset_queries (id, dataset_id, content, source, source_app_id, created_by_role, "
+        f"created_by, created_at) SELECT {uid('dq', 'g')}, {uid('d', 'g % 500')}, "
+        f"'{{\"query\": \"' || repeat('what is ', 10) || g || '\"}}', 'app', {uid('a', f'g % {apps}')}, "
+        f"'end_user', {someone}, CASE WHEN {ts} >= :gap_from AND {ts} < :gap_to THEN {ts} - interval '1 day' "
+        f"ELSE {ts} END FROM generate_series(0, {dataset_queries - 1}) g, (SELECT {dataset_queries} AS n) k",
     ]
+    gap_from = (now - timedelta(days=DAYS)).replace(hour=0, minute=0, second=0)
+    gap = {"gap_from": gap_from, "gap_to": now - timedelta(days=DAYS) + timedelta(hours=1)}
     with engine.begin() as conn:
         for statement in statements:
-            conn.execute(sa.text(statement))
+            conn.execute(sa.text(statement), gap if ":gap_from" in statement else {})
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sa.text("VACUUM ANALYZE"))
 
@@ -234,6 +251,11 @@ def floor_runs(conn: Connection, cutoff: datetime, _timer: Timer) -> None:
 def floor_embeddings(conn: Connection, cutoff: datetime, _timer: Timer) -> None:
     with conn.begin():
         conn.execute(sa.text("DELETE FROM embeddings WHERE created_at < :cut"), {"cut": cutoff})
+
+
+def floor_dataset_queries(conn: Connection, cutoff: datetime, _timer: Timer) -> None:
+    with conn.begin():
+        conn.execute(sa.text("DELETE FROM dataset_queries WHERE created_at < :cut"), {"cut": cutoff})
 
 
 def in_list(statement: str) -> sa.TextClause:
@@ -344,6 +366,23 @@ def dify_embeddings(conn: Connection, cutoff: datetime, timer: Timer) -> None:
         timer.batches.append(time.perf_counter() - started)
 
 
+def dify_dataset_queries(conn: Connection, cutoff: datetime, timer: Timer) -> None:
+    """clean_dataset_queries_task: 500 ids (no order), one DELETE … IN, commit; until none is left."""
+    while True:
+        started = time.perf_counter()
+        with conn.begin():
+            ids = [
+                str(r[0])
+                for r in conn.execute(
+                    sa.text("SELECT id FROM dataset_queries WHERE created_at < :cut LIMIT 500"), {"cut": cutoff}
+                )
+            ]
+            if not ids:
+                return
+            conn.execute(in_list("DELETE FROM dataset_queries WHERE id IN :ids"), {"ids": ids})
+        timer.batches.append(time.perf_counter() - started)
+
+
 JOBS: dict[str, dict[str, Any]] = {
     "clean-messages": {
         "tables": MESSAGE_TABLES,
@@ -358,7 +397,15 @@ JOBS: dict[str, dict[str, Any]] = {
         "dify-no-sleep": dify_runs(0),
     },
     "clean-embeddings": {"tables": ("embeddings",), "floor": floor_embeddings, "dify": dify_embeddings},
+    "clean-dataset-queries": {
+        "tables": ("dataset_queries",),
+        "floor": floor_dataset_queries,
+        "dify": dify_dataset_queries,
+    },
 }
+# Jobs without --end-before: their window as a retention in days (the template leaves a gap at that cut-off).
+WINDOW_ARGS = {"clean-dataset-queries": ["--days", str(DAYS)]}
+NO_PAUSE = ("clean-embeddings", "clean-dataset-queries")  # no pause by default: difymaint-sleep0 is difymaint
 DIFYMAINT = {
     "difymaint": [],
     "difymaint-sleep0": ["--sleep-ms", "0"],
@@ -412,7 +459,8 @@ class Bench:
 
 def cli(job: str, url: str, cutoff: datetime, extra: list[str]) -> tuple[dict[str, Any], float, float]:
     """Run the difymaint CLI; returns its JSON summary, its wall time and its peak RSS in MB."""
-    command = [sys.executable, "-m", "difymaint", job, "--end-before", cutoff.strftime("%Y-%m-%d"), "--yes"]
+    window = WINDOW_ARGS.get(job, ["--end-before", cutoff.strftime("%Y-%m-%d")])
+    command = [sys.executable, "-m", "difymaint", job, *window, "--yes"]
     command += ["--json", "-q", "--database-url", url, *extra]
     env = {**os.environ, "DIFYMAINT_USE_REDIS": "false", "BILLING_ENABLED": "false", "NO_COLOR": "1"}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -524,6 +572,14 @@ def main(argv: list[str] | None = None) -> int:
         default=90,
         help="days the rows are spread over (the cut-off is 30 days; 31 = one night's share of a daily job)",
     )
+    parser.add_argument("--dataset-queries", type=int, default=None, help="dataset_queries rows (default: messages)")
+    parser.add_argument(
+        "--drop-index",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="drop this index from the template (e.g. dataset_query_created_at_idx, absent in released Dify)",
+    )
     parser.add_argument("--jobs", default=",".join(JOBS), help="comma-separated subset of " + ", ".join(JOBS))
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     parser.add_argument("--keep", action="store_true", help="keep the template database")
@@ -532,12 +588,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--history-days must be more than the {DAYS}-day cut-off, or nothing is old enough to delete")
     runs = args.runs if args.runs is not None else max(10, args.messages // 5)
     embeddings = args.embeddings if args.embeddings is not None else max(10, args.messages // 3)
+    dataset_queries = args.dataset_queries if args.dataset_queries is not None else max(10, args.messages)
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     cutoff = (now - timedelta(days=DAYS)).replace(hour=0, minute=0, second=0)
     bench = Bench(args.pg_url, f"{os.getpid()}")
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "postgres": None},
-        "scale": {"messages": args.messages, "runs": runs, "embeddings": embeddings, "history_days": args.history_days},
+        "scale": {
+            "messages": args.messages,
+            "runs": runs,
+            "embeddings": embeddings,
+            "dataset_queries": dataset_queries,
+            "history_days": args.history_days,
+            "dropped_indexes": args.drop_index,
+        },
         "jobs": {},
     }
     try:
@@ -547,8 +611,17 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         template = sa.create_engine(bench.url(bench.template), poolclass=sa.pool.NullPool)
         build_template(
-            template, messages=args.messages, runs=runs, embeddings=embeddings, now=now, history_days=args.history_days
+            template,
+            messages=args.messages,
+            runs=runs,
+            embeddings=embeddings,
+            now=now,
+            history_days=args.history_days,
+            dataset_queries=dataset_queries,
         )
+        with template.begin() as conn:
+            for index in args.drop_index:
+                conn.execute(sa.text(f'DROP INDEX "{index}"'))
         template.dispose()
         report["build_s"] = round(time.perf_counter() - started, 1)
         if not args.json:
@@ -556,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         mismatched = []
         for job in [name.strip() for name in args.jobs.split(",") if name.strip()]:
             contenders = [name for name in JOBS[job] if name != "tables"] + list(DIFYMAINT)
-            if job == "clean-embeddings":
+            if job in NO_PAUSE:
                 contenders.remove("difymaint-sleep0")  # no pause by default: the same as "difymaint"
             results = [measure(bench, job, contender, cutoff) for contender in contenders]
             with_ratios(results)

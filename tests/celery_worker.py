@@ -12,7 +12,8 @@ Fixtures (registered in tests/conftest.py):
 
   Workers are started once per session and prefix (a worker takes seconds to boot); each test gets an
   emptied record, and every message published before the test ends must have been consumed.
-* ``celery_worker_factory`` — start a worker with any broker settings (e.g. a Sentinel URL).
+* ``celery_worker_factory`` — start a worker with any broker settings (e.g. a Sentinel URL), optionally on
+  some queues only (``start(env, queues="dataset,mail")``).
 * ``sentinel_broker`` — a real ``redis-server --sentinel`` on a free port watching the test Redis.
 """
 
@@ -112,7 +113,9 @@ class CeleryWorker:
                 self.process.wait()
 
 
-def start_worker(directory: Path, env_overrides: dict[str, str], *, name: str = "stub") -> CeleryWorker:
+def start_worker(
+    directory: Path, env_overrides: dict[str, str], *, name: str = "stub", queues: str | None = None
+) -> CeleryWorker:
     """Start ``celery worker`` on the stub app; returns once it is consuming (its worker_ready signal)."""
     directory.mkdir(parents=True, exist_ok=True)
     record, ready, log = directory / "received.jsonl", directory / "ready", directory / "worker.log"
@@ -139,7 +142,7 @@ def start_worker(directory: Path, env_overrides: dict[str, str], *, name: str = 
         "--loglevel=WARNING",
         f"--hostname={name}-{os.getpid()}@%h",
         "-Q",
-        QUEUES,
+        queues or QUEUES,
     ]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -207,11 +210,11 @@ def celery_worker(
 
 
 @pytest.fixture
-def celery_worker_factory(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], CeleryWorker]]:
+def celery_worker_factory(tmp_path: Path) -> Iterator[Callable[..., CeleryWorker]]:
     started: list[CeleryWorker] = []
 
-    def start(env: dict[str, str]) -> CeleryWorker:
-        worker = start_worker(tmp_path / f"worker{len(started)}", env, name=f"custom{len(started)}")
+    def start(env: dict[str, str], queues: str | None = None) -> CeleryWorker:
+        worker = start_worker(tmp_path / f"worker{len(started)}", env, name=f"custom{len(started)}", queues=queues)
         started.append(worker)
         return worker
 

@@ -33,6 +33,7 @@ def test_bench_runs_every_contender_and_they_delete_the_same_rows(pg_admin_url: 
         "clean-messages": cascade,
         "clean-workflow-runs": cascade,
         "clean-embeddings": ["floor", "dify", "difymaint", "difymaint-workers2"],
+        "clean-dataset-queries": ["floor", "dify", "difymaint", "difymaint-workers2"],
     }
     assert {job: [r["contender"] for r in results] for job, results in report["jobs"].items()} == expected
     for job, results in report["jobs"].items():

@@ -58,6 +58,29 @@ def test_a_missing_cascade_index_is_reported_then_created(pg_engine: Engine, pg_
     assert by_area(doctor(["--database-url", pg_url], ExitCode.OK), "indexes")[0]["status"] == "ok"
 
 
+def test_the_dataset_queries_created_at_index_is_offered_under_a_name_of_its_own(
+    pg_engine: Engine, pg_url: str
+) -> None:
+    def about_dataset_queries() -> list[dict[str, Any]]:
+        checks = by_area(doctor(["--database-url", pg_url], ExitCode.OK), "indexes")
+        return [check for check in checks if "dataset_queries" in check["detail"]]
+
+    assert about_dataset_queries() == []  # the index exists: nothing said
+    with pg_engine.begin() as conn:  # released Dify: no index on dataset_queries.created_at
+        conn.execute(sa.text("DROP INDEX dataset_query_created_at_idx"))
+    (check,) = about_dataset_queries()
+    assert check["status"] == "warn" and "clean-dataset-queries" in check["detail"]
+    # Not Dify's name: Dify's migration must still be able to create dataset_query_created_at_idx.
+    assert check["statements"] == [
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS difymaint_dataset_queries_created_at_idx "
+        "ON dataset_queries (created_at);"
+    ]
+    doctor(["--database-url", pg_url, "--create-missing-indexes"], ExitCode.OK)
+    assert about_dataset_queries() == []
+    names = {index["name"] for index in sa.inspect(pg_engine).get_indexes("dataset_queries")}
+    assert "difymaint_dataset_queries_created_at_idx" in names
+
+
 def test_an_unreachable_database_is_a_blocker_without_the_password() -> None:
     result = invoke_assert_code(
         ["doctor", "--json", "--database-url", "postgresql://dify:hunter2-secret@127.0.0.1:1/dify"], ExitCode.FAILED

@@ -398,6 +398,47 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, Any]]] = [
         {"HUMAN_INPUT_GLOBAL_TIMEOUT_SECONDS": "3600"},
         {"max_forms": None, "global_timeout_s": 0, "run.batch_size": 10},
     ),
+    (
+        "reap-stuck-runs",
+        [],
+        {},
+        {"scheduled_timeout_min": 5, "running_timeout_min": 30, "include_trigger_logs": False, "run.batch_size": 500},
+    ),
+    (
+        "reap-stuck-runs",
+        ["--running-timeout", "45", "--include-trigger-logs", "--batch-size", "20"],
+        {"ZOMBIE_WORKFLOW_SCHEDULED_TIMEOUT_MINUTES": "7", "ZOMBIE_WORKFLOW_RUNNING_TIMEOUT_MINUTES": "90"},
+        {"scheduled_timeout_min": 7, "running_timeout_min": 45, "include_trigger_logs": True, "run.batch_size": 20},
+    ),
+    (
+        "clean-dataset-queries",
+        [],
+        {},
+        {"retention_days": 60, "floor_days": 30, "run.batch_size": 500, "run.sleep_ms": 0, "run.workers": 1},
+    ),
+    (  # Dify's settings; --days and --batch-size beat them
+        "clean-dataset-queries",
+        ["--days", "90", "--workers", "2"],
+        {
+            "CLEAN_DATASET_QUERIES_RETENTION_DAYS": "10",
+            "CLEAN_DATASET_QUERIES_BATCH_SIZE": "250",
+            "PLAN_SANDBOX_CLEAN_DAY_SETTING": "45",
+        },
+        {"retention_days": 90, "floor_days": 45, "run.batch_size": 250, "run.workers": 2},
+    ),
+    (
+        "clean-dataset-queries",
+        ["--batch-size", "40"],
+        {"CLEAN_DATASET_QUERIES_RETENTION_DAYS": "10", "CLEAN_DATASET_QUERIES_BATCH_SIZE": "250"},
+        {"retention_days": 10, "floor_days": 30, "effective_days": 30, "clamped": True, "run.batch_size": 40},
+    ),
+    ("clean-draft-variables", [], {}, {"max_apps": None, "orphan_manifest": None, "run.batch_size": 1000}),
+    (
+        "clean-draft-variables",
+        ["--max-apps", "3", "--batch-size", "200", "--orphan-manifest", "/o.jsonl"],
+        {},
+        {"max_apps": 3, "orphan_manifest": Path("/o.jsonl"), "run.batch_size": 200},
+    ),
     ("flush-api-token-usage", ["--batch-size", "50"], {"REDIS_HOST": "redis"}, {"run.batch_size": 50}),
     ("flush-api-token-usage", [], {"REDIS_HOST": "redis"}, {"run.batch_size": 200}),
 ]

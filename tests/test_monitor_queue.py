@@ -94,8 +94,12 @@ def test_length_counts_priority_lists_under_the_prefix(broker: str, prefix: str)
 
 def test_all_queues_and_default_queue(broker: str) -> None:
     publish(broker, "schedule_executor", 2)
-    everything = run_job(monitor_queue, context(broker), params(all_queues=True))
+    everything = run_job(monitor_queue, context(broker), params(all_queues=True, inspect_timeout_s=0.5))
     assert tuple(everything.tables) == DIFY_WORKER_QUEUES and everything.tables["schedule_executor"] == 2
+    # No worker at all on this broker: the queue holding messages is dead, the empty ones are not.
+    assert everything.details["workers"] == [] and everything.details["dead_queues"] == ["schedule_executor"]
+    assert everything.exit_code == ExitCode.THRESHOLD_EXCEEDED
+    assert any("no Celery worker answered" in warning for warning in everything.warnings)
     default = run_job(monitor_queue, context(broker), params())
     assert default.tables == {"dataset": 0}  # Dify's monitor watches `dataset`
 
@@ -186,6 +190,65 @@ def test_monitor_through_sentinel(sentinel_broker: rig.SentinelBroker, redis_url
         redis.Redis.from_url(rig.broker_url(redis_url, 4)).flushdb()
 
 
+# Dify's worker queues minus two that nobody consumes here (as the trigger_refresh_publisher queue in dify#35280).
+UNCONSUMED = ("trigger_refresh_publisher", "workflow_storage")
+
+
+def test_a_queue_with_messages_and_no_consumer_is_dead(broker: str, celery_worker_factory: Any) -> None:
+    consumed = [queue for queue in DIFY_WORKER_QUEUES if queue not in UNCONSUMED]
+    worker = celery_worker_factory({"CELERY_BROKER_URL": broker, "REDIS_KEY_PREFIX": "dify"}, queues=",".join(consumed))
+    publish(broker, "trigger_refresh_publisher", 3, prefix="dify")  # waits forever: nobody consumes it
+    publish(broker, "dataset", 1, prefix="dify")  # consumed at once
+    worker.received(TASK, 1)
+    settings = {"REDIS_KEY_PREFIX": "dify"}
+    summary = run_job(monitor_queue, context(broker, **settings), params(all_queues=True, threshold=100))
+    assert summary.outcome is Outcome.THRESHOLD_EXCEEDED and summary.exit_code == ExitCode.THRESHOLD_EXCEEDED
+    assert summary.details["dead_queues"] == ["trigger_refresh_publisher"]  # workflow_storage: empty, not dead
+    assert summary.details["over_threshold"] == []
+    queues = summary.details["queues"]
+    assert queues["dataset"]["consumers"] == 1 and queues["trigger_refresh_publisher"]["consumers"] == 0
+    assert queues["workflow_storage"]["consumers"] == 0 and len(summary.details["workers"]) == 1
+    memory = summary.details["broker_memory"]
+    assert memory["used_memory"] > 0 and memory["maxmemory"] >= 0
+    # The CLI: exit 3, one line of its own naming the queue, the metric in the textfile.
+    result = run_cli(
+        ["monitor-queue", "--all-queues", "--json", "--metrics-textfile", str(worker.record.parent / "m.prom")],
+        {"CELERY_BROKER_URL": broker, **settings},
+    )
+    assert result.returncode == 3, result.stderr
+    assert json.loads(result.stdout)["details"]["dead_queues"] == ["trigger_refresh_publisher"]
+    lines = [line for line in result.stderr.splitlines() if "no worker consumes" in line]
+    assert len(lines) == 1 and "trigger_refresh_publisher 3" in lines[0]
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = {
+        (sample.name, sample.labels.get("queue")): sample.value
+        for family in text_string_to_metric_families((worker.record.parent / "m.prom").read_text())
+        for sample in family.samples
+    }
+    assert found[("difymaint_dead_queues", None)] == 1
+    assert found[("difymaint_queue_consumers", "trigger_refresh_publisher")] == 0
+    assert found[("difymaint_queue_consumers", "dataset")] == 1
+    assert found[("difymaint_broker_used_memory_bytes", None)] > 0
+
+
+def test_broker_memory_against_maxmemory(broker: str) -> None:
+    client = redis.Redis.from_url(broker)
+    used = int(client.info("memory")["used_memory"])
+    original = client.config_get("maxmemory")["maxmemory"]
+    # Half used: a fuller broker would refuse the run's own writes (noeviction) on a server other tests share.
+    client.config_set("maxmemory", str(used * 2))
+    try:
+        summary = run_job(monitor_queue, context(broker), params(all_queues=True, inspect_timeout_s=0.2))
+    finally:
+        client.config_set("maxmemory", original)
+        client.close()
+    memory = summary.details["broker_memory"]
+    assert memory["maxmemory"] == used * 2 and 0.3 < memory["used_ratio"] < 0.9
+    assert memory["maxmemory_policy"] == "noeviction"
+    assert not any("maxmemory" in warning for warning in summary.warnings)
+
+
 def test_lock_held_and_usage_errors(broker: str) -> None:
     client = redis.Redis.from_url(broker)
     client.set("maintenance:monitor_queue", "other-run", ex=60)
@@ -194,6 +257,8 @@ def test_lock_held_and_usage_errors(broker: str) -> None:
     client.close()
     with pytest.raises(UsageError, match="do not go together"):
         monitor_queue.check(context(broker), params(queues=("dataset",), all_queues=True))
+    with pytest.raises(UsageError, match="--inspect-timeout"):
+        monitor_queue.check(context(broker), params(all_queues=True, inspect_timeout_s=0))
     with pytest.raises(ConfigError, match="Redis broker"):
         run_job(monitor_queue, context("amqp://guest:guest@127.0.0.1:1//"), params())
 

@@ -42,6 +42,7 @@ OnLocked = Literal["skip", "fail", "ok"]
 Port = Annotated[int, Field(ge=1, le=65535)]
 # Any retention in days: at most MAX_DAYS, so that "now - days" stays a representable date.
 Days = Annotated[int, Field(ge=1, le=MAX_DAYS)]
+Minutes = Annotated[int, Field(ge=1, le=MAX_DAYS * 24 * 60)]
 MIN_LOCK_TTL = 10  # the --lock-ttl minimum; the heartbeat renews every TTL/3
 
 
@@ -252,6 +253,12 @@ class RetentionSettings(_Group):
     WORKFLOW_LOG_CLEANUP_BATCH_SIZE: PositiveInt = 100
     WORKFLOW_LOG_CLEANUP_SPECIFIC_WORKFLOW_IDS: str = ""
     OAUTH_ACCESS_TOKEN_RETENTION_DAYS: Days = 30
+    # clean-dataset-queries and reap-stuck-runs: Dify's branch-only tasks, with their names and defaults
+    # (docs/jobs/clean-dataset-queries.md#settings, docs/jobs/reap-stuck-runs.md#settings).
+    CLEAN_DATASET_QUERIES_RETENTION_DAYS: Days = 60
+    CLEAN_DATASET_QUERIES_BATCH_SIZE: PositiveInt = 500
+    ZOMBIE_WORKFLOW_SCHEDULED_TIMEOUT_MINUTES: Minutes = 5
+    ZOMBIE_WORKFLOW_RUNNING_TIMEOUT_MINUTES: Minutes = 30
     # archive-workflow-runs / restore-workflow-runs (docs/jobs/archive-workflow-runs.md#settings; branch-only in Dify,
     # defaults of its CLI).
     PAID_PLAN_WORKFLOW_RUN_ARCHIVE_RETENTION_DAYS: Days = 90

@@ -378,3 +378,30 @@ def broker_redis(settings: Settings) -> Iterator[tuple[Any, str]]:
 def queue_keys(queue: str) -> list[str]:
     """The Redis lists holding ``queue``'s waiting messages (without the global prefix): bare + priorities."""
     return [queue, *(f"{queue}{PRIORITY_SEPARATOR}{step}" for step in PRIORITY_STEPS)]
+
+
+def queue_consumers(settings: Settings, timeout_s: float) -> tuple[dict[str, list[str]], list[str]]:
+    """Which workers consume which queue, by Celery's own broadcast (``inspect().active_queues()``, what
+    ``celery inspect active_queues`` prints): ``(queue → worker names, every worker that answered)``.
+
+    A worker answers only while its remote control is on (Celery's default) and its event loop is free within
+    ``timeout_s``; a queue nobody answered for has no consumer that can be seen.
+    """
+    app = celery_app(settings)
+    try:
+        connection = app.connection_for_write()
+        try:
+            replies = app.control.inspect(timeout=timeout_s, connection=connection).active_queues() or {}
+        except _connection_errors(connection) as exc:
+            raise _unreachable(settings, exc, "cannot ask the Celery workers which queues they consume") from None
+        finally:
+            connection.release()
+    finally:
+        app.close()
+    consumers: dict[str, list[str]] = {}
+    for worker, queues in sorted(replies.items()):
+        for queue in queues or ():
+            name = queue.get("name") if isinstance(queue, dict) else None
+            if isinstance(name, str):
+                consumers.setdefault(name, []).append(worker)
+    return consumers, sorted(replies)

@@ -21,6 +21,9 @@ class Switch:
 
     name: str
     dify_default: bool
+    # Why unset means what ``dify_default`` says when that is not Dify's own default (a branch-only task that
+    # difymaint runs only when asked to); shown wherever the switch is named.
+    unset_note: str = ""
 
     def on(self, settings: Any) -> bool:
         """Whether the switch is on under these settings (Dify's default when the operator left it unset)."""
@@ -28,7 +31,12 @@ class Switch:
         return self.dify_default if value is None else bool(value)
 
     def describe(self) -> str:
+        if self.unset_note:
+            return f"{self.name} ({self.unset_note})"
         return f"{self.name} (Dify's default: {'on' if self.dify_default else 'off'})"
+
+    def unset_reason(self) -> str:
+        return f"unset ({self.unset_note})" if self.unset_note else "unset, and Dify's default is off"
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,7 @@ def switch_state(settings: Any, job_name: str, switches: Sequence[Switch]) -> Sw
         return SwitchState(forced, f"{override}={'true' if forced else 'false'}")
     for switch in switches:
         if not switch.on(settings):
-            how = "set to false" if settings.explicitly_set(switch.name) else "unset, and Dify's default is off"
+            how = "set to false" if settings.explicitly_set(switch.name) else switch.unset_reason()
             return SwitchState(False, f"{switch.name} is {how}")
     if not switches:
         return SwitchState(True, "no Dify switch governs it")

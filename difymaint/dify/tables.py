@@ -440,6 +440,9 @@ dataset_queries = sa.Table(
     _uuid("created_by"),
     _ts("created_at"),
     sa.Index("dataset_query_dataset_id_idx", "dataset_id"),
+    # Added by the migration of Dify's dataset-queries cleanup branch (67b5709d7d0a), absent in released Dify:
+    # clean-dataset-queries warns without it and doctor prints the CREATE INDEX (docs/jobs/clean-dataset-queries.md).
+    sa.Index("dataset_query_created_at_idx", "created_at"),
 )
 
 dataset_auto_disable_logs = sa.Table(
@@ -644,6 +647,46 @@ workflow_pause_reasons = sa.Table(
     _str("node_id"),
     _str("message", default=""),
     sa.Index("workflow_pause_reasons_pause_id_idx", "pause_id"),
+)
+
+# Draft variables of the workflow editor; a large value is offloaded to storage through an upload_files row
+# (docs/jobs/clean-draft-variables.md). workflow_draft_variable_files: Dify 1.9+.
+workflow_draft_variables = sa.Table(
+    "workflow_draft_variables",
+    metadata,
+    _id(),
+    _ts("created_at"),
+    _ts("updated_at"),
+    _uuid("app_id"),
+    _ts("last_edited_at", nullable=True, default=False),
+    _str("node_id"),
+    _str("name"),
+    _str("description", default=""),
+    _str("selector"),
+    _str("value_type", 20),
+    _text("value"),
+    _bool("visible", True),
+    _bool("editable", True),
+    _uuid("node_execution_id", nullable=True),
+    _uuid("file_id", nullable=True),  # → workflow_draft_variable_files.id
+    _bool("is_default_value", False),
+    _uuid("user_id", nullable=True),
+    sa.Index("workflow_draft_variable_file_id_idx", "file_id"),
+    sa.Index("workflow_draft_variables_app_id_user_id_key", "app_id", "user_id", "node_id", "name", unique=True),
+)
+
+workflow_draft_variable_files = sa.Table(
+    "workflow_draft_variable_files",
+    metadata,
+    _id(),
+    _ts("created_at"),
+    _uuid("tenant_id"),
+    _uuid("app_id"),
+    _uuid("user_id"),
+    _uuid("upload_file_id"),  # → upload_files.id (whose key names the object in storage)
+    sa.Column("size", sa.BigInteger(), nullable=False),
+    sa.Column("length", sa.Integer(), nullable=True),
+    _str("value_type", 20),
 )
 
 workflow_trigger_logs = sa.Table(

@@ -7,6 +7,11 @@ lives in the broker's Redis (the module's :func:`lock` hook, :class:`_BrokerLock
 outcome is ``threshold_exceeded`` (exit 3) whether or not mail goes out; :class:`_Alerts` sends at most one
 mail per queue per cool-down, remembered under ``maintenance:queue_monitor:alerted:<queue>``, and starts the
 cool-down only once a mail was accepted.
+
+With ``--all-queues`` it also asks the workers which queues they consume (Celery's ``active_queues``
+broadcast, :func:`difymaint.dify.celery.queue_consumers`): a queue that holds messages and that no worker
+consumes only grows until Redis runs out of memory, so it is reported on its own (``dead_queues``, exit 3,
+a line of its own), with the broker's ``used_memory`` against ``maxmemory``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,14 @@ from difymaint.core.errors import ConfigError, UsageError
 from difymaint.core.locking import JobLock, RedisJobLock
 from difymaint.core.settings import Settings
 from difymaint.core.summary import Outcome, RunSummary
-from difymaint.dify.celery import DIFY_WORKER_QUEUES, UNACKED_KEY, broker_redis, mask_url, queue_keys
+from difymaint.dify.celery import (
+    DIFY_WORKER_QUEUES,
+    UNACKED_KEY,
+    broker_redis,
+    mask_url,
+    queue_consumers,
+    queue_keys,
+)
 from difymaint.dify.mail import Mail, MailError, MailSender, PreviewSender, mail_sender, render
 from difymaint.engine.options import RunOptions
 from difymaint.engine.run import JobRun
@@ -32,6 +44,7 @@ COOLDOWN_KEY = "maintenance:queue_monitor:alerted:{queue}"
 HTML_TEMPLATE = "queue_monitor_alert.html"
 TEXT_TEMPLATE = "queue_monitor_alert.txt"
 DEFAULT_QUEUE = "dataset"  # what Dify's monitor watches
+MEMORY_WARN_RATIO = 0.9  # warn when the broker's used_memory reaches this share of maxmemory
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,7 @@ class MonitorQueueParams:
     threshold: int | None = 200  # None (QUEUE_MONITOR_THRESHOLD unset to null): measure only, as Dify skips
     alert_emails: str | None = None
     cooldown_minutes: int = 60
+    inspect_timeout_s: float = 2.0  # how long workers have to say which queues they consume (--all-queues)
     preview: IO[str] | None = None  # dry run: where the rendered alert mails go (default: the output stream)
     sender: MailSender | None = None  # default: the one MAIL_TYPE selects
 
@@ -55,6 +69,8 @@ def check(ctx: Context, params: MonitorQueueParams) -> None:
     for queue in params.queues:
         if any(ch.isspace() for ch in queue) or "\x06" in queue:
             raise UsageError(f"--queue {queue!r} is not a queue name")
+    if not 0 < params.inspect_timeout_s <= 60:
+        raise UsageError("--inspect-timeout must be more than 0 and at most 60 seconds")
 
 
 def recipients(raw: str | None) -> list[str]:
@@ -143,6 +159,28 @@ class _BrokerLock:
             self._connection.close()
 
 
+def dead_queues(stats: dict[str, dict[str, Any]], consumers: dict[str, list[str]]) -> list[str]:
+    """Queues holding messages that no worker consumes."""
+    return [queue for queue, measured in stats.items() if measured["length"] > 0 and not consumers.get(queue)]
+
+
+def broker_memory(client: Any) -> dict[str, Any] | None:
+    """The broker's ``used_memory`` against ``maxmemory`` (0 = no limit); None where INFO is refused."""
+    import redis
+
+    try:
+        info = client.info("memory")
+    except redis.ResponseError:  # some managed Redis services disable INFO
+        return None
+    used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+    return {
+        "used_memory": used,
+        "maxmemory": limit,
+        "maxmemory_policy": info.get("maxmemory_policy"),
+        "used_ratio": round(used / limit, 4) if limit else None,
+    }
+
+
 def lock(ctx: Context, lock_key: str, params: MonitorQueueParams) -> JobLock:
     return _BrokerLock(ctx.settings, lock_key)
 
@@ -180,7 +218,10 @@ def run(job: JobRun, params: MonitorQueueParams) -> None:
             queues=stats,
             unacked=unacked,
             over_threshold=over,
+            dead_queues=[],
         )
+        if params.all_queues:
+            _check_consumers(job, params, stats, broker_memory(client))
         if over:
             summary.outcome = Outcome.THRESHOLD_EXCEEDED
             listed = ", ".join(f"{queue} {stats[queue]['length']}" for queue in over)
@@ -251,3 +292,29 @@ class _Alerts:
             self.client.set(key, now.isoformat(), ex=max(1, self.params.cooldown_minutes * 60))
         else:
             self.ctx.reporter.warning(f"{JOB}: no alert mail for {queue} was accepted; the next run tries again")
+
+
+def _check_consumers(
+    job: JobRun, params: MonitorQueueParams, stats: dict[str, dict[str, Any]], memory: dict[str, Any] | None
+) -> None:
+    """Consumers per queue, the dead queues (exit 3, a line of their own) and the broker's memory."""
+    ctx, summary = job.ctx, job.summary
+    consumers, workers = queue_consumers(ctx.settings, params.inspect_timeout_s)
+    for queue, measured in stats.items():
+        measured["consumers"] = len(consumers.get(queue, ()))
+    dead = dead_queues(stats, consumers)
+    summary.details.update(workers=workers, dead_queues=dead, broker_memory=memory)
+    if not workers:
+        job.warn(
+            f"no Celery worker answered within {params.inspect_timeout_s:g} s: every queue counts as unconsumed "
+            "(workers down, busy, or started with remote control off)"
+        )
+    if dead:
+        summary.outcome = Outcome.THRESHOLD_EXCEEDED
+        listed = ", ".join(f"{queue} {stats[queue]['length']}" for queue in dead)
+        ctx.reporter.warning(f"{JOB}: messages waiting in queues no worker consumes: {listed}")
+    if memory and memory["used_ratio"] is not None and memory["used_ratio"] >= MEMORY_WARN_RATIO:
+        job.warn(
+            f"the broker's Redis uses {memory['used_memory']} of its maxmemory {memory['maxmemory']} bytes "
+            f"({memory['used_ratio']:.0%}, policy {memory['maxmemory_policy']})"
+        )

@@ -18,6 +18,7 @@ from difymaint.dify.switches import Switch
 from difymaint.jobs.spec import (
     ARCHIVE_DIR,
     CONNECTION,
+    MAX_DAYS,
     ORPHAN_MANIFEST,
     TENANT_IDS,
     WINDOW,
@@ -405,6 +406,108 @@ JOBS: dict[str, JobInfo] = {
         lock_key="maintenance:clean_oauth_tokens",
         tables=("oauth_access_tokens",),
     ),
+    "clean-dataset-queries": JobInfo(
+        name="clean-dataset-queries",
+        module="clean_dataset_queries",
+        summary="Delete dataset_queries (the retrieval log) older than CLEAN_DATASET_QUERIES_RETENTION_DAYS, never "
+        "younger than PLAN_SANDBOX_CLEAN_DAY_SETTING days.",
+        # One of Dify's every-CELERY_BEAT_SCHEDULER_TIME-days jobs: crontab(minute=0, hour=5,
+        # day_of_month=*/N); this line is N = 1.
+        schedule="0 5 * * *",
+        dify_task="clean_dataset_queries_task (branch only)",
+        dify_switch="ENABLE_CLEAN_DATASET_QUERIES_TASK",
+        switches=(Switch("ENABLE_CLEAN_DATASET_QUERIES_TASK", dify_default=False),),
+        help="Every workspace and source: rows with created_at before now - max(CLEAN_DATASET_QUERIES_RETENTION_DAYS "
+        "(60), PLAN_SANDBOX_CLEAN_DAY_SETTING (30)) days go (clean-unused-datasets reads these rows to tell a "
+        "knowledge base in use, so they are kept at least that long; a shorter retention is raised, with a "
+        "warning). Keyset batches, one transaction each. Takes Dify's own lock, so a Dify run of the task and a "
+        "difymaint run never overlap. Doctor offers the created_at index Dify's branch migration adds.",
+        options=(
+            Opt(
+                "retention_days",
+                ("--days",),
+                "Delete rows older than this many days (CLEAN_DATASET_QUERIES_RETENTION_DAYS, 60; raised to "
+                "PLAN_SANDBOX_CLEAN_DAY_SETTING when below it).",
+                type=int,
+                metavar="DAYS",
+                min=1,
+                setting="CLEAN_DATASET_QUERIES_RETENTION_DAYS",
+                panel=WINDOW,
+            ),
+        ),
+        from_settings=(("floor_days", "PLAN_SANDBOX_CLEAN_DAY_SETTING"),),
+        batch=Batching(
+            default=500,
+            setting="CLEAN_DATASET_QUERIES_BATCH_SIZE",
+            help="Rows per batch to start with (CLEAN_DATASET_QUERIES_BATCH_SIZE, 500).",
+            workers=True,
+        ),
+        lock_key="retention:clean_dataset_queries_task",  # Dify's own key, shared with Dify's task
+        tables=("dataset_queries",),
+    ),
+    "reap-stuck-runs": JobInfo(
+        name="reap-stuck-runs",
+        module="reap_stuck_runs",
+        summary="Mark workflow runs stuck in scheduled or running (their worker died) as failed.",
+        schedule="* * * * *",  # Dify's branch: every minute
+        dify_task="reap_zombie_workflow_runs_task (branch only)",
+        dify_switch="ENABLE_REAP_ZOMBIE_WORKFLOW_RUNS_TASK",
+        # On by default on Dify's branch, but no released Dify schedules the task: a scheduled run that failed
+        # runs because an operator merely left the variable unset would be a surprise, so unset means off here.
+        switches=(
+            Switch(
+                "ENABLE_REAP_ZOMBIE_WORKFLOW_RUNS_TASK",
+                dify_default=False,
+                unset_note="off unless set to true: the task exists only on a Dify branch",
+            ),
+        ),
+        help="Runs in 'scheduled' created more than ZOMBIE_WORKFLOW_SCHEDULED_TIMEOUT_MINUTES (5) ago, and runs in "
+        "'running' created more than ZOMBIE_WORKFLOW_RUNNING_TIMEOUT_MINUTES (30) ago with no node execution "
+        "created or finished since that cut-off, get status 'failed', finished_at now and Dify's error text; "
+        "nothing else changes. Each batch locks its runs (FOR UPDATE SKIP LOCKED) and re-checks the predicate "
+        "before it updates, so a run a worker resumed meanwhile is never failed. Scheduled runs reap only when "
+        "ENABLE_REAP_ZOMBIE_WORKFLOW_RUNS_TASK (or DIFYMAINT_ENABLE_REAP_STUCK_RUNS) is set to true.",
+        options=(
+            Opt(
+                "scheduled_timeout_min",
+                ("--scheduled-timeout",),
+                "Fail runs still 'scheduled' this many minutes after creation "
+                "(ZOMBIE_WORKFLOW_SCHEDULED_TIMEOUT_MINUTES, 5).",
+                type=int,
+                metavar="MINUTES",
+                min=1,
+                max=MAX_DAYS * 24 * 60,
+                setting="ZOMBIE_WORKFLOW_SCHEDULED_TIMEOUT_MINUTES",
+                panel=WINDOW,
+            ),
+            Opt(
+                "running_timeout_min",
+                ("--running-timeout",),
+                "Fail runs 'running' this many minutes after creation with no node activity for as long "
+                "(ZOMBIE_WORKFLOW_RUNNING_TIMEOUT_MINUTES, 30).",
+                type=int,
+                metavar="MINUTES",
+                min=1,
+                max=MAX_DAYS * 24 * 60,
+                setting="ZOMBIE_WORKFLOW_RUNNING_TIMEOUT_MINUTES",
+                panel=WINDOW,
+            ),
+            Opt(
+                "include_trigger_logs",
+                ("--include-trigger-logs",),
+                "Also fail the reaped runs' workflow_trigger_logs still queued or running (Dify leaves them).",
+                type=bool,
+                kind="flag",
+            ),
+        ),
+        batch=Batching(default=500, help="Runs per batch (one transaction each) to start with.", sleep_option=False),
+        dry_run_help="Count the runs (and trigger logs) it would fail, per kind; lock and change nothing.",
+        lock_key="maintenance:reap_stuck_runs",  # Dify takes none: the row locks are the guard
+        tables=("workflow_runs",),
+        verbs=("updated", "would update"),
+        # A run killed without releasing its lock blocks one tick at most (like the other every-minute jobs).
+        scheduled_args=("--lock-ttl=60",),
+    ),
     "clean-unused-datasets": JobInfo(
         name="clean-unused-datasets",
         module="clean_unused_datasets",
@@ -740,7 +843,9 @@ JOBS: dict[str, JobInfo] = {
         "reports the unacked count and the oldest waiting message's age when the message shows a time. At or above "
         "the threshold: exit 3, one line on stderr, and one mail per address in QUEUE_MONITOR_ALERT_EMAILS "
         "(MAIL_TYPE smtp or resend), at most once per queue per cool-down. Needs no monitor worker and no "
-        "database. Redis brokers only.",
+        "database. With --all-queues also the consumers of each queue (Celery's active_queues broadcast): a queue "
+        "holding messages that no worker consumes is dead (dead_queues; exit 3 with its own line), and the "
+        "broker's used_memory against maxmemory. Redis brokers only.",
         options=(
             Opt(
                 "queues",
@@ -780,6 +885,15 @@ JOBS: dict[str, JobInfo] = {
                 metavar="MIN",
                 min=1,
                 default=60,
+            ),
+            Opt(
+                "inspect_timeout_s",
+                ("--inspect-timeout",),
+                "With --all-queues: seconds the workers have to say which queues they consume (default 2).",
+                type=float,
+                metavar="S",
+                default=2.0,
+                panel=CONNECTION,
             ),
             Opt(
                 "broker_url",
@@ -891,6 +1005,51 @@ JOBS: dict[str, JobInfo] = {
         verbs=("published", "would publish"),
         destructive=False,  # it sets Redis keys and publishes
         scheduled_args=("--lock-ttl=60",),  # a killed run blocks one tick at most (the keys throttle anyway)
+    ),
+    "clean-draft-variables": JobInfo(
+        name="clean-draft-variables",
+        module="clean_draft_variables",
+        summary="Delete the draft variables of deleted apps, with their offloaded files (manual; never scheduled).",
+        # Dify has no beat entry (a manual flask command) and orphans appear only when an app is deleted, whose
+        # own deletion task already removes its variables: a run by hand after an upgrade or an incident suffices.
+        schedule="",
+        dify_task="flask cleanup-orphaned-draft-variables (manual command)",
+        dify_switch="",
+        switches=(),
+        help="Dify's flask cleanup-orphaned-draft-variables. A draft variable is orphaned when its app row no longer "
+        "exists (no other filter). Per app, batches of --batch-size variables: the workflow_draft_variable_files "
+        "rows their file_id points at and those rows' upload_files go with them. Each file's object is deleted "
+        "from Dify's storage (STORAGE_TYPE opendal with OPENDAL_SCHEME=fs, local, or s3) before the rows, with no "
+        "transaction open; an object already missing is fine. A variable whose object cannot be deleted stays "
+        "with its file rows for the next run, and the run exits 1 (Dify deletes the rows anyway). Where Dify's "
+        "storage cannot be reached from here, --orphan-manifest lists the keys and the rows go.",
+        options=(
+            Opt(
+                "max_apps",
+                ("--max-apps",),
+                "Stop after this many orphaned apps (Dify's --max-apps).",
+                type=int,
+                metavar="N",
+                min=1,
+            ),
+            Opt(
+                "orphan_manifest",
+                ("--orphan-manifest",),
+                "Where Dify's storage cannot be reached from here: append the keys of the files whose rows this "
+                "run deletes, as JSON lines, instead of deleting the objects.",
+                type=Path,
+                metavar="PATH",
+            ),
+        ),
+        batch=Batching(
+            default=1000,
+            help="Draft variables per batch to start with (Dify's --batch-size, 1000).",
+            sleep_option=False,
+        ),
+        dry_run_help="Count the variables, file rows, upload files and bytes it would delete; touch no storage.",
+        lock_key="maintenance:clean_draft_variables",  # Dify takes none
+        tables=("workflow_draft_variables", "workflow_draft_variable_files", "upload_files"),
+        scheduled=False,
     ),
     "restore-workflow-runs": JobInfo(
         name="restore-workflow-runs",

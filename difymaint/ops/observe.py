@@ -149,7 +149,29 @@ def _build_registry(summary: RunSummary, last_success: float | None) -> Collecto
         gauge("rows_remaining", "Rows still past the cut-off when the last run stopped.", summary.rows_remaining)
     if last_success is not None:
         gauge("last_success_timestamp_seconds", "When a run last ended well (done, partial or disabled).", last_success)
+    _queue_metrics(summary, registry, gauge)
     return registry
+
+
+def _queue_metrics(summary: RunSummary, registry: CollectorRegistry, gauge: Callable[..., None]) -> None:
+    """monitor-queue --all-queues: consumers per queue, the dead-queue count, the broker's memory."""
+    from prometheus_client import Gauge
+
+    details, queues = summary.details, summary.details.get("queues")
+    if "workers" in details and isinstance(queues, dict):
+        consumers = Gauge(
+            f"{METRIC_PREFIX}_queue_consumers",
+            "Celery workers consuming the queue (monitor-queue --all-queues).",
+            ["job_name", "queue"],
+            registry=registry,
+        )
+        for queue, measured in queues.items():
+            consumers.labels(job_name=summary.job, queue=queue).set(measured.get("consumers", 0))
+        gauge("dead_queues", "Queues holding messages that no worker consumes.", len(details.get("dead_queues") or ()))
+    memory = details.get("broker_memory")
+    if isinstance(memory, dict):
+        gauge("broker_used_memory_bytes", "used_memory of the Celery broker's Redis.", memory["used_memory"])
+        gauge("broker_maxmemory_bytes", "maxmemory of the Celery broker's Redis (0 = no limit).", memory["maxmemory"])
 
 
 def _previous_last_success(path: Path, job: str) -> float | None:
@@ -349,6 +371,9 @@ def _record(meter: Any, summary: RunSummary, dify_task: str) -> None:
     if summary.rows_remaining is not None:
         remaining = meter.create_gauge("difymaint_rows_remaining", description="Rows past the cut-off left over")
         remaining.set(summary.rows_remaining, base)
+    if "workers" in summary.details:
+        dead = meter.create_gauge("difymaint_dead_queues", description="Queues holding messages no worker consumes")
+        dead.set(len(summary.details.get("dead_queues") or ()), base)
     dify = _DIFY_METRICS.get(summary.job)
     if dify is None:
         return
