@@ -411,9 +411,8 @@ JOBS: dict[str, JobInfo] = {
         module="clean_dataset_queries",
         summary="Delete dataset_queries (the retrieval log) older than CLEAN_DATASET_QUERIES_RETENTION_DAYS, never "
         "younger than PLAN_SANDBOX_CLEAN_DAY_SETTING days.",
-        # One of Dify's every-CELERY_BEAT_SCHEDULER_TIME-days jobs: crontab(minute=0, hour=5,
-        # day_of_month=*/N); this line is N = 1.
         schedule="0 5 * * *",
+        every_days_setting="CELERY_BEAT_SCHEDULER_TIME",  # Dify's branch: day_of_month="*/N"
         dify_task="clean_dataset_queries_task (branch only)",
         dify_switch="ENABLE_CLEAN_DATASET_QUERIES_TASK",
         switches=(Switch("ENABLE_CLEAN_DATASET_QUERIES_TASK", dify_default=False),),
