@@ -46,7 +46,7 @@ from difymaint.dify.archive import (
 )
 from difymaint.dify.billing import PAID_PLANS, PlanLookup, plan_lookup
 from difymaint.dify.cascades import ENDED_RUN_STATUSES, workflow_run_cascade
-from difymaint.dify.object_store import ObjectStore, archive_store
+from difymaint.dify.storage import Storage, archive_store
 from difymaint.engine.keyset import Cursor, after, in_window
 from difymaint.engine.run import JobRun, RunOptions, job_run
 from difymaint.engine.schema import Need, SchemaReport, check_schema
@@ -114,7 +114,7 @@ def run(ctx: Context, params: ArchiveWorkflowRunsParams) -> RunSummary:
         skip.add("workflow_pause_reasons")  # reasons are found through their pauses
     present = [name for name in ARCHIVED_TABLES if name not in skip]
     # A dry run needs no destination; a real one checks it before taking the lock (Dify's head_bucket).
-    store = None if params.run.dry_run else archive_store(ctx.settings, params.archive_dir, now=ctx.clock.now)
+    store = None if params.run.dry_run else archive_store(ctx.settings, params.archive_dir)
     try:
         if store is not None:
             store.check()
@@ -130,7 +130,7 @@ def _archive(
     schema: SchemaReport,
     present: list[str],
     skip: set[str],
-    store: ObjectStore | None,
+    store: Storage | None,
     tables: list[str],
 ) -> RunSummary:
     with job_run(
@@ -176,7 +176,7 @@ class _Archiver:
         job: JobRun,
         params: ArchiveWorkflowRunsParams,
         lookup: PlanLookup,
-        store: ObjectStore | None,
+        store: Storage | None,
         live: dict[str, sa.Table],
         skip: set[str],
     ) -> None:

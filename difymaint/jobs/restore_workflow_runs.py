@@ -39,7 +39,7 @@ from difymaint.dify.archive import (
     read_bundle,
     reflect_tables,
 )
-from difymaint.dify.object_store import ArchiveStorageError, ObjectStore, archive_store
+from difymaint.dify.storage import Storage, StorageError, archive_store
 from difymaint.engine.keyset import Cursor, after, in_window
 from difymaint.engine.run import JobRun, RunOptions, job_run
 from difymaint.engine.schema import Need, check_schema
@@ -107,7 +107,7 @@ def run(ctx: Context, params: RestoreWorkflowRunsParams) -> RunSummary:
         )
     schema = check_schema(ctx.engine, needs(), job=JOB)
     present = [name for name in ARCHIVED_TABLES if schema.has(name)]
-    store = archive_store(ctx.settings, params.archive_dir, now=ctx.clock.now, writing=False)
+    store = archive_store(ctx.settings, params.archive_dir, writing=False)
     try:
         store.check()
         return _restore_all(ctx, params, present, store)
@@ -115,7 +115,7 @@ def run(ctx: Context, params: RestoreWorkflowRunsParams) -> RunSummary:
         store.close()
 
 
-def _restore_all(ctx: Context, params: RestoreWorkflowRunsParams, present: list[str], store: ObjectStore) -> RunSummary:
+def _restore_all(ctx: Context, params: RestoreWorkflowRunsParams, present: list[str], store: Storage) -> RunSummary:
     with job_run(
         ctx,
         JOB,
@@ -163,7 +163,7 @@ class _Restorer:
         ctx: Context,
         job: JobRun,
         params: RestoreWorkflowRunsParams,
-        store: ObjectStore,
+        store: Storage,
         live: dict[str, sa.Table],
     ) -> None:
         self.ctx, self.job, self.params, self.store, self.live = ctx, job, params, store, live
@@ -248,7 +248,7 @@ class _Restorer:
             bundle = read_bundle(self.store.get(archived.key))
             if bundle.run_id and bundle.run_id != archived.run_id:
                 raise ArchiveInvalid(f"the bundle holds run {bundle.run_id}")
-        except (ArchiveStorageError, ArchiveInvalid) as exc:  # ObjectNotFound included
+        except (StorageError, ArchiveInvalid) as exc:  # ObjectNotFound included
             self._fail(archived.run_id, archived.tenant_id, archived.key, exc.message)
             return
         while True:
