@@ -74,7 +74,7 @@ class S3Bucket:
                 found[item["Key"]] = self.client.get_object(Bucket=self.name, Key=item["Key"])["Body"].read()
         return found
 
-    def keys(self) -> set[str]:
+    def stored_keys(self) -> set[str]:
         keys: set[str] = set()
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name):
             keys.update(item["Key"] for item in page.get("Contents", []))

@@ -424,7 +424,7 @@ def test_s3_store_against_the_server(s3_bucket: S3Bucket) -> None:
         store.get("missing/archive.v1.0.zip")
     store.delete(key)
     store.delete(key)  # a missing object is not an error
-    assert s3_bucket.keys() == set()
+    assert s3_bucket.stored_keys() == set()
     missing = s3_storage(
         bucket="other-bucket",
         endpoint=s3_bucket.endpoint,
@@ -459,7 +459,7 @@ def test_archive_and_restore_through_s3(pg_engine: Engine, pg_url: str, s3_bucke
     settings = s3_bucket.archive_settings()
     archive_workflow_runs.run(make_context(pg_url, **settings), archive(scenario, None, delete_after_archive=True))
     expected = archivable(scenario)
-    assert s3_bucket.keys() == {key_of(scenario, rid) for rid in expected}
+    assert s3_bucket.stored_keys() == {key_of(scenario, rid) for rid in expected}
     restored = restore_workflow_runs.run(make_context(pg_url, **settings), restore(None))
     assert restored.details["runs_restored"] == len(expected)
     assert snapshot(pg_engine, RUN_TABLES) == before

@@ -280,7 +280,7 @@ def test_s3_storage_deletes_the_state_object(
     s3_bucket.put(str(expired.state_key), b"{}")
     s3_bucket.put("keep.json", b"{}")
     summary = job.run(ctx_for(pg_url, redis_url, **s3_bucket.dify_storage_settings()), params())
-    assert s3_bucket.keys() == {"keep.json"}
+    assert s3_bucket.stored_keys() == {"keep.json"}
     assert summary.details["state_objects"]["deleted"] == 1
 
 

@@ -318,6 +318,8 @@ class SwitchSettings(BaseSettings):
     DIFYMAINT_ENABLE_CHECK_UPGRADABLE_PLUGINS: bool | None = None
     DIFYMAINT_ENABLE_TIMEOUT_HUMAN_INPUT: bool | None = None
     DIFYMAINT_ENABLE_FLUSH_API_TOKEN_USAGE: bool | None = None
+    # Dify has no beat job that sweeps files: a scheduled sweep-files does nothing unless this is true.
+    DIFYMAINT_ENABLE_SWEEP_FILES: bool = False
 
 
 class DispatchSettings(BaseSettings):
