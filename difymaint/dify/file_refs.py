@@ -38,8 +38,8 @@ from sqlalchemy.engine import Connection, Engine
 UUID_RE = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _UUID = re.compile(UUID_RE)
 TOKEN_PREFIX = "dify-file-ref:"
-# One pass finds both forms: group 1 a reference token, group 2 a uuid.
-FIND_RE = f"{TOKEN_PREFIX}([A-Za-z0-9_-]+=*)|({UUID_RE})"
+# One pass finds both forms (a whole match is either a token or a uuid; no capture groups needed).
+FIND_RE = f"{TOKEN_PREFIX}[A-Za-z0-9_-]+=*|{UUID_RE}"
 # The objects an offloaded node execution writes are named so (docs/jobs/sweep-files.md#archived-runs).
 OFFLOAD_NAME_LIKE = "node\\_execution\\_%"
 # Column names that say "a file id is here": a table Dify adds later with such a column is scanned too.
@@ -413,12 +413,16 @@ class ReferenceScan:
         statement = sa.text(
             f"""
             WITH found AS MATERIALIZED (
-                SELECT m[1] AS token, lower(m[2])::uuid AS id, {age_sql} AS ref_at
+                SELECT x.token, x.id, {age_sql} AS ref_at
                 FROM {_quote(referrer.table)} t
                 CROSS JOIN LATERAL (VALUES {values}) AS v(text_value)
                 CROSS JOIN LATERAL regexp_matches(v.text_value, :find, 'g') AS m
+                CROSS JOIN LATERAL (
+                    SELECT CASE WHEN m[1] LIKE 'dify-file-ref:%' THEN substr(m[1], 15) END AS token,
+                           CASE WHEN m[1] NOT LIKE 'dify-file-ref:%' THEN lower(m[1])::uuid END AS id
+                ) AS x
                 WHERE v.text_value IS NOT NULL
-                  AND (m[1] IS NOT NULL OR lower(m[2])::uuid IN (SELECT id FROM dm_files))
+                  AND (x.token IS NOT NULL OR x.id IN (SELECT id FROM dm_files))
             ),
             tokens AS (
                 INSERT INTO dm_tokens

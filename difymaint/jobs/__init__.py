@@ -827,8 +827,8 @@ JOBS: dict[str, JobInfo] = {
         summary="Delete stored files (upload_files, tool_files and their objects) that no Dify row refers to, "
         "older than a grace period, and objects under Dify's file prefixes that have no row.",
         # Dify has no beat entry for it: after the retention jobs (00:00-05:00), which leave such files behind.
-        schedule="0 6 * * *",
-        dify_task="(none: Dify's manual clear-orphaned-file-records / remove-orphaned-files-on-storage)",
+        schedule="30 6 * * *",
+        dify_task="clear-orphaned-file-records / remove-orphaned-files-on-storage (manual flask commands)",
         dify_switch="",
         switches=(),  # DIFYMAINT_ENABLE_SWEEP_FILES alone decides, and is off by default
         help="Scans every row that may refer to a file (docs/jobs/sweep-files.md#referrers: uuid columns, uuids "
@@ -895,7 +895,7 @@ JOBS: dict[str, JobInfo] = {
         summary="Where the disk goes: objects and bytes per Dify file prefix, files without rows, rows without "
         "files, unreferenced files, and per-table database size, dead tuples and vacuum advice. Read-only.",
         schedule="",
-        dify_task="(none)",
+        dify_task="none (Dify has no such report)",
         dify_switch="",
         switches=(),
         help="Lists Dify's storage (STORAGE_TYPE) under upload_files/, tools/ and image_files/, scans what refers "
