@@ -251,9 +251,8 @@ def cronjob_name(job: JobInfo) -> str:
 
 def governed_by(job: JobInfo) -> str:
     """Which settings decide whether a scheduled run of the job does anything (for the generated comments)."""
-    from difymaint.dify.switches import override_variable
-
     from difymaint.core.settings import Settings
+    from difymaint.dify.switches import override_variable
 
     override = override_variable(job.name)
     field = Settings.model_fields.get(override)
