@@ -363,6 +363,20 @@ def test_a_stopped_run_resumes_where_it_stopped(world: FilesWorld, pg_url: str) 
     assert fresh.details["listing"]["started_after"] is None
 
 
+def test_sigterm_stops_between_pages_and_keeps_the_position(world: FilesWorld, pg_url: str) -> None:
+    files = sorted((world.upload(size=50) for _ in range(4)), key=lambda f: f.key)
+    ctx = make_context(
+        pg_url, clock=FixedClock(NOW.replace(tzinfo=UTC)), DIFYMAINT_TARGET_BATCH_MS=0, **world.settings()
+    )
+    ctx.batch_hooks.append(lambda run: ctx.stop.request(15))  # SIGTERM arrives during the first page
+    summary = sweep_files.run(ctx, SweepFilesParams(run=RunOptions(batch_size=2)))
+    assert summary.outcome == Outcome.INTERRUPTED and summary.exit_code == 143
+    assert summary.details["objects_deleted"] == 2 and summary.details["listing"]["stopped_at"] == files[1].key
+    assert world.rows(t.upload_files) == {f.id for f in files[2:]}
+    resumed = sweep(world, pg_url, batch_size=2)
+    assert resumed.details["listing"]["started_after"] == files[1].key and resumed.details["objects_deleted"] == 2
+
+
 def test_a_failed_object_delete_keeps_its_rows(world: FilesWorld, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     files = [world.upload(size=10 * (i + 1)) for i in range(4)]
     failing = sorted(files, key=lambda f: f.key)[1]

@@ -319,7 +319,7 @@ class ReferenceScan:
         self.started_at = c.execute(sa.text("SELECT now() AT TIME ZONE 'UTC'")).scalar_one()
         c.execute(
             sa.text(
-                "CREATE TEMP TABLE dm_files (id uuid NOT NULL, kind text NOT NULL, key text NOT NULL, "
+                'CREATE TEMP TABLE dm_files (id uuid NOT NULL, kind text NOT NULL, key text COLLATE "C" NOT NULL, '
                 "tenant_id uuid, name text, created_at timestamp, used_at timestamp, created_by_role text) "
                 "ON COMMIT PRESERVE ROWS"
             )

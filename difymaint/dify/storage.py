@@ -312,7 +312,11 @@ def s3_storage(
             options.update(access_key_id=access_key, secret_access_key=secret_key)
         else:
             options["allow_anonymous"] = "true"
-    if _virtual_host(address_style, endpoint):
+    # In the AWS-chain mode the endpoint may come from the environment too (AWS_ENDPOINT_URL[_S3], as boto3).
+    ambient = (
+        (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")) if ambient_credentials else None
+    )
+    if _virtual_host(address_style, endpoint or ambient):
         options["enable_virtual_host_style"] = "true"
     where = endpoint or "AWS"
     return Storage(

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from difymaint.core.context import Context
-from difymaint.core.database import is_postgres
+from difymaint.core.database import database_url
 from difymaint.core.errors import ConfigError
 from difymaint.core.summary import RunSummary
 from difymaint.dify.file_refs import ReferenceScan
@@ -54,10 +54,10 @@ Params = StorageReportParams
 
 
 def run(ctx: Context, params: StorageReportParams) -> RunSummary:
+    if database_url(ctx.settings).get_backend_name() != "postgresql":
+        raise ConfigError(f"{JOB} needs PostgreSQL (the reference scan and the table statistics are PostgreSQL's)")
     storage = dify_storage(ctx.settings)
     storage.check()
-    if not is_postgres(ctx.engine):
-        raise ConfigError(f"{JOB} needs PostgreSQL (the reference scan and the table statistics are PostgreSQL's)")
     schema = check_schema(
         ctx.engine,
         [

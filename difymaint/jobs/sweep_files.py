@@ -35,7 +35,7 @@ import sqlalchemy as sa
 
 from difymaint.core.clock import naive_utc
 from difymaint.core.context import Context
-from difymaint.core.database import is_postgres
+from difymaint.core.database import database_url
 from difymaint.core.errors import ConfigError
 from difymaint.core.summary import RunSummary
 from difymaint.dify import tables as t
@@ -100,9 +100,9 @@ def open_storage(ctx: Context) -> Storage:
 
 
 def run(ctx: Context, params: SweepFilesParams) -> RunSummary:
-    storage = open_storage(ctx)
-    if not is_postgres(ctx.engine):
+    if database_url(ctx.settings).get_backend_name() != "postgresql":
         raise ConfigError(f"{JOB} needs PostgreSQL (the reference scan uses its regular expressions)")
+    storage = open_storage(ctx)
     manifests = [Path(p) for p in params.orphan_manifests]
     for path in manifests:
         if not path.is_file():
@@ -179,6 +179,7 @@ class Sweep:
         self.skipped_changed = 0
         self.backlog = 0
         self.listing: dict[str, Any] = {}
+        self.page_cut = False
         self.manifest_details: dict[str, Any] = {}
 
     # --- the run ---------------------------------------------------------------------------------------------
@@ -249,6 +250,10 @@ class Sweep:
                         return
                     if self._process(page):
                         break
+                if self.page_cut:  # stopped inside the page: the position stays before it
+                    self.job.keep_going()  # records the signal as the outcome
+                    self.listing["stopped_at"] = last
+                    return
                 previous = last = page[-1].key
                 if not self.job.dry_run:
                     self.cursors.save(last, self.ctx.clock.now())
@@ -300,6 +305,9 @@ class Sweep:
             while page and not self._process(page):
                 if not self.job.keep_going():
                     return
+            if self.page_cut:
+                self.job.keep_going()  # records the signal as the outcome
+                return
 
     def _rows_without_object(self, prefix: str, after: str | None, upto: str | None, seen: set[str]) -> None:
         """Rows whose key falls in the range the listing just covered but whose object it did not see."""
@@ -433,6 +441,9 @@ class Sweep:
             )
         done: list[tuple[ObjectInfo, list[dict[str, Any]]]] = []
         for info, found in deletable:
+            if self.ctx.stop.requested:  # SIGTERM: finish with what is deleted; this page is redone next time
+                self.page_cut = True
+                break
             if any(r["id"] not in still for r in found):
                 self.skipped_changed += 1  # a row changed or went since the scan: leave the object
                 continue
