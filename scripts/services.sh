@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Throwaway PostgreSQL and Redis servers for the test suite.
+# Throwaway PostgreSQL, Redis, Pushgateway and S3 servers for the test suite.
 # Sourced by scripts/test; every function is idempotent and safe to call on a fresh Debian machine.
 
 SERVICES_DIR="${SERVICES_DIR:-$(mktemp -d /tmp/difymaint-services.XXXXXX)}"
@@ -82,7 +82,53 @@ start_pushgateway() {
   echo "scripts/test: Pushgateway $(prometheus-pushgateway --version 2>&1 | awk 'NR==1{print $3}') on 127.0.0.1:$port" >&2
 }
 
+_start_moto() {  # _start_moto PORT [ENV=VALUE...]: moto's S3 server in the background, waited for
+  local port="$1"; shift
+  env "$@" "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >>"$SERVICES_DIR/moto.log" 2>&1 &
+  S3_PIDS+=("$!")
+  for _ in $(seq 100); do
+    "$VENV/bin/python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/', timeout=1)" \
+      >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  cat "$SERVICES_DIR/moto.log" >&2; return 1
+}
+
+start_s3() {
+  # Real S3-protocol servers (moto's server mode, from the test extras). The main one takes any credentials
+  # (moto's signature check refuses listings whose query holds '/', which every S3 client sends). A second one
+  # checks signatures: its first three unauthenticated calls create an IAM user with full access and its key,
+  # every later request must be signed with that key, so a wrong secret is refused as by S3.
+  local port auth_port keys
+  VENV="${VENV:-.venv}"
+  S3_PIDS=()
+  port=$(_free_port)
+  _start_moto "$port" || return 1
+  auth_port=$(_free_port)
+  _start_moto "$auth_port" INITIAL_NO_AUTH_ACTION_COUNT=3 || return 1
+  keys=$("$VENV/bin/python" - "http://127.0.0.1:$auth_port" <<'PY'
+import json, sys
+import boto3
+iam = boto3.client("iam", endpoint_url=sys.argv[1], aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap",
+                   region_name="us-east-1")
+iam.create_user(UserName="difymaint-test")
+iam.put_user_policy(UserName="difymaint-test", PolicyName="all", PolicyDocument=json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+key = iam.create_access_key(UserName="difymaint-test")["AccessKey"]
+print(key["AccessKeyId"], key["SecretAccessKey"])
+PY
+  ) || { cat "$SERVICES_DIR/moto.log" >&2; return 1; }
+  export DIFYMAINT_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+  export DIFYMAINT_TEST_S3_ACCESS_KEY="AKIDIFYMAINTTEST" DIFYMAINT_TEST_S3_SECRET_KEY="secret/key+for/tests"
+  export DIFYMAINT_TEST_S3_AUTH_ENDPOINT="http://127.0.0.1:$auth_port"
+  export DIFYMAINT_TEST_S3_AUTH_ACCESS_KEY="${keys%% *}" DIFYMAINT_TEST_S3_AUTH_SECRET_KEY="${keys#* }"
+  echo "scripts/test: S3 (moto $("$VENV/bin/python" -c 'import moto; print(moto.__version__)')) on 127.0.0.1:$port" \
+    "and, checking signatures, on 127.0.0.1:$auth_port" >&2
+}
+
 stop_services() {
+  local pid
+  for pid in "${S3_PIDS[@]:-}"; do kill "$pid" 2>/dev/null || true; done
   if [ -n "${PUSHGATEWAY_PID:-}" ]; then kill "$PUSHGATEWAY_PID" 2>/dev/null || true; fi
   if [ -n "${PG_DATA_DIR:-}" ]; then
     "${PG_RUN_AS[@]}" "$PG_BINDIR/pg_ctl" -D "$PG_DATA_DIR" -m immediate stop >/dev/null 2>&1 || true

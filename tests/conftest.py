@@ -19,9 +19,10 @@ from sqlalchemy.engine import Engine, make_url
 
 from difymaint.core.context import Context
 from difymaint.core.reporter import RecordingReporter
-from difymaint.core.settings import load_settings
+from difymaint.core.settings import Settings, load_settings
 from difymaint.dify.tables import metadata
 from tests.celery_worker import _celery_workers, celery_worker, celery_worker_factory, sentinel_broker
+from tests.s3_server import S3Bucket
 from tests.stubs.billing import BillingStub
 
 # Fixtures defined in tests/celery_worker.py, made visible to every test module.
@@ -135,9 +136,32 @@ def pushgateway_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def s3_bucket() -> S3Bucket:
+    """A fresh bucket on the real S3-protocol server scripts/test starts (moto, signatures checked)."""
+    endpoint = _need("DIFYMAINT_TEST_S3_ENDPOINT", "the S3 server")
+    return S3Bucket.create(
+        endpoint, os.environ["DIFYMAINT_TEST_S3_ACCESS_KEY"], os.environ["DIFYMAINT_TEST_S3_SECRET_KEY"]
+    )
+
+
+@pytest.fixture
+def signed_s3_bucket() -> S3Bucket:
+    """A fresh bucket on the second S3 server, which refuses requests not signed with its one key."""
+    endpoint = _need("DIFYMAINT_TEST_S3_AUTH_ENDPOINT", "the signature-checking S3 server")
+    return S3Bucket.create(
+        endpoint, os.environ["DIFYMAINT_TEST_S3_AUTH_ACCESS_KEY"], os.environ["DIFYMAINT_TEST_S3_AUTH_SECRET_KEY"]
+    )
+
+
+@pytest.fixture
 def billing() -> Iterator[BillingStub]:
     with BillingStub() as stub:
         yield stub
+
+
+def make_settings(**settings: Any) -> Settings:
+    """Settings from overrides only (no environment file), for storage and settings tests."""
+    return load_settings(None, settings)
 
 
 def make_context(database_url: str, clock: FixedClock | None = None, **settings: Any) -> Context:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,33 +22,19 @@ from difymaint.core.window import TimeWindow
 from difymaint.demo.builders import Builder
 from difymaint.dify import tables as t
 from difymaint.dify.archive import ARCHIVED_TABLES, archive_key, md5_hex, read_bundle, to_jsonl
-from difymaint.dify.object_store import (
-    EMPTY_SHA256,
-    ArchiveStorageError,
-    LocalDirStore,
-    ObjectNotFound,
-    S3Store,
-    SigV4Signer,
-    content_md5,
-)
+from difymaint.dify.storage import ObjectNotFound, StorageError, archive_store, fs_storage, s3_storage
 from difymaint.engine.options import RunOptions
 from difymaint.jobs import JOBS, archive_workflow_runs, restore_workflow_runs
 from difymaint.jobs.archive_workflow_runs import ArchiveWorkflowRunsParams
 from difymaint.jobs.execute import run_job
 from difymaint.jobs.restore_workflow_runs import RestoreFailed, RestoreWorkflowRunsParams
-from tests.conftest import NOW, make_context
-from tests.stubs.s3 import S3Stub
+from tests.conftest import NOW, make_context, make_settings
+from tests.s3_server import S3Bucket
 from tests.workflow_scenario import RUN_TABLES, WorkflowScenario, assert_no_dangling, ids, seed
 
 pytestmark = pytest.mark.postgres
 
 EVERYTHING = TimeWindow(end_before=NOW.replace(tzinfo=None) + timedelta(days=1))  # restore: every archived run
-
-
-@pytest.fixture
-def s3() -> Iterator[S3Stub]:
-    with S3Stub() as stub:
-        yield stub
 
 
 def archive(scenario: WorkflowScenario, archive_dir: Path | None, **kwargs: Any) -> ArchiveWorkflowRunsParams:
@@ -433,70 +418,65 @@ def test_restore_needs_an_existing_directory_and_archived_runs(pg_url: str, tmp_
 # --- S3 -----------------------------------------------------------------------------------------------------
 
 
-def test_sigv4_matches_awss_published_example() -> None:
-    """AWS's documented S3 GET example (Signature Version 4, header-based authentication)."""
-    signer = SigV4Signer("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "us-east-1")
-    from datetime import UTC, datetime
-
-    headers = signer.headers(
-        "GET",
-        "/test.txt",
-        {"Host": "examplebucket.s3.amazonaws.com", "Range": "bytes=0-9"},
-        payload_sha256=EMPTY_SHA256,
-        now=datetime(2013, 5, 24, tzinfo=UTC),
-    )
-    assert headers["authorization"] == (
-        "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
-        "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
-        "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
-    )
-
-
-def test_s3_store_against_the_stub(s3: S3Stub) -> None:
-    state = s3.state
-    store = S3Store(s3.url, state.bucket, state.access_key, state.secret_key, region=state.region)
+def test_s3_store_against_the_server(s3_bucket: S3Bucket) -> None:
+    """The archive client against a real S3 server: round trip, missing objects, a key with characters S3
+    encodes, deletes, and a bucket that does not exist."""
+    store = archive_store(make_settings(**s3_bucket.archive_settings()))
     store.check()
     key = "tenant/app_id=a/year=2026/month=01/workflow_run_id=r/archive.v1.0.zip"
     store.put(key, b"zip bytes")
-    assert state.objects == {key: b"zip bytes"}
+    assert s3_bucket.objects() == {key: b"zip bytes"}
     assert store.get(key) == b"zip bytes" and store.exists(key) and not store.exists(key + ".nope")
     with pytest.raises(ObjectNotFound):
         store.get("missing/archive.v1.0.zip")
-    put = next(headers for headers in state.headers_seen if "content-md5" in headers)
-    assert put["content-md5"] == content_md5(b"zip bytes")
-    assert "content-md5" in put["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
-    assert (
-        "PUT",
-        f"/{state.bucket}/tenant/app_id%3Da/year%3D2026/month%3D01/workflow_run_id%3Dr/archive.v1.0.zip",
-    ) in (state.requests)
-    assert state.rejected == []
-    # The stub really checks: a wrong secret is refused, and so is a bucket that does not exist.
-    wrong = S3Store(s3.url, state.bucket, state.access_key, "not-the-secret", region=state.region)
-    with pytest.raises(ArchiveStorageError, match="403"):
-        wrong.put(key, b"x")
-    assert state.rejected == ["SignatureDoesNotMatch"]
+    store.delete(key)
+    store.delete(key)  # a missing object is not an error
+    assert s3_bucket.stored_keys() == set()
+    missing = s3_storage(
+        bucket="other-bucket",
+        endpoint=s3_bucket.endpoint,
+        region="auto",
+        access_key=s3_bucket.access_key,
+        secret_key=s3_bucket.secret_key,
+    )
     with pytest.raises(ConfigError, match="does not exist"):
-        S3Store(s3.url, "other-bucket", state.access_key, state.secret_key, region=state.region).check()
+        missing.check()
 
 
-def test_archive_and_restore_through_s3(pg_engine: Engine, pg_url: str, s3: S3Stub) -> None:
+def test_s3_signatures_are_checked(signed_s3_bucket: S3Bucket) -> None:
+    """A server that checks request signatures takes the archive client's, and refuses a wrong secret."""
+    bucket = signed_s3_bucket
+    store = archive_store(make_settings(**bucket.archive_settings()))
+    key = "tenant/app_id=a/year=2026/month=01/workflow_run_id=r/archive.v1.0.zip"
+    store.put(key, b"zip bytes")
+    assert store.get(key) == b"zip bytes" and bucket.objects() == {key: b"zip bytes"}
+    wrong = s3_storage(
+        bucket=bucket.name, endpoint=bucket.endpoint, region="auto", access_key=bucket.access_key, secret_key="nope"
+    )
+    with pytest.raises(StorageError, match="SignatureDoesNotMatch"):
+        wrong.put(key, b"x")
+    with pytest.raises(StorageError, match="SignatureDoesNotMatch"):
+        wrong.get(key)
+    assert bucket.objects() == {key: b"zip bytes"}
+
+
+def test_archive_and_restore_through_s3(pg_engine: Engine, pg_url: str, s3_bucket: S3Bucket) -> None:
     scenario = seed(pg_engine, NOW)
     before = snapshot(pg_engine, RUN_TABLES)
-    run_job(
-        archive_workflow_runs, make_context(pg_url, **s3.settings()), archive(scenario, None, delete_after_archive=True)
-    )
+    settings = s3_bucket.archive_settings()
+    run_job(archive_workflow_runs, make_context(pg_url, **settings), archive(scenario, None, delete_after_archive=True))
     expected = archivable(scenario)
-    assert set(s3.state.objects) == {key_of(scenario, rid) for rid in expected}
-    restored = run_job(restore_workflow_runs, make_context(pg_url, **s3.settings()), restore(None))
+    assert s3_bucket.stored_keys() == {key_of(scenario, rid) for rid in expected}
+    restored = run_job(restore_workflow_runs, make_context(pg_url, **settings), restore(None))
     assert restored.details["runs_restored"] == len(expected)
     assert snapshot(pg_engine, RUN_TABLES) == before
-    assert s3.state.rejected == []
 
 
 def test_local_store_rejects_keys_that_leave_the_directory(tmp_path: Path) -> None:
-    store = LocalDirStore(tmp_path / "archives")
+    store = fs_storage(tmp_path / "archives", create=True)
+    store.check()
     for key in ("../x.zip", "/etc/x.zip", "a//b.zip", "a/./b.zip", ""):
-        with pytest.raises(ArchiveStorageError, match="invalid object key"):
+        with pytest.raises(StorageError, match="invalid object key"):
             store.put(key, b"x")
     store.put("a/b/c.zip", b"x")
     assert store.get("a/b/c.zip") == b"x" and store.exists("a/b/c.zip") and not store.exists("a/b/d.zip")

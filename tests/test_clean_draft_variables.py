@@ -19,7 +19,7 @@ from difymaint.jobs import JOBS, clean_draft_variables
 from difymaint.jobs.clean_draft_variables import CleanDraftVariablesParams, DraftFilesLeft
 from difymaint.jobs.execute import run_job
 from tests.conftest import make_context
-from tests.stubs.s3 import S3Stub
+from tests.s3_server import S3Bucket
 from tests.test_cli import invoke_assert_code
 
 pytestmark = pytest.mark.postgres
@@ -249,13 +249,12 @@ def test_storage_out_of_reach_lists_keys_in_the_manifest(pg_engine: Engine, pg_u
     assert "not mounted" in listed.details["storage"] and listed.details["objects_listed"] == len(lines)
 
 
-def test_s3_storage(pg_engine: Engine, pg_url: str) -> None:
+def test_s3_storage(pg_engine: Engine, pg_url: str, s3_bucket: S3Bucket) -> None:
     seeded = seed(pg_engine, None)
-    with S3Stub() as s3:
-        for key in seeded.objects_gone | seeded.objects_kept:
-            s3.state.objects[key] = b"{}"
-        summary = run_job(clean_draft_variables, ctx_for(pg_url, None, **s3.dify_storage_settings()), params())
-        assert set(s3.state.objects) == seeded.objects_kept and not s3.state.rejected
+    for key in seeded.objects_gone | seeded.objects_kept:
+        s3_bucket.put(key, b"{}")
+    summary = run_job(clean_draft_variables, ctx_for(pg_url, None, **s3_bucket.dify_storage_settings()), params())
+    assert s3_bucket.stored_keys() == seeded.objects_kept
     assert summary.tables == expected_counts(seeded)
 
 

@@ -441,6 +441,45 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, Any]]] = [
     ),
     ("flush-api-token-usage", ["--batch-size", "50"], {"REDIS_HOST": "redis"}, {"run.batch_size": 50}),
     ("flush-api-token-usage", [], {"REDIS_HOST": "redis"}, {"run.batch_size": 200}),
+    (
+        "sweep-files",
+        [],
+        {},
+        {
+            "grace_hours": 24,
+            "orphan_manifests": (),
+            "older_than_days": None,
+            "created_by_role": None,
+            "restart": False,
+            "run.batch_size": 500,
+        },
+    ),
+    (
+        "sweep-files",
+        [
+            "--grace-hours",
+            "72",
+            "--orphan-manifest",
+            "/a.jsonl",
+            "--orphan-manifest",
+            "/b.jsonl",
+            "--older-than",
+            "90",
+            "--created-by-role",
+            "end_user",
+            "--batch-size",
+            "50",
+        ],
+        {},
+        {
+            "grace_hours": 72,
+            "orphan_manifests": ("/a.jsonl", "/b.jsonl"),
+            "older_than_days": 90,
+            "created_by_role": "end_user",
+            "run.batch_size": 50,
+        },
+    ),
+    ("storage-report", [], {}, {"run.dry_run": True}),
 ]
 
 

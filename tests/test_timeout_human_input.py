@@ -28,7 +28,7 @@ from difymaint.jobs.timeout_human_input import TimeoutHumanInputParams
 from tests.broker import published, refusing_broker
 from tests.celery_worker import CeleryWorker
 from tests.conftest import NOW, FixedClock, make_context
-from tests.stubs.s3 import S3Stub
+from tests.s3_server import S3Bucket
 from tests.test_cli import run_cli
 
 pytestmark = pytest.mark.postgres
@@ -274,14 +274,15 @@ def test_unreachable_storage_goes_to_the_orphan_manifest(
     assert any("--orphan-manifest" in warning for warning in without.warnings)
 
 
-def test_s3_storage_deletes_the_state_object(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
-    with S3Stub() as s3:
-        expired = form(pg_engine, app(pg_engine, "workflow"), expires_in=timedelta(1), age=timedelta(8), paused=True)
-        s3.state.objects[str(expired.state_key)] = b"{}"
-        s3.state.objects["keep.json"] = b"{}"
-        summary = run_job(job, ctx_for(pg_url, redis_url, **s3.dify_storage_settings()), params())
-        assert set(s3.state.objects) == {"keep.json"} and not s3.state.rejected
-        assert summary.details["state_objects"]["deleted"] == 1
+def test_s3_storage_deletes_the_state_object(
+    pg_engine: Engine, pg_url: str, redis_url: str, s3_bucket: S3Bucket
+) -> None:
+    expired = form(pg_engine, app(pg_engine, "workflow"), expires_in=timedelta(1), age=timedelta(8), paused=True)
+    s3_bucket.put(str(expired.state_key), b"{}")
+    s3_bucket.put("keep.json", b"{}")
+    summary = run_job(job, ctx_for(pg_url, redis_url, **s3_bucket.dify_storage_settings()), params())
+    assert s3_bucket.stored_keys() == {"keep.json"}
+    assert summary.details["state_objects"]["deleted"] == 1
 
 
 def test_dry_run_lists_and_changes_nothing(pg_engine: Engine, pg_url: str, redis_url: str, tmp_path: Path) -> None:

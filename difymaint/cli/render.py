@@ -205,13 +205,21 @@ def render_summary(consoles: Consoles, summary: RunSummary) -> None:
     """The human summary on stdout."""
     verb = summary.verb
     title = f"{summary.job}{' (dry run)' if summary.dry_run else ''}"
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    table.add_column("table")
-    table.add_column(f"rows {verb}", justify="right")
-    for name, count in summary.tables.items():
-        table.add_row(name, f"{count:,}")
-    table.add_row("[b]total[/b]", f"[b]{summary.total_rows:,}[/b]")
-    consoles.out.print(table)
+    if summary.tables or not summary.display_tables:
+        table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+        table.add_column("table")
+        table.add_column(f"rows {verb}", justify="right")
+        for name, count in summary.tables.items():
+            table.add_row(name, f"{count:,}")
+        table.add_row("[b]total[/b]", f"[b]{summary.total_rows:,}[/b]")
+        consoles.out.print(table)
+    for extra in summary.display_tables:
+        shown = Table(title=escape(str(extra["title"])), title_justify="left", show_edge=False, pad_edge=False)
+        for index, column in enumerate(extra["columns"]):
+            shown.add_column(escape(str(column)), justify="left" if index == 0 else "right")
+        for row in extra["rows"]:
+            shown.add_row(*(escape(str(cell)) for cell in row))
+        consoles.out.print(shown)
     style = _OUTCOME_STYLE.get(summary.outcome, "white")
     window = summary.window
     span = f"{window.get('start_from') or '-∞'} .. {window.get('end_before')}" if window.get("end_before") else ""

@@ -31,6 +31,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -314,16 +315,44 @@ class DispatchSettings(_Group):
     )
     DIFYMAINT_MARKETPLACE_TIMEOUT: PositiveFloat = Field(default=30.0, description="Seconds (Dify: 30).")
     HUMAN_INPUT_GLOBAL_TIMEOUT_SECONDS: NonNegativeInt = 604800
-    # Dify's storage (STORAGE_TYPE), for the pause state objects a global human-input timeout removes.
+
+
+OPENDAL_PREFIX = "OPENDAL_"
+
+
+class StorageSettings(_Group):
+    """Dify's file storage (STORAGE_TYPE), with Dify's names and defaults: the pause state objects
+    timeout-human-input removes, and the files storage-report and sweep-files look at (difymaint/dify/storage.py)."""
+
     STORAGE_TYPE: str = "opendal"
     OPENDAL_SCHEME: str = "fs"
     OPENDAL_FS_ROOT: str = "storage"
-    STORAGE_LOCAL_PATH: str = "storage"
+    STORAGE_LOCAL_PATH: str = "storage"  # the legacy STORAGE_TYPE=local (deprecated in Dify)
     S3_ENDPOINT: str | None = None
     S3_BUCKET_NAME: str | None = None
     S3_ACCESS_KEY: str | None = None
     S3_SECRET_KEY: SecretStr | None = None
-    S3_REGION: str = "us-east-1"
+    S3_REGION: str | None = None
+    S3_ADDRESS_STYLE: Literal["auto", "virtual", "path"] = "auto"
+    S3_USE_AWS_MANAGED_IAM: bool = False
+    DIFYMAINT_STORAGE_TIMEOUT: PositiveFloat = Field(
+        default=60.0, description="Seconds per storage request (Dify's file storage and the archive storage)."
+    )
+    # Every OPENDAL_<SCHEME>_<OPTION> variable, collected by _opendal_options below: Dify hands them to OpenDAL
+    # as option <option> (lower case) whatever the scheme, so they cannot be declared one by one.
+    opendal_options: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _opendal_options(cls, data: Any) -> Any:
+        """The env file's (and the caller's) OPENDAL_* values, overlaid by the process environment's, as in
+        Dify (its process environment wins over .env); empty values are unset."""
+        if not isinstance(data, dict):
+            return data
+        found = {k: str(v) for k, v in data.items() if k.startswith(OPENDAL_PREFIX) and isinstance(v, str | int)}
+        found.update({k: v for k, v in os.environ.items() if k.startswith(OPENDAL_PREFIX)})
+        found = {k: v for k, v in found.items() if v != "" and k != "OPENDAL_SCHEME"}
+        return {**data, "opendal_options": found}
 
 
 class TidbSettings(_Group):
@@ -464,6 +493,7 @@ class Settings(
     MailSettings,
     TidbSettings,
     DispatchSettings,
+    StorageSettings,
     TriggerSettings,
     RunSettings,
 ):
@@ -528,7 +558,8 @@ class Settings(
         RESEND_API_KEY, TIDB_PRIVATE_KEY, ARCHIVE_STORAGE_SECRET_KEY, …), the other fields Dify keeps credentials
         in (SENTRY_DSN, S3_ACCESS_KEY, …), and the password inside any URL setting (DIFYMAINT_DATABASE_URL,
         DIFYMAINT_REDIS_URL, CELERY_BROKER_URL, …)."""
-        return secrets_in({name: getattr(self, name) for name in type(self).model_fields})
+        found = secrets_in({name: getattr(self, name) for name in type(self).model_fields})
+        return found | secrets_in(self.opendal_options)
 
 
 # Names that are on/off switches of Dify's jobs or difymaint's overrides of them (kept without a declaration).
@@ -548,8 +579,10 @@ class _EnvFileSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         values = _env_file_values.get() or {}
-        # An empty value means unset, as in Dify (env_ignore_empty).
-        return {name: values[name] for name in self.settings_cls.model_fields if values.get(name)}
+        # An empty value means unset, as in Dify (env_ignore_empty). OPENDAL_<SCHEME>_* options are no fields:
+        # StorageSettings collects them (their names depend on the scheme).
+        wanted = {name: values[name] for name in self.settings_cls.model_fields if values.get(name)}
+        return wanted | {name: value for name, value in values.items() if name.startswith(OPENDAL_PREFIX) and value}
 
 
 def load_settings(env_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
@@ -613,7 +646,7 @@ def _wanted_lines(text: str) -> str:
         match = _ASSIGNMENT.match(line)
         if match is None:
             continue
-        keeping = match[1] in wanted or _kept_raw(match[1])
+        keeping = match[1] in wanted or _kept_raw(match[1]) or match[1].startswith(OPENDAL_PREFIX)
         if keeping:
             kept.append(line)
         value = match[2]

@@ -78,6 +78,9 @@ class RunSummary:
     policy: ExitPolicy = field(default_factory=ExitPolicy)  # set by the runner from the settings
     # What the per-table counts mean, as (done, dry run) wording: most jobs delete, some update.
     verbs: tuple[str, str] = ("deleted", "would delete")
+    # Extra tables for a terminal ({"title", "columns", "rows"}), rendered after the summary; --json carries the
+    # same figures in details, so these are left out of it.
+    display_tables: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def verb(self) -> str:

@@ -84,6 +84,7 @@ tenants = sa.Table(
     _str("status", default="normal"),
     _ts("created_at"),
     _ts("updated_at"),
+    _text("custom_config"),  # JSON text; replace_webapp_logo = an upload file id (docs/jobs/sweep-files.md)
 )
 
 accounts = sa.Table(
@@ -93,6 +94,7 @@ accounts = sa.Table(
     _str("name"),
     _str("email"),
     _str("status", 16, default="active"),
+    _str("avatar", nullable=True),  # an upload file id, or an http(s) URL
     _ts("created_at"),
     _ts("updated_at"),
     sa.Index("account_email_idx", "email"),
@@ -122,6 +124,8 @@ apps = sa.Table(
     _str("status", default="normal"),
     sa.Column("enable_site", sa.Boolean(), nullable=False),
     sa.Column("enable_api", sa.Boolean(), nullable=False),
+    _str("icon_type", nullable=True),  # image | emoji
+    _str("icon", nullable=True),  # an upload file id when icon_type = 'image'
     _ts("created_at"),
     _ts("updated_at"),
     sa.Index("app_tenant_id_idx", "tenant_id"),
@@ -161,6 +165,8 @@ conversations = sa.Table(
     _str("from_source"),
     _uuid("from_end_user_id", nullable=True),
     _uuid("from_account_id", nullable=True),
+    _text("introduction"),
+    _text("system_instruction"),
     _bool("is_deleted", False),
     _ts("created_at"),
     _ts("updated_at"),
@@ -184,6 +190,7 @@ messages = sa.Table(
     _text("query", nullable=False),
     sa.Column("message", sa.JSON(), nullable=False),
     _text("answer", nullable=False),
+    _text("message_metadata"),
     sa.Column("message_unit_price", sa.Numeric(10, 4), nullable=False),
     sa.Column("answer_unit_price", sa.Numeric(10, 4), nullable=False),
     _str("currency"),
@@ -254,6 +261,8 @@ message_agent_thoughts = sa.Table(
     _uuid("message_chain_id", nullable=True),
     sa.Column("position", sa.Integer(), nullable=False),
     _text("thought"),
+    _text("tool_input"),
+    _text("observation"),
     sa.Column("tool_labels_str", sa.Text(), nullable=False, server_default=sa.text("'{}'")),
     sa.Column("tool_meta_str", sa.Text(), nullable=False, server_default=sa.text("'{}'")),
     _str("created_by_role"),
@@ -411,6 +420,7 @@ document_segments = sa.Table(
     _uuid("document_id"),
     sa.Column("position", sa.Integer(), nullable=False),
     _text("content", nullable=False),
+    _text("answer"),
     sa.Column("word_count", sa.Integer(), nullable=False),
     sa.Column("tokens", sa.Integer(), nullable=False),
     sa.Column("hit_count", sa.Integer(), nullable=False),
@@ -684,9 +694,9 @@ workflow_draft_variable_files = sa.Table(
     _uuid("app_id"),
     _uuid("user_id"),
     _uuid("upload_file_id"),  # → upload_files.id (whose key names the object in storage)
-    sa.Column("size", sa.BigInteger(), nullable=False),
+    sa.Column("size", sa.BigInteger(), nullable=False, server_default="0"),
     sa.Column("length", sa.Integer(), nullable=True),
-    _str("value_type", 20),
+    _str("value_type", 20, default="string"),
 )
 
 workflow_trigger_logs = sa.Table(
@@ -896,3 +906,65 @@ human_input_forms = sa.Table(
     sa.Index("human_input_forms_status_expiration_time_idx", "status", "expiration_time"),
     sa.Index("human_input_forms_status_created_at_idx", "status", "created_at"),
 )
+
+
+# --- stored files and what refers to them (docs/jobs/sweep-files.md#referrers) ----------------------------------
+
+# Files tools produced: no created_at (an object's age is its last-modified time), key tools/{tenant}/{hex}{ext}.
+tool_files = sa.Table(
+    "tool_files",
+    metadata,
+    _id(),
+    _uuid("user_id"),
+    _uuid("tenant_id"),
+    _uuid("conversation_id", nullable=True),
+    _str("file_key"),
+    _str("mimetype"),
+    _str("original_url", 2048, nullable=True),
+    _str("name", default=""),
+    sa.Column("size", sa.Integer(), nullable=False, server_default="-1"),
+    sa.Index("tool_file_conversation_id_idx", "conversation_id"),
+)
+
+sites = sa.Table(
+    "sites",
+    metadata,
+    _id(),
+    _uuid("app_id"),
+    _str("title"),
+    _str("icon_type", nullable=True),
+    _str("icon", nullable=True),
+    _str("code", nullable=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+)
+
+child_chunks = sa.Table(
+    "child_chunks",
+    metadata,
+    _id(),
+    _uuid("tenant_id"),
+    _uuid("dataset_id"),
+    _uuid("document_id"),
+    _uuid("segment_id"),
+    sa.Column("position", sa.Integer(), nullable=False),
+    _text("content", nullable=False),
+    sa.Column("word_count", sa.Integer(), nullable=False),
+    _uuid("created_by"),
+    _ts("created_at"),
+    _ts("updated_at"),
+)
+
+segment_attachment_bindings = sa.Table(
+    "segment_attachment_bindings",
+    metadata,
+    _id(),
+    _uuid("tenant_id"),
+    _uuid("dataset_id"),
+    _uuid("document_id"),
+    _uuid("segment_id"),
+    _uuid("attachment_id"),  # → upload_files.id
+    _ts("created_at"),
+    sa.Index("segment_attachment_binding_attachment_idx", "attachment_id"),
+)
+

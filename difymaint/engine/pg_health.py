@@ -8,7 +8,9 @@ refuses one of these queries costs a warning, never the run.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -73,3 +75,52 @@ def vacuum_analyze(engine: Engine, tables: Iterable[str]) -> dict[str, float]:
             conn.execute(sa.text(f'VACUUM (ANALYZE) "{table}"'))
             timings[table] = round(time.monotonic() - started, 3)
     return timings
+
+
+@dataclass(frozen=True)
+class Headroom:
+    """What a purge of ``tables`` may write to the WAL at most, against the free space of the WAL's volume."""
+
+    wal_bound_bytes: int  # heap + indexes + TOAST of the tables: deleting every row rewrites at most each page once
+    free_bytes: int | None  # None: the server's disk is not visible from here (another host, a managed service)
+
+    @property
+    def short(self) -> bool:
+        return self.free_bytes is not None and self.wal_bound_bytes > self.free_bytes
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {"wal_bound_bytes": self.wal_bound_bytes, "free_bytes": self.free_bytes}
+
+
+def disk_headroom(engine: Engine, tables: Iterable[str]) -> Headroom | None:
+    """Before a purge: an upper bound of the WAL it may write and, where the data directory is visible from this
+    host (difymaint beside PostgreSQL, a shared volume), the free space of the volume ``pg_wal`` is on.
+
+    A delete writes a full-page image of each page it first touches after a checkpoint, so the tables' total size
+    bounds what deleting all their rows costs in WAL (the real figure is usually far lower: docs/batching.md).
+    Best effort: None when PostgreSQL will not say (a restricted role, not PostgreSQL)."""
+    names = list(tables)
+    if engine.dialect.name != "postgresql" or not names:
+        return None
+    try:
+        with engine.connect() as conn:
+            bound = conn.execute(
+                sa.text(
+                    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                    "WHERE c.relkind = 'r' AND c.relname = ANY(:names) "
+                    "AND c.relnamespace = current_schema()::regnamespace"
+                ),
+                {"names": names},
+            ).scalar_one()
+            directory = conn.execute(sa.text("SELECT current_setting('data_directory', true)")).scalar()
+    except DBAPIError:
+        return None
+    free = None
+    if directory:
+        wal = os.path.join(str(directory), "pg_wal")
+        try:
+            stats = os.statvfs(wal if os.path.isdir(wal) else str(directory))
+            free = stats.f_bavail * stats.f_frsize
+        except OSError:
+            free = None  # not on this host
+    return Headroom(int(bound), free)

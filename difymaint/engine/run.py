@@ -319,6 +319,20 @@ def _after_run(ctx: Context, run: JobRun, start_lsn: str | None) -> None:
         run.summary.details["vacuum_analyze_s"] = pg_health.vacuum_analyze(ctx.engine, touched)
 
 
+def _check_headroom(run: JobRun, tables: list[str]) -> None:
+    """Before a purge: warn when the WAL it may write could fill the volume PostgreSQL writes it to."""
+    headroom = pg_health.disk_headroom(run.ctx.engine, tables)
+    if headroom is None:
+        return
+    run.summary.details["disk_headroom"] = headroom.as_dict()
+    if headroom.short:
+        run.warn(
+            f"deleting from {', '.join(tables)} may write up to {headroom.wal_bound_bytes // 2**20} MiB of WAL and "
+            f"the WAL volume has {(headroom.free_bytes or 0) // 2**20} MiB free: lower --max-runtime or --max-batches, "
+            "or make room first (docs/batching.md#vacuum-and-wal)"
+        )
+
+
 @contextmanager
 def job_run(
     ctx: Context,
@@ -361,6 +375,8 @@ def job_run(
         start_lsn = None
         if database:
             start_lsn = None if options.dry_run else pg_health.current_wal_lsn(ctx.engine)
+            if not options.dry_run and verbs[0] == "deleted":
+                _check_headroom(run, tables)
             for blocker in pg_health.long_running_transactions(
                 ctx.engine, older_than_s=ctx.settings.DIFYMAINT_LONG_TRANSACTION_WARN_S
             ):

@@ -40,7 +40,7 @@ from difymaint.dify.archive import (
 )
 from difymaint.dify.billing import PAID_PLANS, PlanLookup, plan_lookup
 from difymaint.dify.cascades import ENDED_RUN_STATUSES, workflow_run_cascade
-from difymaint.dify.object_store import ObjectStore, archive_store
+from difymaint.dify.storage import Storage, archive_store
 from difymaint.engine.keyset import Cursor, after, in_window
 from difymaint.engine.options import RunOptions
 from difymaint.engine.run import JobRun
@@ -109,7 +109,7 @@ def run(job: JobRun, params: ArchiveWorkflowRunsParams) -> None:
     present = [name for name in ARCHIVED_TABLES if name not in skip]
     job.use_tables([*present, "workflow_archive_logs"])
     # A dry run needs no destination; a real one checks it before the first run is read (Dify's head_bucket).
-    store = None if params.run.dry_run else archive_store(ctx.settings, params.archive_dir, now=ctx.clock.now)
+    store = None if params.run.dry_run else archive_store(ctx.settings, params.archive_dir)
     try:
         if store is not None:
             store.check()
@@ -125,7 +125,7 @@ def _archive(
     schema: SchemaReport,
     present: list[str],
     skip: set[str],
-    store: ObjectStore | None,
+    store: Storage | None,
 ) -> None:
     ctx = job.ctx
     job.warn(*schema.warnings)
@@ -161,7 +161,7 @@ class _Archiver:
         job: JobRun,
         params: ArchiveWorkflowRunsParams,
         lookup: PlanLookup,
-        store: ObjectStore | None,
+        store: Storage | None,
         live: dict[str, sa.Table],
         skip: set[str],
     ) -> None:

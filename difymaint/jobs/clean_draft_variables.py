@@ -22,7 +22,7 @@ from difymaint.core.database import as_str, ids_in
 from difymaint.core.errors import DifymaintError
 from difymaint.core.settings import Settings
 from difymaint.dify import tables as t
-from difymaint.dify.object_store import ArchiveStorageError, ObjectStore, dify_storage
+from difymaint.dify.storage import Storage, StorageError, dify_storage
 from difymaint.engine.manifest import OrphanManifest
 from difymaint.engine.options import RunOptions
 from difymaint.engine.run import JobRun
@@ -66,11 +66,13 @@ def confirmation(ctx: Context, params: CleanDraftVariablesParams) -> str:
 # --- storage: the one place this job reaches it ---------------------------------------------------------------
 
 
-def open_storage(settings: Settings) -> tuple[ObjectStore | None, str]:
+def open_storage(settings: Settings) -> tuple[Storage | None, str]:
     """Dify's storage (``STORAGE_TYPE``) if difymaint can reach it from here, else None; and where it is."""
-    store, where = dify_storage(settings)
-    if store is None:
-        return None, where
+    try:
+        store = dify_storage(settings)
+    except DifymaintError as exc:  # a storage type difymaint does not serve: the keys go to the manifest
+        return None, exc.message
+    where = store.description
     try:
         store.check()
     except DifymaintError as exc:  # a missing bucket, bad credentials, a network error
@@ -79,11 +81,11 @@ def open_storage(settings: Settings) -> tuple[ObjectStore | None, str]:
     return store, where
 
 
-def delete_object(store: ObjectStore, key: str) -> str | None:
+def delete_object(store: Storage, key: str) -> str | None:
     """Delete one object (an object already missing counts as deleted); None, or why it failed."""
     try:
         store.delete(key)
-    except ArchiveStorageError as exc:
+    except StorageError as exc:
         return exc.message
     return None
 
@@ -166,7 +168,7 @@ class _Cleaner:
         self.job, self.params, self.with_files = job, params, with_files
         self.tally = _Tally()
         self.manifest = OrphanManifest(params.orphan_manifest, job=JOB, dry_run=job.dry_run)
-        self.store: ObjectStore | None = None
+        self.store: Storage | None = None
         self.where = "not needed"
         self._opened = False
         self.stopped_at_max = False  # --max-apps ended the run with orphans left

@@ -1104,4 +1104,100 @@ JOBS: dict[str, JobInfo] = {
         verbs=("restored", "would restore"),
         scheduled=False,
     ),
+    "sweep-files": JobInfo(
+        name="sweep-files",
+        module="sweep_files",
+        summary="Delete stored files (upload_files, tool_files and their objects) that no Dify row refers to, "
+        "older than a grace period, and objects under Dify's file prefixes that have no row.",
+        # Dify has no beat entry for it: after the retention jobs (00:00-05:00), which leave such files behind.
+        schedule="30 6 * * *",
+        dify_task="clear-orphaned-file-records / remove-orphaned-files-on-storage (manual flask commands)",
+        dify_switch="",
+        # Dify has no such job to follow: DIFYMAINT_ENABLE_SWEEP_FILES alone decides, and is off until set to true.
+        switches=(
+            Switch(
+                "DIFYMAINT_ENABLE_SWEEP_FILES",
+                dify_default=False,
+                unset_note="off unless set to true: Dify has no such job",
+            ),
+        ),
+        help="Scans every row that may refer to a file (docs/jobs/sweep-files.md#referrers: uuid columns, uuids "
+        "in text and JSON, /files/ URLs, dify-file-ref: references), then lists upload_files/, tools/ and "
+        "image_files/ in Dify's storage (STORAGE_TYPE: opendal fs or s3, local, s3) in key order and deletes, one "
+        "transaction per page, each object that has no row, or whose rows are unreferenced, once it is older than "
+        "--grace-hours (upload_files.created_at and used_at, and the object's last-modified time), together with "
+        "its rows. Never touches another prefix (privkeys/ holds the workspaces' keys) or writes to storage. "
+        "--max-runtime stops between pages; the next run continues the listing where this one stopped. "
+        "--orphan-manifest checks only the keys retention runs listed. --older-than adds the opt-in file "
+        "retention.",
+        options=(
+            Opt(
+                "grace_hours",
+                ("--grace-hours",),
+                "Never delete a file or object younger than this (default 24: Dify writes the object before its "
+                "row, and a new upload is not referenced yet).",
+                type=int,
+                metavar="H",
+                min=1,
+                max=24 * 3650,
+                default=24,
+            ),
+            Opt(
+                "orphan_manifests",
+                ("--orphan-manifest",),
+                "Check only the keys in this --orphan-manifest file of the retention jobs instead of listing the "
+                "storage; repeat for several.",
+                kind="repeated",
+                metavar="PATH",
+            ),
+            Opt(
+                "older_than_days",
+                ("--older-than",),
+                "File retention (opt-in): also delete files older than DAYS whose only referrers are log rows "
+                "(messages, conversations, workflow runs, node executions, …) all older than DAYS.",
+                type=int,
+                metavar="DAYS",
+                min=1,
+            ),
+            Opt(
+                "created_by_role",
+                ("--created-by-role",),
+                "With --older-than: only uploads made by this role (upload_files.created_by_role).",
+                choices=("end_user", "account"),
+                metavar="ROLE",
+            ),
+            Opt(
+                "restart",
+                ("--restart-listing",),
+                "Start the listing from the first key instead of where the last run stopped.",
+                type=bool,
+                kind="flag",
+            ),
+        ),
+        batch=Batching(default=500, help="Objects per batch (one listing page, one transaction).", sleep_option=False),
+        dry_run_help="Scan, list and decide exactly as a real run, and report the counts and bytes it would free; "
+        "delete nothing and keep the saved listing position.",
+        lock_key="maintenance:sweep_files",
+        tables=("upload_files", "tool_files"),
+    ),
+    "storage-report": JobInfo(
+        name="storage-report",
+        module="storage_report",
+        summary="Where the disk goes: objects and bytes per Dify file prefix, files without rows, rows without "
+        "files, unreferenced files, and per-table database size, dead tuples and vacuum advice. Read-only.",
+        schedule="",
+        dify_task="none (Dify has no such report)",
+        dify_switch="",
+        switches=(),
+        help="Lists Dify's storage (STORAGE_TYPE) under upload_files/, tools/ and image_files/, scans what refers "
+        "to each file row (as sweep-files does), and reads PostgreSQL's statistics: heap, index and TOAST size, "
+        "live and dead tuples and the last (auto)vacuum of every table, the space a VACUUM would make reusable "
+        "and the space only a rewrite (pg_repack, VACUUM FULL) would return. Changes nothing; never rewrites.",
+        batch=None,
+        destructive=False,
+        dry_run_help="Same as without it: the report changes nothing.",
+        lock_key="maintenance:storage_report",
+        verbs=("reported", "reported"),
+        scheduled=False,
+    ),
 }

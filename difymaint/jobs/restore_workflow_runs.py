@@ -34,7 +34,7 @@ from difymaint.dify.archive import (
     read_bundle,
     reflect_tables,
 )
-from difymaint.dify.object_store import ArchiveStorageError, ObjectStore, archive_store
+from difymaint.dify.storage import Storage, StorageError, archive_store
 from difymaint.engine.keyset import Cursor, after, in_window
 from difymaint.engine.options import RunOptions
 from difymaint.engine.run import JobRun
@@ -106,7 +106,7 @@ def run(job: JobRun, params: RestoreWorkflowRunsParams) -> None:
     schema = check_schema(ctx.engine, needs(), job=JOB)
     present = [name for name in ARCHIVED_TABLES if schema.has(name)]
     job.use_tables(present)
-    store = archive_store(ctx.settings, params.archive_dir, now=ctx.clock.now, writing=False)
+    store = archive_store(ctx.settings, params.archive_dir, writing=False)
     try:
         store.check()
         _restore_all(job, params, present, store)
@@ -114,7 +114,7 @@ def run(job: JobRun, params: RestoreWorkflowRunsParams) -> None:
         store.close()
 
 
-def _restore_all(job: JobRun, params: RestoreWorkflowRunsParams, present: list[str], store: ObjectStore) -> None:
+def _restore_all(job: JobRun, params: RestoreWorkflowRunsParams, present: list[str], store: Storage) -> None:
     ctx = job.ctx
     restorer = _Restorer(ctx, job, params, store, reflect_tables(ctx.engine, present))
     ctx.reporter.info(f"{JOB}: from {store.description}")
@@ -153,7 +153,7 @@ class _Restorer:
         ctx: Context,
         job: JobRun,
         params: RestoreWorkflowRunsParams,
-        store: ObjectStore,
+        store: Storage,
         live: dict[str, sa.Table],
     ) -> None:
         self.ctx, self.job, self.params, self.store, self.live = ctx, job, params, store, live
@@ -238,7 +238,7 @@ class _Restorer:
             bundle = read_bundle(self.store.get(archived.key))
             if bundle.run_id and bundle.run_id != archived.run_id:
                 raise ArchiveInvalid(f"the bundle holds run {bundle.run_id}")
-        except (ArchiveStorageError, ArchiveInvalid) as exc:  # ObjectNotFound included
+        except (StorageError, ArchiveInvalid) as exc:  # ObjectNotFound included
             self._fail(archived.run_id, archived.tenant_id, archived.key, exc.message)
             return
         while True:

@@ -24,7 +24,7 @@ from difymaint.core.context import Context
 from difymaint.core.errors import DifymaintError
 from difymaint.dify import tables as t
 from difymaint.dify.celery import DIFY_TASKS, LazyPublisher
-from difymaint.dify.object_store import ArchiveStorageError, ObjectStore, dify_storage
+from difymaint.dify.storage import Storage, StorageError, dify_storage
 from difymaint.engine.manifest import OrphanManifest
 from difymaint.engine.options import RunOptions
 from difymaint.engine.run import JobRun
@@ -159,7 +159,7 @@ class StateObjects:
     """Where removed pause state objects go: Dify's storage when reachable, else the orphan manifest."""
 
     def __init__(self, ctx: Context, params: TimeoutHumanInputParams, *, dry_run: bool) -> None:
-        self.store: ObjectStore | None = None
+        self.store: Storage | None = None
         self.where = "not needed"
         self.manifest = OrphanManifest(params.orphan_manifest, job=JOB, dry_run=dry_run)
         self.deleted = 0
@@ -173,14 +173,18 @@ class StateObjects:
         if self._opened:
             return
         self._opened = True
-        store, self.where = dify_storage(self.ctx.settings)
-        if store is not None:
-            try:
-                store.check()
-            except DifymaintError as exc:  # a missing bucket, bad credentials, a network error: unreachable
-                self.where = f"{self.where}, unreachable: {exc.message}"
-                store.close()
-                store = None
+        try:
+            store = dify_storage(self.ctx.settings)
+        except DifymaintError as exc:  # a storage type difymaint does not serve: list the keys instead
+            self.where = exc.message
+            return
+        self.where = store.description
+        try:
+            store.check()
+        except DifymaintError as exc:  # not mounted here, a missing bucket, bad credentials: unreachable
+            self.where = f"{self.where}, unreachable: {exc.message}"
+            store.close()
+            return
         self.store = store
 
     def remove(self, job: JobRun, keys: list[str]) -> None:
@@ -195,7 +199,7 @@ class StateObjects:
             try:
                 self.store.delete(key)
                 self.deleted += 1
-            except ArchiveStorageError as exc:
+            except StorageError as exc:
                 job.warn(f"{JOB}: cannot delete pause state object {key}: {exc}")
                 left.append(key)
         if not left:

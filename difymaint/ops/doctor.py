@@ -274,10 +274,10 @@ def _mail(ctx: Context, test_to: str | None) -> list[Check]:
 
 
 def _archive(ctx: Context) -> list[Check]:
-    from difymaint.dify.object_store import S3_SETTINGS, archive_store
+    from difymaint.dify.storage import ARCHIVE_S3_SETTINGS, archive_store
 
     settings = ctx.settings
-    if settings.DIFYMAINT_ARCHIVE_DIR is None and not any(getattr(settings, name) for name in S3_SETTINGS):
+    if settings.DIFYMAINT_ARCHIVE_DIR is None and not any(getattr(settings, name) for name in ARCHIVE_S3_SETTINGS):
         return [
             Check(
                 "archive storage",
@@ -287,7 +287,7 @@ def _archive(ctx: Context) -> list[Check]:
             )
         ]
     store = archive_store(settings, writing=False)
-    return [Check("archive storage", Status.OK, f"configured: {type(store).__name__}")]
+    return [Check("archive storage", Status.OK, f"configured: {store.description}")]
 
 
 def _switches(ctx: Context) -> list[Check]:

@@ -147,6 +147,10 @@ def _build_registry(summary: RunSummary, last_success: float | None) -> Collecto
         rows.labels(job_name=summary.job, table=table).set(count)
     if summary.rows_remaining is not None:
         gauge("rows_remaining", "Rows still past the cut-off when the last run stopped.", summary.rows_remaining)
+    # Job-specific figures (sweep-files: files_bytes_freed, files_orphan_backlog; docs/monitoring.md).
+    for name, value in (summary.details.get("metrics") or {}).items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            gauge(f"last_run_{name}", f"{name} of the last run (docs/monitoring.md).", value)
     if last_success is not None:
         gauge("last_success_timestamp_seconds", "When a run last ended well (done, partial or disabled).", last_success)
     _queue_metrics(summary, registry, gauge)
