@@ -967,4 +967,3 @@ segment_attachment_bindings = sa.Table(
     _ts("created_at"),
     sa.Index("segment_attachment_binding_attachment_idx", "attachment_id"),
 )
-

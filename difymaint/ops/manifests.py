@@ -276,13 +276,11 @@ def cronjob_name(job: JobInfo) -> str:
 
 def governed_by(job: JobInfo) -> str:
     """Which settings decide whether a scheduled run of the job does anything (for the generated comments)."""
-    from difymaint.core.settings import Settings
     from difymaint.dify.switches import override_variable
 
     override = override_variable(job.name)
-    field = Settings.model_fields.get(override)
-    if not job.switches and field is not None and field.default is False:
-        return f"runs only when {override}=true (off by default: Dify has no such job)"
+    if [switch.name for switch in job.switches] == [override]:  # difymaint's own switch, no Dify one
+        return f"runs only when {job.switches[0].describe()} is true"
     if not job.switches:
         return f"always runs (no Dify switch; {override}=false turns it off)"
     names = " and ".join(switch.describe() for switch in job.switches)
