@@ -436,18 +436,24 @@ class RunRecorder:
         summary = run.summary
         elapsed = max(time.monotonic() - self._started_mono, 1e-6)
         run_id = self.run_id
-        self._safely(
-            "heartbeat",
-            lambda: self.store.update(
-                run_id,
-                heartbeat_at=self.now(),
-                tables=dict(summary.tables),
-                rows_total=summary.total_rows,
-                batches=summary.batches,
-                rows_remaining=summary.rows_remaining,
-                rate=round(summary.total_rows / elapsed, 3),
-            ),
-        )
+
+        def heartbeat() -> None:
+            try:
+                self.store.update(
+                    run_id,
+                    heartbeat_at=self.now(),
+                    tables=dict(summary.tables),
+                    rows_total=summary.total_rows,
+                    batches=summary.batches,
+                    rows_remaining=summary.rows_remaining,
+                    rate=round(summary.total_rows / elapsed, 3),
+                )
+            except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+                # The server went away (a restart, a failover): the run's own next statement says so in its
+                # one error line, and the closing write waits for the server; this heartbeat is just skipped.
+                logging.getLogger("difymaint").debug("run history heartbeat skipped: %s", exc.orig or exc)
+
+        self._safely("heartbeat", heartbeat)
         mono = time.monotonic()
         if summary.stop_reason is None and mono - self._last_pause_check >= self.pause_check_every_s:
             self._last_pause_check = mono
