@@ -96,3 +96,15 @@ class RecordingReporter:
 
     def close(self) -> None:
         return None
+
+
+def human_bytes(count: int | None) -> str:
+    """A byte count as an operator reads it (binary units: 1536 → "1.5 KiB"); None → "?"."""
+    if count is None:
+        return "?"
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"

@@ -35,6 +35,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from difymaint.core.database import database_url
+from difymaint.core.errors import ConfigError
+from difymaint.core.settings import Settings
+from difymaint.dify.storage import dify_storage
+from difymaint.engine.schema import Need, SchemaReport, check_schema
+
 UUID_RE = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _UUID = re.compile(UUID_RE)
 TOKEN_PREFIX = "dify-file-ref:"
@@ -565,3 +571,23 @@ class ReferenceScan:
         ).scalars()
         keys = [str(k) for k in rows]
         return keys
+
+
+def require_file_scan(settings: Settings, job: str) -> None:
+    """What a job that scans Dify's files needs, refused before any connection (exit 2): PostgreSQL (the scan
+    uses its regular expressions and statistics) and a STORAGE_TYPE difymaint serves."""
+    if database_url(settings).get_backend_name() != "postgresql":
+        raise ConfigError(f"{job} needs PostgreSQL (the reference scan uses its regular expressions)")
+    dify_storage(settings).close()
+
+
+def file_rows_schema(engine: sa.Engine, job: str) -> SchemaReport:
+    """The file rows the scan reads: upload_files, and tool_files where this Dify has it."""
+    return check_schema(
+        engine,
+        [
+            Need("upload_files", ("id", "key", "tenant_id", "name", "created_at", "used_at", "created_by_role")),
+            Need("tool_files", ("id", "file_key", "tenant_id", "name"), optional=True),
+        ],
+        job=job,
+    )

@@ -16,13 +16,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from difymaint.core.context import Context
-from difymaint.core.database import database_url
-from difymaint.core.errors import ConfigError
-from difymaint.dify.file_refs import ReferenceScan
+from difymaint.core.reporter import human_bytes
+from difymaint.dify.file_refs import ReferenceScan, file_rows_schema, require_file_scan
 from difymaint.dify.storage import Storage, dify_storage
 from difymaint.engine.options import RunOptions
 from difymaint.engine.run import JobRun
-from difymaint.engine.schema import Need, check_schema
 
 JOB = "storage-report"
 PREFIXES = ("image_files/", "tools/", "upload_files/")  # = sweep-files' (docs/jobs/sweep-files.md)
@@ -52,36 +50,16 @@ Params = StorageReportParams
 
 
 def check(ctx: Context, params: StorageReportParams) -> None:
-    if database_url(ctx.settings).get_backend_name() != "postgresql":
-        raise ConfigError(f"{JOB} needs PostgreSQL (the reference scan and the table statistics are PostgreSQL's)")
-    dify_storage(ctx.settings).close()  # a STORAGE_TYPE difymaint does not serve is refused here
+    require_file_scan(ctx.settings, JOB)
 
 
 def run(job: JobRun, params: StorageReportParams) -> None:
     ctx = job.ctx
     storage = dify_storage(ctx.settings)
     storage.check()
-    schema = check_schema(
-        ctx.engine,
-        [
-            Need("upload_files", ("id", "key", "tenant_id", "name", "created_at", "used_at", "created_by_role")),
-            Need("tool_files", ("id", "file_key", "tenant_id", "name"), optional=True),
-        ],
-        job=JOB,
-    )
+    schema = file_rows_schema(ctx.engine, JOB)
     job.warn(*schema.warnings)
     report(job, storage, has_tool_files=schema.has("tool_files"))
-
-
-def _fmt(count: int | None) -> str:
-    if count is None:
-        return "?"
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{count} B"
 
 
 def report(job: JobRun, storage: Storage, *, has_tool_files: bool) -> None:
@@ -142,7 +120,7 @@ def _storage_side(job: JobRun, storage: Storage, scan: ReferenceScan) -> dict[st
                 page = []
         flush(page, None, previous)
         prefixes[prefix.rstrip("/")] = totals
-        job.ctx.reporter.info(f"{JOB}: {prefix} {totals['count']} objects, {_fmt(totals['bytes'])}")
+        job.ctx.reporter.info(f"{JOB}: {prefix} {totals['count']} objects, {human_bytes(totals['bytes'])}")
     return {
         "prefixes": prefixes,
         "objects_without_row": without_row,
@@ -195,7 +173,7 @@ def _table_entry(row: dict[str, Any]) -> dict[str, Any]:
     vacuum = int(heap * share) if rewrite is None else min(rewrite, int(heap * share))
     advice = ""
     if rewrite is not None and rewrite >= REWRITE_MIN_BYTES and rewrite >= heap * REWRITE_SHARE:
-        advice = REWRITE_ADVICE.format(size=_fmt(rewrite))
+        advice = REWRITE_ADVICE.format(size=human_bytes(rewrite))
     elif dead >= VACUUM_DEAD_MIN and share >= VACUUM_DEAD_SHARE:
         advice = f"VACUUM (ANALYZE): {share:.0%} of its tuples are dead (autovacuum is behind); no lock on rows"
     return {
@@ -222,10 +200,18 @@ def _iso(moment: Any) -> str | None:
 def _display(job: JobRun) -> None:
     """The report as tables for a terminal (the JSON carries the same figures)."""
     d = job.summary.details
-    files = [[name, f"{v['count']:,}", _fmt(v["bytes"])] for name, v in d["prefixes"].items()] + [
-        ["objects without a row", f"{d['objects_without_row']['count']:,}", _fmt(d["objects_without_row"]["bytes"])],
+    files = [[name, f"{v['count']:,}", human_bytes(v["bytes"])] for name, v in d["prefixes"].items()] + [
+        [
+            "objects without a row",
+            f"{d['objects_without_row']['count']:,}",
+            human_bytes(d["objects_without_row"]["bytes"]),
+        ],
         ["rows without an object", f"{d['rows_without_object']['count']:,}", ""],
-        ["unreferenced rows (any age)", f"{d['unreferenced_rows']['count']:,}", _fmt(d["unreferenced_rows"]["bytes"])],
+        [
+            "unreferenced rows (any age)",
+            f"{d['unreferenced_rows']['count']:,}",
+            human_bytes(d["unreferenced_rows"]["bytes"]),
+        ],
     ]
     job.summary.display_tables.append(
         {"title": f"files in {d['storage']}", "columns": ["", "objects", "bytes"], "rows": files}
@@ -234,20 +220,20 @@ def _display(job: JobRun) -> None:
     rows = [
         [
             t["name"],
-            _fmt(t["heap_bytes"]),
-            _fmt(t["index_bytes"]),
-            _fmt(t["toast_bytes"]),
+            human_bytes(t["heap_bytes"]),
+            human_bytes(t["index_bytes"]),
+            human_bytes(t["toast_bytes"]),
             f"{t['live_tuples']:,}",
             f"{t['dead_tuples']:,}",
             (t["last_autovacuum"] or t["last_vacuum"] or "never")[:19],
-            _fmt(t["vacuum_reusable_bytes"]),
-            _fmt(t["rewrite_returnable_bytes"]),
+            human_bytes(t["vacuum_reusable_bytes"]),
+            human_bytes(t["rewrite_returnable_bytes"]),
         ]
         for t in db["tables"]
     ]
     job.summary.display_tables.append(
         {
-            "title": f"database: {_fmt(db['total_bytes'])} in {db['tables_total']} tables (largest first)",
+            "title": f"database: {human_bytes(db['total_bytes'])} in {db['tables_total']} tables (largest first)",
             "columns": ["table", "heap", "indexes", "TOAST", "live", "dead", "last vacuum", "VACUUM frees", "rewrite"],
             "rows": rows,
         }

@@ -35,16 +35,15 @@ import sqlalchemy as sa
 
 from difymaint.core.clock import naive_utc
 from difymaint.core.context import Context
-from difymaint.core.database import database_url
 from difymaint.core.errors import ConfigError
+from difymaint.core.reporter import human_bytes
 from difymaint.dify import tables as t
-from difymaint.dify.file_refs import ReferenceScan
+from difymaint.dify.file_refs import ReferenceScan, file_rows_schema, require_file_scan
 from difymaint.dify.storage import ObjectInfo, Storage, StorageError, check_key, dify_storage
 from difymaint.engine.manifest import read_manifest
 from difymaint.engine.options import RunOptions
 from difymaint.engine.resume import CursorStore
 from difymaint.engine.run import JobRun
-from difymaint.engine.schema import Need, check_schema
 
 JOB = "sweep-files"
 # Dify's file prefixes, in key order (the order a resumable listing walks them). Nothing else is ever touched:
@@ -75,12 +74,10 @@ def check(ctx: Context, params: SweepFilesParams) -> None:
         raise ConfigError("--created-by-role only narrows --older-than (the file retention)")
     if params.orphan_manifests and params.restart:
         raise ConfigError("--restart-listing applies to the storage listing, not to --orphan-manifest")
-    if database_url(ctx.settings).get_backend_name() != "postgresql":
-        raise ConfigError(f"{JOB} needs PostgreSQL (the reference scan uses its regular expressions)")
+    require_file_scan(ctx.settings, JOB)
     for path in params.orphan_manifests:
         if not Path(path).is_file():
             raise ConfigError(f"orphan manifest {path} does not exist")
-    dify_storage(ctx.settings).close()  # a STORAGE_TYPE difymaint does not serve is refused here
 
 
 def confirmation(ctx: Context, params: SweepFilesParams) -> str:
@@ -105,26 +102,10 @@ def open_storage(ctx: Context) -> Storage:
 def run(job: JobRun, params: SweepFilesParams) -> None:
     ctx = job.ctx
     storage = open_storage(ctx)
-    schema = check_schema(
-        ctx.engine,
-        [
-            Need("upload_files", ("id", "key", "tenant_id", "name", "created_at", "used_at", "created_by_role")),
-            Need("tool_files", ("id", "file_key", "tenant_id", "name"), optional=True),
-        ],
-        job=JOB,
-    )
+    schema = file_rows_schema(ctx.engine, JOB)
     job.warn(*schema.warnings)
     manifests = [Path(p) for p in params.orphan_manifests]
     Sweep(job, params, storage, manifests, has_tool_files=schema.has("tool_files")).run()
-
-
-def _fmt_bytes(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{count} B"
 
 
 @dataclass
@@ -388,8 +369,8 @@ class Sweep:
         if decision.deletable:
             verb = "would remove" if job.dry_run else "removed"
             self.ctx.reporter.info(
-                f"{JOB}: {verb} {self.objects_deleted} files so far ({_fmt_bytes(self.bytes_freed)}); "
-                f"{self.objects_seen} looked at ({_fmt_bytes(self.bytes_seen)})"
+                f"{JOB}: {verb} {self.objects_deleted} files so far ({human_bytes(self.bytes_freed)}); "
+                f"{self.objects_seen} looked at ({human_bytes(self.bytes_seen)})"
             )
         return True
 
