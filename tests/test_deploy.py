@@ -104,7 +104,7 @@ def test_one_manifest_per_registry_job_but_one_for_the_every_minute_jobs() -> No
     on_disk = {path.stem for path in K8S.glob("*.yaml")} | {path.stem for path in K8S.glob("*.yml")}
     assert on_disk == set(CRONJOB_OF.values()) | {"kustomization", deploy.NAMES_CONFIG_MAP}
     minute = sorted(name for name, job in SCHEDULED.items() if job.schedule == "* * * * *")
-    assert minute == ["poll-workflow-schedules", "refresh-trigger-providers", "timeout-human-input"]
+    assert minute == ["poll-workflow-schedules", "reap-stuck-runs", "refresh-trigger-providers", "timeout-human-input"]
     assert sorted(name for name, stem in CRONJOB_OF.items() if stem == deploy.EVERY_MINUTE_GROUP) == minute
     # Every scheduled job runs in exactly one CronJob: as its first argument, or one of the group's.
     started = []

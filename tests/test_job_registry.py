@@ -441,6 +441,12 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, Any]]] = [
     ),
     ("flush-api-token-usage", ["--batch-size", "50"], {"REDIS_HOST": "redis"}, {"run.batch_size": 50}),
     ("flush-api-token-usage", [], {"REDIS_HOST": "redis"}, {"run.batch_size": 200}),
+]
+
+
+
+# The jobs that scan Dify's files check PostgreSQL, the storage and the file tables before dispatch.
+FILE_SCAN_CASES: list[tuple[str, list[str], dict[str, str], dict[str, Any]]] = [
     (
         "sweep-files",
         [],
@@ -460,9 +466,9 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, Any]]] = [
             "--grace-hours",
             "72",
             "--orphan-manifest",
-            "/a.jsonl",
+            "{tmp}/a.jsonl",
             "--orphan-manifest",
-            "/b.jsonl",
+            "{tmp}/b.jsonl",
             "--older-than",
             "90",
             "--created-by-role",
@@ -473,7 +479,7 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, Any]]] = [
         {},
         {
             "grace_hours": 72,
-            "orphan_manifests": ("/a.jsonl", "/b.jsonl"),
+            "orphan_manifests": ("{tmp}/a.jsonl", "{tmp}/b.jsonl"),
             "older_than_days": 90,
             "created_by_role": "end_user",
             "run.batch_size": 50,
@@ -481,6 +487,29 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, Any]]] = [
     ),
     ("storage-report", [], {}, {"run.dry_run": True}),
 ]
+
+
+@pytest.mark.parametrize(("job", "args", "env", "expected"), FILE_SCAN_CASES, ids=lambda v: str(v)[:20])
+def test_file_scan_flags_map_to_params(
+    captured: Captured,
+    pg_url: str,
+    tmp_path: Path,
+    job: str,
+    args: list[str],
+    env: dict[str, str],
+    expected: dict[str, Any],
+) -> None:
+    for name in ("a.jsonl", "b.jsonl"):
+        (tmp_path / name).write_text("", encoding="utf-8")
+    argv = [job, "--dry-run", *(arg.format(tmp=tmp_path) for arg in args), "--database-url", pg_url]
+    result = CliRunner().invoke(
+        create_app(), argv, env={"NO_COLOR": "1", "OPENDAL_FS_ROOT": str(tmp_path), **env}
+    )
+    assert result.exit_code == 0, (result.exit_code, result.output, result.stderr)
+    params = captured.params[-1]
+    for dotted, value in expected.items():
+        value = tuple(str(v).format(tmp=tmp_path) for v in value) if dotted == "orphan_manifests" else value
+        assert attr(params, dotted) == value, dotted
 
 
 @pytest.mark.parametrize(("job", "args", "env", "expected"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
@@ -506,7 +535,7 @@ def test_workers_only_where_declared_and_in_range(captured: Captured, args: list
 
 
 def test_every_command_is_covered_by_a_mapping_case() -> None:
-    assert {case[0] for case in CASES} == set(JOBS)
+    assert {case[0] for case in CASES + FILE_SCAN_CASES} == set(JOBS)
 
 
 def test_every_deleting_job_asks_before_it_deletes() -> None:
