@@ -91,8 +91,9 @@ def create_engine(settings: Settings) -> Engine:
     engine = sa.create_engine(url, **kwargs)
     if backend == "postgresql":
         # Every open connection can be dropped by the runtime deadline (core/stop.py), whatever it runs, the
-        # pool's pre-ping included.
-        sa.event.listen(engine, "connect", _register_connection)
+        # pool's pre-ping and the dialect's own first queries on a new connection included (insert=True: ahead
+        # of them, or a server that freezes right after accepting the connection holds the run).
+        sa.event.listen(engine, "connect", _register_connection, insert=True)
         sa.event.listen(engine, "close", _forget_connection)
         sa.event.listen(engine, "close_detached", _forget_connection)
     return engine
