@@ -13,7 +13,13 @@ run, a ``count(*)`` of the same predicate, and the statement returns the per-tab
 ``(created_at, id)``. All CTEs see the same snapshot, so a child step found through its parent (offloads
 through node executions) still sees the parent rows its sibling CTE deletes. One round trip instead of one
 per table, and the ids never travel to the client and back (docs/batching.md#one-statement-per-batch).
-SQLite (the demo) runs one statement per step.
+
+MySQL/MariaDB (no data-modifying CTE, no ``RETURNING`` on MySQL, error 1093 on a DELETE whose sub-query
+reads its own table) and SQLite (the demo) take the batch's ids from the client and run one statement per
+step: ``DELETE … WHERE key IN (<ids>)``. On MySQL a step found through its parent is a multi-table
+``DELETE child FROM child, parent WHERE child.key = parent.id AND parent.key IN (<ids>)``: MariaDB 10.11 runs a
+single-table DELETE's ``IN (SELECT …)`` as a dependent sub-query, a scan of the child table per batch
+(docs/mysql.md#deletes).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
-from difymaint.core.database import delete_or_count, ids_array, ids_in, is_postgres
+from difymaint.core.database import delete_or_count, ids_array, ids_in, is_mysql, is_postgres
 from difymaint.engine.schema import Need
 
 
@@ -206,11 +212,30 @@ class Cascade:
             # One round trip: the ids go up once, as one array, and every step reads them on the server.
             doomed = sa.select(sa.func.unnest(ids_array(ids)).label("id"))
             return self.run_batch(conn, doomed, dry_run=dry_run, skip=skip).counts
-        return {
-            step.name: delete_or_count(conn, step.table, self.predicate(step, ids, dialect), dry_run=dry_run)
-            for step in self.steps
-            if step.name not in skip
-        }
+        counts: dict[str, int] = {}
+        for step in self.steps:
+            if step.name in skip:
+                continue
+            if step.parent and is_mysql(conn) and not dry_run:
+                counts[step.name] = self._delete_through_parent(conn, step, ids)
+            else:
+                counts[step.name] = delete_or_count(
+                    conn, step.table, self.predicate(step, ids, dialect), dry_run=dry_run
+                )
+        return counts
+
+    def _delete_through_parent(self, conn: Connection, step: Step, ids: Sequence[str]) -> int:
+        """MySQL's multi-table DELETE of ``step``'s rows joined to their parent rows (module docstring); its
+        rowcount is the child table's alone, as only that table is named before FROM. Same rows as
+        :meth:`predicate` (the dry run's count), as the parent key is unique."""
+        parent = self._step(step.parent)
+        where = [
+            step.table.c[step.key] == parent.table.c[step.parent_key],
+            self.predicate(parent, ids, conn.dialect.name),
+        ]
+        if step.where is not None:
+            where.append(step.where)
+        return int(conn.execute(sa.delete(step.table).where(*where)).rowcount)
 
     def _step(self, name: str) -> Step:
         for step in self.steps:
