@@ -132,11 +132,11 @@ def test_registry_entries() -> None:
 # --- archive ------------------------------------------------------------------------------------------------
 
 
-def test_archive_writes_difys_bundles_and_archive_logs(pg_engine: Engine, pg_url: str, tmp_path: Path) -> None:
-    scenario = seed(pg_engine, NOW)
-    without_log, with_two = reshape_app_logs(pg_engine, scenario)
-    before = snapshot(pg_engine, RUN_TABLES)
-    summary = archive_workflow_runs.run(make_context(pg_url), archive(scenario, tmp_path))
+def test_archive_writes_difys_bundles_and_archive_logs(db_engine: Engine, db_url: str, tmp_path: Path) -> None:
+    scenario = seed(db_engine, NOW)
+    without_log, with_two = reshape_app_logs(db_engine, scenario)
+    before = snapshot(db_engine, RUN_TABLES)
+    summary = archive_workflow_runs.run(make_context(db_url), archive(scenario, tmp_path))
     expected = archivable(scenario)
     assert expected and summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert summary.details["runs_archived"] == len(expected) and summary.verb == "archived"
@@ -183,7 +183,7 @@ def test_archive_writes_difys_bundles_and_archive_logs(pg_engine: Engine, pg_url
         assert read_bundle(data).run_id == rid  # our reader verifies what we wrote
 
     # workflow_archive_logs: one per app log, or one without log_id; the run's summary columns copied.
-    logs = archive_logs(pg_engine)
+    logs = archive_logs(db_engine)
     by_run: dict[str, list[dict[str, Any]]] = {}
     for log in logs:
         by_run.setdefault(str(log["workflow_run_id"]), []).append(log)
@@ -224,101 +224,101 @@ def test_archive_writes_difys_bundles_and_archive_logs(pg_engine: Engine, pg_url
     # Running, paused and scheduled runs, new runs and chat runs are never archived; nothing was deleted.
     never = {rid for rid, run in scenario.runs.items() if run.status in ("running", "paused", "scheduled")}
     assert never and not never & set(by_run)
-    assert snapshot(pg_engine, RUN_TABLES) == before
+    assert snapshot(db_engine, RUN_TABLES) == before
     expected_rows = scenario.cascade_rows(expected)
     assert {name: summary.tables[name] for name in RUN_TABLES} == expected_rows
     assert summary.tables["workflow_archive_logs"] == len(logs)
     assert summary.details["bytes_written"] == sum(path.stat().st_size for path in tmp_path.rglob("*.zip"))
 
 
-def test_already_archived_runs_are_skipped(pg_engine: Engine, pg_url: str, tmp_path: Path) -> None:
-    scenario = seed(pg_engine, NOW)
-    first = archive_workflow_runs.run(make_context(pg_url), archive(scenario, tmp_path))
-    logs = len(archive_logs(pg_engine))
-    second = archive_workflow_runs.run(make_context(pg_url), archive(scenario, tmp_path))
+def test_already_archived_runs_are_skipped(db_engine: Engine, db_url: str, tmp_path: Path) -> None:
+    scenario = seed(db_engine, NOW)
+    first = archive_workflow_runs.run(make_context(db_url), archive(scenario, tmp_path))
+    logs = len(archive_logs(db_engine))
+    second = archive_workflow_runs.run(make_context(db_url), archive(scenario, tmp_path))
     assert first.details["runs_archived"] == len(archivable(scenario))
     assert second.details["runs_archived"] == 0
     assert second.details["runs_skipped_already_archived"] == len(archivable(scenario))
-    assert second.tables["workflow_archive_logs"] == 0 and len(archive_logs(pg_engine)) == logs
+    assert second.tables["workflow_archive_logs"] == 0 and len(archive_logs(db_engine)) == logs
 
 
-def test_paid_workspaces_only_with_billing(pg_engine: Engine, pg_url: str, tmp_path: Path, billing: Any) -> None:
-    scenario = seed(pg_engine, NOW)
+def test_paid_workspaces_only_with_billing(db_engine: Engine, db_url: str, tmp_path: Path, billing: Any) -> None:
+    scenario = seed(db_engine, NOW)
     billing.state.plans = scenario.plans()
-    summary = archive_workflow_runs.run(make_context(pg_url, **billing_settings(billing)), archive(scenario, tmp_path))
+    summary = archive_workflow_runs.run(make_context(db_url, **billing_settings(billing)), archive(scenario, tmp_path))
     # professional and team (even an expired team plan, as Dify) are paid; sandbox and unknown are not.
     expected = archivable(scenario, {"professional", "team_expired"})
-    assert {str(log["workflow_run_id"]) for log in archive_logs(pg_engine)} == expected
+    assert {str(log["workflow_run_id"]) for log in archive_logs(db_engine)} == expected
     assert summary.details["runs_skipped_not_paid"] == len(archivable(scenario)) - len(expected)
     assert summary.details["billing"] == "billing-api"
     sandbox = scenario.tenant_ids["sandbox_never_paid"]
     assert not (tmp_path / sandbox).exists()
 
 
-def test_tenant_filter_and_limit(pg_engine: Engine, pg_url: str, tmp_path: Path) -> None:
-    scenario = seed(pg_engine, NOW)
+def test_tenant_filter_and_limit(db_engine: Engine, db_url: str, tmp_path: Path) -> None:
+    scenario = seed(db_engine, NOW)
     target = scenario.tenant_ids["professional"]
     summary = archive_workflow_runs.run(
-        make_context(pg_url), archive(scenario, tmp_path, tenant_ids=(target,), limit=3)
+        make_context(db_url), archive(scenario, tmp_path, tenant_ids=(target,), limit=3)
     )
-    archived = {str(log["workflow_run_id"]) for log in archive_logs(pg_engine)}
+    archived = {str(log["workflow_run_id"]) for log in archive_logs(db_engine)}
     assert len(archived) == 3 and archived <= archivable(scenario, {"professional"})
     assert summary.details["limit_reached"] and summary.details["runs_archived"] == 3
 
 
 def test_delete_after_archive_then_restore_gives_back_the_same_rows(
-    pg_engine: Engine, pg_url: str, tmp_path: Path
+    db_engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
-    scenario = seed(pg_engine, NOW)
-    reshape_app_logs(pg_engine, scenario)
-    before = snapshot(pg_engine, [*RUN_TABLES, "upload_files"])
-    runs_before = ids(pg_engine, t.workflow_runs)
-    archived = archive_workflow_runs.run(make_context(pg_url), archive(scenario, tmp_path, delete_after_archive=True))
+    scenario = seed(db_engine, NOW)
+    reshape_app_logs(db_engine, scenario)
+    before = snapshot(db_engine, [*RUN_TABLES, "upload_files"])
+    runs_before = ids(db_engine, t.workflow_runs)
+    archived = archive_workflow_runs.run(make_context(db_url), archive(scenario, tmp_path, delete_after_archive=True))
     expected = archivable(scenario)
-    assert ids(pg_engine, t.workflow_runs) == runs_before - expected
+    assert ids(db_engine, t.workflow_runs) == runs_before - expected
     assert archived.details["deleted"] == scenario.cascade_rows(expected)
-    assert_no_dangling(pg_engine)
-    assert snapshot(pg_engine, ["upload_files"]) == {"upload_files": before["upload_files"]}  # offload files kept
+    assert_no_dangling(db_engine)
+    assert snapshot(db_engine, ["upload_files"]) == {"upload_files": before["upload_files"]}  # offload files kept
 
-    restored = restore_workflow_runs.run(make_context(pg_url), restore(tmp_path))
+    restored = restore_workflow_runs.run(make_context(db_url), restore(tmp_path))
     assert restored.outcome is Outcome.DONE and restored.details["runs_restored"] == len(expected)
-    assert snapshot(pg_engine, RUN_TABLES) == {name: before[name] for name in RUN_TABLES}
+    assert snapshot(db_engine, RUN_TABLES) == {name: before[name] for name in RUN_TABLES}
     assert {name: restored.tables[name] for name in RUN_TABLES} == scenario.cascade_rows(expected)
     assert (
-        archive_logs(pg_engine) == []
+        archive_logs(db_engine) == []
         and restored.details["archive_logs_removed"] == archived.tables["workflow_archive_logs"]
     )
     assert restored.verb == "restored"
-    assert_no_dangling(pg_engine)
+    assert_no_dangling(db_engine)
 
 
-def test_restore_is_idempotent(pg_engine: Engine, pg_url: str, tmp_path: Path) -> None:
-    scenario = seed(pg_engine, NOW)
-    archive_workflow_runs.run(make_context(pg_url), archive(scenario, tmp_path))  # runs stay in the database
-    before = snapshot(pg_engine, RUN_TABLES)
-    logs = archive_logs(pg_engine)
-    again = restore_workflow_runs.run(make_context(pg_url), restore(tmp_path, keep_archive_logs=True))
+def test_restore_is_idempotent(db_engine: Engine, db_url: str, tmp_path: Path) -> None:
+    scenario = seed(db_engine, NOW)
+    archive_workflow_runs.run(make_context(db_url), archive(scenario, tmp_path))  # runs stay in the database
+    before = snapshot(db_engine, RUN_TABLES)
+    logs = archive_logs(db_engine)
+    again = restore_workflow_runs.run(make_context(db_url), restore(tmp_path, keep_archive_logs=True))
     assert again.details["runs_restored"] == len(archivable(scenario))
-    assert again.total_rows == 0 and snapshot(pg_engine, RUN_TABLES) == before
-    assert archive_logs(pg_engine) == logs  # kept
+    assert again.total_rows == 0 and snapshot(db_engine, RUN_TABLES) == before
+    assert archive_logs(db_engine) == logs  # kept
 
     # A run half there (its node executions lost): only the missing rows come back.
     rid = sorted(archivable(scenario))[0]
-    with pg_engine.begin() as conn:
+    with db_engine.begin() as conn:
         conn.execute(sa.delete(t.workflow_node_executions).where(t.workflow_node_executions.c.workflow_run_id == rid))
-    one = restore_workflow_runs.run(make_context(pg_url), restore(tmp_path, run_ids=(rid,)))
+    one = restore_workflow_runs.run(make_context(db_url), restore(tmp_path, run_ids=(rid,)))
     assert (
         one.tables["workflow_node_executions"] == scenario.runs[rid].nodes
         and one.total_rows == scenario.runs[rid].nodes
     )
-    assert snapshot(pg_engine, RUN_TABLES) == before
-    assert {str(log["workflow_run_id"]) for log in archive_logs(pg_engine)} == archivable(scenario) - {rid}
+    assert snapshot(db_engine, RUN_TABLES) == before
+    assert {str(log["workflow_run_id"]) for log in archive_logs(db_engine)} == archivable(scenario) - {rid}
 
 
-def test_corrupted_archives_fail_only_their_run(pg_engine: Engine, pg_url: str, tmp_path: Path) -> None:
-    scenario = seed(pg_engine, NOW)
-    before = snapshot(pg_engine, RUN_TABLES)
-    archive_workflow_runs.run(make_context(pg_url), archive(scenario, tmp_path, delete_after_archive=True))
+def test_corrupted_archives_fail_only_their_run(db_engine: Engine, db_url: str, tmp_path: Path) -> None:
+    scenario = seed(db_engine, NOW)
+    before = snapshot(db_engine, RUN_TABLES)
+    archive_workflow_runs.run(make_context(db_url), archive(scenario, tmp_path, delete_after_archive=True))
     expected = sorted(archivable(scenario))
     tampered, truncated, missing = expected[:3]
 
@@ -336,7 +336,7 @@ def test_corrupted_archives_fail_only_their_run(pg_engine: Engine, pg_url: str, 
     (tmp_path / key_of(scenario, missing)).unlink()
 
     with pytest.raises(RestoreFailed) as failed:
-        restore_workflow_runs.run(make_context(pg_url), restore(tmp_path))
+        restore_workflow_runs.run(make_context(db_url), restore(tmp_path))
     assert failed.value.exit_code == ExitCode.FAILED and "3 of" in failed.value.message
     summary = failed.value.difymaint_summary  # type: ignore[attr-defined]
     errors = {item["run_id"]: item["error"] for item in summary.details["failures"]}
@@ -346,79 +346,79 @@ def test_corrupted_archives_fail_only_their_run(pg_engine: Engine, pg_url: str, 
     assert "not found" in errors[missing]
     assert summary.details["runs_restored"] == len(expected) - 3
     # nothing of the failed runs came back; everything else did; their archive logs stay for a retry
-    runs_now = ids(pg_engine, t.workflow_runs)
+    runs_now = ids(db_engine, t.workflow_runs)
     assert not {tampered, truncated, missing} & runs_now
     assert {str(row["id"]) for row in before["workflow_runs"]} - runs_now == {tampered, truncated, missing}
-    assert {str(log["workflow_run_id"]) for log in archive_logs(pg_engine)} == {tampered, truncated, missing}
-    with pg_engine.connect() as conn:
+    assert {str(log["workflow_run_id"]) for log in archive_logs(db_engine)} == {tampered, truncated, missing}
+    with db_engine.connect() as conn:
         nodes = t.workflow_node_executions
         count = conn.execute(sa.select(sa.func.count()).where(nodes.c.workflow_run_id == tampered)).scalar_one()
     assert count == 0
-    assert_no_dangling(pg_engine)
+    assert_no_dangling(db_engine)
 
 
-def test_dry_runs_count_what_real_runs_do(pg_engine: Engine, pg_url: str, tmp_path: Path) -> None:
-    scenario = seed(pg_engine, NOW)
-    reshape_app_logs(pg_engine, scenario)
-    before = snapshot(pg_engine, [*RUN_TABLES, "workflow_archive_logs"])
+def test_dry_runs_count_what_real_runs_do(db_engine: Engine, db_url: str, tmp_path: Path) -> None:
+    scenario = seed(db_engine, NOW)
+    reshape_app_logs(db_engine, scenario)
+    before = snapshot(db_engine, [*RUN_TABLES, "workflow_archive_logs"])
     dry = archive_workflow_runs.run(
-        make_context(pg_url),
+        make_context(db_url),
         archive(scenario, None, run=RunOptions(dry_run=True, batch_size=3), delete_after_archive=True),
     )
-    assert snapshot(pg_engine, [*RUN_TABLES, "workflow_archive_logs"]) == before  # nothing written
+    assert snapshot(db_engine, [*RUN_TABLES, "workflow_archive_logs"]) == before  # nothing written
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
-    real = archive_workflow_runs.run(make_context(pg_url), archive(scenario, tmp_path, delete_after_archive=True))
+    real = archive_workflow_runs.run(make_context(db_url), archive(scenario, tmp_path, delete_after_archive=True))
     assert dry.tables == real.tables and dry.details["deleted"] == real.details["deleted"]
     assert dry.details["runs_archived"] == real.details["runs_archived"] == len(archivable(scenario))
     assert dry.verb == "would archive"
 
-    after_archive = snapshot(pg_engine, [*RUN_TABLES, "workflow_archive_logs"])
+    after_archive = snapshot(db_engine, [*RUN_TABLES, "workflow_archive_logs"])
     dry_restore = restore_workflow_runs.run(
-        make_context(pg_url), restore(tmp_path, run=RunOptions(dry_run=True, batch_size=7))
+        make_context(db_url), restore(tmp_path, run=RunOptions(dry_run=True, batch_size=7))
     )
-    assert snapshot(pg_engine, [*RUN_TABLES, "workflow_archive_logs"]) == after_archive
-    real_restore = restore_workflow_runs.run(make_context(pg_url), restore(tmp_path))
+    assert snapshot(db_engine, [*RUN_TABLES, "workflow_archive_logs"]) == after_archive
+    real_restore = restore_workflow_runs.run(make_context(db_url), restore(tmp_path))
     assert dry_restore.tables == real_restore.tables
     assert dry_restore.details["archive_logs_removed"] == real_restore.details["archive_logs_removed"]
 
 
-def test_optional_tables_missing_give_empty_table_files(pg_engine: Engine, pg_url: str, tmp_path: Path) -> None:
-    scenario = seed(pg_engine, NOW)
-    with pg_engine.begin() as conn:
+def test_optional_tables_missing_give_empty_table_files(db_engine: Engine, db_url: str, tmp_path: Path) -> None:
+    scenario = seed(db_engine, NOW)
+    with db_engine.begin() as conn:
         for name in ("workflow_pause_reasons", "workflow_pauses", "workflow_trigger_logs"):
             conn.execute(sa.text(f"DROP TABLE {name}"))
-    summary = archive_workflow_runs.run(make_context(pg_url), archive(scenario, tmp_path))
+    summary = archive_workflow_runs.run(make_context(db_url), archive(scenario, tmp_path))
     assert "workflow_pauses" not in summary.tables
     assert sum("does not exist in this Dify version" in warning for warning in summary.warnings) == 3
     bundle = read_bundle((tmp_path / key_of(scenario, sorted(archivable(scenario))[0])).read_bytes())
     assert bundle.tables["workflow_pauses"] == [] and bundle.tables["workflow_trigger_logs"] == []
-    assert all(log["trigger_metadata"] is None for log in archive_logs(pg_engine))
+    assert all(log["trigger_metadata"] is None for log in archive_logs(db_engine))
 
 
-def test_no_destination_is_a_config_error(pg_engine: Engine, pg_url: str) -> None:
-    scenario = seed(pg_engine, NOW)
+def test_no_destination_is_a_config_error(db_engine: Engine, db_url: str) -> None:
+    scenario = seed(db_engine, NOW)
     with pytest.raises(ConfigError, match="no archive destination"):
-        archive_workflow_runs.run(make_context(pg_url), archive(scenario, None))
+        archive_workflow_runs.run(make_context(db_url), archive(scenario, None))
     with pytest.raises(ConfigError, match="ARCHIVE_STORAGE_SECRET_KEY"):
         archive_workflow_runs.run(
             make_context(
-                pg_url,
+                db_url,
                 ARCHIVE_STORAGE_ENDPOINT="http://127.0.0.1:1",
                 ARCHIVE_STORAGE_ARCHIVE_BUCKET="b",
                 ARCHIVE_STORAGE_ACCESS_KEY="k",
             ),
             archive(scenario, None),
         )
-    assert archive_logs(pg_engine) == []
+    assert archive_logs(db_engine) == []
 
 
-def test_restore_needs_an_existing_directory_and_archived_runs(pg_url: str, tmp_path: Path) -> None:
+def test_restore_needs_an_existing_directory_and_archived_runs(db_url: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
-        restore_workflow_runs.run(make_context(pg_url), restore(tmp_path / "typo"))
+        restore_workflow_runs.run(make_context(db_url), restore(tmp_path / "typo"))
     assert not (tmp_path / "typo").exists()  # a restore never creates the directory it reads
     unknown = "00000000-0000-0000-0000-00000000abcd"
     with pytest.raises(RestoreFailed) as failed:
-        restore_workflow_runs.run(make_context(pg_url), restore(tmp_path, run_ids=(unknown,)))
+        restore_workflow_runs.run(make_context(db_url), restore(tmp_path, run_ids=(unknown,)))
     (failure,) = failed.value.difymaint_summary.details["failures"]  # type: ignore[attr-defined]
     assert failure["run_id"] == unknown and "not archived" in failure["error"]
 
@@ -472,15 +472,15 @@ def test_s3_store_against_the_stub(s3: S3Stub) -> None:
         S3Store(s3.url, "other-bucket", state.access_key, state.secret_key, region=state.region).check()
 
 
-def test_archive_and_restore_through_s3(pg_engine: Engine, pg_url: str, s3: S3Stub) -> None:
-    scenario = seed(pg_engine, NOW)
-    before = snapshot(pg_engine, RUN_TABLES)
-    archive_workflow_runs.run(make_context(pg_url, **s3.settings()), archive(scenario, None, delete_after_archive=True))
+def test_archive_and_restore_through_s3(db_engine: Engine, db_url: str, s3: S3Stub) -> None:
+    scenario = seed(db_engine, NOW)
+    before = snapshot(db_engine, RUN_TABLES)
+    archive_workflow_runs.run(make_context(db_url, **s3.settings()), archive(scenario, None, delete_after_archive=True))
     expected = archivable(scenario)
     assert set(s3.state.objects) == {key_of(scenario, rid) for rid in expected}
-    restored = restore_workflow_runs.run(make_context(pg_url, **s3.settings()), restore(None))
+    restored = restore_workflow_runs.run(make_context(db_url, **s3.settings()), restore(None))
     assert restored.details["runs_restored"] == len(expected)
-    assert snapshot(pg_engine, RUN_TABLES) == before
+    assert snapshot(db_engine, RUN_TABLES) == before
     assert s3.state.rejected == []
 
 

@@ -46,7 +46,7 @@ def marketplace() -> Iterator[MarketplaceStub]:
         yield stub
 
 
-def ctx_for(pg_url: str, redis_url: str, market: MarketplaceStub, *, prefix: str = "", **settings: Any) -> Any:
+def ctx_for(db_url: str, redis_url: str, market: MarketplaceStub, *, prefix: str = "", **settings: Any) -> Any:
     base: dict[str, Any] = {
         "DIFYMAINT_USE_REDIS": True,
         "DIFYMAINT_REDIS_URL": redis_url,
@@ -55,7 +55,7 @@ def ctx_for(pg_url: str, redis_url: str, market: MarketplaceStub, *, prefix: str
         "MARKETPLACE_API_URL": market.url,
         "DIFYMAINT_TARGET_BATCH_MS": 0,
     }
-    return make_context(pg_url, clock=FixedClock(datetime(2026, 12, 4, 10, 52, 13, tzinfo=UTC)), **(base | settings))
+    return make_context(db_url, clock=FixedClock(datetime(2026, 12, 4, 10, 52, 13, tzinfo=UTC)), **(base | settings))
 
 
 def strategy(engine: Engine, seconds: int, setting: str = "fix_only", **extra: Any) -> str:
@@ -92,15 +92,15 @@ def test_window_default_is_the_quarter_hour_and_wraps_midnight() -> None:
 
 
 def test_dispatches_due_tenants_with_difys_signature(
-    pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub, celery_worker: CeleryWorker
+    db_engine: Engine, db_url: str, redis_url: str, marketplace: MarketplaceStub, celery_worker: CeleryWorker
 ) -> None:
     start = 23 * 3600 + 45 * 60
-    due_first = strategy(pg_engine, start, "latest", mode="partial", include=["langgenius/openai"])
-    due_last_second = strategy(pg_engine, 86399, "fix_only", exclude=["acme/tools"])
-    strategy(pg_engine, 86399 - 900, "latest")  # previous window
-    strategy(pg_engine, 0, "latest")  # next day's first window
-    strategy(pg_engine, start + 10, "disabled")
-    ctx = ctx_for(pg_url, redis_url, marketplace, DIFYMAINT_DIFY_VERSION="1.11.1", **celery_worker.settings)
+    due_first = strategy(db_engine, start, "latest", mode="partial", include=["langgenius/openai"])
+    due_last_second = strategy(db_engine, 86399, "fix_only", exclude=["acme/tools"])
+    strategy(db_engine, 86399 - 900, "latest")  # previous window
+    strategy(db_engine, 0, "latest")  # next day's first window
+    strategy(db_engine, start + 10, "disabled")
+    ctx = ctx_for(db_url, redis_url, marketplace, DIFYMAINT_DIFY_VERSION="1.11.1", **celery_worker.settings)
     summary = job.run(ctx, params("2026-12-04T23:45:00Z", batch_size=1))
 
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
@@ -131,10 +131,10 @@ def test_dispatches_due_tenants_with_difys_signature(
 
 @pytest.mark.parametrize("celery_worker", ["dify"], indirect=True)
 def test_key_prefix_applies_to_cache_and_broker(
-    pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub, celery_worker: CeleryWorker
+    db_engine: Engine, db_url: str, redis_url: str, marketplace: MarketplaceStub, celery_worker: CeleryWorker
 ) -> None:
-    tenant = strategy(pg_engine, 38700)
-    summary = job.run(ctx_for(pg_url, redis_url, marketplace, **celery_worker.settings), params())
+    tenant = strategy(db_engine, 38700)
+    summary = job.run(ctx_for(db_url, redis_url, marketplace, **celery_worker.settings), params())
     assert summary.tables == {job.TABLE: 1}
     assert [args[0] for args, _ in celery_worker.received(job.TASK, 1)] == [tenant]
     client = redis.Redis.from_url(redis_url)
@@ -143,11 +143,11 @@ def test_key_prefix_applies_to_cache_and_broker(
 
 
 def test_spread_uses_countdown_not_sleep(
-    pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub
+    db_engine: Engine, db_url: str, redis_url: str, marketplace: MarketplaceStub
 ) -> None:
     for i in range(45):  # 3 chunks of 20: Dify sleeps 300 s twice; here chunk k waits k × 300 s in the broker
-        strategy(pg_engine, 38700 + i)
-    ctx = ctx_for(pg_url, redis_url, marketplace)
+        strategy(db_engine, 38700 + i)
+    ctx = ctx_for(db_url, redis_url, marketplace)
     summary = job.run(ctx, params(batch_size=7))
     assert summary.tables == {job.TABLE: 45} and ctx.clock.slept == []
     messages = published(redis_url, "plugin")  # no worker on this broker: the messages wait with their ETA
@@ -161,10 +161,10 @@ def test_spread_uses_countdown_not_sleep(
 
 
 def test_nothing_due_does_not_call_the_marketplace(
-    pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub
+    db_engine: Engine, db_url: str, redis_url: str, marketplace: MarketplaceStub
 ) -> None:
-    strategy(pg_engine, 1000)
-    summary = job.run(ctx_for(pg_url, redis_url, marketplace), params())
+    strategy(db_engine, 1000)
+    summary = job.run(ctx_for(db_url, redis_url, marketplace), params())
     assert summary.outcome is Outcome.DONE and summary.details["tenants_due"] == 0
     assert marketplace.state.calls == [] and published(redis_url, "plugin") == []
 
@@ -173,17 +173,17 @@ def test_nothing_due_does_not_call_the_marketplace(
     ("status", "body"), [(503, None), (None, b"<html>"), (None, b'{"plugins":[{"org":"x"}]}'), (None, b"[]")]
 )
 def test_marketplace_error_skips_the_cycle(
-    pg_engine: Engine,
-    pg_url: str,
+    db_engine: Engine,
+    db_url: str,
     redis_url: str,
     marketplace: MarketplaceStub,
     status: int | None,
     body: bytes | None,
 ) -> None:
-    strategy(pg_engine, 38700)
+    strategy(db_engine, 38700)
     marketplace.state.fail_status, marketplace.state.raw_body = status, body
     with pytest.raises(MarketplaceUnavailable):
-        job.run(ctx_for(pg_url, redis_url, marketplace), params())
+        job.run(ctx_for(db_url, redis_url, marketplace), params())
     assert published(redis_url, "plugin") == []
     client = redis.Redis.from_url(redis_url)
     assert not list(client.scan_iter(match=CACHE + "*"))
@@ -191,13 +191,13 @@ def test_marketplace_error_skips_the_cycle(
 
 
 def test_broker_down_publishes_and_caches_nothing(
-    pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub
+    db_engine: Engine, db_url: str, redis_url: str, marketplace: MarketplaceStub
 ) -> None:
-    strategy(pg_engine, 38700)
+    strategy(db_engine, 38700)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
-    ctx = ctx_for(pg_url, redis_url, marketplace, CELERY_BROKER_URL=dead)
+    ctx = ctx_for(db_url, redis_url, marketplace, CELERY_BROKER_URL=dead)
     with pytest.raises(BrokerUnavailable):
         job.run(ctx, params())
     client = redis.Redis.from_url(redis_url)
@@ -206,10 +206,10 @@ def test_broker_down_publishes_and_caches_nothing(
 
 
 def test_dry_run_lists_and_publishes_nothing(
-    pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub
+    db_engine: Engine, db_url: str, redis_url: str, marketplace: MarketplaceStub
 ) -> None:
-    tenants = {strategy(pg_engine, 38700 + i) for i in range(3)}
-    ctx = ctx_for(pg_url, redis_url, marketplace)
+    tenants = {strategy(db_engine, 38700 + i) for i in range(3)}
+    ctx = ctx_for(db_url, redis_url, marketplace)
     ctx.output = io.StringIO()
     summary = job.run(ctx, params(dry_run=True))
     assert summary.tables == {job.TABLE: 3} and set(summary.details["tenants"]) == tenants
@@ -222,16 +222,16 @@ def test_dry_run_lists_and_publishes_nothing(
 
 
 def test_cli(
-    pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub, celery_worker: CeleryWorker
+    db_engine: Engine, db_url: str, redis_url: str, marketplace: MarketplaceStub, celery_worker: CeleryWorker
 ) -> None:
-    tenant = strategy(pg_engine, 0)
+    tenant = strategy(db_engine, 0)
     env = {
         "DIFYMAINT_REDIS_URL": redis_url,
         "DIFYMAINT_USE_REDIS": "true",
         "MARKETPLACE_API_URL": marketplace.url,
         **celery_worker.settings,
     }
-    base = ["check-upgradable-plugins", "--database-url", pg_url, "--json", "--window-start", "2026-12-05T00:00Z"]
+    base = ["check-upgradable-plugins", "--database-url", db_url, "--json", "--window-start", "2026-12-05T00:00Z"]
     result = run_cli(base, env=env)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -246,17 +246,17 @@ def test_cli(
     assert off.returncode == 0 and json.loads(off.stdout)["outcome"] == "disabled"
 
 
-def test_budget_and_lock(pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub) -> None:
-    tenants = sorted(strategy(pg_engine, 38700 + i) for i in range(3))
-    partial = job.run(ctx_for(pg_url, redis_url, marketplace), params(batch_size=2, max_batches=1))
+def test_budget_and_lock(db_engine: Engine, db_url: str, redis_url: str, marketplace: MarketplaceStub) -> None:
+    tenants = sorted(strategy(db_engine, 38700 + i) for i in range(3))
+    partial = job.run(ctx_for(db_url, redis_url, marketplace), params(batch_size=2, max_batches=1))
     assert partial.outcome is Outcome.PARTIAL and partial.exit_code == 4
     assert [m.args[0] for m in published(redis_url, "plugin")] == tenants[:2]
-    holder = ctx_for(pg_url, redis_url, marketplace)
+    holder = ctx_for(db_url, redis_url, marketplace)
     lock = holder.job_lock(job.LOCK_KEY)
     assert lock.acquire()
     try:
         with pytest.raises(LockHeld):
-            job.run(ctx_for(pg_url, redis_url, marketplace), params())
+            job.run(ctx_for(db_url, redis_url, marketplace), params())
     finally:
         lock.release()
     assert len(published(redis_url, "plugin")) == 2  # the locked-out run published nothing

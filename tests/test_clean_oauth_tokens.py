@@ -86,11 +86,11 @@ def params(**run: Any) -> CleanOAuthTokensParams:
     return CleanOAuthTokensParams(retention_days=30, run=RunOptions(**run))
 
 
-def test_predicate_matrix_in_several_batches(pg_engine: Engine, pg_url: str) -> None:
-    groups = seed(pg_engine, NOW, bulk=40)
-    ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
+def test_predicate_matrix_in_several_batches(db_engine: Engine, db_url: str) -> None:
+    groups = seed(db_engine, NOW, bulk=40)
+    ctx = make_context(db_url, DIFYMAINT_TARGET_BATCH_MS=0)
     summary = clean_oauth_tokens.run(ctx, params(batch_size=9))
-    assert remaining(pg_engine) == groups["kept"]
+    assert remaining(db_engine) == groups["kept"]
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert summary.tables == {"oauth_access_tokens": len(groups["deleted"])} == {"oauth_access_tokens": 45}
     assert summary.batches == 5 and summary.rows_remaining == 0
@@ -110,62 +110,62 @@ def test_schema_has_difys_partial_indexes(pg_engine: Engine) -> None:
     assert all(columns[name].timezone for name in ("created_at", "last_used_at", "expires_at", "revoked_at"))
 
 
-def test_aware_cutoff_whatever_the_session_time_zone(pg_engine: Engine, pg_url: str) -> None:
-    groups = seed(pg_engine, NOW)
-    ctx = make_context(pg_url, DB_SESSION_TIMEZONE_OVERRIDE="America/Los_Angeles")
+def test_aware_cutoff_whatever_the_session_time_zone(db_engine: Engine, db_url: str) -> None:
+    groups = seed(db_engine, NOW)
+    ctx = make_context(db_url, DB_SESSION_TIMEZONE_OVERRIDE="America/Los_Angeles")
     summary = clean_oauth_tokens.run(ctx, params())
-    assert remaining(pg_engine) == groups["kept"]  # the one-second edges hold in any session zone
+    assert remaining(db_engine) == groups["kept"]  # the one-second edges hold in any session zone
     assert summary.tables["oauth_access_tokens"] == len(groups["deleted"])
 
 
-def test_days_changes_the_cutoff(pg_engine: Engine, pg_url: str) -> None:
-    seed(pg_engine, NOW)
-    summary = clean_oauth_tokens.run(make_context(pg_url), CleanOAuthTokensParams(retention_days=90))
+def test_days_changes_the_cutoff(db_engine: Engine, db_url: str) -> None:
+    seed(db_engine, NOW)
+    summary = clean_oauth_tokens.run(make_context(db_url), CleanOAuthTokensParams(retention_days=90))
     assert summary.tables["oauth_access_tokens"] == 0  # nothing in the fixture is 90 days past the edge
 
 
-def test_dry_run_counts_equal_real_deletions(pg_engine: Engine, pg_url: str) -> None:
-    groups = seed(pg_engine, NOW, bulk=20)
-    before = remaining(pg_engine)
-    dry = clean_oauth_tokens.run(make_context(pg_url), params(dry_run=True, batch_size=4))
-    assert remaining(pg_engine) == before
-    real = clean_oauth_tokens.run(make_context(pg_url), params(batch_size=500))
+def test_dry_run_counts_equal_real_deletions(db_engine: Engine, db_url: str) -> None:
+    groups = seed(db_engine, NOW, bulk=20)
+    before = remaining(db_engine)
+    dry = clean_oauth_tokens.run(make_context(db_url), params(dry_run=True, batch_size=4))
+    assert remaining(db_engine) == before
+    real = clean_oauth_tokens.run(make_context(db_url), params(batch_size=500))
     assert dry.tables == real.tables == {"oauth_access_tokens": len(groups["deleted"])}
-    assert remaining(pg_engine) == groups["kept"]
+    assert remaining(db_engine) == groups["kept"]
 
 
-def test_max_batches_is_partial(pg_engine: Engine, pg_url: str) -> None:
-    groups = seed(pg_engine, NOW, bulk=20)
+def test_max_batches_is_partial(db_engine: Engine, db_url: str) -> None:
+    groups = seed(db_engine, NOW, bulk=20)
     first = clean_oauth_tokens.run(
-        make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0), params(batch_size=5, max_batches=3)
+        make_context(db_url, DIFYMAINT_TARGET_BATCH_MS=0), params(batch_size=5, max_batches=3)
     )
     assert first.outcome is Outcome.PARTIAL and first.exit_code == 4
     assert first.tables["oauth_access_tokens"] == 15
     assert first.rows_remaining == len(groups["deleted"]) - 15
-    second = clean_oauth_tokens.run(make_context(pg_url), params())
-    assert second.outcome is Outcome.DONE and remaining(pg_engine) == groups["kept"]
+    second = clean_oauth_tokens.run(make_context(db_url), params())
+    assert second.outcome is Outcome.DONE and remaining(db_engine) == groups["kept"]
 
 
-def test_table_absent_in_older_dify_is_done_with_a_warning(pg_engine: Engine, pg_url: str) -> None:
-    with pg_engine.begin() as conn:
+def test_table_absent_in_older_dify_is_done_with_a_warning(db_engine: Engine, db_url: str) -> None:
+    with db_engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE oauth_access_tokens"))
-    ctx = make_context(pg_url)
+    ctx = make_context(db_url)
     summary = clean_oauth_tokens.run(ctx, params())
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert summary.total_rows == 0 and summary.batches == 0 and summary.rows_remaining == 0
     assert summary.details["table_present"] is False
     assert any(ABSENT in warning for warning in summary.warnings)
     assert any(ABSENT in warning for warning in ctx.reporter.warnings)  # type: ignore[attr-defined]
-    result = run_cli(["clean-oauth-tokens", "--database-url", pg_url, "--yes", "--json"])
+    result = run_cli(["clean-oauth-tokens", "--database-url", db_url, "--yes", "--json"])
     assert result.returncode == 0, result.stderr
     cli_summary = json.loads(result.stdout)
     assert cli_summary["outcome"] == "done" and cli_summary["rows_total"] == 0
     assert any(ABSENT in warning for warning in cli_summary["warnings"])
 
 
-def test_cli_json_summary(pg_engine: Engine, pg_url: str) -> None:
-    groups = seed(pg_engine, datetime.now(UTC), bulk=12, edges=False)  # the subprocess uses the real clock
-    base = ["clean-oauth-tokens", "--database-url", pg_url, "--json", "--batch-size", "5"]
+def test_cli_json_summary(db_engine: Engine, db_url: str) -> None:
+    groups = seed(db_engine, datetime.now(UTC), bulk=12, edges=False)  # the subprocess uses the real clock
+    base = ["clean-oauth-tokens", "--database-url", db_url, "--json", "--batch-size", "5"]
     dry = run_cli([*base, "--dry-run", "--days", "30"])
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["tables"] == {"oauth_access_tokens": len(groups["deleted"])}
@@ -177,7 +177,7 @@ def test_cli_json_summary(pg_engine: Engine, pg_url: str) -> None:
     summary = json.loads(done.stdout)
     assert summary["job"] == "clean-oauth-tokens" and summary["outcome"] == "done"
     assert summary["tables"] == {"oauth_access_tokens": len(groups["deleted"]) - 5}
-    assert remaining(pg_engine) == groups["kept"]
+    assert remaining(db_engine) == groups["kept"]
 
 
 def test_registry_and_help() -> None:

@@ -49,20 +49,20 @@ def worklist(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_both_passes_with_billing(pg_engine: Any, pg_url: str, billing: Any, tmp_path: Path) -> None:
-    sc = seed_unused(pg_engine, NOW)
+def test_both_passes_with_billing(db_engine: Any, db_url: str, billing: Any, tmp_path: Path) -> None:
+    sc = seed_unused(db_engine, NOW)
     billing.state.plans = sc.plans()
-    before = enabled_documents(pg_engine)
-    others = row_counts(pg_engine, UNTOUCHED)
-    summary = clean_unused_datasets.run(make_context(pg_url, **billing_settings(billing)), params(tmp_path))
+    before = enabled_documents(db_engine)
+    others = row_counts(db_engine, UNTOUCHED)
+    summary = clean_unused_datasets.run(make_context(db_url, **billing_settings(billing)), params(tmp_path))
 
     expected = sc.ids(*PASS_1, *PASS_2_BILLING_ON)
-    assert disabled_datasets(pg_engine, before) == expected
-    assert set(enabled_documents(pg_engine)) == set(before) - expected  # nothing else lost a document
+    assert disabled_datasets(db_engine, before) == expected
+    assert set(enabled_documents(db_engine)) == set(before) - expected  # nothing else lost a document
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
 
     # Logs: pass 1 only, one per enabled non-archived document (any indexing status), never notified.
-    logs = auto_disable_logs(pg_engine)
+    logs = auto_disable_logs(db_engine)
     assert {(str(r.dataset_id), str(r.document_id)) for r in logs} == {
         (dataset_id, doc_id) for dataset_id, docs in sc.logged_docs.items() for doc_id in docs
     }
@@ -82,7 +82,7 @@ def test_both_passes_with_billing(pg_engine: Any, pg_url: str, billing: Any, tmp
         "documents": 1,
     }
     assert summary.details["sandbox_pass_skipped"] == {"not_sandbox": 2, "unknown_plan": 1}
-    assert row_counts(pg_engine, UNTOUCHED) == others  # segments, keyword tables, queries: untouched
+    assert row_counts(db_engine, UNTOUCHED) == others  # segments, keyword tables, queries: untouched
 
     # The work list: one line per dataset, written before the documents were disabled.
     lines = worklist(tmp_path / "removals.jsonl")
@@ -97,46 +97,46 @@ def test_both_passes_with_billing(pg_engine: Any, pg_url: str, billing: Any, tmp
     assert summary.details["index_removals"] == {"datasets": 6, "enqueued": 0, "emitted": 6}
 
 
-def test_billing_off_sandbox_pass_takes_every_workspace(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
-    sc = seed_unused(pg_engine, NOW)
-    before = enabled_documents(pg_engine)
-    ctx = make_context(pg_url)
+def test_billing_off_sandbox_pass_takes_every_workspace(db_engine: Any, db_url: str, tmp_path: Path) -> None:
+    sc = seed_unused(db_engine, NOW)
+    before = enabled_documents(db_engine)
+    ctx = make_context(db_url)
     summary = clean_unused_datasets.run(ctx, params(tmp_path))
-    assert disabled_datasets(pg_engine, before) == sc.ids(*PASS_1, *PASS_2_BILLING_OFF)
+    assert disabled_datasets(db_engine, before) == sc.ids(*PASS_1, *PASS_2_BILLING_OFF)
     assert summary.rows_remaining == 0  # a complete run: a number, never null (issue 13 item 9)
     loud = [w for w in summary.warnings if "EVERY workspace counts as sandbox" in w]
     assert loud and loud[0] in ctx.reporter.warnings  # type: ignore[attr-defined]
     # the sandbox pass writes no logs even for paid workspaces' datasets
-    assert {str(r.dataset_id) for r in auto_disable_logs(pg_engine)} == sc.ids(*PASS_1)
+    assert {str(r.dataset_id) for r in auto_disable_logs(db_engine)} == sc.ids(*PASS_1)
 
 
 @pytest.mark.parametrize(("which", "expected"), [("all", PASS_1), ("sandbox", PASS_2_BILLING_OFF)])
-def test_a_single_pass(pg_engine: Any, pg_url: str, tmp_path: Path, which: str, expected: set[str]) -> None:
-    sc = seed_unused(pg_engine, NOW)
-    before = enabled_documents(pg_engine)
-    summary = clean_unused_datasets.run(make_context(pg_url), params(tmp_path, passes=which))
+def test_a_single_pass(db_engine: Any, db_url: str, tmp_path: Path, which: str, expected: set[str]) -> None:
+    sc = seed_unused(db_engine, NOW)
+    before = enabled_documents(db_engine)
+    summary = clean_unused_datasets.run(make_context(db_url), params(tmp_path, passes=which))
     if which == "sandbox":
         # without pass 1 first, the 30-day-old datasets are also unused for 7 days
         expected = expected | PASS_1
-    assert disabled_datasets(pg_engine, before) == sc.ids(*expected)
+    assert disabled_datasets(db_engine, before) == sc.ids(*expected)
     assert list(summary.details["passes"]) == [which]
-    assert bool(auto_disable_logs(pg_engine)) == (which == "all")
+    assert bool(auto_disable_logs(db_engine)) == (which == "all")
 
 
-def test_dry_run_counts_equal_real_run(pg_engine: Any, pg_url: str, billing: Any, tmp_path: Path) -> None:
-    sc = seed_unused(pg_engine, NOW)
+def test_dry_run_counts_equal_real_run(db_engine: Any, db_url: str, billing: Any, tmp_path: Path) -> None:
+    sc = seed_unused(db_engine, NOW)
     billing.state.plans = sc.plans()
-    before = row_counts(pg_engine, ["documents", "dataset_auto_disable_logs"])
-    enabled = enabled_documents(pg_engine)
+    before = row_counts(db_engine, ["documents", "dataset_auto_disable_logs"])
+    enabled = enabled_documents(db_engine)
     work = tmp_path / "dry.jsonl"
     dry = clean_unused_datasets.run(
-        make_context(pg_url, **billing_settings(billing)),
+        make_context(db_url, **billing_settings(billing)),
         params(tmp_path, run=RunOptions(dry_run=True, batch_size=1), emit_index_removals=work),
     )
-    assert enabled_documents(pg_engine) == enabled and row_counts(pg_engine, list(before)) == before
+    assert enabled_documents(db_engine) == enabled and row_counts(db_engine, list(before)) == before
     assert not work.exists()  # a dry run hands nothing over
     real = clean_unused_datasets.run(
-        make_context(pg_url, **billing_settings(billing)), params(tmp_path, run=RunOptions(batch_size=3))
+        make_context(db_url, **billing_settings(billing)), params(tmp_path, run=RunOptions(batch_size=3))
     )
     assert dry.tables == real.tables
     assert dry.details["passes"] == real.details["passes"]
@@ -146,12 +146,12 @@ def test_dry_run_counts_equal_real_run(pg_engine: Any, pg_url: str, billing: Any
 
 @pytest.mark.parametrize("celery_worker", ["", "dify"], indirect=True)
 def test_enqueues_difys_celery_task(
-    pg_engine: Any, pg_url: str, billing: Any, tmp_path: Path, celery_worker: CeleryWorker
+    db_engine: Any, db_url: str, billing: Any, tmp_path: Path, celery_worker: CeleryWorker
 ) -> None:
     """A real Celery worker with Dify's task signature consumes one removal per disabled dataset."""
-    sc = seed_unused(pg_engine, NOW)
+    sc = seed_unused(db_engine, NOW)
     billing.state.plans = sc.plans()
-    ctx = make_context(pg_url, **celery_worker.settings, **billing_settings(billing))
+    ctx = make_context(db_url, **celery_worker.settings, **billing_settings(billing))
     summary = clean_unused_datasets.run(ctx, params(tmp_path, enqueue_index_removal=True))
     expected = sc.ids(*PASS_1, *PASS_2_BILLING_ON)
     received = celery_worker.received(INDEX_TASK, len(expected))
@@ -163,14 +163,14 @@ def test_enqueues_difys_celery_task(
 
 
 def test_prefixed_messages_sit_under_the_prefix(
-    pg_engine: Any, pg_url: str, billing: Any, tmp_path: Path, redis_url: str
+    db_engine: Any, db_url: str, billing: Any, tmp_path: Path, redis_url: str
 ) -> None:
     """Without a worker: the queue list carries Celery's global_keyprefix ("<REDIS_KEY_PREFIX>:")."""
     import redis
 
-    sc = seed_unused(pg_engine, NOW)
+    sc = seed_unused(db_engine, NOW)
     billing.state.plans = sc.plans()
-    ctx = make_context(pg_url, CELERY_BROKER_URL=redis_url, REDIS_KEY_PREFIX="dify", **billing_settings(billing))
+    ctx = make_context(db_url, CELERY_BROKER_URL=redis_url, REDIS_KEY_PREFIX="dify", **billing_settings(billing))
     clean_unused_datasets.run(ctx, params(tmp_path, enqueue_index_removal=True))
     client = redis.Redis.from_url(redis_url)
     assert client.llen("dataset") == 0
@@ -194,57 +194,57 @@ def test_broker_url_errors(url: str | None, error: str) -> None:
         broker_url(load_settings(None, {"CELERY_BROKER_URL": url}))
 
 
-def test_unreachable_broker_disables_nothing(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
-    seed_unused(pg_engine, NOW)
-    before = enabled_documents(pg_engine)
-    ctx = make_context(pg_url, CELERY_BROKER_URL="redis://127.0.0.1:1/0", REDIS_SOCKET_CONNECT_TIMEOUT=0.5)
+def test_unreachable_broker_disables_nothing(db_engine: Any, db_url: str, tmp_path: Path) -> None:
+    seed_unused(db_engine, NOW)
+    before = enabled_documents(db_engine)
+    ctx = make_context(db_url, CELERY_BROKER_URL="redis://127.0.0.1:1/0", REDIS_SOCKET_CONNECT_TIMEOUT=0.5)
     with pytest.raises(BrokerUnavailable):
         clean_unused_datasets.run(ctx, params(tmp_path, enqueue_index_removal=True))
-    assert enabled_documents(pg_engine) == before
-    assert auto_disable_logs(pg_engine) == []
+    assert enabled_documents(db_engine) == before
+    assert auto_disable_logs(db_engine) == []
 
 
-def test_real_run_needs_an_index_hand_over(pg_engine: Any, pg_url: str) -> None:
-    seed_unused(pg_engine, NOW)
-    before = enabled_documents(pg_engine)
+def test_real_run_needs_an_index_hand_over(db_engine: Any, db_url: str) -> None:
+    seed_unused(db_engine, NOW)
+    before = enabled_documents(db_engine)
     with pytest.raises(UsageError, match="index removal"):
-        clean_unused_datasets.run(make_context(pg_url), CleanUnusedDatasetsParams())
+        clean_unused_datasets.run(make_context(db_url), CleanUnusedDatasetsParams())
     with pytest.raises(ConfigError, match="CELERY_BROKER_URL"):
-        clean_unused_datasets.run(make_context(pg_url), CleanUnusedDatasetsParams(enqueue_index_removal=True))
+        clean_unused_datasets.run(make_context(db_url), CleanUnusedDatasetsParams(enqueue_index_removal=True))
     with pytest.raises(UsageError, match="unknown pass"):
-        clean_unused_datasets.run(make_context(pg_url), CleanUnusedDatasetsParams(passes="paid"))
-    assert enabled_documents(pg_engine) == before
+        clean_unused_datasets.run(make_context(db_url), CleanUnusedDatasetsParams(passes="paid"))
+    assert enabled_documents(db_engine) == before
 
 
-def test_tenant_filter(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
-    sc = seed_unused(pg_engine, NOW)
-    before = enabled_documents(pg_engine)
-    clean_unused_datasets.run(make_context(pg_url), params(tmp_path, tenant_ids=(sc.tenants["sandbox"],)))
-    assert disabled_datasets(pg_engine, before) == sc.ids("sandbox_old_only", "sandbox_week_old")
+def test_tenant_filter(db_engine: Any, db_url: str, tmp_path: Path) -> None:
+    sc = seed_unused(db_engine, NOW)
+    before = enabled_documents(db_engine)
+    clean_unused_datasets.run(make_context(db_url), params(tmp_path, tenant_ids=(sc.tenants["sandbox"],)))
+    assert disabled_datasets(db_engine, before) == sc.ids("sandbox_old_only", "sandbox_week_old")
 
 
-def test_max_batches_is_partial_and_resumable(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
-    sc = seed_unused(pg_engine, NOW)
-    before = enabled_documents(pg_engine)
-    ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
+def test_max_batches_is_partial_and_resumable(db_engine: Any, db_url: str, tmp_path: Path) -> None:
+    sc = seed_unused(db_engine, NOW)
+    before = enabled_documents(db_engine)
+    ctx = make_context(db_url, DIFYMAINT_TARGET_BATCH_MS=0)
     first = clean_unused_datasets.run(ctx, params(tmp_path, passes="all", run=RunOptions(batch_size=2, max_batches=2)))
     assert first.outcome is Outcome.PARTIAL and first.exit_code == 4
     assert first.tables["datasets"] == 4  # the three same-moment datasets split across batches, none skipped
     assert first.rows_remaining == 1 and not first.rows_remaining_estimated  # what the next run takes
-    second = clean_unused_datasets.run(make_context(pg_url), params(tmp_path, passes="all"))
+    second = clean_unused_datasets.run(make_context(db_url), params(tmp_path, passes="all"))
     assert second.tables["datasets"] == 1
     assert second.rows_remaining == 0
-    assert disabled_datasets(pg_engine, before) == sc.ids(*PASS_1)
+    assert disabled_datasets(db_engine, before) == sc.ids(*PASS_1)
     assert len(worklist(tmp_path / "removals.jsonl")) == 5
 
 
-def test_candidate_query_uses_exists_and_keyset(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
-    seed_unused(pg_engine, NOW)
-    ctx = make_context(pg_url)
+def test_candidate_query_uses_exists_and_keyset(db_engine: Any, db_url: str, tmp_path: Path) -> None:
+    seed_unused(db_engine, NOW)
+    ctx = make_context(db_url)
     schema = clean_unused_datasets.check_schema(ctx.engine, [], job="x")
     scan = clean_unused_datasets._Scan(ctx, None, params(tmp_path), None, None, schema)  # type: ignore[arg-type]
     one_pass = clean_unused_datasets.plan_passes(CleanUnusedDatasetsParams(passes="all"), NOW)[0]
-    with pg_engine.connect() as conn:
+    with db_engine.connect() as conn:
         sql = str(scan._candidates(conn, one_pass, None, 50).compile(dialect=conn.dialect))
     assert "OFFSET" not in sql.upper() and sql.upper().count("EXISTS") == 3
     assert "ORDER BY datasets.created_at, datasets.id" in sql
@@ -299,25 +299,25 @@ def test_cli_dry_run_json_and_emit(sqlite_url: str, tmp_path: Path) -> None:
     assert bad.returncode == 2 and "--pass" in bad.stderr and "'paid' is not one of" in bad.stderr
 
 
-def test_partial_run_counts_both_passes_left(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
+def test_partial_run_counts_both_passes_left(db_engine: Any, db_url: str, tmp_path: Path) -> None:
     """Stopped in pass 1: the backlog is pass 1 past its cursor plus all of pass 2, each dataset once."""
-    sc = seed_unused(pg_engine, NOW)
-    before = enabled_documents(pg_engine)
-    ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
+    sc = seed_unused(db_engine, NOW)
+    before = enabled_documents(db_engine)
+    ctx = make_context(db_url, DIFYMAINT_TARGET_BATCH_MS=0)
     first = clean_unused_datasets.run(ctx, params(tmp_path, run=RunOptions(batch_size=2, max_batches=1)))
     assert first.outcome is Outcome.PARTIAL and first.tables["datasets"] == 2
     assert first.rows_remaining_estimated  # the sandbox pass's plan filter is not applied to the count
-    second = clean_unused_datasets.run(make_context(pg_url), params(tmp_path))
-    assert disabled_datasets(pg_engine, before) == sc.ids(*PASS_1, *PASS_2_BILLING_OFF)
+    second = clean_unused_datasets.run(make_context(db_url), params(tmp_path))
+    assert disabled_datasets(db_engine, before) == sc.ids(*PASS_1, *PASS_2_BILLING_OFF)
     assert first.rows_remaining == second.tables["datasets"]  # billing off: every workspace is sandbox
 
 
-def test_second_signal_still_counts_the_backlog(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
+def test_second_signal_still_counts_the_backlog(db_engine: Any, db_url: str, tmp_path: Path) -> None:
     from difymaint.core.stop import Interrupted
     from tests.test_signal_cancel import _interrupt_at_batch
 
-    seed_unused(pg_engine, NOW)
-    ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
+    seed_unused(db_engine, NOW)
+    ctx = make_context(db_url, DIFYMAINT_TARGET_BATCH_MS=0)
     ctx.batch_hooks.append(_interrupt_at_batch(1))
     with pytest.raises(Interrupted) as caught:
         clean_unused_datasets.run(ctx, params(tmp_path, passes="all", run=RunOptions(batch_size=2)))

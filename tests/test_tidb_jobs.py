@@ -66,8 +66,8 @@ def tidb_env(stub: TidbCloudStub, **extra: Any) -> dict[str, Any]:
     }
 
 
-def context(pg_url: str, stub: TidbCloudStub, clock: FixedClock | None = None, **extra: Any) -> Context:
-    return make_context(pg_url, clock or FakeClock(), **tidb_env(stub, **extra))
+def context(db_url: str, stub: TidbCloudStub, clock: FixedClock | None = None, **extra: Any) -> Context:
+    return make_context(db_url, clock or FakeClock(), **tidb_env(stub, **extra))
 
 
 def create_params(target: int, leak_file: Path, **run: Any) -> CreateTidbParams:
@@ -124,20 +124,20 @@ def create_calls(stub: TidbCloudStub) -> list[int]:
 
 
 def test_create_fills_the_idle_pool_to_exactly_the_target(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
-    seed_bindings(pg_engine, 3)  # idle and ACTIVE: counted
-    seed_bindings(pg_engine, 4, active=True)  # assigned to workspaces: not counted
-    ctx = context(pg_url, stub)
+    seed_bindings(db_engine, 3)  # idle and ACTIVE: counted
+    seed_bindings(db_engine, 4, active=True)  # assigned to workspaces: not counted
+    ctx = context(db_url, stub)
     summary = create_tidb.run(ctx, create_params(45, leak_file))
 
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
-    assert idle(pg_engine) == 45 and summary.details["idle_before"] == 3 and summary.details["idle_after"] == 45
+    assert idle(db_engine) == 45 and summary.details["idle_before"] == 3 and summary.details["idle_after"] == 45
     assert create_calls(stub) == [20, 20, 2]  # never more than 20 per call
     assert summary.tables == {"tidb_auth_bindings": 42} and summary.batches == 3 and summary.rows_remaining == 0
     first = stub.state.requests[0]
     assert (first.status, first.authenticated) == (401, False)  # the Digest challenge came first
-    created = {row["cluster_id"]: row for row in bindings(pg_engine) if not row["cluster_id"].startswith("seeded")}
+    created = {row["cluster_id"]: row for row in bindings(db_engine) if not row["cluster_id"].startswith("seeded")}
     assert set(created) == set(stub.state.clusters)
     for cluster_id, row in created.items():
         cluster = stub.state.clusters[cluster_id]
@@ -148,15 +148,15 @@ def test_create_fills_the_idle_pool_to_exactly_the_target(
     assert all(cluster_id in infos for cluster_id in created)  # every created clusterId was reported
     assert not leak_file.exists()
 
-    again = create_tidb.run(context(pg_url, stub), create_params(45, leak_file))
+    again = create_tidb.run(context(db_url, stub), create_params(45, leak_file))
     assert again.outcome is Outcome.DONE and again.tables == {"tidb_auth_bindings": 0}
     assert create_calls(stub) == [20, 20, 2]  # a full pool calls nothing
 
 
 def test_create_is_off_unless_create_tidb_service_job_enabled(
-    stub: TidbCloudStub, pg_url: str, leak_file: Path
+    stub: TidbCloudStub, db_url: str, leak_file: Path
 ) -> None:
-    ctx = context(pg_url, stub, CREATE_TIDB_SERVICE_JOB_ENABLED=False)
+    ctx = context(db_url, stub, CREATE_TIDB_SERVICE_JOB_ENABLED=False)
     summary = create_tidb.run(ctx, create_params(5, leak_file))
     assert summary.outcome is Outcome.DISABLED and summary.exit_code == 0
     assert "CREATE_TIDB_SERVICE_JOB_ENABLED is set to false" in summary.details["switch"]
@@ -164,22 +164,22 @@ def test_create_is_off_unless_create_tidb_service_job_enabled(
     assert stub.state.requests == []
 
 
-def test_create_dry_run_calls_no_api(stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path) -> None:
-    seed_bindings(pg_engine, 2)
-    summary = create_tidb.run(context(pg_url, stub), create_params(47, leak_file, dry_run=True))
+def test_create_dry_run_calls_no_api(stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path) -> None:
+    seed_bindings(db_engine, 2)
+    summary = create_tidb.run(context(db_url, stub), create_params(47, leak_file, dry_run=True))
     assert summary.outcome is Outcome.DONE and summary.tables == {"tidb_auth_bindings": 45}
     assert summary.details["planned_calls"] == 3
-    limited = create_tidb.run(context(pg_url, stub), create_params(47, leak_file, dry_run=True, max_batches=2))
+    limited = create_tidb.run(context(db_url, stub), create_params(47, leak_file, dry_run=True, max_batches=2))
     assert limited.outcome is Outcome.PARTIAL and limited.tables == {"tidb_auth_bindings": 40}
-    assert stub.state.requests == [] and idle(pg_engine) == 2
+    assert stub.state.requests == [] and idle(db_engine) == 2
 
 
 def test_create_max_batches_stops_early_with_exit_4(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
-    summary = create_tidb.run(context(pg_url, stub), create_params(50, leak_file, max_batches=1))
+    summary = create_tidb.run(context(db_url, stub), create_params(50, leak_file, max_batches=1))
     assert summary.outcome is Outcome.PARTIAL and summary.exit_code == 4 and summary.stop_reason == "max-batches"
-    assert idle(pg_engine) == 20 and summary.rows_remaining == 30
+    assert idle(db_engine) == 20 and summary.rows_remaining == 30
 
 
 def _second_signal_after_the_first_batch(ctx: Context) -> None:
@@ -190,98 +190,98 @@ def _second_signal_after_the_first_batch(ctx: Context) -> None:
 
 
 def test_create_counts_what_is_left_after_a_second_signal(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
-    ctx = context(pg_url, stub)
+    ctx = context(db_url, stub)
     _second_signal_after_the_first_batch(ctx)
     with pytest.raises(Interrupted) as caught:
         create_tidb.run(ctx, create_params(45, leak_file))
     summary = caught.value.difymaint_summary  # type: ignore[attr-defined]
-    assert idle(pg_engine) == 20 and summary.rows_remaining == 25  # not null: 25 clusters still to create
+    assert idle(db_engine) == 20 and summary.rows_remaining == 25  # not null: 25 clusters still to create
 
 
 def test_status_counts_what_is_left_after_a_second_signal(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
-    create_tidb.run(context(pg_url, stub), create_params(45, leak_file))
-    update_tidb_status.run(context(pg_url, stub), status_params(leak_file))  # the stub reports them active now
-    ctx = context(pg_url, stub)
+    create_tidb.run(context(db_url, stub), create_params(45, leak_file))
+    update_tidb_status.run(context(db_url, stub), status_params(leak_file))  # the stub reports them active now
+    ctx = context(db_url, stub)
     _second_signal_after_the_first_batch(ctx)
     with pytest.raises(Interrupted) as caught:
         update_tidb_status.run(ctx, status_params(leak_file))
     summary = caught.value.difymaint_summary  # type: ignore[attr-defined]
-    still_creating = sum(1 for row in bindings(pg_engine) if row["status"] == "CREATING")
+    still_creating = sum(1 for row in bindings(db_engine) if row["status"] == "CREATING")
     assert still_creating == 25 and summary.rows_remaining == still_creating
 
 
 def test_create_retries_429_and_network_errors_then_succeeds(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
     stub.script(
         Fault(429, retry_after="2", method="POST"),
         Fault(429, method="POST"),
     )
     clock = FakeClock()
-    summary = create_tidb.run(context(pg_url, stub, clock), create_params(3, leak_file))
-    assert summary.outcome is Outcome.DONE and idle(pg_engine) == 3
+    summary = create_tidb.run(context(db_url, stub, clock), create_params(3, leak_file))
+    assert summary.outcome is Outcome.DONE and idle(db_engine) == 3
     assert [r.status for r in stub.api_requests("POST")] == [429, 429, 200]
     assert clock.slept[0] >= 2  # Retry-After honoured
     assert summary.details["api_failed_requests"] == 2
 
 
 def test_create_5xx_is_never_retried_and_the_submitted_names_go_to_the_leak_file(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
     stub.script(Fault(503, method="POST"))
     with pytest.raises(TidbCreateOutcomeUnknown) as caught:
-        create_tidb.run(context(pg_url, stub), create_params(7, leak_file))
+        create_tidb.run(context(db_url, stub), create_params(7, leak_file))
     assert caught.value.exit_code == 1
     assert create_calls(stub) == [7]  # not retried: a retry could create a second set
     leaks = read_leaks(leak_file)
     assert [entry.display_name for entry in leaks] == list(caught.value.display_names)
     assert all(entry.cluster_id is None for entry in leaks) and len(leaks) == 7
-    assert idle(pg_engine) == 0
+    assert idle(db_engine) == 0
 
 
 def test_create_partial_batches_still_reach_the_target(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
     stub.state.create_limit = 5  # TiDB Cloud creates only 5 of each request's clusters
-    summary = create_tidb.run(context(pg_url, stub), create_params(12, leak_file))
-    assert summary.outcome is Outcome.DONE and idle(pg_engine) == 12
+    summary = create_tidb.run(context(db_url, stub), create_params(12, leak_file))
+    assert summary.outcome is Outcome.DONE and idle(db_engine) == 12
     assert create_calls(stub) == [12, 7, 2]
     leaks = read_leaks(leak_file)  # the names a batchCreate answer left out may exist: listed, without ids
     assert len(leaks) == 7 + 2 and all(entry.cluster_id is None for entry in leaks)
     assert {entry.display_name for entry in leaks}.isdisjoint(c.display_name for c in stub.state.clusters.values())
 
 
-def test_create_that_creates_nothing_ends_the_run(stub: TidbCloudStub, pg_url: str, leak_file: Path) -> None:
+def test_create_that_creates_nothing_ends_the_run(stub: TidbCloudStub, db_url: str, leak_file: Path) -> None:
     stub.state.create_limit = 0
     with pytest.raises(DifymaintError, match="without creating any of 4 clusters"):
-        create_tidb.run(context(pg_url, stub), create_params(4, leak_file))
+        create_tidb.run(context(db_url, stub), create_params(4, leak_file))
     assert create_calls(stub) == [4]  # Dify would loop here without a pause
 
 
 def test_persistently_failing_api_ends_create_within_the_default_budget(
-    stub: TidbCloudStub, pg_url: str, leak_file: Path
+    stub: TidbCloudStub, db_url: str, leak_file: Path
 ) -> None:
     stub.state.fail_always = Fault(429)
     clock = FakeClock()
     with pytest.raises(TidbCloudUnavailable) as caught:
-        create_tidb.run(context(pg_url, stub, clock), create_params(500, leak_file))
+        create_tidb.run(context(db_url, stub, clock), create_params(500, leak_file))
     assert caught.value.exit_code == 1
     assert len(stub.api_requests()) <= 10 and clock.t <= 30  # the defaults: 10 requests, 30 s
 
 
 @pytest.mark.parametrize(("job", "fault"), [("create-tidb", 429), ("update-tidb-status", 503)])
 def test_persistently_failing_api_ends_a_real_run_in_bounded_time(
-    stub: TidbCloudStub, pg_url: str, leak_file: Path, job: str, fault: int
+    stub: TidbCloudStub, db_url: str, leak_file: Path, job: str, fault: int
 ) -> None:
     stub.state.fail_always = Fault(fault)
     started = time.monotonic()
     result = cli(
         [job, "--max-failing-seconds", "3", "--json"],
-        pg_url,
+        db_url,
         stub,
         leak_file,
         seed=lambda engine: seed_bindings(engine, 30, status="CREATING"),
@@ -297,9 +297,9 @@ def test_persistently_failing_api_ends_a_real_run_in_bounded_time(
 
 
 def test_insert_failure_leaks_to_the_file_and_the_reaper_deletes_them(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
-    with pg_engine.begin() as conn:
+    with db_engine.begin() as conn:
         conn.execute(
             sa.text(
                 "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
@@ -309,7 +309,7 @@ def test_insert_failure_leaks_to_the_file_and_the_reaper_deletes_them(
         conn.execute(
             sa.text("CREATE TRIGGER refuse BEFORE INSERT ON tidb_auth_bindings FOR EACH ROW EXECUTE FUNCTION refuse()")
         )
-    ctx = context(pg_url, stub)
+    ctx = context(db_url, stub)
     with pytest.raises(DifymaintError) as caught:
         create_tidb.run(ctx, create_params(3, leak_file))
     message = caught.value.message
@@ -320,18 +320,18 @@ def test_insert_failure_leaks_to_the_file_and_the_reaper_deletes_them(
     assert create_calls(stub) == [3]  # the failed write stops the run: no second set
 
     young = update_tidb_status.run(
-        context(pg_url, stub, FakeClock(NOW + timedelta(minutes=30))),
+        context(db_url, stub, FakeClock(NOW + timedelta(minutes=30))),
         status_params(leak_file, reap_older_than_hours=1),
     )
     assert young.details["leaked_reaped"] == [] and len(read_leaks(leak_file)) == 3  # not old enough
     dry = update_tidb_status.run(
-        context(pg_url, stub, FakeClock(NOW + timedelta(hours=2))),
+        context(db_url, stub, FakeClock(NOW + timedelta(hours=2))),
         status_params(leak_file, reap_older_than_hours=1, run={"dry_run": True}),
     )
     assert sorted(dry.details["leaked_would_reap"]) == sorted(stub.state.clusters)
     assert stub.api_requests("DELETE") == [] and len(read_leaks(leak_file)) == 3
     reaped = update_tidb_status.run(
-        context(pg_url, stub, FakeClock(NOW + timedelta(hours=2))),
+        context(db_url, stub, FakeClock(NOW + timedelta(hours=2))),
         status_params(leak_file, reap_older_than_hours=1),
     )
     assert reaped.outcome is Outcome.DONE and len(reaped.details["leaked_reaped"]) == 3
@@ -340,24 +340,24 @@ def test_insert_failure_leaks_to_the_file_and_the_reaper_deletes_them(
 
 
 def test_the_database_guard_stops_a_second_create_even_when_the_redis_lock_is_free(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, redis_url: str, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, redis_url: str, leak_file: Path
 ) -> None:
-    held = PostgresAdvisoryLock(pg_engine, "maintenance:create_tidb_serverless:database")
+    held = PostgresAdvisoryLock(db_engine, "maintenance:create_tidb_serverless:database")
     assert held.acquire()
     try:
-        ctx = context(pg_url, stub, DIFYMAINT_USE_REDIS=True, DIFYMAINT_REDIS_URL=redis_url)
+        ctx = context(db_url, stub, DIFYMAINT_USE_REDIS=True, DIFYMAINT_REDIS_URL=redis_url)
         with pytest.raises(LockHeld):
             create_tidb.run(ctx, create_params(5, leak_file))
     finally:
         held.release()
-    assert stub.state.requests == [] and idle(pg_engine) == 0
+    assert stub.state.requests == [] and idle(db_engine) == 0
 
 
 @pytest.mark.parametrize("lock", ["redis", "postgres"])
 def test_two_concurrent_create_runs_never_exceed_the_target(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, redis_url: str, tmp_path: Path, lock: str
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, redis_url: str, tmp_path: Path, lock: str
 ) -> None:
-    env = cli_env(pg_url, stub, tmp_path / "leaks.jsonl", TIDB_SERVERLESS_NUMBER="100")
+    env = cli_env(db_url, stub, tmp_path / "leaks.jsonl", TIDB_SERVERLESS_NUMBER="100")
     if lock == "redis":
         env["DIFYMAINT_REDIS_URL"] = redis_url
     command = [sys.executable, "-m", "difymaint", "create-tidb", "--json"]
@@ -365,83 +365,83 @@ def test_two_concurrent_create_runs_never_exceed_the_target(
     results = [(run.wait(timeout=120), *run.communicate()) for run in runs]
     codes = sorted(code for code, _, _ in results)
     assert codes in ([0, 0], [0, 5]), results  # the loser skipped (5) or found the pool already full (0)
-    assert idle(pg_engine) == 100 and sum(create_calls(stub)) == 100 and len(stub.state.clusters) == 100
+    assert idle(db_engine) == 100 and sum(create_calls(stub)) == 100 and len(stub.state.clusters) == 100
 
 
 # ---------------------------------------------------------------------------------------- update-tidb-status
 
 
 def test_status_promotes_clusters_once_tidb_cloud_reports_them_active(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
-    create_tidb.run(context(pg_url, stub), create_params(45, leak_file))
-    first = update_tidb_status.run(context(pg_url, stub), status_params(leak_file))
+    create_tidb.run(context(db_url, stub), create_params(45, leak_file))
+    first = update_tidb_status.run(context(db_url, stub), status_params(leak_file))
     assert first.outcome is Outcome.DONE and first.tables == {"tidb_auth_bindings": 0}  # still CREATING
     gets = stub.api_requests("GET", "/clusters:batchGet")
     assert [len(r.query["clusterIds"]) for r in gets] == [20, 20, 5]
     assert {r.query["view"][0] for r in gets} == {"BASIC"}
     order = [cluster_id for r in gets for cluster_id in r.query["clusterIds"]]
-    assert order == [row["cluster_id"] for row in bindings(pg_engine)]  # paged in created_at order
+    assert order == [row["cluster_id"] for row in bindings(db_engine)]  # paged in created_at order
 
-    second = update_tidb_status.run(context(pg_url, stub), status_params(leak_file))
+    second = update_tidb_status.run(context(db_url, stub), status_params(leak_file))
     assert second.outcome is Outcome.DONE and second.tables == {"tidb_auth_bindings": 45} and second.batches == 3
-    for row in bindings(pg_engine):
+    for row in bindings(db_engine):
         cluster = stub.state.clusters[row["cluster_id"]]
         assert row["status"] == "ACTIVE" and row["account"] == f"{cluster.user_prefix}.root"
         assert row["qdrant_endpoint"] == f"https://qdrant-{cluster.host}"
         assert row["password"] == cluster.root_password and row["active"] is False
-    third = update_tidb_status.run(context(pg_url, stub), status_params(leak_file))
+    third = update_tidb_status.run(context(db_url, stub), status_params(leak_file))
     assert third.batches == 0 and len(stub.api_requests("GET", "/clusters:batchGet")) == 6
 
 
 def test_status_fetches_the_endpoint_when_the_batch_answer_lacks_it(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
     stub.state.basic_view_endpoints = False
-    create_tidb.run(context(pg_url, stub), create_params(3, leak_file))
-    update_tidb_status.run(context(pg_url, stub), status_params(leak_file))  # still CREATING
-    summary = update_tidb_status.run(context(pg_url, stub), status_params(leak_file))
+    create_tidb.run(context(db_url, stub), create_params(3, leak_file))
+    update_tidb_status.run(context(db_url, stub), status_params(leak_file))  # still CREATING
+    summary = update_tidb_status.run(context(db_url, stub), status_params(leak_file))
     assert summary.tables == {"tidb_auth_bindings": 3}
     assert len([r for r in stub.api_requests("GET") if r.path.startswith("/clusters/")]) == 3  # Dify's fallback
-    assert all(row["qdrant_endpoint"].startswith("https://qdrant-gateway01.") for row in bindings(pg_engine))
+    assert all(row["qdrant_endpoint"].startswith("https://qdrant-gateway01.") for row in bindings(db_engine))
 
 
-def test_status_dry_run_writes_nothing(stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path) -> None:
+def test_status_dry_run_writes_nothing(stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path) -> None:
     stub.state.polls_until_active = 0
-    create_tidb.run(context(pg_url, stub), create_params(4, leak_file))
-    summary = update_tidb_status.run(context(pg_url, stub), status_params(leak_file, run={"dry_run": True}))
+    create_tidb.run(context(db_url, stub), create_params(4, leak_file))
+    summary = update_tidb_status.run(context(db_url, stub), status_params(leak_file, run={"dry_run": True}))
     assert summary.tables == {"tidb_auth_bindings": 4} and summary.dry_run
-    assert {row["status"] for row in bindings(pg_engine)} == {"CREATING"}
+    assert {row["status"] for row in bindings(db_engine)} == {"CREATING"}
 
 
 def test_status_continues_past_a_failing_chunk_and_exits_1_at_the_end(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
     stub.state.polls_until_active = 0
-    create_tidb.run(context(pg_url, stub), create_params(45, leak_file))
+    create_tidb.run(context(db_url, stub), create_params(45, leak_file))
     stub.script(
         Fault(500, method="GET"),  # retried within the chunk
         Fault(400, method="GET", path_prefix="/clusters:batchGet"),  # chunk 1 fails for good
     )
     with pytest.raises(DifymaintError) as caught:
-        update_tidb_status.run(context(pg_url, stub), status_params(leak_file))
+        update_tidb_status.run(context(db_url, stub), status_params(leak_file))
     assert caught.value.exit_code == 1 and "1 chunk(s) failed" in caught.value.message
     summary = caught.value.difymaint_summary  # type: ignore[attr-defined]
     assert summary.tables == {"tidb_auth_bindings": 25} and summary.batches == 3
-    statuses = [row["status"] for row in bindings(pg_engine)]
+    statuses = [row["status"] for row in bindings(db_engine)]
     assert statuses[:20] == ["CREATING"] * 20 and statuses[20:] == ["ACTIVE"] * 25  # chunks 2 and 3 went through
-    retry = update_tidb_status.run(context(pg_url, stub), status_params(leak_file))
+    retry = update_tidb_status.run(context(db_url, stub), status_params(leak_file))
     assert retry.outcome is Outcome.DONE and retry.tables == {"tidb_auth_bindings": 20}
 
 
 def test_status_reports_and_reaps_clusters_stuck_in_creating(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
     stub.state.polls_until_active = None  # they never come up
-    create_tidb.run(context(pg_url, stub), create_params(5, leak_file))
+    create_tidb.run(context(db_url, stub), create_params(5, leak_file))
     table = t.tidb_auth_bindings
-    stuck = [row["cluster_id"] for row in bindings(pg_engine)][:3]
-    with pg_engine.begin() as conn:
+    stuck = [row["cluster_id"] for row in bindings(db_engine)][:3]
+    with db_engine.begin() as conn:
         conn.execute(
             sa.update(table).where(table.c.cluster_id.in_(stuck)).values(created_at=datetime(2026, 11, 22, 12, 0))
         )
@@ -449,44 +449,44 @@ def test_status_reports_and_reaps_clusters_stuck_in_creating(
     gone_remotely = stuck[0]
     stub.state.clusters.pop(gone_remotely)  # deleted in the console meanwhile: 404 counts as gone
 
-    report = update_tidb_status.run(context(pg_url, stub), status_params(leak_file, stuck_after_hours=24))
+    report = update_tidb_status.run(context(db_url, stub), status_params(leak_file, stuck_after_hours=24))
     assert report.outcome is Outcome.DONE and report.details["stuck_clusters"] == 3
     assert sorted(report.details["stuck_cluster_ids"]) == sorted(stuck)
     assert any("still CREATING more than 24 h" in warning for warning in report.warnings)
 
     dry = update_tidb_status.run(
-        context(pg_url, stub), status_params(leak_file, reap_older_than_hours=36, run={"dry_run": True})
+        context(db_url, stub), status_params(leak_file, reap_older_than_hours=36, run={"dry_run": True})
     )
     assert sorted(dry.details["would_reap_clusters"]) == sorted(stuck) and stub.api_requests("DELETE") == []
-    assert len(bindings(pg_engine)) == 5
+    assert len(bindings(db_engine)) == 5
 
-    reaped = update_tidb_status.run(context(pg_url, stub), status_params(leak_file, reap_older_than_hours=36))
+    reaped = update_tidb_status.run(context(db_url, stub), status_params(leak_file, reap_older_than_hours=36))
     assert reaped.outcome is Outcome.DONE and sorted(reaped.details["reaped_clusters"]) == sorted(stuck)
     assert sorted(r.path for r in stub.api_requests("DELETE")) == sorted(f"/clusters/{c}" for c in stuck)
     assert set(stub.state.deleted) == set(stuck[1:])
-    assert {row["cluster_id"] for row in bindings(pg_engine)}.isdisjoint(stuck) and len(bindings(pg_engine)) == 2
+    assert {row["cluster_id"] for row in bindings(db_engine)}.isdisjoint(stuck) and len(bindings(db_engine)) == 2
 
 
 def test_persistently_failing_api_ends_status_within_the_default_budget(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
-    seed_bindings(pg_engine, 60, status="CREATING")
+    seed_bindings(db_engine, 60, status="CREATING")
     stub.state.fail_always = Fault(502)
     clock = FakeClock()
     with pytest.raises(TidbCloudUnavailable):
-        update_tidb_status.run(context(pg_url, stub, clock), status_params(leak_file))
+        update_tidb_status.run(context(db_url, stub, clock), status_params(leak_file))
     assert len(stub.api_requests()) <= 10 and clock.t <= 30
 
 
 # ----------------------------------------------------------------------------------------------------- CLI
 
 
-def cli_env(pg_url: str, stub: TidbCloudStub, leak_file: Path, **extra: str) -> dict[str, str]:
+def cli_env(db_url: str, stub: TidbCloudStub, leak_file: Path, **extra: str) -> dict[str, str]:
     values = {key: str(value) for key, value in tidb_env(stub).items()}
     return {
         **CLEAN_ENV,
         "NO_COLOR": "1",
-        "DIFYMAINT_DATABASE_URL": pg_url,
+        "DIFYMAINT_DATABASE_URL": db_url,
         "DIFYMAINT_TIDB_LEAK_FILE": str(leak_file),
         **values,
         **extra,
@@ -495,14 +495,14 @@ def cli_env(pg_url: str, stub: TidbCloudStub, leak_file: Path, **extra: str) -> 
 
 def cli(
     args: list[str],
-    pg_url: str,
+    db_url: str,
     stub: TidbCloudStub,
     leak_file: Path,
     seed: Any = None,
     **extra: str,
 ) -> subprocess.CompletedProcess[str]:
     if seed is not None:
-        engine = sa.create_engine(pg_url)
+        engine = sa.create_engine(db_url)
         seed(engine)
         engine.dispose()
     return subprocess.run(
@@ -510,7 +510,7 @@ def cli(
         capture_output=True,
         text=True,
         timeout=120,
-        env=cli_env(pg_url, stub, leak_file, **extra),
+        env=cli_env(db_url, stub, leak_file, **extra),
         stdin=subprocess.DEVNULL,
     )
 
@@ -518,9 +518,9 @@ def cli(
 @pytest.mark.parametrize("job", ["create-tidb", "update-tidb-status"])
 @pytest.mark.parametrize("missing", ["TIDB_API_URL", "TIDB_PUBLIC_KEY", "TIDB_PRIVATE_KEY", "TIDB_PROJECT_ID"])
 def test_missing_tidb_setting_is_one_line_and_exit_2(
-    stub: TidbCloudStub, pg_url: str, leak_file: Path, job: str, missing: str
+    stub: TidbCloudStub, db_url: str, leak_file: Path, job: str, missing: str
 ) -> None:
-    env = cli_env(pg_url, stub, leak_file)
+    env = cli_env(db_url, stub, leak_file)
     del env[missing]
     result = subprocess.run(
         [sys.executable, "-m", "difymaint", job], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL
@@ -537,16 +537,16 @@ def test_missing_tidb_setting_is_one_line_and_exit_2(
         )
 
 
-def test_disabled_create_says_so_and_exits_0(stub: TidbCloudStub, pg_url: str, leak_file: Path) -> None:
-    manual = cli(["create-tidb"], pg_url, stub, leak_file, CREATE_TIDB_SERVICE_JOB_ENABLED="false")
+def test_disabled_create_says_so_and_exits_0(stub: TidbCloudStub, db_url: str, leak_file: Path) -> None:
+    manual = cli(["create-tidb"], db_url, stub, leak_file, CREATE_TIDB_SERVICE_JOB_ENABLED="false")
     assert manual.returncode == 0 and "CREATE_TIDB_SERVICE_JOB_ENABLED is set to false" in manual.stderr
-    scheduled = cli(["create-tidb", "--scheduled", "--json"], pg_url, stub, leak_file)
+    scheduled = cli(["create-tidb", "--scheduled", "--json"], db_url, stub, leak_file)
     assert scheduled.returncode == 0 and json.loads(scheduled.stdout)["outcome"] == "disabled"
     assert "ENABLE_CREATE_TIDB_SERVERLESS_TASK" in json.loads(scheduled.stdout)["details"]["switch"]
     assert stub.state.requests == []
 
 
-def test_no_password_in_any_output(stub: TidbCloudStub, pg_url: str, leak_file: Path) -> None:
+def test_no_password_in_any_output(stub: TidbCloudStub, db_url: str, leak_file: Path) -> None:
     stub.state.polls_until_active = 0
     outputs = []
     for args in (
@@ -555,7 +555,7 @@ def test_no_password_in_any_output(stub: TidbCloudStub, pg_url: str, leak_file: 
         ["update-tidb-status", "-vv", "--json"],
         ["update-tidb-status", "--log-format", "json", "--json", "--reap-older-than", "1", "--yes"],
     ):
-        result = cli(args, pg_url, stub, leak_file, TIDB_SERVERLESS_NUMBER="25")
+        result = cli(args, db_url, stub, leak_file, TIDB_SERVERLESS_NUMBER="25")
         assert result.returncode == 0, result.stderr
         outputs += [result.stdout, result.stderr]
     created = json.loads(outputs[0])
@@ -571,11 +571,11 @@ def test_no_password_in_any_output(stub: TidbCloudStub, pg_url: str, leak_file: 
 
 
 def test_no_password_when_the_insert_fails(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
-    with pg_engine.begin() as conn:  # a password column too short for the generated password
+    with db_engine.begin() as conn:  # a password column too short for the generated password
         conn.execute(sa.text("ALTER TABLE tidb_auth_bindings ALTER COLUMN password TYPE varchar(4)"))
-    result = cli(["create-tidb", "-vv", "--json", "--target", "2"], pg_url, stub, leak_file)
+    result = cli(["create-tidb", "-vv", "--json", "--target", "2"], db_url, stub, leak_file)
     assert result.returncode == 1
     summary = json.loads(result.stdout)
     assert summary["outcome"] == "failed" and "leak file" in summary["error"]
@@ -587,12 +587,12 @@ def test_no_password_when_the_insert_fails(
 
 
 def test_sigterm_finishes_the_open_batch_and_records_it(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
     stub.state.delay_s = 0.4  # each batchCreate takes a while
     proc = subprocess.Popen(
         [sys.executable, "-m", "difymaint", "create-tidb", "--json", "--target", "200"],
-        env=cli_env(pg_url, stub, leak_file),
+        env=cli_env(db_url, stub, leak_file),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -607,7 +607,7 @@ def test_sigterm_finishes_the_open_batch_and_records_it(
     assert summary["outcome"] == "interrupted" and summary["stop_reason"].startswith("signal")
     created = sum(create_calls(stub))
     assert created == 20 * len(create_calls(stub)) and created < 200
-    assert idle(pg_engine) == created == summary["tables"]["tidb_auth_bindings"]  # the open batch was recorded
+    assert idle(db_engine) == created == summary["tables"]["tidb_auth_bindings"]  # the open batch was recorded
     assert not leak_file.exists()
 
 

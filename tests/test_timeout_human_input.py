@@ -44,7 +44,7 @@ class Form:
     state_key: str | None = None
 
 
-def ctx_for(pg_url: str, redis_url: str, storage_root: Path | None = None, **settings: Any) -> Any:
+def ctx_for(db_url: str, redis_url: str, storage_root: Path | None = None, **settings: Any) -> Any:
     base: dict[str, Any] = {
         "CELERY_BROKER_URL": redis_url,
         "DIFYMAINT_TARGET_BATCH_MS": 0,
@@ -52,7 +52,7 @@ def ctx_for(pg_url: str, redis_url: str, storage_root: Path | None = None, **set
         "OPENDAL_SCHEME": "fs",
         "OPENDAL_FS_ROOT": str(storage_root or "/nonexistent/dify-storage"),
     }
-    return make_context(pg_url, clock=FixedClock(NOW), **(base | settings))
+    return make_context(db_url, clock=FixedClock(NOW), **(base | settings))
 
 
 def app(engine: Engine, mode: str) -> str:
@@ -144,35 +144,35 @@ def params(**kw: Any) -> TimeoutHumanInputParams:
 
 
 def test_difys_three_outcomes(
-    pg_engine: Engine, pg_url: str, redis_url: str, tmp_path: Path, celery_worker: CeleryWorker
+    db_engine: Engine, db_url: str, redis_url: str, tmp_path: Path, celery_worker: CeleryWorker
 ) -> None:
     workflow, chat, completion = (
-        app(pg_engine, "workflow"),
-        app(pg_engine, "advanced-chat"),
-        app(pg_engine, "completion"),
+        app(db_engine, "workflow"),
+        app(db_engine, "advanced-chat"),
+        app(db_engine, "completion"),
     )
-    test_form = form(pg_engine, workflow, expires_in=-timedelta(minutes=1), kind="delivery_test")
-    node_wf = form(pg_engine, workflow, expires_in=-timedelta(seconds=1))
-    node_chat = form(pg_engine, chat, expires_in=timedelta(0))  # expiration_time <= now
-    node_other = form(pg_engine, completion, expires_in=-timedelta(minutes=5))
+    test_form = form(db_engine, workflow, expires_in=-timedelta(minutes=1), kind="delivery_test")
+    node_wf = form(db_engine, workflow, expires_in=-timedelta(seconds=1))
+    node_chat = form(db_engine, chat, expires_in=timedelta(0))  # expiration_time <= now
+    node_other = form(db_engine, completion, expires_in=-timedelta(minutes=5))
     global_form = form(
-        pg_engine, workflow, expires_in=timedelta(days=3), age=timedelta(days=8), paused=True, storage_root=tmp_path
+        db_engine, workflow, expires_in=timedelta(days=3), age=timedelta(days=8), paused=True, storage_root=tmp_path
     )
-    not_due = form(pg_engine, workflow, expires_in=timedelta(seconds=1))
-    submitted = form(pg_engine, workflow, expires_in=-timedelta(days=1), status="submitted")
+    not_due = form(db_engine, workflow, expires_in=timedelta(seconds=1))
+    submitted = form(db_engine, workflow, expires_in=-timedelta(days=1), status="submitted")
 
-    summary = job.run(ctx_for(pg_url, redis_url, tmp_path, **celery_worker.settings), params(batch_size=2))
+    summary = job.run(ctx_for(db_url, redis_url, tmp_path, **celery_worker.settings), params(batch_size=2))
 
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
-    assert status_of(pg_engine, test_form.id) == "timeout"
-    assert [status_of(pg_engine, f.id) for f in (node_wf, node_chat, node_other)] == ["timeout"] * 3
-    assert status_of(pg_engine, global_form.id) == "expired"
-    assert status_of(pg_engine, not_due.id) == "waiting" and status_of(pg_engine, submitted.id) == "submitted"
-    stopped = run_row(pg_engine, str(global_form.run_id))
+    assert status_of(db_engine, test_form.id) == "timeout"
+    assert [status_of(db_engine, f.id) for f in (node_wf, node_chat, node_other)] == ["timeout"] * 3
+    assert status_of(db_engine, global_form.id) == "expired"
+    assert status_of(db_engine, not_due.id) == "waiting" and status_of(db_engine, submitted.id) == "submitted"
+    stopped = run_row(db_engine, str(global_form.run_id))
     assert stopped.status == "stopped" and stopped.finished_at == NAIVE_NOW
     assert stopped.error == "Human input global timeout at node human_1"
-    assert run_row(pg_engine, str(node_wf.run_id)).status == "paused"  # Dify's worker resumes it
-    with pg_engine.connect() as conn:
+    assert run_row(db_engine, str(node_wf.run_id)).status == "paused"  # Dify's worker resumes it
+    with db_engine.connect() as conn:
         resumed = conn.execute(sa.select(t.workflow_pauses.c.resumed_at)).scalar_one()
     assert resumed == NAIVE_NOW
     assert not (tmp_path / str(global_form.state_key)).exists()
@@ -196,141 +196,141 @@ def test_difys_three_outcomes(
 
 
 def test_loops_past_difys_hundred_and_stops_at_max(
-    pg_engine: Engine, pg_url: str, redis_url: str, celery_worker: CeleryWorker
+    db_engine: Engine, db_url: str, redis_url: str, celery_worker: CeleryWorker
 ) -> None:
-    workflow = app(pg_engine, "workflow")
-    forms = [form(pg_engine, workflow, expires_in=-timedelta(minutes=i + 1)) for i in range(130)]
-    first = job.run(ctx_for(pg_url, redis_url, **celery_worker.settings), params(max_forms=110, batch_size=50))
+    workflow = app(db_engine, "workflow")
+    forms = [form(db_engine, workflow, expires_in=-timedelta(minutes=i + 1)) for i in range(130)]
+    first = job.run(ctx_for(db_url, redis_url, **celery_worker.settings), params(max_forms=110, batch_size=50))
     assert first.outcome is Outcome.DONE and first.exit_code == 0
     assert first.details["counts"]["node"] == 110 and first.rows_remaining == 20
-    second = job.run(ctx_for(pg_url, redis_url, **celery_worker.settings), params())
+    second = job.run(ctx_for(db_url, redis_url, **celery_worker.settings), params())
     assert second.details["counts"]["node"] == 20 and second.batches == 1
-    assert all(status_of(pg_engine, f.id) == "timeout" for f in forms)
+    assert all(status_of(db_engine, f.id) == "timeout" for f in forms)
     received = celery_worker.received("resume_app_execution", 130)
     assert sorted(kwargs["payload"]["workflow_run_id"] for _, kwargs in received) == sorted(
         str(f.run_id) for f in forms
     )
 
 
-def test_forms_locked_by_another_run_are_skipped(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
-    workflow = app(pg_engine, "delivery")
-    held = form(pg_engine, workflow, expires_in=-timedelta(minutes=2), kind="delivery_test")
-    free = form(pg_engine, workflow, expires_in=-timedelta(minutes=1), kind="delivery_test")
-    with pg_engine.connect() as other:  # another run (a Dify beat, say) has locked one form
+def test_forms_locked_by_another_run_are_skipped(db_engine: Engine, db_url: str, redis_url: str) -> None:
+    workflow = app(db_engine, "delivery")
+    held = form(db_engine, workflow, expires_in=-timedelta(minutes=2), kind="delivery_test")
+    free = form(db_engine, workflow, expires_in=-timedelta(minutes=1), kind="delivery_test")
+    with db_engine.connect() as other:  # another run (a Dify beat, say) has locked one form
         transaction = other.begin()
         other.execute(sa.text("SELECT id FROM human_input_forms WHERE id = :id FOR UPDATE"), {"id": held.id})
-        summary = job.run(ctx_for(pg_url, redis_url), params(run_no_lock=True))
+        summary = job.run(ctx_for(db_url, redis_url), params(run_no_lock=True))
         transaction.rollback()
-    assert status_of(pg_engine, free.id) == "timeout" and status_of(pg_engine, held.id) == "waiting"
+    assert status_of(db_engine, free.id) == "timeout" and status_of(db_engine, held.id) == "waiting"
     assert summary.details["counts"]["delivery_test"] == 1
 
 
-def test_global_timeout_off(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
-    old = form(pg_engine, app(pg_engine, "workflow"), expires_in=timedelta(days=1), age=timedelta(days=30))
-    summary = job.run(ctx_for(pg_url, redis_url), params(global_timeout_s=0))
-    assert status_of(pg_engine, old.id) == "waiting" and summary.tables["human_input_forms"] == 0
+def test_global_timeout_off(db_engine: Engine, db_url: str, redis_url: str) -> None:
+    old = form(db_engine, app(db_engine, "workflow"), expires_in=timedelta(days=1), age=timedelta(days=30))
+    summary = job.run(ctx_for(db_url, redis_url), params(global_timeout_s=0))
+    assert status_of(db_engine, old.id) == "waiting" and summary.tables["human_input_forms"] == 0
 
 
-def test_broker_down_marks_nothing(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
-    due = form(pg_engine, app(pg_engine, "workflow"), expires_in=-timedelta(minutes=1))
+def test_broker_down_marks_nothing(db_engine: Engine, db_url: str, redis_url: str) -> None:
+    due = form(db_engine, app(db_engine, "workflow"), expires_in=-timedelta(minutes=1))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
     with pytest.raises(BrokerUnavailable):
-        job.run(ctx_for(pg_url, redis_url, CELERY_BROKER_URL=dead), params())
-    assert status_of(pg_engine, due.id) == "waiting"
+        job.run(ctx_for(db_url, redis_url, CELERY_BROKER_URL=dead), params())
+    assert status_of(db_engine, due.id) == "waiting"
 
 
-def test_broker_refusing_the_publish_rolls_the_batch_back(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
-    workflow = app(pg_engine, "workflow")
-    test_form = form(pg_engine, workflow, expires_in=-timedelta(minutes=1), kind="delivery_test")
-    due = form(pg_engine, workflow, expires_in=-timedelta(minutes=1))
+def test_broker_refusing_the_publish_rolls_the_batch_back(db_engine: Engine, db_url: str, redis_url: str) -> None:
+    workflow = app(db_engine, "workflow")
+    test_form = form(db_engine, workflow, expires_in=-timedelta(minutes=1), kind="delivery_test")
+    due = form(db_engine, workflow, expires_in=-timedelta(minutes=1))
     # PING answers, LPUSH fails: the failure comes inside the batch.
     with refusing_broker() as broker, pytest.raises(BrokerUnavailable):
-        job.run(ctx_for(pg_url, redis_url, CELERY_BROKER_URL=broker), params())
-    assert status_of(pg_engine, due.id) == "waiting"
-    assert status_of(pg_engine, test_form.id) == "waiting"  # same batch: rolled back with it
+        job.run(ctx_for(db_url, redis_url, CELERY_BROKER_URL=broker), params())
+    assert status_of(db_engine, due.id) == "waiting"
+    assert status_of(db_engine, test_form.id) == "waiting"  # same batch: rolled back with it
 
 
 def test_unreachable_storage_goes_to_the_orphan_manifest(
-    pg_engine: Engine, pg_url: str, redis_url: str, tmp_path: Path
+    db_engine: Engine, db_url: str, redis_url: str, tmp_path: Path
 ) -> None:
-    workflow = app(pg_engine, "workflow")
-    expired = form(pg_engine, workflow, expires_in=timedelta(days=1), age=timedelta(days=8), paused=True)
+    workflow = app(db_engine, "workflow")
+    expired = form(db_engine, workflow, expires_in=timedelta(days=1), age=timedelta(days=8), paused=True)
     manifest = tmp_path / "orphans.jsonl"
-    summary = job.run(ctx_for(pg_url, redis_url), params(orphan_manifest=manifest))
-    assert status_of(pg_engine, expired.id) == "expired"
+    summary = job.run(ctx_for(db_url, redis_url), params(orphan_manifest=manifest))
+    assert status_of(db_engine, expired.id) == "expired"
     lines = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert [line["key"] for line in lines] == [expired.state_key]
     assert lines[0]["source"] == "workflow_pauses.state_object_key" and lines[0]["job"] == job.JOB
     assert (
         summary.details["state_objects"]["listed"] == 1 and "not mounted" in summary.details["state_objects"]["storage"]
     )
-    other = form(pg_engine, workflow, expires_in=timedelta(days=1), age=timedelta(days=9), paused=True)
-    without = job.run(ctx_for(pg_url, redis_url), params())
-    assert status_of(pg_engine, other.id) == "expired"
+    other = form(db_engine, workflow, expires_in=timedelta(days=1), age=timedelta(days=9), paused=True)
+    without = job.run(ctx_for(db_url, redis_url), params())
+    assert status_of(db_engine, other.id) == "expired"
     assert without.details["state_objects"]["left_unlisted"] == 1
     assert any("--orphan-manifest" in warning for warning in without.warnings)
 
 
-def test_s3_storage_deletes_the_state_object(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
+def test_s3_storage_deletes_the_state_object(db_engine: Engine, db_url: str, redis_url: str) -> None:
     with S3Stub() as s3:
-        expired = form(pg_engine, app(pg_engine, "workflow"), expires_in=timedelta(1), age=timedelta(8), paused=True)
+        expired = form(db_engine, app(db_engine, "workflow"), expires_in=timedelta(1), age=timedelta(8), paused=True)
         s3.state.objects[str(expired.state_key)] = b"{}"
         s3.state.objects["keep.json"] = b"{}"
-        summary = job.run(ctx_for(pg_url, redis_url, **s3.dify_storage_settings()), params())
+        summary = job.run(ctx_for(db_url, redis_url, **s3.dify_storage_settings()), params())
         assert set(s3.state.objects) == {"keep.json"} and not s3.state.rejected
         assert summary.details["state_objects"]["deleted"] == 1
 
 
-def test_dry_run_lists_and_changes_nothing(pg_engine: Engine, pg_url: str, redis_url: str, tmp_path: Path) -> None:
-    workflow = app(pg_engine, "workflow")
-    node = form(pg_engine, workflow, expires_in=-timedelta(minutes=1))
+def test_dry_run_lists_and_changes_nothing(db_engine: Engine, db_url: str, redis_url: str, tmp_path: Path) -> None:
+    workflow = app(db_engine, "workflow")
+    node = form(db_engine, workflow, expires_in=-timedelta(minutes=1))
     expired = form(
-        pg_engine, workflow, expires_in=timedelta(days=1), age=timedelta(days=8), paused=True, storage_root=tmp_path
+        db_engine, workflow, expires_in=timedelta(days=1), age=timedelta(days=8), paused=True, storage_root=tmp_path
     )
-    test_form = form(pg_engine, workflow, expires_in=-timedelta(minutes=1), kind="delivery_test")
-    ctx = ctx_for(pg_url, redis_url, tmp_path)
+    test_form = form(db_engine, workflow, expires_in=-timedelta(minutes=1), kind="delivery_test")
+    ctx = ctx_for(db_url, redis_url, tmp_path)
     ctx.output = io.StringIO()
     dry = job.run(ctx, params(dry_run=True, batch_size=1))
     listing = ctx.output.getvalue()
     assert f"publish resume_app_execution(payload={{'workflow_run_id': '{node.run_id}'}})" in listing
     assert f"would expire form {expired.id} and stop workflow run {expired.run_id}" in listing
     assert f"delivery-test form {test_form.id}" in listing
-    assert {status_of(pg_engine, f.id) for f in (node, expired, test_form)} == {"waiting"}
+    assert {status_of(db_engine, f.id) for f in (node, expired, test_form)} == {"waiting"}
     assert (tmp_path / str(expired.state_key)).exists() and published(redis_url, QUEUE) == []
-    real = job.run(ctx_for(pg_url, redis_url, tmp_path), params())
+    real = job.run(ctx_for(db_url, redis_url, tmp_path), params())
     assert dry.tables == real.tables and dry.details["counts"] == real.details["counts"]
 
 
 @pytest.mark.parametrize("celery_worker", ["dify"], indirect=True)
 def test_cli_json_and_prefixed_broker(
-    pg_engine: Engine, pg_url: str, redis_url: str, celery_worker: CeleryWorker
+    db_engine: Engine, db_url: str, redis_url: str, celery_worker: CeleryWorker
 ) -> None:
-    node = form(pg_engine, app(pg_engine, "workflow"), expires_in=-timedelta(days=400))  # due under any clock
+    node = form(db_engine, app(db_engine, "workflow"), expires_in=-timedelta(days=400))  # due under any clock
     env = {**celery_worker.settings, "DIFYMAINT_USE_REDIS": "false"}
     result = run_cli(
-        ["timeout-human-input", "--database-url", pg_url, "--json", "--global-timeout", "0", "--yes"], env=env
+        ["timeout-human-input", "--database-url", db_url, "--json", "--global-timeout", "0", "--yes"], env=env
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["outcome"] == "done" and summary["details"]["counts"]["node"] == 1
     assert celery_worker.received("resume_app_execution", 1) == [([], {"payload": {"workflow_run_id": node.run_id}})]
-    second = form(pg_engine, app(pg_engine, "workflow"), expires_in=-timedelta(days=400))  # a resume to publish
+    second = form(db_engine, app(db_engine, "workflow"), expires_in=-timedelta(days=400))  # a resume to publish
     down = run_cli(
-        ["timeout-human-input", "--database-url", pg_url, "--global-timeout", "0", "--yes"],
+        ["timeout-human-input", "--database-url", db_url, "--global-timeout", "0", "--yes"],
         env={**env, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"},
     )
     assert down.returncode == 1 and "Celery broker" in down.stderr and "Traceback" not in down.stderr
-    assert status_of(pg_engine, second.id) == "waiting"
+    assert status_of(db_engine, second.id) == "waiting"
 
 
 def test_sigterm_after_a_batch_stops_cleanly(
-    pg_engine: Engine, pg_url: str, redis_url: str, celery_worker: CeleryWorker
+    db_engine: Engine, db_url: str, redis_url: str, celery_worker: CeleryWorker
 ) -> None:
-    workflow = app(pg_engine, "workflow")
-    forms = [form(pg_engine, workflow, expires_in=-timedelta(minutes=i + 1)) for i in range(5)]
-    ctx = ctx_for(pg_url, redis_url, **celery_worker.settings)
+    workflow = app(db_engine, "workflow")
+    forms = [form(db_engine, workflow, expires_in=-timedelta(minutes=i + 1)) for i in range(5)]
+    ctx = ctx_for(db_url, redis_url, **celery_worker.settings)
 
     class StopAfterFirstBatch(RecordingReporter):
         def batch(self, progress: BatchProgress) -> None:
@@ -341,5 +341,5 @@ def test_sigterm_after_a_batch_stops_cleanly(
     summary = job.run(ctx, params(batch_size=2))
     assert summary.outcome is Outcome.INTERRUPTED and summary.exit_code == 143
     assert summary.details["counts"]["node"] == 2 and summary.rows_remaining == 3
-    assert sorted(status_of(pg_engine, f.id) for f in forms) == ["timeout"] * 2 + ["waiting"] * 3
+    assert sorted(status_of(db_engine, f.id) for f in forms) == ["timeout"] * 2 + ["waiting"] * 3
     assert len(celery_worker.received("resume_app_execution", 2)) == 2

@@ -31,10 +31,17 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from difymaint.core.database import delete_or_count, ids_array, ids_in, is_mysql, is_postgres
 from difymaint.engine.schema import Need
+
+
+def pages_on_server(conn: Connection | Engine) -> bool:
+    """Whether a batch can choose its own page inside its transaction (:meth:`Cascade.run_batch`, the parent
+    scan's ``walk_server``): PostgreSQL in one statement, MySQL/MariaDB as a page read plus one DELETE per
+    table. SQLite (the demo) walks with the ids on the client."""
+    return is_postgres(conn) or is_mysql(conn)
 
 
 @dataclass(frozen=True)
@@ -177,7 +184,15 @@ class Cascade:
     def run_batch(
         self, conn: Connection, doomed: sa.Select[Any], *, dry_run: bool, skip: Collection[str] = ()
     ) -> BatchResult:
-        """Delete (or count) one batch in one round trip (PostgreSQL only); see :meth:`batch_statement`."""
+        """Delete (or count) one batch in one round trip on PostgreSQL (see :meth:`batch_statement`). On MySQL
+        the page is read inside the batch's transaction and its ids deleted by :meth:`delete`, one statement
+        per table (module docstring)."""
+        if not is_postgres(conn):
+            rows = conn.execute(doomed).all()
+            counts = self.delete(conn, [str(row.id) for row in rows], dry_run=dry_run, skip=skip)
+            counts = {step.name: counts.get(step.name, 0) for step in self.steps if step.name not in skip}
+            last = (rows[-1].created_at, str(rows[-1].id)) if rows and "created_at" in rows[-1]._fields else None
+            return BatchResult(counts=counts, scanned=len(rows), last=last)
         row = conn.execute(self.batch_statement(doomed, dry_run=dry_run, skip=skip)).one()._mapping
         counts = {step.name: int(row[f"n_{step.name}"]) for step in self.steps if step.name not in skip}
         last = None

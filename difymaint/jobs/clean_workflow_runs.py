@@ -27,12 +27,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from difymaint.core.context import Context
-from difymaint.core.database import as_str, is_postgres
+from difymaint.core.database import as_str
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
 from difymaint.dify.billing import TenantPolicy, sandbox_expiry_policy
 from difymaint.dify.cascades import RunCleanup, ended_runs
+from difymaint.engine.cascade import pages_on_server
 from difymaint.engine.keyset import Lane, RoundRobin
 from difymaint.engine.manifest import OrphanManifest
 from difymaint.engine.parent_scan import ParentScan
@@ -92,7 +93,7 @@ def run(ctx: Context, params: CleanWorkflowRunsParams) -> RunSummary:
         cleaner = _RunCleaner(ctx, job, params, policy, manifest, cleanup)
         job.remaining = cleaner.scan.remaining
         try:
-            if strategy == "global" and cleanup.server_side and is_postgres(ctx.engine):
+            if strategy == "global" and cleanup.server_side and pages_on_server(ctx.engine):
                 cleaner.walk_server()
             elif strategy == "global":
                 cleaner.scan.walk_all(cleaner.delete_batch)
