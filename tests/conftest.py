@@ -163,6 +163,11 @@ def is_mysql_url(url: str) -> bool:
     return url.startswith("mysql")
 
 
+def stored(url: str, value: datetime) -> datetime:
+    """``value`` as the engine keeps it: MariaDB's DATETIME (Dify's MySQL type) drops the microseconds."""
+    return value.replace(microsecond=0) if is_mysql_url(url) else value
+
+
 @contextmanager
 def holding_db_lock(engine: Engine, key: str) -> Iterator[None]:
     """Hold the database lock a run without Redis takes for ``key`` (advisory on PostgreSQL, GET_LOCK on

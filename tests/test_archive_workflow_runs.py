@@ -36,7 +36,7 @@ from difymaint.engine.run import RunOptions
 from difymaint.jobs import JOBS, archive_workflow_runs, restore_workflow_runs
 from difymaint.jobs.archive_workflow_runs import ArchiveWorkflowRunsParams
 from difymaint.jobs.restore_workflow_runs import RestoreFailed, RestoreWorkflowRunsParams
-from tests.conftest import NOW, make_context
+from tests.conftest import NOW, make_context, stored
 from tests.stubs.s3 import S3Stub
 from tests.workflow_scenario import RUN_TABLES, WorkflowScenario, assert_no_dangling, ids, seed
 
@@ -164,7 +164,7 @@ def test_archive_writes_difys_bundles_and_archive_logs(db_engine: Engine, db_url
                 run.app_id,
                 run.workflow_id,
             )
-            assert manifest["created_at"] == run.created_at.isoformat()
+            assert manifest["created_at"] == stored(db_url, run.created_at).isoformat()
             assert manifest["archived_at"] == NOW.isoformat()
             assert list(manifest["tables"]) == list(ARCHIVED_TABLES)
             counts = scenario.cascade_rows({rid})
@@ -179,7 +179,7 @@ def test_archive_writes_difys_bundles_and_archive_logs(db_engine: Engine, db_url
                     )
             (run_row,) = [json.loads(line) for line in bundle.read("workflow_runs.jsonl").decode().splitlines()]
             assert run_row["id"] == rid and run_row["graph"].startswith('{"nodes"')  # whole rows
-            assert run_row["created_at"] == run.created_at.isoformat()
+            assert run_row["created_at"] == stored(db_url, run.created_at).isoformat()
         assert read_bundle(data).run_id == rid  # our reader verifies what we wrote
 
     # workflow_archive_logs: one per app log, or one without log_id; the run's summary columns copied.
