@@ -211,11 +211,11 @@ def test_broker_down_changes_nothing(db_engine: Engine, db_url: str) -> None:
     assert next_runs(db_engine)[plan] == before[plan]
 
 
-def test_a_failed_commit_publishes_nothing(db_engine: Engine, db_url: str, celery_worker: CeleryWorker) -> None:
-    plan = add_plan(db_engine, "*/5 * * * *")
-    before = next_runs(db_engine)
+def test_a_failed_commit_publishes_nothing(pg_engine: Engine, pg_url: str, celery_worker: CeleryWorker) -> None:
+    plan = add_plan(pg_engine, "*/5 * * * *")
+    before = next_runs(pg_engine)
     # A deferred constraint trigger fails the transaction at COMMIT, after selection and update succeeded.
-    with db_engine.begin() as conn:
+    with pg_engine.begin() as conn:
         conn.execute(
             sa.text(
                 "CREATE FUNCTION refuse_commit() RETURNS trigger LANGUAGE plpgsql AS "
@@ -229,12 +229,12 @@ def test_a_failed_commit_publishes_nothing(db_engine: Engine, db_url: str, celer
             )
         )
     with pytest.raises(sa.exc.DBAPIError, match="commit refused"):
-        poll_workflow_schedules.run(ctx_for(db_url, celery_worker), params())
+        poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params())
     assert fired(celery_worker, 0) == []
-    assert next_runs(db_engine)[plan] == before[plan]  # still due: it fires on the next tick, once
-    with db_engine.begin() as conn:
+    assert next_runs(pg_engine)[plan] == before[plan]  # still due: it fires on the next tick, once
+    with pg_engine.begin() as conn:
         conn.execute(sa.text("DROP TRIGGER refuse_commit ON workflow_schedule_plans"))
-    poll_workflow_schedules.run(ctx_for(db_url, celery_worker), params())
+    poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params())
     assert fired(celery_worker, 1) == [plan]
 
 
