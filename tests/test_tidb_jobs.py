@@ -18,7 +18,6 @@ from sqlalchemy.engine import Engine
 
 from difymaint.core.context import Context
 from difymaint.core.errors import ConfigError, DifymaintError, LockHeld
-from difymaint.core.locking import PostgresAdvisoryLock
 from difymaint.core.reporter import RecordingReporter
 from difymaint.core.settings import load_settings
 from difymaint.core.stop import Interrupted
@@ -30,7 +29,7 @@ from difymaint.jobs import JOBS, create_tidb, update_tidb_status
 from difymaint.jobs.create_tidb import CreateTidbParams
 from difymaint.jobs.tidb_pool import read_leaks
 from difymaint.jobs.update_tidb_status import UpdateTidbStatusParams
-from tests.conftest import NOW, FixedClock, make_context
+from tests.conftest import NOW, FixedClock, holding_db_lock, is_mysql_url, make_context
 from tests.stubs.tidb_cloud import Fault, TidbCloudStub
 from tests.test_cli import CLEAN_ENV
 from tests.tidb_support import PROJECT, TIDB_VARS, FakeClock
@@ -300,15 +299,25 @@ def test_insert_failure_leaks_to_the_file_and_the_reaper_deletes_them(
     stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
     with db_engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
-                "$$ BEGIN RAISE EXCEPTION 'refused by test'; END $$"
+        if is_mysql_url(db_url):
+            conn.execute(
+                sa.text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON tidb_auth_bindings FOR EACH ROW "
+                    "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by test'"
+                )
             )
-        )
-        conn.execute(
-            sa.text("CREATE TRIGGER refuse BEFORE INSERT ON tidb_auth_bindings FOR EACH ROW EXECUTE FUNCTION refuse()")
-        )
+        else:
+            conn.execute(
+                sa.text(
+                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE EXCEPTION 'refused by test'; END $$"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON tidb_auth_bindings FOR EACH ROW EXECUTE FUNCTION refuse()"
+                )
+            )
     ctx = context(db_url, stub)
     with pytest.raises(DifymaintError) as caught:
         create_tidb.run(ctx, create_params(3, leak_file))
@@ -342,18 +351,14 @@ def test_insert_failure_leaks_to_the_file_and_the_reaper_deletes_them(
 def test_the_database_guard_stops_a_second_create_even_when_the_redis_lock_is_free(
     stub: TidbCloudStub, db_url: str, db_engine: Engine, redis_url: str, leak_file: Path
 ) -> None:
-    held = PostgresAdvisoryLock(db_engine, "maintenance:create_tidb_serverless:database")
-    assert held.acquire()
-    try:
+    with holding_db_lock(db_engine, "maintenance:create_tidb_serverless:database"):
         ctx = context(db_url, stub, DIFYMAINT_USE_REDIS=True, DIFYMAINT_REDIS_URL=redis_url)
         with pytest.raises(LockHeld):
             create_tidb.run(ctx, create_params(5, leak_file))
-    finally:
-        held.release()
     assert stub.state.requests == [] and idle(db_engine) == 0
 
 
-@pytest.mark.parametrize("lock", ["redis", "postgres"])
+@pytest.mark.parametrize("lock", ["redis", "database"])
 def test_two_concurrent_create_runs_never_exceed_the_target(
     stub: TidbCloudStub, db_url: str, db_engine: Engine, redis_url: str, tmp_path: Path, lock: str
 ) -> None:
@@ -574,7 +579,10 @@ def test_no_password_when_the_insert_fails(
     stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
     with db_engine.begin() as conn:  # a password column too short for the generated password
-        conn.execute(sa.text("ALTER TABLE tidb_auth_bindings ALTER COLUMN password TYPE varchar(4)"))
+        if is_mysql_url(db_url):  # strict mode (the default) refuses a longer value
+            conn.execute(sa.text("ALTER TABLE tidb_auth_bindings MODIFY password varchar(4) NOT NULL"))
+        else:
+            conn.execute(sa.text("ALTER TABLE tidb_auth_bindings ALTER COLUMN password TYPE varchar(4)"))
     result = cli(["create-tidb", "-vv", "--json", "--target", "2"], db_url, stub, leak_file)
     assert result.returncode == 1
     summary = json.loads(result.stdout)

@@ -316,6 +316,15 @@ class MySQLNamedLock:
             self._conn = None
 
 
+def database_lock(engine: Engine, key: str) -> PostgresAdvisoryLock | MySQLNamedLock | None:
+    """The session lock this engine offers for ``key`` (None on SQLite)."""
+    if engine.dialect.name == "postgresql":
+        return PostgresAdvisoryLock(engine, key)
+    if engine.dialect.name == "mysql":
+        return MySQLNamedLock(engine, key)
+    return None
+
+
 class FileLock:
     def __init__(self, path: Path) -> None:
         self._path = path
