@@ -597,7 +597,7 @@ def render_status(
 
 
 def _all_locks(ctx: Context, jobs: Mapping[str, JobInfo]) -> list[Any]:
-    from difymaint.ops.locks import advisory_locks, file_locks, redis_locks
+    from difymaint.ops.locks import advisory_locks, file_locks, named_locks, redis_locks
 
     names = {info.lock_key for info in jobs.values()}
     found = []
@@ -605,6 +605,8 @@ def _all_locks(ctx: Context, jobs: Mapping[str, JobInfo]) -> list[Any]:
         found += redis_locks(ctx.redis, ctx.keys)
     if ctx.engine.dialect.name == "postgresql":
         found += advisory_locks(ctx.engine, names)
+    elif ctx.engine.dialect.name == "mysql":
+        found += named_locks(ctx.engine, names)
     else:
         found += file_locks(ctx.engine, names)
     return found
@@ -687,7 +689,7 @@ def _release(
     if not matches:
         raise DifymaintError(f"no held lock named {name!r}", hint="'difymaint locks' lists them")
     lock = matches[0]
-    engine = ctx.engine if lock.backend == "postgres" else None
+    engine = ctx.engine if lock.backend in ("postgres", "mysql") else None
     if not force and observe > 0:
         if not json:
             consoles.err.print(f"watching {lock.where} for {observe:.0f}s for renewals…")
