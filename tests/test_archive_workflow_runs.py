@@ -242,26 +242,26 @@ def test_already_archived_runs_are_skipped(db_engine: Engine, db_url: str, tmp_p
     assert second.tables["workflow_archive_logs"] == 0 and len(archive_logs(db_engine)) == logs
 
 
-def test_paid_workspaces_only_with_billing(db_engine: Engine, db_url: str, tmp_path: Path, billing: Any) -> None:
-    scenario = seed(db_engine, NOW)
+def test_paid_workspaces_only_with_billing(pg_engine: Engine, pg_url: str, tmp_path: Path, billing: Any) -> None:
+    scenario = seed(pg_engine, NOW)
     billing.state.plans = scenario.plans()
-    summary = archive_workflow_runs.run(make_context(db_url, **billing_settings(billing)), archive(scenario, tmp_path))
+    summary = archive_workflow_runs.run(make_context(pg_url, **billing_settings(billing)), archive(scenario, tmp_path))
     # professional and team (even an expired team plan, as Dify) are paid; sandbox and unknown are not.
     expected = archivable(scenario, {"professional", "team_expired"})
-    assert {str(log["workflow_run_id"]) for log in archive_logs(db_engine)} == expected
+    assert {str(log["workflow_run_id"]) for log in archive_logs(pg_engine)} == expected
     assert summary.details["runs_skipped_not_paid"] == len(archivable(scenario)) - len(expected)
     assert summary.details["billing"] == "billing-api"
     sandbox = scenario.tenant_ids["sandbox_never_paid"]
     assert not (tmp_path / sandbox).exists()
 
 
-def test_tenant_filter_and_limit(db_engine: Engine, db_url: str, tmp_path: Path) -> None:
-    scenario = seed(db_engine, NOW)
+def test_tenant_filter_and_limit(pg_engine: Engine, pg_url: str, tmp_path: Path) -> None:
+    scenario = seed(pg_engine, NOW)
     target = scenario.tenant_ids["professional"]
     summary = archive_workflow_runs.run(
-        make_context(db_url), archive(scenario, tmp_path, tenant_ids=(target,), limit=3)
+        make_context(pg_url), archive(scenario, tmp_path, tenant_ids=(target,), limit=3)
     )
-    archived = {str(log["workflow_run_id"]) for log in archive_logs(db_engine)}
+    archived = {str(log["workflow_run_id"]) for log in archive_logs(pg_engine)}
     assert len(archived) == 3 and archived <= archivable(scenario, {"professional"})
     assert summary.details["limit_reached"] and summary.details["runs_archived"] == 3
 
@@ -315,10 +315,10 @@ def test_restore_is_idempotent(db_engine: Engine, db_url: str, tmp_path: Path) -
     assert {str(log["workflow_run_id"]) for log in archive_logs(db_engine)} == archivable(scenario) - {rid}
 
 
-def test_corrupted_archives_fail_only_their_run(db_engine: Engine, db_url: str, tmp_path: Path) -> None:
-    scenario = seed(db_engine, NOW)
-    before = snapshot(db_engine, RUN_TABLES)
-    archive_workflow_runs.run(make_context(db_url), archive(scenario, tmp_path, delete_after_archive=True))
+def test_corrupted_archives_fail_only_their_run(pg_engine: Engine, pg_url: str, tmp_path: Path) -> None:
+    scenario = seed(pg_engine, NOW)
+    before = snapshot(pg_engine, RUN_TABLES)
+    archive_workflow_runs.run(make_context(pg_url), archive(scenario, tmp_path, delete_after_archive=True))
     expected = sorted(archivable(scenario))
     tampered, truncated, missing = expected[:3]
 
@@ -336,7 +336,7 @@ def test_corrupted_archives_fail_only_their_run(db_engine: Engine, db_url: str, 
     (tmp_path / key_of(scenario, missing)).unlink()
 
     with pytest.raises(RestoreFailed) as failed:
-        restore_workflow_runs.run(make_context(db_url), restore(tmp_path))
+        restore_workflow_runs.run(make_context(pg_url), restore(tmp_path))
     assert failed.value.exit_code == ExitCode.FAILED and "3 of" in failed.value.message
     summary = failed.value.difymaint_summary  # type: ignore[attr-defined]
     errors = {item["run_id"]: item["error"] for item in summary.details["failures"]}
@@ -346,15 +346,15 @@ def test_corrupted_archives_fail_only_their_run(db_engine: Engine, db_url: str, 
     assert "not found" in errors[missing]
     assert summary.details["runs_restored"] == len(expected) - 3
     # nothing of the failed runs came back; everything else did; their archive logs stay for a retry
-    runs_now = ids(db_engine, t.workflow_runs)
+    runs_now = ids(pg_engine, t.workflow_runs)
     assert not {tampered, truncated, missing} & runs_now
     assert {str(row["id"]) for row in before["workflow_runs"]} - runs_now == {tampered, truncated, missing}
-    assert {str(log["workflow_run_id"]) for log in archive_logs(db_engine)} == {tampered, truncated, missing}
-    with db_engine.connect() as conn:
+    assert {str(log["workflow_run_id"]) for log in archive_logs(pg_engine)} == {tampered, truncated, missing}
+    with pg_engine.connect() as conn:
         nodes = t.workflow_node_executions
         count = conn.execute(sa.select(sa.func.count()).where(nodes.c.workflow_run_id == tampered)).scalar_one()
     assert count == 0
-    assert_no_dangling(db_engine)
+    assert_no_dangling(pg_engine)
 
 
 def test_dry_runs_count_what_real_runs_do(db_engine: Engine, db_url: str, tmp_path: Path) -> None:
@@ -382,43 +382,43 @@ def test_dry_runs_count_what_real_runs_do(db_engine: Engine, db_url: str, tmp_pa
     assert dry_restore.details["archive_logs_removed"] == real_restore.details["archive_logs_removed"]
 
 
-def test_optional_tables_missing_give_empty_table_files(db_engine: Engine, db_url: str, tmp_path: Path) -> None:
-    scenario = seed(db_engine, NOW)
-    with db_engine.begin() as conn:
+def test_optional_tables_missing_give_empty_table_files(pg_engine: Engine, pg_url: str, tmp_path: Path) -> None:
+    scenario = seed(pg_engine, NOW)
+    with pg_engine.begin() as conn:
         for name in ("workflow_pause_reasons", "workflow_pauses", "workflow_trigger_logs"):
             conn.execute(sa.text(f"DROP TABLE {name}"))
-    summary = archive_workflow_runs.run(make_context(db_url), archive(scenario, tmp_path))
+    summary = archive_workflow_runs.run(make_context(pg_url), archive(scenario, tmp_path))
     assert "workflow_pauses" not in summary.tables
     assert sum("does not exist in this Dify version" in warning for warning in summary.warnings) == 3
     bundle = read_bundle((tmp_path / key_of(scenario, sorted(archivable(scenario))[0])).read_bytes())
     assert bundle.tables["workflow_pauses"] == [] and bundle.tables["workflow_trigger_logs"] == []
-    assert all(log["trigger_metadata"] is None for log in archive_logs(db_engine))
+    assert all(log["trigger_metadata"] is None for log in archive_logs(pg_engine))
 
 
-def test_no_destination_is_a_config_error(db_engine: Engine, db_url: str) -> None:
-    scenario = seed(db_engine, NOW)
+def test_no_destination_is_a_config_error(pg_engine: Engine, pg_url: str) -> None:
+    scenario = seed(pg_engine, NOW)
     with pytest.raises(ConfigError, match="no archive destination"):
-        archive_workflow_runs.run(make_context(db_url), archive(scenario, None))
+        archive_workflow_runs.run(make_context(pg_url), archive(scenario, None))
     with pytest.raises(ConfigError, match="ARCHIVE_STORAGE_SECRET_KEY"):
         archive_workflow_runs.run(
             make_context(
-                db_url,
+                pg_url,
                 ARCHIVE_STORAGE_ENDPOINT="http://127.0.0.1:1",
                 ARCHIVE_STORAGE_ARCHIVE_BUCKET="b",
                 ARCHIVE_STORAGE_ACCESS_KEY="k",
             ),
             archive(scenario, None),
         )
-    assert archive_logs(db_engine) == []
+    assert archive_logs(pg_engine) == []
 
 
-def test_restore_needs_an_existing_directory_and_archived_runs(db_url: str, tmp_path: Path) -> None:
+def test_restore_needs_an_existing_directory_and_archived_runs(pg_url: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
-        restore_workflow_runs.run(make_context(db_url), restore(tmp_path / "typo"))
+        restore_workflow_runs.run(make_context(pg_url), restore(tmp_path / "typo"))
     assert not (tmp_path / "typo").exists()  # a restore never creates the directory it reads
     unknown = "00000000-0000-0000-0000-00000000abcd"
     with pytest.raises(RestoreFailed) as failed:
-        restore_workflow_runs.run(make_context(db_url), restore(tmp_path, run_ids=(unknown,)))
+        restore_workflow_runs.run(make_context(pg_url), restore(tmp_path, run_ids=(unknown,)))
     (failure,) = failed.value.difymaint_summary.details["failures"]  # type: ignore[attr-defined]
     assert failure["run_id"] == unknown and "not archived" in failure["error"]
 
@@ -472,15 +472,15 @@ def test_s3_store_against_the_stub(s3: S3Stub) -> None:
         S3Store(s3.url, "other-bucket", state.access_key, state.secret_key, region=state.region).check()
 
 
-def test_archive_and_restore_through_s3(db_engine: Engine, db_url: str, s3: S3Stub) -> None:
-    scenario = seed(db_engine, NOW)
-    before = snapshot(db_engine, RUN_TABLES)
-    archive_workflow_runs.run(make_context(db_url, **s3.settings()), archive(scenario, None, delete_after_archive=True))
+def test_archive_and_restore_through_s3(pg_engine: Engine, pg_url: str, s3: S3Stub) -> None:
+    scenario = seed(pg_engine, NOW)
+    before = snapshot(pg_engine, RUN_TABLES)
+    archive_workflow_runs.run(make_context(pg_url, **s3.settings()), archive(scenario, None, delete_after_archive=True))
     expected = archivable(scenario)
     assert set(s3.state.objects) == {key_of(scenario, rid) for rid in expected}
-    restored = restore_workflow_runs.run(make_context(db_url, **s3.settings()), restore(None))
+    restored = restore_workflow_runs.run(make_context(pg_url, **s3.settings()), restore(None))
     assert restored.details["runs_restored"] == len(expected)
-    assert snapshot(db_engine, RUN_TABLES) == before
+    assert snapshot(pg_engine, RUN_TABLES) == before
     assert s3.state.rejected == []
 
 

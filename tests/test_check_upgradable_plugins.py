@@ -131,10 +131,10 @@ def test_dispatches_due_tenants_with_difys_signature(
 
 @pytest.mark.parametrize("celery_worker", ["dify"], indirect=True)
 def test_key_prefix_applies_to_cache_and_broker(
-    db_engine: Engine, db_url: str, redis_url: str, marketplace: MarketplaceStub, celery_worker: CeleryWorker
+    pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub, celery_worker: CeleryWorker
 ) -> None:
-    tenant = strategy(db_engine, 38700)
-    summary = job.run(ctx_for(db_url, redis_url, marketplace, **celery_worker.settings), params())
+    tenant = strategy(pg_engine, 38700)
+    summary = job.run(ctx_for(pg_url, redis_url, marketplace, **celery_worker.settings), params())
     assert summary.tables == {job.TABLE: 1}
     assert [args[0] for args, _ in celery_worker.received(job.TASK, 1)] == [tenant]
     client = redis.Redis.from_url(redis_url)
@@ -143,11 +143,11 @@ def test_key_prefix_applies_to_cache_and_broker(
 
 
 def test_spread_uses_countdown_not_sleep(
-    db_engine: Engine, db_url: str, redis_url: str, marketplace: MarketplaceStub
+    pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub
 ) -> None:
     for i in range(45):  # 3 chunks of 20: Dify sleeps 300 s twice; here chunk k waits k × 300 s in the broker
-        strategy(db_engine, 38700 + i)
-    ctx = ctx_for(db_url, redis_url, marketplace)
+        strategy(pg_engine, 38700 + i)
+    ctx = ctx_for(pg_url, redis_url, marketplace)
     summary = job.run(ctx, params(batch_size=7))
     assert summary.tables == {job.TABLE: 45} and ctx.clock.slept == []
     messages = published(redis_url, "plugin")  # no worker on this broker: the messages wait with their ETA
@@ -161,10 +161,10 @@ def test_spread_uses_countdown_not_sleep(
 
 
 def test_nothing_due_does_not_call_the_marketplace(
-    db_engine: Engine, db_url: str, redis_url: str, marketplace: MarketplaceStub
+    pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub
 ) -> None:
-    strategy(db_engine, 1000)
-    summary = job.run(ctx_for(db_url, redis_url, marketplace), params())
+    strategy(pg_engine, 1000)
+    summary = job.run(ctx_for(pg_url, redis_url, marketplace), params())
     assert summary.outcome is Outcome.DONE and summary.details["tenants_due"] == 0
     assert marketplace.state.calls == [] and published(redis_url, "plugin") == []
 
@@ -173,17 +173,17 @@ def test_nothing_due_does_not_call_the_marketplace(
     ("status", "body"), [(503, None), (None, b"<html>"), (None, b'{"plugins":[{"org":"x"}]}'), (None, b"[]")]
 )
 def test_marketplace_error_skips_the_cycle(
-    db_engine: Engine,
-    db_url: str,
+    pg_engine: Engine,
+    pg_url: str,
     redis_url: str,
     marketplace: MarketplaceStub,
     status: int | None,
     body: bytes | None,
 ) -> None:
-    strategy(db_engine, 38700)
+    strategy(pg_engine, 38700)
     marketplace.state.fail_status, marketplace.state.raw_body = status, body
     with pytest.raises(MarketplaceUnavailable):
-        job.run(ctx_for(db_url, redis_url, marketplace), params())
+        job.run(ctx_for(pg_url, redis_url, marketplace), params())
     assert published(redis_url, "plugin") == []
     client = redis.Redis.from_url(redis_url)
     assert not list(client.scan_iter(match=CACHE + "*"))
@@ -191,13 +191,13 @@ def test_marketplace_error_skips_the_cycle(
 
 
 def test_broker_down_publishes_and_caches_nothing(
-    db_engine: Engine, db_url: str, redis_url: str, marketplace: MarketplaceStub
+    pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub
 ) -> None:
-    strategy(db_engine, 38700)
+    strategy(pg_engine, 38700)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
-    ctx = ctx_for(db_url, redis_url, marketplace, CELERY_BROKER_URL=dead)
+    ctx = ctx_for(pg_url, redis_url, marketplace, CELERY_BROKER_URL=dead)
     with pytest.raises(BrokerUnavailable):
         job.run(ctx, params())
     client = redis.Redis.from_url(redis_url)
@@ -222,16 +222,16 @@ def test_dry_run_lists_and_publishes_nothing(
 
 
 def test_cli(
-    db_engine: Engine, db_url: str, redis_url: str, marketplace: MarketplaceStub, celery_worker: CeleryWorker
+    pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub, celery_worker: CeleryWorker
 ) -> None:
-    tenant = strategy(db_engine, 0)
+    tenant = strategy(pg_engine, 0)
     env = {
         "DIFYMAINT_REDIS_URL": redis_url,
         "DIFYMAINT_USE_REDIS": "true",
         "MARKETPLACE_API_URL": marketplace.url,
         **celery_worker.settings,
     }
-    base = ["check-upgradable-plugins", "--database-url", db_url, "--json", "--window-start", "2026-12-05T00:00Z"]
+    base = ["check-upgradable-plugins", "--database-url", pg_url, "--json", "--window-start", "2026-12-05T00:00Z"]
     result = run_cli(base, env=env)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)

@@ -111,8 +111,8 @@ def test_max_batches_is_partial_and_the_next_run_finishes(db_engine: Engine, db_
     assert remaining(db_engine) == groups["new"]
 
 
-def test_absolute_window_only_touches_rows_inside(db_engine: Engine, db_url: str) -> None:
-    seed(db_engine, NOW)
+def test_absolute_window_only_touches_rows_inside(pg_engine: Engine, pg_url: str) -> None:
+    seed(pg_engine, NOW)
     window = resolve_window(
         NOW,
         default_days=30,
@@ -121,13 +121,13 @@ def test_absolute_window_only_touches_rows_inside(db_engine: Engine, db_url: str
     )
     e = t.embeddings
     inside = sa.and_(e.c.created_at >= window.start_from, e.c.created_at < window.end_before)
-    with db_engine.connect() as conn:
+    with pg_engine.connect() as conn:
         expected = conn.execute(sa.select(sa.func.count()).select_from(e).where(inside)).scalar_one()
         total = conn.execute(sa.select(sa.func.count()).select_from(e)).scalar_one()
     assert expected > 0
-    summary = clean_embeddings.run(make_context(db_url), CleanEmbeddingsParams(window=window))
+    summary = clean_embeddings.run(make_context(pg_url), CleanEmbeddingsParams(window=window))
     assert summary.tables["embeddings"] == expected
-    with db_engine.connect() as conn:
+    with pg_engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(e).where(inside)).scalar_one() == 0
         assert conn.execute(sa.select(sa.func.count()).select_from(e)).scalar_one() == total - expected
 
@@ -154,9 +154,9 @@ def test_a_locked_row_rolls_the_batch_back_and_it_is_retried(db_engine: Engine, 
     assert any("rolled back" in warning for warning in ctx.reporter.warnings)  # type: ignore[attr-defined]
 
 
-def test_cli_json_summary_and_partial_exit(db_engine: Engine, db_url: str) -> None:
-    groups = seed(db_engine, datetime.now(UTC), edges=False)  # the subprocess uses the real clock
-    base = ["clean-embeddings", "--database-url", db_url, "--json", "--days", "30", "--batch-size", "50"]
+def test_cli_json_summary_and_partial_exit(pg_engine: Engine, pg_url: str) -> None:
+    groups = seed(pg_engine, datetime.now(UTC), edges=False)  # the subprocess uses the real clock
+    base = ["clean-embeddings", "--database-url", pg_url, "--json", "--days", "30", "--batch-size", "50"]
     dry = run_cli([*base, "--dry-run"])
     assert dry.returncode == 0, dry.stderr
     dry_summary = json.loads(dry.stdout)
@@ -171,7 +171,7 @@ def test_cli_json_summary_and_partial_exit(db_engine: Engine, db_url: str) -> No
     summary = json.loads(done.stdout)
     assert summary["job"] == "clean-embeddings" and summary["outcome"] == "done"
     assert summary["tables"] == {"embeddings": 80} and summary["rows_remaining"] == 0
-    assert remaining(db_engine) == groups["new"]
+    assert remaining(pg_engine) == groups["new"]
 
 
 def test_cli_refuses_days_with_another_window(sqlite_url: str) -> None:

@@ -126,46 +126,46 @@ def test_clean_conversations_only_removes_empty_old_ones(db_engine: Any, db_url:
     assert orphaned == 0  # no remaining message lost its conversation
 
 
-def test_tenant_filter_limits_the_run(db_engine: Any, db_url: str) -> None:
-    scenario = seed(db_engine, NOW)
+def test_tenant_filter_limits_the_run(pg_engine: Any, pg_url: str) -> None:
+    scenario = seed(pg_engine, NOW)
     target = scenario.tenant_ids["professional"]
-    before = remaining_messages(db_engine)
-    summary = clean_messages.run(make_context(db_url), params(scenario, tenant_ids=(target,)))
-    assert remaining_messages(db_engine) == before - set(scenario.old["professional"])
+    before = remaining_messages(pg_engine)
+    summary = clean_messages.run(make_context(pg_url), params(scenario, tenant_ids=(target,)))
+    assert remaining_messages(pg_engine) == before - set(scenario.old["professional"])
     assert summary.details["strategy"] == "eligible-apps"
 
 
-def test_whitelist_failure_fails_closed(db_engine: Any, db_url: str, billing: Any) -> None:
-    scenario = seed(db_engine, NOW)
+def test_whitelist_failure_fails_closed(pg_engine: Any, pg_url: str, billing: Any) -> None:
+    scenario = seed(pg_engine, NOW)
     billing.state.fail_whitelist = 500
-    before = remaining_messages(db_engine)
-    ctx = make_context(db_url, BILLING_ENABLED=True, BILLING_API_URL=billing.url, BILLING_API_SECRET_KEY="test-secret")
+    before = remaining_messages(pg_engine)
+    ctx = make_context(pg_url, BILLING_ENABLED=True, BILLING_API_URL=billing.url, BILLING_API_SECRET_KEY="test-secret")
     with pytest.raises(BillingUnavailable):
         clean_messages.run(ctx, params(scenario))
-    assert remaining_messages(db_engine) == before
+    assert remaining_messages(pg_engine) == before
 
 
-def test_plan_lookup_failure_deletes_nothing(db_engine: Any, db_url: str, billing: Any) -> None:
-    scenario = seed(db_engine, NOW)
+def test_plan_lookup_failure_deletes_nothing(pg_engine: Any, pg_url: str, billing: Any) -> None:
+    scenario = seed(pg_engine, NOW)
     billing.state.fail_plans = 503
-    before = remaining_messages(db_engine)
-    ctx = make_context(db_url, BILLING_ENABLED=True, BILLING_API_URL=billing.url, BILLING_API_SECRET_KEY="test-secret")
+    before = remaining_messages(pg_engine)
+    ctx = make_context(pg_url, BILLING_ENABLED=True, BILLING_API_URL=billing.url, BILLING_API_SECRET_KEY="test-secret")
     summary = clean_messages.run(ctx, params(scenario))
-    assert remaining_messages(db_engine) == before
+    assert remaining_messages(pg_engine) == before
     assert summary.details["failed_plan_chunks"] >= 1
 
 
-def test_wrong_billing_secret_is_unavailable_not_empty(db_engine: Any, db_url: str, billing: Any) -> None:
-    scenario = seed(db_engine, NOW)
-    ctx = make_context(db_url, BILLING_ENABLED=True, BILLING_API_URL=billing.url, BILLING_API_SECRET_KEY="wrong")
+def test_wrong_billing_secret_is_unavailable_not_empty(pg_engine: Any, pg_url: str, billing: Any) -> None:
+    scenario = seed(pg_engine, NOW)
+    ctx = make_context(pg_url, BILLING_ENABLED=True, BILLING_API_URL=billing.url, BILLING_API_SECRET_KEY="wrong")
     with pytest.raises(BillingUnavailable, match="401"):
         clean_messages.run(ctx, params(scenario))
 
 
-def test_plan_cache_uses_difys_keys(db_engine: Any, db_url: str, billing: Any, redis_url: str) -> None:
+def test_plan_cache_uses_difys_keys(pg_engine: Any, pg_url: str, billing: Any, redis_url: str) -> None:
     import redis
 
-    scenario = seed(db_engine, NOW)
+    scenario = seed(pg_engine, NOW)
     billing.state.plans = scenario.plans()
     settings = {
         "BILLING_ENABLED": True,
@@ -175,7 +175,7 @@ def test_plan_cache_uses_difys_keys(db_engine: Any, db_url: str, billing: Any, r
         "DIFYMAINT_REDIS_URL": redis_url,
         "REDIS_KEY_PREFIX": "dify",
     }
-    clean_messages.run(make_context(db_url, **settings), params(scenario, run=RunOptions(dry_run=True)))
+    clean_messages.run(make_context(pg_url, **settings), params(scenario, run=RunOptions(dry_run=True)))
     client = redis.Redis.from_url(redis_url)
     tid = scenario.tenant_ids["professional"]
     # Dify reads and writes tenant_plan:* with raw MGET/pipeline: never prefixed.
@@ -184,7 +184,7 @@ def test_plan_cache_uses_difys_keys(db_engine: Any, db_url: str, billing: Any, r
     assert 590 <= client.ttl(f"tenant_plan:{tid}") <= 600
     assert client.get(f"dify:tenant_plan:{tid}") is None
     lookups_before = len(billing.plan_calls())
-    clean_messages.run(make_context(db_url, **settings), params(scenario, run=RunOptions(dry_run=True)))
+    clean_messages.run(make_context(pg_url, **settings), params(scenario, run=RunOptions(dry_run=True)))
     app_page_lookups = [call for call in billing.plan_calls()[lookups_before:] if tid in call]
     assert not app_page_lookups  # the second run read the professional tenant's plan from the cache
 
@@ -271,36 +271,36 @@ def test_wal_bytes_vacuum_and_long_transaction_warning(db_engine: Any, db_url: s
     assert any(consequence in warning for warning in summary.warnings)
 
 
-def test_older_dify_without_optional_tables(db_engine: Any, db_url: str) -> None:
+def test_older_dify_without_optional_tables(pg_engine: Any, pg_url: str) -> None:
     """A Dify without pinned_conversations / app_annotation_hit_histories: skipped with a warning, no crash."""
-    scenario = seed(db_engine, NOW)
-    with db_engine.begin() as conn:
+    scenario = seed(pg_engine, NOW)
+    with pg_engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE pinned_conversations"))
         conn.execute(sa.text("DROP TABLE app_annotation_hit_histories"))
-    summary = clean_messages.run(make_context(db_url), params(scenario, clean_conversations=True))
+    summary = clean_messages.run(make_context(pg_url), params(scenario, clean_conversations=True))
     assert summary.outcome is Outcome.DONE
     assert "pinned_conversations" not in summary.tables and "app_annotation_hit_histories" not in summary.tables
     assert summary.tables["conversations"] == len(TENANTS) + 1
     assert any("pinned_conversations does not exist" in warning for warning in summary.warnings)
 
 
-def test_missing_required_table_is_one_clear_error(db_engine: Any, db_url: str) -> None:
+def test_missing_required_table_is_one_clear_error(pg_engine: Any, pg_url: str) -> None:
     from difymaint.core.errors import SchemaMismatch
 
-    scenario = seed(db_engine, NOW)
-    with db_engine.begin() as conn:
+    scenario = seed(pg_engine, NOW)
+    with pg_engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE messages RENAME COLUMN app_id TO application_id"))
     with pytest.raises(SchemaMismatch, match="messages lacks column\\(s\\) app_id"):
-        clean_messages.run(make_context(db_url), params(scenario))
+        clean_messages.run(make_context(pg_url), params(scenario))
 
 
-def test_progress_total_counts_messages(db_engine: Any, db_url: str) -> None:
+def test_progress_total_counts_messages(pg_engine: Any, pg_url: str) -> None:
     """The progress line's running total is messages deleted, not the first child table's rows (issue 13
     item 9): without any feedback rows it used to say 0 all along."""
-    scenario = seed(db_engine, NOW)
-    with db_engine.begin() as conn:
+    scenario = seed(pg_engine, NOW)
+    with pg_engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM message_feedbacks"))
-    ctx = make_context(db_url, DIFYMAINT_TARGET_BATCH_MS=0)
+    ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
     summary = clean_messages.run(ctx, params(scenario))
     progress = ctx.reporter.batches  # type: ignore[attr-defined]
     assert len(progress) > 1 and summary.tables["message_feedbacks"] == 0

@@ -118,9 +118,9 @@ def test_aware_cutoff_whatever_the_session_time_zone(db_engine: Engine, db_url: 
     assert summary.tables["oauth_access_tokens"] == len(groups["deleted"])
 
 
-def test_days_changes_the_cutoff(db_engine: Engine, db_url: str) -> None:
-    seed(db_engine, NOW)
-    summary = clean_oauth_tokens.run(make_context(db_url), CleanOAuthTokensParams(retention_days=90))
+def test_days_changes_the_cutoff(pg_engine: Engine, pg_url: str) -> None:
+    seed(pg_engine, NOW)
+    summary = clean_oauth_tokens.run(make_context(pg_url), CleanOAuthTokensParams(retention_days=90))
     assert summary.tables["oauth_access_tokens"] == 0  # nothing in the fixture is 90 days past the edge
 
 
@@ -146,26 +146,26 @@ def test_max_batches_is_partial(db_engine: Engine, db_url: str) -> None:
     assert second.outcome is Outcome.DONE and remaining(db_engine) == groups["kept"]
 
 
-def test_table_absent_in_older_dify_is_done_with_a_warning(db_engine: Engine, db_url: str) -> None:
-    with db_engine.begin() as conn:
+def test_table_absent_in_older_dify_is_done_with_a_warning(pg_engine: Engine, pg_url: str) -> None:
+    with pg_engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE oauth_access_tokens"))
-    ctx = make_context(db_url)
+    ctx = make_context(pg_url)
     summary = clean_oauth_tokens.run(ctx, params())
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert summary.total_rows == 0 and summary.batches == 0 and summary.rows_remaining == 0
     assert summary.details["table_present"] is False
     assert any(ABSENT in warning for warning in summary.warnings)
     assert any(ABSENT in warning for warning in ctx.reporter.warnings)  # type: ignore[attr-defined]
-    result = run_cli(["clean-oauth-tokens", "--database-url", db_url, "--yes", "--json"])
+    result = run_cli(["clean-oauth-tokens", "--database-url", pg_url, "--yes", "--json"])
     assert result.returncode == 0, result.stderr
     cli_summary = json.loads(result.stdout)
     assert cli_summary["outcome"] == "done" and cli_summary["rows_total"] == 0
     assert any(ABSENT in warning for warning in cli_summary["warnings"])
 
 
-def test_cli_json_summary(db_engine: Engine, db_url: str) -> None:
-    groups = seed(db_engine, datetime.now(UTC), bulk=12, edges=False)  # the subprocess uses the real clock
-    base = ["clean-oauth-tokens", "--database-url", db_url, "--json", "--batch-size", "5"]
+def test_cli_json_summary(pg_engine: Engine, pg_url: str) -> None:
+    groups = seed(pg_engine, datetime.now(UTC), bulk=12, edges=False)  # the subprocess uses the real clock
+    base = ["clean-oauth-tokens", "--database-url", pg_url, "--json", "--batch-size", "5"]
     dry = run_cli([*base, "--dry-run", "--days", "30"])
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["tables"] == {"oauth_access_tokens": len(groups["deleted"])}
@@ -177,7 +177,7 @@ def test_cli_json_summary(db_engine: Engine, db_url: str) -> None:
     summary = json.loads(done.stdout)
     assert summary["job"] == "clean-oauth-tokens" and summary["outcome"] == "done"
     assert summary["tables"] == {"oauth_access_tokens": len(groups["deleted"]) - 5}
-    assert remaining(db_engine) == groups["kept"]
+    assert remaining(pg_engine) == groups["kept"]
 
 
 def test_registry_and_help() -> None:

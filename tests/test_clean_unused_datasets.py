@@ -97,30 +97,30 @@ def test_both_passes_with_billing(db_engine: Any, db_url: str, billing: Any, tmp
     assert summary.details["index_removals"] == {"datasets": 6, "enqueued": 0, "emitted": 6}
 
 
-def test_billing_off_sandbox_pass_takes_every_workspace(db_engine: Any, db_url: str, tmp_path: Path) -> None:
-    sc = seed_unused(db_engine, NOW)
-    before = enabled_documents(db_engine)
-    ctx = make_context(db_url)
+def test_billing_off_sandbox_pass_takes_every_workspace(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
+    sc = seed_unused(pg_engine, NOW)
+    before = enabled_documents(pg_engine)
+    ctx = make_context(pg_url)
     summary = clean_unused_datasets.run(ctx, params(tmp_path))
-    assert disabled_datasets(db_engine, before) == sc.ids(*PASS_1, *PASS_2_BILLING_OFF)
+    assert disabled_datasets(pg_engine, before) == sc.ids(*PASS_1, *PASS_2_BILLING_OFF)
     assert summary.rows_remaining == 0  # a complete run: a number, never null (issue 13 item 9)
     loud = [w for w in summary.warnings if "EVERY workspace counts as sandbox" in w]
     assert loud and loud[0] in ctx.reporter.warnings  # type: ignore[attr-defined]
     # the sandbox pass writes no logs even for paid workspaces' datasets
-    assert {str(r.dataset_id) for r in auto_disable_logs(db_engine)} == sc.ids(*PASS_1)
+    assert {str(r.dataset_id) for r in auto_disable_logs(pg_engine)} == sc.ids(*PASS_1)
 
 
 @pytest.mark.parametrize(("which", "expected"), [("all", PASS_1), ("sandbox", PASS_2_BILLING_OFF)])
-def test_a_single_pass(db_engine: Any, db_url: str, tmp_path: Path, which: str, expected: set[str]) -> None:
-    sc = seed_unused(db_engine, NOW)
-    before = enabled_documents(db_engine)
-    summary = clean_unused_datasets.run(make_context(db_url), params(tmp_path, passes=which))
+def test_a_single_pass(pg_engine: Any, pg_url: str, tmp_path: Path, which: str, expected: set[str]) -> None:
+    sc = seed_unused(pg_engine, NOW)
+    before = enabled_documents(pg_engine)
+    summary = clean_unused_datasets.run(make_context(pg_url), params(tmp_path, passes=which))
     if which == "sandbox":
         # without pass 1 first, the 30-day-old datasets are also unused for 7 days
         expected = expected | PASS_1
-    assert disabled_datasets(db_engine, before) == sc.ids(*expected)
+    assert disabled_datasets(pg_engine, before) == sc.ids(*expected)
     assert list(summary.details["passes"]) == [which]
-    assert bool(auto_disable_logs(db_engine)) == (which == "all")
+    assert bool(auto_disable_logs(pg_engine)) == (which == "all")
 
 
 def test_dry_run_counts_equal_real_run(db_engine: Any, db_url: str, billing: Any, tmp_path: Path) -> None:
@@ -163,14 +163,14 @@ def test_enqueues_difys_celery_task(
 
 
 def test_prefixed_messages_sit_under_the_prefix(
-    db_engine: Any, db_url: str, billing: Any, tmp_path: Path, redis_url: str
+    pg_engine: Any, pg_url: str, billing: Any, tmp_path: Path, redis_url: str
 ) -> None:
     """Without a worker: the queue list carries Celery's global_keyprefix ("<REDIS_KEY_PREFIX>:")."""
     import redis
 
-    sc = seed_unused(db_engine, NOW)
+    sc = seed_unused(pg_engine, NOW)
     billing.state.plans = sc.plans()
-    ctx = make_context(db_url, CELERY_BROKER_URL=redis_url, REDIS_KEY_PREFIX="dify", **billing_settings(billing))
+    ctx = make_context(pg_url, CELERY_BROKER_URL=redis_url, REDIS_KEY_PREFIX="dify", **billing_settings(billing))
     clean_unused_datasets.run(ctx, params(tmp_path, enqueue_index_removal=True))
     client = redis.Redis.from_url(redis_url)
     assert client.llen("dataset") == 0
@@ -194,33 +194,33 @@ def test_broker_url_errors(url: str | None, error: str) -> None:
         broker_url(load_settings(None, {"CELERY_BROKER_URL": url}))
 
 
-def test_unreachable_broker_disables_nothing(db_engine: Any, db_url: str, tmp_path: Path) -> None:
-    seed_unused(db_engine, NOW)
-    before = enabled_documents(db_engine)
-    ctx = make_context(db_url, CELERY_BROKER_URL="redis://127.0.0.1:1/0", REDIS_SOCKET_CONNECT_TIMEOUT=0.5)
+def test_unreachable_broker_disables_nothing(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
+    seed_unused(pg_engine, NOW)
+    before = enabled_documents(pg_engine)
+    ctx = make_context(pg_url, CELERY_BROKER_URL="redis://127.0.0.1:1/0", REDIS_SOCKET_CONNECT_TIMEOUT=0.5)
     with pytest.raises(BrokerUnavailable):
         clean_unused_datasets.run(ctx, params(tmp_path, enqueue_index_removal=True))
-    assert enabled_documents(db_engine) == before
-    assert auto_disable_logs(db_engine) == []
+    assert enabled_documents(pg_engine) == before
+    assert auto_disable_logs(pg_engine) == []
 
 
-def test_real_run_needs_an_index_hand_over(db_engine: Any, db_url: str) -> None:
-    seed_unused(db_engine, NOW)
-    before = enabled_documents(db_engine)
+def test_real_run_needs_an_index_hand_over(pg_engine: Any, pg_url: str) -> None:
+    seed_unused(pg_engine, NOW)
+    before = enabled_documents(pg_engine)
     with pytest.raises(UsageError, match="index removal"):
-        clean_unused_datasets.run(make_context(db_url), CleanUnusedDatasetsParams())
+        clean_unused_datasets.run(make_context(pg_url), CleanUnusedDatasetsParams())
     with pytest.raises(ConfigError, match="CELERY_BROKER_URL"):
-        clean_unused_datasets.run(make_context(db_url), CleanUnusedDatasetsParams(enqueue_index_removal=True))
+        clean_unused_datasets.run(make_context(pg_url), CleanUnusedDatasetsParams(enqueue_index_removal=True))
     with pytest.raises(UsageError, match="unknown pass"):
-        clean_unused_datasets.run(make_context(db_url), CleanUnusedDatasetsParams(passes="paid"))
-    assert enabled_documents(db_engine) == before
+        clean_unused_datasets.run(make_context(pg_url), CleanUnusedDatasetsParams(passes="paid"))
+    assert enabled_documents(pg_engine) == before
 
 
-def test_tenant_filter(db_engine: Any, db_url: str, tmp_path: Path) -> None:
-    sc = seed_unused(db_engine, NOW)
-    before = enabled_documents(db_engine)
-    clean_unused_datasets.run(make_context(db_url), params(tmp_path, tenant_ids=(sc.tenants["sandbox"],)))
-    assert disabled_datasets(db_engine, before) == sc.ids("sandbox_old_only", "sandbox_week_old")
+def test_tenant_filter(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
+    sc = seed_unused(pg_engine, NOW)
+    before = enabled_documents(pg_engine)
+    clean_unused_datasets.run(make_context(pg_url), params(tmp_path, tenant_ids=(sc.tenants["sandbox"],)))
+    assert disabled_datasets(pg_engine, before) == sc.ids("sandbox_old_only", "sandbox_week_old")
 
 
 def test_max_batches_is_partial_and_resumable(db_engine: Any, db_url: str, tmp_path: Path) -> None:
@@ -238,13 +238,13 @@ def test_max_batches_is_partial_and_resumable(db_engine: Any, db_url: str, tmp_p
     assert len(worklist(tmp_path / "removals.jsonl")) == 5
 
 
-def test_candidate_query_uses_exists_and_keyset(db_engine: Any, db_url: str, tmp_path: Path) -> None:
-    seed_unused(db_engine, NOW)
-    ctx = make_context(db_url)
+def test_candidate_query_uses_exists_and_keyset(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
+    seed_unused(pg_engine, NOW)
+    ctx = make_context(pg_url)
     schema = clean_unused_datasets.check_schema(ctx.engine, [], job="x")
     scan = clean_unused_datasets._Scan(ctx, None, params(tmp_path), None, None, schema)  # type: ignore[arg-type]
     one_pass = clean_unused_datasets.plan_passes(CleanUnusedDatasetsParams(passes="all"), NOW)[0]
-    with db_engine.connect() as conn:
+    with pg_engine.connect() as conn:
         sql = str(scan._candidates(conn, one_pass, None, 50).compile(dialect=conn.dialect))
     assert "OFFSET" not in sql.upper() and sql.upper().count("EXISTS") == 3
     assert "ORDER BY datasets.created_at, datasets.id" in sql
@@ -299,16 +299,16 @@ def test_cli_dry_run_json_and_emit(sqlite_url: str, tmp_path: Path) -> None:
     assert bad.returncode == 2 and "--pass" in bad.stderr and "'paid' is not one of" in bad.stderr
 
 
-def test_partial_run_counts_both_passes_left(db_engine: Any, db_url: str, tmp_path: Path) -> None:
+def test_partial_run_counts_both_passes_left(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
     """Stopped in pass 1: the backlog is pass 1 past its cursor plus all of pass 2, each dataset once."""
-    sc = seed_unused(db_engine, NOW)
-    before = enabled_documents(db_engine)
-    ctx = make_context(db_url, DIFYMAINT_TARGET_BATCH_MS=0)
+    sc = seed_unused(pg_engine, NOW)
+    before = enabled_documents(pg_engine)
+    ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
     first = clean_unused_datasets.run(ctx, params(tmp_path, run=RunOptions(batch_size=2, max_batches=1)))
     assert first.outcome is Outcome.PARTIAL and first.tables["datasets"] == 2
     assert first.rows_remaining_estimated  # the sandbox pass's plan filter is not applied to the count
-    second = clean_unused_datasets.run(make_context(db_url), params(tmp_path))
-    assert disabled_datasets(db_engine, before) == sc.ids(*PASS_1, *PASS_2_BILLING_OFF)
+    second = clean_unused_datasets.run(make_context(pg_url), params(tmp_path))
+    assert disabled_datasets(pg_engine, before) == sc.ids(*PASS_1, *PASS_2_BILLING_OFF)
     assert first.rows_remaining == second.tables["datasets"]  # billing off: every workspace is sandbox
 
 

@@ -77,28 +77,28 @@ def test_every_tenant_runs_messages_and_only_empty_conversations(db_engine: Any,
     assert_no_dangling(db_engine)
 
 
-def test_workflow_id_filter(db_engine: Any, db_url: str) -> None:
-    scenario = seed(db_engine, NOW)
+def test_workflow_id_filter(pg_engine: Any, pg_url: str) -> None:
+    scenario = seed(pg_engine, NOW)
     chosen = {scenario.other_workflow["professional"], scenario.main_workflow["sandbox_in_grace"]}
-    before, messages_before = ids(db_engine, t.workflow_runs), ids(db_engine, t.messages)
-    summary = clean_workflow_logs.run(make_context(db_url), params(scenario, workflow_ids=tuple(sorted(chosen))))
+    before, messages_before = ids(pg_engine, t.workflow_runs), ids(pg_engine, t.messages)
+    summary = clean_workflow_logs.run(make_context(pg_url), params(scenario, workflow_ids=tuple(sorted(chosen))))
     gone = scenario.old_ended(workflow_ids=chosen)
     assert len(gone) == 1 + 7  # the other workflow's old run, the main workflow's seven ended old runs
-    assert ids(db_engine, t.workflow_runs) == before - gone
-    assert ids(db_engine, t.messages) == messages_before  # no chat runs among them
+    assert ids(pg_engine, t.workflow_runs) == before - gone
+    assert ids(pg_engine, t.messages) == messages_before  # no chat runs among them
     assert summary.details["workflow_filter"] == sorted(chosen)
 
 
-def test_app_id_filter(db_engine: Any, db_url: str) -> None:
-    scenario = seed(db_engine, NOW)
+def test_app_id_filter(pg_engine: Any, pg_url: str) -> None:
+    scenario = seed(pg_engine, NOW)
     app = scenario.chat_apps["team_expired"]
-    before, messages_before = ids(db_engine, t.workflow_runs), ids(db_engine, t.messages)
-    clean_workflow_logs.run(make_context(db_url), params(scenario, app_ids=(app,)))
+    before, messages_before = ids(pg_engine, t.workflow_runs), ids(pg_engine, t.messages)
+    clean_workflow_logs.run(make_context(pg_url), params(scenario, app_ids=(app,)))
     gone = scenario.old_ended(app_ids={app})
     assert len(gone) == 4
-    assert ids(db_engine, t.workflow_runs) == before - gone
-    assert ids(db_engine, t.messages) == messages_before - scenario.messages_of(gone)
-    assert scenario.conversations["team_expired"]["old"] not in ids(db_engine, t.conversations)
+    assert ids(pg_engine, t.workflow_runs) == before - gone
+    assert ids(pg_engine, t.messages) == messages_before - scenario.messages_of(gone)
+    assert scenario.conversations["team_expired"]["old"] not in ids(pg_engine, t.conversations)
 
 
 def test_dry_run_counts_equal_real_run(db_engine: Any, db_url: str) -> None:
@@ -239,14 +239,14 @@ def test_max_batches_is_partial_and_resumable(db_engine: Any, db_url: str) -> No
     assert_no_dangling(db_engine)
 
 
-def test_orphan_manifest(db_engine: Any, db_url: str, tmp_path: Path) -> None:
-    scenario = seed(db_engine, NOW)
+def test_orphan_manifest(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
+    scenario = seed(pg_engine, NOW)
     manifest = tmp_path / "orphans.jsonl"
     dry_manifest = tmp_path / "dry.jsonl"
     clean_workflow_logs.run(
-        make_context(db_url), params(scenario, run=RunOptions(dry_run=True), orphan_manifest=dry_manifest)
+        make_context(pg_url), params(scenario, run=RunOptions(dry_run=True), orphan_manifest=dry_manifest)
     )
-    summary = clean_workflow_logs.run(make_context(db_url), params(scenario, orphan_manifest=manifest))
+    summary = clean_workflow_logs.run(make_context(pg_url), params(scenario, orphan_manifest=manifest))
     lines = [json.loads(line) for line in manifest.read_text().splitlines()]
     dry_lines = [json.loads(line) for line in dry_manifest.read_text().splitlines()]
     assert all(line["dry_run"] for line in dry_lines) and len(dry_lines) == len(lines)
@@ -264,12 +264,12 @@ def test_orphan_manifest(db_engine: Any, db_url: str, tmp_path: Path) -> None:
     assert summary.details["orphan_manifest"]["by_source"] == {k: len(v) for k, v in expected.items()}
 
 
-def test_optional_tables_missing_are_skipped_with_a_warning(db_engine: Any, db_url: str) -> None:
-    scenario = seed(db_engine, NOW)
-    with db_engine.begin() as conn:
+def test_optional_tables_missing_are_skipped_with_a_warning(pg_engine: Any, pg_url: str) -> None:
+    scenario = seed(pg_engine, NOW)
+    with pg_engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE workflow_pause_reasons"))
         conn.execute(sa.text("DROP TABLE workflow_trigger_logs"))
-    summary = clean_workflow_logs.run(make_context(db_url), params(scenario))
+    summary = clean_workflow_logs.run(make_context(pg_url), params(scenario))
     assert summary.tables["workflow_runs"] == len(scenario.old_ended())
     assert summary.tables["workflow_pauses"] == sum(1 for rid in scenario.old_ended() if scenario.runs[rid].pauses)
     assert "workflow_pause_reasons" not in summary.tables and "workflow_trigger_logs" not in summary.tables

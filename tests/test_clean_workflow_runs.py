@@ -66,10 +66,10 @@ def test_billing_off_deletes_every_ended_old_run_with_its_rows(db_engine: Any, d
     assert_no_dangling(db_engine)
 
 
-def test_only_id_tenant_and_created_at_are_read(db_engine: Any, db_url: str) -> None:
-    scenario = seed(db_engine, NOW)
+def test_only_id_tenant_and_created_at_are_read(pg_engine: Any, pg_url: str) -> None:
+    scenario = seed(pg_engine, NOW)
     statements: list[str] = []
-    ctx = make_context(db_url)
+    ctx = make_context(pg_url)
     sa.event.listen(ctx.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
     clean_workflow_runs.run(ctx, params(scenario, run=RunOptions(dry_run=True)))
     selects = [s for s in statements if s.lstrip().startswith("SELECT") and "FROM workflow_runs" in s]
@@ -97,30 +97,30 @@ def test_billing_plan_matrix_tenant_first(db_engine: Any, db_url: str, billing: 
     assert_no_dangling(db_engine)
 
 
-def test_whitelist_failure_fails_closed(db_engine: Any, db_url: str, billing: Any) -> None:
-    scenario = seed(db_engine, NOW)
+def test_whitelist_failure_fails_closed(pg_engine: Any, pg_url: str, billing: Any) -> None:
+    scenario = seed(pg_engine, NOW)
     billing.state.fail_whitelist = 503
-    before = row_counts(db_engine, RUN_TABLES)
+    before = row_counts(pg_engine, RUN_TABLES)
     with pytest.raises(BillingUnavailable):
-        clean_workflow_runs.run(make_context(db_url, **billing_settings(billing)), params(scenario))
-    assert row_counts(db_engine, RUN_TABLES) == before  # Dify would have used an empty whitelist
+        clean_workflow_runs.run(make_context(pg_url, **billing_settings(billing)), params(scenario))
+    assert row_counts(pg_engine, RUN_TABLES) == before  # Dify would have used an empty whitelist
 
 
-def test_plan_lookup_failure_deletes_nothing(db_engine: Any, db_url: str, billing: Any) -> None:
-    scenario = seed(db_engine, NOW)
+def test_plan_lookup_failure_deletes_nothing(pg_engine: Any, pg_url: str, billing: Any) -> None:
+    scenario = seed(pg_engine, NOW)
     billing.state.fail_plans = 503
-    before = row_counts(db_engine, RUN_TABLES)
-    summary = clean_workflow_runs.run(make_context(db_url, **billing_settings(billing)), params(scenario))
-    assert row_counts(db_engine, RUN_TABLES) == before
+    before = row_counts(pg_engine, RUN_TABLES)
+    summary = clean_workflow_runs.run(make_context(pg_url, **billing_settings(billing)), params(scenario))
+    assert row_counts(pg_engine, RUN_TABLES) == before
     assert summary.details["failed_plan_chunks"] >= 1
 
 
-def test_tenant_filter(db_engine: Any, db_url: str) -> None:
-    scenario = seed(db_engine, NOW)
+def test_tenant_filter(pg_engine: Any, pg_url: str) -> None:
+    scenario = seed(pg_engine, NOW)
     target = scenario.tenant_ids["professional"]
-    before = ids(db_engine, t.workflow_runs)
-    summary = clean_workflow_runs.run(make_context(db_url), params(scenario, tenant_ids=(target,)))
-    assert ids(db_engine, t.workflow_runs) == before - scenario.old_ended(tenants={"professional"})
+    before = ids(pg_engine, t.workflow_runs)
+    summary = clean_workflow_runs.run(make_context(pg_url), params(scenario, tenant_ids=(target,)))
+    assert ids(pg_engine, t.workflow_runs) == before - scenario.old_ended(tenants={"professional"})
     assert summary.details["strategy"] == "tenants"
 
 
@@ -217,9 +217,9 @@ def test_orphan_manifest_lists_offload_files_and_pause_states(db_engine: Any, db
     assert not {file_id for run in paused for file_id in run.offload_files} & listed
 
 
-def test_optional_tables_missing_are_skipped_with_a_warning(db_engine: Any, db_url: str) -> None:
-    scenario = seed(db_engine, NOW)
-    with db_engine.begin() as conn:
+def test_optional_tables_missing_are_skipped_with_a_warning(pg_engine: Any, pg_url: str) -> None:
+    scenario = seed(pg_engine, NOW)
+    with pg_engine.begin() as conn:
         for name in (
             "workflow_pause_reasons",
             "workflow_pauses",
@@ -227,21 +227,21 @@ def test_optional_tables_missing_are_skipped_with_a_warning(db_engine: Any, db_u
             "workflow_node_execution_offload",
         ):
             conn.execute(sa.text(f"DROP TABLE {name}"))
-    summary = clean_workflow_runs.run(make_context(db_url), params(scenario))
+    summary = clean_workflow_runs.run(make_context(pg_url), params(scenario))
     assert summary.tables["workflow_runs"] == len(scenario.old_ended())
     assert "workflow_pauses" not in summary.tables and "workflow_trigger_logs" not in summary.tables
     assert sum("workflow_pauses does not exist" in warning for warning in summary.warnings) == 1
     assert sum("does not exist in this Dify version" in warning for warning in summary.warnings) == 4
 
 
-def test_missing_required_table_is_one_clear_error(db_engine: Any, db_url: str) -> None:
+def test_missing_required_table_is_one_clear_error(pg_engine: Any, pg_url: str) -> None:
     from difymaint.core.errors import SchemaMismatch
 
-    scenario = seed(db_engine, NOW)
-    with db_engine.begin() as conn:
+    scenario = seed(pg_engine, NOW)
+    with pg_engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE workflow_app_logs"))
     with pytest.raises(SchemaMismatch, match="workflow_app_logs"):
-        clean_workflow_runs.run(make_context(db_url), params(scenario))
+        clean_workflow_runs.run(make_context(pg_url), params(scenario))
 
 
 def test_difys_lock_key_excludes_difys_beat(db_engine: Any, db_url: str, redis_url: str) -> None:

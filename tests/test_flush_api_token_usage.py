@@ -133,9 +133,9 @@ def test_aware_timestamps_become_naive_utc() -> None:
     assert parse_usage("None:tok", BASE.isoformat()) == job.Usage("tok", None, BASE)
 
 
-def test_many_pages_one_update_each(db_engine: Engine, db_url: str, redis_url: str) -> None:
+def test_many_pages_one_update_each(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
-    with db_engine.begin() as conn:
+    with pg_engine.begin() as conn:
         conn.execute(
             sa.insert(t.api_tokens),
             [{"id": t.new_id(), "app_id": t.new_id(), "type": "app", "token": f"app-{i:04d}"} for i in range(450)],
@@ -144,9 +144,9 @@ def test_many_pages_one_update_each(db_engine: Engine, db_url: str, redis_url: s
     for i in range(450):
         pipe.set(usage_key("app", f"app-{i:04d}"), (BASE + timedelta(seconds=i)).isoformat())
     pipe.execute()
-    summary = job.run(ctx_for(db_url, redis_url), params(batch_size=100))
+    summary = job.run(ctx_for(pg_url, redis_url), params(batch_size=100))
     assert summary.tables == {"api_tokens": 450} and summary.batches >= 4
-    after = last_used(db_engine)
+    after = last_used(pg_engine)
     assert all(after[f"app-{i:04d}"] == BASE + timedelta(seconds=i) for i in range(450))
     assert client.dbsize() == 0 or not list(client.scan_iter(match="api_token_active:*"))
     client.close()
@@ -193,14 +193,14 @@ def test_a_failed_update_puts_the_values_back(db_engine: Engine, db_url: str, re
     client.close()
 
 
-def test_cli_json_never_prints_tokens(db_engine: Engine, db_url: str, redis_url: str) -> None:
+def test_cli_json_never_prints_tokens(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
     secret = "app-SuperSecretToken123"
     client = redis.Redis.from_url(redis_url)
-    add_token(db_engine, secret)
+    add_token(pg_engine, secret)
     client.set(usage_key("app", secret), BASE.isoformat())
     client.set(usage_key("app", "app-AnotherSecret"), "garbage")
     env = {"DIFYMAINT_REDIS_URL": redis_url, "DIFYMAINT_USE_REDIS": "true"}
-    result = run_cli(["flush-api-token-usage", "--database-url", db_url, "--json"], env=env)
+    result = run_cli(["flush-api-token-usage", "--database-url", pg_url, "--json"], env=env)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["outcome"] == "done" and summary["tables"] == {"api_tokens": 1}
@@ -210,8 +210,8 @@ def test_cli_json_never_prints_tokens(db_engine: Engine, db_url: str, redis_url:
     client.close()
 
 
-def test_without_redis_is_a_config_error(db_url: str) -> None:
-    result = run_cli(["flush-api-token-usage", "--database-url", db_url], env={"DIFYMAINT_USE_REDIS": "false"})
+def test_without_redis_is_a_config_error(pg_url: str) -> None:
+    result = run_cli(["flush-api-token-usage", "--database-url", pg_url], env={"DIFYMAINT_USE_REDIS": "false"})
     assert result.returncode == 2 and "needs Dify's Redis" in result.stderr and "Traceback" not in result.stderr
 
 

@@ -86,36 +86,36 @@ def test_paid_owner_gets_one_mail_sandbox_is_marked_others_wait(
 
 
 def test_smtp_failure_for_the_second_workspace_keeps_the_first_marked(
-    db_engine: Any, db_url: str, billing: Any
+    pg_engine: Any, pg_url: str, billing: Any
 ) -> None:
-    sc = seed_notify(db_engine, NOW)
+    sc = seed_notify(pg_engine, NOW)
     billing.state.plans = sc.plans()
     with SmtpStub(reject={"b@example.com"}) as smtp, pytest.raises(MailError, match="1 workspace") as caught:
-        notify_cleaned_documents.run(make_context(db_url, **settings(billing, smtp.settings())), params())
+        notify_cleaned_documents.run(make_context(pg_url, **settings(billing, smtp.settings())), params())
     assert [r.rcpt_tos for r in smtp.received] == [["a@example.com"]]
     # paid_a was committed right after its mail; paid_b stays unmarked and is retried; the run went on.
-    assert notified_ids(db_engine) == sc.unnotified("paid_a", "sandbox") | set(sc.already_notified)
+    assert notified_ids(pg_engine) == sc.unnotified("paid_a", "sandbox") | set(sc.already_notified)
     summary = caught.value.difymaint_summary  # type: ignore[attr-defined]
     assert summary.outcome is Outcome.FAILED and summary.tables["dataset_auto_disable_logs"] == 8
     assert summary.details["workspaces"]["mail_failed"] == 1
 
 
-def test_unreachable_smtp_server_marks_no_mailed_workspace(db_engine: Any, db_url: str, billing: Any) -> None:
-    sc = seed_notify(db_engine, NOW)
+def test_unreachable_smtp_server_marks_no_mailed_workspace(pg_engine: Any, pg_url: str, billing: Any) -> None:
+    sc = seed_notify(pg_engine, NOW)
     billing.state.plans = sc.plans()
     with SmtpStub() as smtp:
         mail = smtp.settings()
     with pytest.raises(MailError):  # the server is gone now
-        notify_cleaned_documents.run(make_context(db_url, **settings(billing, mail)), params())
-    assert notified_ids(db_engine) == sc.unnotified("sandbox") | set(sc.already_notified)
+        notify_cleaned_documents.run(make_context(pg_url, **settings(billing, mail)), params())
+    assert notified_ids(pg_engine) == sc.unnotified("sandbox") | set(sc.already_notified)
 
 
-def test_mail_not_configured_marks_nothing(db_engine: Any, db_url: str, billing: Any) -> None:
-    seed_notify(db_engine, NOW)
-    before = notified_ids(db_engine)
+def test_mail_not_configured_marks_nothing(pg_engine: Any, pg_url: str, billing: Any) -> None:
+    seed_notify(pg_engine, NOW)
+    before = notified_ids(pg_engine)
     with pytest.raises(ConfigError, match="MAIL_TYPE is not set"):
-        notify_cleaned_documents.run(make_context(db_url, **settings(billing, None)), params())
-    assert notified_ids(db_engine) == before
+        notify_cleaned_documents.run(make_context(pg_url, **settings(billing, None)), params())
+    assert notified_ids(pg_engine) == before
 
 
 def test_billing_off_sends_nothing_and_marks_every_workspace(db_engine: Any, db_url: str, smtp: SmtpStub) -> None:
@@ -138,12 +138,12 @@ def test_partial_run_counts_the_logs_left(db_engine: Any, db_url: str, smtp: Smt
     assert second.rows_remaining == 0
 
 
-def test_second_signal_during_the_purge_still_counts_the_backlog(db_engine: Any, db_url: str, smtp: SmtpStub) -> None:
+def test_second_signal_during_the_purge_still_counts_the_backlog(pg_engine: Any, pg_url: str, smtp: SmtpStub) -> None:
     from difymaint.core.stop import Interrupted
     from tests.test_signal_cancel import _interrupt_at_batch
 
-    sc = seed_notify(db_engine, NOW)
-    ctx = make_context(db_url, **settings(None, smtp.settings()))
+    sc = seed_notify(pg_engine, NOW)
+    ctx = make_context(pg_url, **settings(None, smtp.settings()))
     ctx.batch_hooks.append(_interrupt_at_batch(1))
     with pytest.raises(Interrupted) as caught:
         notify_cleaned_documents.run(ctx, params(purge_notified_older_than=30))
@@ -175,12 +175,12 @@ def test_dry_run_renders_and_writes_nothing(db_engine: Any, db_url: str, billing
     assert len(smtp.received) == 2
 
 
-def test_dry_run_without_mail_configured_still_previews(db_engine: Any, db_url: str, billing: Any) -> None:
-    sc = seed_notify(db_engine, NOW)
+def test_dry_run_without_mail_configured_still_previews(pg_engine: Any, pg_url: str, billing: Any) -> None:
+    sc = seed_notify(pg_engine, NOW)
     billing.state.plans = sc.plans()
     preview = io.StringIO()
     summary = notify_cleaned_documents.run(
-        make_context(db_url, **settings(billing, None)), params(run=RunOptions(dry_run=True), preview=preview)
+        make_context(pg_url, **settings(billing, None)), params(run=RunOptions(dry_run=True), preview=preview)
     )
     assert preview.getvalue().count("--- mail") == 2
     assert any("a real run would exit" in warning for warning in summary.warnings)
@@ -200,8 +200,8 @@ def test_purge_keeps_unnotified_and_recent(db_engine: Any, db_url: str, smtp: Sm
     assert summary.tables["dataset_auto_disable_logs (purged)"] == 1
 
 
-def test_resend(db_engine: Any, db_url: str, billing: Any) -> None:
-    sc = seed_notify(db_engine, NOW)
+def test_resend(pg_engine: Any, pg_url: str, billing: Any) -> None:
+    sc = seed_notify(pg_engine, NOW)
     billing.state.plans = sc.plans()
     with ResendStub(api_key="re_secret") as resend:
         mail = {
@@ -210,13 +210,13 @@ def test_resend(db_engine: Any, db_url: str, billing: Any) -> None:
             "RESEND_API_KEY": "re_secret",
             "RESEND_API_URL": resend.url,
         }
-        summary = notify_cleaned_documents.run(make_context(db_url, **settings(billing, mail)), params())
+        summary = notify_cleaned_documents.run(make_context(pg_url, **settings(billing, mail)), params())
     assert [request["to"] for request in resend.requests] == ["a@example.com", "b@example.com"]
     first = resend.requests[0]
     assert first["from"] == "no-reply@dify.example" and first["subject"] == SUBJECT
     assert "Knowledge base Handbook: 3 documents" in first["html"]
     assert summary.details["mails_sent"] == 2
-    assert notified_ids(db_engine) == sc.unnotified("paid_a", "paid_b", "sandbox") | set(sc.already_notified)
+    assert notified_ids(pg_engine) == sc.unnotified("paid_a", "paid_b", "sandbox") | set(sc.already_notified)
 
 
 def test_resend_refusal_is_a_mail_error() -> None:
@@ -233,8 +233,8 @@ def test_resend_refusal_is_a_mail_error() -> None:
             )
 
 
-def test_sendgrid(db_engine: Any, db_url: str, billing: Any) -> None:
-    sc = seed_notify(db_engine, NOW)
+def test_sendgrid(pg_engine: Any, pg_url: str, billing: Any) -> None:
+    sc = seed_notify(pg_engine, NOW)
     billing.state.plans = sc.plans()
     with SendGridStub(api_key="SG.secret") as sendgrid:
         mail = {
@@ -243,7 +243,7 @@ def test_sendgrid(db_engine: Any, db_url: str, billing: Any) -> None:
             "SENDGRID_API_KEY": "SG.secret",
             "DIFYMAINT_SENDGRID_API_URL": sendgrid.url,
         }
-        summary = notify_cleaned_documents.run(make_context(db_url, **settings(billing, mail)), params())
+        summary = notify_cleaned_documents.run(make_context(pg_url, **settings(billing, mail)), params())
     to = [request["personalizations"][0]["to"][0]["email"] for request in sendgrid.requests]
     assert to == ["a@example.com", "b@example.com"]
     first = sendgrid.requests[0]
@@ -263,14 +263,14 @@ def test_sendgrid_refusal_is_a_mail_error_without_the_key() -> None:
     assert "SG.wrong-key" not in str(caught.value) and "SENDGRID_API_KEY" in (caught.value.hint or "")
 
 
-def test_tenant_filter(db_engine: Any, db_url: str, billing: Any, smtp: SmtpStub) -> None:
-    sc = seed_notify(db_engine, NOW)
+def test_tenant_filter(pg_engine: Any, pg_url: str, billing: Any, smtp: SmtpStub) -> None:
+    sc = seed_notify(pg_engine, NOW)
     billing.state.plans = sc.plans()
     notify_cleaned_documents.run(
-        make_context(db_url, **settings(billing, smtp.settings())), params(tenant_ids=(sc.tenants["paid_b"],))
+        make_context(pg_url, **settings(billing, smtp.settings())), params(tenant_ids=(sc.tenants["paid_b"],))
     )
     assert [r.rcpt_tos for r in smtp.received] == [["b@example.com"]]
-    assert notified_ids(db_engine) == sc.unnotified("paid_b") | set(sc.already_notified)
+    assert notified_ids(pg_engine) == sc.unnotified("paid_b") | set(sc.already_notified)
 
 
 def test_sqlite_run(sqlite_url: str, smtp: SmtpStub, billing: Any) -> None:

@@ -149,24 +149,24 @@ def test_fires_due_plans_once_and_commits_their_next_run(
 
 
 def test_poison_rows_are_pushed_aside_and_never_stop_the_tick(
-    db_engine: Engine, db_url: str, celery_worker: CeleryWorker
+    pg_engine: Engine, pg_url: str, celery_worker: CeleryWorker
 ) -> None:
-    bad_cron = add_plan(db_engine, "61 * * * *", next_run=BASE - timedelta(hours=3))
-    bad_zone = add_plan(db_engine, "0 9 * * *", "Mars/Olympus", next_run=BASE - timedelta(hours=2))
-    bad_fields = add_plan(db_engine, "* * *", next_run=BASE - timedelta(hours=1))
-    good = add_plan(db_engine, "*/5 * * * *")
-    ctx = ctx_for(db_url, celery_worker)
+    bad_cron = add_plan(pg_engine, "61 * * * *", next_run=BASE - timedelta(hours=3))
+    bad_zone = add_plan(pg_engine, "0 9 * * *", "Mars/Olympus", next_run=BASE - timedelta(hours=2))
+    bad_fields = add_plan(pg_engine, "* * *", next_run=BASE - timedelta(hours=1))
+    good = add_plan(pg_engine, "*/5 * * * *")
+    ctx = ctx_for(pg_url, celery_worker)
     summary = poll_workflow_schedules.run(ctx, params(run=RunOptions(batch_size=2)))
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert fired(celery_worker, 1) == [good]
     assert {item["plan_id"] for item in summary.details["poisoned"]} == {bad_cron, bad_zone, bad_fields}
-    after = next_runs(db_engine)
+    after = next_runs(pg_engine)
     for poisoned in (bad_cron, bad_zone, bad_fields):
         assert after[poisoned] == BASE + poll_workflow_schedules.POISON_RETRY
     assert after[good] == datetime(2026, 11, 24, 12, 5)
     assert any("Mars/Olympus" in warning for warning in summary.warnings)
     # The next tick, within the hour, neither fires nor re-reports them.
-    again = poll_workflow_schedules.run(ctx_for(db_url, celery_worker), params())
+    again = poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params())
     assert again.details["poisoned"] == [] and fired(celery_worker, 1) == [good]
 
 
@@ -186,29 +186,29 @@ def test_dry_run_lists_and_changes_nothing(db_engine: Engine, db_url: str, celer
     assert sorted(fired(celery_worker, 5)) == sorted(plans)
 
 
-def test_empty_tick_needs_no_broker(db_engine: Engine, db_url: str) -> None:
-    add_plan(db_engine, "*/5 * * * *", next_run=BASE + timedelta(minutes=3))
+def test_empty_tick_needs_no_broker(pg_engine: Engine, pg_url: str) -> None:
+    add_plan(pg_engine, "*/5 * * * *", next_run=BASE + timedelta(minutes=3))
     # No CELERY_BROKER_URL at all: an empty tick never connects to (or imports) the publisher.
-    summary = poll_workflow_schedules.run(make_context(db_url), params())
+    summary = poll_workflow_schedules.run(make_context(pg_url), params())
     assert summary.outcome is Outcome.DONE and summary.details["published"] == 0 and summary.batches == 1
 
 
-def test_broker_down_changes_nothing(db_engine: Engine, db_url: str) -> None:
-    plan = add_plan(db_engine, "*/5 * * * *")
-    before = next_runs(db_engine)
-    ctx = make_context(db_url, CELERY_BROKER_URL="redis://127.0.0.1:1/0", REDIS_SOCKET_CONNECT_TIMEOUT=0.5)
+def test_broker_down_changes_nothing(pg_engine: Engine, pg_url: str) -> None:
+    plan = add_plan(pg_engine, "*/5 * * * *")
+    before = next_runs(pg_engine)
+    ctx = make_context(pg_url, CELERY_BROKER_URL="redis://127.0.0.1:1/0", REDIS_SOCKET_CONNECT_TIMEOUT=0.5)
     with pytest.raises(BrokerUnavailable):
         poll_workflow_schedules.run(ctx, params())
-    assert next_runs(db_engine) == before
+    assert next_runs(pg_engine) == before
     result = run_cli(
-        ["poll-workflow-schedules", "--database-url", db_url, "--json"],
+        ["poll-workflow-schedules", "--database-url", pg_url, "--json"],
         env={"CELERY_BROKER_URL": "redis://127.0.0.1:1/0", "REDIS_SOCKET_CONNECT_TIMEOUT": "0.5"},
     )
     assert result.returncode == 1, result.stderr
     assert json.loads(result.stdout)["outcome"] == "failed"
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert any("Celery broker" in line for line in errors) and "Traceback" not in result.stderr
-    assert next_runs(db_engine)[plan] == before[plan]
+    assert next_runs(pg_engine)[plan] == before[plan]
 
 
 def test_a_failed_commit_publishes_nothing(pg_engine: Engine, pg_url: str, celery_worker: CeleryWorker) -> None:
@@ -239,19 +239,19 @@ def test_a_failed_commit_publishes_nothing(pg_engine: Engine, pg_url: str, celer
 
 
 def test_broker_refusing_after_the_commit_restores_the_slot(
-    db_engine: Engine, db_url: str, refusing_broker: RefusingBroker
+    pg_engine: Engine, pg_url: str, refusing_broker: RefusingBroker
 ) -> None:
-    plans = [add_plan(db_engine, "*/5 * * * *", next_run=BASE - timedelta(minutes=n)) for n in range(2)]
-    before = next_runs(db_engine)
+    plans = [add_plan(pg_engine, "*/5 * * * *", next_run=BASE - timedelta(minutes=n)) for n in range(2)]
+    before = next_runs(pg_engine)
     # The broker passes the connection check but refuses the messages: the failure comes after the commit.
     refusing_broker.refuse_writes()
-    ctx = ctx_for(db_url, None, CELERY_BROKER_URL=refusing_broker.url)
+    ctx = ctx_for(pg_url, None, CELERY_BROKER_URL=refusing_broker.url)
     with pytest.raises(BrokerUnavailable):
         poll_workflow_schedules.run(ctx, params())
     assert any("next_run_at was restored" in warning for warning in ctx.reporter.warnings)
-    assert next_runs(db_engine) == before  # the slots were put back
+    assert next_runs(pg_engine) == before  # the slots were put back
     refusing_broker.refuse_writes(False)
-    summary = poll_workflow_schedules.run(ctx_for(db_url, None, CELERY_BROKER_URL=refusing_broker.url), params())
+    summary = poll_workflow_schedules.run(ctx_for(pg_url, None, CELERY_BROKER_URL=refusing_broker.url), params())
     assert summary.details["published"] == 2
     assert [m.args[0] for m in published(refusing_broker.url, QUEUE)] == list(reversed(plans))
 
@@ -317,21 +317,21 @@ def test_max_batches_is_partial_and_the_rest_stay_due(
     assert rest.details["published"] == 3 and rest.rows_remaining == 0
 
 
-def test_circuit_breaker_caps_a_tick(db_engine: Engine, db_url: str, celery_worker: CeleryWorker) -> None:
-    plans = [add_plan(db_engine, "*/5 * * * *", next_run=BASE - timedelta(minutes=n)) for n in range(5)]
-    first = poll_workflow_schedules.run(ctx_for(db_url, celery_worker), params(max_dispatch=3))
+def test_circuit_breaker_caps_a_tick(pg_engine: Engine, pg_url: str, celery_worker: CeleryWorker) -> None:
+    plans = [add_plan(pg_engine, "*/5 * * * *", next_run=BASE - timedelta(minutes=n)) for n in range(5)]
+    first = poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params(max_dispatch=3))
     assert first.details["published"] == 3 and any("circuit breaker" in w for w in first.warnings)
     assert first.outcome is Outcome.DONE and first.rows_remaining == 2
-    second = poll_workflow_schedules.run(ctx_for(db_url, celery_worker), params(max_dispatch=3))
+    second = poll_workflow_schedules.run(ctx_for(pg_url, celery_worker), params(max_dispatch=3))
     assert second.details["published"] == 2
     assert fired(celery_worker, 5) == list(reversed(plans))
 
 
-def test_cli_empty_tick_is_fast_and_imports_no_publisher(db_url: str) -> None:
+def test_cli_empty_tick_is_fast_and_imports_no_publisher(pg_url: str) -> None:
     args = [sys.executable, "-X", "importtime", "-m", "difymaint", "poll-workflow-schedules"]
     started = time.monotonic()
     result = subprocess.run(
-        [*args, "--database-url", db_url, "--json"],
+        [*args, "--database-url", pg_url, "--json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -346,17 +346,17 @@ def test_cli_empty_tick_is_fast_and_imports_no_publisher(db_url: str) -> None:
     assert elapsed < 10  # generous on a loaded machine; the measured cold start is in the job's docs page
 
 
-def test_cli_dry_run_json_keeps_stdout_for_the_summary(db_engine: Engine, db_url: str) -> None:
+def test_cli_dry_run_json_keeps_stdout_for_the_summary(pg_engine: Engine, pg_url: str) -> None:
     now = datetime.now(UTC).replace(tzinfo=None)  # the subprocess runs on the wall clock
-    plan = add_plan(db_engine, "0 9 * * *", "Asia/Shanghai", next_run=now - timedelta(minutes=5))
-    before = next_runs(db_engine)
-    result = run_cli(["poll-workflow-schedules", "--database-url", db_url, "--dry-run", "--json"])
+    plan = add_plan(pg_engine, "0 9 * * *", "Asia/Shanghai", next_run=now - timedelta(minutes=5))
+    before = next_runs(pg_engine)
+    result = run_cli(["poll-workflow-schedules", "--database-url", pg_url, "--dry-run", "--json"])
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)  # the one JSON line; the listing went to stderr
     assert summary["outcome"] == "done" and summary["dry_run"] is True
     assert [item["plan_id"] for item in summary["details"]["plans"]] == [plan]
     assert f"would publish {TASK}('{plan}') to {QUEUE}" in result.stderr
-    assert next_runs(db_engine) == before
+    assert next_runs(pg_engine) == before
 
 
 def test_registry_entry() -> None:

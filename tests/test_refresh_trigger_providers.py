@@ -119,16 +119,16 @@ def test_publishes_due_subscriptions_with_the_key_difys_executor_reads(
 
 
 def test_in_flight_keys_throttle_the_next_tick(
-    db_engine: Engine, db_url: str, redis_url: str, redis_client: Any, celery_worker: CeleryWorker
+    pg_engine: Engine, pg_url: str, redis_url: str, redis_client: Any, celery_worker: CeleryWorker
 ) -> None:
-    busy = add_subscription(db_engine, credential_expires_at=NOW_TS, updated_ago_s=20)
-    free = add_subscription(db_engine, credential_expires_at=NOW_TS, updated_ago_s=10)
+    busy = add_subscription(pg_engine, credential_expires_at=NOW_TS, updated_ago_s=20)
+    free = add_subscription(pg_engine, credential_expires_at=NOW_TS, updated_ago_s=10)
     redis_client.set(key(*busy), b"1", ex=60)  # the executor is still on it
     params = RefreshTriggerProvidersParams(subscription_threshold_s=60)
-    first = refresh_trigger_providers.run(ctx_for(db_url, redis_url, celery_worker), params)
+    first = refresh_trigger_providers.run(ctx_for(pg_url, redis_url, celery_worker), params)
     assert refreshed(celery_worker, 1) == [free] and first.details["throttled"] == 1
     assert 290 < redis_client.ttl(key(*free)) <= 300  # the 300 s floor
-    second = refresh_trigger_providers.run(ctx_for(db_url, redis_url, celery_worker), params)
+    second = refresh_trigger_providers.run(ctx_for(pg_url, redis_url, celery_worker), params)
     assert second.details["throttled"] == 2 and refreshed(celery_worker, 1) == [free]
 
 
@@ -147,14 +147,14 @@ def test_keyset_pages_cover_every_due_row_once(
 
 
 def test_an_adaptive_batch_size_never_ends_the_walk_early(
-    db_engine: Engine, db_url: str, redis_url: str, celery_worker: CeleryWorker
+    pg_engine: Engine, pg_url: str, redis_url: str, celery_worker: CeleryWorker
 ) -> None:
-    due = [add_subscription(db_engine, expires_at=NOW_TS, updated_ago_s=n) for n in range(9)]
+    due = [add_subscription(pg_engine, expires_at=NOW_TS, updated_ago_s=n) for n in range(9)]
     # Fast batches make the size grow after each full page; the page just read must still be judged by the
     # size it was read with.
     params = RefreshTriggerProvidersParams(run=RunOptions(batch_size=2))
     summary = refresh_trigger_providers.run(
-        ctx_for(db_url, redis_url, celery_worker, DIFYMAINT_TARGET_BATCH_MS=10000), params
+        ctx_for(pg_url, redis_url, celery_worker, DIFYMAINT_TARGET_BATCH_MS=10000), params
     )
     assert summary.details["due"] == 9 and sorted(refreshed(celery_worker, 9)) == sorted(due)
 
@@ -187,14 +187,14 @@ def test_dry_run_sets_and_publishes_nothing(
     assert sorted(refreshed(celery_worker, 3)) == sorted(free)
 
 
-def test_broker_down_sets_no_key(db_engine: Engine, db_url: str, redis_url: str, redis_client: Any) -> None:
-    pair = add_subscription(db_engine, credential_expires_at=NOW_TS)
+def test_broker_down_sets_no_key(pg_engine: Engine, pg_url: str, redis_url: str, redis_client: Any) -> None:
+    pair = add_subscription(pg_engine, credential_expires_at=NOW_TS)
     down = {"CELERY_BROKER_URL": "redis://127.0.0.1:1/0", "REDIS_SOCKET_CONNECT_TIMEOUT": 0.5}
     with pytest.raises(BrokerUnavailable):
-        refresh_trigger_providers.run(ctx_for(db_url, redis_url, None, **down), RefreshTriggerProvidersParams())
+        refresh_trigger_providers.run(ctx_for(pg_url, redis_url, None, **down), RefreshTriggerProvidersParams())
     assert redis_client.exists(key(*pair)) == 0
     result = run_cli(
-        ["refresh-trigger-providers", "--database-url", db_url, "--json"],
+        ["refresh-trigger-providers", "--database-url", pg_url, "--json"],
         env={"DIFYMAINT_REDIS_URL": redis_url, **{name: str(value) for name, value in down.items()}},
     )
     assert result.returncode == 1, result.stderr
@@ -203,32 +203,32 @@ def test_broker_down_sets_no_key(db_engine: Engine, db_url: str, redis_url: str,
 
 
 def test_broker_refusing_the_messages_frees_their_keys(
-    db_engine: Engine, db_url: str, redis_url: str, redis_client: Any, refusing_broker: RefusingBroker
+    pg_engine: Engine, pg_url: str, redis_url: str, redis_client: Any, refusing_broker: RefusingBroker
 ) -> None:
-    pairs = [add_subscription(db_engine, credential_expires_at=NOW_TS, updated_ago_s=n) for n in range(3)]
+    pairs = [add_subscription(pg_engine, credential_expires_at=NOW_TS, updated_ago_s=n) for n in range(3)]
     refusing_broker.refuse_writes()  # connection check passes; the messages are refused after the keys are set
-    ctx = ctx_for(db_url, redis_url, None, CELERY_BROKER_URL=refusing_broker.url)
+    ctx = ctx_for(pg_url, redis_url, None, CELERY_BROKER_URL=refusing_broker.url)
     with pytest.raises(BrokerUnavailable):
         refresh_trigger_providers.run(ctx, RefreshTriggerProvidersParams())
     assert all(redis_client.exists(key(*pair)) == 0 for pair in pairs)  # the next tick retries at once
     refusing_broker.refuse_writes(False)
     summary = refresh_trigger_providers.run(
-        ctx_for(db_url, redis_url, None, CELERY_BROKER_URL=refusing_broker.url), RefreshTriggerProvidersParams()
+        ctx_for(pg_url, redis_url, None, CELERY_BROKER_URL=refusing_broker.url), RefreshTriggerProvidersParams()
     )
     assert summary.details["throttled"] == 0 and summary.tables == {"trigger_subscriptions": 3}
     assert all(redis_client.get(key(*pair)) == b"1" for pair in pairs)
 
 
-def test_needs_difys_redis_once_something_is_due(db_engine: Engine, db_url: str, celery_worker: CeleryWorker) -> None:
-    add_subscription(db_engine, credential_expires_at=NOW_TS + 10**6)
+def test_needs_difys_redis_once_something_is_due(pg_engine: Engine, pg_url: str, celery_worker: CeleryWorker) -> None:
+    add_subscription(pg_engine, credential_expires_at=NOW_TS + 10**6)
     # Nothing due: neither Redis nor a broker is needed (none is configured here).
-    summary = refresh_trigger_providers.run(make_context(db_url), RefreshTriggerProvidersParams())
+    summary = refresh_trigger_providers.run(make_context(pg_url), RefreshTriggerProvidersParams())
     assert summary.outcome is Outcome.DONE and summary.details["due"] == 0 and summary.total_rows == 0
-    add_subscription(db_engine, credential_expires_at=NOW_TS)
+    add_subscription(pg_engine, credential_expires_at=NOW_TS)
     for dry_run in (True, False):
         with pytest.raises(ConfigError, match="Redis"):
             refresh_trigger_providers.run(
-                make_context(db_url, **celery_worker.settings),
+                make_context(pg_url, **celery_worker.settings),
                 RefreshTriggerProvidersParams(run=RunOptions(dry_run=dry_run)),
             )
     assert refreshed(celery_worker, 0) == []

@@ -153,9 +153,9 @@ def test_create_fills_the_idle_pool_to_exactly_the_target(
 
 
 def test_create_is_off_unless_create_tidb_service_job_enabled(
-    stub: TidbCloudStub, db_url: str, leak_file: Path
+    stub: TidbCloudStub, pg_url: str, leak_file: Path
 ) -> None:
-    ctx = context(db_url, stub, CREATE_TIDB_SERVICE_JOB_ENABLED=False)
+    ctx = context(pg_url, stub, CREATE_TIDB_SERVICE_JOB_ENABLED=False)
     summary = create_tidb.run(ctx, create_params(5, leak_file))
     assert summary.outcome is Outcome.DISABLED and summary.exit_code == 0
     assert "CREATE_TIDB_SERVICE_JOB_ENABLED is set to false" in summary.details["switch"]
@@ -189,98 +189,98 @@ def _second_signal_after_the_first_batch(ctx: Context) -> None:
 
 
 def test_create_counts_what_is_left_after_a_second_signal(
-    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
 ) -> None:
-    ctx = context(db_url, stub)
+    ctx = context(pg_url, stub)
     _second_signal_after_the_first_batch(ctx)
     with pytest.raises(Interrupted) as caught:
         create_tidb.run(ctx, create_params(45, leak_file))
     summary = caught.value.difymaint_summary  # type: ignore[attr-defined]
-    assert idle(db_engine) == 20 and summary.rows_remaining == 25  # not null: 25 clusters still to create
+    assert idle(pg_engine) == 20 and summary.rows_remaining == 25  # not null: 25 clusters still to create
 
 
 def test_status_counts_what_is_left_after_a_second_signal(
-    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
 ) -> None:
-    create_tidb.run(context(db_url, stub), create_params(45, leak_file))
-    update_tidb_status.run(context(db_url, stub), status_params(leak_file))  # the stub reports them active now
-    ctx = context(db_url, stub)
+    create_tidb.run(context(pg_url, stub), create_params(45, leak_file))
+    update_tidb_status.run(context(pg_url, stub), status_params(leak_file))  # the stub reports them active now
+    ctx = context(pg_url, stub)
     _second_signal_after_the_first_batch(ctx)
     with pytest.raises(Interrupted) as caught:
         update_tidb_status.run(ctx, status_params(leak_file))
     summary = caught.value.difymaint_summary  # type: ignore[attr-defined]
-    still_creating = sum(1 for row in bindings(db_engine) if row["status"] == "CREATING")
+    still_creating = sum(1 for row in bindings(pg_engine) if row["status"] == "CREATING")
     assert still_creating == 25 and summary.rows_remaining == still_creating
 
 
 def test_create_retries_429_and_network_errors_then_succeeds(
-    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
 ) -> None:
     stub.script(
         Fault(429, retry_after="2", method="POST"),
         Fault(429, method="POST"),
     )
     clock = FakeClock()
-    summary = create_tidb.run(context(db_url, stub, clock), create_params(3, leak_file))
-    assert summary.outcome is Outcome.DONE and idle(db_engine) == 3
+    summary = create_tidb.run(context(pg_url, stub, clock), create_params(3, leak_file))
+    assert summary.outcome is Outcome.DONE and idle(pg_engine) == 3
     assert [r.status for r in stub.api_requests("POST")] == [429, 429, 200]
     assert clock.slept[0] >= 2  # Retry-After honoured
     assert summary.details["api_failed_requests"] == 2
 
 
 def test_create_5xx_is_never_retried_and_the_submitted_names_go_to_the_leak_file(
-    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
 ) -> None:
     stub.script(Fault(503, method="POST"))
     with pytest.raises(TidbCreateOutcomeUnknown) as caught:
-        create_tidb.run(context(db_url, stub), create_params(7, leak_file))
+        create_tidb.run(context(pg_url, stub), create_params(7, leak_file))
     assert caught.value.exit_code == 1
     assert create_calls(stub) == [7]  # not retried: a retry could create a second set
     leaks = read_leaks(leak_file)
     assert [entry.display_name for entry in leaks] == list(caught.value.display_names)
     assert all(entry.cluster_id is None for entry in leaks) and len(leaks) == 7
-    assert idle(db_engine) == 0
+    assert idle(pg_engine) == 0
 
 
 def test_create_partial_batches_still_reach_the_target(
-    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
 ) -> None:
     stub.state.create_limit = 5  # TiDB Cloud creates only 5 of each request's clusters
-    summary = create_tidb.run(context(db_url, stub), create_params(12, leak_file))
-    assert summary.outcome is Outcome.DONE and idle(db_engine) == 12
+    summary = create_tidb.run(context(pg_url, stub), create_params(12, leak_file))
+    assert summary.outcome is Outcome.DONE and idle(pg_engine) == 12
     assert create_calls(stub) == [12, 7, 2]
     leaks = read_leaks(leak_file)  # the names a batchCreate answer left out may exist: listed, without ids
     assert len(leaks) == 7 + 2 and all(entry.cluster_id is None for entry in leaks)
     assert {entry.display_name for entry in leaks}.isdisjoint(c.display_name for c in stub.state.clusters.values())
 
 
-def test_create_that_creates_nothing_ends_the_run(stub: TidbCloudStub, db_url: str, leak_file: Path) -> None:
+def test_create_that_creates_nothing_ends_the_run(stub: TidbCloudStub, pg_url: str, leak_file: Path) -> None:
     stub.state.create_limit = 0
     with pytest.raises(DifymaintError, match="without creating any of 4 clusters"):
-        create_tidb.run(context(db_url, stub), create_params(4, leak_file))
+        create_tidb.run(context(pg_url, stub), create_params(4, leak_file))
     assert create_calls(stub) == [4]  # Dify would loop here without a pause
 
 
 def test_persistently_failing_api_ends_create_within_the_default_budget(
-    stub: TidbCloudStub, db_url: str, leak_file: Path
+    stub: TidbCloudStub, pg_url: str, leak_file: Path
 ) -> None:
     stub.state.fail_always = Fault(429)
     clock = FakeClock()
     with pytest.raises(TidbCloudUnavailable) as caught:
-        create_tidb.run(context(db_url, stub, clock), create_params(500, leak_file))
+        create_tidb.run(context(pg_url, stub, clock), create_params(500, leak_file))
     assert caught.value.exit_code == 1
     assert len(stub.api_requests()) <= 10 and clock.t <= 30  # the defaults: 10 requests, 30 s
 
 
 @pytest.mark.parametrize(("job", "fault"), [("create-tidb", 429), ("update-tidb-status", 503)])
 def test_persistently_failing_api_ends_a_real_run_in_bounded_time(
-    stub: TidbCloudStub, db_url: str, leak_file: Path, job: str, fault: int
+    stub: TidbCloudStub, pg_url: str, leak_file: Path, job: str, fault: int
 ) -> None:
     stub.state.fail_always = Fault(fault)
     started = time.monotonic()
     result = cli(
         [job, "--max-failing-seconds", "3", "--json"],
-        db_url,
+        pg_url,
         stub,
         leak_file,
         seed=lambda engine: seed_bindings(engine, 30, status="CREATING"),
@@ -400,15 +400,15 @@ def test_status_promotes_clusters_once_tidb_cloud_reports_them_active(
 
 
 def test_status_fetches_the_endpoint_when_the_batch_answer_lacks_it(
-    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
 ) -> None:
     stub.state.basic_view_endpoints = False
-    create_tidb.run(context(db_url, stub), create_params(3, leak_file))
-    update_tidb_status.run(context(db_url, stub), status_params(leak_file))  # still CREATING
-    summary = update_tidb_status.run(context(db_url, stub), status_params(leak_file))
+    create_tidb.run(context(pg_url, stub), create_params(3, leak_file))
+    update_tidb_status.run(context(pg_url, stub), status_params(leak_file))  # still CREATING
+    summary = update_tidb_status.run(context(pg_url, stub), status_params(leak_file))
     assert summary.tables == {"tidb_auth_bindings": 3}
     assert len([r for r in stub.api_requests("GET") if r.path.startswith("/clusters/")]) == 3  # Dify's fallback
-    assert all(row["qdrant_endpoint"].startswith("https://qdrant-gateway01.") for row in bindings(db_engine))
+    assert all(row["qdrant_endpoint"].startswith("https://qdrant-gateway01.") for row in bindings(pg_engine))
 
 
 def test_status_dry_run_writes_nothing(stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path) -> None:
@@ -420,22 +420,22 @@ def test_status_dry_run_writes_nothing(stub: TidbCloudStub, db_url: str, db_engi
 
 
 def test_status_continues_past_a_failing_chunk_and_exits_1_at_the_end(
-    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
 ) -> None:
     stub.state.polls_until_active = 0
-    create_tidb.run(context(db_url, stub), create_params(45, leak_file))
+    create_tidb.run(context(pg_url, stub), create_params(45, leak_file))
     stub.script(
         Fault(500, method="GET"),  # retried within the chunk
         Fault(400, method="GET", path_prefix="/clusters:batchGet"),  # chunk 1 fails for good
     )
     with pytest.raises(DifymaintError) as caught:
-        update_tidb_status.run(context(db_url, stub), status_params(leak_file))
+        update_tidb_status.run(context(pg_url, stub), status_params(leak_file))
     assert caught.value.exit_code == 1 and "1 chunk(s) failed" in caught.value.message
     summary = caught.value.difymaint_summary  # type: ignore[attr-defined]
     assert summary.tables == {"tidb_auth_bindings": 25} and summary.batches == 3
-    statuses = [row["status"] for row in bindings(db_engine)]
+    statuses = [row["status"] for row in bindings(pg_engine)]
     assert statuses[:20] == ["CREATING"] * 20 and statuses[20:] == ["ACTIVE"] * 25  # chunks 2 and 3 went through
-    retry = update_tidb_status.run(context(db_url, stub), status_params(leak_file))
+    retry = update_tidb_status.run(context(pg_url, stub), status_params(leak_file))
     assert retry.outcome is Outcome.DONE and retry.tables == {"tidb_auth_bindings": 20}
 
 
@@ -473,13 +473,13 @@ def test_status_reports_and_reaps_clusters_stuck_in_creating(
 
 
 def test_persistently_failing_api_ends_status_within_the_default_budget(
-    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
 ) -> None:
-    seed_bindings(db_engine, 60, status="CREATING")
+    seed_bindings(pg_engine, 60, status="CREATING")
     stub.state.fail_always = Fault(502)
     clock = FakeClock()
     with pytest.raises(TidbCloudUnavailable):
-        update_tidb_status.run(context(db_url, stub, clock), status_params(leak_file))
+        update_tidb_status.run(context(pg_url, stub, clock), status_params(leak_file))
     assert len(stub.api_requests()) <= 10 and clock.t <= 30
 
 
@@ -523,9 +523,9 @@ def cli(
 @pytest.mark.parametrize("job", ["create-tidb", "update-tidb-status"])
 @pytest.mark.parametrize("missing", ["TIDB_API_URL", "TIDB_PUBLIC_KEY", "TIDB_PRIVATE_KEY", "TIDB_PROJECT_ID"])
 def test_missing_tidb_setting_is_one_line_and_exit_2(
-    stub: TidbCloudStub, db_url: str, leak_file: Path, job: str, missing: str
+    stub: TidbCloudStub, pg_url: str, leak_file: Path, job: str, missing: str
 ) -> None:
-    env = cli_env(db_url, stub, leak_file)
+    env = cli_env(pg_url, stub, leak_file)
     del env[missing]
     result = subprocess.run(
         [sys.executable, "-m", "difymaint", job], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL
@@ -542,16 +542,16 @@ def test_missing_tidb_setting_is_one_line_and_exit_2(
         )
 
 
-def test_disabled_create_says_so_and_exits_0(stub: TidbCloudStub, db_url: str, leak_file: Path) -> None:
-    manual = cli(["create-tidb"], db_url, stub, leak_file, CREATE_TIDB_SERVICE_JOB_ENABLED="false")
+def test_disabled_create_says_so_and_exits_0(stub: TidbCloudStub, pg_url: str, leak_file: Path) -> None:
+    manual = cli(["create-tidb"], pg_url, stub, leak_file, CREATE_TIDB_SERVICE_JOB_ENABLED="false")
     assert manual.returncode == 0 and "CREATE_TIDB_SERVICE_JOB_ENABLED is set to false" in manual.stderr
-    scheduled = cli(["create-tidb", "--scheduled", "--json"], db_url, stub, leak_file)
+    scheduled = cli(["create-tidb", "--scheduled", "--json"], pg_url, stub, leak_file)
     assert scheduled.returncode == 0 and json.loads(scheduled.stdout)["outcome"] == "disabled"
     assert "ENABLE_CREATE_TIDB_SERVERLESS_TASK" in json.loads(scheduled.stdout)["details"]["switch"]
     assert stub.state.requests == []
 
 
-def test_no_password_in_any_output(stub: TidbCloudStub, db_url: str, leak_file: Path) -> None:
+def test_no_password_in_any_output(stub: TidbCloudStub, pg_url: str, leak_file: Path) -> None:
     stub.state.polls_until_active = 0
     outputs = []
     for args in (
@@ -560,7 +560,7 @@ def test_no_password_in_any_output(stub: TidbCloudStub, db_url: str, leak_file: 
         ["update-tidb-status", "-vv", "--json"],
         ["update-tidb-status", "--log-format", "json", "--json", "--reap-older-than", "1", "--yes"],
     ):
-        result = cli(args, db_url, stub, leak_file, TIDB_SERVERLESS_NUMBER="25")
+        result = cli(args, pg_url, stub, leak_file, TIDB_SERVERLESS_NUMBER="25")
         assert result.returncode == 0, result.stderr
         outputs += [result.stdout, result.stderr]
     created = json.loads(outputs[0])
@@ -595,12 +595,12 @@ def test_no_password_when_the_insert_fails(
 
 
 def test_sigterm_finishes_the_open_batch_and_records_it(
-    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
 ) -> None:
     stub.state.delay_s = 0.4  # each batchCreate takes a while
     proc = subprocess.Popen(
         [sys.executable, "-m", "difymaint", "create-tidb", "--json", "--target", "200"],
-        env=cli_env(db_url, stub, leak_file),
+        env=cli_env(pg_url, stub, leak_file),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -615,7 +615,7 @@ def test_sigterm_finishes_the_open_batch_and_records_it(
     assert summary["outcome"] == "interrupted" and summary["stop_reason"].startswith("signal")
     created = sum(create_calls(stub))
     assert created == 20 * len(create_calls(stub)) and created < 200
-    assert idle(db_engine) == created == summary["tables"]["tidb_auth_bindings"]  # the open batch was recorded
+    assert idle(pg_engine) == created == summary["tables"]["tidb_auth_bindings"]  # the open batch was recorded
     assert not leak_file.exists()
 
 

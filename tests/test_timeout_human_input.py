@@ -196,16 +196,16 @@ def test_difys_three_outcomes(
 
 
 def test_loops_past_difys_hundred_and_stops_at_max(
-    db_engine: Engine, db_url: str, redis_url: str, celery_worker: CeleryWorker
+    pg_engine: Engine, pg_url: str, redis_url: str, celery_worker: CeleryWorker
 ) -> None:
-    workflow = app(db_engine, "workflow")
-    forms = [form(db_engine, workflow, expires_in=-timedelta(minutes=i + 1)) for i in range(130)]
-    first = job.run(ctx_for(db_url, redis_url, **celery_worker.settings), params(max_forms=110, batch_size=50))
+    workflow = app(pg_engine, "workflow")
+    forms = [form(pg_engine, workflow, expires_in=-timedelta(minutes=i + 1)) for i in range(130)]
+    first = job.run(ctx_for(pg_url, redis_url, **celery_worker.settings), params(max_forms=110, batch_size=50))
     assert first.outcome is Outcome.DONE and first.exit_code == 0
     assert first.details["counts"]["node"] == 110 and first.rows_remaining == 20
-    second = job.run(ctx_for(db_url, redis_url, **celery_worker.settings), params())
+    second = job.run(ctx_for(pg_url, redis_url, **celery_worker.settings), params())
     assert second.details["counts"]["node"] == 20 and second.batches == 1
-    assert all(status_of(db_engine, f.id) == "timeout" for f in forms)
+    assert all(status_of(pg_engine, f.id) == "timeout" for f in forms)
     received = celery_worker.received("resume_app_execution", 130)
     assert sorted(kwargs["payload"]["workflow_run_id"] for _, kwargs in received) == sorted(
         str(f.run_id) for f in forms
@@ -225,60 +225,60 @@ def test_forms_locked_by_another_run_are_skipped(db_engine: Engine, db_url: str,
     assert summary.details["counts"]["delivery_test"] == 1
 
 
-def test_global_timeout_off(db_engine: Engine, db_url: str, redis_url: str) -> None:
-    old = form(db_engine, app(db_engine, "workflow"), expires_in=timedelta(days=1), age=timedelta(days=30))
-    summary = job.run(ctx_for(db_url, redis_url), params(global_timeout_s=0))
-    assert status_of(db_engine, old.id) == "waiting" and summary.tables["human_input_forms"] == 0
+def test_global_timeout_off(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
+    old = form(pg_engine, app(pg_engine, "workflow"), expires_in=timedelta(days=1), age=timedelta(days=30))
+    summary = job.run(ctx_for(pg_url, redis_url), params(global_timeout_s=0))
+    assert status_of(pg_engine, old.id) == "waiting" and summary.tables["human_input_forms"] == 0
 
 
-def test_broker_down_marks_nothing(db_engine: Engine, db_url: str, redis_url: str) -> None:
-    due = form(db_engine, app(db_engine, "workflow"), expires_in=-timedelta(minutes=1))
+def test_broker_down_marks_nothing(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
+    due = form(pg_engine, app(pg_engine, "workflow"), expires_in=-timedelta(minutes=1))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
     with pytest.raises(BrokerUnavailable):
-        job.run(ctx_for(db_url, redis_url, CELERY_BROKER_URL=dead), params())
-    assert status_of(db_engine, due.id) == "waiting"
+        job.run(ctx_for(pg_url, redis_url, CELERY_BROKER_URL=dead), params())
+    assert status_of(pg_engine, due.id) == "waiting"
 
 
-def test_broker_refusing_the_publish_rolls_the_batch_back(db_engine: Engine, db_url: str, redis_url: str) -> None:
-    workflow = app(db_engine, "workflow")
-    test_form = form(db_engine, workflow, expires_in=-timedelta(minutes=1), kind="delivery_test")
-    due = form(db_engine, workflow, expires_in=-timedelta(minutes=1))
+def test_broker_refusing_the_publish_rolls_the_batch_back(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
+    workflow = app(pg_engine, "workflow")
+    test_form = form(pg_engine, workflow, expires_in=-timedelta(minutes=1), kind="delivery_test")
+    due = form(pg_engine, workflow, expires_in=-timedelta(minutes=1))
     # PING answers, LPUSH fails: the failure comes inside the batch.
     with refusing_broker() as broker, pytest.raises(BrokerUnavailable):
-        job.run(ctx_for(db_url, redis_url, CELERY_BROKER_URL=broker), params())
-    assert status_of(db_engine, due.id) == "waiting"
-    assert status_of(db_engine, test_form.id) == "waiting"  # same batch: rolled back with it
+        job.run(ctx_for(pg_url, redis_url, CELERY_BROKER_URL=broker), params())
+    assert status_of(pg_engine, due.id) == "waiting"
+    assert status_of(pg_engine, test_form.id) == "waiting"  # same batch: rolled back with it
 
 
 def test_unreachable_storage_goes_to_the_orphan_manifest(
-    db_engine: Engine, db_url: str, redis_url: str, tmp_path: Path
+    pg_engine: Engine, pg_url: str, redis_url: str, tmp_path: Path
 ) -> None:
-    workflow = app(db_engine, "workflow")
-    expired = form(db_engine, workflow, expires_in=timedelta(days=1), age=timedelta(days=8), paused=True)
+    workflow = app(pg_engine, "workflow")
+    expired = form(pg_engine, workflow, expires_in=timedelta(days=1), age=timedelta(days=8), paused=True)
     manifest = tmp_path / "orphans.jsonl"
-    summary = job.run(ctx_for(db_url, redis_url), params(orphan_manifest=manifest))
-    assert status_of(db_engine, expired.id) == "expired"
+    summary = job.run(ctx_for(pg_url, redis_url), params(orphan_manifest=manifest))
+    assert status_of(pg_engine, expired.id) == "expired"
     lines = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert [line["key"] for line in lines] == [expired.state_key]
     assert lines[0]["source"] == "workflow_pauses.state_object_key" and lines[0]["job"] == job.JOB
     assert (
         summary.details["state_objects"]["listed"] == 1 and "not mounted" in summary.details["state_objects"]["storage"]
     )
-    other = form(db_engine, workflow, expires_in=timedelta(days=1), age=timedelta(days=9), paused=True)
-    without = job.run(ctx_for(db_url, redis_url), params())
-    assert status_of(db_engine, other.id) == "expired"
+    other = form(pg_engine, workflow, expires_in=timedelta(days=1), age=timedelta(days=9), paused=True)
+    without = job.run(ctx_for(pg_url, redis_url), params())
+    assert status_of(pg_engine, other.id) == "expired"
     assert without.details["state_objects"]["left_unlisted"] == 1
     assert any("--orphan-manifest" in warning for warning in without.warnings)
 
 
-def test_s3_storage_deletes_the_state_object(db_engine: Engine, db_url: str, redis_url: str) -> None:
+def test_s3_storage_deletes_the_state_object(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
     with S3Stub() as s3:
-        expired = form(db_engine, app(db_engine, "workflow"), expires_in=timedelta(1), age=timedelta(8), paused=True)
+        expired = form(pg_engine, app(pg_engine, "workflow"), expires_in=timedelta(1), age=timedelta(8), paused=True)
         s3.state.objects[str(expired.state_key)] = b"{}"
         s3.state.objects["keep.json"] = b"{}"
-        summary = job.run(ctx_for(db_url, redis_url, **s3.dify_storage_settings()), params())
+        summary = job.run(ctx_for(pg_url, redis_url, **s3.dify_storage_settings()), params())
         assert set(s3.state.objects) == {"keep.json"} and not s3.state.rejected
         assert summary.details["state_objects"]["deleted"] == 1
 
@@ -305,24 +305,24 @@ def test_dry_run_lists_and_changes_nothing(db_engine: Engine, db_url: str, redis
 
 @pytest.mark.parametrize("celery_worker", ["dify"], indirect=True)
 def test_cli_json_and_prefixed_broker(
-    db_engine: Engine, db_url: str, redis_url: str, celery_worker: CeleryWorker
+    pg_engine: Engine, pg_url: str, redis_url: str, celery_worker: CeleryWorker
 ) -> None:
-    node = form(db_engine, app(db_engine, "workflow"), expires_in=-timedelta(days=400))  # due under any clock
+    node = form(pg_engine, app(pg_engine, "workflow"), expires_in=-timedelta(days=400))  # due under any clock
     env = {**celery_worker.settings, "DIFYMAINT_USE_REDIS": "false"}
     result = run_cli(
-        ["timeout-human-input", "--database-url", db_url, "--json", "--global-timeout", "0", "--yes"], env=env
+        ["timeout-human-input", "--database-url", pg_url, "--json", "--global-timeout", "0", "--yes"], env=env
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["outcome"] == "done" and summary["details"]["counts"]["node"] == 1
     assert celery_worker.received("resume_app_execution", 1) == [([], {"payload": {"workflow_run_id": node.run_id}})]
-    second = form(db_engine, app(db_engine, "workflow"), expires_in=-timedelta(days=400))  # a resume to publish
+    second = form(pg_engine, app(pg_engine, "workflow"), expires_in=-timedelta(days=400))  # a resume to publish
     down = run_cli(
-        ["timeout-human-input", "--database-url", db_url, "--global-timeout", "0", "--yes"],
+        ["timeout-human-input", "--database-url", pg_url, "--global-timeout", "0", "--yes"],
         env={**env, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"},
     )
     assert down.returncode == 1 and "Celery broker" in down.stderr and "Traceback" not in down.stderr
-    assert status_of(db_engine, second.id) == "waiting"
+    assert status_of(pg_engine, second.id) == "waiting"
 
 
 def test_sigterm_after_a_batch_stops_cleanly(
