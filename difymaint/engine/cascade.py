@@ -19,7 +19,8 @@ reads its own table) and SQLite (the demo) take the batch's ids from the client 
 step: ``DELETE … WHERE key IN (<ids>)``. On MySQL a step found through its parent is a multi-table
 ``DELETE child FROM child, parent WHERE child.key = parent.id AND parent.key IN (<ids>)``: MariaDB 10.11 runs a
 single-table DELETE's ``IN (SELECT …)`` as a dependent sub-query, a scan of the child table per batch
-(docs/mysql.md#deletes).
+(docs/mysql.md#deletes). On MySQL the steps go in ONE round trip (a multi-statement query), the ids written
+once as a literal list: a batch is its page read plus that.
 """
 
 from __future__ import annotations
@@ -33,7 +34,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
-from difymaint.core.database import delete_or_count, ids_array, ids_in, is_mysql, is_postgres
+from difymaint.core.database import (
+    delete_or_count,
+    ids_array,
+    ids_in,
+    ids_marker,
+    is_mysql,
+    is_postgres,
+    mysql_statements,
+)
 from difymaint.engine.schema import Need
 
 
@@ -58,10 +67,17 @@ class IdArray:
     ids: sa.ScalarSelect[Any]
 
 
+@dataclass(frozen=True)
+class Marked:
+    """The root ids as the placeholder :func:`~difymaint.core.database.mysql_statements` fills in (MySQL)."""
+
+
+MARKED = Marked()
+
 # Which root rows a statement is about: ids held by the client, a server-side array of them (one array
-# probed by every step; IN (SELECT …) measured ~25 % slower, as it hashes the ids again for each step), or a
-# predicate.
-Roots = Sequence[str] | IdArray | Selection
+# probed by every step; IN (SELECT …) measured ~25 % slower, as it hashes the ids again for each step), the
+# MySQL placeholder for them, or a predicate.
+Roots = Sequence[str] | IdArray | Marked | Selection
 
 
 @dataclass(frozen=True)
@@ -143,6 +159,8 @@ class Cascade:
             if isinstance(roots, IdArray):
                 # The explicit cast makes ANY take the array, not a sub-query's rows of arrays.
                 return column == sa.any_(sa.cast(roots.ids, postgresql.ARRAY(column.type)))
+            if isinstance(roots, Marked):
+                return column.op("IN")(ids_marker())
             return ids_in(column, roots, dialect)
         parent = self._step(step.parent)
         referenced = sa.select(parent.table.c[step.parent_key]).where(self.predicate(parent, roots, dialect))
@@ -227,30 +245,48 @@ class Cascade:
             # One round trip: the ids go up once, as one array, and every step reads them on the server.
             doomed = sa.select(sa.func.unnest(ids_array(ids)).label("id"))
             return self.run_batch(conn, doomed, dry_run=dry_run, skip=skip).counts
-        counts: dict[str, int] = {}
-        for step in self.steps:
-            if step.name in skip:
-                continue
-            if step.parent and is_mysql(conn) and not dry_run:
-                counts[step.name] = self._delete_through_parent(conn, step, ids)
-            else:
-                counts[step.name] = delete_or_count(
-                    conn, step.table, self.predicate(step, ids, dialect), dry_run=dry_run
-                )
-        return counts
+        if is_mysql(conn):
+            return self._mysql_batch(conn, ids, dry_run=dry_run, skip=skip)
+        return {
+            step.name: delete_or_count(conn, step.table, self.predicate(step, ids, dialect), dry_run=dry_run)
+            for step in self.steps
+            if step.name not in skip
+        }
 
-    def _delete_through_parent(self, conn: Connection, step: Step, ids: Sequence[str]) -> int:
-        """MySQL's multi-table DELETE of ``step``'s rows joined to their parent rows (module docstring); its
-        rowcount is the child table's alone, as only that table is named before FROM. Same rows as
-        :meth:`predicate` (the dry run's count), as the parent key is unique."""
+    def _mysql_batch(
+        self, conn: Connection, ids: Sequence[str], *, dry_run: bool, skip: Collection[str]
+    ) -> dict[str, int]:
+        """MySQL: every step's DELETE in one multi-statement round trip, children first (a dry run: one SELECT
+        of every count), the ids written once as a literal list (module docstring)."""
+        steps = [step for step in self.steps if step.name not in skip]
+        if not steps:
+            return {}
+        if dry_run:
+            counts = [
+                sa.select(sa.func.count()).select_from(step.table).where(self.predicate(step, MARKED, "mysql"))
+                for step in steps
+            ]
+            statements: list[sa.ClauseElement] = [sa.select(*(count.scalar_subquery() for count in counts))]
+        else:
+            statements = [self._mysql_delete(step) for step in steps]
+        values = mysql_statements(conn, statements, ids)
+        return dict(zip((step.name for step in steps), values, strict=True))
+
+    def _mysql_delete(self, step: Step) -> sa.Delete:
+        """A step's DELETE for :meth:`_mysql_batch`. A step found through its parent is a multi-table DELETE
+        joined to the parent rows (module docstring); its row count is the child table's alone, as only that
+        table is named before FROM, and it matches :meth:`predicate` (the dry run's count): the parent key is
+        unique."""
+        if not step.parent:
+            return sa.delete(step.table).where(self.predicate(step, MARKED, "mysql"))
         parent = self._step(step.parent)
         where = [
             step.table.c[step.key] == parent.table.c[step.parent_key],
-            self.predicate(parent, ids, conn.dialect.name),
+            self.predicate(parent, MARKED, "mysql"),
         ]
         if step.where is not None:
             where.append(step.where)
-        return int(conn.execute(sa.delete(step.table).where(*where)).rowcount)
+        return sa.delete(step.table).where(*where)
 
     def _step(self, name: str) -> Step:
         for step in self.steps:
