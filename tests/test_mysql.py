@@ -184,3 +184,33 @@ def test_context_picks_the_named_lock_without_redis(mysql_url: str) -> None:
     ctx: Context = make_context(mysql_url)
     assert isinstance(ctx.job_lock("retention:clean_messages"), MySQLNamedLock)
     ctx.close()
+
+
+@pytest.mark.mysql
+def test_a_batch_splits_its_statements_under_max_allowed_packet(
+    mysql_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's DELETEs travel together in one query, split where max_allowed_packet would be exceeded."""
+    from difymaint.core import database
+    from difymaint.dify.cascades import MESSAGE_CASCADE
+    from tests.scenario import seed
+
+    ctx = make_context(mysql_url)
+    scenario = seed(ctx.engine, NOW)
+    ids = sorted(scenario.all_old())
+    queries: list[str] = []
+    run_multi = database._run_multi
+    monkeypatch.setattr(database, "_run_multi", lambda conn, query: queries.append(query) or run_multi(conn, query))
+    with ctx.engine.begin() as conn:
+        dry = MESSAGE_CASCADE.delete(conn, ids, dry_run=True)
+        assert len(queries) == 1  # every count in one SELECT
+        real = MESSAGE_CASCADE.delete(conn, ids, dry_run=False)
+        assert len(queries) == 2  # every DELETE in one query
+        conn.connection.info["difymaint_max_packet"] = 8192  # as if the server allowed 8 KB queries
+        again = MESSAGE_CASCADE.delete(conn, ids, dry_run=False)
+    assert len(queries) > 3 and all(len(query) <= 4096 for query in queries[3:])
+    assert dry == real and real["messages"] == len(ids) and set(again.values()) == {0}
+    with ctx.engine.connect() as conn:
+        left = {str(row[0]) for row in conn.execute(sa.select(t.messages.c.id))}
+    assert left.isdisjoint(ids)
+    ctx.close()

@@ -172,6 +172,8 @@ def _create_mysql_engine(url: URL, settings: Settings, kwargs: dict[str, Any]) -
                 assignments.append(f"{name} = {value}")
         with dbapi_connection.cursor() as cursor:
             cursor.execute("SET SESSION " + ", ".join(assignments))
+            cursor.execute("SELECT @@max_allowed_packet")
+            record.info["difymaint_max_packet"] = int(cursor.fetchone()[0])
 
     sa.event.listen(engine, "connect", session)
     sa.event.listen(engine, "connect", _register_connection)
@@ -211,7 +213,20 @@ def mysql_statements(conn: Connection, statements: Sequence[sa.ClauseElement], i
         )
         for statement in statements
     ]
-    query = ";\n".join(texts)
+    # A query must fit max_allowed_packet (1 MB at the least): statements go together up to half of it.
+    budget = int(conn.connection.info.get("difymaint_max_packet", 1 << 20)) // 2
+    queries: list[list[str]] = [[]]
+    for text in texts:
+        if queries[-1] and sum(len(t) + 2 for t in queries[-1]) + len(text) > budget:
+            queries.append([])
+        queries[-1].append(text)
+    counts: list[int] = []
+    for group in queries:
+        counts += _run_multi(conn, ";\n".join(group))
+    return counts
+
+
+def _run_multi(conn: Connection, query: str) -> list[int]:
     raw: Any = conn.connection.dbapi_connection
     counts: list[int] = []
     try:
