@@ -17,10 +17,10 @@ per table, and the ids never travel to the client and back (docs/batching.md#one
 MySQL/MariaDB (no data-modifying CTE, no ``RETURNING`` on MySQL, error 1093 on a DELETE whose sub-query
 reads its own table) and SQLite (the demo) take the batch's ids from the client and run one statement per
 step: ``DELETE … WHERE key IN (<ids>)``. On MySQL a step found through its parent is a multi-table
-``DELETE child FROM child, parent WHERE child.key = parent.id AND parent.key IN (<ids>)``: MariaDB 10.11 runs a
-single-table DELETE's ``IN (SELECT …)`` as a dependent sub-query, a scan of the child table per batch
-(docs/mysql.md#deletes). On MySQL the steps go in ONE round trip (a multi-statement query), the ids written
-once as a literal list: a batch is its page read plus that.
+``DELETE child FROM parent STRAIGHT_JOIN child ON child.key = parent.id WHERE parent.key IN (<ids>)``: MariaDB
+10.11 runs a single-table DELETE's ``IN (SELECT …)`` as a dependent sub-query, a scan of the child table per
+batch (docs/mysql.md#deletes). On MySQL the steps go in ONE round trip (a multi-statement query), the ids
+written once as a literal list: a batch is its page read plus that.
 """
 
 from __future__ import annotations
@@ -268,25 +268,34 @@ class Cascade:
             ]
             statements: list[sa.ClauseElement] = [sa.select(*(count.scalar_subquery() for count in counts))]
         else:
-            statements = [self._mysql_delete(step) for step in steps]
+            statements = [self._mysql_delete(conn, step) for step in steps]
         values = mysql_statements(conn, statements, ids)
         return dict(zip((step.name for step in steps), values, strict=True))
 
-    def _mysql_delete(self, step: Step) -> sa.Delete:
+    def _mysql_delete(self, conn: Connection, step: Step) -> sa.ClauseElement:
         """A step's DELETE for :meth:`_mysql_batch`. A step found through its parent is a multi-table DELETE
-        joined to the parent rows (module docstring); its row count is the child table's alone, as only that
+        from the parent rows to the child's (``STRAIGHT_JOIN``: parents first, then the child's index, whatever
+        the table sizes make the optimizer guess); its row count is the child table's alone, as only that
         table is named before FROM, and it matches :meth:`predicate` (the dry run's count): the parent key is
         unique."""
         if not step.parent:
             return sa.delete(step.table).where(self.predicate(step, MARKED, "mysql"))
         parent = self._step(step.parent)
-        where = [
-            step.table.c[step.key] == parent.table.c[step.parent_key],
-            self.predicate(parent, MARKED, "mysql"),
-        ]
+        quote = conn.dialect.identifier_preparer
+
+        def sql(clause: sa.ColumnElement[Any]) -> str:
+            return str(clause.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+
+        child_table, parent_table = quote.format_table(step.table), quote.format_table(parent.table)
+        where = [sql(self.predicate(parent, MARKED, "mysql"))]
         if step.where is not None:
-            where.append(step.where)
-        return sa.delete(step.table).where(*where)
+            where.append(sql(step.where))
+        statement = (
+            f"DELETE {child_table} FROM {parent_table} STRAIGHT_JOIN {child_table} ON "
+            f"{sql(step.table.c[step.key] == parent.table.c[step.parent_key])} WHERE "
+            + " AND ".join(f"({part})" for part in where)
+        )
+        return sa.text(statement.replace(":", "\\:"))  # rendered already: no bind parameters in it
 
     def _step(self, name: str) -> Step:
         for step in self.steps:
