@@ -136,17 +136,22 @@ def test_a_locked_row_rolls_the_batch_back_and_it_is_retried(db_engine: Engine, 
     groups = seed(db_engine, NOW, old=40, new=3)
     victim = sorted(groups["old"])[0]
     holding = threading.Event()
+    ctx = make_context(db_url, DIFYMAINT_LOCK_TIMEOUT=1)
+    warnings: list[str] = ctx.reporter.warnings  # type: ignore[attr-defined]
 
     def hold_row_lock() -> None:
         with db_engine.begin() as conn:
             conn.execute(sa.select(t.embeddings.c.id).where(t.embeddings.c.id == victim).with_for_update())
             holding.set()
-            time.sleep(1.5)  # longer than the 1 s lock_timeout, shorter than five retries
+            # Until the run's first batch has hit the 1 s lock timeout (however slow a loaded machine starts
+            # the run), then no longer than five retries would last.
+            deadline = time.monotonic() + 30
+            while not any("rolled back" in w for w in warnings) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     holder = threading.Thread(target=hold_row_lock)
     holder.start()
     assert holding.wait(10)
-    ctx = make_context(db_url, DIFYMAINT_LOCK_TIMEOUT=1)
     summary = clean_embeddings.run(ctx, params(batch_size=1000))
     holder.join()
     assert summary.outcome is Outcome.DONE and summary.tables["embeddings"] == 40

@@ -196,8 +196,17 @@ def test_lock_timeout_rolls_back_and_retries_smaller(db_engine: Any, db_url: str
     victim = sorted(scenario.old["professional"])[0]
     holder = db_engine.connect()
     holder.execute(sa.text("SELECT id FROM message_chains WHERE message_id = :m FOR UPDATE"), {"m": victim})
-    threading.Thread(target=lambda: (time.sleep(2.5), holder.rollback(), holder.close()), daemon=True).start()
     ctx = make_context(db_url, DIFYMAINT_LOCK_TIMEOUT=1)
+    warnings: list[str] = ctx.reporter.warnings  # type: ignore[attr-defined]
+
+    def release_after_a_rollback() -> None:  # however slowly a loaded machine starts the run
+        deadline = time.monotonic() + 30
+        while not any("rolled back" in w for w in warnings) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        holder.rollback()
+        holder.close()
+
+    threading.Thread(target=release_after_a_rollback, daemon=True).start()
     summary = clean_messages.run(
         ctx, CleanMessagesParams(window=TimeWindow(end_before=scenario.cutoff), run=RunOptions(batch_size=50))
     )
