@@ -315,9 +315,25 @@ def batch_transaction(engine: Engine, settings: Settings) -> Iterator[Connection
             with STATEMENTS.running(_driver_cancel(conn)):
                 yield conn
     except DBAPIError as exc:
+        interruption = _interruption(exc)
+        if interruption is not None:
+            # A second signal interrupted the driver mid-reply (PyMySQL reads its protocol in Python), so the
+            # rollback failed on the half-read connection: the interruption is what happened; the server
+            # rolls the batch back as the connection goes.
+            raise interruption from None
         if getattr(exc.orig, "pgcode", None) in _RETRYABLE_SQLSTATES or _mysql_errno(exc) in _RETRYABLE_MYSQL_ERRORS:
             raise BatchTimeout(str(exc.orig).strip().splitlines()[0]) from exc
         raise
+
+
+def _interruption(exc: BaseException) -> BaseException | None:
+    """The Interrupted / KeyboardInterrupt this error was raised while handling, if any."""
+    seen: BaseException | None = exc.__context__
+    while seen is not None:
+        if not isinstance(seen, Exception):
+            return seen
+        seen = seen.__context__
+    return None
 
 
 def _mysql_errno(exc: DBAPIError) -> int | None:
