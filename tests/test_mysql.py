@@ -70,6 +70,16 @@ def test_oceanbase_and_seekdb_run_as_mysql_with_a_warning(db_type: str, caplog: 
     assert any(f"DB_TYPE={db_type}" in r.message and "MariaDB 10.11 only" in r.message for r in caplog.records)
 
 
+@pytest.mark.parametrize("job", ["sweep-files", "storage-report"])
+def test_postgresql_only_jobs_refuse_mysql_before_connecting(job: str) -> None:
+    """Their reference scan and statistics are PostgreSQL's: DB_TYPE=mysql is one line and exit 2, with no
+    server behind the settings (the refusal comes before any connection)."""
+    env = {"DB_TYPE": "mysql", "DB_HOST": "127.0.0.1", "DB_PORT": "1"}
+    result = invoke_assert_code([job, "--dry-run"], 2, env=env)
+    assert "needs PostgreSQL" in result.stderr and "not MySQL" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 2
+
+
 def test_an_unknown_db_type_or_driver_is_one_line_exit_2() -> None:
     result = invoke_assert_code(["clean-embeddings", "--dry-run"], 2, env={"DB_TYPE": "mssql"})
     assert "DB_TYPE" in result.stderr and "postgresql, mysql, oceanbase, seekdb" in result.stderr
