@@ -53,7 +53,10 @@ Params = StorageReportParams
 
 def check(ctx: Context, params: StorageReportParams) -> None:
     if database_url(ctx.settings).get_backend_name() != "postgresql":
-        raise ConfigError(f"{JOB} needs PostgreSQL (the reference scan and the table statistics are PostgreSQL's); not MySQL or SQLite")
+        raise ConfigError(
+            f"{JOB} needs PostgreSQL (the reference scan and the table statistics are PostgreSQL's); "
+            "not MySQL or SQLite"
+        )
     dify_storage(ctx.settings).close()  # a STORAGE_TYPE difymaint does not serve is refused here
 
 

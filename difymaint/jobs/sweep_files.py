@@ -76,7 +76,9 @@ def check(ctx: Context, params: SweepFilesParams) -> None:
     if params.orphan_manifests and params.restart:
         raise ConfigError("--restart-listing applies to the storage listing, not to --orphan-manifest")
     if database_url(ctx.settings).get_backend_name() != "postgresql":
-        raise ConfigError(f"{JOB} needs PostgreSQL (the reference scan uses its regular expressions); not MySQL or SQLite")
+        raise ConfigError(
+            f"{JOB} needs PostgreSQL (the reference scan uses its regular expressions); not MySQL or SQLite"
+        )
     for path in params.orphan_manifests:
         if not Path(path).is_file():
             raise ConfigError(f"orphan manifest {path} does not exist")
