@@ -18,6 +18,11 @@ p50/p95/max batch transaction time, peak RSS (difymaint: the CLI process) and WA
 ``--dry-run`` against one ``count(*)`` per table with the same predicates.
 
     bench/run --pg-url postgresql://postgres@127.0.0.1:5432/postgres --messages 300000 [--json]
+
+``--mysql-url`` runs the same on MySQL/MariaDB (Dify's ``DB_TYPE=mysql``): the template is built with
+``INSERT … SELECT`` from a numbers table and copied table by table (``CREATE TABLE … LIKE``), Dify's shapes
+run unchanged, the floor is one multi-table ``DELETE … JOIN`` per table (a single-table DELETE's
+``IN (SELECT …)`` is a dependent sub-query on MariaDB 10.11), and WAL is InnoDB's redo (``Innodb_os_log_written``).
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ RUN_TABLES = (
     "workflow_runs",
 )
 ENDED = "('succeeded', 'failed', 'partial-succeeded', 'stopped')"
+# The tables the template fills (the rest stay empty in every copy).
+POPULATED = ("tenants", "apps", "conversations", *MESSAGE_TABLES, *RUN_TABLES, "embeddings")
 DIFY_SLEEP_MS = 200  # SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_MAX_INTERVAL's default
 DAYS = 30
 
@@ -204,6 +211,120 @@ def build_template(
         conn.execute(sa.text("VACUUM ANALYZE"))
 
 
+_MYSQL_UID = """CREATE FUNCTION uid(p VARCHAR(8), n BIGINT) RETURNS CHAR(36) DETERMINISTIC BEGIN
+  DECLARE h CHAR(32) DEFAULT MD5(CONCAT(p, n));
+  RETURN CONCAT_WS('-', SUBSTR(h, 1, 8), SUBSTR(h, 9, 4), SUBSTR(h, 13, 4), SUBSTR(h, 17, 4), SUBSTR(h, 21, 12));
+END"""
+
+
+def build_template_mysql(
+    engine: Engine,
+    *,
+    messages: int,
+    runs: int,
+    embeddings: int,
+    now: datetime,
+    history_days: int = 90,
+    dataset_queries: int = 0,
+) -> None:
+    """The same data as :func:`build_template`, in MySQL's SQL (MySQL 8.0 and MariaDB): ``nums`` stands in for
+    generate_series, the stored function ``uid`` for the md5-derived uuids."""
+    metadata.create_all(engine)
+    apps, conversations = 200, max(1, messages // 5)
+    span = history_days * 86400
+    someone = "'00000000-0000-0000-0000-000000000001'"
+
+    def ts(n: int) -> str:
+        return f"TIMESTAMPADD(SECOND, -((g.g * {span}) DIV GREATEST({n}, 1)), '{now:%Y-%m-%d %H:%M:%S}')"
+
+    def rows(n: int, where: str = "") -> str:
+        return f"FROM nums g WHERE g.g < {n}" + (f" AND {where}" if where else "")
+
+    msg_app = f"uid('a', (g.g % {conversations}) % {apps})"
+    msg_conv = f"uid('c', g.g % {conversations})"
+    statements = [
+        _MYSQL_UID,
+        "INSERT INTO tenants (id, name) SELECT uid('t', g.g), CONCAT('t', g.g) " + rows(50),
+        f"INSERT INTO apps (id, tenant_id, name, mode, enable_site, enable_api) SELECT uid('a', g.g), "
+        f"uid('t', g.g % 50), 'app', 'chat', true, true {rows(apps)}",
+        f"INSERT INTO conversations (id, app_id, mode, name, inputs, status, from_source) SELECT uid('c', g.g), "
+        f"uid('a', g.g % {apps}), 'chat', 'c', '{{}}', 'normal', 'api' {rows(conversations)}",
+        f"INSERT INTO messages (id, app_id, conversation_id, inputs, query, message, answer, message_unit_price, "
+        f"answer_unit_price, currency, from_source, created_at, updated_at) SELECT uid('m', g.g), {msg_app}, "
+        f"{msg_conv}, '{{}}', 'q', '[]', REPEAT('answer ', 20), 0, 0, 'USD', 'api', {ts(messages)}, "
+        f"{ts(messages)} {rows(messages)}",
+        f"INSERT INTO message_feedbacks (id, app_id, conversation_id, message_id, rating, from_source) "
+        f"SELECT uid('mf', g.g), {msg_app}, {msg_conv}, uid('m', g.g), 'like', 'user' {rows(messages, 'g.g % 10 = 0')}",
+        f"INSERT INTO message_annotations (id, app_id, conversation_id, message_id, question, content, account_id) "
+        f"SELECT uid('ma', g.g), {msg_app}, {msg_conv}, uid('m', g.g), 'q', 'a', {someone} "
+        f"{rows(messages, 'g.g % 20 = 1')}",
+        f"INSERT INTO message_chains (id, message_id, type) SELECT uid('mc', g.g), uid('m', g.g), 'system' "
+        f"{rows(messages, 'g.g % 2 = 0')}",
+        f"INSERT INTO message_agent_thoughts (id, message_id, position, created_by_role, created_by) "
+        f"SELECT uid('mt', g.g * 2 + p.g), uid('m', g.g), p.g, 'account', {someone} FROM nums g JOIN nums p "
+        f"ON p.g < 2 WHERE g.g < {messages} AND (g.g % 4 <> 3 OR p.g = 0)",
+        f"INSERT INTO message_files (id, message_id, type, transfer_method, created_by_role, created_by) "
+        f"SELECT uid('mfi', g.g), uid('m', g.g), 'image', 'remote_url', 'end_user', {someone} "
+        f"{rows(messages, 'g.g % 5 = 2')}",
+        f"INSERT INTO saved_messages (id, app_id, message_id, created_by) SELECT uid('sm', g.g), {msg_app}, "
+        f"uid('m', g.g), {someone} {rows(messages, 'g.g % 20 = 3')}",
+        f"INSERT INTO app_annotation_hit_histories (id, app_id, annotation_id, source, question, account_id, "
+        f"message_id, annotation_question, annotation_content) SELECT uid('ah', g.g), {msg_app}, {someone}, 'api', "
+        f"'q', {someone}, uid('m', g.g), 'q', 'a' {rows(messages, 'g.g % 20 = 4')}",
+        f"INSERT INTO dataset_retriever_resources (id, message_id, position, dataset_id, dataset_name, "
+        f"document_name, content, retriever_from, created_by) SELECT uid('dr', g.g), uid('m', g.g), 1, {someone}, "
+        f"'d', 'doc', REPEAT('chunk ', 40), 'api', {someone} {rows(messages, 'g.g % 2 = 1')}",
+        f"INSERT INTO workflow_runs (id, tenant_id, app_id, workflow_id, type, triggered_from, version, graph, "
+        f"inputs, outputs, status, created_by_role, created_by, created_at) SELECT uid('r', g.g), uid('t', g.g % 50), "
+        f"uid('a', g.g % {apps}), uid('w', g.g % 400), 'workflow', 'app-run', 'v1', REPEAT('{{}}', 200), '{{}}', "
+        f"'{{}}', CASE g.g % 10 WHEN 0 THEN 'running' WHEN 5 THEN 'paused' WHEN 7 THEN 'failed' ELSE 'succeeded' "
+        f"END, 'account', {someone}, {ts(runs)} {rows(runs)}",
+        f"INSERT INTO workflow_node_executions (id, tenant_id, app_id, workflow_id, triggered_from, "
+        f"workflow_run_id, `index`, node_id, node_type, title, inputs, outputs, status, created_by_role, created_by, "
+        f"created_at) SELECT uid('ne', g.g * 5 + i.g), uid('t', g.g % 50), uid('a', g.g % {apps}), "
+        f"uid('w', g.g % 400), 'workflow-run', uid('r', g.g), i.g, CONCAT('n', i.g), 'llm', 'node', "
+        f"REPEAT(MD5(g.g * 5 + i.g), 16 + ((g.g + i.g) % 4) * 16), REPEAT(MD5(g.g), 16), 'succeeded', 'account', "
+        f"{someone}, '{now:%Y-%m-%d %H:%M:%S}' FROM nums g JOIN nums i ON i.g < 5 WHERE g.g < {runs}",
+        f"INSERT INTO workflow_node_execution_offload (id, tenant_id, app_id, node_execution_id, type, file_id) "
+        f"SELECT uid('off', g.g), uid('t', g.g % 50), uid('a', g.g % {apps}), uid('ne', g.g * 5), 'outputs', "
+        f"uid('uf', g.g) {rows(runs, 'g.g % 10 = 3')}",
+        f"INSERT INTO workflow_app_logs (id, tenant_id, app_id, workflow_id, workflow_run_id, created_from, "
+        f"created_by_role, created_by) SELECT uid('al', g.g), uid('t', g.g % 50), uid('a', g.g % {apps}), "
+        f"uid('w', g.g % 400), uid('r', g.g), 'service-api', 'account', {someone} {rows(runs)}",
+        f"INSERT INTO workflow_pauses (id, workflow_id, workflow_run_id, state_object_key) SELECT uid('p', g.g), "
+        f"uid('w', g.g % 400), uid('r', g.g), CONCAT('pause/', g.g) {rows(runs, 'g.g % 10 IN (5, 6)')}",
+        f"INSERT INTO workflow_pause_reasons (id, pause_id, type_, form_id, node_id) SELECT uid('pr', g.g), "
+        f"uid('p', g.g), 'human_input', {someone}, 'n1' {rows(runs, 'g.g % 10 IN (5, 6)')}",
+        f"INSERT INTO workflow_trigger_logs (id, tenant_id, app_id, workflow_id, workflow_run_id, trigger_metadata, "
+        f"trigger_type, trigger_data, inputs, status, queue_name, retry_count, created_by_role, created_by) "
+        f"SELECT uid('tl', g.g), uid('t', g.g % 50), uid('a', g.g % {apps}), uid('w', g.g % 400), uid('r', g.g), "
+        f"'{{}}', 'webhook', '{{}}', '{{}}', 'succeeded', 'q', 0, 'account', {someone} {rows(runs, 'g.g % 10 = 4')}",
+        f"INSERT INTO embeddings (id, model_name, hash, embedding, provider_name, created_at) SELECT uid('e', g.g), "
+        f"'text-embedding-3-small', MD5(g.g), UNHEX(REPEAT(MD5(g.g), 384)), 'openai', {ts(embeddings)} "
+        f"{rows(embeddings)}",
+        # the same gap at the clean-dataset-queries cut-off as build_template leaves
+        f"INSERT INTO dataset_queries (id, dataset_id, content, source, source_app_id, created_by_role, "
+        f"created_by, created_at) SELECT uid('dq', g.g), uid('d', g.g % 500), CONCAT('{{\"query\": \"', "
+        f"REPEAT('what is ', 10), g.g, '\"}}'), 'app', uid('a', g.g % {apps}), 'end_user', {someone}, "
+        f"CASE WHEN {ts(dataset_queries)} >= :gap_from AND {ts(dataset_queries)} < :gap_to "
+        f"THEN TIMESTAMPADD(DAY, -1, {ts(dataset_queries)}) ELSE {ts(dataset_queries)} END {rows(dataset_queries)}",
+    ]
+    gap_from = (now - timedelta(days=DAYS)).replace(hour=0, minute=0, second=0)
+    gap = {"gap_from": gap_from, "gap_to": now - timedelta(days=DAYS) + timedelta(hours=1)}
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE nums (g BIGINT PRIMARY KEY)"))
+        conn.execute(sa.text("INSERT INTO nums VALUES (0), (1), (2), (3), (4), (5), (6), (7)"))
+        size = 8
+        while size < max(messages, runs, embeddings, dataset_queries, 64):
+            conn.execute(sa.text(f"INSERT INTO nums SELECT g + {size} FROM nums"))
+            size *= 2
+        for statement in statements:
+            conn.execute(sa.text(statement), gap if ":gap_from" in statement else {})
+        conn.execute(sa.text("DROP TABLE nums"))
+        conn.execute(sa.text("DROP FUNCTION uid"))
+        conn.execute(sa.text("ANALYZE TABLE " + ", ".join(f"`{t.name}`" for t in metadata.sorted_tables))).all()
+
+
 # --- contenders --------------------------------------------------------------------------------------------------
 
 
@@ -241,6 +362,35 @@ def floor_runs(conn: Connection, cutoff: datetime, _timer: Timer) -> None:
         f"DELETE FROM workflow_pause_reasons WHERE pause_id IN ({pauses})",
         f"DELETE FROM workflow_pauses WHERE workflow_run_id IN ({runs})",
         f"DELETE FROM workflow_trigger_logs WHERE workflow_run_id IN ({runs})",
+        f"DELETE FROM workflow_runs WHERE created_at < :cut AND status IN {ENDED}",
+    ]
+    with conn.begin():
+        for statement in statements:
+            conn.execute(sa.text(statement), {"cut": cutoff})
+
+
+def floor_messages_mysql(conn: Connection, cutoff: datetime, _timer: Timer) -> None:
+    """MySQL's set-based floor: a multi-table DELETE joined to the doomed parents, one per table."""
+    with conn.begin():
+        for child in MESSAGE_CHILDREN:
+            conn.execute(
+                sa.text(f"DELETE c FROM {child} c JOIN messages m ON c.message_id = m.id WHERE m.created_at < :cut"),
+                {"cut": cutoff},
+            )
+        conn.execute(sa.text("DELETE FROM messages WHERE created_at < :cut"), {"cut": cutoff})
+
+
+def floor_runs_mysql(conn: Connection, cutoff: datetime, _timer: Timer) -> None:
+    runs = f"JOIN workflow_runs r ON {{}} = r.id WHERE r.created_at < :cut AND r.status IN {ENDED}"
+    statements = [
+        "DELETE o FROM workflow_node_execution_offload o JOIN workflow_node_executions n "
+        "ON o.node_execution_id = n.id " + runs.format("n.workflow_run_id"),
+        "DELETE n FROM workflow_node_executions n " + runs.format("n.workflow_run_id"),
+        "DELETE l FROM workflow_app_logs l " + runs.format("l.workflow_run_id"),
+        "DELETE pr FROM workflow_pause_reasons pr JOIN workflow_pauses p ON pr.pause_id = p.id "
+        + runs.format("p.workflow_run_id"),
+        "DELETE p FROM workflow_pauses p " + runs.format("p.workflow_run_id"),
+        "DELETE tl FROM workflow_trigger_logs tl " + runs.format("tl.workflow_run_id"),
         f"DELETE FROM workflow_runs WHERE created_at < :cut AND status IN {ENDED}",
     ]
     with conn.begin():
@@ -419,11 +569,15 @@ DIFYMAINT = {
 class Bench:
     def __init__(self, pg_url: str, tag: str) -> None:
         self.base = make_url(pg_url)
+        self.mysql = self.base.get_backend_name() in ("mysql", "mariadb")
         if self.base.drivername in ("postgresql", "postgres"):
             self.base = self.base.set(drivername="postgresql+psycopg2")  # the driver difymaint installs
+        if self.mysql:
+            self.base = self.base.set(drivername="mysql+pymysql")  # Dify's driver, and difymaint's
         self.admin = sa.create_engine(self.base, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
         self.template = f"dmbench_tpl_{tag}"
         self.copy = f"dmbench_run_{tag}"
+        self._copied = False
 
     def url(self, database: str) -> str:
         return self.base.set(database=database).render_as_string(hide_password=False)
@@ -434,6 +588,8 @@ class Bench:
             return result.scalar() if result.returns_rows else None
 
     def fresh_copy(self) -> Engine:
+        if self.mysql:
+            return self._fresh_copy_mysql()
         self.sql(f"DROP DATABASE IF EXISTS {self.copy} WITH (FORCE)")
         self.sql(f"CREATE DATABASE {self.copy} TEMPLATE {self.template}")
         engine = sa.create_engine(self.url(self.copy), poolclass=sa.pool.NullPool)
@@ -441,20 +597,68 @@ class Bench:
             conn.execute(sa.text("CHECKPOINT"))
         return engine
 
+    def _fresh_copy_mysql(self) -> Engine:
+        """No template databases on MySQL: the copy's tables are created once (CREATE TABLE … LIKE), then
+        emptied and refilled from the template for each contender (TRUNCATE, INSERT … SELECT)."""
+        statements = []
+        if not self._copied:
+            statements += [f"DROP DATABASE IF EXISTS {self.copy}", f"CREATE DATABASE {self.copy}"]
+            statements += [
+                f"CREATE TABLE {self.copy}.`{table.name}` LIKE {self.template}.`{table.name}`"
+                for table in metadata.sorted_tables
+            ]
+            self._copied = True
+        for name in POPULATED:
+            statements.append(f"TRUNCATE TABLE {self.copy}.`{name}`")
+            statements.append(f"INSERT INTO {self.copy}.`{name}` SELECT * FROM {self.template}.`{name}`")
+        with self.admin.connect() as conn:
+            for statement in statements:
+                conn.execute(sa.text(statement))
+            conn.execute(sa.text(f"ANALYZE TABLE {', '.join(f'{self.copy}.`{name}`' for name in POPULATED)}")).all()
+        return sa.create_engine(self.url(self.copy), poolclass=sa.pool.NullPool)
+
     def counts(self, engine: Engine, tables: tuple[str, ...]) -> dict[str, int]:
         with engine.connect() as conn:
             return {name: int(conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one()) for name in tables}
 
     def wal_lsn(self) -> str:
+        if self.mysql:
+            return str(self.sql(_REDO_WRITTEN))
         return str(self.sql("SELECT pg_current_wal_lsn()"))
 
     def wal_since(self, lsn: str) -> int:
+        if self.mysql:
+            return int(self.sql(_REDO_WRITTEN)) - int(lsn)
         return int(self.sql(f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{lsn}')"))
+
+    def version(self) -> str:
+        return str(self.sql("SELECT VERSION()" if self.mysql else "SHOW server_version"))
+
+    def create_template(self) -> None:
+        if self.mysql:
+            self.sql(f"DROP DATABASE IF EXISTS {self.template}")
+        else:
+            self.sql(f"DROP DATABASE IF EXISTS {self.template} WITH (FORCE)")
+        self.sql(f"CREATE DATABASE {self.template}")
+
+    def jobs(self) -> dict[str, dict[str, Any]]:
+        """The contenders; on MySQL the floor is its multi-table DELETE."""
+        if not self.mysql:
+            return JOBS
+        jobs = {name: dict(spec) for name, spec in JOBS.items()}
+        jobs["clean-messages"]["floor"] = floor_messages_mysql
+        jobs["clean-workflow-runs"]["floor"] = floor_runs_mysql
+        return jobs
 
     def cleanup(self) -> None:
         for name in (self.copy, self.template):
-            self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            self.sql(f"DROP DATABASE IF EXISTS {name}" + ("" if self.mysql else " WITH (FORCE)"))
         self.admin.dispose()
+
+
+_REDO_WRITTEN = (
+    "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'Innodb_os_log_written'"
+)
 
 
 def cli(job: str, url: str, cutoff: datetime, extra: list[str]) -> tuple[dict[str, Any], float, float]:
@@ -479,7 +683,7 @@ def cli(job: str, url: str, cutoff: datetime, extra: list[str]) -> tuple[dict[st
 
 
 def measure(bench: Bench, job: str, contender: str, cutoff: datetime) -> Result:
-    spec = JOBS[job]
+    spec = bench.jobs()[job]
     tables: tuple[str, ...] = spec["tables"]
     engine = bench.fresh_copy()
     before = bench.counts(engine, tables)
@@ -560,9 +764,20 @@ def print_table(job: str, results: list[Result]) -> None:
         )
 
 
+def _drop_index_sql(index: str, *, mysql: bool) -> str:
+    if not mysql:
+        return f'DROP INDEX "{index}"'
+    table = next((t.name for t in metadata.sorted_tables for i in t.indexes if i.name == index), None)
+    if table is None:
+        raise SystemExit(f"bench: no index {index!r} in the template")
+    return f"DROP INDEX `{index}` ON `{table}`"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pg-url", required=True, help="a PostgreSQL you may create databases on")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--pg-url", help="a PostgreSQL you may create databases on")
+    target.add_argument("--mysql-url", help="a MySQL/MariaDB you may create databases on (Dify's DB_TYPE=mysql)")
     parser.add_argument("--messages", type=int, default=60_000)
     parser.add_argument("--runs", type=int, default=None, help="workflow runs (default: messages / 5)")
     parser.add_argument("--embeddings", type=int, default=None, help="embedding rows (default: messages / 3)")
@@ -591,9 +806,9 @@ def main(argv: list[str] | None = None) -> int:
     dataset_queries = args.dataset_queries if args.dataset_queries is not None else max(10, args.messages)
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     cutoff = (now - timedelta(days=DAYS)).replace(hour=0, minute=0, second=0)
-    bench = Bench(args.pg_url, f"{os.getpid()}")
+    bench = Bench(args.pg_url or args.mysql_url, f"{os.getpid()}")
     report: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "postgres": None},
+        "machine": {"cpus": os.cpu_count(), "postgres": None, "mysql": None},
         "scale": {
             "messages": args.messages,
             "runs": runs,
@@ -605,12 +820,12 @@ def main(argv: list[str] | None = None) -> int:
         "jobs": {},
     }
     try:
-        report["machine"]["postgres"] = bench.sql("SHOW server_version")
-        bench.sql(f"DROP DATABASE IF EXISTS {bench.template} WITH (FORCE)")
-        bench.sql(f"CREATE DATABASE {bench.template}")
+        report["machine"]["mysql" if bench.mysql else "postgres"] = bench.version()
+        bench.create_template()
         started = time.perf_counter()
         template = sa.create_engine(bench.url(bench.template), poolclass=sa.pool.NullPool)
-        build_template(
+        build = build_template_mysql if bench.mysql else build_template
+        build(
             template,
             messages=args.messages,
             runs=runs,
@@ -621,14 +836,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         with template.begin() as conn:
             for index in args.drop_index:
-                conn.execute(sa.text(f'DROP INDEX "{index}"'))
+                conn.execute(sa.text(_drop_index_sql(index, mysql=bench.mysql)))
         template.dispose()
         report["build_s"] = round(time.perf_counter() - started, 1)
         if not args.json:
             print(f"template built in {report['build_s']} s: {report['scale']}; cut-off {cutoff:%Y-%m-%d}")
         mismatched = []
         for job in [name.strip() for name in args.jobs.split(",") if name.strip()]:
-            contenders = [name for name in JOBS[job] if name != "tables"] + list(DIFYMAINT)
+            contenders = [name for name in bench.jobs()[job] if name != "tables"] + list(DIFYMAINT)
             if job in NO_PAUSE:
                 contenders.remove("difymaint-sleep0")  # no pause by default: the same as "difymaint"
             results = [measure(bench, job, contender, cutoff) for contender in contenders]

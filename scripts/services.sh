@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Throwaway PostgreSQL, Redis, Pushgateway and S3 servers for the test suite.
+# Throwaway PostgreSQL, MariaDB, Redis, Pushgateway and S3 servers for the test suite.
 # Sourced by scripts/test; every function is idempotent and safe to call on a fresh Debian machine.
 
 SERVICES_DIR="${SERVICES_DIR:-$(mktemp -d /tmp/difymaint-services.XXXXXX)}"
@@ -19,6 +19,7 @@ _pg_bindir() {
 ensure_packages() {
   local missing=()
   _pg_bindir >/dev/null || missing+=(postgresql)
+  command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v prometheus-pushgateway >/dev/null 2>&1 || missing+=(prometheus-pushgateway)
   if [ "${#missing[@]}" -gt 0 ]; then
@@ -50,6 +51,34 @@ start_postgres() {
   PG_DATA_DIR="$data"; PG_BINDIR="$bindir"; PG_RUN_AS=("${run_as[@]}")
   export DIFYMAINT_TEST_PG_URL="postgresql+psycopg2://postgres@127.0.0.1:$port/postgres"
   echo "scripts/test: PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port" >&2
+}
+
+start_mariadb() {
+  # Debian 12 ships MariaDB 10.11 (no MySQL 8 packages): the MySQL-protocol server Dify's DB_TYPE=mysql
+  # tests run on. A throwaway datadir, root without a password on loopback, durability off (tests only).
+  local port base run_as=()
+  port=$(_free_port)
+  base="$SERVICES_DIR/mariadb"
+  mkdir -p "$base/data"
+  # mariadbd refuses to run as root without --user; the datadir belongs to the mysql user then.
+  if [ "$(id -u)" -eq 0 ]; then chown -R mysql: "$base"; run_as=(runuser -u mysql --); fi
+  "${run_as[@]}" mariadb-install-db --no-defaults --datadir="$base/data" --auth-root-authentication-method=normal \
+    --skip-test-db --skip-name-resolve >"$SERVICES_DIR/mariadb-install.log" 2>&1 \
+    || { cat "$SERVICES_DIR/mariadb-install.log" >&2; return 1; }
+  "${run_as[@]}" mariadbd --no-defaults --datadir="$base/data" --port="$port" --bind-address=127.0.0.1 \
+    --socket="$base/mysqld.sock" --pid-file="$base/mysqld.pid" --log-error="$base/error.log" \
+    --skip-name-resolve --skip-log-bin --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 \
+    --innodb-buffer-pool-size=256M --max-connections=400 --character-set-server=utf8mb4 \
+    --collation-server=utf8mb4_general_ci >/dev/null 2>&1 &
+  for _ in $(seq 100); do
+    mariadb-admin --no-defaults --socket="$base/mysqld.sock" -uroot ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  mariadb-admin --no-defaults --socket="$base/mysqld.sock" -uroot ping >/dev/null 2>&1 \
+    || { cat "$base/error.log" >&2; return 1; }
+  MARIADB_PIDFILE="$base/mysqld.pid"
+  export DIFYMAINT_TEST_MYSQL_URL="mysql+pymysql://root@127.0.0.1:$port/mysql"
+  echo "scripts/test: MariaDB $(mariadbd --version | awk '{print $3}' | cut -d- -f1) on 127.0.0.1:$port" >&2
 }
 
 start_redis() {
@@ -132,6 +161,9 @@ stop_services() {
   if [ -n "${PUSHGATEWAY_PID:-}" ]; then kill "$PUSHGATEWAY_PID" 2>/dev/null || true; fi
   if [ -n "${PG_DATA_DIR:-}" ]; then
     "${PG_RUN_AS[@]}" "$PG_BINDIR/pg_ctl" -D "$PG_DATA_DIR" -m immediate stop >/dev/null 2>&1 || true
+  fi
+  if [ -n "${MARIADB_PIDFILE:-}" ] && [ -f "$MARIADB_PIDFILE" ]; then
+    kill -9 "$(cat "$MARIADB_PIDFILE")" 2>/dev/null || true
   fi
   if [ -n "${REDIS_PIDFILE:-}" ] && [ -f "$REDIS_PIDFILE" ]; then
     kill "$(cat "$REDIS_PIDFILE")" 2>/dev/null || true

@@ -1,8 +1,12 @@
-"""Shared fixtures: a fresh PostgreSQL database per test, a Redis server, SQLite, a billing stub, helpers.
+"""Shared fixtures: a fresh PostgreSQL or MariaDB database per test, a Redis server, SQLite, a billing stub,
+helpers.
 
-The PostgreSQL and Redis servers are the ones scripts/test starts (DIFYMAINT_TEST_PG_URL /
-DIFYMAINT_TEST_REDIS_URL). Under CI (or DIFYMAINT_TEST_REQUIRE_SERVICES) a missing server fails the test;
-only a developer running bare pytest sees a skip.
+The PostgreSQL, MariaDB and Redis servers are the ones scripts/test starts (DIFYMAINT_TEST_PG_URL /
+DIFYMAINT_TEST_MYSQL_URL / DIFYMAINT_TEST_REDIS_URL). Under CI (or DIFYMAINT_TEST_REQUIRE_SERVICES) a missing
+server fails the test; only a developer running bare pytest sees a skip.
+
+``db_url`` / ``db_engine`` run a test once per engine (``[postgresql]`` and ``[mysql]``): a job's fidelity tests
+use them; ``pg_url`` / ``pg_engine`` stay for what only PostgreSQL has (docs/mysql.md#tests).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -103,6 +108,85 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def mysql_admin_url() -> str:
+    return _need("DIFYMAINT_TEST_MYSQL_URL", "MariaDB")
+
+
+@pytest.fixture(scope="session")
+def mysql_template(mysql_admin_url: str) -> Iterator[str]:
+    """A database holding Dify's tables as Dify creates them on MySQL, built once per session from the same
+    declarations (difymaint/dify/tables.py has the MySQL types)."""
+    name = f"difymaint_tpl_{os.getpid()}"
+    admin = sa.create_engine(mysql_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+        conn.execute(sa.text(f"CREATE DATABASE `{name}`"))
+    engine = sa.create_engine(make_url(mysql_admin_url).set(database=name))
+    metadata.create_all(engine)
+    engine.dispose()
+    yield name
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+    admin.dispose()
+
+
+@pytest.fixture
+def mysql_url(mysql_admin_url: str, mysql_template: str) -> Iterator[str]:
+    """A fresh MariaDB database for one test: the template's tables copied with CREATE TABLE … LIKE (MySQL
+    has no template databases; this takes ~0.2 s)."""
+    name = f"difymaint_t{os.getpid()}_{next(_counter)}"
+    admin = sa.create_engine(mysql_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE `{name}`"))
+        for table in metadata.sorted_tables:
+            conn.execute(sa.text(f"CREATE TABLE `{name}`.`{table.name}` LIKE `{mysql_template}`.`{table.name}`"))
+    yield make_url(mysql_admin_url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+    admin.dispose()
+
+
+@pytest.fixture(params=["postgresql", "mysql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """A fresh database on each engine in turn: the test runs once on PostgreSQL, once on MariaDB."""
+    return str(request.getfixturevalue("pg_url" if request.param == "postgresql" else "mysql_url"))
+
+
+@pytest.fixture
+def db_engine(db_url: str) -> Iterator[Engine]:
+    engine = sa.create_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+def is_mysql_url(url: str) -> bool:
+    return url.startswith("mysql")
+
+
+def stored(url: str, value: datetime) -> datetime:
+    """``value`` as the engine keeps it: MariaDB's DATETIME (Dify's MySQL type) drops the microseconds."""
+    return value.replace(microsecond=0) if is_mysql_url(url) else value
+
+
+@contextmanager
+def holding_db_lock(engine: Engine, key: str) -> Iterator[None]:
+    """Hold the database lock a run without Redis takes for ``key`` (advisory on PostgreSQL, GET_LOCK on
+    MySQL), from another session, for the duration of the block."""
+    from difymaint.core.locking import advisory_key, mysql_lock_name
+
+    with engine.connect() as holder:
+        if engine.dialect.name == "mysql":
+            name = mysql_lock_name(engine.url.database, key)
+            assert holder.execute(sa.text("SELECT GET_LOCK(:n, 0)"), {"n": name}).scalar() == 1
+            yield
+            holder.execute(sa.text("SELECT RELEASE_LOCK(:n)"), {"n": name})
+        else:
+            holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": advisory_key(key)})
+            yield
+            holder.execute(sa.text("SELECT pg_advisory_unlock_all()"))
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Any) -> str:
     url = f"sqlite:///{tmp_path / 'dify.sqlite'}"
@@ -182,7 +266,7 @@ def row_counts(engine: Engine, tables: list[str]) -> dict[str, int]:
 
 
 # The fast tier (`scripts/test --fast`, or `pytest -m "not servers"`) runs what needs no server at all.
-SERVER_FIXTURES = frozenset({"pg_admin_url", "redis_url", "pushgateway_url"})
+SERVER_FIXTURES = frozenset({"pg_admin_url", "mysql_admin_url", "db_url", "redis_url", "pushgateway_url"})
 OWN_SERVER_MODULES = frozenset({"test_server_restarts"})  # they start and restart clusters of their own
 
 
@@ -190,5 +274,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         module = getattr(item, "module", None)
         own = module is not None and module.__name__.rpartition(".")[2] in OWN_SERVER_MODULES
-        if own or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if own or SERVER_FIXTURES & fixtures:
             item.add_marker(pytest.mark.servers)
+        # `-m mysql` selects every test that runs on MariaDB (the [mysql] half of a db_url test too).
+        callspec = getattr(item, "callspec", None)
+        if "mysql_admin_url" in fixtures or (callspec is not None and callspec.params.get("db_url") == "mysql"):
+            item.add_marker(pytest.mark.mysql)

@@ -28,7 +28,7 @@ from difymaint.jobs import JOBS, archive_workflow_runs, restore_workflow_runs
 from difymaint.jobs.archive_workflow_runs import ArchiveWorkflowRunsParams
 from difymaint.jobs.execute import run_job
 from difymaint.jobs.restore_workflow_runs import RestoreFailed, RestoreWorkflowRunsParams
-from tests.conftest import NOW, make_context, make_settings
+from tests.conftest import NOW, make_context, make_settings, stored
 from tests.s3_server import S3Bucket
 from tests.workflow_scenario import RUN_TABLES, WorkflowScenario, assert_no_dangling, ids, seed
 
@@ -118,11 +118,11 @@ def test_registry_entries() -> None:
 # --- archive ------------------------------------------------------------------------------------------------
 
 
-def test_archive_writes_difys_bundles_and_archive_logs(pg_engine: Engine, pg_url: str, tmp_path: Path) -> None:
-    scenario = seed(pg_engine, NOW)
-    without_log, with_two = reshape_app_logs(pg_engine, scenario)
-    before = snapshot(pg_engine, RUN_TABLES)
-    summary = run_job(archive_workflow_runs, make_context(pg_url), archive(scenario, tmp_path))
+def test_archive_writes_difys_bundles_and_archive_logs(db_engine: Engine, db_url: str, tmp_path: Path) -> None:
+    scenario = seed(db_engine, NOW)
+    without_log, with_two = reshape_app_logs(db_engine, scenario)
+    before = snapshot(db_engine, RUN_TABLES)
+    summary = run_job(archive_workflow_runs, make_context(db_url), archive(scenario, tmp_path))
     expected = archivable(scenario)
     assert expected and summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert summary.details["runs_archived"] == len(expected) and summary.verb == "archived"
@@ -150,7 +150,7 @@ def test_archive_writes_difys_bundles_and_archive_logs(pg_engine: Engine, pg_url
                 run.app_id,
                 run.workflow_id,
             )
-            assert manifest["created_at"] == run.created_at.isoformat()
+            assert manifest["created_at"] == stored(db_url, run.created_at).isoformat()
             assert manifest["archived_at"] == NOW.isoformat()
             assert list(manifest["tables"]) == list(ARCHIVED_TABLES)
             counts = scenario.cascade_rows({rid})
@@ -165,11 +165,11 @@ def test_archive_writes_difys_bundles_and_archive_logs(pg_engine: Engine, pg_url
                     )
             (run_row,) = [json.loads(line) for line in bundle.read("workflow_runs.jsonl").decode().splitlines()]
             assert run_row["id"] == rid and run_row["graph"].startswith('{"nodes"')  # whole rows
-            assert run_row["created_at"] == run.created_at.isoformat()
+            assert run_row["created_at"] == stored(db_url, run.created_at).isoformat()
         assert read_bundle(data).run_id == rid  # our reader verifies what we wrote
 
     # workflow_archive_logs: one per app log, or one without log_id; the run's summary columns copied.
-    logs = archive_logs(pg_engine)
+    logs = archive_logs(db_engine)
     by_run: dict[str, list[dict[str, Any]]] = {}
     for log in logs:
         by_run.setdefault(str(log["workflow_run_id"]), []).append(log)
@@ -210,22 +210,22 @@ def test_archive_writes_difys_bundles_and_archive_logs(pg_engine: Engine, pg_url
     # Running, paused and scheduled runs, new runs and chat runs are never archived; nothing was deleted.
     never = {rid for rid, run in scenario.runs.items() if run.status in ("running", "paused", "scheduled")}
     assert never and not never & set(by_run)
-    assert snapshot(pg_engine, RUN_TABLES) == before
+    assert snapshot(db_engine, RUN_TABLES) == before
     expected_rows = scenario.cascade_rows(expected)
     assert {name: summary.tables[name] for name in RUN_TABLES} == expected_rows
     assert summary.tables["workflow_archive_logs"] == len(logs)
     assert summary.details["bytes_written"] == sum(path.stat().st_size for path in tmp_path.rglob("*.zip"))
 
 
-def test_already_archived_runs_are_skipped(pg_engine: Engine, pg_url: str, tmp_path: Path) -> None:
-    scenario = seed(pg_engine, NOW)
-    first = run_job(archive_workflow_runs, make_context(pg_url), archive(scenario, tmp_path))
-    logs = len(archive_logs(pg_engine))
-    second = run_job(archive_workflow_runs, make_context(pg_url), archive(scenario, tmp_path))
+def test_already_archived_runs_are_skipped(db_engine: Engine, db_url: str, tmp_path: Path) -> None:
+    scenario = seed(db_engine, NOW)
+    first = run_job(archive_workflow_runs, make_context(db_url), archive(scenario, tmp_path))
+    logs = len(archive_logs(db_engine))
+    second = run_job(archive_workflow_runs, make_context(db_url), archive(scenario, tmp_path))
     assert first.details["runs_archived"] == len(archivable(scenario))
     assert second.details["runs_archived"] == 0
     assert second.details["runs_skipped_already_archived"] == len(archivable(scenario))
-    assert second.tables["workflow_archive_logs"] == 0 and len(archive_logs(pg_engine)) == logs
+    assert second.tables["workflow_archive_logs"] == 0 and len(archive_logs(db_engine)) == logs
 
 
 def test_paid_workspaces_only_with_billing(pg_engine: Engine, pg_url: str, tmp_path: Path, billing: Any) -> None:
@@ -255,54 +255,54 @@ def test_tenant_filter_and_limit(pg_engine: Engine, pg_url: str, tmp_path: Path)
 
 
 def test_delete_after_archive_then_restore_gives_back_the_same_rows(
-    pg_engine: Engine, pg_url: str, tmp_path: Path
+    db_engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
-    scenario = seed(pg_engine, NOW)
-    reshape_app_logs(pg_engine, scenario)
-    before = snapshot(pg_engine, [*RUN_TABLES, "upload_files"])
-    runs_before = ids(pg_engine, t.workflow_runs)
+    scenario = seed(db_engine, NOW)
+    reshape_app_logs(db_engine, scenario)
+    before = snapshot(db_engine, [*RUN_TABLES, "upload_files"])
+    runs_before = ids(db_engine, t.workflow_runs)
     archived = run_job(
-        archive_workflow_runs, make_context(pg_url), archive(scenario, tmp_path, delete_after_archive=True)
+        archive_workflow_runs, make_context(db_url), archive(scenario, tmp_path, delete_after_archive=True)
     )
     expected = archivable(scenario)
-    assert ids(pg_engine, t.workflow_runs) == runs_before - expected
+    assert ids(db_engine, t.workflow_runs) == runs_before - expected
     assert archived.details["deleted"] == scenario.cascade_rows(expected)
-    assert_no_dangling(pg_engine)
-    assert snapshot(pg_engine, ["upload_files"]) == {"upload_files": before["upload_files"]}  # offload files kept
+    assert_no_dangling(db_engine)
+    assert snapshot(db_engine, ["upload_files"]) == {"upload_files": before["upload_files"]}  # offload files kept
 
-    restored = run_job(restore_workflow_runs, make_context(pg_url), restore(tmp_path))
+    restored = run_job(restore_workflow_runs, make_context(db_url), restore(tmp_path))
     assert restored.outcome is Outcome.DONE and restored.details["runs_restored"] == len(expected)
-    assert snapshot(pg_engine, RUN_TABLES) == {name: before[name] for name in RUN_TABLES}
+    assert snapshot(db_engine, RUN_TABLES) == {name: before[name] for name in RUN_TABLES}
     assert {name: restored.tables[name] for name in RUN_TABLES} == scenario.cascade_rows(expected)
     assert (
-        archive_logs(pg_engine) == []
+        archive_logs(db_engine) == []
         and restored.details["archive_logs_removed"] == archived.tables["workflow_archive_logs"]
     )
     assert restored.verb == "restored"
-    assert_no_dangling(pg_engine)
+    assert_no_dangling(db_engine)
 
 
-def test_restore_is_idempotent(pg_engine: Engine, pg_url: str, tmp_path: Path) -> None:
-    scenario = seed(pg_engine, NOW)
-    run_job(archive_workflow_runs, make_context(pg_url), archive(scenario, tmp_path))  # runs stay in the database
-    before = snapshot(pg_engine, RUN_TABLES)
-    logs = archive_logs(pg_engine)
-    again = run_job(restore_workflow_runs, make_context(pg_url), restore(tmp_path, keep_archive_logs=True))
+def test_restore_is_idempotent(db_engine: Engine, db_url: str, tmp_path: Path) -> None:
+    scenario = seed(db_engine, NOW)
+    run_job(archive_workflow_runs, make_context(db_url), archive(scenario, tmp_path))  # runs stay in the database
+    before = snapshot(db_engine, RUN_TABLES)
+    logs = archive_logs(db_engine)
+    again = run_job(restore_workflow_runs, make_context(db_url), restore(tmp_path, keep_archive_logs=True))
     assert again.details["runs_restored"] == len(archivable(scenario))
-    assert again.total_rows == 0 and snapshot(pg_engine, RUN_TABLES) == before
-    assert archive_logs(pg_engine) == logs  # kept
+    assert again.total_rows == 0 and snapshot(db_engine, RUN_TABLES) == before
+    assert archive_logs(db_engine) == logs  # kept
 
     # A run half there (its node executions lost): only the missing rows come back.
     rid = sorted(archivable(scenario))[0]
-    with pg_engine.begin() as conn:
+    with db_engine.begin() as conn:
         conn.execute(sa.delete(t.workflow_node_executions).where(t.workflow_node_executions.c.workflow_run_id == rid))
-    one = run_job(restore_workflow_runs, make_context(pg_url), restore(tmp_path, run_ids=(rid,)))
+    one = run_job(restore_workflow_runs, make_context(db_url), restore(tmp_path, run_ids=(rid,)))
     assert (
         one.tables["workflow_node_executions"] == scenario.runs[rid].nodes
         and one.total_rows == scenario.runs[rid].nodes
     )
-    assert snapshot(pg_engine, RUN_TABLES) == before
-    assert {str(log["workflow_run_id"]) for log in archive_logs(pg_engine)} == archivable(scenario) - {rid}
+    assert snapshot(db_engine, RUN_TABLES) == before
+    assert {str(log["workflow_run_id"]) for log in archive_logs(db_engine)} == archivable(scenario) - {rid}
 
 
 def test_corrupted_archives_fail_only_their_run(pg_engine: Engine, pg_url: str, tmp_path: Path) -> None:
@@ -347,28 +347,28 @@ def test_corrupted_archives_fail_only_their_run(pg_engine: Engine, pg_url: str, 
     assert_no_dangling(pg_engine)
 
 
-def test_dry_runs_count_what_real_runs_do(pg_engine: Engine, pg_url: str, tmp_path: Path) -> None:
-    scenario = seed(pg_engine, NOW)
-    reshape_app_logs(pg_engine, scenario)
-    before = snapshot(pg_engine, [*RUN_TABLES, "workflow_archive_logs"])
+def test_dry_runs_count_what_real_runs_do(db_engine: Engine, db_url: str, tmp_path: Path) -> None:
+    scenario = seed(db_engine, NOW)
+    reshape_app_logs(db_engine, scenario)
+    before = snapshot(db_engine, [*RUN_TABLES, "workflow_archive_logs"])
     dry = run_job(
         archive_workflow_runs,
-        make_context(pg_url),
+        make_context(db_url),
         archive(scenario, None, run=RunOptions(dry_run=True, batch_size=3), delete_after_archive=True),
     )
-    assert snapshot(pg_engine, [*RUN_TABLES, "workflow_archive_logs"]) == before  # nothing written
+    assert snapshot(db_engine, [*RUN_TABLES, "workflow_archive_logs"]) == before  # nothing written
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
-    real = run_job(archive_workflow_runs, make_context(pg_url), archive(scenario, tmp_path, delete_after_archive=True))
+    real = run_job(archive_workflow_runs, make_context(db_url), archive(scenario, tmp_path, delete_after_archive=True))
     assert dry.tables == real.tables and dry.details["deleted"] == real.details["deleted"]
     assert dry.details["runs_archived"] == real.details["runs_archived"] == len(archivable(scenario))
     assert dry.verb == "would archive"
 
-    after_archive = snapshot(pg_engine, [*RUN_TABLES, "workflow_archive_logs"])
+    after_archive = snapshot(db_engine, [*RUN_TABLES, "workflow_archive_logs"])
     dry_restore = run_job(
-        restore_workflow_runs, make_context(pg_url), restore(tmp_path, run=RunOptions(dry_run=True, batch_size=7))
+        restore_workflow_runs, make_context(db_url), restore(tmp_path, run=RunOptions(dry_run=True, batch_size=7))
     )
-    assert snapshot(pg_engine, [*RUN_TABLES, "workflow_archive_logs"]) == after_archive
-    real_restore = run_job(restore_workflow_runs, make_context(pg_url), restore(tmp_path))
+    assert snapshot(db_engine, [*RUN_TABLES, "workflow_archive_logs"]) == after_archive
+    real_restore = run_job(restore_workflow_runs, make_context(db_url), restore(tmp_path))
     assert dry_restore.tables == real_restore.tables
     assert dry_restore.details["archive_logs_removed"] == real_restore.details["archive_logs_removed"]
 

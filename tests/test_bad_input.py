@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from difymaint.core.settings import DB_TYPES
 from difymaint.core.window import MAX_DAYS
 from difymaint.dify.tables import metadata
 from difymaint.jobs import JOBS
@@ -142,9 +143,8 @@ def _int_garbage(low: int | None, high: int | None) -> st.SearchStrategy[str]:
 
 def _url_garbage(schemes: tuple[str, ...]) -> st.SearchStrategy[str]:
     host = st.sampled_from(["127.0.0.1", "h", "db.example"])
-    bad_scheme = st.tuples(st.sampled_from(["http", "https", "ftp", "mysql", "file", "x"]), host).map(
-        lambda t: f"{t[0]}://{t[1]}:5432/x"
-    )
+    wrong = [scheme for scheme in ("http", "https", "ftp", "mysql", "file", "x") if scheme not in schemes]
+    bad_scheme = st.tuples(st.sampled_from(wrong), host).map(lambda t: f"{t[0]}://{t[1]}:5432/x")
     bad_port = st.tuples(
         st.sampled_from(schemes),
         host,
@@ -190,7 +190,7 @@ COMMON: dict[str, st.SearchStrategy[str]] = {
     ),
     "--max-batches": _int_garbage(1, 2**31 - 1),
     "--lock-ttl": _int_garbage(10, 7 * 86400),
-    "--database-url": _url_garbage(("postgresql", "sqlite")),
+    "--database-url": _url_garbage(("postgresql", "mysql", "sqlite")),
     "--redis-url": _url_garbage(("redis", "rediss")),
     "--log-format": JUNK.filter(lambda text: text not in ("text", "json")),
 }
@@ -252,6 +252,7 @@ ENV_GARBAGE: dict[str, st.SearchStrategy[str]] = {
     "DB_EXTRAS": st.text(min_size=1, max_size=20).filter(lambda t: "\x00" not in t and _bad_query(t)),
     "DB_SESSION_TIMEZONE_OVERRIDE": st.sampled_from(["Mars/Olympus", "UTC+", "../../etc/passwd", "x" * 40, "Europe/"]),
     "DIFYMAINT_REDIS_URL": _url_garbage(("redis", "rediss")),
+    "DB_TYPE": JUNK.filter(lambda t: "\x00" not in t and t.strip() and t.strip() not in DB_TYPES),
 }
 
 

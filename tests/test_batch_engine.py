@@ -60,54 +60,54 @@ def test_each_batch_is_one_statement_and_no_id_reaches_the_client(pg_engine: Any
     messages_scenario.assert_cascade_consistent(pg_engine)
 
 
-def test_set_based_dry_run_is_one_count_per_table_equal_to_the_real_run(pg_engine: Any, pg_url: str) -> None:
-    scenario = messages_scenario.seed(pg_engine, NOW)
-    counts_before = row_counts(pg_engine, list(MESSAGE_CASCADE_TABLES))
-    ctx = make_context(pg_url)
+def test_set_based_dry_run_is_one_count_per_table_equal_to_the_real_run(db_engine: Any, db_url: str) -> None:
+    scenario = messages_scenario.seed(db_engine, NOW)
+    counts_before = row_counts(db_engine, list(MESSAGE_CASCADE_TABLES))
+    ctx = make_context(db_url)
     statements = record_statements(ctx)
     dry = run_job(clean_messages, ctx, message_params(scenario.cutoff, batch_size=2, dry_run=True))
-    assert row_counts(pg_engine, list(MESSAGE_CASCADE_TABLES)) == counts_before
+    assert row_counts(db_engine, list(MESSAGE_CASCADE_TABLES)) == counts_before
     assert dry.batches == 1 and not [s for s in statements if "DELETE" in s]
     counting = [s for s in statements if "count(*)" in s and "LIMIT" not in s]
     assert len(counting) == len(MESSAGE_CASCADE_TABLES)  # one count per table, no walk of the batches
-    real = run_job(clean_messages, make_context(pg_url), message_params(scenario.cutoff, batch_size=2))
+    real = run_job(clean_messages, make_context(db_url), message_params(scenario.cutoff, batch_size=2))
     assert dry.tables == real.tables and dry.tables["messages"] == len(scenario.all_old())
 
 
 @pytest.mark.parametrize("workers", [2, 3])
-def test_workers_delete_exactly_what_one_worker_does(pg_engine: Any, pg_url: str, workers: int) -> None:
-    scenario = workflow_scenario.seed(pg_engine, NOW)
-    runs_before = workflow_scenario.ids(pg_engine, t.workflow_runs)
-    tables_before = row_counts(pg_engine, list(workflow_scenario.RUN_TABLES))
+def test_workers_delete_exactly_what_one_worker_does(db_engine: Any, db_url: str, workers: int) -> None:
+    scenario = workflow_scenario.seed(db_engine, NOW)
+    runs_before = workflow_scenario.ids(db_engine, t.workflow_runs)
+    tables_before = row_counts(db_engine, list(workflow_scenario.RUN_TABLES))
     summary = run_job(
-        clean_workflow_runs, make_context(pg_url), run_params(scenario.cutoff, batch_size=2, workers=workers)
+        clean_workflow_runs, make_context(db_url), run_params(scenario.cutoff, batch_size=2, workers=workers)
     )
     gone = scenario.old_ended()
-    assert workflow_scenario.ids(pg_engine, t.workflow_runs) == runs_before - gone
+    assert workflow_scenario.ids(db_engine, t.workflow_runs) == runs_before - gone
     expected = scenario.cascade_rows(gone)
     assert {name: summary.tables[name] for name in workflow_scenario.RUN_TABLES} == expected
-    assert row_counts(pg_engine, list(workflow_scenario.RUN_TABLES)) == {
+    assert row_counts(db_engine, list(workflow_scenario.RUN_TABLES)) == {
         name: tables_before[name] - expected[name] for name in workflow_scenario.RUN_TABLES
     }
     assert summary.outcome is Outcome.DONE and summary.rows_remaining == 0
     assert summary.batches >= workers  # every slice had work
-    workflow_scenario.assert_no_dangling(pg_engine)
+    workflow_scenario.assert_no_dangling(db_engine)
 
 
-def test_workers_respect_max_batches_exactly_and_the_backlog_is_counted(pg_engine: Any, pg_url: str) -> None:
-    scenario = messages_scenario.seed(pg_engine, NOW)
-    before = messages_scenario.remaining_messages(pg_engine)
-    ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
+def test_workers_respect_max_batches_exactly_and_the_backlog_is_counted(db_engine: Any, db_url: str) -> None:
+    scenario = messages_scenario.seed(db_engine, NOW)
+    before = messages_scenario.remaining_messages(db_engine)
+    ctx = make_context(db_url, DIFYMAINT_TARGET_BATCH_MS=0)
     first = run_job(clean_messages, ctx, message_params(scenario.cutoff, batch_size=2, workers=2, max_batches=3))
     assert first.outcome is Outcome.PARTIAL and first.stop_reason == "max-batches" and first.exit_code == 4
     deleted = first.tables["messages"]
     assert first.batches == 3 and 3 <= deleted <= 6  # at most 2 a batch; fewer in a slice's short last page
     assert first.rows_remaining == len(scenario.all_old()) - deleted
-    messages_scenario.assert_cascade_consistent(pg_engine)
-    second = run_job(clean_messages, make_context(pg_url), message_params(scenario.cutoff, batch_size=50, workers=2))
+    messages_scenario.assert_cascade_consistent(db_engine)
+    second = run_job(clean_messages, make_context(db_url), message_params(scenario.cutoff, batch_size=50, workers=2))
     assert second.outcome is Outcome.DONE
     assert first.tables["messages"] + second.tables["messages"] == len(scenario.all_old())
-    assert messages_scenario.remaining_messages(pg_engine) == before - scenario.all_old()
+    assert messages_scenario.remaining_messages(db_engine) == before - scenario.all_old()
 
 
 def test_workers_stop_after_their_open_batch_on_sigterm(pg_engine: Any, pg_url: str) -> None:

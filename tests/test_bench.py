@@ -47,6 +47,31 @@ def test_bench_runs_every_contender_and_they_delete_the_same_rows(pg_admin_url: 
     assert dry["dry_run_rows"] == dry["count_rows"] == sum(report["jobs"]["clean-messages"][0]["deleted"].values())
 
 
+@pytest.mark.mysql
+def test_bench_on_mariadb_runs_the_cascades_and_they_delete_the_same_rows(mysql_admin_url: str) -> None:
+    """The MySQL side (docs/mysql.md#performance): messages and workflow runs, the multi-table DELETE floor."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--mysql-url", mysql_admin_url, "--messages", "200", "--history-days", "60"]
+        + ["--jobs", "clean-messages,clean-workflow-runs", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["same_rows"] is True and report["machine"]["mysql"]
+    cascade = ["floor", "dify", "dify-no-sleep", "difymaint", "difymaint-sleep0", "difymaint-workers2"]
+    assert {job: [r["contender"] for r in results] for job, results in report["jobs"].items()} == {
+        "clean-messages": cascade,
+        "clean-workflow-runs": cascade,
+    }
+    for job, results in report["jobs"].items():
+        assert sum(results[0]["deleted"].values()) > 0, job
+    dry = report["dry_run"]
+    assert dry["dry_run_rows"] == dry["count_rows"] == sum(report["jobs"]["clean-messages"][0]["deleted"].values())
+
+
 def test_a_history_shorter_than_the_cut_off_is_refused_before_connecting() -> None:
     done = subprocess.run(
         [sys.executable, str(BENCH), "--pg-url", "postgresql://nobody@127.0.0.1:1/x", "--history-days", "30"],

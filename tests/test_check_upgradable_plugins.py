@@ -48,7 +48,7 @@ def marketplace() -> Iterator[MarketplaceStub]:
         yield stub
 
 
-def ctx_for(pg_url: str, redis_url: str, market: MarketplaceStub, *, prefix: str = "", **settings: Any) -> Any:
+def ctx_for(db_url: str, redis_url: str, market: MarketplaceStub, *, prefix: str = "", **settings: Any) -> Any:
     base: dict[str, Any] = {
         "DIFYMAINT_USE_REDIS": True,
         "DIFYMAINT_REDIS_URL": redis_url,
@@ -57,7 +57,7 @@ def ctx_for(pg_url: str, redis_url: str, market: MarketplaceStub, *, prefix: str
         "MARKETPLACE_API_URL": market.url,
         "DIFYMAINT_TARGET_BATCH_MS": 0,
     }
-    return make_context(pg_url, clock=FixedClock(datetime(2026, 12, 4, 10, 52, 13, tzinfo=UTC)), **(base | settings))
+    return make_context(db_url, clock=FixedClock(datetime(2026, 12, 4, 10, 52, 13, tzinfo=UTC)), **(base | settings))
 
 
 def strategy(engine: Engine, seconds: int, setting: str = "fix_only", **extra: Any) -> str:
@@ -94,15 +94,15 @@ def test_window_default_is_the_quarter_hour_and_wraps_midnight() -> None:
 
 
 def test_dispatches_due_tenants_with_difys_signature(
-    pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub, celery_worker: CeleryWorker
+    db_engine: Engine, db_url: str, redis_url: str, marketplace: MarketplaceStub, celery_worker: CeleryWorker
 ) -> None:
     start = 23 * 3600 + 45 * 60
-    due_first = strategy(pg_engine, start, "latest", mode="partial", include=["langgenius/openai"])
-    due_last_second = strategy(pg_engine, 86399, "fix_only", exclude=["acme/tools"])
-    strategy(pg_engine, 86399 - 900, "latest")  # previous window
-    strategy(pg_engine, 0, "latest")  # next day's first window
-    strategy(pg_engine, start + 10, "disabled")
-    ctx = ctx_for(pg_url, redis_url, marketplace, DIFYMAINT_DIFY_VERSION="1.11.1", **celery_worker.settings)
+    due_first = strategy(db_engine, start, "latest", mode="partial", include=["langgenius/openai"])
+    due_last_second = strategy(db_engine, 86399, "fix_only", exclude=["acme/tools"])
+    strategy(db_engine, 86399 - 900, "latest")  # previous window
+    strategy(db_engine, 0, "latest")  # next day's first window
+    strategy(db_engine, start + 10, "disabled")
+    ctx = ctx_for(db_url, redis_url, marketplace, DIFYMAINT_DIFY_VERSION="1.11.1", **celery_worker.settings)
     summary = run_job(job, ctx, params("2026-12-04T23:45:00Z", batch_size=1))
 
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
@@ -208,10 +208,10 @@ def test_broker_down_publishes_and_caches_nothing(
 
 
 def test_dry_run_lists_and_publishes_nothing(
-    pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub
+    db_engine: Engine, db_url: str, redis_url: str, marketplace: MarketplaceStub
 ) -> None:
-    tenants = {strategy(pg_engine, 38700 + i) for i in range(3)}
-    ctx = ctx_for(pg_url, redis_url, marketplace)
+    tenants = {strategy(db_engine, 38700 + i) for i in range(3)}
+    ctx = ctx_for(db_url, redis_url, marketplace)
     ctx.output = io.StringIO()
     summary = run_job(job, ctx, params(dry_run=True))
     assert summary.tables == {job.TABLE: 3} and set(summary.details["tenants"]) == tenants
@@ -248,17 +248,17 @@ def test_cli(
     assert off.returncode == 0 and json.loads(off.stdout)["outcome"] == "disabled"
 
 
-def test_budget_and_lock(pg_engine: Engine, pg_url: str, redis_url: str, marketplace: MarketplaceStub) -> None:
-    tenants = sorted(strategy(pg_engine, 38700 + i) for i in range(3))
-    partial = run_job(job, ctx_for(pg_url, redis_url, marketplace), params(batch_size=2, max_batches=1))
+def test_budget_and_lock(db_engine: Engine, db_url: str, redis_url: str, marketplace: MarketplaceStub) -> None:
+    tenants = sorted(strategy(db_engine, 38700 + i) for i in range(3))
+    partial = run_job(job, ctx_for(db_url, redis_url, marketplace), params(batch_size=2, max_batches=1))
     assert partial.outcome is Outcome.PARTIAL and partial.exit_code == 4
     assert [m.args[0] for m in published(redis_url, "plugin")] == tenants[:2]
-    holder = ctx_for(pg_url, redis_url, marketplace)
+    holder = ctx_for(db_url, redis_url, marketplace)
     lock = holder.job_lock(JOBS["check-upgradable-plugins"].lock_key)
     assert lock.acquire()
     try:
         with pytest.raises(LockHeld):
-            run_job(job, ctx_for(pg_url, redis_url, marketplace), params())
+            run_job(job, ctx_for(db_url, redis_url, marketplace), params())
     finally:
         lock.release()
     assert len(published(redis_url, "plugin")) == 2  # the locked-out run published nothing

@@ -1,5 +1,6 @@
 """clean-dataset-queries against a real PostgreSQL and Redis (and SQLite): Dify's cut-off with its clamp, Dify's
-lock, the switch, the settings' range and the created_at index."""
+lock, the switch, the settings' range and the created_at index. The cut-off, the dry run and the workers run
+on MariaDB too, and its sweep without the index."""
 
 from __future__ import annotations
 
@@ -78,17 +79,17 @@ def params(retention_days: int = 60, floor_days: int = 30, **run: Any) -> CleanD
     return CleanDatasetQueriesParams(retention_days=retention_days, floor_days=floor_days, run=RunOptions(**run))
 
 
-def test_deletes_before_the_cutoff_in_batches_then_nothing(pg_engine: Engine, pg_url: str) -> None:
-    groups = seed(pg_engine, NOW)
-    ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
+def test_deletes_before_the_cutoff_in_batches_then_nothing(db_engine: Engine, db_url: str) -> None:
+    groups = seed(db_engine, NOW)
+    ctx = make_context(db_url, DIFYMAINT_TARGET_BATCH_MS=0)
     summary = run_job(clean_dataset_queries, ctx, params(batch_size=15))
-    assert remaining(pg_engine) == groups["new"] | groups["between_30_and_60"]
+    assert remaining(db_engine) == groups["new"] | groups["between_30_and_60"]
     assert summary.outcome is Outcome.DONE and summary.tables == {"dataset_queries": 40}
     assert summary.batches == 3 and summary.rows_remaining == 0  # 15 + 15 + 10
     assert summary.details["retention_days"] == 60 and summary.window["label"] == "before-60"
     assert summary.window["end_before"] == (naive_utc(NOW) - 60 * DAY).isoformat()
     assert not summary.warnings
-    again = run_job(clean_dataset_queries, make_context(pg_url), params())
+    again = run_job(clean_dataset_queries, make_context(db_url), params())
     assert again.tables == {"dataset_queries": 0}
 
 
@@ -105,21 +106,21 @@ def test_retention_below_plan_sandbox_days_is_clamped_with_a_warning(pg_engine: 
     assert warning in ctx.reporter.warnings  # type: ignore[attr-defined]
 
 
-def test_dry_run_counts_equal_the_real_run(pg_engine: Engine, pg_url: str) -> None:
-    groups = seed(pg_engine, NOW)
-    before = remaining(pg_engine)
-    dry = run_job(clean_dataset_queries, make_context(pg_url), params(dry_run=True))
-    walked = run_job(clean_dataset_queries, make_context(pg_url), params(dry_run=True, batch_size=9, max_batches=99))
-    assert remaining(pg_engine) == before
-    real = run_job(clean_dataset_queries, make_context(pg_url), params(batch_size=9))
+def test_dry_run_counts_equal_the_real_run(db_engine: Engine, db_url: str) -> None:
+    groups = seed(db_engine, NOW)
+    before = remaining(db_engine)
+    dry = run_job(clean_dataset_queries, make_context(db_url), params(dry_run=True))
+    walked = run_job(clean_dataset_queries, make_context(db_url), params(dry_run=True, batch_size=9, max_batches=99))
+    assert remaining(db_engine) == before
+    real = run_job(clean_dataset_queries, make_context(db_url), params(batch_size=9))
     assert dry.tables == walked.tables == real.tables == {"dataset_queries": len(groups["old"])}
 
 
-def test_workers_delete_the_same_rows(pg_engine: Engine, pg_url: str) -> None:
-    groups = seed(pg_engine, NOW, old=120)
-    summary = run_job(clean_dataset_queries, make_context(pg_url), params(batch_size=10, workers=3))
+def test_workers_delete_the_same_rows(db_engine: Engine, db_url: str) -> None:
+    groups = seed(db_engine, NOW, old=120)
+    summary = run_job(clean_dataset_queries, make_context(db_url), params(batch_size=10, workers=3))
     assert summary.outcome is Outcome.DONE and summary.tables == {"dataset_queries": 120}
-    assert remaining(pg_engine) == groups["new"] | groups["between_30_and_60"]
+    assert remaining(db_engine) == groups["new"] | groups["between_30_and_60"]
 
 
 @pytest.mark.redis
@@ -169,6 +170,23 @@ def test_without_the_created_at_index_the_heap_is_walked_once_by_blocks(pg_engin
     assert real.tables["dataset_queries"] + partial.tables["dataset_queries"] == 600
     assert remaining(pg_engine) == groups["new"] | groups["between_30_and_60"]
     assert any("dataset_queries.created_at" in warning for warning in real.warnings)
+
+
+@pytest.mark.mysql
+def test_without_the_created_at_index_mysql_sweeps_by_keyset(mysql_url: str) -> None:
+    """No row address to range over on MySQL: the keyset sweep runs unindexed, with the same counts."""
+    engine = sa.create_engine(mysql_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX dataset_query_created_at_idx ON dataset_queries"))
+    groups = seed(engine, NOW, old=60)
+    fixed = {"DIFYMAINT_TARGET_BATCH_MS": 0}
+    dry = run_job(clean_dataset_queries, make_context(mysql_url, **fixed), params(dry_run=True))
+    real = run_job(clean_dataset_queries, make_context(mysql_url, **fixed), params(batch_size=25))
+    assert dry.tables == real.tables == {"dataset_queries": 60} and real.batches == 3
+    assert "block_walk" not in real.details
+    assert any("dataset_queries.created_at: every batch scans the table" in w for w in real.warnings)
+    assert remaining(engine) == groups["new"] | groups["between_30_and_60"]
+    engine.dispose()
 
 
 def test_cli_json_switch_and_settings(pg_engine: Engine, pg_url: str) -> None:

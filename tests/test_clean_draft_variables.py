@@ -1,5 +1,6 @@
 """clean-draft-variables against a real PostgreSQL (and SQLite), Dify's storage on a real file system (opendal
-fs) or an S3-protocol stub: the rows Dify's command deletes, objects before rows, failures keep the rows."""
+fs) or an S3-protocol stub: the rows Dify's command deletes, objects before rows, failures keep the rows. The
+rows and objects of a real run, and the dry run, are checked on MariaDB too."""
 
 from __future__ import annotations
 
@@ -163,11 +164,11 @@ def expected_counts(seeded: Seeded) -> dict[str, int]:
 
 
 def test_orphans_go_with_the_files_they_point_at_and_nothing_else(
-    pg_engine: Engine, pg_url: str, tmp_path: Path
+    db_engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
-    seeded = seed(pg_engine, tmp_path)
-    before = ids(pg_engine)
-    summary = run_job(clean_draft_variables, ctx_for(pg_url, tmp_path), params(batch_size=4))
+    seeded = seed(db_engine, tmp_path)
+    before = ids(db_engine)
+    summary = run_job(clean_draft_variables, ctx_for(db_url, tmp_path), params(batch_size=4))
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert (
         summary.tables
@@ -178,7 +179,7 @@ def test_orphans_go_with_the_files_they_point_at_and_nothing_else(
             "upload_files": 8,
         }
     )
-    after = ids(pg_engine)
+    after = ids(db_engine)
     for name in TABLES:
         assert after[name] == before[name] - seeded.gone[name], name
         assert seeded.kept[name] <= after[name], name
@@ -187,16 +188,16 @@ def test_orphans_go_with_the_files_they_point_at_and_nothing_else(
     assert details["apps"] == 3 and details["bytes"] == seeded.bytes
     assert details["objects_deleted"] == len(seeded.objects_gone) + 1  # + the one already missing
     assert details["variables_left"] == 0 and summary.rows_remaining == 0
-    again = run_job(clean_draft_variables, ctx_for(pg_url, tmp_path), params())
+    again = run_job(clean_draft_variables, ctx_for(db_url, tmp_path), params())
     assert again.tables == dict.fromkeys(TABLES, 0) and again.details["apps"] == 0
 
 
-def test_dry_run_counts_rows_and_bytes_and_touches_no_storage(pg_engine: Engine, pg_url: str, tmp_path: Path) -> None:
-    seeded = seed(pg_engine, tmp_path)
-    before, stored = ids(pg_engine), objects(tmp_path)
-    dry = run_job(clean_draft_variables, ctx_for(pg_url, tmp_path), params(dry_run=True, batch_size=3))
-    assert ids(pg_engine) == before and objects(tmp_path) == stored
-    real = run_job(clean_draft_variables, ctx_for(pg_url, tmp_path), params(batch_size=3))
+def test_dry_run_counts_rows_and_bytes_and_touches_no_storage(db_engine: Engine, db_url: str, tmp_path: Path) -> None:
+    seeded = seed(db_engine, tmp_path)
+    before, stored = ids(db_engine), objects(tmp_path)
+    dry = run_job(clean_draft_variables, ctx_for(db_url, tmp_path), params(dry_run=True, batch_size=3))
+    assert ids(db_engine) == before and objects(tmp_path) == stored
+    real = run_job(clean_draft_variables, ctx_for(db_url, tmp_path), params(batch_size=3))
     assert dry.tables == real.tables == expected_counts(seeded)
     assert dry.details["bytes"] == real.details["bytes"] == seeded.bytes
     assert dry.details["storage"] == "not needed"

@@ -72,11 +72,11 @@ def params(**run: Any) -> CleanEmbeddingsParams:
     return CleanEmbeddingsParams(window=TimeWindow(end_before=CUTOFF), run=RunOptions(**run))
 
 
-def test_deletes_rows_before_the_cutoff_in_several_batches(pg_engine: Engine, pg_url: str) -> None:
-    groups = seed(pg_engine, NOW)
-    ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)  # fixed size: the batch count is exact
+def test_deletes_rows_before_the_cutoff_in_several_batches(db_engine: Engine, db_url: str) -> None:
+    groups = seed(db_engine, NOW)
+    ctx = make_context(db_url, DIFYMAINT_TARGET_BATCH_MS=0)  # fixed size: the batch count is exact
     summary = run_job(clean_embeddings, ctx, params(batch_size=40))
-    assert remaining(pg_engine) == groups["new"]
+    assert remaining(db_engine) == groups["new"]
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert summary.tables == {"embeddings": 130}
     assert summary.batches == 4  # 40 + 40 + 40 + 10: the short last page ends the run
@@ -85,31 +85,31 @@ def test_deletes_rows_before_the_cutoff_in_several_batches(pg_engine: Engine, pg
     assert summary.window["end_before"] == CUTOFF.isoformat()
 
 
-def test_dry_run_counts_equal_real_deletions(pg_engine: Engine, pg_url: str) -> None:
-    groups = seed(pg_engine, NOW)
-    before = remaining(pg_engine)
-    dry = run_job(clean_embeddings, make_context(pg_url), params(dry_run=True, batch_size=25))
-    assert remaining(pg_engine) == before  # nothing written
+def test_dry_run_counts_equal_real_deletions(db_engine: Engine, db_url: str) -> None:
+    groups = seed(db_engine, NOW)
+    before = remaining(db_engine)
+    dry = run_job(clean_embeddings, make_context(db_url), params(dry_run=True, batch_size=25))
+    assert remaining(db_engine) == before  # nothing written
     assert dry.dry_run and dry.batches == 1  # set-based on PostgreSQL: one count, not a walk
     # Bounded by --max-batches, the dry run walks the batches instead; the counts are the same.
-    walked = run_job(clean_embeddings, make_context(pg_url), params(dry_run=True, batch_size=25, max_batches=1000))
-    assert walked.batches > 1 and remaining(pg_engine) == before
-    real = run_job(clean_embeddings, make_context(pg_url), params(batch_size=60))
+    walked = run_job(clean_embeddings, make_context(db_url), params(dry_run=True, batch_size=25, max_batches=1000))
+    assert walked.batches > 1 and remaining(db_engine) == before
+    real = run_job(clean_embeddings, make_context(db_url), params(batch_size=60))
     assert dry.tables == walked.tables == real.tables == {"embeddings": len(groups["old"])}
-    assert remaining(pg_engine) == groups["new"]
+    assert remaining(db_engine) == groups["new"]
 
 
-def test_max_batches_is_partial_and_the_next_run_finishes(pg_engine: Engine, pg_url: str) -> None:
-    groups = seed(pg_engine, NOW)
-    ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
+def test_max_batches_is_partial_and_the_next_run_finishes(db_engine: Engine, db_url: str) -> None:
+    groups = seed(db_engine, NOW)
+    ctx = make_context(db_url, DIFYMAINT_TARGET_BATCH_MS=0)
     first = run_job(clean_embeddings, ctx, params(batch_size=30, max_batches=2))
     assert first.outcome is Outcome.PARTIAL and first.exit_code == 4 and first.stop_reason == "max-batches"
     assert first.tables["embeddings"] == 60
     assert first.rows_remaining == 70
-    assert len(remaining(pg_engine) - groups["new"]) == 70
-    second = run_job(clean_embeddings, make_context(pg_url), params(batch_size=1000))
+    assert len(remaining(db_engine) - groups["new"]) == 70
+    second = run_job(clean_embeddings, make_context(db_url), params(batch_size=1000))
     assert second.outcome is Outcome.DONE and second.tables["embeddings"] == 70
-    assert remaining(pg_engine) == groups["new"]
+    assert remaining(db_engine) == groups["new"]
 
 
 def test_absolute_window_only_touches_rows_inside(pg_engine: Engine, pg_url: str) -> None:
@@ -133,25 +133,30 @@ def test_absolute_window_only_touches_rows_inside(pg_engine: Engine, pg_url: str
         assert conn.execute(sa.select(sa.func.count()).select_from(e)).scalar_one() == total - expected
 
 
-def test_a_locked_row_rolls_the_batch_back_and_it_is_retried(pg_engine: Engine, pg_url: str) -> None:
-    groups = seed(pg_engine, NOW, old=40, new=3)
+def test_a_locked_row_rolls_the_batch_back_and_it_is_retried(db_engine: Engine, db_url: str) -> None:
+    groups = seed(db_engine, NOW, old=40, new=3)
     victim = sorted(groups["old"])[0]
     holding = threading.Event()
+    ctx = make_context(db_url, DIFYMAINT_LOCK_TIMEOUT=1)
+    warnings: list[str] = ctx.reporter.warnings  # type: ignore[attr-defined]
 
     def hold_row_lock() -> None:
-        with pg_engine.begin() as conn:
+        with db_engine.begin() as conn:
             conn.execute(sa.select(t.embeddings.c.id).where(t.embeddings.c.id == victim).with_for_update())
             holding.set()
-            time.sleep(1.5)  # longer than the 1 s lock_timeout, shorter than five retries
+            # Until the run's first batch has hit the 1 s lock timeout (however slow a loaded machine starts
+            # the run), then no longer than five retries would last.
+            deadline = time.monotonic() + 30
+            while not any("rolled back" in w for w in warnings) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     holder = threading.Thread(target=hold_row_lock)
     holder.start()
     assert holding.wait(10)
-    ctx = make_context(pg_url, DIFYMAINT_LOCK_TIMEOUT=1)
     summary = run_job(clean_embeddings, ctx, params(batch_size=1000))
     holder.join()
     assert summary.outcome is Outcome.DONE and summary.tables["embeddings"] == 40
-    assert remaining(pg_engine) == groups["new"]
+    assert remaining(db_engine) == groups["new"]
     assert any("rolled back" in warning for warning in ctx.reporter.warnings)  # type: ignore[attr-defined]
 
 

@@ -87,11 +87,11 @@ def params(**run: Any) -> CleanOAuthTokensParams:
     return CleanOAuthTokensParams(retention_days=30, run=RunOptions(**run))
 
 
-def test_predicate_matrix_in_several_batches(pg_engine: Engine, pg_url: str) -> None:
-    groups = seed(pg_engine, NOW, bulk=40)
-    ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
+def test_predicate_matrix_in_several_batches(db_engine: Engine, db_url: str) -> None:
+    groups = seed(db_engine, NOW, bulk=40)
+    ctx = make_context(db_url, DIFYMAINT_TARGET_BATCH_MS=0)
     summary = run_job(clean_oauth_tokens, ctx, params(batch_size=9))
-    assert remaining(pg_engine) == groups["kept"]
+    assert remaining(db_engine) == groups["kept"]
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert summary.tables == {"oauth_access_tokens": len(groups["deleted"])} == {"oauth_access_tokens": 45}
     assert summary.batches == 5 and summary.rows_remaining == 0
@@ -111,11 +111,11 @@ def test_schema_has_difys_partial_indexes(pg_engine: Engine) -> None:
     assert all(columns[name].timezone for name in ("created_at", "last_used_at", "expires_at", "revoked_at"))
 
 
-def test_aware_cutoff_whatever_the_session_time_zone(pg_engine: Engine, pg_url: str) -> None:
-    groups = seed(pg_engine, NOW)
-    ctx = make_context(pg_url, DB_SESSION_TIMEZONE_OVERRIDE="America/Los_Angeles")
+def test_aware_cutoff_whatever_the_session_time_zone(db_engine: Engine, db_url: str) -> None:
+    groups = seed(db_engine, NOW)
+    ctx = make_context(db_url, DB_SESSION_TIMEZONE_OVERRIDE="America/Los_Angeles")
     summary = run_job(clean_oauth_tokens, ctx, params())
-    assert remaining(pg_engine) == groups["kept"]  # the one-second edges hold in any session zone
+    assert remaining(db_engine) == groups["kept"]  # the one-second edges hold in any session zone
     assert summary.tables["oauth_access_tokens"] == len(groups["deleted"])
 
 
@@ -125,26 +125,26 @@ def test_days_changes_the_cutoff(pg_engine: Engine, pg_url: str) -> None:
     assert summary.tables["oauth_access_tokens"] == 0  # nothing in the fixture is 90 days past the edge
 
 
-def test_dry_run_counts_equal_real_deletions(pg_engine: Engine, pg_url: str) -> None:
-    groups = seed(pg_engine, NOW, bulk=20)
-    before = remaining(pg_engine)
-    dry = run_job(clean_oauth_tokens, make_context(pg_url), params(dry_run=True, batch_size=4))
-    assert remaining(pg_engine) == before
-    real = run_job(clean_oauth_tokens, make_context(pg_url), params(batch_size=500))
+def test_dry_run_counts_equal_real_deletions(db_engine: Engine, db_url: str) -> None:
+    groups = seed(db_engine, NOW, bulk=20)
+    before = remaining(db_engine)
+    dry = run_job(clean_oauth_tokens, make_context(db_url), params(dry_run=True, batch_size=4))
+    assert remaining(db_engine) == before
+    real = run_job(clean_oauth_tokens, make_context(db_url), params(batch_size=500))
     assert dry.tables == real.tables == {"oauth_access_tokens": len(groups["deleted"])}
-    assert remaining(pg_engine) == groups["kept"]
+    assert remaining(db_engine) == groups["kept"]
 
 
-def test_max_batches_is_partial(pg_engine: Engine, pg_url: str) -> None:
-    groups = seed(pg_engine, NOW, bulk=20)
+def test_max_batches_is_partial(db_engine: Engine, db_url: str) -> None:
+    groups = seed(db_engine, NOW, bulk=20)
     first = run_job(
-        clean_oauth_tokens, make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0), params(batch_size=5, max_batches=3)
+        clean_oauth_tokens, make_context(db_url, DIFYMAINT_TARGET_BATCH_MS=0), params(batch_size=5, max_batches=3)
     )
     assert first.outcome is Outcome.PARTIAL and first.exit_code == 4
     assert first.tables["oauth_access_tokens"] == 15
     assert first.rows_remaining == len(groups["deleted"]) - 15
-    second = run_job(clean_oauth_tokens, make_context(pg_url), params())
-    assert second.outcome is Outcome.DONE and remaining(pg_engine) == groups["kept"]
+    second = run_job(clean_oauth_tokens, make_context(db_url), params())
+    assert second.outcome is Outcome.DONE and remaining(db_engine) == groups["kept"]
 
 
 def test_table_absent_in_older_dify_is_done_with_a_warning(pg_engine: Engine, pg_url: str) -> None:

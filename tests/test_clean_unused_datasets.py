@@ -51,20 +51,20 @@ def worklist(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_both_passes_with_billing(pg_engine: Any, pg_url: str, billing: Any, tmp_path: Path) -> None:
-    sc = seed_unused(pg_engine, NOW)
+def test_both_passes_with_billing(db_engine: Any, db_url: str, billing: Any, tmp_path: Path) -> None:
+    sc = seed_unused(db_engine, NOW)
     billing.state.plans = sc.plans()
-    before = enabled_documents(pg_engine)
-    others = row_counts(pg_engine, UNTOUCHED)
-    summary = run_job(clean_unused_datasets, make_context(pg_url, **billing_settings(billing)), params(tmp_path))
+    before = enabled_documents(db_engine)
+    others = row_counts(db_engine, UNTOUCHED)
+    summary = run_job(clean_unused_datasets, make_context(db_url, **billing_settings(billing)), params(tmp_path))
 
     expected = sc.ids(*PASS_1, *PASS_2_BILLING_ON)
-    assert disabled_datasets(pg_engine, before) == expected
-    assert set(enabled_documents(pg_engine)) == set(before) - expected  # nothing else lost a document
+    assert disabled_datasets(db_engine, before) == expected
+    assert set(enabled_documents(db_engine)) == set(before) - expected  # nothing else lost a document
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
 
     # Logs: pass 1 only, one per enabled non-archived document (any indexing status), never notified.
-    logs = auto_disable_logs(pg_engine)
+    logs = auto_disable_logs(db_engine)
     assert {(str(r.dataset_id), str(r.document_id)) for r in logs} == {
         (dataset_id, doc_id) for dataset_id, docs in sc.logged_docs.items() for doc_id in docs
     }
@@ -84,7 +84,7 @@ def test_both_passes_with_billing(pg_engine: Any, pg_url: str, billing: Any, tmp
         "documents": 1,
     }
     assert summary.details["sandbox_pass_skipped"] == {"not_sandbox": 2, "unknown_plan": 1}
-    assert row_counts(pg_engine, UNTOUCHED) == others  # segments, keyword tables, queries: untouched
+    assert row_counts(db_engine, UNTOUCHED) == others  # segments, keyword tables, queries: untouched
 
     # The work list: one line per dataset, written before the documents were disabled.
     lines = worklist(tmp_path / "removals.jsonl")
@@ -125,22 +125,22 @@ def test_a_single_pass(pg_engine: Any, pg_url: str, tmp_path: Path, which: str, 
     assert bool(auto_disable_logs(pg_engine)) == (which == "all")
 
 
-def test_dry_run_counts_equal_real_run(pg_engine: Any, pg_url: str, billing: Any, tmp_path: Path) -> None:
-    sc = seed_unused(pg_engine, NOW)
+def test_dry_run_counts_equal_real_run(db_engine: Any, db_url: str, billing: Any, tmp_path: Path) -> None:
+    sc = seed_unused(db_engine, NOW)
     billing.state.plans = sc.plans()
-    before = row_counts(pg_engine, ["documents", "dataset_auto_disable_logs"])
-    enabled = enabled_documents(pg_engine)
+    before = row_counts(db_engine, ["documents", "dataset_auto_disable_logs"])
+    enabled = enabled_documents(db_engine)
     work = tmp_path / "dry.jsonl"
     dry = run_job(
         clean_unused_datasets,
-        make_context(pg_url, **billing_settings(billing)),
+        make_context(db_url, **billing_settings(billing)),
         params(tmp_path, run=RunOptions(dry_run=True, batch_size=1), emit_index_removals=work),
     )
-    assert enabled_documents(pg_engine) == enabled and row_counts(pg_engine, list(before)) == before
+    assert enabled_documents(db_engine) == enabled and row_counts(db_engine, list(before)) == before
     assert not work.exists()  # a dry run hands nothing over
     real = run_job(
         clean_unused_datasets,
-        make_context(pg_url, **billing_settings(billing)),
+        make_context(db_url, **billing_settings(billing)),
         params(tmp_path, run=RunOptions(batch_size=3)),
     )
     assert dry.tables == real.tables
@@ -151,12 +151,12 @@ def test_dry_run_counts_equal_real_run(pg_engine: Any, pg_url: str, billing: Any
 
 @pytest.mark.parametrize("celery_worker", ["", "dify"], indirect=True)
 def test_enqueues_difys_celery_task(
-    pg_engine: Any, pg_url: str, billing: Any, tmp_path: Path, celery_worker: CeleryWorker
+    db_engine: Any, db_url: str, billing: Any, tmp_path: Path, celery_worker: CeleryWorker
 ) -> None:
     """A real Celery worker with Dify's task signature consumes one removal per disabled dataset."""
-    sc = seed_unused(pg_engine, NOW)
+    sc = seed_unused(db_engine, NOW)
     billing.state.plans = sc.plans()
-    ctx = make_context(pg_url, **celery_worker.settings, **billing_settings(billing))
+    ctx = make_context(db_url, **celery_worker.settings, **billing_settings(billing))
     summary = run_job(clean_unused_datasets, ctx, params(tmp_path, enqueue_index_removal=True))
     expected = sc.ids(*PASS_1, *PASS_2_BILLING_ON)
     received = celery_worker.received(INDEX_TASK, len(expected))
@@ -228,20 +228,20 @@ def test_tenant_filter(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
     assert disabled_datasets(pg_engine, before) == sc.ids("sandbox_old_only", "sandbox_week_old")
 
 
-def test_max_batches_is_partial_and_resumable(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
-    sc = seed_unused(pg_engine, NOW)
-    before = enabled_documents(pg_engine)
-    ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
+def test_max_batches_is_partial_and_resumable(db_engine: Any, db_url: str, tmp_path: Path) -> None:
+    sc = seed_unused(db_engine, NOW)
+    before = enabled_documents(db_engine)
+    ctx = make_context(db_url, DIFYMAINT_TARGET_BATCH_MS=0)
     first = run_job(
         clean_unused_datasets, ctx, params(tmp_path, passes="all", run=RunOptions(batch_size=2, max_batches=2))
     )
     assert first.outcome is Outcome.PARTIAL and first.exit_code == 4
     assert first.tables["datasets"] == 4  # the three same-moment datasets split across batches, none skipped
     assert first.rows_remaining == 1 and not first.rows_remaining_estimated  # what the next run takes
-    second = run_job(clean_unused_datasets, make_context(pg_url), params(tmp_path, passes="all"))
+    second = run_job(clean_unused_datasets, make_context(db_url), params(tmp_path, passes="all"))
     assert second.tables["datasets"] == 1
     assert second.rows_remaining == 0
-    assert disabled_datasets(pg_engine, before) == sc.ids(*PASS_1)
+    assert disabled_datasets(db_engine, before) == sc.ids(*PASS_1)
     assert len(worklist(tmp_path / "removals.jsonl")) == 5
 
 
@@ -319,12 +319,12 @@ def test_partial_run_counts_both_passes_left(pg_engine: Any, pg_url: str, tmp_pa
     assert first.rows_remaining == second.tables["datasets"]  # billing off: every workspace is sandbox
 
 
-def test_second_signal_still_counts_the_backlog(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
+def test_second_signal_still_counts_the_backlog(db_engine: Any, db_url: str, tmp_path: Path) -> None:
     from difymaint.core.stop import Interrupted
     from tests.test_signal_cancel import _interrupt_at_batch
 
-    seed_unused(pg_engine, NOW)
-    ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
+    seed_unused(db_engine, NOW)
+    ctx = make_context(db_url, DIFYMAINT_TARGET_BATCH_MS=0)
     ctx.batch_hooks.append(_interrupt_at_batch(1))
     with pytest.raises(Interrupted) as caught:
         run_job(clean_unused_datasets, ctx, params(tmp_path, passes="all", run=RunOptions(batch_size=2)))

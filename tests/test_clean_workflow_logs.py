@@ -18,12 +18,12 @@ from difymaint.core.reporter import RecordingReporter
 from difymaint.core.summary import Outcome
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
-from difymaint.dify.cascades import ENDED_RUN_STATUSES
+from difymaint.dify.cascades import ENDED_RUN_STATUSES, MYSQL_MESSAGE_INDEX_HINT
 from difymaint.engine.options import RunOptions
 from difymaint.jobs import JOBS, clean_workflow_logs
 from difymaint.jobs.clean_workflow_logs import CleanWorkflowLogsParams
 from difymaint.jobs.execute import run_job
-from tests.conftest import NOW, FixedClock, make_context, row_counts
+from tests.conftest import NOW, FixedClock, is_mysql_url, make_context, row_counts
 from tests.workflow_scenario import CHAT_TABLES, RUN_TABLES, assert_no_dangling, ids, seed
 
 pytestmark = pytest.mark.postgres
@@ -47,22 +47,22 @@ def test_registry_entry() -> None:
     )
 
 
-def test_every_tenant_runs_messages_and_only_empty_conversations(pg_engine: Any, pg_url: str, billing: Any) -> None:
-    scenario = seed(pg_engine, NOW)
+def test_every_tenant_runs_messages_and_only_empty_conversations(db_engine: Any, db_url: str, billing: Any) -> None:
+    scenario = seed(db_engine, NOW)
     billing.state.fail_whitelist = 503  # no plan check at all: billing is never asked
-    runs_before, messages_before = ids(pg_engine, t.workflow_runs), ids(pg_engine, t.messages)
-    tables_before = row_counts(pg_engine, RUN_TABLES)
-    ctx = make_context(pg_url, BILLING_ENABLED=True, BILLING_API_URL=billing.url, BILLING_API_SECRET_KEY="test-secret")
+    runs_before, messages_before = ids(db_engine, t.workflow_runs), ids(db_engine, t.messages)
+    tables_before = row_counts(db_engine, RUN_TABLES)
+    ctx = make_context(db_url, BILLING_ENABLED=True, BILLING_API_URL=billing.url, BILLING_API_SECRET_KEY="test-secret")
     summary = run_job(clean_workflow_logs, ctx, params(scenario))
     gone = scenario.old_ended()
-    assert ids(pg_engine, t.workflow_runs) == runs_before - gone
+    assert ids(db_engine, t.workflow_runs) == runs_before - gone
     expected = scenario.cascade_rows(gone)
     assert {name: summary.tables[name] for name in RUN_TABLES} == expected
-    assert row_counts(pg_engine, RUN_TABLES) == {name: tables_before[name] - expected[name] for name in RUN_TABLES}
+    assert row_counts(db_engine, RUN_TABLES) == {name: tables_before[name] - expected[name] for name in RUN_TABLES}
     assert not billing.state.calls
     # the runs' messages go (with their child rows); messages of newer runs and without a run stay
-    assert ids(pg_engine, t.messages) == messages_before - scenario.messages_of(gone)
-    conversations = ids(pg_engine, t.conversations)
+    assert ids(db_engine, t.messages) == messages_before - scenario.messages_of(gone)
+    conversations = ids(db_engine, t.conversations)
     for name, kinds in scenario.conversations.items():
         assert kinds["old"] not in conversations, name
         # Dify deletes this whole conversation (and orphans its newer message); it must survive
@@ -70,12 +70,12 @@ def test_every_tenant_runs_messages_and_only_empty_conversations(pg_engine: Any,
         assert kinds["mixed"] in conversations, name  # old and untouched, but not empty
     assert summary.tables["conversations"] == len(scenario.conversations)
     assert summary.tables["pinned_conversations"] == summary.tables["workflow_conversation_variables"] == 7
-    assert set(scenario.single_step_nodes) <= ids(pg_engine, t.workflow_node_executions)
+    assert set(scenario.single_step_nodes) <= ids(db_engine, t.workflow_node_executions)
     active = {rid for rid, run in scenario.runs.items() if run.status in ("running", "paused", "scheduled")}
-    assert active <= ids(pg_engine, t.workflow_runs)
+    assert active <= ids(db_engine, t.workflow_runs)
     assert summary.outcome is Outcome.DONE and summary.rows_remaining == 0
     assert summary.details["failed_batch_attempts"] == 0
-    assert_no_dangling(pg_engine)
+    assert_no_dangling(db_engine)
 
 
 def test_workflow_id_filter(pg_engine: Any, pg_url: str) -> None:
@@ -102,14 +102,14 @@ def test_app_id_filter(pg_engine: Any, pg_url: str) -> None:
     assert scenario.conversations["team_expired"]["old"] not in ids(pg_engine, t.conversations)
 
 
-def test_dry_run_counts_equal_real_run(pg_engine: Any, pg_url: str) -> None:
-    scenario = seed(pg_engine, NOW)
-    before = row_counts(pg_engine, RUN_TABLES + CHAT_TABLES)
+def test_dry_run_counts_equal_real_run(db_engine: Any, db_url: str) -> None:
+    scenario = seed(db_engine, NOW)
+    before = row_counts(db_engine, RUN_TABLES + CHAT_TABLES)
     dry = run_job(
-        clean_workflow_logs, make_context(pg_url), params(scenario, run=RunOptions(dry_run=True, batch_size=2))
+        clean_workflow_logs, make_context(db_url), params(scenario, run=RunOptions(dry_run=True, batch_size=2))
     )
-    assert row_counts(pg_engine, RUN_TABLES + CHAT_TABLES) == before
-    real = run_job(clean_workflow_logs, make_context(pg_url), params(scenario, run=RunOptions(batch_size=7)))
+    assert row_counts(db_engine, RUN_TABLES + CHAT_TABLES) == before
+    real = run_job(clean_workflow_logs, make_context(db_url), params(scenario, run=RunOptions(batch_size=7)))
     assert dry.tables == real.tables
     assert real.tables["conversations"] == len(scenario.conversations)
 
@@ -124,17 +124,17 @@ def _releasing_reporter(holder: Any) -> RecordingReporter:
     return Releasing()
 
 
-def test_lock_timeout_is_retried_on_the_same_cursor(pg_engine: Any, pg_url: str) -> None:
-    scenario = seed(pg_engine, NOW)
+def test_lock_timeout_is_retried_on_the_same_cursor(db_engine: Any, db_url: str) -> None:
+    scenario = seed(db_engine, NOW)
     first_runs = sorted(
         (run.created_at, run.run_id) for run in scenario.runs.values() if run.run_id in scenario.old_ended()
     )
     oldest = first_runs[0][1]
-    holder = pg_engine.connect()
+    holder = db_engine.connect()
     # another session holds a row of the first batch: its DELETE waits DIFYMAINT_LOCK_TIMEOUT, then rolls back
     holder.execute(sa.text("SELECT id FROM workflow_app_logs WHERE workflow_run_id = :r FOR UPDATE"), {"r": oldest})
     clock = FixedClock()
-    ctx = make_context(pg_url, clock, DIFYMAINT_LOCK_TIMEOUT=1, DIFYMAINT_TARGET_BATCH_MS=0)
+    ctx = make_context(db_url, clock, DIFYMAINT_LOCK_TIMEOUT=1, DIFYMAINT_TARGET_BATCH_MS=0)
     reporter = ctx.reporter = _releasing_reporter(holder)
     try:
         summary = run_job(clean_workflow_logs, ctx, params(scenario))
@@ -145,8 +145,8 @@ def test_lock_timeout_is_retried_on_the_same_cursor(pg_engine: Any, pg_url: str)
     assert any("retrying the same batch in 1s (1/3)" in warning for warning in reporter.warnings)
     assert summary.outcome is Outcome.DONE
     assert summary.tables["workflow_runs"] == len(scenario.old_ended())  # nothing skipped
-    assert oldest not in ids(pg_engine, t.workflow_runs)
-    assert_no_dangling(pg_engine)
+    assert oldest not in ids(db_engine, t.workflow_runs)
+    assert_no_dangling(db_engine)
 
 
 FAIL_TRIGGER = """
@@ -212,31 +212,36 @@ def test_cli_exit_1_after_three_failures(pg_engine: Any, pg_url: str) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_missing_index_warning_and_hint(pg_engine: Any, pg_url: str) -> None:
-    scenario = seed(pg_engine, NOW)
-    summary = run_job(clean_workflow_logs, make_context(pg_url), params(scenario, run=RunOptions(dry_run=True)))
+def test_missing_index_warning_and_hint(db_engine: Any, db_url: str) -> None:
+    scenario = seed(db_engine, NOW)
+    summary = run_job(clean_workflow_logs, make_context(db_url), params(scenario, run=RunOptions(dry_run=True)))
     warning = next(w for w in summary.warnings if "messages.workflow_run_id" in w)
-    assert HINT in warning and "WHERE workflow_run_id IS NOT NULL" in warning
-    with pg_engine.begin() as conn:
-        conn.execute(sa.text(HINT.replace(" CONCURRENTLY", "") + " WHERE workflow_run_id IS NOT NULL"))
-    summary = run_job(clean_workflow_logs, make_context(pg_url), params(scenario, run=RunOptions(dry_run=True)))
+    if is_mysql_url(db_url):
+        assert MYSQL_MESSAGE_INDEX_HINT in warning
+        statement = MYSQL_MESSAGE_INDEX_HINT
+    else:
+        assert HINT in warning and "WHERE workflow_run_id IS NOT NULL" in warning
+        statement = HINT.replace(" CONCURRENTLY", "") + " WHERE workflow_run_id IS NOT NULL"
+    with db_engine.begin() as conn:
+        conn.execute(sa.text(statement))
+    summary = run_job(clean_workflow_logs, make_context(db_url), params(scenario, run=RunOptions(dry_run=True)))
     assert not any("messages.workflow_run_id" in w for w in summary.warnings)
 
 
-def test_max_batches_is_partial_and_resumable(pg_engine: Any, pg_url: str) -> None:
-    scenario = seed(pg_engine, NOW)
+def test_max_batches_is_partial_and_resumable(db_engine: Any, db_url: str) -> None:
+    scenario = seed(db_engine, NOW)
     total = len(scenario.old_ended())
     first = run_job(
         clean_workflow_logs,
-        make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0),
+        make_context(db_url, DIFYMAINT_TARGET_BATCH_MS=0),
         params(scenario, run=RunOptions(batch_size=5, max_batches=3)),
     )
     assert first.outcome is Outcome.PARTIAL and first.exit_code == 4
     assert first.tables["workflow_runs"] == 15 and first.rows_remaining == total - 15
-    assert_no_dangling(pg_engine)
-    second = run_job(clean_workflow_logs, make_context(pg_url), params(scenario))
+    assert_no_dangling(db_engine)
+    second = run_job(clean_workflow_logs, make_context(db_url), params(scenario))
     assert second.outcome is Outcome.DONE and second.tables["workflow_runs"] == total - 15
-    assert_no_dangling(pg_engine)
+    assert_no_dangling(db_engine)
 
 
 def test_orphan_manifest(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
@@ -278,14 +283,14 @@ def test_optional_tables_missing_are_skipped_with_a_warning(pg_engine: Any, pg_u
     assert sum("does not exist in this Dify version" in warning for warning in summary.warnings) == 2
 
 
-def test_lock_key(pg_engine: Any, pg_url: str, redis_url: str) -> None:
+def test_lock_key(db_engine: Any, db_url: str, redis_url: str) -> None:
     import redis
 
-    scenario = seed(pg_engine, NOW)
+    scenario = seed(db_engine, NOW)
     client = redis.Redis.from_url(redis_url)
     other = client.lock("retention:clean_workflow_runlogs_precise", timeout=60, blocking=False)
     assert other.acquire()
-    ctx = make_context(pg_url, DIFYMAINT_USE_REDIS=True, DIFYMAINT_REDIS_URL=redis_url)
+    ctx = make_context(db_url, DIFYMAINT_USE_REDIS=True, DIFYMAINT_REDIS_URL=redis_url)
     with pytest.raises(LockHeld):
         run_job(clean_workflow_logs, ctx, params(scenario))
     other.release()

@@ -44,27 +44,27 @@ def test_registry_entry() -> None:
     )
 
 
-def test_billing_off_deletes_every_ended_old_run_with_its_rows(pg_engine: Any, pg_url: str) -> None:
-    scenario = seed(pg_engine, NOW)
-    runs_before = ids(pg_engine, t.workflow_runs)
-    chat_before = row_counts(pg_engine, CHAT_TABLES)
-    tables_before = row_counts(pg_engine, RUN_TABLES)
-    summary = run_job(clean_workflow_runs, make_context(pg_url), params(scenario))
+def test_billing_off_deletes_every_ended_old_run_with_its_rows(db_engine: Any, db_url: str) -> None:
+    scenario = seed(db_engine, NOW)
+    runs_before = ids(db_engine, t.workflow_runs)
+    chat_before = row_counts(db_engine, CHAT_TABLES)
+    tables_before = row_counts(db_engine, RUN_TABLES)
+    summary = run_job(clean_workflow_runs, make_context(db_url), params(scenario))
     gone = scenario.old_ended()
-    assert ids(pg_engine, t.workflow_runs) == runs_before - gone
+    assert ids(db_engine, t.workflow_runs) == runs_before - gone
     expected = scenario.cascade_rows(gone)
     assert {name: summary.tables[name] for name in RUN_TABLES} == expected
-    assert row_counts(pg_engine, RUN_TABLES) == {name: tables_before[name] - expected[name] for name in RUN_TABLES}
+    assert row_counts(db_engine, RUN_TABLES) == {name: tables_before[name] - expected[name] for name in RUN_TABLES}
     # running, paused and scheduled runs survive however old, with their pauses and offloads
-    left = ids(pg_engine, t.workflow_runs)
+    left = ids(db_engine, t.workflow_runs)
     active = {rid for rid, run in scenario.runs.items() if run.status in ("running", "paused", "scheduled")}
     assert active <= left
     assert {rid for rid, run in scenario.runs.items() if run.created_at >= scenario.cutoff} <= left
-    assert set(scenario.single_step_nodes) <= ids(pg_engine, t.workflow_node_executions)
-    assert row_counts(pg_engine, CHAT_TABLES) == chat_before  # messages are not part of the default run
+    assert set(scenario.single_step_nodes) <= ids(db_engine, t.workflow_node_executions)
+    assert row_counts(db_engine, CHAT_TABLES) == chat_before  # messages are not part of the default run
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert summary.details["strategy"] == "global" and summary.rows_remaining == 0
-    assert_no_dangling(pg_engine)
+    assert_no_dangling(db_engine)
 
 
 def test_only_id_tenant_and_created_at_are_read(pg_engine: Any, pg_url: str) -> None:
@@ -80,22 +80,22 @@ def test_only_id_tenant_and_created_at_are_read(pg_engine: Any, pg_url: str) -> 
         assert "graph" not in head and "outputs" not in head and "inputs" not in head, head
 
 
-def test_billing_plan_matrix_tenant_first(pg_engine: Any, pg_url: str, billing: Any) -> None:
-    scenario = seed(pg_engine, NOW)
+def test_billing_plan_matrix_tenant_first(db_engine: Any, db_url: str, billing: Any) -> None:
+    scenario = seed(db_engine, NOW)
     billing.state.plans = scenario.plans()
     billing.state.whitelist = scenario.whitelist()
     billing.state.expiration_as_string = True
-    before = ids(pg_engine, t.workflow_runs)
-    summary = run_job(clean_workflow_runs, make_context(pg_url, **billing_settings(billing)), params(scenario))
+    before = ids(db_engine, t.workflow_runs)
+    summary = run_job(clean_workflow_runs, make_context(db_url, **billing_settings(billing)), params(scenario))
     gone = scenario.old_ended(tenants=scenario.eligible_tenants())
-    assert ids(pg_engine, t.workflow_runs) == before - gone
+    assert ids(db_engine, t.workflow_runs) == before - gone
     assert summary.details["strategy"] == "tenants"
     assert summary.tables["workflow_runs"] == len(gone)
     asked = {tid for call in billing.plan_calls() for tid in call}
     assert scenario.tenant_ids["sandbox_whitelisted"] not in asked  # whitelisted: never even looked up
     decisions = summary.details["tenant_decisions_skipped"]
     assert decisions["unknown_plan"] >= 1 and decisions["in_grace"] >= 1 and decisions["paid"] >= 2
-    assert_no_dangling(pg_engine)
+    assert_no_dangling(db_engine)
 
 
 def test_whitelist_failure_fails_closed(pg_engine: Any, pg_url: str, billing: Any) -> None:
@@ -125,42 +125,42 @@ def test_tenant_filter(pg_engine: Any, pg_url: str) -> None:
     assert summary.details["strategy"] == "tenants"
 
 
-def test_with_messages_removes_run_messages_and_emptied_conversations(pg_engine: Any, pg_url: str) -> None:
-    scenario = seed(pg_engine, NOW)
-    messages_before = ids(pg_engine, t.messages)
-    summary = run_job(clean_workflow_runs, make_context(pg_url), params(scenario, with_messages=True))
+def test_with_messages_removes_run_messages_and_emptied_conversations(db_engine: Any, db_url: str) -> None:
+    scenario = seed(db_engine, NOW)
+    messages_before = ids(db_engine, t.messages)
+    summary = run_job(clean_workflow_runs, make_context(db_url), params(scenario, with_messages=True))
     gone_runs = scenario.old_ended()
     gone_messages = scenario.messages_of(gone_runs)
-    assert ids(pg_engine, t.messages) == messages_before - gone_messages
+    assert ids(db_engine, t.messages) == messages_before - gone_messages
     for child in MESSAGE_CHILDREN:
         assert summary.tables[child.name] == len(gone_messages), child.name
-    conversations = ids(pg_engine, t.conversations)
+    conversations = ids(db_engine, t.conversations)
     for name, kinds in scenario.conversations.items():
         assert kinds["old"] not in conversations, name  # all its messages were old run messages
         assert kinds["spanning"] in conversations, name  # a newer message stays with its conversation
         assert kinds["mixed"] in conversations, name  # still holds a message without a run
-        assert set(scenario.new_messages[name] + scenario.plain_messages[name]) <= ids(pg_engine, t.messages)
+        assert set(scenario.new_messages[name] + scenario.plain_messages[name]) <= ids(db_engine, t.messages)
     assert summary.tables["conversations"] == len(scenario.conversations)
     assert summary.tables["pinned_conversations"] == len(scenario.conversations)
     assert summary.tables["workflow_conversation_variables"] == len(scenario.conversations)
-    assert_no_dangling(pg_engine)
+    assert_no_dangling(db_engine)
 
 
-def test_dry_run_counts_equal_real_run(pg_engine: Any, pg_url: str, billing: Any) -> None:
-    scenario = seed(pg_engine, NOW)
+def test_dry_run_counts_equal_real_run(db_engine: Any, db_url: str, billing: Any) -> None:
+    scenario = seed(db_engine, NOW)
     billing.state.plans = scenario.plans()
     billing.state.whitelist = scenario.whitelist()
     settings = billing_settings(billing)
-    before = row_counts(pg_engine, RUN_TABLES + CHAT_TABLES)
+    before = row_counts(db_engine, RUN_TABLES + CHAT_TABLES)
     dry = run_job(
         clean_workflow_runs,
-        make_context(pg_url, **settings),
+        make_context(db_url, **settings),
         params(scenario, run=RunOptions(dry_run=True, batch_size=2), with_messages=True),
     )
-    assert row_counts(pg_engine, RUN_TABLES + CHAT_TABLES) == before  # nothing written
+    assert row_counts(db_engine, RUN_TABLES + CHAT_TABLES) == before  # nothing written
     real = run_job(
         clean_workflow_runs,
-        make_context(pg_url, **settings),
+        make_context(db_url, **settings),
         params(scenario, run=RunOptions(batch_size=5), with_messages=True),
     )
     assert dry.tables == real.tables
@@ -168,40 +168,40 @@ def test_dry_run_counts_equal_real_run(pg_engine: Any, pg_url: str, billing: Any
     assert dry.dry_run and not real.dry_run
 
 
-def test_dry_run_equals_real_run_billing_off(pg_engine: Any, pg_url: str) -> None:
-    scenario = seed(pg_engine, NOW)
+def test_dry_run_equals_real_run_billing_off(db_engine: Any, db_url: str) -> None:
+    scenario = seed(db_engine, NOW)
     dry = run_job(
         clean_workflow_runs,
-        make_context(pg_url),
+        make_context(db_url),
         params(scenario, run=RunOptions(dry_run=True, batch_size=3), with_messages=True),
     )
-    real = run_job(clean_workflow_runs, make_context(pg_url), params(scenario, with_messages=True))
+    real = run_job(clean_workflow_runs, make_context(db_url), params(scenario, with_messages=True))
     assert dry.tables == real.tables
     assert real.tables["workflow_runs"] == len(scenario.old_ended())
 
 
-def test_max_batches_is_partial_and_resumable(pg_engine: Any, pg_url: str) -> None:
-    scenario = seed(pg_engine, NOW)
+def test_max_batches_is_partial_and_resumable(db_engine: Any, db_url: str) -> None:
+    scenario = seed(db_engine, NOW)
     total = len(scenario.old_ended())
     first = run_job(
         clean_workflow_runs,
-        make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0),
+        make_context(db_url, DIFYMAINT_TARGET_BATCH_MS=0),
         params(scenario, run=RunOptions(batch_size=4, max_batches=2)),
     )
     assert first.outcome is Outcome.PARTIAL and first.exit_code == 4 and first.stop_reason == "max-batches"
     assert first.tables["workflow_runs"] == 8
     assert first.rows_remaining == total - 8
-    assert_no_dangling(pg_engine)
-    second = run_job(clean_workflow_runs, make_context(pg_url), params(scenario))
+    assert_no_dangling(db_engine)
+    second = run_job(clean_workflow_runs, make_context(db_url), params(scenario))
     assert second.outcome is Outcome.DONE and second.tables["workflow_runs"] == total - 8
 
 
-def test_orphan_manifest_lists_offload_files_and_pause_states(pg_engine: Any, pg_url: str, tmp_path: Path) -> None:
-    scenario = seed(pg_engine, NOW)
+def test_orphan_manifest_lists_offload_files_and_pause_states(db_engine: Any, db_url: str, tmp_path: Path) -> None:
+    scenario = seed(db_engine, NOW)
     manifest = tmp_path / "orphans.jsonl"
-    uploads_before = row_counts(pg_engine, ["upload_files"])
+    uploads_before = row_counts(db_engine, ["upload_files"])
     summary = run_job(
-        clean_workflow_runs, make_context(pg_url), params(scenario, orphan_manifest=manifest, with_messages=True)
+        clean_workflow_runs, make_context(db_url), params(scenario, orphan_manifest=manifest, with_messages=True)
     )
     lines = [json.loads(line) for line in manifest.read_text().splitlines()]
     gone = [scenario.runs[rid] for rid in scenario.old_ended()]
@@ -217,7 +217,7 @@ def test_orphan_manifest_lists_offload_files_and_pause_states(pg_engine: Any, pg
     assert pause_line["key"].startswith("workflow-state-") and pause_line["tenant_id"] in scenario.tenant_ids.values()
     assert all(line["job"] == "clean-workflow-runs" and not line["dry_run"] for line in lines)
     assert summary.details["orphan_manifest"]["files"] == len(lines)
-    assert row_counts(pg_engine, ["upload_files"]) == uploads_before  # rows kept, only listed
+    assert row_counts(db_engine, ["upload_files"]) == uploads_before  # rows kept, only listed
     # the paused run's offload files are still referenced: never listed
     paused = [run for run in scenario.runs.values() if run.status == "paused"]
     listed = {line.get("id") for line in lines}
@@ -251,29 +251,29 @@ def test_missing_required_table_is_one_clear_error(pg_engine: Any, pg_url: str) 
         run_job(clean_workflow_runs, make_context(pg_url), params(scenario))
 
 
-def test_difys_lock_key_excludes_difys_beat(pg_engine: Any, pg_url: str, redis_url: str) -> None:
+def test_difys_lock_key_excludes_difys_beat(db_engine: Any, db_url: str, redis_url: str) -> None:
     import redis
 
-    scenario = seed(pg_engine, NOW)
+    scenario = seed(db_engine, NOW)
     client = redis.Redis.from_url(redis_url)
     dify_lock = client.lock("retention:clean_workflow_runs_task", timeout=60, blocking=False)
     assert dify_lock.acquire()
-    ctx = make_context(pg_url, DIFYMAINT_USE_REDIS=True, DIFYMAINT_REDIS_URL=redis_url)
-    before = ids(pg_engine, t.workflow_runs)
+    ctx = make_context(db_url, DIFYMAINT_USE_REDIS=True, DIFYMAINT_REDIS_URL=redis_url)
+    before = ids(db_engine, t.workflow_runs)
     with pytest.raises(LockHeld):
         run_job(clean_workflow_runs, ctx, params(scenario))
-    assert ids(pg_engine, t.workflow_runs) == before
+    assert ids(db_engine, t.workflow_runs) == before
     dify_lock.release()
     assert run_job(clean_workflow_runs, ctx, params(scenario)).outcome is Outcome.DONE
 
 
-def test_batch_timeout_retries_the_same_cursor(pg_engine: Any, pg_url: str) -> None:
+def test_batch_timeout_retries_the_same_cursor(db_engine: Any, db_url: str) -> None:
     """A lock held by another session makes one batch time out; it is retried, nothing is skipped."""
     from difymaint.core.reporter import RecordingReporter
     from tests.conftest import FixedClock
 
-    scenario = seed(pg_engine, NOW)
-    holder = pg_engine.connect()
+    scenario = seed(db_engine, NOW)
+    holder = db_engine.connect()
     holder.execute(sa.text("SELECT id FROM workflow_trigger_logs FOR UPDATE"))  # row locks only
 
     class ReleasingReporter(RecordingReporter):
@@ -282,7 +282,7 @@ def test_batch_timeout_retries_the_same_cursor(pg_engine: Any, pg_url: str) -> N
                 holder.rollback()  # the batch rolled back: let the retry through
             super().warning(message)
 
-    ctx = make_context(pg_url, FixedClock(), DIFYMAINT_LOCK_TIMEOUT=1)
+    ctx = make_context(db_url, FixedClock(), DIFYMAINT_LOCK_TIMEOUT=1)
     reporter = ctx.reporter = ReleasingReporter()
     try:
         summary = run_job(clean_workflow_runs, ctx, params(scenario, run=RunOptions(batch_size=50)))
@@ -291,7 +291,7 @@ def test_batch_timeout_retries_the_same_cursor(pg_engine: Any, pg_url: str) -> N
     assert sum("rolled back" in warning for warning in reporter.warnings) == 1
     assert summary.outcome is Outcome.DONE
     assert summary.tables["workflow_runs"] == len(scenario.old_ended())
-    assert_no_dangling(pg_engine)
+    assert_no_dangling(db_engine)
 
 
 def test_sqlite_run(sqlite_url: str) -> None:

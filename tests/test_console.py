@@ -22,11 +22,12 @@ from typer.testing import CliRunner
 
 from difymaint.cli.app import create_app
 from difymaint.cli.runner import Environment, use_environment
-from difymaint.core.locking import PostgresAdvisoryLock, RedisJobLock
+from difymaint.core.locking import PostgresAdvisoryLock, RedisJobLock, database_lock
 from difymaint.core.settings import load_settings
 from difymaint.ops.console import worst
 from difymaint.ops.history import HistoryStore, RunRecord, redact
 from difymaint.ops.schedule import is_due, is_overdue, job_schedule, previous_fire, schedule_zone
+from tests.conftest import is_mysql_url
 from tests.console_jobs import TEST_JOBS
 
 APP = create_app(TEST_JOBS)
@@ -77,49 +78,51 @@ def wait_for(predicate: Any, timeout: float = 20.0) -> None:
 # --- history ------------------------------------------------------------------------------------------------
 
 
-def test_history_records_done_failed_partial_and_locked_runs(pg_url: str) -> None:
-    done = cli("quick-job", "--database-url", pg_url, "--yes", "--json")
+def test_history_records_done_failed_partial_and_locked_runs(db_url: str) -> None:
+    done = cli("quick-job", "--database-url", db_url, "--yes", "--json")
     assert done.exit_code == 0, done.output
-    failed = cli("quick-job", "--database-url", pg_url, "--yes", "--fail-after", "1")
+    failed = cli("quick-job", "--database-url", db_url, "--yes", "--fail-after", "1")
     assert failed.exit_code == 1
-    partial = cli("quick-job", "--database-url", pg_url, "--yes", "--max-batches", "1", "--dry-run")
+    partial = cli("quick-job", "--database-url", db_url, "--yes", "--max-batches", "1", "--dry-run")
     assert partial.exit_code == 4
-    engine = sa.create_engine(pg_url)
-    holder = PostgresAdvisoryLock(engine, "maintenance:quick-job")
-    assert holder.acquire()
+    engine = sa.create_engine(db_url)
+    holder = database_lock(engine, "maintenance:quick-job")
+    assert holder is not None and holder.acquire()
     try:
-        locked = cli("quick-job", "--database-url", pg_url, "--yes")
+        locked = cli("quick-job", "--database-url", db_url, "--yes")
     finally:
         holder.release()
         engine.dispose()
     assert locked.exit_code == 5
 
-    runs = {r.outcome: r for r in records(pg_url, "quick-job")}
+    runs = {r.outcome: r for r in records(db_url, "quick-job")}
     assert set(runs) == {"done", "failed", "partial", "skipped_locked"}
     assert (runs["done"].exit_code, runs["done"].rows_total, runs["done"].batches) == (0, 30, 3)
     assert runs["done"].tables == {"ticks": 30} and runs["done"].ended_at is not None
-    assert any("holding PostgreSQL advisory lock" in line for line in runs["done"].log_lines)
+    lock_kind = "MySQL named lock" if is_mysql_url(db_url) else "PostgreSQL advisory lock"
+    assert any(f"holding {lock_kind}" in line for line in runs["done"].log_lines)
     assert runs["failed"].error == "RuntimeError: tick machine jammed" and runs["failed"].rows_total == 10
     assert runs["failed"].log_lines[-1] == "ERROR RuntimeError: tick machine jammed"
     assert runs["partial"].dry_run and runs["partial"].stop_reason == "max-batches"
     assert runs["partial"].rows_remaining == 20 and runs["partial"].exit_code == 4
     assert runs["skipped_locked"].exit_code == 5 and runs["skipped_locked"].batches == 0
-    # Its own schema, never Dify's public one.
-    engine = sa.create_engine(pg_url)
+    # Its own schema, never Dify's public one (MySQL: its own prefixed tables in Dify's database).
+    engine = sa.create_engine(db_url)
     with engine.connect() as conn:
         schemas = set(
             conn.execute(
-                sa.text("SELECT table_schema FROM information_schema.tables WHERE table_name = 'job_runs'")
+                sa.text("SELECT table_schema FROM information_schema.tables WHERE table_name = :name"),
+                {"name": "difymaint_job_runs" if is_mysql_url(db_url) else "job_runs"},
             ).scalars()
         )
     engine.dispose()
-    assert schemas == {"difymaint"}
+    assert schemas == ({engine.url.database} if is_mysql_url(db_url) else {"difymaint"})
 
-    listed = cli("history", "quick-job", "--database-url", pg_url, "--json")
+    listed = cli("history", "quick-job", "--database-url", db_url, "--json")
     assert [r["outcome"] for r in json.loads(listed.stdout)][::-1] == ["done", "failed", "partial", "skipped_locked"]
-    shown = cli("history", "show", runs["failed"].run_id[:8], "--database-url", pg_url)
+    shown = cli("history", "show", runs["failed"].run_id[:8], "--database-url", db_url)
     assert shown.exit_code == 0 and "tick machine jammed" in shown.stdout and "log:" in shown.stdout
-    missing = cli("history", "show", "nope-nope", "--database-url", pg_url)
+    missing = cli("history", "show", "nope-nope", "--database-url", db_url)
     assert missing.exit_code == 1 and "no recorded run" in missing.stderr
 
 
@@ -307,20 +310,21 @@ def test_locks_release_refuses_a_renewing_holder(pg_url: str, redis_url: str) ->
     client.close()
 
 
-def test_locks_lists_and_force_releases_an_advisory_lock(pg_url: str) -> None:
-    engine = sa.create_engine(pg_url)
-    holder = PostgresAdvisoryLock(engine, "maintenance:slow-job")
-    assert holder.acquire()
+def test_locks_lists_and_force_releases_a_database_lock(db_url: str) -> None:
+    engine = sa.create_engine(db_url)
+    holder = database_lock(engine, "maintenance:slow-job")
+    assert holder is not None and holder.acquire()
     try:
-        listed = cli("locks", "--database-url", pg_url, "--json")
+        listed = cli("locks", "--database-url", db_url, "--json")
         (entry,) = json.loads(listed.stdout)
-        assert entry["backend"] == "postgres" and entry["name"] == "maintenance:slow-job"
+        assert entry["backend"] == engine.dialect.name.replace("postgresql", "postgres")
+        assert entry["name"] == "maintenance:slow-job"
         assert (
-            cli("locks", "release", "maintenance:slow-job", "--database-url", pg_url, "--observe", "0").exit_code == 2
+            cli("locks", "release", "maintenance:slow-job", "--database-url", db_url, "--observe", "0").exit_code == 2
         )
-        forced = cli("locks", "release", "maintenance:slow-job", "--database-url", pg_url, "--yes", "--force")
+        forced = cli("locks", "release", "maintenance:slow-job", "--database-url", db_url, "--yes", "--force")
         assert forced.exit_code == 0, forced.output
-        assert json.loads(cli("locks", "--database-url", pg_url, "--json").stdout) == []
+        assert json.loads(cli("locks", "--database-url", db_url, "--json").stdout) == []
     finally:
         with pytest.raises(Exception):  # noqa: B017 - the holder's session was terminated
             holder.renew()
@@ -330,22 +334,22 @@ def test_locks_lists_and_force_releases_an_advisory_lock(pg_url: str) -> None:
 # --- pause / resume -----------------------------------------------------------------------------------------
 
 
-def test_a_pause_stops_a_running_job_between_batches_and_skips_new_runs(pg_url: str) -> None:
-    proc = child("long-job", "--database-url", pg_url, "--yes")
-    wait_for(lambda: any(r.batches >= 1 for r in records(pg_url, "long-job")))
-    assert cli("pause", "long-job", "--reason", "incident 42", "--database-url", pg_url).exit_code == 0
+def test_a_pause_stops_a_running_job_between_batches_and_skips_new_runs(db_url: str) -> None:
+    proc = child("long-job", "--database-url", db_url, "--yes")
+    wait_for(lambda: any(r.batches >= 1 for r in records(db_url, "long-job")))
+    assert cli("pause", "long-job", "--reason", "incident 42", "--database-url", db_url).exit_code == 0
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 4, err
-    record = records(pg_url, "long-job")[0]
+    record = records(db_url, "long-job")[0]
     assert record.outcome == "partial" and record.stop_reason == "paused" and 1 <= record.batches < 40
     assert "was paused (incident 42)" in err
 
-    skipped = cli("long-job", "--database-url", pg_url, "--yes", "--json")
+    skipped = cli("long-job", "--database-url", db_url, "--yes", "--json")
     assert skipped.exit_code == 0 and json.loads(skipped.stdout)["outcome"] == "paused"
-    assert records(pg_url, "long-job")[0].outcome == "paused"
-    assert cli("resume", "long-job", "--database-url", pg_url).exit_code == 0
-    assert cli("long-job", "--database-url", pg_url, "--yes", "--batches", "1").exit_code == 0
-    assert cli("pause", "no-such-job", "--database-url", pg_url).exit_code == 2
+    assert records(db_url, "long-job")[0].outcome == "paused"
+    assert cli("resume", "long-job", "--database-url", db_url).exit_code == 0
+    assert cli("long-job", "--database-url", db_url, "--yes", "--batches", "1").exit_code == 0
+    assert cli("pause", "no-such-job", "--database-url", db_url).exit_code == 2
 
 
 # --- run / run-due ------------------------------------------------------------------------------------------

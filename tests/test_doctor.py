@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from difymaint.core.exit_codes import ExitCode
+from tests.conftest import is_mysql_url
 from tests.stubs.smtp import SmtpStub
 from tests.test_cli import invoke_assert_code
 
@@ -27,35 +28,40 @@ def by_area(payload: dict[str, Any], area: str) -> list[dict[str, Any]]:
     return [check for check in payload["checks"] if check["area"] == area]
 
 
-def test_a_healthy_installation(pg_url: str, redis_url: str) -> None:
+def test_a_healthy_installation(db_url: str, redis_url: str) -> None:
     payload = doctor(
-        ["--database-url", pg_url, "--redis-url", redis_url], ExitCode.OK, env={"REDIS_KEY_PREFIX": "dify"}
+        ["--database-url", db_url, "--redis-url", redis_url], ExitCode.OK, env={"REDIS_KEY_PREFIX": "dify"}
     )
     assert payload["ok"] is True
     assert by_area(payload, "database")[0]["status"] == "ok"
-    assert "PostgreSQL" in by_area(payload, "database")[0]["detail"]
+    assert ("MariaDB" if is_mysql_url(db_url) else "PostgreSQL") in by_area(payload, "database")[0]["detail"]
     assert by_area(payload, "dify schema")[0]["status"] == "ok"
     redis_check = by_area(payload, "redis")[0]
     assert redis_check["status"] == "ok" and "'dify'" in redis_check["detail"]
 
 
-def test_a_missing_cascade_index_is_reported_then_created(pg_engine: Engine, pg_url: str) -> None:
-    with pg_engine.begin() as conn:
-        conn.execute(sa.text("DROP INDEX message_feedback_message_idx"))
+def test_a_missing_cascade_index_is_reported_then_created(db_engine: Engine, db_url: str) -> None:
+    mysql = is_mysql_url(db_url)
+    with db_engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX message_feedback_message_idx" + (" ON message_feedbacks" if mysql else "")))
 
-    payload = doctor(["--database-url", pg_url], ExitCode.OK)
+    payload = doctor(["--database-url", db_url], ExitCode.OK)
     (index_check,) = by_area(payload, "indexes")
     assert index_check["status"] == "warn" and "message_feedbacks.message_id" in index_check["detail"]
-    assert (
-        "CREATE INDEX CONCURRENTLY IF NOT EXISTS difymaint_message_feedbacks_message_id_idx "
+    expected = (
+        "ALTER TABLE message_feedbacks ADD INDEX difymaint_message_feedbacks_message_id_idx (message_id), "
+        "ALGORITHM=INPLACE, LOCK=NONE;"
+        if mysql
+        else "CREATE INDEX CONCURRENTLY IF NOT EXISTS difymaint_message_feedbacks_message_id_idx "
         "ON message_feedbacks (message_id);"
-    ) in index_check["statements"]
+    )
+    assert expected in index_check["statements"]
 
-    payload = doctor(["--database-url", pg_url, "--create-missing-indexes"], ExitCode.OK)
+    payload = doctor(["--database-url", db_url, "--create-missing-indexes"], ExitCode.OK)
     assert by_area(payload, "indexes")[0]["status"] == "ok"
-    indexes = {index["name"] for index in sa.inspect(pg_engine).get_indexes("message_feedbacks")}
+    indexes = {index["name"] for index in sa.inspect(db_engine).get_indexes("message_feedbacks")}
     assert "difymaint_message_feedbacks_message_id_idx" in indexes
-    assert by_area(doctor(["--database-url", pg_url], ExitCode.OK), "indexes")[0]["status"] == "ok"
+    assert by_area(doctor(["--database-url", db_url], ExitCode.OK), "indexes")[0]["status"] == "ok"
 
 
 def test_the_dataset_queries_created_at_index_is_offered_under_a_name_of_its_own(

@@ -20,7 +20,7 @@ from difymaint.engine.options import RunOptions
 from difymaint.jobs import flush_api_token_usage as job
 from difymaint.jobs.execute import run_job
 from difymaint.jobs.flush_api_token_usage import FlushApiTokenUsageParams, parse_usage, token_hash
-from tests.conftest import make_context
+from tests.conftest import is_mysql_url, make_context
 from tests.test_cli import run_cli
 
 pytestmark = pytest.mark.postgres
@@ -28,9 +28,9 @@ pytestmark = pytest.mark.postgres
 BASE = datetime(2026, 11, 24, 11, 0, 0)
 
 
-def ctx_for(pg_url: str, redis_url: str, prefix: str = "", **settings: Any) -> Any:
+def ctx_for(db_url: str, redis_url: str, prefix: str = "", **settings: Any) -> Any:
     return make_context(
-        pg_url,
+        db_url,
         DIFYMAINT_USE_REDIS=True,
         DIFYMAINT_REDIS_URL=redis_url,
         REDIS_KEY_PREFIX=prefix,
@@ -65,13 +65,13 @@ def params(**run: Any) -> FlushApiTokenUsageParams:
 
 
 @pytest.mark.parametrize("prefix", ["", "dify-prod", "p*[x]"])
-def test_flushes_newest_usage_and_deletes_keys(pg_engine: Engine, pg_url: str, redis_url: str, prefix: str) -> None:
+def test_flushes_newest_usage_and_deletes_keys(db_engine: Engine, db_url: str, redis_url: str, prefix: str) -> None:
     client = redis.Redis.from_url(redis_url)
-    add_token(pg_engine, "app-newer", last_used_at=BASE - timedelta(hours=1))
-    add_token(pg_engine, "app-older", last_used_at=BASE + timedelta(hours=1))  # the key is older: kept
-    add_token(pg_engine, "app-never")
-    add_token(pg_engine, "dataset-k", kind="dataset")
-    add_token(pg_engine, "app-wrongtype", kind="app")
+    add_token(db_engine, "app-newer", last_used_at=BASE - timedelta(hours=1))
+    add_token(db_engine, "app-older", last_used_at=BASE + timedelta(hours=1))  # the key is older: kept
+    add_token(db_engine, "app-never")
+    add_token(db_engine, "dataset-k", kind="dataset")
+    add_token(db_engine, "app-wrongtype", kind="app")
     client.set(usage_key("app", "app-newer", prefix), BASE.isoformat(), ex=3600)
     client.set(usage_key("app", "app-older", prefix), BASE.isoformat())
     client.set(usage_key("app", "app-never", prefix), (BASE + timedelta(minutes=5)).isoformat())
@@ -85,11 +85,11 @@ def test_flushes_newest_usage_and_deletes_keys(pg_engine: Engine, pg_url: str, r
         client.set(usage_key("app", "app-never"), BASE.isoformat())  # unprefixed: not Dify's key here
         client.set(usage_key("app", "app-never", "pZx"), BASE.isoformat())  # what an unescaped glob would match
 
-    ctx = ctx_for(pg_url, redis_url, prefix)
+    ctx = ctx_for(db_url, redis_url, prefix)
     summary = run_job(job, ctx, params(batch_size=3))
 
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
-    after = last_used(pg_engine)
+    after = last_used(db_engine)
     assert after["app-newer"] == BASE
     assert after["app-older"] == BASE + timedelta(hours=1)
     assert after["app-never"] == BASE + timedelta(minutes=5)
@@ -113,13 +113,13 @@ def test_flushes_newest_usage_and_deletes_keys(pg_engine: Engine, pg_url: str, r
     client.close()
 
 
-def test_same_token_in_one_page_keeps_the_newest(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
+def test_same_token_in_one_page_keeps_the_newest(db_engine: Engine, db_url: str, redis_url: str) -> None:
     # Two scopes can name one token; both rows exist with different types.
-    add_token(pg_engine, "tok-1", kind="app")
+    add_token(db_engine, "tok-1", kind="app")
     client = redis.Redis.from_url(redis_url)
     client.set(usage_key("app", "tok-1"), BASE.isoformat())
-    summary = run_job(job, ctx_for(pg_url, redis_url), params(batch_size=1000))
-    assert last_used(pg_engine)["tok-1"] == BASE and summary.tables == {"api_tokens": 1}
+    summary = run_job(job, ctx_for(db_url, redis_url), params(batch_size=1000))
+    assert last_used(db_engine)["tok-1"] == BASE and summary.tables == {"api_tokens": 1}
     entries = job.latest(
         [job.Usage("a", "app", BASE), job.Usage("a", "app", BASE + timedelta(seconds=1)), job.Usage("a", None, BASE)]
     )
@@ -153,41 +153,42 @@ def test_many_pages_one_update_each(pg_engine: Engine, pg_url: str, redis_url: s
     client.close()
 
 
-def test_dry_run_changes_nothing_and_counts_what_a_run_does(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
+def test_dry_run_changes_nothing_and_counts_what_a_run_does(db_engine: Engine, db_url: str, redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     for i in range(5):
-        add_token(pg_engine, f"app-{i}")
+        add_token(db_engine, f"app-{i}")
         client.set(usage_key("app", f"app-{i}"), BASE.isoformat())
-    add_token(pg_engine, "app-newer", last_used_at=BASE + timedelta(days=1))
+    add_token(db_engine, "app-newer", last_used_at=BASE + timedelta(days=1))
     client.set(usage_key("app", "app-newer"), BASE.isoformat())
-    ctx = ctx_for(pg_url, redis_url)
+    ctx = ctx_for(db_url, redis_url)
     ctx.output = io.StringIO()
     dry = run_job(job, ctx, params(dry_run=True, batch_size=2))
     listing = ctx.output.getvalue().splitlines()
     assert sorted(listing) == sorted(
         f"would set last_used_at of app token sha256:{token_hash(f'app-{i}')} to {BASE.isoformat()}" for i in range(5)
     )
-    assert all(value is None for token, value in last_used(pg_engine).items() if token != "app-newer")
+    assert all(value is None for token, value in last_used(db_engine).items() if token != "app-newer")
     assert len(list(client.scan_iter(match="api_token_active:*"))) == 6
-    real = run_job(job, ctx_for(pg_url, redis_url), params(batch_size=2))
+    real = run_job(job, ctx_for(db_url, redis_url), params(batch_size=2))
     assert dry.tables == real.tables == {"api_tokens": 5}
     assert not list(client.scan_iter(match="api_token_active:*"))
     client.close()
 
 
-def test_a_failed_update_puts_the_values_back(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
+def test_a_failed_update_puts_the_values_back(db_engine: Engine, db_url: str, redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
-    add_token(pg_engine, "app-x")
+    add_token(db_engine, "app-x")
     client.set(usage_key("app", "app-x"), BASE.isoformat())
-    with pg_engine.begin() as conn:  # the update fails: the column refuses the value
+    with db_engine.begin() as conn:  # the update fails: the column refuses the value
         conn.execute(sa.text("ALTER TABLE api_tokens ADD CONSTRAINT no_use CHECK (last_used_at IS NULL)"))
     with pytest.raises(DifymaintError) as failed:
-        run_job(job, ctx_for(pg_url, redis_url), params())
-    assert "CheckViolation" in failed.value.message and "app-x" not in failed.value.message
+        run_job(job, ctx_for(db_url, redis_url), params())
+    refused = "OperationalError" if is_mysql_url(db_url) else "CheckViolation"  # MariaDB's CHECK: error 4025
+    assert refused in failed.value.message and "app-x" not in failed.value.message
     assert client.get(usage_key("app", "app-x")) == BASE.isoformat().encode()
     assert 0 < client.ttl(usage_key("app", "app-x")) <= 3600
     env = {"DIFYMAINT_REDIS_URL": redis_url, "DIFYMAINT_USE_REDIS": "true"}
-    result = run_cli(["flush-api-token-usage", "--database-url", pg_url, "--json"], env=env)
+    result = run_cli(["flush-api-token-usage", "--database-url", db_url, "--json"], env=env)
     assert result.returncode == 1 and "app-x" not in result.stdout + result.stderr and "Traceback" not in result.stderr
     assert client.get(usage_key("app", "app-x")) == BASE.isoformat().encode()
     client.close()

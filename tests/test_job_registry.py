@@ -444,7 +444,6 @@ CASES: list[tuple[str, list[str], dict[str, str], dict[str, Any]]] = [
 ]
 
 
-
 # The jobs that scan Dify's files check PostgreSQL, the storage and the file tables before dispatch.
 FILE_SCAN_CASES: list[tuple[str, list[str], dict[str, str], dict[str, Any]]] = [
     (
@@ -502,14 +501,12 @@ def test_file_scan_flags_map_to_params(
     for name in ("a.jsonl", "b.jsonl"):
         (tmp_path / name).write_text("", encoding="utf-8")
     argv = [job, "--dry-run", *(arg.format(tmp=tmp_path) for arg in args), "--database-url", pg_url]
-    result = CliRunner().invoke(
-        create_app(), argv, env={"NO_COLOR": "1", "OPENDAL_FS_ROOT": str(tmp_path), **env}
-    )
+    result = CliRunner().invoke(create_app(), argv, env={"NO_COLOR": "1", "OPENDAL_FS_ROOT": str(tmp_path), **env})
     assert result.exit_code == 0, (result.exit_code, result.output, result.stderr)
     params = captured.params[-1]
     for dotted, value in expected.items():
-        value = tuple(str(v).format(tmp=tmp_path) for v in value) if dotted == "orphan_manifests" else value
-        assert attr(params, dotted) == value, dotted
+        wanted = tuple(str(v).format(tmp=tmp_path) for v in value) if dotted == "orphan_manifests" else value
+        assert attr(params, dotted) == wanted, dotted
 
 
 @pytest.mark.parametrize(("job", "args", "env", "expected"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])

@@ -76,27 +76,29 @@ def _start(pg_url: str, redis_url: str | None) -> subprocess.Popen[str]:
 def _waiting_on_lock(pg_url: str) -> bool:
     engine = sa.create_engine(pg_url)
     with engine.connect() as conn:
-        waiting = conn.execute(
-            sa.text(
+        if engine.dialect.name == "mysql":
+            query = "SELECT count(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'"
+        else:
+            query = (
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'difymaint' "
                 "AND wait_event_type = 'Lock' AND datname = current_database()"
             )
-        ).scalar_one()
+        waiting = conn.execute(sa.text(query)).scalar_one()
     engine.dispose()
     return bool(waiting)
 
 
 @pytest.mark.postgres
 @pytest.mark.redis
-def test_lease_outlives_a_blocked_batch_and_keeps_a_second_run_out(pg_url: str, redis_url: str) -> None:
-    engine = sa.create_engine(pg_url)
+def test_lease_outlives_a_blocked_batch_and_keeps_a_second_run_out(db_url: str, redis_url: str) -> None:
+    engine = sa.create_engine(db_url)
     seed(engine, NOW)
     client = redis.Redis.from_url(redis_url)
-    with rows_locked(pg_url):
-        first = _start(pg_url, redis_url)
+    with rows_locked(db_url):
+        first = _start(db_url, redis_url)
         try:
             _wait_for("the first run to take the lock", lambda: client.exists(KEY) == 1)
-            _wait_for("its DELETE to wait on the row lock", lambda: _waiting_on_lock(pg_url))
+            _wait_for("its DELETE to wait on the row lock", lambda: _waiting_on_lock(db_url))
             time.sleep(TTL * 1.4)  # well past the lease: only the heartbeat can have kept it
             holder = json.loads(client.get(KEY) or b"{}")
             assert holder["pid"] == first.pid and {"host", "run_id", "started_at"} <= holder.keys()
@@ -106,7 +108,7 @@ def test_lease_outlives_a_blocked_batch_and_keeps_a_second_run_out(pg_url: str, 
                 capture_output=True,
                 text=True,
                 timeout=60,
-                env={**CLEAN_ENV, "NO_COLOR": "1", "DIFYMAINT_DATABASE_URL": pg_url, "DIFYMAINT_REDIS_URL": redis_url},
+                env={**CLEAN_ENV, "NO_COLOR": "1", "DIFYMAINT_DATABASE_URL": db_url, "DIFYMAINT_REDIS_URL": redis_url},
             )
             assert second.returncode == 5, second.stderr
             assert f"pid {first.pid}" in second.stderr  # "lock held" names the holder
@@ -249,14 +251,14 @@ def test_locks_command_names_the_holders(redis_url: str, sqlite_url: str) -> Non
 
 @pytest.mark.redis
 @pytest.mark.postgres
-def test_five_runs_started_at_once_exactly_one_works(pg_url: str, redis_url: str) -> None:
-    engine = sa.create_engine(pg_url)
+def test_five_runs_started_at_once_exactly_one_works(db_url: str, redis_url: str) -> None:
+    engine = sa.create_engine(db_url)
     seed(engine, NOW, per_tenant=40)
     before = remaining_messages(engine)
     env = {
         **CLEAN_ENV,
         "NO_COLOR": "1",
-        "DIFYMAINT_DATABASE_URL": pg_url,
+        "DIFYMAINT_DATABASE_URL": db_url,
         "DIFYMAINT_REDIS_URL": redis_url,
         "DIFYMAINT_TARGET_BATCH_MS": "0",
     }

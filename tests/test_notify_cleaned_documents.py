@@ -50,11 +50,11 @@ def params(**kwargs: Any) -> NotifyParams:
 
 
 def test_paid_owner_gets_one_mail_sandbox_is_marked_others_wait(
-    pg_engine: Any, pg_url: str, billing: Any, smtp: SmtpStub
+    db_engine: Any, db_url: str, billing: Any, smtp: SmtpStub
 ) -> None:
-    sc = seed_notify(pg_engine, NOW)
+    sc = seed_notify(db_engine, NOW)
     billing.state.plans = sc.plans()
-    summary = run_job(notify_cleaned_documents, make_context(pg_url, **settings(billing, smtp.settings())), params())
+    summary = run_job(notify_cleaned_documents, make_context(db_url, **settings(billing, smtp.settings())), params())
 
     assert summary.outcome is Outcome.DONE
     assert [r.rcpt_tos for r in smtp.received] == [["a@example.com"], ["b@example.com"]]
@@ -71,7 +71,7 @@ def test_paid_owner_gets_one_mail_sandbox_is_marked_others_wait(
     assert "past 30 days" in text and "past 30 days" in html
 
     # Mailed and sandbox workspaces are marked; no owner / unknown plan stay unmarked for the next run.
-    assert notified_ids(pg_engine) == sc.unnotified("paid_a", "paid_b", "sandbox") | set(sc.already_notified)
+    assert notified_ids(db_engine) == sc.unnotified("paid_a", "paid_b", "sandbox") | set(sc.already_notified)
     assert summary.tables == {"dataset_auto_disable_logs": 9}
     assert summary.details["workspaces"] == {
         "mailed": 2,
@@ -82,7 +82,7 @@ def test_paid_owner_gets_one_mail_sandbox_is_marked_others_wait(
     assert summary.details["mails_sent"] == 2
 
     # A second run finds only the two waiting workspaces and sends nothing new.
-    again = run_job(notify_cleaned_documents, make_context(pg_url, **settings(billing, smtp.settings())), params())
+    again = run_job(notify_cleaned_documents, make_context(db_url, **settings(billing, smtp.settings())), params())
     assert len(smtp.received) == 2 and again.tables == {"dataset_auto_disable_logs": 0}
 
 
@@ -119,22 +119,22 @@ def test_mail_not_configured_marks_nothing(pg_engine: Any, pg_url: str, billing:
     assert notified_ids(pg_engine) == before
 
 
-def test_billing_off_sends_nothing_and_marks_every_workspace(pg_engine: Any, pg_url: str, smtp: SmtpStub) -> None:
-    sc = seed_notify(pg_engine, NOW)
-    summary = run_job(notify_cleaned_documents, make_context(pg_url, **settings(None, smtp.settings())), params())
+def test_billing_off_sends_nothing_and_marks_every_workspace(db_engine: Any, db_url: str, smtp: SmtpStub) -> None:
+    sc = seed_notify(db_engine, NOW)
+    summary = run_job(notify_cleaned_documents, make_context(db_url, **settings(None, smtp.settings())), params())
     assert smtp.received == []
-    assert notified_ids(pg_engine) == sc.unnotified(*sc.tenants) | set(sc.already_notified)
+    assert notified_ids(db_engine) == sc.unnotified(*sc.tenants) | set(sc.already_notified)
     assert any("NO mail is sent" in warning for warning in summary.warnings)
     assert summary.rows_remaining == 0  # a complete run: a number, never null (issue 13 item 9)
 
 
-def test_partial_run_counts_the_logs_left(pg_engine: Any, pg_url: str, smtp: SmtpStub) -> None:
-    sc = seed_notify(pg_engine, NOW)
+def test_partial_run_counts_the_logs_left(db_engine: Any, db_url: str, smtp: SmtpStub) -> None:
+    sc = seed_notify(db_engine, NOW)
     mail = settings(None, smtp.settings(), DIFYMAINT_TARGET_BATCH_MS=0)
-    first = run_job(notify_cleaned_documents, make_context(pg_url, **mail), params(run=RunOptions(max_batches=1)))
+    first = run_job(notify_cleaned_documents, make_context(db_url, **mail), params(run=RunOptions(max_batches=1)))
     assert first.outcome is Outcome.PARTIAL and first.tables["dataset_auto_disable_logs"] > 0
-    second = run_job(notify_cleaned_documents, make_context(pg_url, **mail), params())
-    assert notified_ids(pg_engine) == sc.unnotified(*sc.tenants) | set(sc.already_notified)
+    second = run_job(notify_cleaned_documents, make_context(db_url, **mail), params())
+    assert notified_ids(db_engine) == sc.unnotified(*sc.tenants) | set(sc.already_notified)
     assert first.rows_remaining == second.tables["dataset_auto_disable_logs"] > 0
     assert second.rows_remaining == 0
 
@@ -154,17 +154,17 @@ def test_second_signal_during_the_purge_still_counts_the_backlog(pg_engine: Any,
     assert summary.rows_remaining == len(sc.unnotified(*sc.tenants))
 
 
-def test_dry_run_renders_and_writes_nothing(pg_engine: Any, pg_url: str, billing: Any, smtp: SmtpStub) -> None:
-    sc = seed_notify(pg_engine, NOW)
+def test_dry_run_renders_and_writes_nothing(db_engine: Any, db_url: str, billing: Any, smtp: SmtpStub) -> None:
+    sc = seed_notify(db_engine, NOW)
     billing.state.plans = sc.plans()
-    before = notified_ids(pg_engine)
+    before = notified_ids(db_engine)
     preview = io.StringIO()
     dry = run_job(
         notify_cleaned_documents,
-        make_context(pg_url, **settings(billing, smtp.settings(), PLAN_SANDBOX_CLEAN_DAY_SETTING=45)),
+        make_context(db_url, **settings(billing, smtp.settings(), PLAN_SANDBOX_CLEAN_DAY_SETTING=45)),
         params(run=RunOptions(dry_run=True, batch_size=1), preview=preview, purge_notified_older_than=30),
     )
-    assert notified_ids(pg_engine) == before and smtp.received == []
+    assert notified_ids(db_engine) == before and smtp.received == []
     rendered = preview.getvalue()
     assert rendered.count(f"Subject: {SUBJECT}") == 2
     assert "To: a@example.com" in rendered and "To: b@example.com" in rendered
@@ -172,7 +172,7 @@ def test_dry_run_renders_and_writes_nothing(pg_engine: Any, pg_url: str, billing
     assert dry.details["mails_rendered"] == 2 and dry.details["mails_sent"] == 0
     real = run_job(
         notify_cleaned_documents,
-        make_context(pg_url, **settings(billing, smtp.settings())),
+        make_context(db_url, **settings(billing, smtp.settings())),
         params(purge_notified_older_than=30),
     )
     assert dry.tables == real.tables == {"dataset_auto_disable_logs": 9, "dataset_auto_disable_logs (purged)": 1}
@@ -192,16 +192,16 @@ def test_dry_run_without_mail_configured_still_previews(pg_engine: Any, pg_url: 
     assert any("a real run would exit" in warning for warning in summary.warnings)
 
 
-def test_purge_keeps_unnotified_and_recent(pg_engine: Any, pg_url: str, smtp: SmtpStub) -> None:
-    sc = seed_notify(pg_engine, NOW)
+def test_purge_keeps_unnotified_and_recent(db_engine: Any, db_url: str, smtp: SmtpStub) -> None:
+    sc = seed_notify(db_engine, NOW)
     old, recent = sc.already_notified
     summary = run_job(
         notify_cleaned_documents,
-        make_context(pg_url, **settings(None, smtp.settings())),
+        make_context(db_url, **settings(None, smtp.settings())),
         params(purge_notified_older_than=30),
     )
     logs = sa.table("dataset_auto_disable_logs", sa.column("id"))
-    with pg_engine.connect() as conn:
+    with db_engine.connect() as conn:
         left = {str(row[0]) for row in conn.execute(sa.select(logs.c.id))}
     assert old not in left and recent in left
     assert sc.unnotified(*sc.tenants) <= left  # freshly marked this run: kept until a later run

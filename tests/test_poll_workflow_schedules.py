@@ -92,8 +92,8 @@ def fired(worker: CeleryWorker, count: int) -> list[str]:
     return [r["args"][0] for r in records]
 
 
-def ctx_for(pg_url: str, worker: CeleryWorker | None, **settings: Any) -> Any:
-    return make_context(pg_url, **(worker.settings if worker else {}), **settings)
+def ctx_for(db_url: str, worker: CeleryWorker | None, **settings: Any) -> Any:
+    return make_context(db_url, **(worker.settings if worker else {}), **settings)
 
 
 def params(**kwargs: Any) -> PollWorkflowSchedulesParams:
@@ -121,30 +121,30 @@ def test_next_run_at_follows_difys_rules() -> None:
 
 @pytest.mark.parametrize("celery_worker", ["", "dify"], indirect=True)
 def test_fires_due_plans_once_and_commits_their_next_run(
-    pg_engine: Engine, pg_url: str, celery_worker: CeleryWorker
+    db_engine: Engine, db_url: str, celery_worker: CeleryWorker
 ) -> None:
-    every5 = add_plan(pg_engine, "*/5 * * * *")
-    shanghai = add_plan(pg_engine, "0 9 * * *", "Asia/Shanghai", next_run=BASE - timedelta(days=2))
-    daily_ny = add_plan(pg_engine, "@daily", "America/New_York", next_run=BASE)  # due exactly now
-    future = add_plan(pg_engine, "*/5 * * * *", next_run=BASE + timedelta(seconds=1))
-    disabled = add_plan(pg_engine, "*/5 * * * *", status="disabled")
-    webhook = add_plan(pg_engine, "*/5 * * * *", trigger_type="trigger-webhook")
-    never = add_plan(pg_engine, "*/5 * * * *", next_run=None)
-    before = next_runs(pg_engine)
+    every5 = add_plan(db_engine, "*/5 * * * *")
+    shanghai = add_plan(db_engine, "0 9 * * *", "Asia/Shanghai", next_run=BASE - timedelta(days=2))
+    daily_ny = add_plan(db_engine, "@daily", "America/New_York", next_run=BASE)  # due exactly now
+    future = add_plan(db_engine, "*/5 * * * *", next_run=BASE + timedelta(seconds=1))
+    disabled = add_plan(db_engine, "*/5 * * * *", status="disabled")
+    webhook = add_plan(db_engine, "*/5 * * * *", trigger_type="trigger-webhook")
+    never = add_plan(db_engine, "*/5 * * * *", next_run=None)
+    before = next_runs(db_engine)
 
-    summary = run_job(poll_workflow_schedules, ctx_for(pg_url, celery_worker), params())
+    summary = run_job(poll_workflow_schedules, ctx_for(db_url, celery_worker), params())
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert summary.details["published"] == summary.tables["workflow_schedule_plans"] == 3
     # Oldest slot first, as Dify orders them; the worker (under the same prefix) ran each once.
     assert fired(celery_worker, 3) == [shanghai, every5, daily_ny]
-    after = next_runs(pg_engine)
+    after = next_runs(db_engine)
     assert after[every5] == datetime(2026, 11, 24, 12, 5)
     assert after[shanghai] == datetime(2026, 11, 25, 1, 0)
     assert after[daily_ny] == datetime(2026, 11, 25, 5, 0)
     for untouched in (future, disabled, webhook, never):
         assert after[untouched] == before[untouched]
 
-    again = run_job(poll_workflow_schedules, ctx_for(pg_url, celery_worker), params())
+    again = run_job(poll_workflow_schedules, ctx_for(db_url, celery_worker), params())
     assert again.details["published"] == 0
     assert len(fired(celery_worker, 3)) == 3  # at most one run per plan per slot
 
@@ -171,18 +171,18 @@ def test_poison_rows_are_pushed_aside_and_never_stop_the_tick(
     assert again.details["poisoned"] == [] and fired(celery_worker, 1) == [good]
 
 
-def test_dry_run_lists_and_changes_nothing(pg_engine: Engine, pg_url: str, celery_worker: CeleryWorker) -> None:
-    plans = [add_plan(pg_engine, "*/5 * * * *", next_run=BASE - timedelta(minutes=n)) for n in range(5)]
-    add_plan(pg_engine, "61 * * * *")
-    before = next_runs(pg_engine)
-    ctx = ctx_for(pg_url, celery_worker)
+def test_dry_run_lists_and_changes_nothing(db_engine: Engine, db_url: str, celery_worker: CeleryWorker) -> None:
+    plans = [add_plan(db_engine, "*/5 * * * *", next_run=BASE - timedelta(minutes=n)) for n in range(5)]
+    add_plan(db_engine, "61 * * * *")
+    before = next_runs(db_engine)
+    ctx = ctx_for(db_url, celery_worker)
     ctx.output = io.StringIO()
     dry = run_job(poll_workflow_schedules, ctx, params(run=RunOptions(dry_run=True, batch_size=2)))
-    assert next_runs(pg_engine) == before and fired(celery_worker, 0) == []
+    assert next_runs(db_engine) == before and fired(celery_worker, 0) == []
     listed = ctx.output.getvalue().splitlines()
     assert len(listed) == 5 and all(TASK in line and QUEUE in line for line in listed)
     assert {item["plan_id"] for item in dry.details["plans"]} == set(plans)
-    real = run_job(poll_workflow_schedules, ctx_for(pg_url, celery_worker), params(run=RunOptions(batch_size=2)))
+    real = run_job(poll_workflow_schedules, ctx_for(db_url, celery_worker), params(run=RunOptions(batch_size=2)))
     assert dry.tables == real.tables == {"workflow_schedule_plans": 5}
     assert sorted(fired(celery_worker, 5)) == sorted(plans)
 
@@ -258,29 +258,29 @@ def test_broker_refusing_after_the_commit_restores_the_slot(
 
 
 def test_skip_locked_leaves_plans_another_poller_holds(
-    pg_engine: Engine, pg_url: str, celery_worker: CeleryWorker
+    db_engine: Engine, db_url: str, celery_worker: CeleryWorker
 ) -> None:
-    held = add_plan(pg_engine, "*/5 * * * *", next_run=BASE - timedelta(minutes=10))
-    free = add_plan(pg_engine, "*/5 * * * *")
-    other = pg_engine.connect()
+    held = add_plan(db_engine, "*/5 * * * *", next_run=BASE - timedelta(minutes=10))
+    free = add_plan(db_engine, "*/5 * * * *")
+    other = db_engine.connect()
     transaction = other.begin()
     other.execute(sa.text("SELECT id FROM workflow_schedule_plans WHERE id = :id FOR UPDATE"), {"id": held})
     try:
         started = time.monotonic()
-        summary = run_job(poll_workflow_schedules, ctx_for(pg_url, celery_worker), params())
+        summary = run_job(poll_workflow_schedules, ctx_for(db_url, celery_worker), params())
         assert time.monotonic() - started < 10  # skipped, not waited for
         assert summary.details["published"] == 1 and fired(celery_worker, 1) == [free]
     finally:
         transaction.rollback()
         other.close()
-    run_job(poll_workflow_schedules, ctx_for(pg_url, celery_worker), params())
+    run_job(poll_workflow_schedules, ctx_for(db_url, celery_worker), params())
     assert fired(celery_worker, 2) == [free, held]
 
 
 def test_concurrent_pollers_never_publish_a_plan_twice(
-    pg_engine: Engine, pg_url: str, celery_worker: CeleryWorker
+    db_engine: Engine, db_url: str, celery_worker: CeleryWorker
 ) -> None:
-    plans = [add_plan(pg_engine, "*/5 * * * *", next_run=BASE - timedelta(seconds=n)) for n in range(40)]
+    plans = [add_plan(db_engine, "*/5 * * * *", next_run=BASE - timedelta(seconds=n)) for n in range(40)]
     errors: list[BaseException] = []
     summaries: list[Any] = []
     barrier = threading.Barrier(2)
@@ -290,7 +290,7 @@ def test_concurrent_pollers_never_publish_a_plan_twice(
             barrier.wait()
             # No single-flight lock: only the row locks keep the two apart.
             options = RunOptions(batch_size=3, use_lock=False)
-            summaries.append(run_job(poll_workflow_schedules, ctx_for(pg_url, celery_worker), params(run=options)))
+            summaries.append(run_job(poll_workflow_schedules, ctx_for(db_url, celery_worker), params(run=options)))
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -306,15 +306,15 @@ def test_concurrent_pollers_never_publish_a_plan_twice(
 
 
 def test_max_batches_is_partial_and_the_rest_stay_due(
-    pg_engine: Engine, pg_url: str, celery_worker: CeleryWorker
+    db_engine: Engine, db_url: str, celery_worker: CeleryWorker
 ) -> None:
-    plans = [add_plan(pg_engine, "*/5 * * * *", next_run=BASE - timedelta(minutes=n)) for n in range(5)]
+    plans = [add_plan(db_engine, "*/5 * * * *", next_run=BASE - timedelta(minutes=n)) for n in range(5)]
     options = RunOptions(batch_size=2, max_batches=1)
-    ctx = ctx_for(pg_url, celery_worker, DIFYMAINT_TARGET_BATCH_MS=0)
+    ctx = ctx_for(db_url, celery_worker, DIFYMAINT_TARGET_BATCH_MS=0)
     first = run_job(poll_workflow_schedules, ctx, params(run=options))
     assert first.outcome is Outcome.PARTIAL and first.exit_code == 4 and first.rows_remaining == 3
     assert fired(celery_worker, 2) == [plans[4], plans[3]]
-    rest = run_job(poll_workflow_schedules, ctx_for(pg_url, celery_worker), params())
+    rest = run_job(poll_workflow_schedules, ctx_for(db_url, celery_worker), params())
     assert rest.details["published"] == 3 and rest.rows_remaining == 0
 
 

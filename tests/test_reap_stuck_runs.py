@@ -1,5 +1,6 @@
 """reap-stuck-runs against a real PostgreSQL (and SQLite): Dify's predicates at their boundaries, the row locks
-and the re-check, trigger logs on request, the switch that must be set, and the settings' range."""
+and the re-check, trigger logs on request, the switch that must be set, and the settings' range. The
+predicates, the dry run, the row locks, the re-check and the trigger logs run on MariaDB too."""
 
 from __future__ import annotations
 
@@ -162,12 +163,12 @@ def assert_reaped_exactly(engine: Engine, seeded: Seeded, before: dict[str, Any]
         assert after[run_id] == before[run_id], [name for name, i in seeded.names.items() if i == run_id]
 
 
-def test_difys_predicates_at_their_boundaries_in_batches(pg_engine: Engine, pg_url: str) -> None:
-    seeded = seed(pg_engine, bulk=12)
-    before = runs_by_id(pg_engine)
-    with pg_engine.connect() as conn:
+def test_difys_predicates_at_their_boundaries_in_batches(db_engine: Engine, db_url: str) -> None:
+    seeded = seed(db_engine, bulk=12)
+    before = runs_by_id(db_engine)
+    with db_engine.connect() as conn:
         nodes_before = conn.execute(sa.select(sa.func.count()).select_from(t.workflow_node_executions)).scalar()
-    ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
+    ctx = make_context(db_url, DIFYMAINT_TARGET_BATCH_MS=0)
     summary = run_job(reap_stuck_runs, ctx, params(batch_size=5))
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert (seeded.scheduled, seeded.running) == (14, 4)
@@ -177,13 +178,13 @@ def test_difys_predicates_at_their_boundaries_in_batches(pg_engine: Engine, pg_u
     assert sorted(summary.details["reaped_run_ids"]) == sorted(seeded.reaped)
     assert summary.details["scheduled_cutoff"] == SCHEDULED_CUT.isoformat()
     assert summary.details["running_cutoff"] == RUNNING_CUT.isoformat()
-    assert_reaped_exactly(pg_engine, seeded, before)
+    assert_reaped_exactly(db_engine, seeded, before)
     assert "\u2014" in RUNNING_ERROR  # Dify's em dash
-    with pg_engine.connect() as conn:
+    with db_engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(t.workflow_node_executions)).scalar() == nodes_before
     infos = ctx.reporter.infos  # type: ignore[attr-defined]
     assert any("Reaped zombie workflow runs: 14 scheduled, 4 running" in line for line in infos)
-    again = run_job(reap_stuck_runs, make_context(pg_url), params())
+    again = run_job(reap_stuck_runs, make_context(db_url), params())
     assert again.tables == {"workflow_runs": 0} and again.details["scheduled"] == again.details["running"] == 0
 
 
@@ -197,13 +198,13 @@ def test_max_batches_is_partial_and_the_next_run_finishes(pg_engine: Engine, pg_
     assert second.outcome is Outcome.DONE and second.tables == {"workflow_runs": len(seeded.reaped) - 8}
 
 
-def test_dry_run_counts_equal_the_real_run(pg_engine: Engine, pg_url: str) -> None:
-    seeded = seed(pg_engine, bulk=7)
-    before = runs_by_id(pg_engine)
-    fixed = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
+def test_dry_run_counts_equal_the_real_run(db_engine: Engine, db_url: str) -> None:
+    seeded = seed(db_engine, bulk=7)
+    before = runs_by_id(db_engine)
+    fixed = make_context(db_url, DIFYMAINT_TARGET_BATCH_MS=0)
     dry = run_job(reap_stuck_runs, fixed, params(dry_run=True, batch_size=4))
-    assert runs_by_id(pg_engine) == before  # nothing written
-    real = run_job(reap_stuck_runs, make_context(pg_url), params())
+    assert runs_by_id(db_engine) == before  # nothing written
+    real = run_job(reap_stuck_runs, make_context(db_url), params())
     assert dry.tables == real.tables == {"workflow_runs": len(seeded.reaped)}
     assert (dry.details["scheduled"], dry.details["running"]) == (real.details["scheduled"], real.details["running"])
     assert sorted(dry.details["reaped_run_ids"]) == sorted(real.details["reaped_run_ids"])
@@ -218,40 +219,40 @@ def test_longer_timeouts_move_both_cutoffs(pg_engine: Engine, pg_url: str) -> No
     assert seeded.reaped
 
 
-def test_a_run_a_worker_holds_is_skipped_and_reaped_next_time(pg_engine: Engine, pg_url: str) -> None:
-    seeded = seed(pg_engine, edges=False)
+def test_a_run_a_worker_holds_is_skipped_and_reaped_next_time(db_engine: Engine, db_url: str) -> None:
+    seeded = seed(db_engine, edges=False)
     held = seeded.names["running_no_nodes"]
-    with pg_engine.connect() as worker:  # a worker is writing this run right now
+    with db_engine.connect() as worker:  # a worker is writing this run right now
         transaction = worker.begin()
         worker.execute(sa.select(t.workflow_runs.c.id).where(t.workflow_runs.c.id == held).with_for_update())
-        first = run_job(reap_stuck_runs, make_context(pg_url), params())
+        first = run_job(reap_stuck_runs, make_context(db_url), params())
         transaction.rollback()
     assert first.outcome is Outcome.DONE
     assert first.tables == {"workflow_runs": len(seeded.reaped) - 1}  # no wait on the lock, no failure
-    assert runs_by_id(pg_engine)[held].status == "running"
-    second = run_job(reap_stuck_runs, make_context(pg_url), params())
+    assert runs_by_id(db_engine)[held].status == "running"
+    second = run_job(reap_stuck_runs, make_context(db_url), params())
     assert second.tables == {"workflow_runs": 1} and second.details["reaped_run_ids"] == [held]
 
 
 def test_node_activity_after_the_page_was_read_saves_the_run(
-    pg_engine: Engine, pg_url: str, monkeypatch: pytest.MonkeyPatch
+    db_engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The update re-checks the predicate with its own snapshot: a node a worker writes between the locked
     page read and the update keeps the run alive."""
-    seeded = seed(pg_engine, edges=False)
+    seeded = seed(db_engine, edges=False)
     revived = seeded.names["running_no_nodes"]
     original = reap_stuck_runs._Reaper.reap
 
     def reap_after_a_worker_wrote_a_node(self: Any, conn: sa.Connection, ids: list[str]) -> dict[str, int]:
         assert revived in ids  # the page still saw it as stuck
-        with pg_engine.begin() as worker:
+        with db_engine.begin() as worker:
             add_node(worker, revived, N, None)
         return original(self, conn, ids)
 
     monkeypatch.setattr(reap_stuck_runs._Reaper, "reap", reap_after_a_worker_wrote_a_node)
-    summary = run_job(reap_stuck_runs, make_context(pg_url), params())
+    summary = run_job(reap_stuck_runs, make_context(db_url), params())
     assert summary.tables == {"workflow_runs": len(seeded.reaped) - 1}
-    assert runs_by_id(pg_engine)[revived].status == "running"
+    assert runs_by_id(db_engine)[revived].status == "running"
 
 
 def add_trigger_log(conn: sa.Connection, run_id: str | None, status: str) -> str:
@@ -282,11 +283,11 @@ def trigger_logs(engine: Engine) -> dict[str, Any]:
         return {str(row.id): row for row in conn.execute(sa.select(t.workflow_trigger_logs))}
 
 
-def test_trigger_logs_only_on_request(pg_engine: Engine, pg_url: str) -> None:
-    seeded = seed(pg_engine, edges=False)
+def test_trigger_logs_only_on_request(db_engine: Engine, db_url: str) -> None:
+    seeded = seed(db_engine, edges=False)
     stuck_scheduled, stuck_running = seeded.names["scheduled_long_ago"], seeded.names["running_no_nodes"]
     alive = seeded.names["running_recently"]
-    with pg_engine.begin() as conn:
+    with db_engine.begin() as conn:
         failing = {
             add_trigger_log(conn, stuck_scheduled, "queued"): SCHEDULED_ERROR,
             add_trigger_log(conn, stuck_running, "running"): RUNNING_ERROR,
@@ -297,15 +298,15 @@ def test_trigger_logs_only_on_request(pg_engine: Engine, pg_url: str) -> None:
             add_trigger_log(conn, alive, "running"),
             add_trigger_log(conn, None, "queued"),
         }
-    before = trigger_logs(pg_engine)
-    plain = run_job(reap_stuck_runs, make_context(pg_url), params(dry_run=True))
+    before = trigger_logs(db_engine)
+    plain = run_job(reap_stuck_runs, make_context(db_url), params(dry_run=True))
     assert plain.tables == {"workflow_runs": len(seeded.reaped)}  # Dify's behaviour: logs not even counted
     with_logs = ReapStuckRunsParams(include_trigger_logs=True, run=RunOptions(dry_run=True))
-    dry = run_job(reap_stuck_runs, make_context(pg_url), with_logs)
-    real = run_job(reap_stuck_runs, make_context(pg_url), ReapStuckRunsParams(include_trigger_logs=True))
+    dry = run_job(reap_stuck_runs, make_context(db_url), with_logs)
+    real = run_job(reap_stuck_runs, make_context(db_url), ReapStuckRunsParams(include_trigger_logs=True))
     expected = {"workflow_runs": len(seeded.reaped), "workflow_trigger_logs": 2}
     assert dry.tables == real.tables == expected
-    after = trigger_logs(pg_engine)
+    after = trigger_logs(db_engine)
     for log_id, error in failing.items():
         assert (after[log_id].status, after[log_id].error, after[log_id].finished_at) == ("failed", error, N)
     for log_id in untouched:

@@ -62,10 +62,10 @@ def add_subscription(
     return tenant_id, sub_id
 
 
-def ctx_for(pg_url: str, redis_url: str, worker: CeleryWorker | None, **settings: Any) -> Any:
+def ctx_for(db_url: str, redis_url: str, worker: CeleryWorker | None, **settings: Any) -> Any:
     """Dify's app Redis for the keys, the worker's broker (and REDIS_KEY_PREFIX) for the messages."""
     return make_context(
-        pg_url,
+        db_url,
         DIFYMAINT_USE_REDIS=True,
         DIFYMAINT_REDIS_URL=redis_url,
         **{**(worker.settings if worker else {}), **settings},
@@ -99,16 +99,16 @@ def redis_client(redis_url: str) -> Any:
 
 @pytest.mark.parametrize("celery_worker", ["", "dify"], indirect=True)
 def test_publishes_due_subscriptions_with_the_key_difys_executor_reads(
-    pg_engine: Engine, pg_url: str, redis_url: str, redis_client: Any, celery_worker: CeleryWorker
+    db_engine: Engine, db_url: str, redis_url: str, redis_client: Any, celery_worker: CeleryWorker
 ) -> None:
     prefix = celery_worker.prefix
-    credential = add_subscription(pg_engine, credential_expires_at=NOW_TS + 100, updated_ago_s=50)
-    subscription = add_subscription(pg_engine, expires_at=NOW_TS + 3600, updated_ago_s=40)  # at the threshold
-    expired = add_subscription(pg_engine, expires_at=NOW_TS - 10, updated_ago_s=30)
-    add_subscription(pg_engine, credential_expires_at=NOW_TS + 3601, expires_at=NOW_TS + 7200)  # not yet
-    never = add_subscription(pg_engine)  # -1 / -1
+    credential = add_subscription(db_engine, credential_expires_at=NOW_TS + 100, updated_ago_s=50)
+    subscription = add_subscription(db_engine, expires_at=NOW_TS + 3600, updated_ago_s=40)  # at the threshold
+    expired = add_subscription(db_engine, expires_at=NOW_TS - 10, updated_ago_s=30)
+    add_subscription(db_engine, credential_expires_at=NOW_TS + 3601, expires_at=NOW_TS + 7200)  # not yet
+    never = add_subscription(db_engine)  # -1 / -1
     summary = run_job(
-        refresh_trigger_providers, ctx_for(pg_url, redis_url, celery_worker), RefreshTriggerProvidersParams()
+        refresh_trigger_providers, ctx_for(db_url, redis_url, celery_worker), RefreshTriggerProvidersParams()
     )
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
     assert refreshed(celery_worker, 3) == [credential, subscription, expired]  # updated_at order
@@ -136,13 +136,13 @@ def test_in_flight_keys_throttle_the_next_tick(
 
 
 def test_keyset_pages_cover_every_due_row_once(
-    pg_engine: Engine, pg_url: str, redis_url: str, celery_worker: CeleryWorker
+    db_engine: Engine, db_url: str, redis_url: str, celery_worker: CeleryWorker
 ) -> None:
     # Ties on updated_at across page boundaries: the (updated_at, id) cursor neither skips nor repeats.
-    due = [add_subscription(pg_engine, expires_at=NOW_TS, updated_ago_s=n // 3) for n in range(11)]
+    due = [add_subscription(db_engine, expires_at=NOW_TS, updated_ago_s=n // 3) for n in range(11)]
     params = RefreshTriggerProvidersParams(run=RunOptions(batch_size=2))
     summary = run_job(
-        refresh_trigger_providers, ctx_for(pg_url, redis_url, celery_worker, DIFYMAINT_TARGET_BATCH_MS=0), params
+        refresh_trigger_providers, ctx_for(db_url, redis_url, celery_worker, DIFYMAINT_TARGET_BATCH_MS=0), params
     )
     counts = Counter(refreshed(celery_worker, len(due)))
     assert set(counts) == set(due) and max(counts.values()) == 1
@@ -163,30 +163,30 @@ def test_an_adaptive_batch_size_never_ends_the_walk_early(
 
 
 def test_max_batches_stops_early_with_the_backlog(
-    pg_engine: Engine, pg_url: str, redis_url: str, celery_worker: CeleryWorker
+    db_engine: Engine, db_url: str, redis_url: str, celery_worker: CeleryWorker
 ) -> None:
-    due = [add_subscription(pg_engine, expires_at=NOW_TS, updated_ago_s=10 - n) for n in range(5)]
+    due = [add_subscription(db_engine, expires_at=NOW_TS, updated_ago_s=10 - n) for n in range(5)]
     fixed = {"DIFYMAINT_TARGET_BATCH_MS": 0}
     params = RefreshTriggerProvidersParams(run=RunOptions(batch_size=2, max_batches=1))
-    first = run_job(refresh_trigger_providers, ctx_for(pg_url, redis_url, celery_worker, **fixed), params)
+    first = run_job(refresh_trigger_providers, ctx_for(db_url, redis_url, celery_worker, **fixed), params)
     assert first.outcome is Outcome.PARTIAL and first.exit_code == 4 and first.rows_remaining == 3
     assert refreshed(celery_worker, 2) == due[:2]
 
 
 def test_dry_run_sets_and_publishes_nothing(
-    pg_engine: Engine, pg_url: str, redis_url: str, redis_client: Any, celery_worker: CeleryWorker
+    db_engine: Engine, db_url: str, redis_url: str, redis_client: Any, celery_worker: CeleryWorker
 ) -> None:
-    busy = add_subscription(pg_engine, credential_expires_at=NOW_TS)
-    free = [add_subscription(pg_engine, expires_at=NOW_TS + n) for n in range(3)]
+    busy = add_subscription(db_engine, credential_expires_at=NOW_TS)
+    free = [add_subscription(db_engine, expires_at=NOW_TS + n) for n in range(3)]
     redis_client.set(key(*busy), b"1", ex=60)
-    ctx = ctx_for(pg_url, redis_url, celery_worker)
+    ctx = ctx_for(db_url, redis_url, celery_worker)
     ctx.output = io.StringIO()
     dry = run_job(refresh_trigger_providers, ctx, RefreshTriggerProvidersParams(run=RunOptions(dry_run=True)))
     lines = ctx.output.getvalue().splitlines()
     assert len(lines) == 3 and all(TASK in line and QUEUE in line for line in lines)
     assert refreshed(celery_worker, 0) == [] and all(redis_client.exists(key(*pair)) == 0 for pair in free)
     real = run_job(
-        refresh_trigger_providers, ctx_for(pg_url, redis_url, celery_worker), RefreshTriggerProvidersParams()
+        refresh_trigger_providers, ctx_for(db_url, redis_url, celery_worker), RefreshTriggerProvidersParams()
     )
     assert dry.tables == real.tables == {"trigger_subscriptions": 3}
     assert sorted(refreshed(celery_worker, 3)) == sorted(free)

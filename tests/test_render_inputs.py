@@ -273,7 +273,8 @@ def test_difys_intervals_shape_every_format(tmp_path: Path) -> None:
         shifted = re.sub(r"^0 ([23]) ", lambda m: f"0 {int(m[1]) + 3} ", schedule)
         assert doc["spec"]["schedule"] == shifted, name
     group = yaml.safe_load((tmp_path / "k8s" / "every-minute.yaml").read_text(encoding="utf-8"))
-    assert [arg for arg in _container(group)["args"] if not arg.startswith("-")][1:] == ["reap-stuck-runs", "timeout-human-input"]
+    grouped = [arg for arg in _container(group)["args"] if not arg.startswith("-")][1:]
+    assert grouped == ["reap-stuck-runs", "timeout-human-input"]
     assert "follows QUEUE_MONITOR_INTERVAL=10" in (tmp_path / "k8s" / "monitor-queue.yaml").read_text()
 
     crontab = _render(f"--env-file={env_file}", "--format=crontab")

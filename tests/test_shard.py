@@ -38,11 +38,16 @@ def test_parse_shard_refuses(raw: str) -> None:
 
 
 @pytest.mark.postgres
-def test_database_and_python_agree_on_every_ids_shard(pg_engine: Any) -> None:
+def test_database_and_python_agree_on_every_ids_shard(db_engine: Any) -> None:
     ids = [str(uuid.uuid4()) for _ in range(300)]
     column = sa.column("id", sa.Uuid(as_uuid=False))
-    rows = sa.select(column).select_from(sa.values(column, name="ids").data([(value,) for value in ids]))
-    with pg_engine.connect() as conn:
+    if db_engine.dialect.name == "mysql":  # no VALUES list as a table on MySQL 8.0 and MariaDB alike
+        values = sa.union_all(*(sa.select(sa.literal(value).label("id")) for value in ids)).subquery("ids")
+        rows = sa.select(values.c.id)
+        column = values.c.id
+    else:
+        rows = sa.select(column).select_from(sa.values(column, name="ids").data([(value,) for value in ids]))
+    with db_engine.connect() as conn:
         for k in range(3):
             found = {str(row[0]) for row in conn.execute(rows.where(shard_predicate(column, Shard(k, 3))))}
             assert found == {value for value in ids if shard_of(value, 3) == k}
@@ -50,9 +55,9 @@ def test_database_and_python_agree_on_every_ids_shard(pg_engine: Any) -> None:
 
 
 @pytest.mark.postgres
-def test_two_shards_delete_exactly_what_one_run_would(pg_engine: Any, pg_url: str) -> None:
-    seed(pg_engine, NOW, per_tenant=30)
-    env = {"DIFYMAINT_DATABASE_URL": pg_url, "SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_MAX_INTERVAL": "0"}
+def test_two_shards_delete_exactly_what_one_run_would(db_engine: Any, db_url: str) -> None:
+    seed(db_engine, NOW, per_tenant=30)
+    env = {"DIFYMAINT_DATABASE_URL": db_url, "SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_MAX_INTERVAL": "0"}
     base = ["clean-messages", "--json", "--batch-size", "7"]
 
     def tables(args: list[str]) -> dict[str, int]:
@@ -66,15 +71,15 @@ def test_two_shards_delete_exactly_what_one_run_would(pg_engine: Any, pg_url: st
     assert whole["messages"] > 0 and all(shard["messages"] > 0 for shard in shards)
     assert {name: shards[0][name] + shards[1][name] for name in whole} == whole  # disjoint, and they cover it
 
-    with pg_engine.connect() as conn:
+    with db_engine.connect() as conn:
         apps = {str(r.id): str(r.app_id) for r in conn.execute(sa.select(t.messages.c.id, t.messages.c.app_id))}
-    before = remaining_messages(pg_engine)
+    before = remaining_messages(db_engine)
     deleted_by_first = tables(["--yes", "--shard", "0/2"])
-    gone = before - remaining_messages(pg_engine)
+    gone = before - remaining_messages(db_engine)
     assert len(gone) == deleted_by_first["messages"] and {shard_of(apps[m], 2) for m in gone} == {0}
     tables(["--yes", "--shard", "1/2"])
     assert tables(["--dry-run"])["messages"] == 0  # nothing left that one unsharded run would delete
-    assert len(before - remaining_messages(pg_engine)) == whole["messages"]
+    assert len(before - remaining_messages(db_engine)) == whole["messages"]
 
 
 @pytest.mark.postgres
@@ -94,7 +99,7 @@ def test_each_shard_has_its_own_lock(pg_engine: Any, pg_url: str, redis_url: str
 
 def test_shard_needs_postgresql_and_a_valid_form(sqlite_url: str) -> None:
     result = invoke_assert_code(["clean-workflow-runs", "--dry-run", "--database-url", sqlite_url, "--shard", "0/2"], 2)
-    assert "needs PostgreSQL" in result.stderr
+    assert "needs PostgreSQL or MySQL" in result.stderr
     result = invoke_assert_code(["clean-workflow-logs", "--dry-run", "--database-url", sqlite_url, "--shard", "2/2"], 2)
     assert "K/N" in result.stderr
     # only the jobs that can split their work take it

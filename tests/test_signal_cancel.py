@@ -21,13 +21,13 @@ from tests.test_lock_heartbeat import _start, _wait_for, _waiting_on_lock, rows_
 
 @pytest.mark.postgres
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_signal_cancels_a_blocked_statement(pg_engine: Any, pg_url: str, signum: int, code: int) -> None:
-    seed(pg_engine, NOW)
-    before = remaining_messages(pg_engine)
-    with rows_locked(pg_url):
-        proc = _start(pg_url, None)
+def test_signal_cancels_a_blocked_statement(db_engine: Any, db_url: str, signum: int, code: int) -> None:
+    seed(db_engine, NOW)
+    before = remaining_messages(db_engine)
+    with rows_locked(db_url):
+        proc = _start(db_url, None)
         try:
-            _wait_for("the DELETE to wait on the row lock", lambda: _waiting_on_lock(pg_url))
+            _wait_for("the DELETE to wait on the row lock", lambda: _waiting_on_lock(db_url))
             sent = time.monotonic()
             proc.send_signal(signum)
             out, err = proc.communicate(timeout=30)  # the row lock is still held here
@@ -39,9 +39,9 @@ def test_signal_cancels_a_blocked_statement(pg_engine: Any, pg_url: str, signum:
     assert took < CANCEL_GRACE_S + 5, took
     summary = json.loads(out)
     assert summary["outcome"] == "interrupted" and summary["stop_reason"].startswith("signal")
-    assert remaining_messages(pg_engine) == before  # the cancelled batch rolled back whole
+    assert remaining_messages(db_engine) == before  # the cancelled batch rolled back whole
     assert summary["tables"]["messages"] == 0
-    assert_cascade_consistent(pg_engine)
+    assert_cascade_consistent(db_engine)
 
 
 # --- signals at the edges of a run (in-process; a recorder stands in for the default handler) --------------
@@ -223,17 +223,17 @@ def test_max_runtime_holds_when_the_database_freezes(pg_engine: Any, pg_url: str
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_second_signal_still_reports_the_backlog(pg_engine: Any, pg_url: str, signum: int) -> None:
+def test_second_signal_still_reports_the_backlog(db_engine: Any, db_url: str, signum: int) -> None:
     """A second signal while the first one's batch is still stuck cancels it at once, without the first one's
     grace (the two signals reach the Python handler as one: the watcher counts them), and the summary still
     says exactly how many expired messages are left (it was null after a double signal, issue 13 item 9)."""
     import sqlalchemy as sa
 
-    seed(pg_engine, NOW)
-    with rows_locked(pg_url):
-        proc = _start(pg_url, None)
+    seed(db_engine, NOW)
+    with rows_locked(db_url):
+        proc = _start(db_url, None)
         try:
-            _wait_for("the DELETE to wait on the row lock", lambda: _waiting_on_lock(pg_url))
+            _wait_for("the DELETE to wait on the row lock", lambda: _waiting_on_lock(db_url))
             proc.send_signal(signum)
             time.sleep(0.3)  # well inside the first signal's grace for the open batch
             sent = time.monotonic()
@@ -247,12 +247,12 @@ def test_second_signal_still_reports_the_backlog(pg_engine: Any, pg_url: str, si
     assert took < CANCEL_GRACE_S - 0.3, took  # the second signal did not wait out the grace
     summary = json.loads(out)
     assert summary["outcome"] == "interrupted", summary
-    with pg_engine.connect() as conn:
+    with db_engine.connect() as conn:
         left = conn.execute(
             sa.text("SELECT count(*) FROM messages WHERE created_at < :c"), {"c": summary["window"]["end_before"]}
         ).scalar_one()
     assert left > 0 and summary["rows_remaining"] == left, (summary, left)
-    assert_cascade_consistent(pg_engine)
+    assert_cascade_consistent(db_engine)
 
 
 def _interrupt_at_batch(number: int) -> Any:
@@ -268,7 +268,7 @@ def _interrupt_at_batch(number: int) -> Any:
 
 
 @pytest.mark.postgres
-def test_interrupted_run_counts_its_backlog(pg_engine: Any, pg_url: str) -> None:
+def test_interrupted_run_counts_its_backlog(db_engine: Any, db_url: str) -> None:
     from difymaint.core.stop import Interrupted
     from difymaint.core.window import TimeWindow
     from difymaint.engine.options import RunOptions
@@ -277,14 +277,14 @@ def test_interrupted_run_counts_its_backlog(pg_engine: Any, pg_url: str) -> None
     from difymaint.jobs.execute import run_job
     from tests.conftest import make_context
 
-    scenario = seed(pg_engine, NOW, per_tenant=10)
-    ctx = make_context(pg_url, DIFYMAINT_TARGET_BATCH_MS=0)
+    scenario = seed(db_engine, NOW, per_tenant=10)
+    ctx = make_context(db_url, DIFYMAINT_TARGET_BATCH_MS=0)
     ctx.batch_hooks.append(_interrupt_at_batch(2))
     params = CleanMessagesParams(window=TimeWindow(end_before=scenario.cutoff), run=RunOptions(batch_size=5))
     with pytest.raises(Interrupted) as caught:
         run_job(clean_messages, ctx, params)
     summary = caught.value.difymaint_summary  # type: ignore[attr-defined]
-    left = len(remaining_messages(pg_engine) & scenario.all_old())
+    left = len(remaining_messages(db_engine) & scenario.all_old())
     assert summary.tables["messages"] == 10 and left > 0
     assert summary.rows_remaining == left
-    assert_cascade_consistent(pg_engine)
+    assert_cascade_consistent(db_engine)

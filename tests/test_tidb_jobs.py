@@ -18,7 +18,6 @@ from sqlalchemy.engine import Engine
 
 from difymaint.core.context import Context
 from difymaint.core.errors import ConfigError, DifymaintError, LockHeld
-from difymaint.core.locking import PostgresAdvisoryLock
 from difymaint.core.reporter import RecordingReporter
 from difymaint.core.settings import load_settings
 from difymaint.core.stop import Interrupted
@@ -31,7 +30,7 @@ from difymaint.jobs.create_tidb import CreateTidbParams
 from difymaint.jobs.execute import run_job
 from difymaint.jobs.tidb_pool import read_leaks
 from difymaint.jobs.update_tidb_status import UpdateTidbStatusParams
-from tests.conftest import NOW, FixedClock, make_context
+from tests.conftest import NOW, FixedClock, holding_db_lock, is_mysql_url, make_context
 from tests.stubs.tidb_cloud import Fault, TidbCloudStub
 from tests.test_cli import CLEAN_ENV
 from tests.tidb_support import PROJECT, TIDB_VARS, FakeClock
@@ -67,8 +66,8 @@ def tidb_env(stub: TidbCloudStub, **extra: Any) -> dict[str, Any]:
     }
 
 
-def context(pg_url: str, stub: TidbCloudStub, clock: FixedClock | None = None, **extra: Any) -> Context:
-    return make_context(pg_url, clock or FakeClock(), **tidb_env(stub, **extra))
+def context(db_url: str, stub: TidbCloudStub, clock: FixedClock | None = None, **extra: Any) -> Context:
+    return make_context(db_url, clock or FakeClock(), **tidb_env(stub, **extra))
 
 
 def create_params(target: int, leak_file: Path, **run: Any) -> CreateTidbParams:
@@ -125,20 +124,20 @@ def create_calls(stub: TidbCloudStub) -> list[int]:
 
 
 def test_create_fills_the_idle_pool_to_exactly_the_target(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
-    seed_bindings(pg_engine, 3)  # idle and ACTIVE: counted
-    seed_bindings(pg_engine, 4, active=True)  # assigned to workspaces: not counted
-    ctx = context(pg_url, stub)
+    seed_bindings(db_engine, 3)  # idle and ACTIVE: counted
+    seed_bindings(db_engine, 4, active=True)  # assigned to workspaces: not counted
+    ctx = context(db_url, stub)
     summary = run_job(create_tidb, ctx, create_params(45, leak_file))
 
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
-    assert idle(pg_engine) == 45 and summary.details["idle_before"] == 3 and summary.details["idle_after"] == 45
+    assert idle(db_engine) == 45 and summary.details["idle_before"] == 3 and summary.details["idle_after"] == 45
     assert create_calls(stub) == [20, 20, 2]  # never more than 20 per call
     assert summary.tables == {"tidb_auth_bindings": 42} and summary.batches == 3 and summary.rows_remaining == 0
     first = stub.state.requests[0]
     assert (first.status, first.authenticated) == (401, False)  # the Digest challenge came first
-    created = {row["cluster_id"]: row for row in bindings(pg_engine) if not row["cluster_id"].startswith("seeded")}
+    created = {row["cluster_id"]: row for row in bindings(db_engine) if not row["cluster_id"].startswith("seeded")}
     assert set(created) == set(stub.state.clusters)
     for cluster_id, row in created.items():
         cluster = stub.state.clusters[cluster_id]
@@ -149,7 +148,7 @@ def test_create_fills_the_idle_pool_to_exactly_the_target(
     assert all(cluster_id in infos for cluster_id in created)  # every created clusterId was reported
     assert not leak_file.exists()
 
-    again = run_job(create_tidb, context(pg_url, stub), create_params(45, leak_file))
+    again = run_job(create_tidb, context(db_url, stub), create_params(45, leak_file))
     assert again.outcome is Outcome.DONE and again.tables == {"tidb_auth_bindings": 0}
     assert create_calls(stub) == [20, 20, 2]  # a full pool calls nothing
 
@@ -165,22 +164,22 @@ def test_create_is_off_unless_create_tidb_service_job_enabled(
     assert stub.state.requests == []
 
 
-def test_create_dry_run_calls_no_api(stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path) -> None:
-    seed_bindings(pg_engine, 2)
-    summary = run_job(create_tidb, context(pg_url, stub), create_params(47, leak_file, dry_run=True))
+def test_create_dry_run_calls_no_api(stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path) -> None:
+    seed_bindings(db_engine, 2)
+    summary = run_job(create_tidb, context(db_url, stub), create_params(47, leak_file, dry_run=True))
     assert summary.outcome is Outcome.DONE and summary.tables == {"tidb_auth_bindings": 45}
     assert summary.details["planned_calls"] == 3
-    limited = run_job(create_tidb, context(pg_url, stub), create_params(47, leak_file, dry_run=True, max_batches=2))
+    limited = run_job(create_tidb, context(db_url, stub), create_params(47, leak_file, dry_run=True, max_batches=2))
     assert limited.outcome is Outcome.PARTIAL and limited.tables == {"tidb_auth_bindings": 40}
-    assert stub.state.requests == [] and idle(pg_engine) == 2
+    assert stub.state.requests == [] and idle(db_engine) == 2
 
 
 def test_create_max_batches_stops_early_with_exit_4(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
-    summary = run_job(create_tidb, context(pg_url, stub), create_params(50, leak_file, max_batches=1))
+    summary = run_job(create_tidb, context(db_url, stub), create_params(50, leak_file, max_batches=1))
     assert summary.outcome is Outcome.PARTIAL and summary.exit_code == 4 and summary.stop_reason == "max-batches"
-    assert idle(pg_engine) == 20 and summary.rows_remaining == 30
+    assert idle(db_engine) == 20 and summary.rows_remaining == 30
 
 
 def _second_signal_after_the_first_batch(ctx: Context) -> None:
@@ -298,19 +297,29 @@ def test_persistently_failing_api_ends_a_real_run_in_bounded_time(
 
 
 def test_insert_failure_leaks_to_the_file_and_the_reaper_deletes_them(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
-    with pg_engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
-                "$$ BEGIN RAISE EXCEPTION 'refused by test'; END $$"
+    with db_engine.begin() as conn:
+        if is_mysql_url(db_url):
+            conn.execute(
+                sa.text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON tidb_auth_bindings FOR EACH ROW "
+                    "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by test'"
+                )
             )
-        )
-        conn.execute(
-            sa.text("CREATE TRIGGER refuse BEFORE INSERT ON tidb_auth_bindings FOR EACH ROW EXECUTE FUNCTION refuse()")
-        )
-    ctx = context(pg_url, stub)
+        else:
+            conn.execute(
+                sa.text(
+                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE EXCEPTION 'refused by test'; END $$"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON tidb_auth_bindings FOR EACH ROW EXECUTE FUNCTION refuse()"
+                )
+            )
+    ctx = context(db_url, stub)
     with pytest.raises(DifymaintError) as caught:
         run_job(create_tidb, ctx, create_params(3, leak_file))
     message = caught.value.message
@@ -322,20 +331,20 @@ def test_insert_failure_leaks_to_the_file_and_the_reaper_deletes_them(
 
     young = run_job(
         update_tidb_status,
-        context(pg_url, stub, FakeClock(NOW + timedelta(minutes=30))),
+        context(db_url, stub, FakeClock(NOW + timedelta(minutes=30))),
         status_params(leak_file, reap_older_than_hours=1),
     )
     assert young.details["leaked_reaped"] == [] and len(read_leaks(leak_file)) == 3  # not old enough
     dry = run_job(
         update_tidb_status,
-        context(pg_url, stub, FakeClock(NOW + timedelta(hours=2))),
+        context(db_url, stub, FakeClock(NOW + timedelta(hours=2))),
         status_params(leak_file, reap_older_than_hours=1, run={"dry_run": True}),
     )
     assert sorted(dry.details["leaked_would_reap"]) == sorted(stub.state.clusters)
     assert stub.api_requests("DELETE") == [] and len(read_leaks(leak_file)) == 3
     reaped = run_job(
         update_tidb_status,
-        context(pg_url, stub, FakeClock(NOW + timedelta(hours=2))),
+        context(db_url, stub, FakeClock(NOW + timedelta(hours=2))),
         status_params(leak_file, reap_older_than_hours=1),
     )
     assert reaped.outcome is Outcome.DONE and len(reaped.details["leaked_reaped"]) == 3
@@ -344,24 +353,20 @@ def test_insert_failure_leaks_to_the_file_and_the_reaper_deletes_them(
 
 
 def test_the_database_guard_stops_a_second_create_even_when_the_redis_lock_is_free(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, redis_url: str, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, redis_url: str, leak_file: Path
 ) -> None:
-    held = PostgresAdvisoryLock(pg_engine, "maintenance:create_tidb_serverless:database")
-    assert held.acquire()
-    try:
-        ctx = context(pg_url, stub, DIFYMAINT_USE_REDIS=True, DIFYMAINT_REDIS_URL=redis_url)
+    with holding_db_lock(db_engine, "maintenance:create_tidb_serverless:database"):
+        ctx = context(db_url, stub, DIFYMAINT_USE_REDIS=True, DIFYMAINT_REDIS_URL=redis_url)
         with pytest.raises(LockHeld):
             run_job(create_tidb, ctx, create_params(5, leak_file))
-    finally:
-        held.release()
-    assert stub.state.requests == [] and idle(pg_engine) == 0
+    assert stub.state.requests == [] and idle(db_engine) == 0
 
 
-@pytest.mark.parametrize("lock", ["redis", "postgres"])
+@pytest.mark.parametrize("lock", ["redis", "database"])
 def test_two_concurrent_create_runs_never_exceed_the_target(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, redis_url: str, tmp_path: Path, lock: str
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, redis_url: str, tmp_path: Path, lock: str
 ) -> None:
-    env = cli_env(pg_url, stub, tmp_path / "leaks.jsonl", TIDB_SERVERLESS_NUMBER="100")
+    env = cli_env(db_url, stub, tmp_path / "leaks.jsonl", TIDB_SERVERLESS_NUMBER="100")
     if lock == "redis":
         env["DIFYMAINT_REDIS_URL"] = redis_url
     command = [sys.executable, "-m", "difymaint", "create-tidb", "--json"]
@@ -369,32 +374,32 @@ def test_two_concurrent_create_runs_never_exceed_the_target(
     results = [(run.wait(timeout=120), *run.communicate()) for run in runs]
     codes = sorted(code for code, _, _ in results)
     assert codes in ([0, 0], [0, 5]), results  # the loser skipped (5) or found the pool already full (0)
-    assert idle(pg_engine) == 100 and sum(create_calls(stub)) == 100 and len(stub.state.clusters) == 100
+    assert idle(db_engine) == 100 and sum(create_calls(stub)) == 100 and len(stub.state.clusters) == 100
 
 
 # ---------------------------------------------------------------------------------------- update-tidb-status
 
 
 def test_status_promotes_clusters_once_tidb_cloud_reports_them_active(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
-    run_job(create_tidb, context(pg_url, stub), create_params(45, leak_file))
-    first = run_job(update_tidb_status, context(pg_url, stub), status_params(leak_file))
+    run_job(create_tidb, context(db_url, stub), create_params(45, leak_file))
+    first = run_job(update_tidb_status, context(db_url, stub), status_params(leak_file))
     assert first.outcome is Outcome.DONE and first.tables == {"tidb_auth_bindings": 0}  # still CREATING
     gets = stub.api_requests("GET", "/clusters:batchGet")
     assert [len(r.query["clusterIds"]) for r in gets] == [20, 20, 5]
     assert {r.query["view"][0] for r in gets} == {"BASIC"}
     order = [cluster_id for r in gets for cluster_id in r.query["clusterIds"]]
-    assert order == [row["cluster_id"] for row in bindings(pg_engine)]  # paged in created_at order
+    assert order == [row["cluster_id"] for row in bindings(db_engine)]  # paged in created_at order
 
-    second = run_job(update_tidb_status, context(pg_url, stub), status_params(leak_file))
+    second = run_job(update_tidb_status, context(db_url, stub), status_params(leak_file))
     assert second.outcome is Outcome.DONE and second.tables == {"tidb_auth_bindings": 45} and second.batches == 3
-    for row in bindings(pg_engine):
+    for row in bindings(db_engine):
         cluster = stub.state.clusters[row["cluster_id"]]
         assert row["status"] == "ACTIVE" and row["account"] == f"{cluster.user_prefix}.root"
         assert row["qdrant_endpoint"] == f"https://qdrant-{cluster.host}"
         assert row["password"] == cluster.root_password and row["active"] is False
-    third = run_job(update_tidb_status, context(pg_url, stub), status_params(leak_file))
+    third = run_job(update_tidb_status, context(db_url, stub), status_params(leak_file))
     assert third.batches == 0 and len(stub.api_requests("GET", "/clusters:batchGet")) == 6
 
 
@@ -410,12 +415,12 @@ def test_status_fetches_the_endpoint_when_the_batch_answer_lacks_it(
     assert all(row["qdrant_endpoint"].startswith("https://qdrant-gateway01.") for row in bindings(pg_engine))
 
 
-def test_status_dry_run_writes_nothing(stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path) -> None:
+def test_status_dry_run_writes_nothing(stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path) -> None:
     stub.state.polls_until_active = 0
-    run_job(create_tidb, context(pg_url, stub), create_params(4, leak_file))
-    summary = run_job(update_tidb_status, context(pg_url, stub), status_params(leak_file, run={"dry_run": True}))
+    run_job(create_tidb, context(db_url, stub), create_params(4, leak_file))
+    summary = run_job(update_tidb_status, context(db_url, stub), status_params(leak_file, run={"dry_run": True}))
     assert summary.tables == {"tidb_auth_bindings": 4} and summary.dry_run
-    assert {row["status"] for row in bindings(pg_engine)} == {"CREATING"}
+    assert {row["status"] for row in bindings(db_engine)} == {"CREATING"}
 
 
 def test_status_continues_past_a_failing_chunk_and_exits_1_at_the_end(
@@ -439,13 +444,13 @@ def test_status_continues_past_a_failing_chunk_and_exits_1_at_the_end(
 
 
 def test_status_reports_and_reaps_clusters_stuck_in_creating(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
     stub.state.polls_until_active = None  # they never come up
-    run_job(create_tidb, context(pg_url, stub), create_params(5, leak_file))
+    run_job(create_tidb, context(db_url, stub), create_params(5, leak_file))
     table = t.tidb_auth_bindings
-    stuck = [row["cluster_id"] for row in bindings(pg_engine)][:3]
-    with pg_engine.begin() as conn:
+    stuck = [row["cluster_id"] for row in bindings(db_engine)][:3]
+    with db_engine.begin() as conn:
         conn.execute(
             sa.update(table).where(table.c.cluster_id.in_(stuck)).values(created_at=datetime(2026, 11, 22, 12, 0))
         )
@@ -453,24 +458,24 @@ def test_status_reports_and_reaps_clusters_stuck_in_creating(
     gone_remotely = stuck[0]
     stub.state.clusters.pop(gone_remotely)  # deleted in the console meanwhile: 404 counts as gone
 
-    report = run_job(update_tidb_status, context(pg_url, stub), status_params(leak_file, stuck_after_hours=24))
+    report = run_job(update_tidb_status, context(db_url, stub), status_params(leak_file, stuck_after_hours=24))
     assert report.outcome is Outcome.DONE and report.details["stuck_clusters"] == 3
     assert sorted(report.details["stuck_cluster_ids"]) == sorted(stuck)
     assert any("still CREATING more than 24 h" in warning for warning in report.warnings)
 
     dry = run_job(
         update_tidb_status,
-        context(pg_url, stub),
+        context(db_url, stub),
         status_params(leak_file, reap_older_than_hours=36, run={"dry_run": True}),
     )
     assert sorted(dry.details["would_reap_clusters"]) == sorted(stuck) and stub.api_requests("DELETE") == []
-    assert len(bindings(pg_engine)) == 5
+    assert len(bindings(db_engine)) == 5
 
-    reaped = run_job(update_tidb_status, context(pg_url, stub), status_params(leak_file, reap_older_than_hours=36))
+    reaped = run_job(update_tidb_status, context(db_url, stub), status_params(leak_file, reap_older_than_hours=36))
     assert reaped.outcome is Outcome.DONE and sorted(reaped.details["reaped_clusters"]) == sorted(stuck)
     assert sorted(r.path for r in stub.api_requests("DELETE")) == sorted(f"/clusters/{c}" for c in stuck)
     assert set(stub.state.deleted) == set(stuck[1:])
-    assert {row["cluster_id"] for row in bindings(pg_engine)}.isdisjoint(stuck) and len(bindings(pg_engine)) == 2
+    assert {row["cluster_id"] for row in bindings(db_engine)}.isdisjoint(stuck) and len(bindings(db_engine)) == 2
 
 
 def test_persistently_failing_api_ends_status_within_the_default_budget(
@@ -546,12 +551,12 @@ def test_status_sets_aside_a_cluster_whose_endpoint_lookup_keeps_failing(
 # ----------------------------------------------------------------------------------------------------- CLI
 
 
-def cli_env(pg_url: str, stub: TidbCloudStub, leak_file: Path, **extra: str) -> dict[str, str]:
+def cli_env(db_url: str, stub: TidbCloudStub, leak_file: Path, **extra: str) -> dict[str, str]:
     values = {key: str(value) for key, value in tidb_env(stub).items()}
     return {
         **CLEAN_ENV,
         "NO_COLOR": "1",
-        "DIFYMAINT_DATABASE_URL": pg_url,
+        "DIFYMAINT_DATABASE_URL": db_url,
         "DIFYMAINT_TIDB_LEAK_FILE": str(leak_file),
         **values,
         **extra,
@@ -560,14 +565,14 @@ def cli_env(pg_url: str, stub: TidbCloudStub, leak_file: Path, **extra: str) -> 
 
 def cli(
     args: list[str],
-    pg_url: str,
+    db_url: str,
     stub: TidbCloudStub,
     leak_file: Path,
     seed: Any = None,
     **extra: str,
 ) -> subprocess.CompletedProcess[str]:
     if seed is not None:
-        engine = sa.create_engine(pg_url)
+        engine = sa.create_engine(db_url)
         seed(engine)
         engine.dispose()
     return subprocess.run(
@@ -575,7 +580,7 @@ def cli(
         capture_output=True,
         text=True,
         timeout=120,
-        env=cli_env(pg_url, stub, leak_file, **extra),
+        env=cli_env(db_url, stub, leak_file, **extra),
         stdin=subprocess.DEVNULL,
     )
 
@@ -637,11 +642,14 @@ def test_no_password_in_any_output(stub: TidbCloudStub, pg_url: str, leak_file: 
 
 
 def test_no_password_when_the_insert_fails(
-    stub: TidbCloudStub, pg_url: str, pg_engine: Engine, leak_file: Path
+    stub: TidbCloudStub, db_url: str, db_engine: Engine, leak_file: Path
 ) -> None:
-    with pg_engine.begin() as conn:  # a password column too short for the generated password
-        conn.execute(sa.text("ALTER TABLE tidb_auth_bindings ALTER COLUMN password TYPE varchar(4)"))
-    result = cli(["create-tidb", "-vv", "--json", "--target", "2"], pg_url, stub, leak_file)
+    with db_engine.begin() as conn:  # a password column too short for the generated password
+        if is_mysql_url(db_url):  # strict mode (the default) refuses a longer value
+            conn.execute(sa.text("ALTER TABLE tidb_auth_bindings MODIFY password varchar(4) NOT NULL"))
+        else:
+            conn.execute(sa.text("ALTER TABLE tidb_auth_bindings ALTER COLUMN password TYPE varchar(4)"))
+    result = cli(["create-tidb", "-vv", "--json", "--target", "2"], db_url, stub, leak_file)
     assert result.returncode == 1
     summary = json.loads(result.stdout)
     assert summary["outcome"] == "failed" and "leak file" in summary["error"]

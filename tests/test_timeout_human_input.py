@@ -45,7 +45,7 @@ class Form:
     state_key: str | None = None
 
 
-def ctx_for(pg_url: str, redis_url: str, storage_root: Path | None = None, **settings: Any) -> Any:
+def ctx_for(db_url: str, redis_url: str, storage_root: Path | None = None, **settings: Any) -> Any:
     base: dict[str, Any] = {
         "CELERY_BROKER_URL": redis_url,
         "DIFYMAINT_TARGET_BATCH_MS": 0,
@@ -53,7 +53,7 @@ def ctx_for(pg_url: str, redis_url: str, storage_root: Path | None = None, **set
         "OPENDAL_SCHEME": "fs",
         "OPENDAL_FS_ROOT": str(storage_root or "/nonexistent/dify-storage"),
     }
-    return make_context(pg_url, clock=FixedClock(NOW), **(base | settings))
+    return make_context(db_url, clock=FixedClock(NOW), **(base | settings))
 
 
 def app(engine: Engine, mode: str) -> str:
@@ -145,35 +145,35 @@ def params(**kw: Any) -> TimeoutHumanInputParams:
 
 
 def test_difys_three_outcomes(
-    pg_engine: Engine, pg_url: str, redis_url: str, tmp_path: Path, celery_worker: CeleryWorker
+    db_engine: Engine, db_url: str, redis_url: str, tmp_path: Path, celery_worker: CeleryWorker
 ) -> None:
     workflow, chat, completion = (
-        app(pg_engine, "workflow"),
-        app(pg_engine, "advanced-chat"),
-        app(pg_engine, "completion"),
+        app(db_engine, "workflow"),
+        app(db_engine, "advanced-chat"),
+        app(db_engine, "completion"),
     )
-    test_form = form(pg_engine, workflow, expires_in=-timedelta(minutes=1), kind="delivery_test")
-    node_wf = form(pg_engine, workflow, expires_in=-timedelta(seconds=1))
-    node_chat = form(pg_engine, chat, expires_in=timedelta(0))  # expiration_time <= now
-    node_other = form(pg_engine, completion, expires_in=-timedelta(minutes=5))
+    test_form = form(db_engine, workflow, expires_in=-timedelta(minutes=1), kind="delivery_test")
+    node_wf = form(db_engine, workflow, expires_in=-timedelta(seconds=1))
+    node_chat = form(db_engine, chat, expires_in=timedelta(0))  # expiration_time <= now
+    node_other = form(db_engine, completion, expires_in=-timedelta(minutes=5))
     global_form = form(
-        pg_engine, workflow, expires_in=timedelta(days=3), age=timedelta(days=8), paused=True, storage_root=tmp_path
+        db_engine, workflow, expires_in=timedelta(days=3), age=timedelta(days=8), paused=True, storage_root=tmp_path
     )
-    not_due = form(pg_engine, workflow, expires_in=timedelta(seconds=1))
-    submitted = form(pg_engine, workflow, expires_in=-timedelta(days=1), status="submitted")
+    not_due = form(db_engine, workflow, expires_in=timedelta(seconds=1))
+    submitted = form(db_engine, workflow, expires_in=-timedelta(days=1), status="submitted")
 
-    summary = run_job(job, ctx_for(pg_url, redis_url, tmp_path, **celery_worker.settings), params(batch_size=2))
+    summary = run_job(job, ctx_for(db_url, redis_url, tmp_path, **celery_worker.settings), params(batch_size=2))
 
     assert summary.outcome is Outcome.DONE and summary.exit_code == 0
-    assert status_of(pg_engine, test_form.id) == "timeout"
-    assert [status_of(pg_engine, f.id) for f in (node_wf, node_chat, node_other)] == ["timeout"] * 3
-    assert status_of(pg_engine, global_form.id) == "expired"
-    assert status_of(pg_engine, not_due.id) == "waiting" and status_of(pg_engine, submitted.id) == "submitted"
-    stopped = run_row(pg_engine, str(global_form.run_id))
+    assert status_of(db_engine, test_form.id) == "timeout"
+    assert [status_of(db_engine, f.id) for f in (node_wf, node_chat, node_other)] == ["timeout"] * 3
+    assert status_of(db_engine, global_form.id) == "expired"
+    assert status_of(db_engine, not_due.id) == "waiting" and status_of(db_engine, submitted.id) == "submitted"
+    stopped = run_row(db_engine, str(global_form.run_id))
     assert stopped.status == "stopped" and stopped.finished_at == NAIVE_NOW
     assert stopped.error == "Human input global timeout at node human_1"
-    assert run_row(pg_engine, str(node_wf.run_id)).status == "paused"  # Dify's worker resumes it
-    with pg_engine.connect() as conn:
+    assert run_row(db_engine, str(node_wf.run_id)).status == "paused"  # Dify's worker resumes it
+    with db_engine.connect() as conn:
         resumed = conn.execute(sa.select(t.workflow_pauses.c.resumed_at)).scalar_one()
     assert resumed == NAIVE_NOW
     assert not (tmp_path / str(global_form.state_key)).exists()
@@ -213,16 +213,16 @@ def test_loops_past_difys_hundred_and_stops_at_max(
     )
 
 
-def test_forms_locked_by_another_run_are_skipped(pg_engine: Engine, pg_url: str, redis_url: str) -> None:
-    workflow = app(pg_engine, "delivery")
-    held = form(pg_engine, workflow, expires_in=-timedelta(minutes=2), kind="delivery_test")
-    free = form(pg_engine, workflow, expires_in=-timedelta(minutes=1), kind="delivery_test")
-    with pg_engine.connect() as other:  # another run (a Dify beat, say) has locked one form
+def test_forms_locked_by_another_run_are_skipped(db_engine: Engine, db_url: str, redis_url: str) -> None:
+    workflow = app(db_engine, "delivery")
+    held = form(db_engine, workflow, expires_in=-timedelta(minutes=2), kind="delivery_test")
+    free = form(db_engine, workflow, expires_in=-timedelta(minutes=1), kind="delivery_test")
+    with db_engine.connect() as other:  # another run (a Dify beat, say) has locked one form
         transaction = other.begin()
         other.execute(sa.text("SELECT id FROM human_input_forms WHERE id = :id FOR UPDATE"), {"id": held.id})
-        summary = run_job(job, ctx_for(pg_url, redis_url), params(run_no_lock=True))
+        summary = run_job(job, ctx_for(db_url, redis_url), params(run_no_lock=True))
         transaction.rollback()
-    assert status_of(pg_engine, free.id) == "timeout" and status_of(pg_engine, held.id) == "waiting"
+    assert status_of(db_engine, free.id) == "timeout" and status_of(db_engine, held.id) == "waiting"
     assert summary.details["counts"]["delivery_test"] == 1
 
 
@@ -285,23 +285,23 @@ def test_s3_storage_deletes_the_state_object(
     assert summary.details["state_objects"]["deleted"] == 1
 
 
-def test_dry_run_lists_and_changes_nothing(pg_engine: Engine, pg_url: str, redis_url: str, tmp_path: Path) -> None:
-    workflow = app(pg_engine, "workflow")
-    node = form(pg_engine, workflow, expires_in=-timedelta(minutes=1))
+def test_dry_run_lists_and_changes_nothing(db_engine: Engine, db_url: str, redis_url: str, tmp_path: Path) -> None:
+    workflow = app(db_engine, "workflow")
+    node = form(db_engine, workflow, expires_in=-timedelta(minutes=1))
     expired = form(
-        pg_engine, workflow, expires_in=timedelta(days=1), age=timedelta(days=8), paused=True, storage_root=tmp_path
+        db_engine, workflow, expires_in=timedelta(days=1), age=timedelta(days=8), paused=True, storage_root=tmp_path
     )
-    test_form = form(pg_engine, workflow, expires_in=-timedelta(minutes=1), kind="delivery_test")
-    ctx = ctx_for(pg_url, redis_url, tmp_path)
+    test_form = form(db_engine, workflow, expires_in=-timedelta(minutes=1), kind="delivery_test")
+    ctx = ctx_for(db_url, redis_url, tmp_path)
     ctx.output = io.StringIO()
     dry = run_job(job, ctx, params(dry_run=True, batch_size=1))
     listing = ctx.output.getvalue()
     assert f"publish resume_app_execution(payload={{'workflow_run_id': '{node.run_id}'}})" in listing
     assert f"would expire form {expired.id} and stop workflow run {expired.run_id}" in listing
     assert f"delivery-test form {test_form.id}" in listing
-    assert {status_of(pg_engine, f.id) for f in (node, expired, test_form)} == {"waiting"}
+    assert {status_of(db_engine, f.id) for f in (node, expired, test_form)} == {"waiting"}
     assert (tmp_path / str(expired.state_key)).exists() and published(redis_url, QUEUE) == []
-    real = run_job(job, ctx_for(pg_url, redis_url, tmp_path), params())
+    real = run_job(job, ctx_for(db_url, redis_url, tmp_path), params())
     assert dry.tables == real.tables and dry.details["counts"] == real.details["counts"]
 
 
@@ -328,11 +328,11 @@ def test_cli_json_and_prefixed_broker(
 
 
 def test_sigterm_after_a_batch_stops_cleanly(
-    pg_engine: Engine, pg_url: str, redis_url: str, celery_worker: CeleryWorker
+    db_engine: Engine, db_url: str, redis_url: str, celery_worker: CeleryWorker
 ) -> None:
-    workflow = app(pg_engine, "workflow")
-    forms = [form(pg_engine, workflow, expires_in=-timedelta(minutes=i + 1)) for i in range(5)]
-    ctx = ctx_for(pg_url, redis_url, **celery_worker.settings)
+    workflow = app(db_engine, "workflow")
+    forms = [form(db_engine, workflow, expires_in=-timedelta(minutes=i + 1)) for i in range(5)]
+    ctx = ctx_for(db_url, redis_url, **celery_worker.settings)
 
     class StopAfterFirstBatch(RecordingReporter):
         def batch(self, progress: BatchProgress) -> None:
@@ -343,5 +343,5 @@ def test_sigterm_after_a_batch_stops_cleanly(
     summary = run_job(job, ctx, params(batch_size=2))
     assert summary.outcome is Outcome.INTERRUPTED and summary.exit_code == 143
     assert summary.details["counts"]["node"] == 2 and summary.rows_remaining == 3
-    assert sorted(status_of(pg_engine, f.id) for f in forms) == ["timeout"] * 2 + ["waiting"] * 3
+    assert sorted(status_of(db_engine, f.id) for f in forms) == ["timeout"] * 2 + ["waiting"] * 3
     assert len(celery_worker.received("resume_app_execution", 2)) == 2

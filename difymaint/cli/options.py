@@ -150,7 +150,8 @@ class Common:
         bool,
         typer.Option(
             "--vacuum-analyze",
-            help="After a real run, VACUUM (ANALYZE) the tables it deleted from (PostgreSQL; never VACUUM FULL).",
+            help="After a real run, VACUUM (ANALYZE) the tables it deleted from (PostgreSQL; never VACUUM FULL; "
+            "ANALYZE TABLE on MySQL).",
             rich_help_panel=RUN,
         ),
     ] = False

@@ -18,6 +18,7 @@ from difymaint.core.database import check_connection, create_engine
 from difymaint.core.locking import (
     FileLock,
     JobLock,
+    MySQLNamedLock,
     NoLock,
     PostgresAdvisoryLock,
     RedisJobLock,
@@ -75,6 +76,8 @@ class Context:
             return RedisJobLock(self.redis, self.keys.key(logical_key), self.settings.DIFYMAINT_LOCK_TTL)
         if self.engine.dialect.name == "postgresql":
             return PostgresAdvisoryLock(self.engine, logical_key)
+        if self.engine.dialect.name == "mysql":
+            return MySQLNamedLock(self.engine, logical_key)
         return FileLock(sqlite_lock_path(self.engine, logical_key))
 
     def close(self) -> None:

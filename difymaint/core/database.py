@@ -1,7 +1,12 @@
-"""Engine construction from Dify's DB_* settings, per-batch transactions, and portable id predicates."""
+"""Engine construction from Dify's DB_* settings, per-batch transactions, and portable id predicates.
+
+PostgreSQL, MySQL/MariaDB (Dify's ``DB_TYPE=mysql``, and OceanBase/seekdb in MySQL mode, untested) and
+SQLite (the demo). What differs per engine is in docs/mysql.md.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,8 +20,10 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from difymaint.core.errors import ConfigError, DatabaseUnavailable
-from difymaint.core.settings import Settings
+from difymaint.core.settings import DB_TYPES, Settings
 from difymaint.core.stop import STATEMENTS
+
+log = logging.getLogger("difymaint")
 
 # SQLSTATEs that mean "this batch was too big or contended", worth a smaller retry.
 _RETRYABLE_SQLSTATES = {
@@ -25,10 +32,23 @@ _RETRYABLE_SQLSTATES = {
     "40P01",
     "40001",
 }  # query_canceled, lock_not_available, deadlock, serialization
+# The same on MySQL/MariaDB (error numbers): lock wait timeout, deadlock, interrupted (KILL QUERY), MariaDB's
+# max_statement_time, MySQL's max_execution_time.
+_RETRYABLE_MYSQL_ERRORS = {1205, 1213, 1317, 1969, 3024}
+# A batch's ids travel to MySQL/MariaDB as one IN list per table (about 40 bytes an id): 10,000 stay far
+# below the smallest max_allowed_packet in use (1 MB; MariaDB's default is 16 MB, MySQL 8.0's 64 MB).
+MYSQL_MAX_IDS = 10000
 
 
 class BatchTimeout(Exception):
     """A batch hit statement_timeout / lock_timeout / a deadlock and was rolled back."""
+
+
+def uses_mysql(settings: Settings) -> bool:
+    """Whether the settings point at MySQL/MariaDB (known before connecting)."""
+    if settings.DIFYMAINT_DATABASE_URL:
+        return settings.DIFYMAINT_DATABASE_URL.strip().split(":", 1)[0].split("+", 1)[0] in ("mysql", "mariadb")
+    return settings.DB_TYPE != "postgresql"
 
 
 def database_url(settings: Settings) -> URL:
@@ -41,16 +61,16 @@ def database_url(settings: Settings) -> URL:
                 "DIFYMAINT_DATABASE_URL is not a valid SQLAlchemy URL",
                 hint="e.g. postgresql://user:pass@host:5432/dify or sqlite:///path/to/file.db",
             ) from None
-    if settings.DB_TYPE != "postgresql":
-        raise ConfigError(
-            f"DB_TYPE={settings.DB_TYPE!r} is not supported yet",
-            hint="difymaint targets PostgreSQL (and SQLite for the demo); MySQL support is planned",
-        )
+    if settings.DB_TYPE not in DB_TYPES:
+        raise ConfigError(f"DB_TYPE={settings.DB_TYPE!r} is not supported", hint=f"one of {', '.join(DB_TYPES)}")
     query: dict[str, str] = dict(parse_qsl(settings.DB_EXTRAS)) if settings.DB_EXTRAS else {}
+    mysql = settings.DB_TYPE != "postgresql"
     if settings.DB_CHARSET:
-        query["client_encoding"] = settings.DB_CHARSET
+        # Dify appends client_encoding= for every DB_TYPE, a libpq name PyMySQL refuses; on MySQL the
+        # operator's intent is the connection character set.
+        query["charset" if mysql else "client_encoding"] = settings.DB_CHARSET
     return URL.create(
-        "postgresql+psycopg2",
+        "mysql+pymysql" if mysql else "postgresql+psycopg2",
         username=settings.DB_USERNAME,
         password=settings.DB_PASSWORD.get_secret_value() or None,
         host=settings.DB_HOST,
@@ -63,9 +83,15 @@ def database_url(settings: Settings) -> URL:
 def create_engine(settings: Settings) -> Engine:
     url = database_url(settings)
     backend = url.get_backend_name()
-    if backend not in ("postgresql", "sqlite"):
-        raise ConfigError(f"database backend {backend!r} is not supported", hint="use PostgreSQL or SQLite")
+    if backend == "mariadb":
+        url, backend = url.set(drivername="mysql+" + (url.get_driver_name() or "pymysql")), "mysql"
+    if backend not in ("postgresql", "mysql", "sqlite"):
+        raise ConfigError(
+            f"database backend {backend!r} is not supported", hint="use PostgreSQL, MySQL/MariaDB or SQLite"
+        )
     kwargs: dict[str, Any] = {"echo": settings.SQLALCHEMY_ECHO, "future": True}
+    if backend == "mysql":
+        return _create_mysql_engine(url, settings, kwargs)
     if backend == "postgresql":
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg2")
@@ -99,6 +125,136 @@ def create_engine(settings: Settings) -> Engine:
     return engine
 
 
+def _pool_options(settings: Settings) -> dict[str, Any]:
+    # A CLI needs a connection for the batch and one for a lock or a count, not Dify's 30 + 10.
+    return {
+        "pool_size": min(settings.SQLALCHEMY_POOL_SIZE, 4),
+        "max_overflow": min(settings.SQLALCHEMY_MAX_OVERFLOW, 2),
+        "pool_recycle": settings.SQLALCHEMY_POOL_RECYCLE,
+        "pool_pre_ping": settings.SQLALCHEMY_POOL_PRE_PING,
+        "pool_use_lifo": settings.SQLALCHEMY_POOL_USE_LIFO,
+        "pool_timeout": settings.SQLALCHEMY_POOL_TIMEOUT,
+    }
+
+
+def _create_mysql_engine(url: URL, settings: Settings, kwargs: dict[str, Any]) -> Engine:
+    """MySQL 8.0, MariaDB 10.6+ and (untested) OceanBase/seekdb through PyMySQL, Dify's driver.
+
+    Connections allow several statements in one query (a batch's per-table DELETEs in one round trip,
+    :func:`mysql_statements`); FOUND_ROWS is kept, as SQLAlchemy sets it for UPDATE row counts."""
+
+    driver = url.get_driver_name()
+    if driver not in ("", "mysql", "pymysql") or url.drivername == "mysql+mysqldb":
+        raise ConfigError(
+            f"MySQL driver {driver!r} is not supported", hint="use mysql+pymysql:// (the driver Dify uses)"
+        )
+    url = url.set(drivername="mysql+pymysql")
+    if settings.DB_TYPE in ("oceanbase", "seekdb") and not settings.DIFYMAINT_DATABASE_URL:
+        log.warning(
+            "DB_TYPE=%s: running in MySQL mode; difymaint is tested on MariaDB 10.11 only (docs/mysql.md)",
+            settings.DB_TYPE,
+        )
+    flags = _CLIENT_FOUND_ROWS | _CLIENT_MULTI_STATEMENTS
+    kwargs.update(_pool_options(settings), connect_args={"connect_timeout": 10, "client_flag": flags})
+    engine = sa.create_engine(url, **kwargs)
+    lock_s, statement_s = settings.DIFYMAINT_LOCK_TIMEOUT, settings.DIFYMAINT_STATEMENT_TIMEOUT
+
+    def session(dbapi_connection: Any, record: Any) -> None:
+        # Once per connection, not per batch: naive UTC for CURRENT_TIMESTAMP (Dify sets no session time zone
+        # on MySQL and writes UTC), and the batch timeouts (docs/mysql.md#timeouts).
+        server = str(dbapi_connection.get_server_info()).lower()
+        assignments = ["time_zone = '+00:00'"]
+        if "oceanbase" not in server:
+            if lock_s:
+                assignments.append(f"innodb_lock_wait_timeout = {int(lock_s)}")
+            name, value = _mysql_statement_timeout(server, statement_s)
+            record.info["difymaint_statement_timeout"] = f"{name} = {value if statement_s else 'DEFAULT'}"
+            if statement_s:
+                assignments.append(f"{name} = {value}")
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET SESSION " + ", ".join(assignments))
+            cursor.execute("SELECT @@max_allowed_packet")
+            record.info["difymaint_max_packet"] = int(cursor.fetchone()[0])
+
+    sa.event.listen(engine, "connect", session)
+    sa.event.listen(engine, "connect", _register_connection)
+    sa.event.listen(engine, "close", _forget_connection)
+    sa.event.listen(engine, "close_detached", _forget_connection)
+    return engine
+
+
+def _mysql_statement_timeout(server_version: str, seconds: float) -> tuple[str, str]:
+    """MariaDB's ``max_statement_time`` (seconds, every statement) or MySQL's ``max_execution_time`` (ms,
+    read-only SELECTs only)."""
+    if "mariadb" in server_version.lower():
+        return "max_statement_time", f"{float(seconds):g}"
+    return "max_execution_time", str(int(seconds * 1000))
+
+
+# MySQL client capability flags (the protocol's values, as in PyMySQL's pymysql.constants.CLIENT).
+_CLIENT_FOUND_ROWS = 1 << 1
+_CLIENT_MULTI_STATEMENTS = 1 << 16
+IDS_MARKER = "__DIFYMAINT_IDS__"
+
+
+def mysql_id_list(conn: Connection, ids: Sequence[str]) -> str:
+    """The ids as one escaped SQL list, built once per batch and shared by its statements (PyMySQL would
+    otherwise format every id of every statement in Python)."""
+    raw: Any = conn.connection.dbapi_connection
+    return ", ".join(raw.escape(str(value)) for value in ids).replace("%", "%%")
+
+
+def mysql_statements(conn: Connection, statements: Sequence[sa.ClauseElement], ids: Sequence[str]) -> list[int]:
+    """Run ``statements`` (each with ``IN (<IDS_MARKER>)`` where the ids go) in ONE round trip, as one
+    multi-statement query; returns each statement's row count (for a SELECT: the values of its one row)."""
+    id_list = mysql_id_list(conn, ids)
+    texts = [
+        str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})).replace(
+            IDS_MARKER, id_list
+        )
+        for statement in statements
+    ]
+    # A query must fit max_allowed_packet (1 MB at the least): statements go together up to half of it.
+    budget = int(conn.connection.info.get("difymaint_max_packet", 1 << 20)) // 2
+    queries: list[list[str]] = [[]]
+    for text in texts:
+        if queries[-1] and sum(len(t) + 2 for t in queries[-1]) + len(text) > budget:
+            queries.append([])
+        queries[-1].append(text)
+    counts: list[int] = []
+    for group in queries:
+        counts += _run_multi(conn, ";\n".join(group))
+    return counts
+
+
+def _run_multi(conn: Connection, query: str) -> list[int]:
+    raw: Any = conn.connection.dbapi_connection
+    counts: list[int] = []
+    try:
+        with raw.cursor() as cursor:
+            cursor.execute(query, ())  # () un-doubles the % that the compiler doubled for PyMySQL
+            while True:
+                if cursor.description:  # a SELECT of counts: every value of its one row
+                    counts.extend(int(value) for value in cursor.fetchone())
+                else:
+                    counts.append(int(cursor.rowcount))
+                if not cursor.nextset():
+                    break
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(query[:2000], None, exc, conn.dialect.loaded_dbapi.Error) from exc
+    return counts
+
+
+def ids_marker() -> sa.ColumnElement[Any]:
+    """Where :func:`mysql_statements` puts the batch's ids: ``column.op("IN")(ids_marker())``."""
+    return sa.literal_column(f"({IDS_MARKER})")
+
+
+def is_mysql(conn: Connection | Engine) -> bool:
+    """MySQL, MariaDB and the MySQL-compatible servers (one SQLAlchemy dialect)."""
+    return conn.dialect.name == "mysql"
+
+
 def _register_connection(dbapi_connection: Any, _record: Any = None) -> None:
     abort = _socket_abort(dbapi_connection)
     if abort is not None:
@@ -118,6 +274,11 @@ def check_connection(engine: Engine) -> None:
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
+    except TypeError as exc:  # PyMySQL takes only the connection arguments it knows
+        raise ConfigError(
+            f"the database driver refused a connection parameter: {exc}",
+            hint="check DB_EXTRAS / the query string of --database-url",
+        ) from None
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise DatabaseUnavailable(
@@ -155,9 +316,30 @@ def batch_transaction(engine: Engine, settings: Settings) -> Iterator[Connection
             with STATEMENTS.running(_driver_cancel(conn)):
                 yield conn
     except DBAPIError as exc:
-        if getattr(exc.orig, "pgcode", None) in _RETRYABLE_SQLSTATES:
+        interruption = _interruption(exc)
+        if interruption is not None:
+            # A second signal interrupted the driver mid-reply (PyMySQL reads its protocol in Python), so the
+            # rollback failed on the half-read connection: the interruption is what happened; the server
+            # rolls the batch back as the connection goes.
+            raise interruption from None
+        if getattr(exc.orig, "pgcode", None) in _RETRYABLE_SQLSTATES or _mysql_errno(exc) in _RETRYABLE_MYSQL_ERRORS:
             raise BatchTimeout(str(exc.orig).strip().splitlines()[0]) from exc
         raise
+
+
+def _interruption(exc: BaseException) -> BaseException | None:
+    """The Interrupted / KeyboardInterrupt this error was raised while handling, if any."""
+    seen: BaseException | None = exc.__context__
+    while seen is not None:
+        if not isinstance(seen, Exception):
+            return seen
+        seen = seen.__context__
+    return None
+
+
+def _mysql_errno(exc: DBAPIError) -> int | None:
+    args = getattr(exc.orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) and type(exc.orig).__module__.startswith("pymysql") else None
 
 
 @contextmanager
@@ -169,9 +351,11 @@ def tracked(conn: Connection) -> Iterator[Connection]:
 
 
 def _socket_abort(raw: Any) -> Callable[[], None] | None:
-    """Shut a DBAPI connection's socket down from our side (psycopg2): a call blocked in libpq then fails at
-    once, whatever the server does. None for drivers without a socket (sqlite3)."""
+    """Shut a DBAPI connection's socket down from our side (psycopg2, PyMySQL): a call blocked in the driver
+    then fails at once, whatever the server does. None for drivers without a socket (sqlite3)."""
     fileno = getattr(raw, "fileno", None)
+    if not callable(fileno) and getattr(raw, "_sock", None) is not None:  # PyMySQL keeps its socket here
+        fileno = raw._sock.fileno
     if not callable(fileno):
         return None
 
@@ -187,8 +371,26 @@ def _socket_abort(raw: Any) -> Callable[[], None] | None:
 def _driver_cancel(conn: Connection) -> Callable[[], None]:
     """The DBAPI's thread-safe cancel of the statement running on ``conn`` (a no-op when there is none)."""
     raw: Any = conn.connection.dbapi_connection
+    if is_mysql(conn):
+        return _mysql_kill_query(conn.engine, int(raw.thread_id()))
     cancel = getattr(raw, "cancel", None) or getattr(raw, "interrupt", None)  # psycopg2 / sqlite3
     return cancel if callable(cancel) else (lambda: None)
+
+
+def _mysql_kill_query(engine: Engine, thread_id: int) -> Callable[[], None]:
+    """MySQL has no client-side cancel: ``KILL QUERY`` from a second, short-lived connection (outside the pool,
+    which may be exhausted by then) stops the statement of connection ``thread_id``."""
+
+    def cancel() -> None:
+        cargs, cparams = engine.dialect.create_connect_args(engine.url)
+        other = engine.dialect.loaded_dbapi.connect(*cargs, **{**cparams, "connect_timeout": 5})
+        try:
+            with other.cursor() as cursor:
+                cursor.execute(f"KILL QUERY {int(thread_id)}")
+        finally:
+            other.close()
+
+    return cancel
 
 
 def ids_array(ids: Sequence[str]) -> sa.ColumnElement[Any]:
@@ -249,6 +451,18 @@ def count_or_unknown(conn: Connection, query: sa.Select[Any], *, timeout_s: int 
     timeout_s = _count_timeout_s.get() if timeout_s is None else timeout_s
     if is_postgres(conn):
         conn.execute(sa.text(f"SET LOCAL statement_timeout = '{int(timeout_s)}s'"))
+    elif is_mysql(conn) and "difymaint_statement_timeout" in conn.connection.info:
+        # A session setting: the connection goes back to the pool after a report count, so the batch timeout
+        # set at connect is put back afterwards (see _create_mysql_engine).
+        version = str(conn.connection.dbapi_connection.get_server_info())  # type: ignore[union-attr]
+        name, value = _mysql_statement_timeout(version, timeout_s)
+        conn.execute(sa.text(f"SET SESSION {name} = {value}"))
+        try:
+            return int(conn.execute(query).scalar_one())
+        except DBAPIError:
+            return -1
+        finally:
+            conn.execute(sa.text("SET SESSION " + conn.connection.info["difymaint_statement_timeout"]))
     try:
         return int(conn.execute(query).scalar_one())
     except DBAPIError:

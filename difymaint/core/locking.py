@@ -9,6 +9,8 @@
 * PostgreSQL without Redis: a session-level advisory lock on a dedicated connection; it vanishes with the
   connection if the process dies, and the heartbeat checks that connection, so a run whose session ended
   (restart, failover, pg_terminate_backend) stops instead of carrying on unlocked.
+* MySQL/MariaDB without Redis: a named lock (``GET_LOCK``) held by a dedicated connection outside the pool,
+  checked by the heartbeat the same way (docs/mysql.md#locks).
 * SQLite: an flock()ed file beside the database.
 """
 
@@ -245,6 +247,82 @@ class PostgresAdvisoryLock:
         finally:
             self._conn.close()
             self._conn = None
+
+
+MYSQL_LOCK_NAME_MAX = 64  # MySQL refuses longer GET_LOCK names
+
+
+def mysql_lock_name(database: str | None, key: str) -> str:
+    """The named lock for ``key`` in ``database``: GET_LOCK names are server-wide, so the database is part
+    of the name (two Difys on one server never exclude each other); a name over 64 characters keeps its
+    start and gets a digest of the whole."""
+    name = f"{database or ''}:{key}"
+    if len(name) <= MYSQL_LOCK_NAME_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:24]
+    return f"{name[: MYSQL_LOCK_NAME_MAX - 25]}~{digest}"
+
+
+class MySQLNamedLock:
+    def __init__(self, engine: Engine, key: str) -> None:
+        self._engine = engine
+        self.name = mysql_lock_name(engine.url.database, key)
+        self._conn: Connection | None = None
+        self.description = f"MySQL named lock {self.name!r}"
+        # Like the advisory lock: it lives as long as its connection, which the heartbeat checks.
+        self.renew_every_s: float | None = ADVISORY_CHECK_EVERY_S
+
+    def acquire(self) -> bool:
+        conn = self._engine.connect()
+        # Off the pool: the lock must never go back to the pool with a pooled connection, nor be reset by it.
+        conn.detach()
+        got = conn.execute(sa.text("SELECT GET_LOCK(:name, 0)"), {"name": self.name}).scalar() == 1
+        conn.commit()
+        if got:
+            self._conn = conn
+        else:
+            conn.close()
+        return got
+
+    def renew(self) -> None:
+        lost = LockLost(
+            "lost the database connection mid-run: the session holding the named lock ended (MySQL restarted, "
+            "failed over, or killed the session)",
+            hint="stopped before the next batch, as another run may take the lock now; committed batches stay "
+            "done and the next run continues",
+        )
+        if self._conn is None or self._conn.closed:
+            raise lost
+        try:
+            mine = self._conn.execute(
+                sa.text("SELECT IS_USED_LOCK(:name) = CONNECTION_ID()"), {"name": self.name}
+            ).scalar()
+            self._conn.commit()
+        except sa.exc.SQLAlchemyError:
+            raise lost from None
+        if mine != 1:
+            raise lost
+
+    def release(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            self._conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": self.name})
+            self._conn.commit()
+        except sa.exc.SQLAlchemyError:
+            pass  # the lock dies with the session anyway
+        finally:
+            self._conn.close()
+            self._conn = None
+
+
+def database_lock(engine: Engine, key: str) -> PostgresAdvisoryLock | MySQLNamedLock | None:
+    """The session lock this engine offers for ``key`` (None on SQLite)."""
+    if engine.dialect.name == "postgresql":
+        return PostgresAdvisoryLock(engine, key)
+    if engine.dialect.name == "mysql":
+        return MySQLNamedLock(engine, key)
+    return None
 
 
 class FileLock:

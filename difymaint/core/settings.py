@@ -44,6 +44,8 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 # Any retention in days: at most MAX_DAYS, so that "now - days" stays a representable date.
 Days = Annotated[int, Field(ge=1, le=MAX_DAYS)]
 Minutes = Annotated[int, Field(ge=1, le=MAX_DAYS * 24 * 60)]
+# Dify's DB_TYPE values: oceanbase and seekdb speak MySQL's protocol and dialect.
+DB_TYPES = ("postgresql", "mysql", "oceanbase", "seekdb")
 MIN_LOCK_TTL = 10  # the --lock-ttl minimum; the heartbeat renews every TTL/3
 
 
@@ -107,9 +109,13 @@ class _Group(BaseSettings):
 
 class DatabaseSettings(_Group):
     DIFYMAINT_DATABASE_URL: str | None = Field(
-        default=None, description="Any SQLAlchemy URL; overrides the DB_* variables (sqlite included)."
+        default=None,
+        description="A postgresql://, mysql:// (mysql+pymysql) or sqlite:// SQLAlchemy URL; overrides the DB_* "
+        "variables.",
     )
-    DB_TYPE: str = "postgresql"
+    DB_TYPE: str = Field(
+        default="postgresql", description="Dify's: postgresql, mysql, or the MySQL-compatible oceanbase / seekdb."
+    )
     DB_HOST: str = "localhost"
     DB_PORT: Port = 5432
     DB_USERNAME: str = "postgres"
@@ -127,16 +133,26 @@ class DatabaseSettings(_Group):
     SQLALCHEMY_ECHO: bool = False
     DIFYMAINT_STATEMENT_TIMEOUT: NonNegativeInt = Field(
         default=120,
-        description="Seconds; SET LOCAL statement_timeout for every batch on PostgreSQL (0 = off).",
+        description="Seconds; SET LOCAL statement_timeout for every batch on PostgreSQL, max_statement_time on "
+        "MariaDB, max_execution_time (SELECTs only) on MySQL (0 = off).",
     )
     DIFYMAINT_LOCK_TIMEOUT: NonNegativeInt = Field(
-        default=5, description="Seconds; SET LOCAL lock_timeout for every batch on PostgreSQL (0 = off)."
+        default=5,
+        description="Seconds; SET LOCAL lock_timeout for every batch on PostgreSQL, innodb_lock_wait_timeout on "
+        "MySQL/MariaDB (0 = off: the server's own).",
     )
 
     @field_validator("DIFYMAINT_DATABASE_URL")
     @classmethod
     def _database_url(cls, value: str | None) -> str | None:
-        return _check_url(value, "DIFYMAINT_DATABASE_URL", ("postgresql", "postgres", "sqlite"))
+        return _check_url(value, "DIFYMAINT_DATABASE_URL", ("postgresql", "postgres", "mysql", "mariadb", "sqlite"))
+
+    @field_validator("DB_TYPE")
+    @classmethod
+    def _db_type(cls, value: str) -> str:
+        if value not in DB_TYPES:
+            raise ValueError(f"must be one of {', '.join(DB_TYPES)} (Dify's values)")
+        return value
 
     @field_validator("DB_EXTRAS")
     @classmethod

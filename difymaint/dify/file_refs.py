@@ -577,7 +577,9 @@ def require_file_scan(settings: Settings, job: str) -> None:
     """What a job that scans Dify's files needs, refused before any connection (exit 2): PostgreSQL (the scan
     uses its regular expressions and statistics) and a STORAGE_TYPE difymaint serves."""
     if database_url(settings).get_backend_name() != "postgresql":
-        raise ConfigError(f"{job} needs PostgreSQL (the reference scan uses its regular expressions)")
+        raise ConfigError(
+            f"{job} needs PostgreSQL (the reference scan uses its regular expressions); not MySQL or SQLite"
+        )
     dify_storage(settings).close()
 
 

@@ -3,6 +3,10 @@
 The jobs query through these objects; the demo and the test fixtures create them with ``metadata.create_all``.
 Only the columns the jobs and fixtures need are declared; a real Dify table has more, which does not matter
 to a query. No ForeignKey objects: production has none on these tables (docs/dify-reference.md#tables).
+
+The types are dialect-aware the way Dify's own are (docs/mysql.md#schema): on MySQL/MariaDB a uuid is
+``CHAR(36)``, text ``LONGTEXT``, binary ``LONGBLOB``, a timestamp ``DATETIME`` (whole seconds), a boolean
+``TINYINT(1)``, and a partial index a plain one; so ``metadata.create_all`` builds Dify's MySQL schema too.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
@@ -19,7 +23,7 @@ metadata = sa.MetaData()
 
 
 class UUIDStr(TypeDecorator[str]):
-    """Native ``uuid`` on PostgreSQL, CHAR(36) text elsewhere; always a str in Python."""
+    """Native ``uuid`` on PostgreSQL, ``CHAR(36)`` on MySQL (Dify's StringUUID), text elsewhere; always a str."""
 
     impl = sa.String(36)
     cache_ok = True
@@ -27,6 +31,8 @@ class UUIDStr(TypeDecorator[str]):
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "postgresql":
             return dialect.type_descriptor(postgresql.UUID(as_uuid=False))
+        if dialect.name == "mysql":
+            return dialect.type_descriptor(sa.CHAR(36))
         return dialect.type_descriptor(sa.String(36))
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
@@ -37,6 +43,9 @@ class UUIDStr(TypeDecorator[str]):
 
 
 JSONB = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+# Dify's LongText / BinaryData: MySQL's TEXT and BLOB stop at 64 KB.
+LONG_TEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql")
+LONG_BINARY = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql")
 NOW = sa.text("CURRENT_TIMESTAMP")
 
 
@@ -66,7 +75,7 @@ def _str(name: str, length: int = 255, *, nullable: bool = False, default: str |
 
 
 def _text(name: str, *, nullable: bool = True) -> sa.Column[str]:
-    return sa.Column(name, sa.Text(), nullable=nullable)
+    return sa.Column(name, LONG_TEXT, nullable=nullable)
 
 
 def _bool(name: str, default: bool) -> sa.Column[bool]:
@@ -263,8 +272,9 @@ message_agent_thoughts = sa.Table(
     _text("thought"),
     _text("tool_input"),
     _text("observation"),
-    sa.Column("tool_labels_str", sa.Text(), nullable=False, server_default=sa.text("'{}'")),
-    sa.Column("tool_meta_str", sa.Text(), nullable=False, server_default=sa.text("'{}'")),
+    # A parenthesised default: MySQL 8 takes a default on a TEXT column only as an expression.
+    sa.Column("tool_labels_str", LONG_TEXT, nullable=False, server_default=sa.text("('{}')")),
+    sa.Column("tool_meta_str", LONG_TEXT, nullable=False, server_default=sa.text("('{}')")),
     _str("created_by_role"),
     _uuid("created_by"),
     _ts("created_at"),
@@ -485,7 +495,7 @@ embeddings = sa.Table(  # the embedding cache: no relationship to any other tabl
     metadata,
     _id(),
     _str("hash", 64),  # sha256 of the chunk text
-    sa.Column("embedding", sa.LargeBinary(), nullable=False),  # pickled list of floats, several KB
+    sa.Column("embedding", LONG_BINARY, nullable=False),  # pickled list of floats, several KB
     _str("model_name", default="text-embedding-ada-002"),
     _str("provider_name", default=""),
     _ts("created_at"),
@@ -533,6 +543,8 @@ oauth_access_tokens = sa.Table(
         "client_id",
         "device_label",
         unique=True,
+        # InnoDB keys stop at 3072 bytes (four per utf8mb4 character): Dify indexes 191-character prefixes.
+        mysql_length={"subject_email": 191, "subject_issuer": 191, "device_label": 191},
         **_ACTIVE_TOKEN,
     ),
 )

@@ -13,7 +13,14 @@ run, a ``count(*)`` of the same predicate, and the statement returns the per-tab
 ``(created_at, id)``. All CTEs see the same snapshot, so a child step found through its parent (offloads
 through node executions) still sees the parent rows its sibling CTE deletes. One round trip instead of one
 per table, and the ids never travel to the client and back (docs/batching.md#one-statement-per-batch).
-SQLite (the demo) runs one statement per step.
+
+MySQL/MariaDB (no data-modifying CTE, no ``RETURNING`` on MySQL, error 1093 on a DELETE whose sub-query
+reads its own table) and SQLite (the demo) take the batch's ids from the client and run one statement per
+step: ``DELETE … WHERE key IN (<ids>)``. On MySQL a step found through its parent is a multi-table
+``DELETE child FROM parent STRAIGHT_JOIN child ON child.key = parent.id WHERE parent.key IN (<ids>)``: MariaDB
+10.11 runs a single-table DELETE's ``IN (SELECT …)`` as a dependent sub-query, a scan of the child table per
+batch (docs/mysql.md#deletes). On MySQL the steps go in ONE round trip (a multi-statement query), the ids
+written once as a literal list: a batch is its page read plus that.
 """
 
 from __future__ import annotations
@@ -25,10 +32,25 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
-from difymaint.core.database import delete_or_count, ids_array, ids_in, is_postgres
+from difymaint.core.database import (
+    delete_or_count,
+    ids_array,
+    ids_in,
+    ids_marker,
+    is_mysql,
+    is_postgres,
+    mysql_statements,
+)
 from difymaint.engine.schema import Need
+
+
+def pages_on_server(conn: Connection | Engine) -> bool:
+    """Whether a batch can choose its own page inside its transaction (:meth:`Cascade.run_batch`, the parent
+    scan's ``walk_server``): PostgreSQL in one statement, MySQL/MariaDB as a page read plus one DELETE per
+    table. SQLite (the demo) walks with the ids on the client."""
+    return is_postgres(conn) or is_mysql(conn)
 
 
 @dataclass(frozen=True)
@@ -45,10 +67,17 @@ class IdArray:
     ids: sa.ScalarSelect[Any]
 
 
+@dataclass(frozen=True)
+class Marked:
+    """The root ids as the placeholder :func:`~difymaint.core.database.mysql_statements` fills in (MySQL)."""
+
+
+MARKED = Marked()
+
 # Which root rows a statement is about: ids held by the client, a server-side array of them (one array
-# probed by every step; IN (SELECT …) measured ~25 % slower, as it hashes the ids again for each step), or a
-# predicate.
-Roots = Sequence[str] | IdArray | Selection
+# probed by every step; IN (SELECT …) measured ~25 % slower, as it hashes the ids again for each step), the
+# MySQL placeholder for them, or a predicate.
+Roots = Sequence[str] | IdArray | Marked | Selection
 
 
 @dataclass(frozen=True)
@@ -130,6 +159,8 @@ class Cascade:
             if isinstance(roots, IdArray):
                 # The explicit cast makes ANY take the array, not a sub-query's rows of arrays.
                 return column == sa.any_(sa.cast(roots.ids, postgresql.ARRAY(column.type)))
+            if isinstance(roots, Marked):
+                return column.op("IN")(ids_marker())
             return ids_in(column, roots, dialect)
         parent = self._step(step.parent)
         referenced = sa.select(parent.table.c[step.parent_key]).where(self.predicate(parent, roots, dialect))
@@ -171,7 +202,15 @@ class Cascade:
     def run_batch(
         self, conn: Connection, doomed: sa.Select[Any], *, dry_run: bool, skip: Collection[str] = ()
     ) -> BatchResult:
-        """Delete (or count) one batch in one round trip (PostgreSQL only); see :meth:`batch_statement`."""
+        """Delete (or count) one batch in one round trip on PostgreSQL (see :meth:`batch_statement`). On MySQL
+        the page is read inside the batch's transaction and its ids deleted by :meth:`delete`, one statement
+        per table (module docstring)."""
+        if not is_postgres(conn):
+            rows = conn.execute(doomed).all()
+            counts = self.delete(conn, [str(row.id) for row in rows], dry_run=dry_run, skip=skip)
+            counts = {step.name: counts.get(step.name, 0) for step in self.steps if step.name not in skip}
+            last = (rows[-1].created_at, str(rows[-1].id)) if rows and "created_at" in rows[-1]._fields else None
+            return BatchResult(counts=counts, scanned=len(rows), last=last)
         row = conn.execute(self.batch_statement(doomed, dry_run=dry_run, skip=skip)).one()._mapping
         counts = {step.name: int(row[f"n_{step.name}"]) for step in self.steps if step.name not in skip}
         last = None
@@ -206,11 +245,57 @@ class Cascade:
             # One round trip: the ids go up once, as one array, and every step reads them on the server.
             doomed = sa.select(sa.func.unnest(ids_array(ids)).label("id"))
             return self.run_batch(conn, doomed, dry_run=dry_run, skip=skip).counts
+        if is_mysql(conn):
+            return self._mysql_batch(conn, ids, dry_run=dry_run, skip=skip)
         return {
             step.name: delete_or_count(conn, step.table, self.predicate(step, ids, dialect), dry_run=dry_run)
             for step in self.steps
             if step.name not in skip
         }
+
+    def _mysql_batch(
+        self, conn: Connection, ids: Sequence[str], *, dry_run: bool, skip: Collection[str]
+    ) -> dict[str, int]:
+        """MySQL: every step's DELETE in one multi-statement round trip, children first (a dry run: one SELECT
+        of every count), the ids written once as a literal list (module docstring)."""
+        steps = [step for step in self.steps if step.name not in skip]
+        if not steps:
+            return {}
+        if dry_run:
+            counts = [
+                sa.select(sa.func.count()).select_from(step.table).where(self.predicate(step, MARKED, "mysql"))
+                for step in steps
+            ]
+            statements: list[sa.ClauseElement] = [sa.select(*(count.scalar_subquery() for count in counts))]
+        else:
+            statements = [self._mysql_delete(conn, step) for step in steps]
+        values = mysql_statements(conn, statements, ids)
+        return dict(zip((step.name for step in steps), values, strict=True))
+
+    def _mysql_delete(self, conn: Connection, step: Step) -> sa.ClauseElement:
+        """A step's DELETE for :meth:`_mysql_batch`. A step found through its parent is a multi-table DELETE
+        from the parent rows to the child's (``STRAIGHT_JOIN``: parents first, then the child's index, whatever
+        the table sizes make the optimizer guess); its row count is the child table's alone, as only that
+        table is named before FROM, and it matches :meth:`predicate` (the dry run's count): the parent key is
+        unique."""
+        if not step.parent:
+            return sa.delete(step.table).where(self.predicate(step, MARKED, "mysql"))
+        parent = self._step(step.parent)
+        quote = conn.dialect.identifier_preparer
+
+        def sql(clause: sa.ColumnElement[Any]) -> str:
+            return str(clause.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+
+        child_table, parent_table = quote.format_table(step.table), quote.format_table(parent.table)
+        where = [sql(self.predicate(parent, MARKED, "mysql"))]
+        if step.where is not None:
+            where.append(sql(step.where))
+        statement = (
+            f"DELETE {child_table} FROM {parent_table} STRAIGHT_JOIN {child_table} ON "
+            f"{sql(step.table.c[step.key] == parent.table.c[step.parent_key])} WHERE "
+            + " AND ".join(f"({part})" for part in where)
+        )
+        return sa.text(statement.replace(":", "\\:"))  # rendered already: no bind parameters in it
 
     def _step(self, name: str) -> Step:
         for step in self.steps:

@@ -3,6 +3,12 @@
 Restarting from the oldest row each batch slows down 3x while any long transaction holds the xmin horizon
 (the dead index entries of earlier batches are stepped over again; docs/batching.md#keyset-cursor); a
 persistent cursor does not.
+
+The comparison is a row value ``(created_at, id) > (:c, :id)`` on PostgreSQL and SQLite. MariaDB's optimizer
+bounds an index range with the first column of a row value only, so on MySQL/MariaDB it is written out as
+``created_at >= :c AND (created_at > :c OR id > :id)``: the first term bounds the ``(created_at, id)`` index
+range on both servers, the second resumes exactly inside a second shared by more rows than a batch
+(``DATETIME`` keeps whole seconds; docs/mysql.md#keyset).
 """
 
 from __future__ import annotations
@@ -15,6 +21,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ColumnElement, Grouping
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from difymaint.core.window import TimeWindow
 
@@ -29,22 +39,65 @@ class Cursor:
         return cls(created_at=row.created_at, id=str(row.id))
 
 
+class KeysetCompare(ColumnElement[bool]):
+    """``(created, id) > (c, i)`` (``after``) or ``<=`` (not after), compiled per dialect (module docstring)."""
+
+    inherit_cache = True
+    # Not sa.Boolean: SQLAlchemy would append "= 1" to a boolean-typed element on MySQL and SQLite.
+    type = sa.types.NULLTYPE  # type: ignore[assignment]
+    _traverse_internals = [  # noqa: RUF012 - SQLAlchemy reads it from the class
+        ("created", InternalTraversal.dp_clauseelement),
+        ("id", InternalTraversal.dp_clauseelement),
+        ("at", InternalTraversal.dp_clauseelement),
+        ("key", InternalTraversal.dp_clauseelement),
+        ("is_after", InternalTraversal.dp_boolean),
+    ]
+
+    def __init__(self, created: Any, id_: Any, at: Any, key: Any, *, is_after: bool) -> None:
+        self.created, self.id, self.at, self.key, self.is_after = created, id_, at, key, is_after
+
+    def self_group(self, against: Any = None) -> ColumnElement[Any]:
+        return Grouping(self)  # always parenthesised: NOT, AND and OR wrap it safely
+
+    def row_value(self) -> sa.ColumnElement[bool]:
+        left, right = sa.tuple_(self.created, self.id), sa.tuple_(self.at, self.key)
+        return left > right if self.is_after else left <= right
+
+    def written_out(self) -> sa.ColumnElement[bool]:
+        if self.is_after:
+            return sa.and_(self.created >= self.at, sa.or_(self.created > self.at, self.id > self.key))
+        return sa.or_(self.created < self.at, sa.and_(self.created == self.at, self.id <= self.key))
+
+
+@compiles(KeysetCompare)
+def _compile_row_value(element: KeysetCompare, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.row_value(), **kw)
+
+
+@compiles(KeysetCompare, "mysql")
+def _compile_written_out(element: KeysetCompare, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.written_out(), **kw)
+
+
+def _compare(
+    created_col: sa.ColumnElement[Any], id_col: sa.ColumnElement[Any], cursor: Cursor, *, is_after: bool
+) -> sa.ColumnElement[bool]:
+    at, key = sa.literal(cursor.created_at, created_col.type), sa.literal(cursor.id, id_col.type)
+    return KeysetCompare(created_col, id_col, at, key, is_after=is_after)
+
+
 def after(
     created_col: sa.ColumnElement[Any], id_col: sa.ColumnElement[Any], cursor: Cursor | None
 ) -> sa.ColumnElement[bool]:
     """Rows strictly after the cursor in ``(created_at, id)`` order."""
     if cursor is None:
         return sa.true()
-    return sa.tuple_(created_col, id_col) > sa.tuple_(
-        sa.literal(cursor.created_at, created_col.type), sa.literal(cursor.id, id_col.type)
-    )
+    return _compare(created_col, id_col, cursor, is_after=True)
 
 
 def up_to(created_col: sa.ColumnElement[Any], id_col: sa.ColumnElement[Any], cursor: Cursor) -> sa.ColumnElement[bool]:
     """Rows at or before the cursor (what a run has already passed)."""
-    return sa.tuple_(created_col, id_col) <= sa.tuple_(
-        sa.literal(cursor.created_at, created_col.type), sa.literal(cursor.id, id_col.type)
-    )
+    return _compare(created_col, id_col, cursor, is_after=False)
 
 
 def in_window(created_col: sa.ColumnElement[Any], window: TimeWindow) -> sa.ColumnElement[bool]:

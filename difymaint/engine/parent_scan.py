@@ -13,9 +13,11 @@ transaction was rolled back (a timeout); the cursor then stays where it was and 
 On PostgreSQL, when the job needs no id on the client, :meth:`ParentScan.walk_server` is the fast path: the
 page is not read by the client at all; each batch is one statement that chooses its page with the keyset
 cursor and deletes the cascade (:meth:`difymaint.engine.cascade.Cascade.batch_statement`), returning the
-counts and the new cursor. With ``--workers N`` the window is cut into 4N disjoint ``created_at`` slices at
-its percentiles, and N threads, each with its own connection, take the next unstarted slice and walk it with
-its own cursor: no two workers ever read the same index range (docs/batching.md#workers).
+counts and the new cursor. On MySQL/MariaDB the same walk reads the page inside the batch's transaction and
+deletes it one table at a time (:meth:`difymaint.engine.cascade.Cascade.run_batch`). With ``--workers N`` the
+window is cut into 4N disjoint ``created_at`` slices at its percentiles, and N threads, each with its own
+connection, take the next unstarted slice and walk it with its own cursor: no two workers ever read the same
+index range (docs/batching.md#workers).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from difymaint.core.database import as_str, count_or_unknown
+from difymaint.core.database import as_str, count_or_unknown, is_mysql
 from difymaint.engine.cascade import BatchResult
 from difymaint.engine.keyset import Cursor, Lane, RoundRobin, after, up_to
 from difymaint.engine.run import JobRun
@@ -193,11 +195,20 @@ class ParentScan:
         if count <= 1:
             return [Part(sa.true())]
         with self.job.ctx.engine.connect() as conn:
-            cuts = conn.execute(
-                sa.select(
-                    *(sa.func.percentile_disc(k / count).within_group(self.created) for k in range(1, count))
-                ).where(self.selection)
-            ).one()
+            if is_mysql(conn):
+                # No ordered-set aggregates on MySQL/MariaDB: the first row of each NTILE bucket (one ordered pass).
+                bucket = sa.func.ntile(count).over(order_by=self.created).label("bucket")
+                ranked = sa.select(self.created.label("created_at"), bucket).where(self.selection).subquery()
+                firsts = sa.select(sa.func.min(ranked.c.created_at)).group_by(ranked.c.bucket)
+                cuts = [cut for (cut,) in conn.execute(firsts).all()][1:]
+            else:
+                cuts = list(
+                    conn.execute(
+                        sa.select(
+                            *(sa.func.percentile_disc(k / count).within_group(self.created) for k in range(1, count))
+                        ).where(self.selection)
+                    ).one()
+                )
         bounds = sorted({cut for cut in cuts if cut is not None})
         edges: list[Any] = [None, *bounds, None]
         parts = []

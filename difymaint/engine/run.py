@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Connection
 
 from difymaint.core.context import Context
-from difymaint.core.database import BatchTimeout, batch_transaction, count_timeout
+from difymaint.core.database import MYSQL_MAX_IDS, BatchTimeout, batch_transaction, count_timeout, uses_mysql
 from difymaint.core.errors import DifymaintError, LockHeld
 from difymaint.core.locking import JobLock, LockHeartbeat
 from difymaint.core.reporter import BatchProgress
@@ -121,6 +121,8 @@ class JobRun:
         initial, maximum = size, max(settings.DIFYMAINT_MAX_BATCH_SIZE, size)
         if (settings.DIFYMAINT_DATABASE_URL or "").startswith("sqlite"):
             initial, maximum = min(initial, SQLITE_MAX_BATCH_SIZE), min(maximum, SQLITE_MAX_BATCH_SIZE)
+        elif uses_mysql(settings):
+            initial, maximum = min(initial, MYSQL_MAX_IDS), min(maximum, MYSQL_MAX_IDS)
         self.sizer = AdaptiveBatchSize(initial, target_s=settings.DIFYMAINT_TARGET_BATCH_MS / 1000, maximum=maximum)
         self.summary = RunSummary(
             job=job,
@@ -315,7 +317,7 @@ def _after_run(ctx: Context, run: JobRun, start_lsn: str | None) -> None:
         run.summary.details["wal_bytes"] = wal
     touched = [table for table, rows in run.summary.tables.items() if rows]
     if run.options.vacuum_analyze and not run.dry_run and touched:
-        ctx.reporter.info(f"{run.job}: VACUUM (ANALYZE) {', '.join(touched)}")
+        ctx.reporter.info(f"{run.job}: {pg_health.maintenance_statement(ctx.engine)} {', '.join(touched)}")
         run.summary.details["vacuum_analyze_s"] = pg_health.vacuum_analyze(ctx.engine, touched)
 
 
@@ -380,9 +382,7 @@ def job_run(
             for blocker in pg_health.long_running_transactions(
                 ctx.engine, older_than_s=ctx.settings.DIFYMAINT_LONG_TRANSACTION_WARN_S
             ):
-                run.warn(
-                    f"{blocker}: its snapshot keeps vacuum from reclaiming the rows this run deletes until it ends"
-                )
+                run.warn(f"{blocker}: {pg_health.blocker_consequence(ctx.engine)}")
         yield run
         if database:
             _after_run(ctx, run, start_lsn)

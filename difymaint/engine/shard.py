@@ -3,8 +3,9 @@
 For installations where one pod per job is not enough (many workspaces, plan look-ups, client CPU): N runs
 (a Kubernetes Indexed Job) each take the apps whose hash falls in their shard, and each takes its own lock, so
 the N pods never touch the same rows and two pods of the same shard still exclude each other. The hash is the
-first 28 bits of the id's MD5, computed by PostgreSQL in the selection (so the ids never leave the server) and
-reproducible in Python (:func:`shard_of`). A database bound by its own I/O gains more from ``--workers``.
+first 28 bits of the id's MD5, computed by the database in the selection (so the ids never leave the server;
+``CONV(SUBSTR(MD5(id), 1, 7), 16, 10)`` on MySQL/MariaDB, the same number) and reproducible in Python
+(:func:`shard_of`). A database bound by its own I/O gains more from ``--workers``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from difymaint.core.errors import UsageError
 
@@ -55,11 +59,31 @@ def shard_of(value: str, count: int) -> int:
     return int(hashlib.md5(value.encode(), usedforsecurity=False).hexdigest()[:_HASH_HEX_DIGITS], 16) % count
 
 
-def shard_predicate(column: sa.ColumnElement[Any], shard: Shard) -> sa.ColumnElement[bool]:
-    """Rows whose ``column`` (an id) hashes into ``shard`` (PostgreSQL)."""
+class id_hash(FunctionElement[int]):
+    """The first 28 bits of MD5(column) as an integer, compiled per dialect."""
+
+    type = sa.Integer()
+    inherit_cache = True
+
+
+@compiles(id_hash)
+def _hash_postgresql(element: id_hash, compiler: SQLCompiler, **kw: Any) -> str:
+    column = next(iter(element.clauses))
     hex_digits = sa.func.substr(sa.func.md5(sa.cast(column, sa.Text)), 1, _HASH_HEX_DIGITS)
     bits = sa.cast(sa.literal("x", sa.Text) + hex_digits, postgresql.BIT(_HASH_HEX_DIGITS * 4))
-    return sa.cast(bits, sa.Integer) % shard.count == shard.index
+    return compiler.process(sa.cast(bits, sa.Integer), **kw)
+
+
+@compiles(id_hash, "mysql")
+def _hash_mysql(element: id_hash, compiler: SQLCompiler, **kw: Any) -> str:
+    column = next(iter(element.clauses))
+    hex_digits = sa.func.substr(sa.func.md5(column), 1, _HASH_HEX_DIGITS)
+    return f"CAST(CONV({compiler.process(hex_digits, **kw)}, 16, 10) AS UNSIGNED)"
+
+
+def shard_predicate(column: sa.ColumnElement[Any], shard: Shard) -> sa.ColumnElement[bool]:
+    """Rows whose ``column`` (an id) hashes into ``shard`` (PostgreSQL, MySQL/MariaDB)."""
+    return id_hash(column) % shard.count == shard.index
 
 
 def sharded(

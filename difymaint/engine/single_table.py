@@ -8,7 +8,8 @@ so a row that changed since its page was read (a token revoked a moment ago) is 
 
 On PostgreSQL the page is not read by the client: each batch is one statement that picks the page and
 deletes it (a one-step :class:`~difymaint.engine.cascade.Cascade` on the parent scan's server walk, with
-``--workers`` slices), and an unbounded dry run is one ``count(*)``. The portable path above is SQLite's.
+``--workers`` slices), and an unbounded dry run is one ``count(*)``. MySQL/MariaDB take the same walk (the
+page read and deleted inside one transaction). The portable path above is SQLite's.
 
 Usage inside a job::
 
@@ -23,8 +24,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from difymaint.core.database import as_str, delete_or_count, ids_in, is_postgres
-from difymaint.engine.cascade import Cascade, Selection, Step
+from difymaint.core.database import as_str, count_or_unknown, delete_or_count, ids_in
+from difymaint.engine.cascade import Cascade, Selection, Step, pages_on_server
 from difymaint.engine.keyset import Cursor, after
 from difymaint.engine.parent_scan import ParentScan
 from difymaint.engine.run import JobRun
@@ -81,7 +82,7 @@ def sweep(job: JobRun, target: TableSweep) -> Cursor | None:
     ``rows_remaining`` on the summary (0 when done, else the matching rows past the cursor) and returns
     the last cursor.
     """
-    if is_postgres(job.ctx.engine):
+    if pages_on_server(job.ctx.engine):
         return _sweep_server(job, target)
     engine = job.ctx.engine
     job.one_connection("on SQLite")
@@ -109,8 +110,8 @@ def sweep(job: JobRun, target: TableSweep) -> Cursor | None:
 
 
 def _sweep_server(job: JobRun, target: TableSweep) -> Cursor | None:
-    """PostgreSQL: each batch one statement that picks its page and deletes it (the ids stay on the
-    server), ``--workers`` slices in parallel; an unbounded dry run is one ``count(*)``."""
+    """PostgreSQL (MySQL: a page read and one DELETE): each batch one statement that picks its page and deletes
+    it (the ids stay on the server), ``--workers`` slices in parallel; an unbounded dry run is one ``count(*)``."""
     one_table = Cascade((Step(target.table, target.id_column, where=target.where),))
     scan = ParentScan(job, target.table, selection=target.where, columns=(target.id, target.created))
     job.remaining = scan.remaining
@@ -128,9 +129,4 @@ def remaining(job: JobRun, target: TableSweep, cursor: Cursor | None) -> int:
     """Matching rows past the cursor (-1 when the count itself timed out after 30 s)."""
     query = sa.select(sa.func.count()).select_from(target.table).where(target.where, target.after(cursor))
     with job.ctx.engine.connect() as conn:
-        if is_postgres(conn):
-            conn.execute(sa.text("SET LOCAL statement_timeout = '30s'"))
-        try:
-            return int(conn.execute(query).scalar_one())
-        except sa.exc.DBAPIError:
-            return -1
+        return count_or_unknown(conn, query, timeout_s=30)

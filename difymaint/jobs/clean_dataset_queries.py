@@ -5,7 +5,8 @@ The retention is clamped to ``PLAN_SANDBOX_CLEAN_DAY_SETTING`` (:attr:`CleanData
 because clean-unused-datasets reads these rows to tell a knowledge base in use. With an index on
 ``created_at`` the one-table sweep does the work (keyset, ``--workers``); without one (released Dify) a keyset
 page is a full scan and sort, so on PostgreSQL 14+ :func:`walk_blocks` passes over the heap once instead, a
-range of blocks per batch (TID range scans). The job takes Dify's own lock key (the registry's).
+range of blocks per batch (TID range scans). MySQL/MariaDB have no row address to range over: there the
+sweep runs with or without the index. The job takes Dify's own lock key (the registry's).
 """
 
 from __future__ import annotations
@@ -57,8 +58,11 @@ def window(now: datetime, params: CleanDatasetQueriesParams) -> TimeWindow:
 def run(job: JobRun, params: CleanDatasetQueriesParams) -> None:
     ctx, table = job.ctx, t.dataset_queries
     schema = check_schema(ctx.engine, [Need(table.name, ("id", "created_at"))], job=job.job)
+    blocks = is_postgres(ctx.engine) and (ctx.engine.dialect.server_version_info or (0,)) >= (14,)
     unindexed = job.warn_missing_indexes(
-        [(table.name, "created_at")], "the run walks the table by blocks (difymaint doctor prints the CREATE INDEX)"
+        [(table.name, "created_at")],
+        f"{'the run walks the table by blocks' if blocks else 'every batch scans the table'} "
+        "(difymaint doctor prints the statement that adds the index)",
     )
     if params.clamped:
         job.warn(
@@ -75,7 +79,7 @@ def run(job: JobRun, params: CleanDatasetQueriesParams) -> None:
     )
     ctx.reporter.info(f"{job.job}: dataset queries {cut.describe()}, every workspace")
     where = in_window(table.c.created_at, cut)
-    if unindexed and is_postgres(ctx.engine) and (ctx.engine.dialect.server_version_info or (0,)) >= (14,):
+    if unindexed and blocks:
         walk_blocks(job, table, where)
     else:
         sweep(job, TableSweep(table, where=where))

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from difymaint.core.context import Context
-from difymaint.core.database import as_str, ids_in, is_postgres
+from difymaint.core.database import as_str, ids_in
 from difymaint.core.errors import UsageError
 from difymaint.core.summary import Outcome
 from difymaint.core.window import TimeWindow
@@ -43,7 +43,7 @@ from difymaint.dify.cascades import (
     message_cascade,
     orphaned_upload_files,
 )
-from difymaint.engine.cascade import Selection
+from difymaint.engine.cascade import Selection, pages_on_server
 from difymaint.engine.keyset import Lane, RoundRobin, in_window
 from difymaint.engine.manifest import OrphanManifest
 from difymaint.engine.options import RunOptions
@@ -183,10 +183,10 @@ class _MessageCleaner:
 
     @property
     def server_side(self) -> bool:
-        """The one-statement path: PostgreSQL, and no id needed on the client (no plan filter, no orphan
-        manifest, no conversation clean-up, which reads the batch's conversation ids)."""
+        """The server-side walk: PostgreSQL (one statement a batch) or MySQL, and no id needed on the client (no
+        plan filter, no orphan manifest, no conversation clean-up, which reads the batch's conversation ids)."""
         return (
-            is_postgres(self.ctx.engine)
+            pages_on_server(self.ctx.engine)
             and not self.filtered
             and not self.manifest.enabled
             and not self.params.clean_conversations

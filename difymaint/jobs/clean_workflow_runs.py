@@ -26,12 +26,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from difymaint.core.context import Context
-from difymaint.core.database import as_str, is_postgres
+from difymaint.core.database import as_str
 from difymaint.core.summary import Outcome
 from difymaint.core.window import TimeWindow
 from difymaint.dify import tables as t
 from difymaint.dify.billing import TenantPolicy, sandbox_expiry_policy
 from difymaint.dify.cascades import RunCleanup, ended_runs
+from difymaint.engine.cascade import pages_on_server
 from difymaint.engine.keyset import Lane, RoundRobin
 from difymaint.engine.manifest import OrphanManifest
 from difymaint.engine.options import RunOptions
@@ -91,7 +92,7 @@ def run(job: JobRun, params: CleanWorkflowRunsParams) -> None:
     # Plans are re-checked uncached right before deleting (an upgrade mid-run wins).
     recheck = partial(policy.eligible, fresh=True)
     lanes = None if strategy == "global" else Lanes(t.workflow_runs.c.tenant_id, cleaner.refill, recheck)
-    server_side = cleanup.server_side and is_postgres(ctx.engine)
+    server_side = cleanup.server_side and pages_on_server(ctx.engine)
     try:
         cleaner.scan.walk(cleaner.delete_batch, lanes=lanes, server=cleaner.walk_server if server_side else None)
     finally:

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from difymaint.core.context import Context
 from difymaint.core.errors import DifymaintError, LockHeld
-from difymaint.core.locking import PostgresAdvisoryLock
+from difymaint.core.locking import database_lock
 from difymaint.core.summary import Outcome
 from difymaint.dify import tables as t
 from difymaint.dify.tidb_cloud import (
@@ -112,13 +112,14 @@ def run(job: JobRun, params: CreateTidbParams) -> None:
 
 @contextmanager
 def _database_guard(job: JobRun) -> Iterator[None]:
-    """A PostgreSQL advisory lock beside a Redis job lock: a Redis lease can lapse under a stalled run, a
-    session lock cannot (it ends only with its connection). Not needed when the job lock already is one."""
+    """A database session lock (PostgreSQL advisory, MySQL GET_LOCK) beside a Redis job lock: a Redis lease can
+    lapse under a stalled run, a session lock cannot (it ends only with its connection). Not needed when the job
+    lock already is one."""
     ctx = job.ctx
-    if not job.options.use_lock or ctx.redis is None or ctx.engine.dialect.name != "postgresql":
+    guard = database_lock(ctx.engine, f"{job.lock_key}:database") if job.options.use_lock and ctx.redis else None
+    if guard is None:
         yield
         return
-    guard = PostgresAdvisoryLock(ctx.engine, f"{job.lock_key}:database")
     if not guard.acquire():
         raise LockHeld(f"{JOB}: another run holds {guard.description}; skipped")
     try:

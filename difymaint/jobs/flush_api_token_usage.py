@@ -101,6 +101,8 @@ def apply(conn: sa.Connection, usages: Sequence[Usage], *, dry_run: bool) -> lis
     Returns the usages that moved (would move) a row."""
     if not usages:
         return []
+    if conn.dialect.name == "mysql":
+        return _apply_mysql(conn, usages, dry_run=dry_run)
     if conn.dialect.name != "postgresql":
         return _apply_portable(conn, usages, dry_run=dry_run)
     values, binds = _values_sql(usages)
@@ -112,6 +114,24 @@ def apply(conn: sa.Connection, usages: Sequence[Usage], *, dry_run: bool) -> lis
             "RETURNING v.token, v.type, v.used_at"
         )
     return [Usage(row.token, row.type, row.used_at) for row in conn.execute(sa.text(statement), binds)]
+
+
+def _apply_mysql(conn: sa.Connection, usages: Sequence[Usage], *, dry_run: bool) -> list[Usage]:
+    """MySQL/MariaDB: no UPDATE … FROM VALUES and no UPDATE … RETURNING, so the page is a derived table joined
+    twice: the rows that move are read (and locked) first, then one multi-table UPDATE moves exactly them."""
+    rows, binds = [], {}
+    for i, usage in enumerate(usages):
+        rows.append(f"SELECT :t{i} AS token, :s{i} AS type, CAST(:u{i} AS DATETIME(6)) AS used_at")
+        binds.update({f"t{i}": usage.token, f"s{i}": usage.scope, f"u{i}": usage.used_at})
+    values = "(" + " UNION ALL ".join(rows) + ") AS v"
+    match = "t.token = v.token AND t.type <=> v.type AND (t.last_used_at IS NULL OR t.last_used_at < v.used_at)"
+    lock = "" if dry_run else " FOR UPDATE"
+    found = conn.execute(
+        sa.text(f"SELECT v.token, v.type, v.used_at FROM api_tokens AS t JOIN {values} ON {match}{lock}"), binds
+    ).all()
+    if found and not dry_run:
+        conn.execute(sa.text(f"UPDATE api_tokens AS t JOIN {values} ON {match} SET t.last_used_at = v.used_at"), binds)
+    return [Usage(row.token, row.type, row.used_at) for row in found]
 
 
 def _apply_portable(conn: sa.Connection, usages: Sequence[Usage], *, dry_run: bool) -> list[Usage]:

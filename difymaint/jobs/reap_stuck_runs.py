@@ -7,6 +7,11 @@ on a ``(created_at, id)`` cursor, each batch one transaction that locks its page
 (a run a worker is writing is skipped, never waited for) and then updates per kind with the predicate in the
 ``UPDATE``: that statement's newer snapshot sees a node a worker wrote after the page was read, so a run that
 came back to life is never failed. Only Dify's three columns are written.
+
+On MySQL/MariaDB a locking read locks every index record it scans, live runs too, so the page is read
+without a lock and only its runs are then locked by id (:meth:`_Reaper.lock_by_id`); the ``UPDATE``'s
+sub-query reads the nodes as of now there as well (a locking read), and with no ``UPDATE … RETURNING`` the
+page's failed runs are read back in the same transaction (docs/mysql.md#row-locks).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import sqlalchemy as sa
 
 from difymaint.core.clock import naive_utc
 from difymaint.core.context import Context
-from difymaint.core.database import as_str, ids_in
+from difymaint.core.database import as_str, ids_in, is_mysql
 from difymaint.dify import tables as t
 from difymaint.engine.keyset import Cursor, after
 from difymaint.engine.options import RunOptions
@@ -154,8 +159,11 @@ class _Reaper:
             page: list[Any] = []
             with job.batch() as batch:
                 with batch.transaction() as conn:
-                    page = list(conn.execute(self.page(limit)).all())
-                    counts = self.reap(conn, [as_str(row.id) for row in page]) if page else {}
+                    page = list(conn.execute(self.page(conn, limit)).all())
+                    ids = [as_str(row.id) for row in page]
+                    if ids and is_mysql(conn) and not job.dry_run:
+                        ids = self.lock_by_id(conn, ids)
+                    counts = self.reap(conn, ids) if page else {}
                 if page:
                     batch.record(scanned=len(page), affected=counts[runs.name], rows=counts)
             if batch.rolled_back:
@@ -167,7 +175,7 @@ class _Reaper:
                 break
         job.settle_remaining()
 
-    def page(self, limit: int) -> sa.Select[Any]:
+    def page(self, conn: sa.Connection, limit: int) -> sa.Select[Any]:
         query = (
             sa.select(runs.c.id, runs.c.created_at)
             .where(stuck(self.cut), after(runs.c.created_at, runs.c.id, self.cursor))
@@ -176,10 +184,19 @@ class _Reaper:
         )
         # The real run locks its page, skipping rows a worker holds right now (they are alive; the next run
         # looks again). A dry run takes no lock: it must not hold up a worker, even for a moment.
-        return query if self.job.dry_run else query.with_for_update(skip_locked=True)
+        return query if self.job.dry_run or is_mysql(conn) else query.with_for_update(skip_locked=True)
+
+    def lock_by_id(self, conn: sa.Connection, ids: list[str]) -> list[str]:
+        """MySQL: lock the page's runs by primary key, skipping those a worker holds; the ``UPDATE`` re-checks
+        Dify's predicates (the node-activity sub-query stays out of this locking read)."""
+        open_runs = runs.c.status.in_(("scheduled", "running"))
+        query = sa.select(runs.c.id).where(ids_in(runs.c.id, ids, conn.dialect.name), open_runs)
+        return [as_str(i) for i in conn.execute(query.with_for_update(skip_locked=True)).scalars()]
 
     def reap(self, conn: sa.Connection, ids: list[str]) -> dict[str, int]:
         """Fail (or count) the page's runs that still match, per kind; their open trigger logs if asked."""
+        if not ids:  # every run of the page is held by a worker right now
+            return {runs.name: 0, **({trigger_logs.name: 0} if self.with_triggers else {})}
         reaped: list[str] = []
         details = self.job.summary.details
         for kind, predicate, error in (
@@ -190,13 +207,7 @@ class _Reaper:
             if self.job.dry_run:
                 found = [as_str(i) for i in conn.execute(sa.select(runs.c.id).where(where)).scalars()]
             else:
-                update = (
-                    sa.update(runs)
-                    .where(where)
-                    .values(status="failed", error=error, finished_at=self.cut.now)
-                    .returning(runs.c.id)
-                )
-                found = [as_str(i) for i in conn.execute(update).scalars()]
+                found = self.fail(conn, ids, where, error)
             details[kind] += len(found)
             reaped += found
         listed = details["reaped_run_ids"]
@@ -205,6 +216,17 @@ class _Reaper:
         if self.with_triggers:
             counts[trigger_logs.name] = self.fail_trigger_logs(conn, reaped) if reaped else 0
         return counts
+
+    def fail(self, conn: sa.Connection, ids: list[str], where: sa.ColumnElement[bool], error: str) -> list[str]:
+        """Fail the runs ``where`` matches; their ids."""
+        update = sa.update(runs).where(where).values(status="failed", error=error, finished_at=self.cut.now)
+        if not is_mysql(conn):
+            return [as_str(i) for i in conn.execute(update.returning(runs.c.id)).scalars()]
+        # No UPDATE … RETURNING: the page's runs are locked by this transaction, so those failed with this
+        # error now are exactly the ones this UPDATE changed (the page held only scheduled or running runs).
+        conn.execute(update)
+        mine = sa.and_(ids_in(runs.c.id, ids, conn.dialect.name), runs.c.status == "failed", runs.c.error == error)
+        return [as_str(i) for i in conn.execute(sa.select(runs.c.id).where(mine)).scalars()]
 
     def fail_trigger_logs(self, conn: sa.Connection, run_ids: list[str]) -> int:
         """The reaped runs' trigger logs still queued or running, failed with their run's error text."""

@@ -85,8 +85,8 @@ def resolve_values(info: JobInfo, values: Values, ctx: Context, run: RunOptions)
         workers = settings.DIFYMAINT_WORKERS if batch.workers else 1
         # `--shard ""` (an unset variable in a script) is an error, never "every shard": it would widen the run.
         shard = parse_shard(settings.DIFYMAINT_SHARD) if batch.shard and settings.DIFYMAINT_SHARD is not None else None
-        if shard is not None and database_url(settings).get_backend_name() != "postgresql":
-            raise UsageError("--shard needs PostgreSQL (the hash is computed by the database)")
+        if shard is not None and database_url(settings).get_backend_name() not in ("postgresql", "mysql", "mariadb"):
+            raise UsageError("--shard needs PostgreSQL or MySQL (the hash is computed by the database)")
         resolved["run"] = replace(run, batch_size=size, sleep_ms=sleep, workers=workers, shard=shard)
     else:
         resolved["run"] = run

@@ -145,7 +145,7 @@ def window_options(window: Window) -> tuple[Opt, ...]:
 WORKERS = Opt(
     "workers",
     ("--workers",),
-    "Connections deleting disjoint slices of the window in parallel (DIFYMAINT_WORKERS; PostgreSQL).",
+    "Connections deleting disjoint slices of the window in parallel (DIFYMAINT_WORKERS; PostgreSQL, MySQL).",
     type=int,
     metavar="N",
     min=1,
@@ -159,7 +159,7 @@ SHARD = Opt(
     "shard",
     ("--shard",),
     "Take only shard K of N (0-based) of the apps, by a stable hash of the app id, under a lock of its own: "
-    "N runs (a Kubernetes Indexed Job) clean one database side by side (DIFYMAINT_SHARD; PostgreSQL).",
+    "N runs (a Kubernetes Indexed Job) clean one database side by side (DIFYMAINT_SHARD; PostgreSQL, MySQL).",
     metavar="K/N",
     setting="DIFYMAINT_SHARD",
     panel=RUN,

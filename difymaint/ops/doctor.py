@@ -88,6 +88,10 @@ def _database(ctx: Context) -> list[Check]:
         if engine.dialect.name == "postgresql":
             version = conn.execute(sa.text("SHOW server_version")).scalar()
             detail = f"PostgreSQL {version}, database {engine.url.database}"
+        elif engine.dialect.name == "mysql":
+            version = str(conn.execute(sa.text("SELECT VERSION()")).scalar())
+            flavour = "MariaDB" if "mariadb" in version.lower() else "MySQL"
+            detail = f"{flavour} {version.split('-')[0]}, database {engine.url.database}"
         else:
             detail = f"{engine.dialect.name} {engine.url.database}"
     return [Check("database", Status.OK, detail)]
@@ -172,8 +176,9 @@ FILTER_INDEXES = [("dataset_queries", "created_at")]
 
 
 def _missing_indexes(ctx: Context, create: bool, missing: list[str], consequence: str) -> Check:
-    statements = [_create_index_sql(edge) for edge in missing]
-    if create and ctx.engine.dialect.name == "postgresql":
+    mysql = ctx.engine.dialect.name == "mysql"
+    statements = [_create_index_sql(edge, mysql=mysql) for edge in missing]
+    if create and ctx.engine.dialect.name in ("postgresql", "mysql"):
         # CONCURRENTLY cannot run inside a transaction block, and does not block Dify's writes.
         with ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             for statement in statements:
@@ -189,8 +194,10 @@ def _missing_indexes(ctx: Context, create: bool, missing: list[str], consequence
     )
 
 
-def _create_index_sql(edge: str) -> str:
+def _create_index_sql(edge: str, *, mysql: bool = False) -> str:
     table, column = edge.split(".", 1)
+    if mysql:  # an online (in-place, no lock) build on MySQL 8.0 and MariaDB alike
+        return f"ALTER TABLE {table} ADD INDEX difymaint_{table}_{column}_idx ({column}), ALGORITHM=INPLACE, LOCK=NONE;"
     return f"CREATE INDEX CONCURRENTLY IF NOT EXISTS difymaint_{table}_{column}_idx ON {table} ({column});"
 
 

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine, RowMapping
 
 from difymaint.core.database import tracked
@@ -143,6 +144,8 @@ class HistoryStore:
         postgres = engine.dialect.name == "postgresql"
         metadata = sa.MetaData(schema=SCHEMA if postgres else None)
         prefix = "" if postgres else "difymaint_"
+        # MySQL's DATETIME keeps whole seconds by default: microseconds for durations and rates.
+        moment = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql")
         self.runs = sa.Table(
             f"{prefix}job_runs",
             metadata,
@@ -152,9 +155,9 @@ class HistoryStore:
             sa.Column("pid", sa.Integer),
             sa.Column("args", sa.JSON, nullable=False),
             sa.Column("dry_run", sa.Boolean, nullable=False),
-            sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-            sa.Column("ended_at", sa.DateTime(timezone=True)),
-            sa.Column("heartbeat_at", sa.DateTime(timezone=True)),
+            sa.Column("started_at", moment, nullable=False),
+            sa.Column("ended_at", moment),
+            sa.Column("heartbeat_at", moment),
             sa.Column("outcome", sa.String(32), nullable=False),
             sa.Column("exit_code", sa.Integer),
             sa.Column("tables", sa.JSON, nullable=False),
@@ -173,11 +176,12 @@ class HistoryStore:
             metadata,
             sa.Column("job", sa.String(100), primary_key=True),
             sa.Column("reason", sa.Text),
-            sa.Column("paused_at", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("paused_at", moment, nullable=False),
             sa.Column("paused_by", sa.String(255), nullable=False),
         )
         self._metadata = metadata
         self._postgres = postgres
+        self._mysql = engine.dialect.name == "mysql"
         self._ready = False
 
     def ensure(self) -> None:
@@ -192,7 +196,16 @@ class HistoryStore:
                 exists = conn.execute(sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :n"), {"n": SCHEMA}).first()
                 if exists is None:
                     conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
-            self._metadata.create_all(conn, checkfirst=True)
+            if self._mysql:
+                # DDL commits at once on MySQL, so no transaction-scoped lock: a named lock for the session.
+                conn.execute(sa.text("SELECT GET_LOCK(:n, 30)"), {"n": f"{self.engine.url.database}:difymaint-history"})
+            try:
+                self._metadata.create_all(conn, checkfirst=True)
+            finally:
+                if self._mysql:
+                    conn.execute(
+                        sa.text("SELECT RELEASE_LOCK(:n)"), {"n": f"{self.engine.url.database}:difymaint-history"}
+                    )
         self._ready = True
 
     # --- runs ------------------------------------------------------------------------------------------------

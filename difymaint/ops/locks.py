@@ -4,10 +4,12 @@
   (redis-py's lock value), TTL.
 * PostgreSQL: granted advisory locks in ``pg_locks`` whose key is one of the known lock names
   (:func:`difymaint.core.locking.advisory_key`), with the holding backend from ``pg_stat_activity``.
+* MySQL/MariaDB: the named locks (``GET_LOCK``) of the known lock names, their holding connection from
+  ``IS_USED_LOCK`` and ``information_schema.PROCESSLIST``.
 * SQLite: the flock()ed files beside the database.
 
-A live holder renews its lease (Redis: the TTL goes back up; PostgreSQL: its session runs a statement per
-renewal), so :func:`still_renewing` watches for that over a short interval before a release is allowed.
+A live holder renews its lease (Redis: the TTL goes back up; PostgreSQL, MySQL: its session runs a statement
+per renewal), so :func:`still_renewing` watches for that over a short interval before a release is allowed.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.engine import Engine
 
 from difymaint.core.errors import DifymaintError, RedisUnavailable
-from difymaint.core.locking import advisory_key, sqlite_lock_path
+from difymaint.core.locking import advisory_key, mysql_lock_name, sqlite_lock_path
 from difymaint.core.redis_client import KeyNamer
 
 LOCK_FAMILIES = ("retention:", "maintenance:")
@@ -37,7 +39,7 @@ _DELETE_IF_VALUE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.c
 @dataclass
 class LockInfo:
     name: str  # the logical key (retention:clean_messages)
-    backend: str  # redis | postgres | file
+    backend: str  # redis | postgres | mysql | file
     where: str  # the Redis key, the advisory key, or the file
     holder: str | None  # Redis token, backend pid, or file pid
     ttl_s: float | None = None
@@ -109,6 +111,32 @@ def advisory_locks(engine: Engine, names: Iterable[str]) -> list[LockInfo]:
     return sorted(found, key=lambda lock: lock.name)
 
 
+def named_locks(engine: Engine, names: Iterable[str]) -> list[LockInfo]:
+    """MySQL/MariaDB: the known lock names some connection holds, with that connection's user@host."""
+    found = []
+    with engine.connect() as conn:
+        for name in sorted(set(names)):
+            where = mysql_lock_name(engine.url.database, name)
+            holder = conn.execute(sa.text("SELECT IS_USED_LOCK(:n)"), {"n": where}).scalar()
+            if holder is None:
+                continue
+            row = conn.execute(
+                sa.text("SELECT USER, HOST FROM information_schema.PROCESSLIST WHERE ID = :id"), {"id": int(holder)}
+            ).first()
+            client = f"{row[0]}@{row[1]}" if row is not None else None  # another user's: needs PROCESS
+            found.append(LockInfo(name, "mysql", f"GET_LOCK {where}", str(holder), client=client))
+    return found
+
+
+def _connection_busy_s(engine: Engine, connection_id: int) -> int | None:
+    """Seconds the connection has been in its current state (a renewal's statement resets it), or None."""
+    with engine.connect() as conn:
+        value = conn.execute(
+            sa.text("SELECT TIME FROM information_schema.PROCESSLIST WHERE ID = :id"), {"id": connection_id}
+        ).scalar()
+    return None if value is None else int(value)
+
+
 def file_locks(engine: Engine, names: Iterable[str]) -> list[LockInfo]:
     found = []
     for name in names:
@@ -163,6 +191,12 @@ def still_renewing(
         def sample() -> Any:
             return _advisory_activity(engine, pid)
 
+    elif lock.backend == "mysql" and engine is not None and lock.holder:
+        connection_id = int(lock.holder)
+
+        def sample() -> Any:
+            return _connection_busy_s(engine, connection_id)
+
     else:
         return False
     previous = sample()
@@ -178,6 +212,9 @@ def still_renewing(
                 return True
         elif current is None:
             return False  # the holding session ended
+        elif lock.backend == "mysql":
+            if current < previous:
+                return True  # the time in its state went back: the holder's renewal ran a statement
         elif current != previous:
             return True  # the session ran a statement: the holder's renewal
         previous = current
@@ -185,7 +222,7 @@ def still_renewing(
 
 
 def release(lock: LockInfo, *, client: Any, engine: Engine | None) -> None:
-    """Remove the lock. Redis: delete the key if the same holder still has it. PostgreSQL: terminate the
+    """Remove the lock. Redis: delete the key if the same holder still has it. PostgreSQL, MySQL: end the
     holding session (the lock dies with it). A file lock cannot be taken from a live process."""
     if lock.backend == "redis":
         if not client.eval(_DELETE_IF_VALUE, 1, lock.where, lock.holder or ""):
@@ -199,6 +236,16 @@ def release(lock: LockInfo, *, client: Any, engine: Engine | None) -> None:
                 f"could not end PostgreSQL session {lock.holder} holding {lock.name!r}",
                 hint="it needs superuser or pg_signal_backend, or the same role as the holder",
             )
+        return
+    if lock.backend == "mysql" and engine is not None and lock.holder:
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text(f"KILL CONNECTION {int(lock.holder)}"))
+        except sa.exc.DBAPIError:
+            raise DifymaintError(
+                f"could not end MySQL connection {lock.holder} holding {lock.name!r}",
+                hint="it needs CONNECTION_ADMIN (SUPER) or the same user as the holder",
+            ) from None
         return
     raise DifymaintError(
         f"{lock.where} is held by process {lock.holder or '?'} on this host; a file lock ends with its process",

@@ -51,7 +51,7 @@ def register(app: typer.Typer, jobs: Mapping[str, JobInfo], run_job: Callable[..
 
 
 def _all_locks(ctx: Context, jobs: Mapping[str, JobInfo]) -> list[Any]:
-    from difymaint.ops.locks import advisory_locks, file_locks, redis_locks
+    from difymaint.ops.locks import advisory_locks, file_locks, named_locks, redis_locks
 
     names = {info.lock_key for info in jobs.values()}
     found = []
@@ -59,6 +59,8 @@ def _all_locks(ctx: Context, jobs: Mapping[str, JobInfo]) -> list[Any]:
         found += redis_locks(ctx.redis, ctx.keys)
     if ctx.engine.dialect.name == "postgresql":
         found += advisory_locks(ctx.engine, names)
+    elif ctx.engine.dialect.name == "mysql":
+        found += named_locks(ctx.engine, names)
     else:
         found += file_locks(ctx.engine, names)
     return found
@@ -141,7 +143,7 @@ def _release(
     if not matches:
         raise DifymaintError(f"no held lock named {name!r}", hint="'difymaint locks' lists them")
     lock = matches[0]
-    engine = ctx.engine if lock.backend == "postgres" else None
+    engine = ctx.engine if lock.backend in ("postgres", "mysql") else None
     if not force and observe > 0:
         if not json:
             consoles.err.print(f"watching {lock.where} for {observe:.0f}s for renewals…")
