@@ -282,7 +282,9 @@ def row_counts(engine: Engine, tables: list[str]) -> dict[str, int]:
 
 
 # The fast tier (`scripts/test --fast`, or `pytest -m "not servers"`) runs what needs no server at all.
-SERVER_FIXTURES = frozenset({"pg_admin_url", "mysql_admin_url", "db_url", "redis_url", "pushgateway_url"})
+SERVER_FIXTURES = frozenset(
+    {"pg_admin_url", "mysql_admin_url", "db_url", "redis_url", "pushgateway_url", "s3_bucket", "signed_s3_bucket"}
+)
 OWN_SERVER_MODULES = frozenset({"test_server_restarts"})  # they start and restart clusters of their own
 
 

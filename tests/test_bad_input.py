@@ -62,6 +62,8 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 # Jobs that reach Redis or the broker, or need TiDB Cloud settings, even on a dry run with nothing to do.
 REDIS_OPTION = {"flush-api-token-usage": "--redis-url", "monitor-queue": "--broker-url"}
+# The jobs that read Redis get the test server's URL: they belong to the tier that has servers.
+JOB_PARAMS = [pytest.param(job, marks=pytest.mark.servers) if job in REDIS_OPTION else job for job in JOBS]
 BASE_ENV: dict[str, dict[str, str]] = {
     "update-tidb-status": {
         "TIDB_API_URL": "http://127.0.0.1:1",
@@ -206,7 +208,7 @@ def _invoke(args: list[str], env: dict[str, str] | None = None) -> Any:
 POSTGRES_ONLY = {"sweep-files", "storage-report"}
 
 
-@pytest.mark.parametrize("job", list(JOBS))
+@pytest.mark.parametrize("job", JOB_PARAMS)
 def test_base_arguments_run(job: str, database: str, tmp_path: Path) -> None:
     if job in POSTGRES_ONLY:
         _assert_usage_error(_invoke(_base(job, database, tmp_path)), job)
@@ -215,7 +217,7 @@ def test_base_arguments_run(job: str, database: str, tmp_path: Path) -> None:
     invoke_assert_code(_base(job, database, tmp_path), 0, env=BASE_ENV.get(job))
 
 
-@pytest.mark.parametrize("job", list(JOBS))
+@pytest.mark.parametrize("job", JOB_PARAMS)
 def test_garbage_in_any_option_is_exit_2(job: str, database: str, tmp_path: Path) -> None:
     pairs = {opt.flag: strategy for opt in JOBS[job].all_options() if (strategy := garbage_for(opt)) is not None}
     pairs.update(COMMON)
