@@ -34,6 +34,7 @@ from difymaint.core.window import TimeWindow
 from difymaint.engine import pg_health
 from difymaint.engine.schema import missing_leading_indexes
 from difymaint.engine.shard import Shard
+from difymaint.engine.throttle import ReplicaThrottle, replica_throttle
 
 MAX_TIMEOUT_RETRIES = 5
 # SQLite binds a batch's ids as one parameter each, and allows 32,766 of them in a statement.
@@ -151,6 +152,8 @@ class JobRun:
         # The job's backlog count, registered as soon as the job can count (see settle_remaining): a second
         # signal ends the run from anywhere, and the summary still says how much is left.
         self.remaining: Callable[[], int | None] | None = None
+        # --max-replica-lag (engine/throttle.py): set by job_run once the lock is ours, for real runs only.
+        self.throttle: ReplicaThrottle | None = None
 
     @property
     def dry_run(self) -> bool:
@@ -165,7 +168,24 @@ class JobRun:
 
     def keep_going(self) -> bool:
         """False once a stop was requested or the budget is spent (recording why); LockLost when the lease
-        was lost, so that nothing more is deleted."""
+        was lost, so that nothing more is deleted. Every loop asks this before its next batch, so this is also
+        where the run waits for lagging replicas (``--max-replica-lag``)."""
+        if not self._may_go_on():
+            return False
+        if self.throttle is None:
+            return True
+        if not self.throttle.wait(self._time_left):
+            self.summary.outcome = Outcome.PARTIAL
+            self.summary.stop_reason = "replica-lost"
+            return False
+        return self._may_go_on()  # the wait spent time: the budget, a signal or the lease may have changed
+
+    def _time_left(self) -> float | None:
+        if self.options.max_runtime_s is None:
+            return None
+        return self.options.max_runtime_s - self.elapsed()
+
+    def _may_go_on(self) -> bool:
         self.heartbeat.check()
         if self.summary.stop_reason is not None:
             return False
@@ -192,9 +212,12 @@ class JobRun:
 
     def claim(self) -> bool:
         """For parallel workers: :meth:`keep_going` and, if so, reserve the next batch slot atomically (the
-        slot is released when that :meth:`batch` ends, claimed=True)."""
+        slot is released when that :meth:`batch` ends, claimed=True). The replica-lag wait happens outside the
+        lock, so a waiting worker never holds up another one's bookkeeping."""
+        if not self.keep_going():
+            return False
         with self._mutex:
-            if not self.keep_going():
+            if not self._may_go_on():
                 return False
             self._claimed += 1
             return True
@@ -312,6 +335,8 @@ class JobRun:
                 return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000, 1)
 
             self.summary.details["batch_ms"] = {"p50": at(0.5), "p95": at(0.95), "max": at(1.0)}
+        if self.throttle is not None:
+            self.summary.details.update(self.throttle.figures())
         return self.summary
 
 
@@ -351,6 +376,18 @@ def job_run(
         )
     try:
         run = JobRun(ctx, job, options=options, lock=lock, window=window, tables=tables)
+        if not options.dry_run:
+            settings = ctx.settings
+            run.throttle = replica_throttle(
+                ctx.engine,
+                max_lag_s=settings.DIFYMAINT_MAX_REPLICA_LAG,
+                replica_url=settings.DIFYMAINT_REPLICA_URL,
+                on_lost=settings.DIFYMAINT_ON_REPLICA_LOST,
+                lost_wait_s=settings.DIFYMAINT_REPLICA_LOST_WAIT_S,
+                info=ctx.reporter.info,
+                warn=run.warn,
+                stop=ctx.stop,
+            )
     except BaseException:
         lock.release()
         raise
@@ -376,4 +413,6 @@ def job_run(
     finally:
         run.heartbeat.stop()  # before the release: a late renewal must not re-extend a released key
         lock.release()
+        if run.throttle is not None:
+            run.throttle.close()
         run.finish()
