@@ -162,6 +162,11 @@ class OwnReplica(OwnPostgres):
         """Stop the server but keep its files (a replica that goes away mid-run)."""
         self._pg_ctl("stop", "-m", "immediate")
 
+    def restart(self, mode: str = "fast") -> None:
+        """Up again (after :meth:`halt` too), streaming."""
+        super().restart(mode)
+        self.wait_streaming()
+
 
 class OwnRedis:
     """A redis-server of our own, without persistence: a restart empties it, as a restarted cache does."""

@@ -271,7 +271,7 @@ class ReplicaThrottle:
             assert isinstance(self.reader, ReplicaReader)
             return self._lost({self.reader.name}, str(exc))
         now = time.monotonic()
-        log.debug("replica lag: %s", ", ".join(f"{lag.replica} {lag.seconds:.2f} s {lag.bytes} B" for lag in lags.values()))
+        log.debug("replica lag: %s", ", ".join(f"{x.replica} {x.seconds:.2f} s {x.bytes} B" for x in lags.values()))
         if not lags and not self._known and not self._said_none:
             self._said_none = True
             self.info("--max-replica-lag: no streaming replica is connected; nothing to wait for")
