@@ -410,11 +410,14 @@ class Bench:
         self.admin.dispose()
 
 
-def cli(job: str, url: str, cutoff: datetime, extra: list[str]) -> tuple[dict[str, Any], float, float]:
+def cli(
+    job: str, url: str, cutoff: datetime, extra: list[str], env_extra: dict[str, str] | None = None
+) -> tuple[dict[str, Any], float, float]:
     """Run the difymaint CLI; returns its JSON summary, its wall time and its peak RSS in MB."""
     command = [sys.executable, "-m", "difymaint", job, "--end-before", cutoff.strftime("%Y-%m-%d"), "--yes"]
     command += ["--json", "-q", "--database-url", url, *extra]
     env = {**os.environ, "DIFYMAINT_USE_REDIS": "false", "BILLING_ENABLED": "false", "NO_COLOR": "1"}
+    env.update(env_extra or {})
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=out, stderr=err, env=env)

@@ -269,6 +269,8 @@ class JobRun:
         for table, count in batch.rows.items():
             self.summary.add(table, count)
         self.batch_seconds.append(seconds)
+        if self.summary.batches == 1:  # how long the run took to get going (plans, index checks, first page)
+            self.summary.details["first_batch_s"] = round(self.elapsed(), 3)
         self.sizer.observe(seconds, batch.scanned)
         self.ctx.reporter.batch(
             BatchProgress(

@@ -1,0 +1,526 @@
+"""Live-workload bench: what a cleanup does to Dify's own traffic and to a streaming replica (bench/README.md).
+
+Starts its own primary (production durability: fsync, synchronous_commit and full-page writes on) and a hot
+standby of it (``pg_basebackup -R``, streaming over loopback; tests/own_servers.py), builds bench/run.py's
+Dify-shaped template on the primary, and then, on a fresh copy for each contender:
+
+1. runs a Dify-like workload at a fixed rate (a separate process, several connections): insert a message with
+   two children, update its conversation, read a conversation's latest messages, each in its own transaction
+   with an application's ``lock_timeout``; latency is measured from each operation's scheduled start (an
+   operation that had to queue behind a slow one counts its wait);
+2. lets it run alone for a few seconds (the baseline: every contender's quiet window, pooled);
+3. runs the contender while the workload goes on: difymaint at its defaults, at full speed
+   (``--sleep-ms 0 --workers 2``), and Dify's own SQL shapes with and without Dify's pause (bench/run.py's);
+4. samples the replica's replay lag (seconds and bytes, engine/throttle.py's reader) every 100 ms.
+
+It prints, per contender, the workload's p50 / p99 / max latency as a ratio of the baseline, its errors (lock
+timeouts, deadlocks, others), the contender's rows/s, and the largest replay lag. ``--lag-scenario`` then runs
+difymaint with ``--max-replica-lag`` while the replica's replay is paused for a while, and reports the WAL the
+job wrote while the replica lagged past the bound against one batch's WAL, and whether the run resumed by
+itself.
+
+    bench/live --messages 200000 [--rate 200] [--json] [--lag-scenario]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import random
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.own_servers (the replica helper)
+
+from run import DAYS, DIFY_SLEEP_MS, MESSAGE_TABLES, Timer, build_template, cli, dify_messages
+
+from difymaint.engine.throttle import PrimaryReader
+from tests.own_servers import OwnPostgres, OwnReplica
+
+# A production-like primary: durable commits, as an operator's database has them. The standby inherits them.
+PRODUCTION = {
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+    "shared_buffers": "1GB",
+    "max_wal_size": "4GB",
+    "max_connections": "100",
+}
+APPS = 200
+LOCK_TIMEOUT = "1s"  # what an application would set: fail fast rather than queue behind a purge
+STATEMENT_TIMEOUT = "10s"
+WORKLOAD_THREADS = 8
+SAMPLE_EVERY_S = 0.1
+
+DIFYMAINT: dict[str, list[str]] = {
+    "difymaint": [],
+    "difymaint-full": ["--sleep-ms", "0", "--workers", "2"],
+}
+DIFY = {"dify": DIFY_SLEEP_MS, "dify-no-sleep": 0}
+
+
+# --- the workload (a process of its own, so that it never shares a GIL with a contender) ----------------------
+
+
+def _uid(prefix: str, n: int) -> str:
+    """bench/run.py's deterministic ids: md5(prefix || n) as a uuid."""
+    import hashlib
+
+    return str(uuid.UUID(hashlib.md5(f"{prefix}{n}".encode()).hexdigest()))
+
+
+def workload(dsn: str, rate: float, conversations: int, stop: Any, results: Any, ready: Any) -> None:
+    """Operations at ``rate`` per second until ``stop`` is set; puts [(scheduled, latency_s, error)] on
+    ``results``. Operation k starts at t0 + k / rate whatever happened before (an open loop)."""
+    import psycopg2  # type: ignore[import-untyped]  # no stubs installed; the workload only needs the driver
+
+    records: list[tuple[float, float, str]] = []
+    lock = threading.Lock()
+    counter = iter(range(10**9))
+    t0 = time.monotonic() + 0.5
+    someone = "00000000-0000-0000-0000-000000000001"
+
+    def op(cur: Any, kind: int, rng: random.Random) -> None:
+        g = rng.randrange(conversations)
+        conversation, app = _uid("c", g), _uid("a", g % APPS)
+        if kind == 0:  # a new message with two children, as a chat turn writes them
+            message = str(uuid.uuid4())
+            cur.execute(
+                "INSERT INTO messages (id, app_id, conversation_id, inputs, query, message, answer, "
+                "message_unit_price, answer_unit_price, currency, from_source, created_at, updated_at) VALUES "
+                "(%s, %s, %s, '{}', 'q', '[]', %s, 0, 0, 'USD', 'api', now() AT TIME ZONE 'utc', "
+                "now() AT TIME ZONE 'utc')",
+                (message, app, conversation, "answer " * 20),
+            )
+            cur.execute(
+                "INSERT INTO message_agent_thoughts (id, message_id, position, created_by_role, created_by) "
+                "VALUES (%s, %s, 1, 'account', %s)",
+                (str(uuid.uuid4()), message, someone),
+            )
+            cur.execute(
+                "INSERT INTO message_chains (id, message_id, type) VALUES (%s, %s, 'system')",
+                (str(uuid.uuid4()), message),
+            )
+        elif kind == 1:  # the conversation's bookkeeping after a turn
+            cur.execute("UPDATE conversations SET updated_at = now() AT TIME ZONE 'utc' WHERE id = %s", (conversation,))
+        else:  # a page of the conversation's latest messages
+            cur.execute(
+                "SELECT id, query, answer, created_at FROM messages WHERE conversation_id = %s "
+                "ORDER BY created_at DESC LIMIT 20",
+                (conversation,),
+            )
+            cur.fetchall()
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        conn = psycopg2.connect(dsn, options=f"-c lock_timeout={LOCK_TIMEOUT} -c statement_timeout={STATEMENT_TIMEOUT}")
+        try:
+            while not stop.is_set():
+                with lock:
+                    k = next(counter)
+                scheduled = t0 + k / rate
+                delay = scheduled - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                if stop.is_set():
+                    return
+                error = ""
+                try:
+                    with conn, conn.cursor() as cur:
+                        op(cur, k % 3, rng)
+                except psycopg2.Error as exc:
+                    error = {"55P03": "lock_timeout", "40P01": "deadlock"}.get(exc.pgcode or "", "other")
+                    if error == "other":
+                        error += f": {exc.pgcode} {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                records.append((scheduled, time.monotonic() - scheduled, error))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(WORKLOAD_THREADS)]
+    for thread in threads:
+        thread.start()
+    ready.set()
+    for thread in threads:
+        thread.join()
+    results.put(records)
+
+
+def dify_child(url: str, cutoff: datetime, sleep_ms: int, results: Any) -> None:
+    """Dify's own loop (bench/run.py), in a process of its own: (started, ended, batch seconds)."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    timer = Timer()
+    with engine.connect() as conn:
+        started = time.monotonic()
+        dify_messages(sleep_ms)(conn, cutoff, timer)
+        ended = time.monotonic()
+    engine.dispose()
+    results.put((started, ended, timer.batches))
+
+
+# --- measuring ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LagSampler:
+    """The replica's replay lag every 100 ms, read on the primary as the throttle reads it."""
+
+    engine: Engine
+    samples: list[tuple[float, float, int, int]] = field(default_factory=list)  # (at, seconds, bytes, wal pos)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        reader = PrimaryReader(self.engine)
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                lags = reader.read()
+                at = time.monotonic()
+                position = reader.clock.samples[-1][1] if reader.clock.samples else 0
+                worst = max(lags.values(), key=lambda lag: lag.seconds, default=None)
+                self.samples.append((at, worst.seconds if worst else 0.0, worst.bytes if worst else 0, position))
+                self._stop.wait(SAMPLE_EVERY_S)
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def within(self, start: float, end: float) -> list[tuple[float, float, int, int]]:
+        return [s for s in self.samples if start <= s[0] <= end]
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    if not latencies:
+        return {}
+    ordered = sorted(latencies)
+
+    def at(share: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000, 2)
+
+    return {"p50": at(0.5), "p99": at(0.99), "max": round(ordered[-1] * 1000, 2)}
+
+
+@dataclass
+class Outcome:
+    contender: str
+    wall_s: float = 0.0
+    rows: int = 0
+    ops: int = 0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    vs_baseline: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    replica_lag_max_s: float = 0.0
+    replica_lag_max_bytes: int = 0
+    batches: int = 0
+    batch_ms: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.wall_s if self.wall_s else 0.0
+
+
+class LiveBench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.primary = OwnPostgres(PRODUCTION)
+        self.replica: OwnReplica | None = None
+        self.ctx = mp.get_context("spawn")
+        self.now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+        self.cutoff = (self.now - timedelta(days=DAYS)).replace(hour=0, minute=0, second=0)
+        self.baseline: list[float] = []
+        self.baseline_errors: dict[str, int] = {}
+
+    def url(self, database: str) -> str:
+        return sa.make_url(self.primary.url).set(database=database).render_as_string(hide_password=False)
+
+    def dsn(self, database: str) -> str:
+        return f"host=127.0.0.1 port={self.primary.port} user=postgres dbname={database}"
+
+    def start(self) -> None:
+        self.primary.start()
+        if not self.args.no_replica:
+            self.replica = OwnReplica(self.primary)
+            self.replica.start()
+        self.admin = sa.create_engine(self.primary.url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+
+    def stop(self) -> None:
+        if self.replica is not None:
+            self.replica.stop()
+        self.primary.stop()
+
+    def build(self) -> float:
+        started = time.perf_counter()
+        self.primary.sql("CREATE DATABASE live_tpl")
+        engine = sa.create_engine(self.url("live_tpl"), poolclass=sa.pool.NullPool)
+        messages = self.args.messages
+        build_template(
+            engine, messages=messages, runs=10, embeddings=10, now=self.now, history_days=self.args.history_days
+        )
+        engine.dispose()
+        return time.perf_counter() - started
+
+    def fresh_copy(self) -> None:
+        self.primary.sql("DROP DATABASE IF EXISTS live_run WITH (FORCE)")
+        self.primary.sql("CREATE DATABASE live_run TEMPLATE live_tpl STRATEGY FILE_COPY")
+        self.primary.sql("CHECKPOINT")
+        self.caught_up()
+
+    def caught_up(self, timeout_s: float = 600) -> None:
+        if self.replica is None:
+            return
+        deadline = time.monotonic() + timeout_s
+        query = "SELECT count(*) FROM pg_stat_replication WHERE replay_lsn >= pg_current_wal_lsn()"
+        while self.primary.sql(query) != "1":
+            if time.monotonic() > deadline:
+                raise SystemExit("live bench: the replica did not catch up")
+            time.sleep(0.1)
+
+    def count_rows(self) -> int:
+        engine = sa.create_engine(self.url("live_run"), poolclass=sa.pool.NullPool)
+        with engine.connect() as conn:
+            total = sum(int(conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()) for t in MESSAGE_TABLES)
+        engine.dispose()
+        return total
+
+    def workload_start(self) -> tuple[Any, Any, Any]:
+        stop, ready, results = self.ctx.Event(), self.ctx.Event(), self.ctx.Queue()
+        conversations = max(1, self.args.messages // 5)
+        proc = self.ctx.Process(
+            target=workload, args=(self.dsn("live_run"), self.args.rate, conversations, stop, results, ready)
+        )
+        proc.start()
+        ready.wait(60)
+        return proc, stop, results
+
+    def measure(self, contender: str) -> Outcome:
+        self.fresh_copy()
+        rows_before = self.count_rows()
+        proc, stop, results = self.workload_start()
+        sampler = LagSampler(sa.create_engine(self.primary.url, poolclass=sa.pool.NullPool))
+        sampler.start()
+        time.sleep(1.0)  # connections up, caches warm
+        quiet_start = time.monotonic()
+        time.sleep(self.args.quiet_s)
+        quiet_end = time.monotonic()
+        outcome = Outcome(contender)
+        if contender in DIFYMAINT:
+            flags = [arg for arg in DIFYMAINT[contender] if not _is_env(arg)]
+            env = dict(arg.split("=", 1) for arg in DIFYMAINT[contender] if _is_env(arg))
+            summary, _, _ = cli("clean-messages", self.url("live_run"), self.cutoff, flags, env)
+            ended = time.monotonic()
+            offset = time.time() - time.monotonic()
+            started = datetime.fromisoformat(summary["started_at"]).timestamp() - offset
+            outcome.wall_s = float(summary["duration_s"])
+            outcome.batches = int(summary["batches"])
+            outcome.batch_ms = summary["details"].get("batch_ms", {})
+            outcome.details = {k: v for k, v in summary["details"].items() if k in ("wal_bytes", "throttled_s")}
+        else:
+            queue = self.ctx.Queue()
+            child = self.ctx.Process(
+                target=dify_child, args=(self.url("live_run"), self.cutoff, DIFY[contender], queue)
+            )
+            child.start()
+            started, ended, batches = queue.get()
+            child.join()
+            outcome.wall_s = ended - started
+            outcome.batches = len(batches)
+            timer = Timer()
+            timer.batches = batches
+            outcome.batch_ms = timer.summary()
+        time.sleep(0.2)
+        stop.set()
+        records: list[tuple[float, float, str]] = results.get()
+        proc.join()
+        sampler.stop()
+        sampler.engine.dispose()
+        outcome.rows = rows_before - self.count_rows()
+        quiet = [r for r in records if quiet_start <= r[0] < quiet_end]
+        self.baseline += [latency for _, latency, error in quiet if not error]
+        for _, _, error in quiet:
+            if error:
+                self.baseline_errors[error] = self.baseline_errors.get(error, 0) + 1
+        during = [r for r in records if started <= r[0] < ended]
+        outcome.ops = len(during)
+        outcome.latency_ms = percentiles([latency for _, latency, error in during if not error])
+        for _, _, error in during:
+            if error:
+                outcome.errors[error] = outcome.errors.get(error, 0) + 1
+        lags = sampler.within(started, ended + 2.0)  # the replica may still be replaying the last batch
+        outcome.replica_lag_max_s = round(max((s[1] for s in lags), default=0.0), 3)
+        outcome.replica_lag_max_bytes = max((s[2] for s in lags), default=0)
+        return outcome
+
+    def lag_scenario(self, bound_s: float, pause_s: float) -> dict[str, Any]:
+        """difymaint --max-replica-lag while the replica's replay is paused for ``pause_s``: the job's WAL
+        written while the lag was over the bound, against one batch's WAL; and whether it resumed by itself."""
+        assert self.replica is not None
+        replica = self.replica
+        self.fresh_copy()
+        sampler = LagSampler(sa.create_engine(self.primary.url, poolclass=sa.pool.NullPool))
+        sampler.start()
+        timeline: dict[str, float] = {}
+
+        def pause_later() -> None:
+            time.sleep(self.args.lag_pause_after_s)
+            replica.pause_replay()
+            timeline["paused"] = time.monotonic()
+            time.sleep(pause_s)
+            replica.resume_replay()
+            timeline["resumed"] = time.monotonic()
+
+        pauser = threading.Thread(target=pause_later)
+        args = ["--max-replica-lag", f"{bound_s:g}"]
+        started = time.monotonic()
+        pauser.start()
+        summary, _, _ = cli("clean-messages", self.url("live_run"), self.cutoff, args)
+        ended = time.monotonic()
+        pauser.join()
+        time.sleep(0.5)
+        sampler.stop()
+        sampler.engine.dispose()
+        over = [s for s in sampler.samples if s[1] > bound_s]
+        wal = int(summary["details"].get("wal_bytes", 0))
+        per_batch = wal / max(1, int(summary["batches"]))
+        if over:
+            # The primary's WAL position from the first sample over the bound to the last one: what was written
+            # while the replica lagged past it (nothing else writes to this cluster during the scenario).
+            written_over = over[-1][3] - over[0][3]
+        else:
+            written_over = 0
+        return {
+            "bound_s": bound_s,
+            "paused_s": pause_s,
+            "outcome": summary["outcome"],
+            "exit_code": summary["exit_code"],
+            "rows": summary["rows_total"],
+            "batches": summary["batches"],
+            "duration_s": summary["duration_s"],
+            "throttled_s": summary["details"].get("throttled_s"),
+            "throttle_waits": summary["details"].get("throttle_waits"),
+            "lag_max_s": round(max((s[1] for s in sampler.samples), default=0.0), 2),
+            "lag_max_bytes": max((s[2] for s in sampler.samples), default=0),
+            "wal_per_batch_bytes": round(per_batch),
+            "wal_written_over_bound_bytes": written_over,
+            "resumed_after_replay_s": round(ended - timeline["resumed"], 2) if "resumed" in timeline else None,
+            "finished_before_resume": "resumed" not in timeline or ended < timeline["resumed"],
+            "wall_s": round(ended - started, 2),
+        }
+
+
+def _is_env(arg: str) -> bool:
+    """A variant's ``NAME=value`` word is a setting for the CLI's environment, not a flag."""
+    return "=" in arg and arg.split("=", 1)[0].isupper()
+
+
+def ratios(outcome: Outcome, baseline: dict[str, float]) -> None:
+    for key in ("p50", "p99", "max"):
+        if outcome.latency_ms.get(key) and baseline.get(key):
+            outcome.vs_baseline[key] = round(outcome.latency_ms[key] / baseline[key], 2)
+
+
+def print_table(outcomes: list[Outcome], baseline: dict[str, float], baseline_ops: int, errors: dict[str, int]) -> None:
+    print(
+        f"\nbaseline (workload alone, {baseline_ops} ops): p50 {baseline.get('p50')} ms, p99 {baseline.get('p99')} ms, "
+        f"max {baseline.get('max')} ms; errors {errors or 'none'}"
+    )
+    dify = next((o for o in outcomes if o.contender == "dify"), None)
+    header = (
+        f"{'contender':<16}{'wall s':>8}{'rows/s':>10}{'÷dify':>7}{'ops':>6}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}"
+    )
+    print(header + f"{'p50×':>6}{'p99×':>6}{'max×':>7}{'errors':>8}{'lag s':>7}{'lag MB':>8}{'batches':>8}")
+    for o in outcomes:
+        vs = f"{o.rows_per_s / dify.rows_per_s:>7.2f}" if dify and dify.rows_per_s else f"{'':>7}"
+        lat = "".join(f"{o.latency_ms.get(k, float('nan')):>8.1f}" for k in ("p50", "p99", "max"))
+        rat = "".join(f"{o.vs_baseline.get(k, float('nan')):>{w}.2f}" for k, w in (("p50", 6), ("p99", 6), ("max", 7)))
+        failed = sum(o.errors.values())
+        print(
+            f"{o.contender:<16}{o.wall_s:>8.2f}{o.rows_per_s:>10,.0f}{vs}{o.ops:>6}{lat}{rat}{failed:>8}"
+            f"{o.replica_lag_max_s:>7.2f}{o.replica_lag_max_bytes / 2**20:>8.1f}{o.batches:>8}"
+        )
+        if o.errors:
+            print(f"{'':<16}errors: {o.errors}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--history-days", type=int, default=90)
+    parser.add_argument("--rate", type=float, default=200.0, help="workload operations per second")
+    parser.add_argument("--quiet-s", type=float, default=5.0, help="seconds of workload alone before each contender")
+    parser.add_argument(
+        "--contenders",
+        default=",".join([*DIFYMAINT, *DIFY]),
+        help="comma-separated; NAME=ARGS adds a difymaint variant: flags and SETTING=value words, e.g. "
+        "'short=--sleep-ms 100 DIFYMAINT_TARGET_BATCH_MS=100'",
+    )
+    parser.add_argument("--no-replica", action="store_true", help="no streaming replica (no lag figures)")
+    parser.add_argument("--lag-scenario", action="store_true", help="also run the --max-replica-lag scenario")
+    parser.add_argument("--lag-bound", type=float, default=5.0)
+    parser.add_argument("--lag-pause", type=float, default=12.0, help="seconds the replica's replay stays paused")
+    parser.add_argument("--lag-pause-after-s", type=float, default=2.0, help="pause replay this long after the start")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if args.history_days <= DAYS:
+        parser.error(f"--history-days must be more than the {DAYS}-day cut-off")
+    if args.lag_scenario and args.no_replica:
+        parser.error("--lag-scenario needs the replica")
+    contenders: list[str] = []
+    for item in (part.strip() for part in args.contenders.split(",") if part.strip()):
+        if "=" in item:
+            name, extra = item.split("=", 1)
+            DIFYMAINT[name] = extra.split()
+            contenders.append(name)
+        elif item in DIFYMAINT or item in DIFY:
+            contenders.append(item)
+        else:
+            parser.error(f"unknown contender {item!r}")
+    bench = LiveBench(args)
+    report: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "load_before": os.getloadavg()},
+        "scale": {"messages": args.messages, "history_days": args.history_days, "rate": args.rate},
+        "server": PRODUCTION,
+    }
+    try:
+        bench.start()
+        report["build_s"] = round(bench.build(), 1)
+        report["postgres"] = bench.primary.sql("SHOW server_version")
+        if not args.json:
+            print(f"template built in {report['build_s']} s: {report['scale']}; replica: {not args.no_replica}")
+        outcomes = [bench.measure(name) for name in contenders]
+        baseline = percentiles(bench.baseline)
+        for outcome in outcomes:
+            ratios(outcome, baseline)
+        report["baseline"] = {"ops": len(bench.baseline), "latency_ms": baseline, "errors": bench.baseline_errors}
+        report["contenders"] = [asdict(o) | {"rows_per_s": round(o.rows_per_s)} for o in outcomes]
+        if not args.json:
+            print_table(outcomes, baseline, len(bench.baseline), bench.baseline_errors)
+        if args.lag_scenario:
+            report["lag_scenario"] = bench.lag_scenario(args.lag_bound, args.lag_pause)
+            if not args.json:
+                print(f"\nreplica-lag scenario: {report['lag_scenario']}")
+        report["machine"]["load_after"] = os.getloadavg()
+        if args.json:
+            print(json.dumps(report, default=str))
+        return 0
+    finally:
+        bench.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
