@@ -65,7 +65,8 @@ LOCK_TIMEOUT = "1s"  # what an application would set: fail fast rather than queu
 STATEMENT_TIMEOUT = "10s"
 WORKLOAD_LANES = 6  # processes, one connection each
 SAMPLE_EVERY_S = 0.1
-KINDS = ("insert", "update", "read")  # the workload's operations, in turn
+KEPT_DETAILS = ("wal_bytes", "throttled_s", "lock_blocked_batches", "lock_blocked_sessions_max")
+KINDS = ("insert", "update", "read", "touch-old")  # the workload's operations in turn; the last with --conflicts
 
 DIFYMAINT: dict[str, list[str]] = {
     "difymaint": [],
@@ -85,19 +86,40 @@ def _uid(prefix: str, n: int) -> str:
 
 
 def workload(
-    dsn: str, rate: float, conversations: int, lane: int, lanes: int, t0: float, stop: Any, results: Any, ready: Any
+    dsn: str,
+    rate: float,
+    messages: int,
+    lane: int,
+    lanes: int,
+    t0: Any,
+    stop: Any,
+    results: Any,
+    ready: Any,
+    only: int | None = None,
 ) -> None:
     """One lane of the workload: operations k = lane, lane + lanes, … each started at t0 + k / rate (an open
     loop: a slow operation delays the next one of its lane, and that wait counts in the next one's latency),
     until ``stop`` is set; puts [(scheduled, latency_s, error, kind)] on ``results``. One process and one
-    connection per lane, so that no lane waits on another's Python (a GIL) or driver."""
+    connection per lane, so that no lane waits on another's Python (a GIL) or driver. ``only``: every operation
+    of this lane is that kind (the conflicting lane)."""
     import psycopg2  # type: ignore[import-untyped]  # no stubs installed; the workload only needs the driver
 
+    conn = psycopg2.connect(dsn, options=f"-c lock_timeout={LOCK_TIMEOUT} -c statement_timeout={STATEMENT_TIMEOUT}")
+    ready.release()
+    while not t0.value and not stop.wait(0.01):  # the parent starts the clock once every lane is connected
+        pass
+    start = t0.value
     records: list[tuple[float, float, str, int]] = []
     rng = random.Random(lane)
     someone = "00000000-0000-0000-0000-000000000001"
 
+    conversations = max(1, messages // 5)
+
     def op(cur: Any, kind: int) -> None:
+        if kind == 3:  # feedback on an expired message: the row a cleanup is deleting (bench/run.py's ids)
+            old = rng.randrange(messages // 3 + 1, messages)
+            cur.execute("UPDATE messages SET updated_at = now() AT TIME ZONE 'utc' WHERE id = %s", (_uid("m", old),))
+            return
         g = rng.randrange(conversations)
         conversation, app = _uid("c", g), _uid("a", g % APPS)
         if kind == 0:  # a new message with two children, as a chat turn writes them
@@ -128,24 +150,23 @@ def workload(
             )
             cur.fetchall()
 
-    conn = psycopg2.connect(dsn, options=f"-c lock_timeout={LOCK_TIMEOUT} -c statement_timeout={STATEMENT_TIMEOUT}")
-    ready.release()
     try:
         k = lane
         while not stop.is_set():
-            scheduled = t0 + k / rate
+            scheduled = start + k / rate
             delay = scheduled - time.monotonic()
             if delay > 0 and stop.wait(delay):
                 break
             error = ""
             try:
+                kind = only if only is not None else k % 3
                 with conn, conn.cursor() as cur:
-                    op(cur, k % len(KINDS))
+                    op(cur, kind)
             except psycopg2.Error as exc:
                 error = {"55P03": "lock_timeout", "40P01": "deadlock"}.get(exc.pgcode or "", "other")
                 if error == "other":
                     error += f": {exc.pgcode} {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-            records.append((scheduled, time.monotonic() - scheduled, error, k % len(KINDS)))
+            records.append((scheduled, time.monotonic() - scheduled, error, kind))
             k += lanes
     finally:
         conn.close()
@@ -319,29 +340,25 @@ class LiveBench:
 
     def workload_start(self) -> tuple[list[Any], Any, Any]:
         stop, ready, results = self.ctx.Event(), self.ctx.Semaphore(0), self.ctx.Queue()
-        conversations = max(1, self.args.messages // 5)
-        t0 = time.monotonic() + 1.5  # CLOCK_MONOTONIC is one clock for every process on the machine
+        t0 = self.ctx.Value("d", 0.0)
+        dsn, messages = self.dsn("live_run"), self.args.messages
         procs = [
             self.ctx.Process(
-                target=workload,
-                args=(
-                    self.dsn("live_run"),
-                    self.args.rate,
-                    conversations,
-                    lane,
-                    WORKLOAD_LANES,
-                    t0,
-                    stop,
-                    results,
-                    ready,
-                ),
+                target=workload, args=(dsn, self.args.rate, messages, lane, WORKLOAD_LANES, t0, stop, results, ready)
             )
             for lane in range(WORKLOAD_LANES)
         ]
+        if self.args.conflicts:
+            procs.append(
+                self.ctx.Process(
+                    target=workload, args=(dsn, self.args.conflicts, messages, 0, 1, t0, stop, results, ready, 3)
+                )
+            )
         for proc in procs:
             proc.start()
         for _ in procs:
             ready.acquire(timeout=60)
+        t0.value = time.monotonic() + 0.2  # CLOCK_MONOTONIC is one clock for every process on the machine
         return procs, stop, results
 
     @staticmethod
@@ -360,7 +377,7 @@ class LiveBench:
         proc, stop, results = self.workload_start()
         sampler = LagSampler(sa.create_engine(self.primary.url, poolclass=sa.pool.NullPool))
         sampler.start()
-        time.sleep(2.5)  # connections up (the first operation is 1.5 s after the start), caches warm
+        time.sleep(self.args.warmup_s)  # the workload alone for a moment: connections and caches warm
         quiet_start = time.monotonic()
         time.sleep(self.args.quiet_s)
         quiet_end = time.monotonic()
@@ -373,9 +390,10 @@ class LiveBench:
             offset = time.time() - time.monotonic()
             started = datetime.fromisoformat(summary["started_at"]).timestamp() - offset
             outcome.wall_s = float(summary["duration_s"])
+            ended = started + outcome.wall_s  # the job's own end (the process still prints and exits after it)
             outcome.batches = int(summary["batches"])
             outcome.batch_ms = summary["details"].get("batch_ms", {})
-            outcome.details = {k: v for k, v in summary["details"].items() if k in ("wal_bytes", "throttled_s")}
+            outcome.details = {k: v for k, v in summary["details"].items() if k in KEPT_DETAILS}
         else:
             queue = self.ctx.Queue()
             child = self.ctx.Process(
@@ -500,6 +518,8 @@ def print_table(outcomes: list[Outcome], baseline: dict[str, float], baseline_op
         )
         if o.errors:
             print(f"{'':<16}errors: {o.errors}")
+        if o.details.get("lock_blocked_batches"):
+            print(f"{'':<16}batches that held others up: {o.details['lock_blocked_batches']}")
         kinds = ", ".join(f"{name} p99 {o.by_kind.get(name, {}).get('p99')}" for name in KINDS)
         print(f"{'':<16}{kinds}")
 
@@ -518,6 +538,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--repeat", type=int, default=1, help="measure every contender this many times, interleaved, and pool"
+    )
+    parser.add_argument("--warmup-s", type=float, default=2.0, help="workload alone before the quiet window")
+    parser.add_argument(
+        "--conflicts",
+        type=float,
+        default=0.0,
+        help="also touch this many expired messages per second (rows the cleanup deletes: lock waits)",
     )
     parser.add_argument("--no-replica", action="store_true", help="no streaming replica (no lag figures)")
     parser.add_argument("--lag-scenario", action="store_true", help="also run the --max-replica-lag scenario")

@@ -20,7 +20,8 @@ from difymaint.core.settings import load_settings
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.window import TimeWindow, resolve_window
 from difymaint.dify.billing import SandboxExpiryPolicy, StaticPlanFile, TenantPlan, TenantPlanCache
-from difymaint.engine.run import AdaptiveBatchSize, RunOptions, pause_s
+from difymaint.engine.pacing import pause_s
+from difymaint.engine.run import AdaptiveBatchSize, RunOptions
 from difymaint.jobs import clean_messages
 from difymaint.jobs.clean_messages import CleanMessagesParams
 from tests.conftest import NOW, FixedClock, make_context

@@ -411,6 +411,17 @@ class RunSettings(BaseSettings):
     DIFYMAINT_TARGET_BATCH_MS: NonNegativeInt = Field(
         default=300, description="Adapt the batch size toward this duration per batch (0 = fixed size)."
     )
+    DIFYMAINT_SLEEP_COEF: NonNegativeFloat = Field(
+        default=0.0,
+        le=100,
+        description="After each deleting batch, pause at least this many times the batch's duration (a duty cycle: "
+        "the run keeps the server busy at most 1 / (1 + coef) of the time); --sleep-ms 0 turns it off.",
+    )
+    DIFYMAINT_YIELD_TO_LOCK_WAITERS: bool = Field(
+        default=True,
+        description="When other sessions wait on a batch's locks as it commits, pause at least as long as the batch "
+        "took and halve the next one (--sleep-ms 0 turns it off).",
+    )
     DIFYMAINT_MAX_BATCH_SIZE: PositiveInt = Field(
         default=50000,
         description="Upper bound of the adapted batch size (parent rows per batch; SQLite stays at 10000).",

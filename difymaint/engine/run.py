@@ -13,7 +13,6 @@ A job's loop looks like::
 
 from __future__ import annotations
 
-import random
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -32,6 +31,7 @@ from difymaint.core.stop import Interrupted
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.engine import pg_health
+from difymaint.engine.pacing import Pacer
 from difymaint.engine.schema import missing_leading_indexes
 from difymaint.engine.shard import Shard
 from difymaint.engine.throttle import ReplicaThrottle, replica_throttle
@@ -84,14 +84,6 @@ class AdaptiveBatchSize:
         self.size = max(self.minimum, self.size // 2)
 
 
-def pause_s(max_ms: int, scanned: int, requested: int) -> float:
-    """Dify's pacing: a random pause of up to ``max_ms`` after a batch that deleted something, its cap
-    scaled by how full the batch was (as Dify's MessagesCleanService does), so the short last page of a
-    scan, after which nothing follows, costs next to nothing."""
-    fill = min(1.0, scanned / requested) if requested > 0 else 1.0
-    return random.uniform(0, max_ms * fill) / 1000
-
-
 @dataclass
 class Batch:
     run: JobRun
@@ -101,11 +93,14 @@ class Batch:
     recorded: bool = False
     rolled_back: bool = False  # hit a timeout: the caller must retry the same cursor
     requested: int = 0  # the batch size when it started (how full it was scales the pause)
+    blocked: int = 0  # sessions that waited on this batch's locks when it was about to commit
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         with batch_transaction(self.run.ctx.engine, self.run.ctx.settings) as conn:
             yield conn
+            if not self.run.dry_run:
+                self.blocked = self.run.pacer.blocked_by(conn)  # the workload's signal (engine/pacing.py)
             # Lost the lock while this batch worked (e.g. waited on a row lock): roll it back, someone else
             # owns the job now.
             self.run.heartbeat.check()
@@ -134,6 +129,11 @@ class JobRun:
         if (settings.DIFYMAINT_DATABASE_URL or "").startswith("sqlite"):
             initial, maximum = min(initial, SQLITE_MAX_BATCH_SIZE), min(maximum, SQLITE_MAX_BATCH_SIZE)
         self.sizer = AdaptiveBatchSize(initial, target_s=settings.DIFYMAINT_TARGET_BATCH_MS / 1000, maximum=maximum)
+        self.pacer = Pacer(
+            0 if options.dry_run else options.sleep_ms,
+            coef=settings.DIFYMAINT_SLEEP_COEF,
+            watch_locks=settings.DIFYMAINT_YIELD_TO_LOCK_WAITERS,
+        )
         self.summary = RunSummary(
             job=job,
             dry_run=options.dry_run,
@@ -242,10 +242,16 @@ class JobRun:
         with self._mutex:
             if claimed:
                 self._claimed -= 1
-            if not self._book(batch, started):
+            seconds = self._book(batch, started)
+            if seconds is None:
                 return
-        if batch.affected and self.options.sleep_ms and not self.dry_run:
-            self.ctx.stop.wait(pause_s(self.options.sleep_ms, batch.scanned, batch.requested))
+            if batch.blocked:
+                self.sizer.shrink()  # others queued behind this batch's locks: hold them for less next time
+        if batch.affected:
+            pause = self.pacer.pause(
+                seconds=seconds, scanned=batch.scanned, requested=batch.requested, blocked=batch.blocked
+            )
+            self.ctx.stop.wait(pause)
 
     def _after_timeout(self, batch: Batch, exc: BatchTimeout) -> None:
         self._timeouts_in_a_row += 1
@@ -258,11 +264,11 @@ class JobRun:
         self.ctx.reporter.warning(f"batch rolled back ({exc}); retrying with batch size {self.sizer.size}")
         batch.rolled_back = True
 
-    def _book(self, batch: Batch, started: float) -> bool:
-        """Add a committed batch to the summary; False when it recorded nothing."""
+    def _book(self, batch: Batch, started: float) -> float | None:
+        """Add a committed batch to the summary; its duration, or None when it recorded nothing."""
         self._timeouts_in_a_row = 0
         if not batch.recorded:
-            return False
+            return None
         seconds = self.ctx.clock.monotonic() - started
         self.summary.batches += 1
         self.summary.scanned += batch.scanned
@@ -287,7 +293,7 @@ class JobRun:
         )
         for hook in self.ctx.batch_hooks:  # run history: heartbeat, rows so far, pause check (ops/history.py)
             hook(self)
-        return True
+        return seconds
 
     def warn(self, *messages: str) -> None:
         """Record warnings in the summary and tell the operator now."""
@@ -339,6 +345,7 @@ class JobRun:
             self.summary.details["batch_ms"] = {"p50": at(0.5), "p95": at(0.95), "max": at(1.0)}
         if self.throttle is not None:
             self.summary.details.update(self.throttle.figures())
+        self.summary.details.update(self.pacer.figures())
         return self.summary
 
 
