@@ -145,7 +145,8 @@ class Common:
         OnReplicaLost | None,
         typer.Option(
             "--on-replica-lost",
-            help="A replica gone mid-run and not back within DIFYMAINT_REPLICA_LOST_WAIT_S (60 s): go on without "
+            metavar="POLICY",
+            help="A replica gone mid-run and not back within DIFYMAINT_REPLICA_LOST_WAIT_S (60 s): continue without "
             "it, or stop (partial) (DIFYMAINT_ON_REPLICA_LOST, continue).",
             rich_help_panel=RUN,
         ),
