@@ -104,7 +104,11 @@ def workload(
     of this lane is that kind (the conflicting lane)."""
     import psycopg2  # type: ignore[import-untyped]  # no stubs installed; the workload only needs the driver
 
-    conn = psycopg2.connect(dsn, options=f"-c lock_timeout={LOCK_TIMEOUT} -c statement_timeout={STATEMENT_TIMEOUT}")
+    conn = psycopg2.connect(
+        dsn,
+        application_name="workload",
+        options=f"-c lock_timeout={LOCK_TIMEOUT} -c statement_timeout={STATEMENT_TIMEOUT}",
+    )
     ready.release()
     while not t0.value and not stop.wait(0.01):  # the parent starts the clock once every lane is connected
         pass
@@ -221,6 +225,39 @@ class LagSampler:
         return [s for s in self.samples if start <= s[0] <= end]
 
 
+@dataclass
+class WaitSampler:
+    """What the workload's sessions are doing while active, every 20 ms (``--waits``): CPU (no wait event),
+    WAL writes, locks, I/O. Which one grows while a contender runs says which kind of contention it causes."""
+
+    engine: Engine
+    tally: dict[str, int] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        query = sa.text(
+            "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') FROM pg_stat_activity "
+            "WHERE application_name = 'workload' AND state = 'active'"
+        )
+
+        def loop() -> None:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                while not self._stop.wait(0.02):
+                    for (event,) in conn.execute(query):
+                        self.tally[event] = self.tally.get(event, 0) + 1
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> dict[str, int]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.engine.dispose()
+        return dict(sorted(self.tally.items(), key=lambda item: -item[1]))
+
+
 def percentiles(latencies: list[float]) -> dict[str, float]:
     if not latencies:
         return {}
@@ -285,6 +322,7 @@ class LiveBench:
         self.cutoff = (self.now - timedelta(days=DAYS)).replace(hour=0, minute=0, second=0)
         self.baseline: list[tuple[float, int]] = []
         self.baseline_errors: dict[str, int] = {}
+        self.baseline_waits: list[dict[str, int]] = []
 
     def url(self, database: str) -> str:
         return sa.make_url(self.primary.url).set(database=database).render_as_string(hide_password=False)
@@ -379,8 +417,15 @@ class LiveBench:
         sampler.start()
         time.sleep(self.args.warmup_s)  # the workload alone for a moment: connections and caches warm
         quiet_start = time.monotonic()
+        if self.args.waits:
+            waits = WaitSampler(sa.create_engine(self.url("live_run"), poolclass=sa.pool.NullPool))
+            waits.start()
         time.sleep(self.args.quiet_s)
         quiet_end = time.monotonic()
+        if self.args.waits:
+            self.baseline_waits.append(waits.stop())
+            waits = WaitSampler(sa.create_engine(self.url("live_run"), poolclass=sa.pool.NullPool))
+            waits.start()
         outcome = Outcome(contender)
         if contender in DIFYMAINT:
             flags = [arg for arg in DIFYMAINT[contender] if not _is_env(arg)]
@@ -407,6 +452,8 @@ class LiveBench:
             timer = Timer()
             timer.batches = batches
             outcome.batch_ms = timer.summary()
+        if self.args.waits:
+            outcome.details["workload_waits"] = waits.stop()
         time.sleep(0.2)
         records = self.workload_stop(proc, stop, results)
         sampler.stop()
@@ -546,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="also touch this many expired messages per second (rows the cleanup deletes: lock waits)",
     )
+    parser.add_argument("--waits", action="store_true", help="sample what the workload's sessions wait on")
     parser.add_argument("--no-replica", action="store_true", help="no streaming replica (no lag figures)")
     parser.add_argument("--lag-scenario", action="store_true", help="also run the --max-replica-lag scenario")
     parser.add_argument("--lag-bound", type=float, default=5.0)
@@ -605,6 +653,8 @@ def main(argv: list[str] | None = None) -> int:
         for outcome in outcomes:
             ratios(outcome, baseline)
         report["baseline"] = {"ops": len(bench.baseline), "latency_ms": baseline, "errors": bench.baseline_errors}
+        if bench.baseline_waits:
+            report["baseline"]["workload_waits"] = bench.baseline_waits
         report["contenders"] = [
             {k: v for k, v in asdict(o).items() if k != "samples"} | {"rows_per_s": round(o.rows_per_s)}
             for o in outcomes
