@@ -65,7 +65,14 @@ LOCK_TIMEOUT = "1s"  # what an application would set: fail fast rather than queu
 STATEMENT_TIMEOUT = "10s"
 WORKLOAD_LANES = 6  # processes, one connection each
 SAMPLE_EVERY_S = 0.1
-KEPT_DETAILS = ("wal_bytes", "throttled_s", "lock_blocked_batches", "lock_blocked_sessions_max")
+KEPT_DETAILS = (
+    "wal_bytes",
+    "throttled_s",
+    "lock_blocked_batches",
+    "lock_blocked_sessions_max",
+    "contended_batches",
+    "paced_extra_s",
+)
 KINDS = ("insert", "update", "read", "touch-old")  # the workload's operations in turn; the last with --conflicts
 
 DIFYMAINT: dict[str, list[str]] = {

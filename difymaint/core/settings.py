@@ -412,10 +412,10 @@ class RunSettings(BaseSettings):
         default=300, description="Adapt the batch size toward this duration per batch (0 = fixed size)."
     )
     DIFYMAINT_SLEEP_COEF: NonNegativeFloat = Field(
-        default=0.0,
+        default=1.0,
         le=100,
-        description="After each deleting batch, pause at least this many times the batch's duration (a duty cycle: "
-        "the run keeps the server busy at most 1 / (1 + coef) of the time); --sleep-ms 0 turns it off.",
+        description="While other sessions wait on the WAL or on a batch's locks, pause up to this many times the "
+        "batch's duration after it (scaled by how often recent batches saw them); --sleep-ms 0 turns it off.",
     )
     DIFYMAINT_YIELD_TO_LOCK_WAITERS: bool = Field(
         default=True,

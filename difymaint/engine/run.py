@@ -31,7 +31,7 @@ from difymaint.core.stop import Interrupted
 from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.engine import pg_health
-from difymaint.engine.pacing import Pacer
+from difymaint.engine.pacing import Contention, Pacer
 from difymaint.engine.schema import missing_leading_indexes
 from difymaint.engine.shard import Shard
 from difymaint.engine.throttle import ReplicaThrottle, replica_throttle
@@ -93,14 +93,14 @@ class Batch:
     recorded: bool = False
     rolled_back: bool = False  # hit a timeout: the caller must retry the same cursor
     requested: int = 0  # the batch size when it started (how full it was scales the pause)
-    blocked: int = 0  # sessions that waited on this batch's locks when it was about to commit
+    seen: Contention = field(default_factory=Contention)  # who waited as it was about to commit (engine/pacing.py)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         with batch_transaction(self.run.ctx.engine, self.run.ctx.settings) as conn:
             yield conn
             if not self.run.dry_run:
-                self.blocked = self.run.pacer.blocked_by(conn)  # the workload's signal (engine/pacing.py)
+                self.seen = self.run.pacer.look(conn)  # the workload's signal
             # Lost the lock while this batch worked (e.g. waited on a row lock): roll it back, someone else
             # owns the job now.
             self.run.heartbeat.check()
@@ -245,12 +245,10 @@ class JobRun:
             seconds = self._book(batch, started)
             if seconds is None:
                 return
-            if batch.blocked:
+            if batch.seen.blocked:
                 self.sizer.shrink()  # others queued behind this batch's locks: hold them for less next time
         if batch.affected:
-            pause = self.pacer.pause(
-                seconds=seconds, scanned=batch.scanned, requested=batch.requested, blocked=batch.blocked
-            )
+            pause = self.pacer.pause(seconds=seconds, scanned=batch.scanned, requested=batch.requested, seen=batch.seen)
             self.ctx.stop.wait(pause)
 
     def _after_timeout(self, batch: Batch, exc: BatchTimeout) -> None:
