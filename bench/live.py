@@ -63,6 +63,7 @@ PRODUCTION = {
 APPS = 200
 LOCK_TIMEOUT = "1s"  # what an application would set: fail fast rather than queue behind a purge
 STATEMENT_TIMEOUT = "10s"
+CONFLICT_SPREAD = 5000  # --conflicts touches one of this many oldest messages (a cleanup's current batches)
 WORKLOAD_LANES = 6  # processes, one connection each
 SAMPLE_EVERY_S = 0.1
 KEPT_DETAILS = (
@@ -127,9 +128,12 @@ def workload(
     conversations = max(1, messages // 5)
 
     def op(cur: Any, kind: int) -> None:
-        if kind == 3:  # feedback on an expired message: the row a cleanup is deleting (bench/run.py's ids)
-            old = rng.randrange(messages // 3 + 1, messages)
-            cur.execute("UPDATE messages SET updated_at = now() AT TIME ZONE 'utc' WHERE id = %s", (_uid("m", old),))
+        if kind == 3:  # feedback on one of the oldest messages left: the rows a cleanup is deleting right now
+            cur.execute(
+                "UPDATE messages SET updated_at = now() AT TIME ZONE 'utc' WHERE id = (SELECT id FROM messages "
+                "ORDER BY created_at, id LIMIT 1 OFFSET %s)",
+                (rng.randrange(CONFLICT_SPREAD),),
+            )
             return
         g = rng.randrange(conversations)
         conversation, app = _uid("c", g), _uid("a", g % APPS)
@@ -598,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         "--conflicts",
         type=float,
         default=0.0,
-        help="also touch this many expired messages per second (rows the cleanup deletes: lock waits)",
+        help="also update this many of the oldest messages per second (the rows a cleanup is deleting: lock waits)",
     )
     parser.add_argument("--waits", action="store_true", help="sample what the workload's sessions wait on")
     parser.add_argument("--no-replica", action="store_true", help="no streaming replica (no lag figures)")
