@@ -38,15 +38,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.own_servers (the replica helper)
 
-from run import DAYS, DIFY_SLEEP_MS, MESSAGE_TABLES, Timer, build_template, cli, dify_messages
+# A spawned workload lane imports this module again as __mp_main__ and needs only the standard library and the
+# driver: leaving SQLAlchemy and difymaint out makes the lanes start in a fraction of the time.
+if __name__ != "__mp_main__":
+    import sqlalchemy as sa
+    from run import DAYS, DIFY_SLEEP_MS, MESSAGE_TABLES, Timer, build_template, cli
+    from sqlalchemy.engine import Engine
 
-from difymaint.engine.throttle import PrimaryReader
-from tests.own_servers import OwnPostgres, OwnReplica
+    from difymaint.engine.throttle import PrimaryReader
+    from tests.own_servers import OwnPostgres, OwnReplica
+
+    DIFY = {"dify": DIFY_SLEEP_MS, "dify-no-sleep": 0}
 
 # A production-like primary: durable commits, as an operator's database has them. The standby inherits them.
 PRODUCTION = {
@@ -80,9 +84,6 @@ DIFYMAINT: dict[str, list[str]] = {
     "difymaint": [],
     "difymaint-full": ["--sleep-ms", "0", "--workers", "2"],
 }
-DIFY = {"dify": DIFY_SLEEP_MS, "dify-no-sleep": 0}
-
-
 # --- the workload (a process of its own, so that it never shares a GIL with a contender) ----------------------
 
 
@@ -190,6 +191,9 @@ def workload(
 
 def dify_child(url: str, cutoff: datetime, sleep_ms: int, results: Any) -> None:
     """Dify's own loop (bench/run.py), in a process of its own: (started, ended, batch seconds)."""
+    import sqlalchemy as sa
+    from run import Timer, dify_messages
+
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     timer = Timer()
     with engine.connect() as conn:
@@ -492,7 +496,25 @@ class LiveBench:
         written while the lag was over the bound, against one batch's WAL; and whether it resumed by itself."""
         assert self.replica is not None
         replica = self.replica
-        self.fresh_copy()
+        database = "live_run"
+        if self.args.lag_messages == self.args.messages:
+            self.fresh_copy()
+        else:  # a run long enough to outlast the pause and the bound
+            database = "live_lag"
+            self.primary.sql("DROP DATABASE IF EXISTS live_run WITH (FORCE)")
+            self.primary.sql(f"CREATE DATABASE {database}")
+            engine = sa.create_engine(self.url(database), poolclass=sa.pool.NullPool)
+            build_template(
+                engine,
+                messages=self.args.lag_messages,
+                runs=10,
+                embeddings=10,
+                now=self.now,
+                history_days=self.args.history_days,
+            )
+            engine.dispose()
+            self.primary.sql("CHECKPOINT")
+            self.caught_up()
         sampler = LagSampler(sa.create_engine(self.primary.url, poolclass=sa.pool.NullPool))
         sampler.start()
         timeline: dict[str, float] = {}
@@ -509,7 +531,7 @@ class LiveBench:
         args = ["--max-replica-lag", f"{bound_s:g}"]
         started = time.monotonic()
         pauser.start()
-        summary, _, _ = cli("clean-messages", self.url("live_run"), self.cutoff, args)
+        summary, _, _ = cli("clean-messages", self.url(database), self.cutoff, args)
         ended = time.monotonic()
         pauser.join()
         time.sleep(0.5)
@@ -525,6 +547,7 @@ class LiveBench:
         else:
             written_over = 0
         return {
+            "messages": self.args.lag_messages,
             "bound_s": bound_s,
             "paused_s": pause_s,
             "outcome": summary["outcome"],
@@ -608,8 +631,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-replica", action="store_true", help="no streaming replica (no lag figures)")
     parser.add_argument("--lag-scenario", action="store_true", help="also run the --max-replica-lag scenario")
     parser.add_argument("--lag-bound", type=float, default=5.0)
-    parser.add_argument("--lag-pause", type=float, default=12.0, help="seconds the replica's replay stays paused")
-    parser.add_argument("--lag-pause-after-s", type=float, default=2.0, help="pause replay this long after the start")
+    parser.add_argument("--lag-pause", type=float, default=15.0, help="seconds the replica's replay stays paused")
+    parser.add_argument(
+        "--lag-pause-after-s", type=float, default=3.0, help="pause replay this long after the job's process starts"
+    )
+    parser.add_argument(
+        "--lag-messages", type=int, default=1_000_000, help="messages of the scenario's own database (a long run)"
+    )
     parser.add_argument(
         "--nice",
         type=int,
