@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.own_server
 # driver: leaving SQLAlchemy and difymaint out makes the lanes start in a fraction of the time.
 if __name__ != "__mp_main__":
     import sqlalchemy as sa
-    from run import DAYS, DIFY_SLEEP_MS, MESSAGE_TABLES, Timer, build_template, cli
+    from run import DAYS, DIFY_SLEEP_MS, MESSAGE_CHILDREN, Timer, build_template, cli
     from sqlalchemy.engine import Engine
 
     from difymaint.engine.throttle import PrimaryReader
@@ -385,9 +385,14 @@ class LiveBench:
             time.sleep(0.1)
 
     def count_rows(self) -> int:
+        """The expired rows still there: messages past the cut-off and their children (the workload only ever
+        adds new rows, so the difference is exactly what a contender deleted)."""
+        old = "SELECT id FROM messages WHERE created_at < :cut"
+        queries = [f"SELECT count(*) FROM {t} WHERE message_id IN ({old})" for t in MESSAGE_CHILDREN]
+        queries.append("SELECT count(*) FROM messages WHERE created_at < :cut")
         engine = sa.create_engine(self.url("live_run"), poolclass=sa.pool.NullPool)
         with engine.connect() as conn:
-            total = sum(int(conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()) for t in MESSAGE_TABLES)
+            total = sum(int(conn.execute(sa.text(q), {"cut": self.cutoff}).scalar_one()) for q in queries)
         engine.dispose()
         return total
 
