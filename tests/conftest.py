@@ -267,7 +267,8 @@ def row_counts(engine: Engine, tables: list[str]) -> dict[str, int]:
 
 # The fast tier (`scripts/test --fast`, or `pytest -m "not servers"`) runs what needs no server at all.
 SERVER_FIXTURES = frozenset({"pg_admin_url", "mysql_admin_url", "db_url", "redis_url", "pushgateway_url"})
-OWN_SERVER_MODULES = frozenset({"test_server_restarts"})  # they start and restart clusters of their own
+# They start (and restart) clusters of their own: a primary and its streaming replica for the replica-lag tests.
+OWN_SERVER_MODULES = frozenset({"test_server_restarts", "test_replica_throttle"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

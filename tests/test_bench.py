@@ -87,6 +87,7 @@ LIVE = BENCH.with_name("live.py")
 SCALE = BENCH.with_name("scale.py")
 
 
+@pytest.mark.servers  # its own primary and streaming replica (tests/own_servers.py): not the fast tier
 def test_live_bench_smoke_runs_the_workload_the_contenders_and_the_lag_scenario() -> None:
     """bench/live at a toy scale (its own primary and streaming replica): every part runs and reports; the
     figures themselves are bench/README.md's."""
