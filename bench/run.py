@@ -85,10 +85,14 @@ class Result:
     peak_rss_mb: float | None = None
     wal_bytes: int | None = None
     ratios: dict[str, float] = field(default_factory=dict)
+    # MySQL: seconds after the contender ended until InnoDB's purge had removed its delete-marked rows.
+    purge_s: float = 0.0
 
     @property
     def rows_per_s(self) -> float:
-        return self.rows / self.wall_s if self.wall_s else 0.0
+        """Rows per second of the contender's time plus the purge it left behind (zero on PostgreSQL)."""
+        total = self.wall_s + self.purge_s
+        return self.rows / total if total else 0.0
 
 
 # --- the template database -----------------------------------------------------------------------------------
@@ -587,6 +591,7 @@ class Bench:
         self.template = f"dmbench_tpl_{tag}"
         self.copy = f"dmbench_run_{tag}"
         self._copied = False
+        self.purge_floor = 0  # MySQL: the history list length counted as caught up (see wait_for_purge)
 
     def url(self, database: str) -> str:
         return self.base.set(database=database).render_as_string(hide_password=False)
@@ -643,6 +648,33 @@ class Bench:
     def version(self) -> str:
         return str(self.sql("SELECT VERSION()" if self.mysql else "SHOW server_version"))
 
+    def purge_history(self) -> int:
+        """InnoDB's history list length: the undo records its purge has still to process."""
+        return int(self.sql(_HISTORY_LENGTH))
+
+    def settle_purge(self, slack: int = 50, timeout_s: float = 120.0) -> None:
+        """Take the caught-up level once the template's own purge has stopped falling (a server doing nothing
+        else keeps a small residue)."""
+        deadline = time.perf_counter() + timeout_s
+        level = self.purge_history()
+        while time.perf_counter() < deadline:
+            time.sleep(1.0)
+            now = self.purge_history()
+            if now >= level:
+                break
+            level = now
+        self.purge_floor = level + slack
+
+    def wait_for_purge(self, timeout_s: float = 900.0) -> float:
+        """Wait until InnoDB's purge has caught up (the history list back to its level at the start); returns
+        the seconds waited. InnoDB deletes by delete-marking and purges the rows after the commit, on the same
+        CPUs: a batched contender pays for the purge of its earlier batches during its later ones, a single
+        transaction leaves all of it for after. Counting the purge each leaves behind makes them comparable."""
+        started = time.perf_counter()
+        while self.purge_history() > self.purge_floor and time.perf_counter() - started < timeout_s:
+            time.sleep(0.05)
+        return time.perf_counter() - started
+
     def create_template(self) -> None:
         if self.mysql:
             self.sql(f"DROP DATABASE IF EXISTS {self.template}")
@@ -665,6 +697,7 @@ class Bench:
         self.admin.dispose()
 
 
+_HISTORY_LENGTH = "SELECT count FROM information_schema.INNODB_METRICS WHERE name = 'trx_rseg_history_len'"
 _REDO_WRITTEN = (
     "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'Innodb_os_log_written'"
 )
@@ -699,6 +732,8 @@ def measure(bench: Bench, job: str, contender: str, cutoff: datetime) -> Result:
     tables: tuple[str, ...] = spec["tables"]
     engine = bench.fresh_copy()
     before = bench.counts(engine, tables)
+    if bench.mysql:
+        bench.wait_for_purge()  # the previous contender's purge is not this one's
     lsn = bench.wal_lsn()
     result: Result
     if contender in DIFYMAINT:
@@ -714,6 +749,8 @@ def measure(bench: Bench, job: str, contender: str, cutoff: datetime) -> Result:
             spec[contender](conn, cutoff, timer)
             wall = time.perf_counter() - started
         result = Result(job, contender, wall, 0, {}, len(timer.batches), timer.summary())
+    if bench.mysql:
+        result.purge_s = round(bench.wait_for_purge(), 2)
     result.wal_bytes = bench.wal_since(lsn)
     after = bench.counts(engine, tables)
     engine.dispose()
@@ -764,15 +801,19 @@ def with_ratios(results: list[Result]) -> None:
 
 def print_table(job: str, results: list[Result]) -> None:
     print(f"\n{job}: {results[0].rows:,} rows deleted by every contender")
-    header = f"{'contender':<20}{'wall s':>8}{'rows/s':>10}{'÷dify':>7}{'÷dify0':>7}{'÷floor':>7}"
+    purged = any(r.purge_s for r in results)  # MySQL: rows/s counts the purge each contender left behind
+    header = f"{'contender':<20}{'wall s':>8}" + (f"{'purge s':>8}" if purged else "")
+    header += f"{'rows/s':>10}{'÷dify':>7}{'÷dify0':>7}{'÷floor':>7}"
     print(header + f"{'batches':>8}{'p50 ms':>8}{'p95 ms':>8}{'max ms':>8}{'RSS MB':>8}{'WAL MB':>8}")
     for r in results:
+        purge = f"{r.purge_s:>8.2f}" if purged else ""
         ratio = [f"{r.ratios.get(k, float('nan')):>7.2f}" for k in ("vs_dify", "vs_dify-no-sleep", "vs_floor")]
         rss = f"{r.peak_rss_mb:>8.0f}" if r.peak_rss_mb is not None else f"{'':>8}"
         wal = f"{(r.wal_bytes or 0) / 2**20:>8.0f}"
         ms = [f"{r.batch_ms.get(k, float('nan')):>8.0f}" for k in ("p50", "p95", "max")]
         print(
-            f"{r.contender:<20}{r.wall_s:>8.2f}{r.rows_per_s:>10,.0f}{''.join(ratio)}{r.batches:>8}{''.join(ms)}{rss}{wal}"
+            f"{r.contender:<20}{r.wall_s:>8.2f}{purge}{r.rows_per_s:>10,.0f}{''.join(ratio)}{r.batches:>8}{''.join(ms)}"
+            f"{rss}{wal}"
         )
 
 
@@ -850,6 +891,9 @@ def main(argv: list[str] | None = None) -> int:
             for index in args.drop_index:
                 conn.execute(sa.text(_drop_index_sql(index, mysql=bench.mysql)))
         template.dispose()
+        if bench.mysql:
+            bench.settle_purge()
+            report["purge_floor"] = bench.purge_floor
         report["build_s"] = round(time.perf_counter() - started, 1)
         if not args.json:
             print(f"template built in {report['build_s']} s: {report['scale']}; cut-off {cutoff:%Y-%m-%d}")

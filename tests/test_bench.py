@@ -68,6 +68,11 @@ def test_bench_on_mariadb_runs_the_cascades_and_they_delete_the_same_rows(mysql_
     }
     for job, results in report["jobs"].items():
         assert sum(results[0]["deleted"].values()) > 0, job
+        # rows/s counts the purge each contender left behind (InnoDB removes delete-marked rows after commit)
+        for result in results:
+            total = result["wall_s"] + result["purge_s"]
+            assert result["rows_per_s"] == round(sum(result["deleted"].values()) / total), (job, result)
+    assert isinstance(report["purge_floor"], int)
     dry = report["dry_run"]
     assert dry["dry_run_rows"] == dry["count_rows"] == sum(report["jobs"]["clean-messages"][0]["deleted"].values())
 

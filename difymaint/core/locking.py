@@ -200,20 +200,33 @@ def advisory_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
-class PostgresAdvisoryLock:
-    def __init__(self, engine: Engine, key: str) -> None:
+class SessionLock:
+    """A lock that lives exactly as long as one database session: the subclasses name the server's SQL.
+
+    The heartbeat (``renew``) checks that the session still exists: a restart, failover or killed session
+    ends the lock silently, and with SQLALCHEMY_POOL_PRE_PING the batches would reconnect and carry on
+    without it."""
+
+    kind = "session lock"
+    server = "the database"
+    acquire_sql = ""
+    release_sql = ""
+    # A statement that returns 1 while this session still holds the lock; SELECT 1 where holding is implied.
+    holds_sql = "SELECT 1"
+
+    def __init__(self, engine: Engine, name: str, params: dict[str, Any]) -> None:
         self._engine = engine
-        self._key = advisory_key(key)
+        self._params = params
         self._conn: Connection | None = None
-        self.description = f"PostgreSQL advisory lock for {key!r}"
-        # A session lock lives exactly as long as its connection; the heartbeat checks that the connection
-        # still does. A restart, failover or terminated session ends the lock silently, and with
-        # SQLALCHEMY_POOL_PRE_PING the batches would reconnect and carry on without it.
+        self.description = f"{self.kind} {name}"
         self.renew_every_s: float | None = ADVISORY_CHECK_EVERY_S
 
+    def _connect(self) -> Connection:
+        return self._engine.connect()
+
     def acquire(self) -> bool:
-        conn = self._engine.connect()
-        got = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self._key}).scalar())
+        conn = self._connect()
+        got = conn.execute(sa.text(self.acquire_sql), self._params).scalar() in (True, 1)
         conn.commit()
         if got:
             self._conn = conn
@@ -223,7 +236,7 @@ class PostgresAdvisoryLock:
 
     def renew(self) -> None:
         lost = LockLost(
-            "lost the database connection mid-run: the session holding the advisory lock ended (PostgreSQL "
+            f"lost the database connection mid-run: the session holding the {self.kind} ended ({self.server} "
             "restarted, failed over, or ended the session)",
             hint="stopped before the next batch, as another run may take the lock now; committed batches stay "
             "done and the next run continues",
@@ -231,22 +244,35 @@ class PostgresAdvisoryLock:
         if self._conn is None or self._conn.closed:
             raise lost
         try:
-            self._conn.execute(sa.text("SELECT 1"))
+            holds = self._conn.execute(sa.text(self.holds_sql), self._params).scalar()
             self._conn.commit()
         except sa.exc.SQLAlchemyError:  # the driver's error, or SQLAlchemy's refusal to reuse a dead one
             raise lost from None
+        if holds not in (True, 1):
+            raise lost
 
     def release(self) -> None:
         if self._conn is None:
             return
         try:
-            self._conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+            self._conn.execute(sa.text(self.release_sql), self._params)
             self._conn.commit()
         except sa.exc.SQLAlchemyError:
             pass  # the lock dies with the session anyway (a dead session: nothing left to unlock)
         finally:
             self._conn.close()
             self._conn = None
+
+
+class PostgresAdvisoryLock(SessionLock):
+    kind = "advisory lock"
+    server = "PostgreSQL"
+    acquire_sql = "SELECT pg_try_advisory_lock(:k)"
+    release_sql = "SELECT pg_advisory_unlock(:k)"
+
+    def __init__(self, engine: Engine, key: str) -> None:
+        super().__init__(engine, repr(key), {"k": advisory_key(key)})
+        self.description = f"PostgreSQL advisory lock for {key!r}"
 
 
 MYSQL_LOCK_NAME_MAX = 64  # MySQL refuses longer GET_LOCK names
@@ -263,57 +289,23 @@ def mysql_lock_name(database: str | None, key: str) -> str:
     return f"{name[: MYSQL_LOCK_NAME_MAX - 25]}~{digest}"
 
 
-class MySQLNamedLock:
-    def __init__(self, engine: Engine, key: str) -> None:
-        self._engine = engine
-        self.name = mysql_lock_name(engine.url.database, key)
-        self._conn: Connection | None = None
-        self.description = f"MySQL named lock {self.name!r}"
-        # Like the advisory lock: it lives as long as its connection, which the heartbeat checks.
-        self.renew_every_s: float | None = ADVISORY_CHECK_EVERY_S
+class MySQLNamedLock(SessionLock):
+    kind = "named lock"
+    server = "MySQL"
+    acquire_sql = "SELECT GET_LOCK(:name, 0)"
+    release_sql = "SELECT RELEASE_LOCK(:name)"
+    holds_sql = "SELECT IS_USED_LOCK(:name) = CONNECTION_ID()"
 
-    def acquire(self) -> bool:
+    def __init__(self, engine: Engine, key: str) -> None:
+        self.name = mysql_lock_name(engine.url.database, key)
+        super().__init__(engine, repr(self.name), {"name": self.name})
+        self.description = f"MySQL named lock {self.name!r}"
+
+    def _connect(self) -> Connection:
         conn = self._engine.connect()
         # Off the pool: the lock must never go back to the pool with a pooled connection, nor be reset by it.
         conn.detach()
-        got = conn.execute(sa.text("SELECT GET_LOCK(:name, 0)"), {"name": self.name}).scalar() == 1
-        conn.commit()
-        if got:
-            self._conn = conn
-        else:
-            conn.close()
-        return got
-
-    def renew(self) -> None:
-        lost = LockLost(
-            "lost the database connection mid-run: the session holding the named lock ended (MySQL restarted, "
-            "failed over, or killed the session)",
-            hint="stopped before the next batch, as another run may take the lock now; committed batches stay "
-            "done and the next run continues",
-        )
-        if self._conn is None or self._conn.closed:
-            raise lost
-        try:
-            mine = self._conn.execute(
-                sa.text("SELECT IS_USED_LOCK(:name) = CONNECTION_ID()"), {"name": self.name}
-            ).scalar()
-            self._conn.commit()
-        except sa.exc.SQLAlchemyError:
-            raise lost from None
-        if mine != 1:
-            raise lost
-
-    def release(self) -> None:
-        if self._conn is None:
-            return
-        try:
-            self._conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": self.name})
-            self._conn.commit()
-        except sa.exc.SQLAlchemyError:
-            pass  # the lock dies with the session anyway
-        finally:
-            self._conn.close()
-            self._conn = None
+        return conn
 
 
 def database_lock(engine: Engine, key: str) -> PostgresAdvisoryLock | MySQLNamedLock | None:
