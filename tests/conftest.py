@@ -29,6 +29,7 @@ from difymaint.dify.tables import metadata
 from tests.celery_worker import _celery_workers, celery_worker, celery_worker_factory, sentinel_broker
 from tests.s3_server import S3Bucket
 from tests.stubs.billing import BillingStub
+from tests.stubs.tidb_cloud import TidbCloudStub
 
 # Fixtures defined in tests/celery_worker.py, made visible to every test module.
 __all__ = ["_celery_workers", "celery_worker", "celery_worker_factory", "sentinel_broker"]
@@ -241,6 +242,21 @@ def signed_s3_bucket() -> S3Bucket:
 def billing() -> Iterator[BillingStub]:
     with BillingStub() as stub:
         yield stub
+
+
+@pytest.fixture
+def tidb_stub() -> Iterator[TidbCloudStub]:
+    with TidbCloudStub() as server:
+        yield server
+
+
+@pytest.fixture
+def no_tidb_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine's TiDB variables cannot leak into a TiDB test."""
+    from tests.tidb_support import TIDB_VARS
+
+    for name in TIDB_VARS:
+        monkeypatch.delenv(name, raising=False)
 
 
 def make_settings(**settings: Any) -> Settings:

@@ -25,15 +25,11 @@ TENANTS = {
 }
 
 
-@dataclass
-class Scenario:
+class BillingMatrix:
+    """The billing answers for the TENANTS matrix (the message and the workflow-run scenarios share it)."""
+
     now: datetime
-    tenant_ids: dict[str, str] = field(default_factory=dict)
-    app_ids: dict[str, str] = field(default_factory=dict)
-    old: dict[str, list[str]] = field(default_factory=dict)  # tenant name → messages before the cut-off
-    new: dict[str, list[str]] = field(default_factory=dict)  # at or after the cut-off
-    ghost_old: list[str] = field(default_factory=list)  # old messages of a deleted app
-    conversations: dict[str, str] = field(default_factory=dict)
+    tenant_ids: dict[str, str]
 
     @property
     def cutoff(self) -> datetime:
@@ -50,6 +46,17 @@ class Scenario:
 
     def whitelist(self) -> list[str]:
         return [self.tenant_ids[name] for name, spec in TENANTS.items() if spec[2]]
+
+
+@dataclass
+class Scenario(BillingMatrix):
+    now: datetime
+    tenant_ids: dict[str, str] = field(default_factory=dict)
+    app_ids: dict[str, str] = field(default_factory=dict)
+    old: dict[str, list[str]] = field(default_factory=dict)  # tenant name → messages before the cut-off
+    new: dict[str, list[str]] = field(default_factory=dict)  # at or after the cut-off
+    ghost_old: list[str] = field(default_factory=list)  # old messages of a deleted app
+    conversations: dict[str, str] = field(default_factory=dict)
 
     def eligible_old(self) -> set[str]:
         return {mid for name, spec in TENANTS.items() if spec[3] for mid in self.old[name]}

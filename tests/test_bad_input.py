@@ -24,6 +24,7 @@ from difymaint.dify.tables import metadata
 from difymaint.jobs import JOBS
 from difymaint.jobs.spec import Opt
 from tests.conftest import _need
+from tests.job_args import RUN_ARGS
 from tests.test_cli import app as cli_app
 from tests.test_cli import invoke_assert_code, runner
 
@@ -35,17 +36,7 @@ FAST = settings(
     derandomize=True,
 )
 # What a dry run of each command needs besides the database (the garbage must be the only thing wrong).
-BASE: dict[str, list[str]] = {
-    "archive-workflow-runs": ["--archive-dir", "{tmp}/archive"],
-    "restore-workflow-runs": [
-        "--archive-dir",
-        "{tmp}/archive",
-        "--start-from",
-        "2020-01-01",
-        "--end-before",
-        "2021-01-01",
-    ],
-}
+BASE = RUN_ARGS
 # Options whose every value is acceptable (free text, or an output path the dry run does not open): there is no
 # garbage to feed them. Each says why.
 NO_GARBAGE = {

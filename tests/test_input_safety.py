@@ -4,19 +4,13 @@ nothing, for every command and every filter (flag or Dify setting)."""
 from __future__ import annotations
 
 import shutil
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
-from difymaint.dify.tables import metadata
-from tests.conftest import NOW
-from tests.dataset_scenario import seed_notify, seed_unused
-from tests.scenario import seed
+from tests.every_scenario import seed_every_scenario, snapshot
 from tests.test_cli import invoke_assert_code
-from tests.workflow_scenario import seed as seed_workflows
 
 # (command, filter option, extra arguments a real run needs)
 FILTERS: list[tuple[str, str, list[str]]] = [
@@ -40,17 +34,8 @@ NOT_IDS = ["nope", "00000000-0000-0000-0000-00000000000g", "1,2", "'; DROP TABLE
 
 @pytest.fixture(scope="module")
 def seeded_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One SQLite file holding every job's scenario, seeded once and copied for each test."""
-    path = tmp_path_factory.mktemp("seeded") / "dify.sqlite"
-    engine = sa.create_engine(f"sqlite:///{path}")
-    metadata.create_all(engine)
-    now = NOW.replace(tzinfo=None)
-    seed(engine, now)
-    seed_workflows(engine, now)
-    seed_unused(engine, now)
-    seed_notify(engine, now - timedelta(days=1))
-    engine.dispose()
-    return path
+    """Seeded once, copied for each test."""
+    return seed_every_scenario(tmp_path_factory.mktemp("seeded") / "dify.sqlite")
 
 
 @pytest.fixture
@@ -58,16 +43,6 @@ def seeded(seeded_template: Path, tmp_path: Path) -> str:
     copy = tmp_path / "dify.sqlite"
     shutil.copyfile(seeded_template, copy)
     return f"sqlite:///{copy}"
-
-
-def snapshot(url: str) -> dict[str, list[Any]]:
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        result = {
-            table.name: sorted(map(repr, conn.execute(sa.select(table)).all())) for table in metadata.sorted_tables
-        }
-    engine.dispose()
-    return result
 
 
 def _args(command: str, option: str, value: str, extra: list[str], url: str, tmp: Any) -> list[str]:

@@ -27,6 +27,7 @@ from difymaint.core.redact import (
 )
 from difymaint.core.settings import load_settings
 from difymaint.jobs import JOBS
+from tests.job_args import RUN_ARGS
 from tests.test_cli import run_cli
 
 # Distinct, greppable values; one has characters a URL must encode.
@@ -51,15 +52,7 @@ ALL_SECRETS = [*SECRETS.values(), CELERY_PW, FLAG_REDIS_PW, FLAG_DB_PW, ENV_URL_
 
 # The arguments a job needs to get as far as its connections (otherwise it stops at a usage error first).
 EXTRA: dict[str, list[str]] = {
-    "archive-workflow-runs": ["--archive-dir", "{tmp}/archive"],
-    "restore-workflow-runs": [
-        "--archive-dir",
-        "{tmp}/archive",
-        "--start-from",
-        "2020-01-01",
-        "--end-before",
-        "2021-01-01",
-    ],
+    **RUN_ARGS,
     # Index removal through Dify's Celery broker, its password in a flag this time.
     "clean-unused-datasets": ["--enqueue-index-removal", "--broker-url", "redis://:brokerflagpw-Ee59@127.0.0.1:1/2"],
 }

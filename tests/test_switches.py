@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from difymaint.core.settings import Settings, load_settings
 from difymaint.devtools import deploy
 from difymaint.dify.switches import Switch, override_variable, switch_state
-from difymaint.dify.tables import metadata
 from difymaint.jobs import JOBS
-from tests.conftest import NOW
-from tests.dataset_scenario import seed_notify, seed_unused
-from tests.scenario import seed
-from tests.test_clean_embeddings import seed as seed_embeddings
-from tests.test_clean_oauth_tokens import seed as seed_tokens
+from tests.every_scenario import seed_every_scenario, snapshot
 from tests.test_cli import invoke_assert_code
-from tests.workflow_scenario import seed as seed_workflows
 
 STOCK_ENV = Path(__file__).parent / "fixtures" / "dify-stock-switches.env"
 UNREACHABLE_DB = "postgresql://nobody:SECRET@127.0.0.1:1/nothing"
@@ -39,26 +31,8 @@ def _beat_would_schedule(settings: Settings) -> set[str]:
 
 @pytest.fixture(scope="module")
 def seeded_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("seeded") / "dify.sqlite"
-    engine = sa.create_engine(f"sqlite:///{path}")
-    metadata.create_all(engine)
-    now = NOW.replace(tzinfo=None)
-    seed(engine, now)
-    seed_workflows(engine, now)
-    seed_unused(engine, now)
-    seed_notify(engine, now - timedelta(days=1))
-    seed_embeddings(engine, now)
-    seed_tokens(engine, now)
-    engine.dispose()
-    return path
-
-
-def snapshot(url: str) -> dict[str, list[str]]:
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        rows = {table.name: sorted(map(repr, conn.execute(sa.select(table)).all())) for table in metadata.sorted_tables}
-    engine.dispose()
-    return rows
+    """Seeded once, copied for each test."""
+    return seed_every_scenario(tmp_path_factory.mktemp("seeded") / "dify.sqlite")
 
 
 def test_every_switch_and_override_is_a_setting() -> None:

@@ -1,4 +1,4 @@
-"""TiDB Cloud Serverless client (difymaint.dify.tidb_cloud) against the Digest-authenticating stub."""
+"""TiDB Cloud Serverless client (difymaint.dify.tidb_cloud) against the Digest-authenticating tidb_stub."""
 
 from __future__ import annotations
 
@@ -34,21 +34,10 @@ from difymaint.dify.tidb_cloud import (
 from difymaint.jobs import JOBS
 from tests.conftest import NOW
 from tests.stubs.tidb_cloud import Fault, TidbCloudStub, parse_digest
-from tests.tidb_support import PROJECT, TIDB_VARS, FakeClock
+from tests.tidb_support import PROJECT, FakeClock
 
+pytestmark = pytest.mark.usefixtures("no_tidb_env")
 START = NOW  # the clock tests count from
-
-
-@pytest.fixture(autouse=True)
-def _no_tidb_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in TIDB_VARS:
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def stub() -> Iterator[TidbCloudStub]:
-    with TidbCloudStub() as server:
-        yield server
 
 
 @pytest.fixture
@@ -56,11 +45,11 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def tidb_settings(stub: TidbCloudStub, **overrides: Any) -> Settings:
+def tidb_settings(tidb_stub: TidbCloudStub, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "TIDB_API_URL": stub.url,
-        "TIDB_PUBLIC_KEY": stub.state.public_key,
-        "TIDB_PRIVATE_KEY": stub.state.private_key,
+        "TIDB_API_URL": tidb_stub.url,
+        "TIDB_PUBLIC_KEY": tidb_stub.state.public_key,
+        "TIDB_PRIVATE_KEY": tidb_stub.state.private_key,
         "TIDB_PROJECT_ID": PROJECT,
     }
     values.update(overrides)
@@ -68,16 +57,16 @@ def tidb_settings(stub: TidbCloudStub, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def client(stub: TidbCloudStub, clock: FakeClock) -> Iterator[TidbCloudClient]:
-    with TidbCloudClient.from_settings(tidb_settings(stub), clock=clock, rng=random.Random(7)) as made:
+def client(tidb_stub: TidbCloudStub, clock: FakeClock) -> Iterator[TidbCloudClient]:
+    with TidbCloudClient.from_settings(tidb_settings(tidb_stub), clock=clock, rng=random.Random(7)) as made:
         yield made
 
 
-def planted_client(stub: TidbCloudStub, clock: FakeClock, **overrides: Any) -> TidbCloudClient:
+def planted_client(tidb_stub: TidbCloudStub, clock: FakeClock, **overrides: Any) -> TidbCloudClient:
     """A client whose root passwords are recognisable: Plant3dSecret0001, Plant3dSecret0002, ..."""
     counter = itertools.count(1)
     return TidbCloudClient(
-        require_tidb_settings(tidb_settings(stub, **overrides)),
+        require_tidb_settings(tidb_settings(tidb_stub, **overrides)),
         clock=clock,
         rng=random.Random(7),
         password_factory=lambda: f"Plant3dSecret{next(counter):04d}",
@@ -88,19 +77,19 @@ def planted_client(stub: TidbCloudStub, clock: FakeClock, **overrides: Any) -> T
 
 
 def test_digest_challenge_comes_first_then_requests_are_authenticated(
-    stub: TidbCloudStub, client: TidbCloudClient
+    tidb_stub: TidbCloudStub, client: TidbCloudClient
 ) -> None:
     created = client.batch_create(2)
     states = client.batch_get([c.cluster_id for c in created])
 
-    first, *rest = stub.state.requests
+    first, *rest = tidb_stub.state.requests
     assert (first.status, first.authenticated) == (401, False)  # the challenge round trip
     assert [r.authenticated for r in rest] == [True, True]  # the challenge is reused (nonce count 2)
     assert {s.cluster_id for s in states} == {c.cluster_id for c in created}
 
 
-def test_stub_challenge_is_rfc7616_md5_auth(stub: TidbCloudStub) -> None:
-    response = httpx.get(f"{stub.url}/clusters/1")
+def test_stub_challenge_is_rfc7616_md5_auth(tidb_stub: TidbCloudStub) -> None:
+    response = httpx.get(f"{tidb_stub.url}/clusters/1")
     assert response.status_code == 401
     challenge = parse_digest(response.headers["WWW-Authenticate"])
     assert challenge is not None
@@ -108,24 +97,24 @@ def test_stub_challenge_is_rfc7616_md5_auth(stub: TidbCloudStub) -> None:
     assert challenge["nonce"] and challenge["opaque"] and challenge["realm"]
 
 
-def test_stub_rejects_a_replayed_digest_header(stub: TidbCloudStub) -> None:
+def test_stub_rejects_a_replayed_digest_header(tidb_stub: TidbCloudStub) -> None:
     sent: list[str] = []
 
     def capture(request: httpx.Request) -> None:
         if "Authorization" in request.headers:
             sent.append(request.headers["Authorization"])
 
-    auth = httpx.DigestAuth(stub.state.public_key, stub.state.private_key)
+    auth = httpx.DigestAuth(tidb_stub.state.public_key, tidb_stub.state.private_key)
     with httpx.Client(auth=auth, event_hooks={"request": [capture]}) as http:
-        assert http.get(f"{stub.url}/clusters:batchGet", params={"clusterIds": ["1"]}).status_code == 200
+        assert http.get(f"{tidb_stub.url}/clusters:batchGet", params={"clusterIds": ["1"]}).status_code == 200
     replay = httpx.get(
-        f"{stub.url}/clusters:batchGet", params={"clusterIds": ["1"]}, headers={"Authorization": sent[-1]}
+        f"{tidb_stub.url}/clusters:batchGet", params={"clusterIds": ["1"]}, headers={"Authorization": sent[-1]}
     )
     assert replay.status_code == 401  # same nonce count again: refused
 
 
-def test_wrong_private_key_fails_at_once_with_a_clear_error(stub: TidbCloudStub, clock: FakeClock) -> None:
-    settings = tidb_settings(stub, TIDB_PRIVATE_KEY="not-the-private-key")
+def test_wrong_private_key_fails_at_once_with_a_clear_error(tidb_stub: TidbCloudStub, clock: FakeClock) -> None:
+    settings = tidb_settings(tidb_stub, TIDB_PRIVATE_KEY="not-the-private-key")
     with TidbCloudClient.from_settings(settings, clock=clock) as client, pytest.raises(TidbAuthFailed) as caught:
         client.batch_get(["1"])
 
@@ -134,13 +123,13 @@ def test_wrong_private_key_fails_at_once_with_a_clear_error(stub: TidbCloudStub,
     assert "rejected the API key" in error.message and "HTTP 401" in error.message
     assert error.hint is not None and "TIDB_PRIVATE_KEY" in error.hint
     assert "not-the-private-key" not in f"{error} {error.hint} {error!r}"
-    assert stub.api_requests() == []  # never authenticated
-    assert len(stub.state.requests) == 2  # challenge + one wrong answer; no retries
+    assert tidb_stub.api_requests() == []  # never authenticated
+    assert len(tidb_stub.state.requests) == 2  # challenge + one wrong answer; no retries
     assert clock.slept == []
 
 
-def test_wrong_public_key_fails_too(stub: TidbCloudStub, clock: FakeClock) -> None:
-    settings = tidb_settings(stub, TIDB_PUBLIC_KEY="someone-else")
+def test_wrong_public_key_fails_too(tidb_stub: TidbCloudStub, clock: FakeClock) -> None:
+    settings = tidb_settings(tidb_stub, TIDB_PUBLIC_KEY="someone-else")
     with TidbCloudClient.from_settings(settings, clock=clock) as client, pytest.raises(TidbAuthFailed):
         client.get("1")
 
@@ -148,12 +137,14 @@ def test_wrong_public_key_fails_too(stub: TidbCloudStub, clock: FakeClock) -> No
 # ------------------------------------------------------------------------------------------- batchCreate
 
 
-def test_batch_create_sends_difys_request_body_and_parses_ids(stub: TidbCloudStub, client: TidbCloudClient) -> None:
+def test_batch_create_sends_difys_request_body_and_parses_ids(
+    tidb_stub: TidbCloudStub, client: TidbCloudClient
+) -> None:
     created = client.batch_create(3)
 
     assert len(created) == 3
-    assert {c.cluster_id for c in created} == set(stub.state.clusters)
-    (post,) = stub.api_requests("POST", "/clusters:batchCreate")
+    assert {c.cluster_id for c in created} == set(tidb_stub.state.clusters)
+    (post,) = tidb_stub.api_requests("POST", "/clusters:batchCreate")
     sent = [item["cluster"] for item in post.body["requests"]]
     assert len(sent) == 3
     by_name = {c.display_name: c for c in created}
@@ -171,32 +162,32 @@ def test_batch_create_sends_difys_request_body_and_parses_ids(stub: TidbCloudStu
         assert made.qdrant_endpoint is None
 
 
-def test_batch_create_uses_region_and_spend_limit_settings(stub: TidbCloudStub, clock: FakeClock) -> None:
-    settings = tidb_settings(stub, TIDB_REGION="regions/gcp-us-central1", TIDB_SPEND_LIMIT=5)
+def test_batch_create_uses_region_and_spend_limit_settings(tidb_stub: TidbCloudStub, clock: FakeClock) -> None:
+    settings = tidb_settings(tidb_stub, TIDB_REGION="regions/gcp-us-central1", TIDB_SPEND_LIMIT=5)
     with TidbCloudClient.from_settings(settings, clock=clock) as client:
         client.batch_create(1)
-    (post,) = stub.api_requests("POST")
+    (post,) = tidb_stub.api_requests("POST")
     cluster = post.body["requests"][0]["cluster"]
     assert cluster["region"] == {"name": "regions/gcp-us-central1"}
     assert cluster["spendingLimit"] == {"monthly": 5}
 
 
-def test_batch_create_caps_at_20_per_call(stub: TidbCloudStub, client: TidbCloudClient) -> None:
+def test_batch_create_caps_at_20_per_call(tidb_stub: TidbCloudStub, client: TidbCloudClient) -> None:
     for wrong in (0, 21, 500):
         with pytest.raises(ValueError, match="1 to 20"):
             client.batch_create(wrong)
-    assert stub.state.requests == []
+    assert tidb_stub.state.requests == []
 
     created = client.batch_create(20)
     assert len(created) == 20
     assert len({c.cluster_id for c in created}) == 20
-    assert len(stub.api_requests("POST")[0].body["requests"]) == 20
+    assert len(tidb_stub.api_requests("POST")[0].body["requests"]) == 20
 
 
 def test_batch_create_partial_answer_returns_what_was_created(
-    stub: TidbCloudStub, client: TidbCloudClient, caplog: pytest.LogCaptureFixture
+    tidb_stub: TidbCloudStub, client: TidbCloudClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    stub.state.create_limit = 2
+    tidb_stub.state.create_limit = 2
     with caplog.at_level(logging.INFO, logger="difymaint.tidb"):
         created = client.batch_create(5)
     assert len(created) == 2
@@ -205,11 +196,11 @@ def test_batch_create_partial_answer_returns_what_was_created(
         assert made.cluster_id in caplog.text  # every created id is logged before it is returned
 
 
-def test_batch_create_retries_429_with_the_same_body(stub: TidbCloudStub, client: TidbCloudClient) -> None:
-    stub.script(Fault(429, retry_after="2", method="POST"))
+def test_batch_create_retries_429_with_the_same_body(tidb_stub: TidbCloudStub, client: TidbCloudClient) -> None:
+    tidb_stub.script(Fault(429, retry_after="2", method="POST"))
     created = client.batch_create(2)
 
-    first, second = stub.api_requests("POST")
+    first, second = tidb_stub.api_requests("POST")
     assert (first.status, second.status) == (429, 200)
     assert first.body == second.body  # same names and passwords: nothing was created by the first
     assert len(created) == 2
@@ -217,15 +208,15 @@ def test_batch_create_retries_429_with_the_same_body(stub: TidbCloudStub, client
 
 @pytest.mark.parametrize("fault", [Fault(500, method="POST"), Fault(502, method="POST"), Fault(disconnect=True)])
 def test_batch_create_is_not_retried_when_the_outcome_is_unknown(
-    stub: TidbCloudStub, client: TidbCloudClient, clock: FakeClock, fault: Fault
+    tidb_stub: TidbCloudStub, client: TidbCloudClient, clock: FakeClock, fault: Fault
 ) -> None:
-    stub.script(fault)
+    tidb_stub.script(fault)
     with pytest.raises(TidbCreateOutcomeUnknown) as caught:
         client.batch_create(3)
 
-    assert len(stub.api_requests("POST")) == 1
+    assert len(tidb_stub.api_requests("POST")) == 1
     assert clock.slept == []
-    sent = [item["cluster"]["displayName"] for item in stub.api_requests("POST")[0].body["requests"]]
+    sent = [item["cluster"]["displayName"] for item in tidb_stub.api_requests("POST")[0].body["requests"]]
     assert caught.value.display_names == tuple(sent)
     assert caught.value.exit_code == ExitCode.FAILED
 
@@ -253,8 +244,8 @@ def test_batch_create_connect_failure_is_retried_then_budgeted(clock: FakeClock)
 # --------------------------------------------------------------------------------------- batchGet and get
 
 
-def test_batch_get_turns_clusters_active_after_n_polls(stub: TidbCloudStub, client: TidbCloudClient) -> None:
-    stub.state.polls_until_active = 2
+def test_batch_get_turns_clusters_active_after_n_polls(tidb_stub: TidbCloudStub, client: TidbCloudClient) -> None:
+    tidb_stub.state.polls_until_active = 2
     ids = [c.cluster_id for c in client.batch_create(3)]
 
     assert {s.state for s in client.batch_get(ids)} == {"CREATING"}
@@ -265,48 +256,50 @@ def test_batch_get_turns_clusters_active_after_n_polls(stub: TidbCloudStub, clie
 
     assert set(third) == set(ids)
     for cluster_id, state in third.items():
-        remote = stub.state.clusters[cluster_id]
+        remote = tidb_stub.state.clusters[cluster_id]
         assert state.state == "ACTIVE" and state.is_active
         assert state.user_prefix == remote.user_prefix
         assert state.account == f"{remote.user_prefix}.root"
         assert state.qdrant_endpoint == f"https://qdrant-{remote.host}"
         assert state.create_time is not None
-    query = stub.api_requests("GET", "/clusters:batchGet")[0].query
+    query = tidb_stub.api_requests("GET", "/clusters:batchGet")[0].query
     assert query == {"clusterIds": ids, "view": ["BASIC"]}
 
 
-def test_batch_get_can_stay_creating(stub: TidbCloudStub, client: TidbCloudClient) -> None:
-    stub.state.polls_until_active = None
+def test_batch_get_can_stay_creating(tidb_stub: TidbCloudStub, client: TidbCloudClient) -> None:
+    tidb_stub.state.polls_until_active = None
     ids = [c.cluster_id for c in client.batch_create(2)]
     for _ in range(5):
         assert {s.state for s in client.batch_get(ids)} == {"CREATING"}
 
 
-def test_active_without_endpoint_in_basic_view_is_resolved_by_get(stub: TidbCloudStub, client: TidbCloudClient) -> None:
-    stub.state.polls_until_active = 0
-    stub.state.basic_view_endpoints = False
+def test_active_without_endpoint_in_basic_view_is_resolved_by_get(
+    tidb_stub: TidbCloudStub, client: TidbCloudClient
+) -> None:
+    tidb_stub.state.polls_until_active = 0
+    tidb_stub.state.basic_view_endpoints = False
     (made,) = client.batch_create(1)
     (state,) = client.batch_get([made.cluster_id])
     assert state.is_active and state.qdrant_endpoint is None  # Dify then falls back to GET /clusters/{id}
 
     full = client.get(made.cluster_id)
-    assert full.qdrant_endpoint == f"https://qdrant-{stub.state.clusters[made.cluster_id].host}"
+    assert full.qdrant_endpoint == f"https://qdrant-{tidb_stub.state.clusters[made.cluster_id].host}"
     assert full.account == state.account
 
 
-def test_batch_get_limits_and_missing_ids(stub: TidbCloudStub, client: TidbCloudClient) -> None:
+def test_batch_get_limits_and_missing_ids(tidb_stub: TidbCloudStub, client: TidbCloudClient) -> None:
     assert client.batch_get([]) == []
     with pytest.raises(ValueError, match="at most 20"):
         client.batch_get([str(i) for i in range(21)])
-    assert stub.state.requests == []
+    assert tidb_stub.state.requests == []
 
     ids = [c.cluster_id for c in client.batch_create(3)]
-    stub.state.hidden = {ids[1]}
+    tidb_stub.state.hidden = {ids[1]}
     found = client.batch_get([*ids, "404404"])
     assert [s.cluster_id for s in found] == [ids[0], ids[2]]
 
 
-def test_get_and_delete(stub: TidbCloudStub, client: TidbCloudClient) -> None:
+def test_get_and_delete(tidb_stub: TidbCloudStub, client: TidbCloudClient) -> None:
     (made,) = client.batch_create(1)
     assert client.get(made.cluster_id).display_name == made.display_name
 
@@ -319,16 +312,16 @@ def test_get_and_delete(stub: TidbCloudStub, client: TidbCloudClient) -> None:
         client.delete(made.cluster_id)
 
 
-def test_other_4xx_is_not_retried(stub: TidbCloudStub, client: TidbCloudClient, clock: FakeClock) -> None:
-    stub.script(Fault(400, body={"code": 3, "message": "invalid view"}))
+def test_other_4xx_is_not_retried(tidb_stub: TidbCloudStub, client: TidbCloudClient, clock: FakeClock) -> None:
+    tidb_stub.script(Fault(400, body={"code": 3, "message": "invalid view"}))
     with pytest.raises(TidbCloudError, match="HTTP 400: invalid view") as caught:
         client.batch_get(["1"])
     assert type(caught.value) is TidbCloudError
-    assert len(stub.api_requests()) == 1 and clock.slept == []
+    assert len(tidb_stub.api_requests()) == 1 and clock.slept == []
 
 
-def test_a_wrong_api_base_points_at_tidb_api_url(stub: TidbCloudStub, clock: FakeClock) -> None:
-    settings = tidb_settings(stub, TIDB_API_URL=stub.url.removesuffix("/v1beta1"))
+def test_a_wrong_api_base_points_at_tidb_api_url(tidb_stub: TidbCloudStub, clock: FakeClock) -> None:
+    settings = tidb_settings(tidb_stub, TIDB_API_URL=tidb_stub.url.removesuffix("/v1beta1"))
     with TidbCloudClient.from_settings(settings, clock=clock) as client, pytest.raises(TidbCloudError) as caught:
         client.batch_get(["1"])
     assert "HTTP 404" in caught.value.message
@@ -338,29 +331,29 @@ def test_a_wrong_api_base_points_at_tidb_api_url(stub: TidbCloudStub, clock: Fak
 # ------------------------------------------------------------------------------------- retries and budget
 
 
-def test_429_is_retried_after_retry_after(stub: TidbCloudStub, client: TidbCloudClient, clock: FakeClock) -> None:
+def test_429_is_retried_after_retry_after(tidb_stub: TidbCloudStub, client: TidbCloudClient, clock: FakeClock) -> None:
     ids = [c.cluster_id for c in client.batch_create(1)]
-    stub.script(Fault(429, retry_after="3"))
+    tidb_stub.script(Fault(429, retry_after="3"))
 
     assert [s.cluster_id for s in client.batch_get(ids)] == ids
-    assert [r.status for r in stub.api_requests()] == [200, 429, 200]
+    assert [r.status for r in tidb_stub.api_requests()] == [200, 429, 200]
     assert len(clock.slept) == 1 and clock.slept[0] >= 3
 
 
-def test_retry_after_as_an_http_date(stub: TidbCloudStub, client: TidbCloudClient, clock: FakeClock) -> None:
-    stub.script(Fault(429, retry_after=format_datetime(START + timedelta(seconds=7), usegmt=True)))
+def test_retry_after_as_an_http_date(tidb_stub: TidbCloudStub, client: TidbCloudClient, clock: FakeClock) -> None:
+    tidb_stub.script(Fault(429, retry_after=format_datetime(START + timedelta(seconds=7), usegmt=True)))
     client.batch_get(["1"])
     assert clock.slept == [pytest.approx(7.0)]
 
 
 def test_5xx_and_network_errors_are_retried_with_growing_backoff(
-    stub: TidbCloudStub, client: TidbCloudClient, clock: FakeClock
+    tidb_stub: TidbCloudStub, client: TidbCloudClient, clock: FakeClock
 ) -> None:
     (made,) = client.batch_create(1)
-    stub.script(Fault(503), Fault(500), Fault(disconnect=True), Fault(504))
+    tidb_stub.script(Fault(503), Fault(500), Fault(disconnect=True), Fault(504))
 
     assert client.get(made.cluster_id).cluster_id == made.cluster_id
-    assert [r.status for r in stub.api_requests("GET")] == [503, 500, 0, 504, 200]
+    assert [r.status for r in tidb_stub.api_requests("GET")] == [503, 500, 0, 504, 200]
     assert len(clock.slept) == 4
     for attempt, slept in enumerate(clock.slept):  # base 0.5 s doubling, jittered into [50 %, 100 %]
         assert 0.25 * 2**attempt <= slept <= 0.5 * 2**attempt
@@ -368,13 +361,13 @@ def test_5xx_and_network_errors_are_retried_with_growing_backoff(
 
 
 def test_persistently_failing_api_stops_within_the_budget(
-    stub: TidbCloudStub, client: TidbCloudClient, clock: FakeClock
+    tidb_stub: TidbCloudStub, client: TidbCloudClient, clock: FakeClock
 ) -> None:
-    stub.state.fail_always = Fault(503)
+    tidb_stub.state.fail_always = Fault(503)
     with pytest.raises(TidbCloudUnavailable) as caught:
         client.batch_get(["1", "2"])
 
-    attempts = len(stub.api_requests())
+    attempts = len(tidb_stub.api_requests())
     assert attempts <= 10
     assert clock.t <= 30.0
     error = caught.value
@@ -386,52 +379,52 @@ def test_persistently_failing_api_stops_within_the_budget(
         client.get("1")
     with pytest.raises(TidbCloudUnavailable):
         client.batch_create(1)
-    assert len(stub.api_requests()) == attempts
+    assert len(tidb_stub.api_requests()) == attempts
     assert client.budget_spent
 
 
-def test_budget_knobs_come_from_settings(stub: TidbCloudStub, clock: FakeClock) -> None:
-    stub.state.fail_always = Fault(500)
-    settings = tidb_settings(stub, DIFYMAINT_TIDB_MAX_REQUESTS=3, DIFYMAINT_TIDB_MAX_SECONDS=600)
+def test_budget_knobs_come_from_settings(tidb_stub: TidbCloudStub, clock: FakeClock) -> None:
+    tidb_stub.state.fail_always = Fault(500)
+    settings = tidb_settings(tidb_stub, DIFYMAINT_TIDB_MAX_REQUESTS=3, DIFYMAINT_TIDB_MAX_SECONDS=600)
     with TidbCloudClient.from_settings(settings, clock=clock) as client, pytest.raises(TidbCloudUnavailable) as caught:
         client.batch_get(["1"])
-    assert len(stub.api_requests()) == 3
+    assert len(tidb_stub.api_requests()) == 3
     assert "3 failed requests in a row" in caught.value.message
 
 
-def test_time_budget_ends_a_slow_retry_loop(stub: TidbCloudStub, clock: FakeClock) -> None:
-    stub.state.fail_always = Fault(429, retry_after="4")
-    settings = tidb_settings(stub, DIFYMAINT_TIDB_MAX_REQUESTS=100, DIFYMAINT_TIDB_MAX_SECONDS=10)
+def test_time_budget_ends_a_slow_retry_loop(tidb_stub: TidbCloudStub, clock: FakeClock) -> None:
+    tidb_stub.state.fail_always = Fault(429, retry_after="4")
+    settings = tidb_settings(tidb_stub, DIFYMAINT_TIDB_MAX_REQUESTS=100, DIFYMAINT_TIDB_MAX_SECONDS=10)
     with TidbCloudClient.from_settings(settings, clock=clock) as client, pytest.raises(TidbCloudUnavailable):
         client.batch_get(["1"])
     assert clock.t <= 10.0
-    assert len(stub.api_requests()) == 3  # tries at 0, 4 and 8 s; the next would be due at 12 s
+    assert len(tidb_stub.api_requests()) == 3  # tries at 0, 4 and 8 s; the next would be due at 12 s
 
 
-def test_retry_after_beyond_the_budget_gives_up_at_once(stub: TidbCloudStub, client: TidbCloudClient) -> None:
-    stub.state.fail_always = Fault(429, retry_after="3600")
+def test_retry_after_beyond_the_budget_gives_up_at_once(tidb_stub: TidbCloudStub, client: TidbCloudClient) -> None:
+    tidb_stub.state.fail_always = Fault(429, retry_after="3600")
     with pytest.raises(TidbCloudUnavailable, match="asked to retry after 3600 s"):
         client.batch_get(["1"])
-    assert len(stub.api_requests()) == 1
+    assert len(tidb_stub.api_requests()) == 1
 
 
-def test_a_success_resets_the_failure_streak(stub: TidbCloudStub, client: TidbCloudClient) -> None:
+def test_a_success_resets_the_failure_streak(tidb_stub: TidbCloudStub, client: TidbCloudClient) -> None:
     for _ in range(4):  # 4 x 5 failures = 20 > 10, but never 10 in a row
-        stub.script(*[Fault(500)] * 5)
+        tidb_stub.script(*[Fault(500)] * 5)
         client.batch_get(["1"])
     assert client.failed_requests == 20 and not client.budget_spent
 
 
-def call_bounded(stub: TidbCloudStub, clock: FakeClock) -> TidbCloudClient:
-    settings = tidb_settings(stub)
+def call_bounded(tidb_stub: TidbCloudStub, clock: FakeClock) -> TidbCloudClient:
+    settings = tidb_settings(tidb_stub)
     return TidbCloudClient(require_tidb_settings(settings), clock=clock, rng=random.Random(7), call_tries=3)
 
 
-def test_a_call_that_keeps_failing_is_given_up_before_the_budget(stub: TidbCloudStub, clock: FakeClock) -> None:
-    stub.state.polls_until_active = 0
-    with call_bounded(stub, clock) as client:
+def test_a_call_that_keeps_failing_is_given_up_before_the_budget(tidb_stub: TidbCloudStub, clock: FakeClock) -> None:
+    tidb_stub.state.polls_until_active = 0
+    with call_bounded(tidb_stub, clock) as client:
         good, bad = (c.cluster_id for c in client.batch_create(2))
-        stub.state.fail_matching.append(Fault(503, path_prefix="/clusters:batchGet", cluster_id=bad))
+        tidb_stub.state.fail_matching.append(Fault(503, path_prefix="/clusters:batchGet", cluster_id=bad))
         for _ in range(3):  # three poison calls: 9 failed requests, under the budget's 10 in a row
             with pytest.raises(TidbCallGaveUp, match=r"HTTP 503.*set aside after 3 tries") as caught:
                 client.batch_get([bad])
@@ -445,9 +438,9 @@ def test_a_call_that_keeps_failing_is_given_up_before_the_budget(stub: TidbCloud
             client.batch_get([bad])  # an outage still ends within the run's budget
 
 
-def test_429s_and_refused_connections_do_not_give_a_call_up(stub: TidbCloudStub, clock: FakeClock) -> None:
-    stub.script(*[Fault(429)] * 5)  # the client's pace, not the request: retried within the budget
-    with call_bounded(stub, clock) as client:
+def test_429s_and_refused_connections_do_not_give_a_call_up(tidb_stub: TidbCloudStub, clock: FakeClock) -> None:
+    tidb_stub.script(*[Fault(429)] * 5)  # the client's pace, not the request: retried within the budget
+    with call_bounded(tidb_stub, clock) as client:
         assert client.batch_get(["1"]) == []
         assert client.failed_requests == 5
 
@@ -456,20 +449,20 @@ def test_429s_and_refused_connections_do_not_give_a_call_up(stub: TidbCloudStub,
 
 
 def test_passwords_never_reach_logs_exceptions_or_reprs(
-    stub: TidbCloudStub, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    tidb_stub: TidbCloudStub, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     texts: list[str] = []
-    client = planted_client(stub, clock)
+    client = planted_client(tidb_stub, clock)
     texts.append(repr(client))
 
-    stub.script(Fault(429, retry_after="1", method="POST"))
+    tidb_stub.script(Fault(429, retry_after="1", method="POST"))
     created = client.batch_create(3)  # retried once, succeeds
     texts += [repr(created), str(created), *(repr(c.password) for c in created)]
 
-    stub.state.create_limit = 1
+    tidb_stub.state.create_limit = 1
     texts.append(repr(client.batch_create(2)))  # partial answer
-    stub.state.create_limit = None
+    tidb_stub.state.create_limit = None
 
     faults = [
         Fault(400, body={"code": 3, "message": "rootPassword Plant3dSecret0006 is too weak"}, method="POST"),
@@ -477,18 +470,18 @@ def test_passwords_never_reach_logs_exceptions_or_reprs(
         Fault(disconnect=True, method="POST"),
     ]
     for fault in faults:
-        stub.script(fault)
+        tidb_stub.script(fault)
         with pytest.raises(TidbCloudError) as caught:
             client.batch_create(2)
         texts += [str(caught.value), repr(caught.value), caught.value.message, caught.value.hint or ""]
     client.close()
 
-    sent = [item["cluster"]["rootPassword"] for r in stub.api_requests("POST") for item in r.body["requests"]]
+    sent = [item["cluster"]["rootPassword"] for r in tidb_stub.api_requests("POST") for item in r.body["requests"]]
     assert "Plant3dSecret0001" in sent and "Plant3dSecret0008" in sent  # the planted passwords were used
     assert created[0].password.get_secret_value().startswith("Plant3dSecret")
     haystack = "\n".join([caplog.text, *texts, *(r.getMessage() for r in caplog.records)])
     assert "Plant3dSecret" not in haystack
-    assert stub.state.private_key not in haystack
+    assert tidb_stub.state.private_key not in haystack
     assert "Plant3dSecret" not in repr(created[0].state) and "Plant3dSecret" not in str(created[0])
 
 
@@ -536,18 +529,18 @@ def test_missing_settings_raise_one_config_error_naming_them() -> None:
     assert "TIDB_REGION" not in error.message  # it has Dify's default
 
 
-def test_one_missing_setting_is_named_alone(stub: TidbCloudStub) -> None:
-    settings = tidb_settings(stub)
+def test_one_missing_setting_is_named_alone(tidb_stub: TidbCloudStub) -> None:
+    settings = tidb_settings(tidb_stub)
     settings.TIDB_PRIVATE_KEY = None
     with pytest.raises(ConfigError, match=r"^TiDB Cloud is not configured: TIDB_PRIVATE_KEY is not set$"):
         require_tidb_settings(settings)
     with pytest.raises(ConfigError, match="TIDB_PROJECT_ID"):
-        TidbCloudClient.from_settings(tidb_settings(stub, TIDB_PROJECT_ID="  "))
+        TidbCloudClient.from_settings(tidb_settings(tidb_stub, TIDB_PROJECT_ID="  "))
 
 
-def test_api_url_must_be_http(stub: TidbCloudStub) -> None:
+def test_api_url_must_be_http(tidb_stub: TidbCloudStub) -> None:
     with pytest.raises(ConfigError, match="TIDB_API_URL"):
-        require_tidb_settings(tidb_settings(stub, TIDB_API_URL="serverless.tidbapi.com/v1beta1"))
-    config = require_tidb_settings(tidb_settings(stub, TIDB_API_URL=stub.url + "/"))
-    assert config.api_url == stub.url
-    assert "stub-private-key" not in repr(config)
+        require_tidb_settings(tidb_settings(tidb_stub, TIDB_API_URL="serverless.tidbapi.com/v1beta1"))
+    config = require_tidb_settings(tidb_settings(tidb_stub, TIDB_API_URL=tidb_stub.url + "/"))
+    assert config.api_url == tidb_stub.url
+    assert "tidb_stub-private-key" not in repr(config)

@@ -20,7 +20,7 @@ from difymaint.core.clock import naive_utc
 from difymaint.demo.builders import Builder, new_id
 from difymaint.dify import tables as t
 from difymaint.dify.cascades import ENDED_RUN_STATUSES, MESSAGE_CHILDREN
-from tests.scenario import TENANTS
+from tests.scenario import TENANTS, BillingMatrix
 
 ACTIVE_STATUSES = ("running", "paused", "scheduled")
 RUN_TABLES = [
@@ -62,7 +62,7 @@ class RunFamily:
 
 
 @dataclass
-class WorkflowScenario:
+class WorkflowScenario(BillingMatrix):
     now: datetime
     tenant_ids: dict[str, str] = field(default_factory=dict)
     workflow_apps: dict[str, str] = field(default_factory=dict)
@@ -76,23 +76,7 @@ class WorkflowScenario:
     plain_messages: dict[str, list[str]] = field(default_factory=dict)  # messages without a run
     message_upload_files: dict[str, str] = field(default_factory=dict)  # tenant → upload file of an old message
 
-    @property
-    def cutoff(self) -> datetime:
-        return self.now - timedelta(days=30)
-
-    # --- billing matrix (same as tests/scenario.py) --------------------------------------------------------
-
-    def plans(self) -> dict[str, dict[str, object]]:
-        result = {}
-        for name, (plan, days_ago, _, _) in TENANTS.items():
-            if plan is None:
-                continue
-            expiration = -1 if days_ago is None else int((self.now - timedelta(days=days_ago)).timestamp())
-            result[self.tenant_ids[name]] = {"plan": plan, "expiration_date": expiration}
-        return result
-
-    def whitelist(self) -> list[str]:
-        return [self.tenant_ids[name] for name, spec in TENANTS.items() if spec[2]]
+    # --- billing matrix (plans, whitelist and cut-off from tests/scenario.py) ---------------------------------
 
     @staticmethod
     def eligible_tenants() -> set[str]:
