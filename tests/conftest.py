@@ -285,7 +285,8 @@ def row_counts(engine: Engine, tables: list[str]) -> dict[str, int]:
 SERVER_FIXTURES = frozenset(
     {"pg_admin_url", "mysql_admin_url", "db_url", "redis_url", "pushgateway_url", "s3_bucket", "signed_s3_bucket"}
 )
-OWN_SERVER_MODULES = frozenset({"test_server_restarts"})  # they start and restart clusters of their own
+# They start (and restart) clusters of their own: a primary and its streaming replica for the replica-lag tests.
+OWN_SERVER_MODULES = frozenset({"test_server_restarts", "test_replica_throttle"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

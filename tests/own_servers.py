@@ -1,8 +1,12 @@
-"""Throwaway PostgreSQL clusters and Redis servers that a test may restart.
+"""Throwaway PostgreSQL clusters and Redis servers that a test may restart, and streaming replicas.
 
 The suite's shared servers (scripts/test) must stay up for every other test, so a fault test that restarts
 the database or Redis starts its own on a free loopback port, and removes it afterwards. The set-up follows
 scripts/services.sh: Debian's binaries, initdb as the ``postgres`` user when we are root, fsync off.
+
+:class:`OwnReplica` is a hot standby of an :class:`OwnPostgres` (``pg_basebackup -R``, streaming over
+loopback, on a port of its own): the replica-lag throttle's tests and the live-workload bench (bench/live.py,
+which imports this module, so pytest is imported only when a binary is missing) use it.
 """
 
 from __future__ import annotations
@@ -16,12 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
 _REQUIRE = bool(os.environ.get("CI") or os.environ.get("DIFYMAINT_TEST_REQUIRE_SERVICES"))
 
 
 def _missing(what: str) -> None:
+    import pytest
+
     message = f"{what} is not installed; scripts/test installs it"
     if _REQUIRE:
         pytest.fail(message)
@@ -41,15 +45,24 @@ def _pg_bindir() -> Path | None:
     return None
 
 
-class OwnPostgres:
-    """A cluster of our own: ``start()``, ``restart()`` (the fault under test), ``stop()``."""
+# Durability off for tests (the OS keeps what was written); the bench passes production settings instead.
+FAST = {"fsync": "off", "full_page_writes": "off"}
+# What a primary needs for streaming replicas (PostgreSQL's defaults already, said explicitly); initdb's
+# pg_hba.conf lets loopback replication connections in with trust.
+REPLICATION = {"wal_level": "replica", "max_wal_senders": "10"}
 
-    def __init__(self) -> None:
+
+class OwnPostgres:
+    """A cluster of our own: ``start()``, ``restart()`` (the fault under test), ``stop()``. ``settings`` are
+    server options (``-c name=value``) instead of the fast test ones."""
+
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
         bindir = _pg_bindir()
         if bindir is None:
             _missing("PostgreSQL")
         assert bindir is not None
         self.bindir = bindir
+        self.settings = {**REPLICATION, **(FAST if settings is None else settings)}
         self.base = Path(tempfile.mkdtemp(prefix="difymaint-ownpg-"))
         self.base.chmod(0o755)  # the postgres user must reach the data directory inside
         self.data = self.base / "data"
@@ -65,7 +78,8 @@ class OwnPostgres:
     def _pg_ctl(self, *args: str) -> None:
         # fsync off is safe here (the OS keeps what was written); synchronous_commit stays on, as on a real
         # server, or an immediate restart would lose acknowledged commits and the counts could not be compared.
-        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         subprocess.run(
             [*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.data / "server.log")]
             + ["-w", "-t", "60", "-o", options, *args],
@@ -88,12 +102,70 @@ class OwnPostgres:
     def restart(self, mode: str = "fast") -> None:
         self._pg_ctl("restart", "-m", mode)
 
+    def sql(self, statement: str, database: str = "postgres") -> str:
+        """One statement through psql over loopback; its first value as text ("" when none)."""
+        done = subprocess.run(
+            [str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database]
+            + ["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", statement],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return done.stdout.strip().split("\n")[0] if done.stdout.strip() else ""
+
     def stop(self) -> None:
         try:
             self._pg_ctl("stop", "-m", "immediate")
         except subprocess.CalledProcessError:
             pass  # never started, or already down
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+class OwnReplica(OwnPostgres):
+    """A hot standby streaming from ``primary`` (``pg_basebackup -R``): ``start()``, ``stop()``, and
+    ``pause_replay()`` / ``resume_replay()`` to make it lag on purpose."""
+
+    def __init__(self, primary: OwnPostgres) -> None:
+        super().__init__({**primary.settings, "hot_standby": "on", "wal_receiver_status_interval": "1"})
+        self.primary = primary
+
+    def start(self) -> None:
+        # pg_basebackup writes standby.signal and primary_conninfo (-R); -X stream copies the WAL it needs.
+        subprocess.run(
+            [*self.run_as, str(self.bindir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.primary.port)]
+            + ["-U", "postgres", "-D", str(self.data), "-R", "-X", "stream", "--checkpoint=fast", "--no-sync"],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        self.data.chmod(0o700)  # the server refuses a data directory others may read
+        self._pg_ctl("start")
+        self.wait_streaming()
+
+    def wait_streaming(self, timeout_s: float = 30) -> None:
+        """Until the primary lists this standby as streaming."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.primary.sql("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'") != "0":
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the replica did not start streaming")
+
+    def pause_replay(self) -> None:
+        self.sql("SELECT pg_wal_replay_pause()")
+
+    def resume_replay(self) -> None:
+        self.sql("SELECT pg_wal_replay_resume()")
+
+    def halt(self) -> None:
+        """Stop the server but keep its files (a replica that goes away mid-run)."""
+        self._pg_ctl("stop", "-m", "immediate")
+
+    def restart(self, mode: str = "fast") -> None:
+        """Up again (after :meth:`halt` too), streaming."""
+        super().restart(mode)
+        self.wait_streaming()
 
 
 class OwnRedis:

@@ -86,3 +86,53 @@ def test_a_history_shorter_than_the_cut_off_is_refused_before_connecting() -> No
         check=False,
     )
     assert done.returncode == 2 and "--history-days must be more than" in done.stderr
+
+
+LIVE = BENCH.with_name("live.py")
+SCALE = BENCH.with_name("scale.py")
+
+
+@pytest.mark.servers  # its own primary and streaming replica (tests/own_servers.py): not the fast tier
+def test_live_bench_smoke_runs_the_workload_the_contenders_and_the_lag_scenario() -> None:
+    """bench/live at a toy scale (its own primary and streaming replica): every part runs and reports; the
+    figures themselves are bench/README.md's."""
+    done = subprocess.run(
+        [sys.executable, str(LIVE), "--messages", "600", "--quiet-s", "0.3", "--warmup-s", "0.3"]
+        + ["--contenders", "difymaint,dify", "--lag-scenario", "--lag-messages", "600", "--lag-bound", "0.5"]
+        + ["--lag-pause", "1", "--lag-pause-after-s", "0", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [c["contender"] for c in report["contenders"]] == ["difymaint", "dify"]
+    rows = {c["contender"]: c["rows"] for c in report["contenders"]}
+    assert rows["difymaint"] == rows["dify"] > 0  # the same cut-off, the same rows
+    assert report["baseline"]["ops"] > 0 and report["baseline"]["latency_ms"]["p99"] > 0
+    for contender in report["contenders"]:
+        assert contender["ops"] > 0 and contender["vs_baseline"]["p99"] > 0
+        assert contender["errors"] == {}
+    lag = report["lag_scenario"]
+    assert lag["exit_code"] == 0 and lag["outcome"] == "done" and lag["rows"] == rows["dify"]
+
+
+def test_scale_bench_smoke_compares_two_tiers(pg_admin_url: str) -> None:
+    """bench/scale's code path at a toy scale (1x and 2x of 300 messages; CI never builds the real 10x tier)."""
+    done = subprocess.run(
+        [sys.executable, str(SCALE), "--pg-url", pg_admin_url, "--base-messages", "300", "--base-runs", "100"]
+        + ["--tiers", "1x,2x", "--repeat", "1", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert list(report["tiers"]) == ["1x", "2x"]
+    for tier in report["tiers"].values():
+        for job in ("clean-messages", "clean-workflow-runs"):
+            result = tier[job]
+            assert result["same_rows"] and result["dry_run_rows"] == result["count_rows"] > 0
+            assert result["peak_rss_mb"] > 0 and result["first_batch_s"] is not None

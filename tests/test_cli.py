@@ -253,3 +253,18 @@ def test_mistyped_command_suggests_the_right_one() -> None:
     result = run_cli(["clean-mesages"])
     assert result.returncode == 2 and "clean-messages" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("url", ["sqlite", "mysql+pymysql://dify@127.0.0.1:1/dify"])
+def test_max_replica_lag_is_refused_off_postgresql(sqlite_url: str, url: str) -> None:
+    """The lag is read from PostgreSQL's streaming replication: elsewhere the flag is one line and exit 2, before
+    any connection (the MySQL URL points at a closed port), never a purge that runs unpaced."""
+    database = sqlite_url if url == "sqlite" else url
+    result = run_cli(["clean-messages", "--yes", "--database-url", database, "--max-replica-lag", "5"])
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--max-replica-lag needs PostgreSQL" in lines[0], lines
+    # A dry run waits for nothing: the flag is harmless there.
+    if url == "sqlite":
+        dry = run_cli(["clean-messages", "--dry-run", "--database-url", database, "--max-replica-lag", "5"])
+        assert dry.returncode == 0, dry.stderr

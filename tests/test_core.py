@@ -21,7 +21,8 @@ from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.window import TimeWindow, resolve_window
 from difymaint.dify.billing import SandboxExpiryPolicy, StaticPlanFile, TenantPlan, TenantPlanCache
 from difymaint.engine.options import RunOptions
-from difymaint.engine.run import AdaptiveBatchSize, pause_s
+from difymaint.engine.pacing import pause_s
+from difymaint.engine.run import AdaptiveBatchSize
 from difymaint.jobs import clean_messages
 from difymaint.jobs.clean_messages import CleanMessagesParams
 from difymaint.jobs.execute import run_job

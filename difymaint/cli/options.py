@@ -31,6 +31,15 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
+class OnReplicaLost(StrEnum):
+    CONTINUE = "continue"
+    STOP = "stop"
+
+
+# Run options only a deleting job (JobInfo.destructive) takes: the others never pace on a replica.
+DELETING_ONLY = frozenset({"max_replica_lag", "replica_url", "on_replica_lost"})
+
+
 # The shared options, declared once: the job commands take them through Common, the console commands
 # (run, run-due, history, locks, …), doctor and demo by these names.
 DryRun = Annotated[
@@ -155,6 +164,38 @@ class Common:
             rich_help_panel=RUN,
         ),
     ] = False
+    max_replica_lag: Annotated[
+        float | None,
+        typer.Option(
+            "--max-replica-lag",
+            min=0.1,
+            max=86400,
+            metavar="SECONDS",
+            help="Before each batch, wait while a streaming replica's replay lags more than this "
+            "(DIFYMAINT_MAX_REPLICA_LAG; PostgreSQL).",
+            rich_help_panel=RUN,
+        ),
+    ] = None
+    replica_url: Annotated[
+        str | None,
+        typer.Option(
+            "--replica-url",
+            metavar="URL",
+            help="Read the lag on this replica instead of pg_stat_replication on the primary "
+            "(DIFYMAINT_REPLICA_URL; a role without pg_monitor).",
+            rich_help_panel=RUN,
+        ),
+    ] = None
+    on_replica_lost: Annotated[
+        OnReplicaLost | None,
+        typer.Option(
+            "--on-replica-lost",
+            metavar="POLICY",
+            help="A replica gone mid-run and not back within DIFYMAINT_REPLICA_LOST_WAIT_S (60 s): continue without "
+            "it, or stop (partial) (DIFYMAINT_ON_REPLICA_LOST, continue).",
+            rich_help_panel=RUN,
+        ),
+    ] = None
     env_file: EnvFile = None
     database_url: DatabaseUrl = None
     redis_url: RedisUrl = None
@@ -202,10 +243,11 @@ class Common:
 
     def check(self) -> None:
         """What click's ranges cannot refuse: NaN compares false with both bounds."""
-        if self.max_runtime is not None and not math.isfinite(self.max_runtime):
-            from difymaint.core.errors import UsageError
+        for flag, value in (("--max-runtime", self.max_runtime), ("--max-replica-lag", self.max_replica_lag)):
+            if value is not None and not math.isfinite(value):
+                from difymaint.core.errors import UsageError
 
-            raise UsageError(f"--max-runtime {self.max_runtime} is not a number of seconds")
+                raise UsageError(f"{flag} {value} is not a number of seconds")
 
     def run_options(self) -> Any:
         """The core's run options these flags set (the job's batch size and pacing are filled in later)."""
@@ -231,6 +273,9 @@ class Common:
             "DIFYMAINT_PING_URL": self.ping_url,
             "DIFYMAINT_METRICS_TEXTFILE": self.metrics_textfile,
             "DIFYMAINT_PUSHGATEWAY_URL": self.pushgateway,
+            "DIFYMAINT_MAX_REPLICA_LAG": self.max_replica_lag,
+            "DIFYMAINT_REPLICA_URL": self.replica_url,
+            "DIFYMAINT_ON_REPLICA_LOST": self.on_replica_lost.value if self.on_replica_lost else None,
         }
 
 
@@ -241,6 +286,8 @@ def _shared_parameters(info: JobInfo) -> list[inspect.Parameter]:
     hints = get_type_hints(Common, include_extras=True)
     parameters = []
     for field in fields(Common):
+        if field.name in DELETING_ONLY and not info.destructive:
+            continue
         annotation = hints[field.name]
         if field.name == "dry_run" and info.dry_run_help:
             annotation = Annotated[bool, typer.Option("--dry-run", "-n", help=info.dry_run_help, rich_help_panel=RUN)]

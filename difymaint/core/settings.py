@@ -435,6 +435,17 @@ class RunSettings(_Group):
     DIFYMAINT_TARGET_BATCH_MS: NonNegativeInt = Field(
         default=300, description="Adapt the batch size toward this duration per batch (0 = fixed size)."
     )
+    DIFYMAINT_SLEEP_COEF: NonNegativeFloat = Field(
+        default=1.0,
+        le=100,
+        description="While other sessions wait on the WAL or on a batch's locks, pause up to this many times the "
+        "batch's duration after it (scaled by how often recent batches saw them); --sleep-ms 0 turns it off.",
+    )
+    DIFYMAINT_YIELD_TO_LOCK_WAITERS: bool = Field(
+        default=True,
+        description="When other sessions wait on a batch's locks as it commits, pause at least as long as the batch "
+        "took and halve the next one (--sleep-ms 0 turns it off).",
+    )
     DIFYMAINT_MAX_BATCH_SIZE: PositiveInt = Field(
         default=50000,
         description="Upper bound of the adapted batch size (parent rows per batch; SQLite stays at 10000).",
@@ -451,6 +462,31 @@ class RunSettings(_Group):
     DIFYMAINT_SHARD: str | None = Field(
         default=None, description="K/N: this run's shard of the apps (--shard; Kubernetes Indexed Jobs)."
     )
+    DIFYMAINT_MAX_REPLICA_LAG: PositiveFloat | None = Field(
+        default=None,
+        le=86400,
+        description="Seconds: before each batch a deleting job waits while a streaming replica's replay lags more "
+        "than this (--max-replica-lag; PostgreSQL). Unset: no waiting.",
+    )
+    DIFYMAINT_REPLICA_URL: str | None = Field(
+        default=None,
+        description="Read the lag on this replica instead of pg_stat_replication on the primary (--replica-url; for "
+        "a role without pg_monitor).",
+    )
+    DIFYMAINT_ON_REPLICA_LOST: Literal["continue", "stop"] = Field(
+        default="continue",
+        description="A replica that disappears mid-run and is not back within DIFYMAINT_REPLICA_LOST_WAIT_S: "
+        "go on without it, or stop the run (partial).",
+    )
+    DIFYMAINT_REPLICA_LOST_WAIT_S: PositiveFloat = Field(
+        default=60.0, le=3600, description="Seconds to wait for a replica that disappeared mid-run to come back."
+    )
+
+    @field_validator("DIFYMAINT_REPLICA_URL")
+    @classmethod
+    def _replica_url(cls, value: str | None) -> str | None:
+        return _check_url(value, "DIFYMAINT_REPLICA_URL", ("postgresql", "postgres"))
+
     DIFYMAINT_LONG_TRANSACTION_WARN_S: NonNegativeInt = Field(
         default=3600, description="Warn about other transactions open longer than this (they block vacuum)."
     )

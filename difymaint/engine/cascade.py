@@ -25,8 +25,9 @@ written once as a literal list: a batch is its page read plus that.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -109,6 +110,12 @@ class Cascade:
     """``steps`` in deletion order; the last one is the root (``key`` = its own id column)."""
 
     steps: tuple[Step, ...]
+    # Batch statements per page object: a keyset walk hands the same page (bound parameters read when it
+    # executes) to every batch, and building and keying this many-CTE statement anew costs milliseconds of
+    # client CPU per batch (engine/parent_scan.py).
+    _built: OrderedDict[tuple[int, bool, tuple[str, ...]], tuple[sa.Select[Any], sa.Select[Any]]] = field(
+        default_factory=OrderedDict, compare=False, repr=False
+    )
 
     @property
     def root(self) -> Step:
@@ -211,12 +218,23 @@ class Cascade:
             counts = {step.name: counts.get(step.name, 0) for step in self.steps if step.name not in skip}
             last = (rows[-1].created_at, str(rows[-1].id)) if rows and "created_at" in rows[-1]._fields else None
             return BatchResult(counts=counts, scanned=len(rows), last=last)
-        row = conn.execute(self.batch_statement(doomed, dry_run=dry_run, skip=skip)).one()._mapping
+        row = conn.execute(self._statement_for(doomed, dry_run=dry_run, skip=skip)).one()._mapping
         counts = {step.name: int(row[f"n_{step.name}"]) for step in self.steps if step.name not in skip}
         last = None
         if row.get("last_id") is not None:
             last = (row["last_created_at"], str(row["last_id"]))
         return BatchResult(counts=counts, scanned=int(row["scanned"]), last=last)
+
+    def _statement_for(self, doomed: sa.Select[Any], *, dry_run: bool, skip: Collection[str]) -> sa.Select[Any]:
+        key = (id(doomed), dry_run, tuple(sorted(skip)))
+        built = self._built.get(key)
+        if built is not None and built[0] is doomed:  # the same page object (an id may be reused once freed)
+            return built[1]
+        statement = self.batch_statement(doomed, dry_run=dry_run, skip=skip)
+        self._built[key] = (doomed, statement)  # holds the page, so its id stays its own while memoized
+        while len(self._built) > 16:
+            self._built.popitem(last=False)
+        return statement
 
     def count(self, conn: Connection, selection: Selection, *, skip: Collection[str] = ()) -> dict[str, int]:
         """The set-based dry run: one ``count(*)`` per step over every root row ``selection`` matches (no

@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection
 
 from difymaint.core.database import as_str, count_or_unknown, is_mysql
 from difymaint.engine.cascade import BatchResult
-from difymaint.engine.keyset import Cursor, Lane, RoundRobin, after, up_to
+from difymaint.engine.keyset import Cursor, KeysetCompare, Lane, RoundRobin, after, up_to
 from difymaint.engine.run import JobRun
 
 # --workers cuts the window into this many slices per worker, handed out one at a time.
@@ -65,6 +65,7 @@ class Part:
     where: sa.ColumnElement[bool]
     cursor: Cursor | None = None
     done: bool = False
+    limit: int = 0  # this batch's page size, fixed when the batch starts
 
 
 @dataclass
@@ -159,14 +160,10 @@ class ParentScan:
             raise errors[0]
 
     def _walk_part(self, part: Part, body: ServerBody, failed: threading.Event) -> None:
+        first, following = self._pages(part)
         while not part.done and not failed.is_set() and self.job.claim():
-            limit = self.job.batch_size
-            page = (
-                sa.select(self.id.label("id"), self.created.label("created_at"))
-                .where(self.selection, part.where, self._past(part.cursor))
-                .order_by(self.created, self.id)
-                .limit(limit)
-            )
+            limit = part.limit = self.job.batch_size
+            page = first if part.cursor is None else following
             result: BatchResult | None = None
             with self.job.batch(claimed=True) as batch:
                 with batch.transaction() as conn:
@@ -181,13 +178,26 @@ class ParentScan:
             if result.scanned < limit:
                 part.done = True  # a short page was the slice's last
 
-    def _past(self, cursor: Cursor | None) -> sa.ColumnElement[bool]:
-        """Rows after the cursor. The redundant ``created_at >= c`` lets an index on ``created_at`` alone
-        (``embeddings``) bound the scan; the row comparison needs a ``(created_at, id)`` index for that."""
-        if cursor is None:
-            return sa.true()
-        bound = self.created >= sa.literal(cursor.created_at, self.created.type)
-        return sa.and_(bound, after(self.created, self.id, cursor))
+    def _pages(self, part: Part) -> tuple[sa.Select[Any], sa.Select[Any]]:
+        """The part's page statements, built once: its first page, and the pages after its cursor. The cursor
+        and the page size are bound parameters read from ``part`` when a batch executes, so every batch runs
+        the same statement object (built and keyed by SQLAlchemy once; the cascade keeps its batch statement
+        per page). The redundant ``created_at >= c`` lets an index on ``created_at`` alone (``embeddings``)
+        bound the scan; the row comparison needs a ``(created_at, id)`` index for that. On MySQL the page is
+        read by the client inside the batch's transaction (engine/cascade.py), the same statement each batch."""
+
+        def cursor() -> Cursor:
+            assert part.cursor is not None  # the following pages run only once the part has a cursor
+            return part.cursor
+
+        limit = sa.bindparam("page_limit", type_=sa.Integer(), callable_=lambda: part.limit)
+        created = sa.bindparam("cursor_created_at", type_=self.created.type, callable_=lambda: cursor().created_at)
+        last_id = sa.bindparam("cursor_id", type_=self.id.type, callable_=lambda: cursor().id)
+        page = sa.select(self.id.label("id"), self.created.label("created_at")).where(self.selection, part.where)
+        # KeysetCompare is the row value on PostgreSQL and SQLite, written out on MySQL (engine/keyset.py).
+        past = sa.and_(self.created >= created, KeysetCompare(self.created, self.id, created, last_id, is_after=True))
+        first = page.order_by(self.created, self.id).limit(limit)
+        return first, page.where(past).order_by(self.created, self.id).limit(limit)
 
     def slices(self, count: int) -> list[Part]:
         """``count`` disjoint slices of the selection, cut at ``created_at`` percentiles (one index-only

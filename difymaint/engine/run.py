@@ -13,7 +13,6 @@ A job's loop looks like::
 
 from __future__ import annotations
 
-import random
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -33,7 +32,9 @@ from difymaint.core.summary import Outcome, RunSummary
 from difymaint.core.window import TimeWindow
 from difymaint.engine import pg_health
 from difymaint.engine.options import RunOptions
+from difymaint.engine.pacing import Contention, Pacer
 from difymaint.engine.schema import missing_leading_indexes
+from difymaint.engine.throttle import ReplicaThrottle, replica_throttle
 
 MAX_TIMEOUT_RETRIES = 5
 # SQLite binds a batch's ids as one parameter each, and allows 32,766 of them in a statement.
@@ -69,14 +70,6 @@ class AdaptiveBatchSize:
         self.size = max(self.minimum, self.size // 2)
 
 
-def pause_s(max_ms: int, scanned: int, requested: int) -> float:
-    """Dify's pacing: a random pause of up to ``max_ms`` after a batch that deleted something, its cap
-    scaled by how full the batch was (as Dify's MessagesCleanService does), so the short last page of a
-    scan, after which nothing follows, costs next to nothing."""
-    fill = min(1.0, scanned / requested) if requested > 0 else 1.0
-    return random.uniform(0, max_ms * fill) / 1000
-
-
 @dataclass
 class Batch:
     run: JobRun
@@ -86,11 +79,14 @@ class Batch:
     recorded: bool = False
     rolled_back: bool = False  # hit a timeout: the caller must retry the same cursor
     requested: int = 0  # the batch size when it started (how full it was scales the pause)
+    seen: Contention = field(default_factory=Contention)  # who waited as it was about to commit (engine/pacing.py)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         with batch_transaction(self.run.ctx.engine, self.run.ctx.settings) as conn:
             yield conn
+            if not self.run.dry_run:
+                self.seen = self.run.pacer.look(conn)  # the workload's signal
             # Lost the lock while this batch worked (e.g. waited on a row lock): roll it back, someone else
             # owns the job now.
             self.run.heartbeat.check()
@@ -124,6 +120,11 @@ class JobRun:
         elif uses_mysql(settings):
             initial, maximum = min(initial, MYSQL_MAX_IDS), min(maximum, MYSQL_MAX_IDS)
         self.sizer = AdaptiveBatchSize(initial, target_s=settings.DIFYMAINT_TARGET_BATCH_MS / 1000, maximum=maximum)
+        self.pacer = Pacer(
+            0 if options.dry_run else options.sleep_ms,
+            coef=settings.DIFYMAINT_SLEEP_COEF,
+            watch_locks=settings.DIFYMAINT_YIELD_TO_LOCK_WAITERS,
+        )
         self.summary = RunSummary(
             job=job,
             dry_run=options.dry_run,
@@ -142,6 +143,8 @@ class JobRun:
         # The job's backlog count, registered as soon as the job can count (see settle_remaining): a second
         # signal ends the run from anywhere, and the summary still says how much is left.
         self.remaining: Callable[[], int | None] | None = None
+        # --max-replica-lag (engine/throttle.py): set by job_run once the lock is ours, for real runs only.
+        self.throttle: ReplicaThrottle | None = None
 
     def use_tables(self, tables: list[str]) -> None:
         """The tables this run reports, in order, when they depend on the live schema or the params (a
@@ -161,7 +164,24 @@ class JobRun:
 
     def keep_going(self) -> bool:
         """False once a stop was requested or the budget is spent (recording why); LockLost when the lease
-        was lost, so that nothing more is deleted."""
+        was lost, so that nothing more is deleted. Every loop asks this before its next batch, so this is also
+        where the run waits for lagging replicas (``--max-replica-lag``)."""
+        if not self._may_go_on():
+            return False
+        if self.throttle is None:
+            return True
+        if not self.throttle.wait(self._time_left):
+            self.summary.outcome = Outcome.PARTIAL
+            self.summary.stop_reason = "replica-lost"
+            return False
+        return self._may_go_on()  # the wait spent time: the budget, a signal or the lease may have changed
+
+    def _time_left(self) -> float | None:
+        if self.options.max_runtime_s is None:
+            return None
+        return self.options.max_runtime_s - self.elapsed()
+
+    def _may_go_on(self) -> bool:
         self.heartbeat.check()
         if self.summary.stop_reason is not None:
             return False
@@ -188,9 +208,12 @@ class JobRun:
 
     def claim(self) -> bool:
         """For parallel workers: :meth:`keep_going` and, if so, reserve the next batch slot atomically (the
-        slot is released when that :meth:`batch` ends, claimed=True)."""
+        slot is released when that :meth:`batch` ends, claimed=True). The replica-lag wait happens outside the
+        lock, so a waiting worker never holds up another one's bookkeeping."""
+        if not self.keep_going():
+            return False
         with self._mutex:
-            if not self.keep_going():
+            if not self._may_go_on():
                 return False
             self._claimed += 1
             return True
@@ -215,10 +238,14 @@ class JobRun:
         with self._mutex:
             if claimed:
                 self._claimed -= 1
-            if not self._book(batch, started):
+            seconds = self._book(batch, started)
+            if seconds is None:
                 return
-        if batch.affected and self.options.sleep_ms and not self.dry_run:
-            self.ctx.stop.wait(pause_s(self.options.sleep_ms, batch.scanned, batch.requested))
+            if batch.seen.blocked:
+                self.sizer.shrink()  # others queued behind this batch's locks: hold them for less next time
+        if batch.affected:
+            pause = self.pacer.pause(seconds=seconds, scanned=batch.scanned, requested=batch.requested, seen=batch.seen)
+            self.ctx.stop.wait(pause)
 
     def _after_timeout(self, batch: Batch, exc: BatchTimeout) -> None:
         self._timeouts_in_a_row += 1
@@ -231,17 +258,19 @@ class JobRun:
         self.ctx.reporter.warning(f"batch rolled back ({exc}); retrying with batch size {self.sizer.size}")
         batch.rolled_back = True
 
-    def _book(self, batch: Batch, started: float) -> bool:
-        """Add a committed batch to the summary; False when it recorded nothing."""
+    def _book(self, batch: Batch, started: float) -> float | None:
+        """Add a committed batch to the summary; its duration, or None when it recorded nothing."""
         self._timeouts_in_a_row = 0
         if not batch.recorded:
-            return False
+            return None
         seconds = self.ctx.clock.monotonic() - started
         self.summary.batches += 1
         self.summary.scanned += batch.scanned
         for table, count in batch.rows.items():
             self.summary.add(table, count)
         self.batch_seconds.append(seconds)
+        if self.summary.batches == 1:  # how long the run took to get going (plans, index checks, first page)
+            self.summary.details["first_batch_s"] = round(self.elapsed(), 3)
         self.sizer.observe(seconds, batch.scanned)
         self.ctx.reporter.batch(
             BatchProgress(
@@ -258,7 +287,7 @@ class JobRun:
         )
         for hook in self.ctx.batch_hooks:  # run history: heartbeat, rows so far, pause check (ops/history.py)
             hook(self)
-        return True
+        return seconds
 
     def warn(self, *messages: str) -> None:
         """Record warnings in the summary and tell the operator now."""
@@ -308,6 +337,9 @@ class JobRun:
                 return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000, 1)
 
             self.summary.details["batch_ms"] = {"p50": at(0.5), "p95": at(0.95), "max": at(1.0)}
+        if self.throttle is not None:
+            self.summary.details.update(self.throttle.figures())
+        self.summary.details.update(self.pacer.figures())
         return self.summary
 
 
@@ -347,11 +379,13 @@ def job_run(
     verbs: tuple[str, str] = ("deleted", "would delete"),
     lock: JobLock | None = None,
     database: bool = True,
+    throttle: bool = True,
 ) -> Iterator[JobRun]:
     """Take the job's lock (or raise LockHeld), run the body, always release, finish the summary.
 
     ``lock`` replaces the context's lock (a job locked elsewhere than Dify's Redis or database);
-    ``database=False`` for a job that never touches Dify's database (no WAL or vacuum bookkeeping)."""
+    ``database=False`` for a job that never touches Dify's database (no WAL or vacuum bookkeeping);
+    ``throttle=False`` for a job that deletes nothing (``--max-replica-lag`` never holds it up)."""
     if options.shard is not None:
         # Each shard has a lock of its own: N pods run side by side, two pods of one shard never do.
         lock_key += options.shard.lock_suffix
@@ -367,6 +401,18 @@ def job_run(
         )
     try:
         run = JobRun(ctx, job, options=options, lock=lock, window=window, tables=tables, lock_key=lock_key)
+        if throttle and database and not options.dry_run:
+            settings = ctx.settings
+            run.throttle = replica_throttle(
+                ctx.engine,
+                max_lag_s=settings.DIFYMAINT_MAX_REPLICA_LAG,
+                replica_url=settings.DIFYMAINT_REPLICA_URL,
+                on_lost=settings.DIFYMAINT_ON_REPLICA_LOST,
+                lost_wait_s=settings.DIFYMAINT_REPLICA_LOST_WAIT_S,
+                info=ctx.reporter.info,
+                warn=run.warn,
+                stop=ctx.stop,
+            )
     except BaseException:
         lock.release()
         raise
@@ -397,4 +443,6 @@ def job_run(
     finally:
         run.heartbeat.stop()  # before the release: a late renewal must not re-extend a released key
         lock.release()
+        if run.throttle is not None:
+            run.throttle.close()
         run.finish()

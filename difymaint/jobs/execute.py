@@ -77,6 +77,7 @@ def run_job(job: JobInfo | ModuleType | str, ctx: Context, params: Any) -> RunSu
         verbs=info.verbs,
         lock=lock_for(ctx, info.lock_key, params) if lock_for is not None and options.use_lock else None,
         database=info.needs_database,
+        throttle=info.destructive,  # the replica-lag wait (--max-replica-lag) is a deleting job's
     ) as run:
         module.run(run, params)
     return run.summary

@@ -90,6 +90,12 @@ def resolve_values(info: JobInfo, values: Values, ctx: Context, run: RunOptions)
         resolved["run"] = replace(run, batch_size=size, sleep_ms=sleep, workers=workers, shard=shard)
     else:
         resolved["run"] = run
+    if info.destructive and settings.DIFYMAINT_MAX_REPLICA_LAG is not None and not run.dry_run:
+        backend = database_url(settings).get_backend_name()
+        if backend != "postgresql":
+            # The lag is read from PostgreSQL's streaming replication; a silent no-op would let a purge run
+            # unpaced on a server whose replicas the operator meant to protect.
+            raise UsageError(f"--max-replica-lag needs PostgreSQL (it reads streaming replication), not {backend}")
     return resolved
 
 

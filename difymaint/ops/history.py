@@ -5,8 +5,9 @@ On PostgreSQL the tables live in their own schema ``difymaint`` (``difymaint.job
 schema. On SQLite they are ``difymaint_job_runs`` / ``difymaint_job_pauses``. ``DIFYMAINT_HISTORY=off``
 turns all of it off.
 
-A run writes its record when it starts (outcome ``running``), refreshes it after each batch (heartbeat, rows
-so far, rate) and completes it at the end. Writing history is best effort: any failure becomes one warning
+A run writes its record when it starts (outcome ``running``), refreshes it after its first batch and then at
+most once a second (heartbeat, rows so far, rate: a write and a commit on Dify's database, which short batches
+would otherwise double) and completes it at the end. Writing history is best effort: any failure becomes one warning
 and the recorder goes quiet for the rest of the run; it never fails the job.
 """
 
@@ -37,6 +38,7 @@ MAX_LOG_LINE_CHARS = 500
 FINISH_RETRY_S = 5.0  # how long the closing write waits for a restarting database
 FINISH_RETRY_EVERY_S = 0.5
 PAUSE_CHECK_EVERY_S = 3.0  # a running job looks at the pause table at most this often
+HEARTBEAT_EVERY_S = 1.0  # and refreshes its record at most this often (after the first batch)
 _ENSURE_LOCK = 0x646966796D61696E  # "difymain": serialises the first-use CREATE statements across processes
 
 log = logging.getLogger("difymaint")
@@ -414,6 +416,7 @@ class RunRecorder:
         self._started_mono = time.monotonic()
         self._last_pause_check = self._started_mono
         self.pause_check_every_s = PAUSE_CHECK_EVERY_S
+        self._last_heartbeat: float | None = None
 
     def _safely(self, what: str, action: Callable[[], Any]) -> Any:
         if self.broken:
@@ -447,8 +450,25 @@ class RunRecorder:
         if self.run_id is None or self.broken:
             return
         summary = run.summary
-        elapsed = max(time.monotonic() - self._started_mono, 1e-6)
+        mono = time.monotonic()
+        if self._last_heartbeat is None or mono - self._last_heartbeat >= HEARTBEAT_EVERY_S:
+            self._last_heartbeat = mono
+            self._heartbeat(summary)
+        if summary.stop_reason is None and mono - self._last_pause_check >= self.pause_check_every_s:
+            self._last_pause_check = mono
+            pause = self.paused()
+            if pause is not None:
+                # Stop as --max-runtime does: the open batch is committed, the next one never starts.
+                summary.outcome = Outcome.PARTIAL
+                summary.stop_reason = "paused"
+                run.ctx.reporter.warning(
+                    f"{self.job} was paused{f' ({pause.reason})' if pause.reason else ''}; stopping after this batch"
+                )
+
+    def _heartbeat(self, summary: RunSummary) -> None:
+        assert self.run_id is not None
         run_id = self.run_id
+        elapsed = max(time.monotonic() - self._started_mono, 1e-6)
 
         def heartbeat() -> None:
             try:
@@ -467,17 +487,6 @@ class RunRecorder:
                 logging.getLogger("difymaint").debug("run history heartbeat skipped: %s", exc.orig or exc)
 
         self._safely("heartbeat", heartbeat)
-        mono = time.monotonic()
-        if summary.stop_reason is None and mono - self._last_pause_check >= self.pause_check_every_s:
-            self._last_pause_check = mono
-            pause = self.paused()
-            if pause is not None:
-                # Stop as --max-runtime does: the open batch is committed, the next one never starts.
-                summary.outcome = Outcome.PARTIAL
-                summary.stop_reason = "paused"
-                run.ctx.reporter.warning(
-                    f"{self.job} was paused{f' ({pause.reason})' if pause.reason else ''}; stopping after this batch"
-                )
 
     def finish(self, summary: RunSummary, exit_code: int) -> None:
         logging.getLogger("difymaint").removeHandler(self._capture)

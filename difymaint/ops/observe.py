@@ -151,6 +151,13 @@ def _build_registry(summary: RunSummary, last_success: float | None) -> Collecto
     for name, value in (summary.details.get("metrics") or {}).items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             gauge(f"last_run_{name}", f"{name} of the last run (docs/monitoring.md).", value)
+    if "throttled_s" in summary.details:  # --max-replica-lag was on (engine/throttle.py)
+        throttled = float(summary.details["throttled_s"])
+        gauge("last_run_throttled_seconds", "Seconds the last run waited for lagging replicas.", throttled)
+        waits = int(summary.details.get("throttle_waits", 0))
+        gauge("last_run_throttle_waits", "Times the last run waited for lagging replicas.", waits)
+        lag = float(summary.details.get("replica_lag_max_s", 0.0))
+        gauge("last_run_replica_lag_max_seconds", "The largest replica lag the last run saw before a batch.", lag)
     if last_success is not None:
         gauge("last_success_timestamp_seconds", "When a run last ended well (done, partial or disabled).", last_success)
     _queue_metrics(summary, registry, gauge)
@@ -378,6 +385,9 @@ def _record(meter: Any, summary: RunSummary, dify_task: str) -> None:
     if "workers" in summary.details:
         dead = meter.create_gauge("difymaint_dead_queues", description="Queues holding messages no worker consumes")
         dead.set(len(summary.details.get("dead_queues") or ()), base)
+    if "throttled_s" in summary.details:
+        throttled = meter.create_counter("difymaint_throttled_seconds_total", unit="s", description="Replica-lag waits")
+        throttled.add(float(summary.details["throttled_s"]), base)
     dify = _DIFY_METRICS.get(summary.job)
     if dify is None:
         return
