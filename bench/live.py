@@ -44,26 +44,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.own_server
 # driver: leaving SQLAlchemy and difymaint out makes the lanes start in a fraction of the time.
 if __name__ != "__mp_main__":
     import sqlalchemy as sa
-    from run import DAYS, DIFY_SLEEP_MS, MESSAGE_CHILDREN, Timer, build_template, cli
+    from run import DAYS, DIFY_SLEEP_MS, MESSAGE_CHILDREN, PRODUCTION_SETTINGS, Timer, build_template, cli
     from sqlalchemy.engine import Engine
 
     from difymaint.engine.throttle import PrimaryReader
     from tests.own_servers import OwnPostgres, OwnReplica
 
     DIFY = {"dify": DIFY_SLEEP_MS, "dify-no-sleep": 0}
-
-# A production-like primary: durable commits, as an operator's database has them. The standby inherits them.
-PRODUCTION = {
-    "fsync": "on",
-    "synchronous_commit": "on",
-    "full_page_writes": "on",
-    "shared_buffers": "1GB",
-    "max_wal_size": "4GB",
-    # A busy server recycles WAL segments; a fresh cluster would create (zero-fill, fsync) one for every 16 MB,
-    # under the WAL write lock, which no production server does in steady state.
-    "min_wal_size": "1GB",
-    "max_connections": "100",
-}
+    # A production-like primary: durable commits, as an operator's database has them. The standby inherits them.
+    PRODUCTION = {
+        **PRODUCTION_SETTINGS,
+        # A busy server recycles WAL segments; a fresh cluster would create (zero-fill, fsync) one for every
+        # 16 MB, under the WAL write lock, which no production server does in steady state.
+        "min_wal_size": "1GB",
+        "max_connections": "100",
+    }
 APPS = 200
 LOCK_TIMEOUT = "1s"  # what an application would set: fail fast rather than queue behind a purge
 STATEMENT_TIMEOUT = "10s"

@@ -71,6 +71,15 @@ ENDED = "('succeeded', 'failed', 'partial-succeeded', 'stopped')"
 POPULATED = ("tenants", "apps", "conversations", *MESSAGE_TABLES, *RUN_TABLES, "embeddings")
 DIFY_SLEEP_MS = 200  # SANDBOX_EXPIRED_RECORDS_CLEAN_BATCH_MAX_INTERVAL's default
 DAYS = 30
+# The durability an operator's PostgreSQL has, for the benches that start a server of their own (bench/live,
+# bench/scale --own-server); the test suite's cluster turns these off.
+PRODUCTION_SETTINGS = {
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+    "shared_buffers": "1GB",
+    "max_wal_size": "4GB",
+}
 
 
 @dataclass

@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine, make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.own_servers, for --own-server
 
-from run import DAYS, ENDED, MESSAGE_CHILDREN, build_template, cli
+from run import DAYS, ENDED, MESSAGE_CHILDREN, PRODUCTION_SETTINGS, build_template, cli
 
 # job → one count(*) per table with the job's own predicates (:cut = the cut-off)
 _RUNS = f"SELECT id FROM workflow_runs WHERE created_at < :cut AND status IN {ENDED}"
@@ -57,14 +57,7 @@ COUNTS = {
         f"SELECT count(*) FROM workflow_runs WHERE created_at < :cut AND status IN {ENDED}",
     ],
 }
-PRODUCTION = {
-    "fsync": "on",
-    "synchronous_commit": "on",
-    "full_page_writes": "on",
-    "shared_buffers": "1GB",
-    "max_wal_size": "4GB",
-    "maintenance_work_mem": "512MB",
-}
+PRODUCTION = {**PRODUCTION_SETTINGS, "maintenance_work_mem": "512MB"}
 
 
 def measure_tier(admin: Engine, base_url: sa.URL, name: str, messages: int, runs: int, args: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,16 +18,20 @@ pytestmark = pytest.mark.postgres
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "run.py"
 
 
-def test_bench_runs_every_contender_and_they_delete_the_same_rows(pg_admin_url: str) -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCH), "--pg-url", pg_admin_url, "--messages", "400", "--history-days", "60", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+def _report(script: Path, args: list[str], *, timeout: int) -> dict[str, Any]:
+    """Run a bench script that must succeed; its JSON report (the last line of its output)."""
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+def test_bench_runs_every_contender_and_they_delete_the_same_rows(pg_admin_url: str) -> None:
+    report = _report(
+        BENCH,
+        ["--pg-url", pg_admin_url, "--messages", "400", "--history-days", "60", "--json"],
+        timeout=600,
+    )
     assert report["same_rows"] is True and report["scale"]["history_days"] == 60
     cascade = ["floor", "dify", "dify-no-sleep", "difymaint", "difymaint-sleep0", "difymaint-workers2"]
     expected = {
@@ -50,16 +55,12 @@ def test_bench_runs_every_contender_and_they_delete_the_same_rows(pg_admin_url: 
 @pytest.mark.mysql
 def test_bench_on_mariadb_runs_the_cascades_and_they_delete_the_same_rows(mysql_admin_url: str) -> None:
     """The MySQL side (docs/mysql.md#performance): messages and workflow runs, the multi-table DELETE floor."""
-    done = subprocess.run(
-        [sys.executable, str(BENCH), "--mysql-url", mysql_admin_url, "--messages", "200", "--history-days", "60"]
+    report = _report(
+        BENCH,
+        ["--mysql-url", mysql_admin_url, "--messages", "200", "--history-days", "60"]
         + ["--jobs", "clean-messages,clean-workflow-runs", "--json"],
-        capture_output=True,
-        text=True,
         timeout=600,
-        check=False,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["same_rows"] is True and report["machine"]["mysql"]
     cascade = ["floor", "dify", "dify-no-sleep", "difymaint", "difymaint-sleep0", "difymaint-workers2"]
     assert {job: [r["contender"] for r in results] for job, results in report["jobs"].items()} == {
@@ -96,17 +97,13 @@ SCALE = BENCH.with_name("scale.py")
 def test_live_bench_smoke_runs_the_workload_the_contenders_and_the_lag_scenario() -> None:
     """bench/live at a toy scale (its own primary and streaming replica): every part runs and reports; the
     figures themselves are bench/README.md's."""
-    done = subprocess.run(
-        [sys.executable, str(LIVE), "--messages", "600", "--quiet-s", "0.3", "--warmup-s", "0.3"]
+    report = _report(
+        LIVE,
+        ["--messages", "600", "--quiet-s", "0.3", "--warmup-s", "0.3"]
         + ["--contenders", "difymaint,dify", "--lag-scenario", "--lag-messages", "600", "--lag-bound", "0.5"]
         + ["--lag-pause", "1", "--lag-pause-after-s", "0", "--json"],
-        capture_output=True,
-        text=True,
         timeout=300,
-        check=False,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
     assert [c["contender"] for c in report["contenders"]] == ["difymaint", "dify"]
     rows = {c["contender"]: c["rows"] for c in report["contenders"]}
     assert rows["difymaint"] == rows["dify"] > 0  # the same cut-off, the same rows
@@ -120,16 +117,12 @@ def test_live_bench_smoke_runs_the_workload_the_contenders_and_the_lag_scenario(
 
 def test_scale_bench_smoke_compares_two_tiers(pg_admin_url: str) -> None:
     """bench/scale's code path at a toy scale (1x and 2x of 300 messages; CI never builds the real 10x tier)."""
-    done = subprocess.run(
-        [sys.executable, str(SCALE), "--pg-url", pg_admin_url, "--base-messages", "300", "--base-runs", "100"]
+    report = _report(
+        SCALE,
+        ["--pg-url", pg_admin_url, "--base-messages", "300", "--base-runs", "100"]
         + ["--tiers", "1x,2x", "--repeat", "1", "--json"],
-        capture_output=True,
-        text=True,
         timeout=300,
-        check=False,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
     assert list(report["tiers"]) == ["1x", "2x"]
     for tier in report["tiers"].values():
         for job in ("clean-messages", "clean-workflow-runs"):
