@@ -18,11 +18,14 @@ from difymaint.core.database import create_engine, database_url
 from difymaint.core.errors import ConfigError
 from difymaint.core.locking import MYSQL_LOCK_NAME_MAX, MySQLNamedLock, mysql_lock_name
 from difymaint.core.settings import load_settings
+from difymaint.demo.builders import Builder, new_id
 from difymaint.dify import tables as t
+from difymaint.dify.cascades import MESSAGE_CASCADE_TABLES, MESSAGE_CHILDREN
 from difymaint.engine.options import RunOptions
-from difymaint.jobs import clean_embeddings
+from difymaint.jobs import clean_embeddings, clean_messages, clean_workflow_runs
 from difymaint.jobs.execute import run_job
 from tests.conftest import NOW, make_context
+from tests.scenario import child_rows_by_message, remaining_messages
 from tests.test_cli import invoke_assert_code, run_cli
 
 
@@ -160,6 +163,50 @@ def _window(days: int) -> Any:
     from difymaint.core.window import TimeWindow
 
     return TimeWindow(end_before=NOW - timedelta(days=days))
+
+
+@pytest.mark.mysql
+def test_partial_cascades_delete_exactly_their_pages_inside_one_second(mysql_url: str) -> None:
+    """A batch's steps are joined to its page's key range on MySQL (engine/cascade.py): with every parent in one
+    DATETIME second, two batches of 4 take exactly the first 8 parents in (created_at, id) order with their
+    children, grandchildren through a parent step included (offloads through node executions); the rest keep
+    every row."""
+    engine = sa.create_engine(mysql_url)
+    second = NOW.replace(tzinfo=None, microsecond=0) - timedelta(days=40)
+    with engine.begin() as conn:
+        build = Builder(conn, NOW)
+        tenant = build.tenant()
+        app = build.app(tenant)
+        conversation = build.conversation(app, second)
+        messages = [build.message(app, conversation, second) for _ in range(11)]
+        runs = [build.workflow_run(tenant, app, app, second) for _ in range(11)]
+        for run_id in runs:
+            node = build.node_execution(tenant, app, app, run_id, second)
+            build.node_offload(tenant, app, node, new_id())
+    ctx = make_context(mysql_url, DIFYMAINT_TARGET_BATCH_MS=0)
+    partial = RunOptions(batch_size=4, max_batches=2)
+    kept_messages = sorted(messages)[8:]
+    summary = run_job(clean_messages, ctx, clean_messages.CleanMessagesParams(window=_window(30), run=partial))
+    assert summary.tables == {name: 8 for name in MESSAGE_CASCADE_TABLES}
+    assert remaining_messages(engine) == set(kept_messages)
+    assert child_rows_by_message(engine) == dict.fromkeys(kept_messages, len(MESSAGE_CHILDREN))
+
+    kept_runs = sorted(runs)[8:]
+    params = clean_workflow_runs.CleanWorkflowRunsParams(window=_window(30), run=partial)
+    summary = run_job(clean_workflow_runs, make_context(mysql_url, DIFYMAINT_TARGET_BATCH_MS=0), params)
+    assert {name: summary.tables[name] for name in ("workflow_runs", "workflow_node_executions")} == {
+        "workflow_runs": 8,
+        "workflow_node_executions": 8,
+    }
+    assert summary.tables["workflow_node_execution_offload"] == 8
+    nodes, offloads = t.workflow_node_executions, t.workflow_node_execution_offload
+    with engine.connect() as conn:
+        assert {str(r) for r in conn.scalars(sa.select(t.workflow_runs.c.id))} == set(kept_runs)
+        assert {str(r) for r in conn.scalars(sa.select(nodes.c.workflow_run_id))} == set(kept_runs)
+        joined = sa.select(nodes.c.workflow_run_id).join(offloads, offloads.c.node_execution_id == nodes.c.id)
+        assert {str(r) for r in conn.scalars(joined)} == set(kept_runs)
+        assert conn.scalar(sa.select(sa.func.count()).select_from(offloads)) == len(kept_runs)
+    engine.dispose()
 
 
 @pytest.mark.mysql

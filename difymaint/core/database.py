@@ -208,12 +208,18 @@ def mysql_statements(conn: Connection, statements: Sequence[sa.ClauseElement], i
     """Run ``statements`` (each with ``IN (<IDS_MARKER>)`` where the ids go) in ONE round trip, as one
     multi-statement query; returns each statement's row count (for a SELECT: the values of its one row)."""
     id_list = mysql_id_list(conn, ids)
-    texts = [
-        str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})).replace(
-            IDS_MARKER, id_list
-        )
-        for statement in statements
-    ]
+    return mysql_texts(conn, [mysql_literal(conn, statement).replace(IDS_MARKER, id_list) for statement in statements])
+
+
+def mysql_literal(conn: Connection, clause: sa.ClauseElement) -> str:
+    """``clause`` as MySQL text with its values written in (for :func:`mysql_texts`: ``%`` doubled, as PyMySQL
+    formats the query it is given)."""
+    return str(clause.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+
+
+def mysql_texts(conn: Connection, texts: Sequence[str]) -> list[int]:
+    """Run rendered statements (:func:`mysql_literal`) in as few round trips as ``max_allowed_packet`` allows;
+    returns each statement's row count (for a SELECT: the values of its one row)."""
     # A query must fit max_allowed_packet (1 MB at the least): statements go together up to half of it.
     budget = int(conn.connection.info.get("difymaint_max_packet", 1 << 20)) // 2
     queries: list[list[str]] = [[]]

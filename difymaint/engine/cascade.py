@@ -15,12 +15,13 @@ through node executions) still sees the parent rows its sibling CTE deletes. One
 per table, and the ids never travel to the client and back (docs/batching.md#one-statement-per-batch).
 
 MySQL/MariaDB (no data-modifying CTE, no ``RETURNING`` on MySQL, error 1093 on a DELETE whose sub-query
-reads its own table) and SQLite (the demo) take the batch's ids from the client and run one statement per
-step: ``DELETE … WHERE key IN (<ids>)``. On MySQL a step found through its parent is a multi-table
-``DELETE child FROM parent STRAIGHT_JOIN child ON child.key = parent.id WHERE parent.key IN (<ids>)``: MariaDB
-10.11 runs a single-table DELETE's ``IN (SELECT …)`` as a dependent sub-query, a scan of the child table per
-batch (docs/mysql.md#deletes). On MySQL the steps go in ONE round trip (a multi-statement query), the ids
-written once as a literal list: a batch is its page read plus that.
+reads its own table) read a keyset page first, then name its rows by their key range (the page's conditions, at
+or before its last key): each child is a multi-table ``DELETE child FROM root STRAIGHT_JOIN … child ON …
+WHERE <range>`` through its chain of parents, the root a ``DELETE … WHERE <range>``, all in ONE round trip (a
+multi-statement query). MariaDB 10.11 evaluates a long literal ``IN`` list per statement and runs a
+single-table DELETE's ``IN (SELECT …)`` as a dependent sub-query; the range is one index scan of the root
+(docs/mysql.md#deletes). Ids a job already holds, and SQLite (the demo), take one ``DELETE … WHERE key IN
+(<ids>)`` per step.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import visitors
 
 from difymaint.core.database import (
     delete_or_count,
@@ -42,8 +44,11 @@ from difymaint.core.database import (
     ids_marker,
     is_mysql,
     is_postgres,
+    mysql_literal,
     mysql_statements,
+    mysql_texts,
 )
+from difymaint.engine.keyset import KeysetCompare
 from difymaint.engine.schema import Need
 
 
@@ -212,6 +217,8 @@ class Cascade:
         """Delete (or count) one batch in one round trip on PostgreSQL (see :meth:`batch_statement`). On MySQL
         the page is read inside the batch's transaction and its ids deleted by :meth:`delete`, one statement
         per table (module docstring)."""
+        if is_mysql(conn) and _page_range(doomed, self.root.table) is not None:
+            return self._mysql_range_batch(conn, doomed, dry_run=dry_run, skip=skip)
         if not is_postgres(conn):
             rows = conn.execute(doomed).all()
             counts = self.delete(conn, [str(row.id) for row in rows], dry_run=dry_run, skip=skip)
@@ -290,6 +297,64 @@ class Cascade:
         values = mysql_statements(conn, statements, ids)
         return dict(zip((step.name for step in steps), values, strict=True))
 
+    def _mysql_range_batch(
+        self, conn: Connection, doomed: sa.Select[Any], *, dry_run: bool, skip: Collection[str]
+    ) -> BatchResult:
+        """MySQL, a keyset page: the page is read for its length and last key, then every step's rows are
+        found by joining from the root rows in the page's key range (its own conditions, at or before its last
+        key) instead of by an id list: MariaDB evaluates a long ``IN`` list per statement, where the range is
+        one index scan of the root (module docstring; docs/mysql.md#deletes)."""
+        steps = [step for step in self.steps if step.name not in skip]
+        rows = conn.execute(doomed).all()
+        if not rows or not steps:
+            return BatchResult(counts={step.name: 0 for step in steps}, scanned=0, last=None)
+        last = (rows[-1].created_at, str(rows[-1].id))
+        page_range = _page_range(doomed, self.root.table)
+        assert page_range is not None  # run_batch checked
+        created, ident, where = page_range
+        upto = KeysetCompare(
+            created, ident, sa.literal(last[0], created.type), sa.literal(last[1], ident.type), is_after=False
+        )
+        in_range = mysql_literal(conn, sa.and_(where, upto))
+        joins = [self._mysql_join(conn, step, in_range) for step in steps]
+        if dry_run:
+            counts = ", ".join(f"(SELECT count(*) FROM {source} WHERE {found})" for _table, source, found in joins)
+            texts = [f"SELECT {counts}"]
+        else:
+            texts = [
+                f"DELETE FROM {source} WHERE {found}"
+                if table == source
+                else f"DELETE {table} FROM {source} WHERE {found}"
+                for table, source, found in joins
+            ]
+        values = mysql_texts(conn, texts)
+        return BatchResult(
+            counts=dict(zip((step.name for step in steps), values, strict=True)), scanned=len(rows), last=last
+        )
+
+    def _mysql_join(self, conn: Connection, step: Step, in_range: str) -> tuple[str, str, str]:
+        """``(table, source, condition)``: the rows of ``step`` are the rows of ``table`` in the join ``source``
+        that match ``condition``. The root itself is its own range; a child is reached from the root's rows
+        in the range through its chain of parents (``STRAIGHT_JOIN``: in that order, whatever the optimizer
+        guesses from the table sizes). Each join key is unique on its parent's side, so the join yields each
+        child row once and its count is the dry run's."""
+        quote = conn.dialect.identifier_preparer
+        root = quote.format_table(self.root.table)
+        if step is self.root:
+            found = [in_range] + ([mysql_literal(conn, step.where)] if step.where is not None else [])
+            return root, root, " AND ".join(f"({part})" for part in found)
+        chain = [step]
+        while chain[-1].parent:
+            chain.append(self._step(chain[-1].parent))
+        source, found = root, [in_range]
+        for link in reversed(chain):
+            parent = self._step(link.parent) if link.parent else self.root
+            on = link.table.c[link.key] == parent.table.c[link.parent_key if link.parent else self.root.key]
+            source += f" STRAIGHT_JOIN {quote.format_table(link.table)} ON {mysql_literal(conn, on)}"
+            if link.where is not None:
+                found.append(mysql_literal(conn, link.where))
+        return quote.format_table(step.table), source, " AND ".join(f"({part})" for part in found)
+
     def _mysql_delete(self, conn: Connection, step: Step) -> sa.ClauseElement:
         """A step's DELETE for :meth:`_mysql_batch`. A step found through its parent is a multi-table DELETE
         from the parent rows to the child's (``STRAIGHT_JOIN``: parents first, then the child's index, whatever
@@ -320,3 +385,23 @@ class Cascade:
             if step.name == name:
                 return step
         raise KeyError(f"cascade has no step {name!r}")
+
+
+def _page_range(
+    doomed: sa.Select[Any], root: sa.Table
+) -> tuple[sa.ColumnElement[Any], sa.ColumnElement[Any], sa.ColumnElement[bool]] | None:
+    """A keyset page of ``root`` as ``(created_at column, id column, its conditions)``; None when it is not
+    one (no ``created_at``, another table, or a sub-query in its conditions: on MySQL a DELETE may not read its
+    own table in a sub-query, error 1093)."""
+    columns = doomed.selected_columns
+    if "created_at" not in columns or "id" not in columns or doomed.get_final_froms() != [root]:
+        return None
+    where = doomed.whereclause if doomed.whereclause is not None else sa.true()
+    if any(isinstance(element, (sa.sql.Selectable)) for element in visitors.iterate(where)):
+        return None
+    created, ident = (_unlabelled(columns[name]) for name in ("created_at", "id"))
+    return created, ident, where
+
+
+def _unlabelled(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    return column.element if isinstance(column, sa.Label) else column
