@@ -658,12 +658,18 @@ class Bench:
         return str(self.sql("SELECT VERSION()" if self.mysql else "SHOW server_version"))
 
     def purge_history(self) -> int:
-        """InnoDB's history list length: the undo records its purge has still to process."""
+        """InnoDB's history list length: the transactions whose undo its purge has still to process."""
         return int(self.sql(_HISTORY_LENGTH))
 
+    def purged_records(self) -> int:
+        """How many delete-marked records InnoDB's purge has removed so far (a counter :meth:`settle_purge`
+        turns on)."""
+        return int(self.sql(_PURGED_RECORDS))
+
     def settle_purge(self, slack: int = 50, timeout_s: float = 120.0) -> None:
-        """Take the caught-up level once the template's own purge has stopped falling (a server doing nothing
-        else keeps a small residue)."""
+        """Turn on the purge's record counter, then take the caught-up level of the history list once the
+        template's own purge has stopped falling (a server doing nothing else keeps a small residue)."""
+        self.sql("SET GLOBAL innodb_monitor_enable = 'purge_del_mark_records'")
         deadline = time.perf_counter() + timeout_s
         level = self.purge_history()
         while time.perf_counter() < deadline:
@@ -674,15 +680,35 @@ class Bench:
             level = now
         self.purge_floor = level + slack
 
-    def wait_for_purge(self, timeout_s: float = 900.0) -> float:
-        """Wait until InnoDB's purge has caught up (the history list back to its level at the start); returns
-        the seconds waited. InnoDB deletes by delete-marking and purges the rows after the commit, on the same
-        CPUs: a batched contender pays for the purge of its earlier batches during its later ones, a single
-        transaction leaves all of it for after. Counting the purge each leaves behind makes them comparable."""
+    def wait_for_purge(
+        self, *, records: int = 0, since: float | None = None, quiet_s: float = 0.5, timeout_s: float = 300.0
+    ) -> float:
+        """Wait until InnoDB's purge has caught up; returns how long it went on after ``since`` (a
+        ``perf_counter`` time, by default the call). InnoDB deletes by delete-marking and purges the rows after
+        the commit, on the same CPUs: a batched contender pays for the purge of its earlier batches during its
+        later ones, a single transaction leaves all of it for after. Counting the purge each leaves behind
+        makes them comparable.
+
+        Caught up: the purge's record counter has reached ``records`` (the counter's value once every row a
+        contender deleted is purged), the history list is back to its level at the start, and no record was
+        purged for ``quiet_s``. The history list counts transactions, not rows: one large transaction (the
+        floor) is a single entry while its purge takes seconds, and the purge may start a second or two after
+        its commit, so the count of rows deleted is what says the purge is not done yet."""
         started = time.perf_counter()
-        while self.purge_history() > self.purge_floor and time.perf_counter() - started < timeout_s:
+        since = started if since is None else since
+        last_count, last_change, changed = self.purged_records(), started, False
+        while time.perf_counter() - started < timeout_s:
             time.sleep(0.05)
-        return time.perf_counter() - started
+            count = self.purged_records()
+            if count != last_count:
+                last_count, last_change, changed = count, time.perf_counter(), True
+            elif (
+                count >= records
+                and time.perf_counter() - last_change >= quiet_s
+                and self.purge_history() <= self.purge_floor
+            ):
+                break
+        return max(0.0, last_change - since) if changed else 0.0
 
     def create_template(self) -> None:
         if self.mysql:
@@ -707,6 +733,7 @@ class Bench:
 
 
 _HISTORY_LENGTH = "SELECT count FROM information_schema.INNODB_METRICS WHERE name = 'trx_rseg_history_len'"
+_PURGED_RECORDS = "SELECT count FROM information_schema.INNODB_METRICS WHERE name = 'purge_del_mark_records'"
 _REDO_WRITTEN = (
     "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'Innodb_os_log_written'"
 )
@@ -741,8 +768,10 @@ def measure(bench: Bench, job: str, contender: str, cutoff: datetime) -> Result:
     tables: tuple[str, ...] = spec["tables"]
     engine = bench.fresh_copy()
     before = bench.counts(engine, tables)
+    purged_before = 0
     if bench.mysql:
         bench.wait_for_purge()  # the previous contender's purge is not this one's
+        purged_before = bench.purged_records()
     lsn = bench.wal_lsn()
     result: Result
     if contender in DIFYMAINT:
@@ -758,13 +787,15 @@ def measure(bench: Bench, job: str, contender: str, cutoff: datetime) -> Result:
             spec[contender](conn, cutoff, timer)
             wall = time.perf_counter() - started
         result = Result(job, contender, wall, 0, {}, len(timer.batches), timer.summary())
-    if bench.mysql:
-        result.purge_s = round(bench.wait_for_purge(), 2)
-    result.wal_bytes = bench.wal_since(lsn)
+    ended = time.perf_counter()
     after = bench.counts(engine, tables)
-    engine.dispose()
     result.deleted = {name: before[name] - after[name] for name in tables}
     result.rows = sum(result.deleted.values())
+    if bench.mysql:  # every deleted row is one delete-marked record to purge (a little slack for rounding)
+        purged = purged_before + int(result.rows * 0.95)
+        result.purge_s = round(bench.wait_for_purge(records=purged, since=ended), 2)
+    result.wal_bytes = bench.wal_since(lsn)
+    engine.dispose()
     return result
 
 
