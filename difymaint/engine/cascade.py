@@ -217,7 +217,11 @@ class Cascade:
         """Delete (or count) one batch in one round trip on PostgreSQL (see :meth:`batch_statement`). On MySQL
         the page is read inside the batch's transaction and its ids deleted by :meth:`delete`, one statement
         per table (module docstring)."""
-        if is_mysql(conn) and _page_range(doomed, self.root.table) is not None:
+        if (
+            is_mysql(conn)
+            and _page_range(doomed, self.root.table) is not None
+            and not any(_has_subquery(step.where) for step in self.steps)
+        ):
             return self._mysql_range_batch(conn, doomed, dry_run=dry_run, skip=skip)
         if not is_postgres(conn):
             rows = conn.execute(doomed).all()
@@ -397,10 +401,15 @@ def _page_range(
     if "created_at" not in columns or "id" not in columns or doomed.get_final_froms() != [root]:
         return None
     where = doomed.whereclause if doomed.whereclause is not None else sa.true()
-    if any(isinstance(element, (sa.sql.Selectable)) for element in visitors.iterate(where)):
+    if _has_subquery(where):
         return None
     created, ident = (_unlabelled(columns[name]) for name in ("created_at", "id"))
     return created, ident, where
+
+
+def _has_subquery(clause: sa.ClauseElement | None) -> bool:
+    """Whether ``clause`` reads a table of its own (on MySQL, in a DELETE of that table: error 1093)."""
+    return clause is not None and any(isinstance(element, sa.sql.Selectable) for element in visitors.iterate(clause))
 
 
 def _unlabelled(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
