@@ -74,6 +74,9 @@ def test_adaptive_batch_size_stays_in_bounds(initial: int, timings: list[float],
 
 def test_adaptive_batch_size_moves_toward_target() -> None:
     sizer = AdaptiveBatchSize(1000, target_s=0.3, maximum=10000)
+    assert sizer.size == 250  # the first batch is a probe: a quarter of the starting size
+    sizer.observe(0.075, rows=250)
+    assert sizer.size == 1000  # a fast probe: straight back to the starting size
     sizer.observe(0.15, rows=1000)
     assert sizer.size == 2000  # halfway to the target: double
     sizer.observe(0.05, rows=2000)
@@ -82,6 +85,12 @@ def test_adaptive_batch_size_moves_toward_target() -> None:
     assert sizer.size == 4000  # far above: at most ÷2
     sizer.observe(0.01, rows=10)  # a short last page says nothing
     assert sizer.size == 4000
+
+
+def test_the_probe_never_goes_under_the_minimum_and_a_fixed_size_has_none() -> None:
+    assert AdaptiveBatchSize(100, target_s=0.3, maximum=1000).size == 50
+    assert AdaptiveBatchSize(20, target_s=0.3, maximum=1000).size == 20
+    assert AdaptiveBatchSize(1000, target_s=0, maximum=1000).size == 1000  # DIFYMAINT_TARGET_BATCH_MS=0
 
 
 @given(max_ms=st.integers(1, 10_000), scanned=st.integers(0, 100_000), requested=st.integers(0, 100_000))
@@ -238,4 +247,4 @@ def test_sqlite_batches_stay_within_its_parameter_limit(tmp_path: Path) -> None:
     for url, expected in cases:
         ctx = Context(load_settings(None, {"DIFYMAINT_DATABASE_URL": url, "DIFYMAINT_USE_REDIS": False}))
         run = JobRun(ctx, "x", options=RunOptions(batch_size=60000), lock=NoLock(), window=None, tables=["messages"])
-        assert run.batch_size == expected and run.sizer.maximum == expected
+        assert run.sizer.maximum == expected and run.batch_size == expected // 4  # the first batch: a probe

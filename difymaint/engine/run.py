@@ -46,7 +46,11 @@ DEFAULT_BATCH_SIZE = 1000  # for a run opened without a job's own default (the r
 class AdaptiveBatchSize:
     """Steer the batch size toward a target duration per batch (docs/batching.md#one-transaction-per-batch).
 
-    Only full batches are measured: a short last page says nothing about the cost of a full one.
+    Only full batches are measured: a short last page says nothing about the cost of a full one. The first
+    batch is a probe of a quarter of ``initial`` (never under the minimum): it reads the coldest pages and
+    plans the statements, so it costs the most per row, and a run's slowest batch is otherwise its first one
+    (1.2-1.8 s for 1000 workflow runs on MariaDB, where the next ones take 300 ms). A fast probe grows ×4,
+    back to ``initial``, at once.
     """
 
     def __init__(self, initial: int, *, target_s: float, maximum: int) -> None:
@@ -54,6 +58,8 @@ class AdaptiveBatchSize:
         self.target_s = target_s
         self.maximum = max(maximum, self.size)
         self.minimum = max(1, min(self.size, 50))
+        if target_s > 0:
+            self.size = max(self.minimum, self.size // 4)
 
     def observe(self, seconds: float, rows: int) -> None:
         if self.target_s <= 0 or rows < self.size:
