@@ -46,9 +46,11 @@ def captured() -> Iterator[Captured]:
         yield capture
 
 
-def params_for(captured: Captured, args: list[str], env: dict[str, str] | None = None, app: Any = None) -> Any:
+def params_for(
+    captured: Captured, args: list[str], env: dict[str, str] | None = None, app: Any = None, database_url: str = DB
+) -> Any:
     result = CliRunner().invoke(
-        app or create_app(), [*args, "--database-url", DB], env={"NO_COLOR": "1", **(env or {})}
+        app or create_app(), [*args, "--database-url", database_url], env={"NO_COLOR": "1", **(env or {})}
     )
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
@@ -500,10 +502,8 @@ def test_file_scan_flags_map_to_params(
 ) -> None:
     for name in ("a.jsonl", "b.jsonl"):
         (tmp_path / name).write_text("", encoding="utf-8")
-    argv = [job, "--dry-run", *(arg.format(tmp=tmp_path) for arg in args), "--database-url", pg_url]
-    result = CliRunner().invoke(create_app(), argv, env={"NO_COLOR": "1", "OPENDAL_FS_ROOT": str(tmp_path), **env})
-    assert result.exit_code == 0, (result.exit_code, result.output, result.stderr)
-    params = captured.params[-1]
+    argv = [job, "--dry-run", *(arg.format(tmp=tmp_path) for arg in args)]
+    params = params_for(captured, argv, {"OPENDAL_FS_ROOT": str(tmp_path), **env}, database_url=pg_url)
     for dotted, value in expected.items():
         wanted = tuple(str(v).format(tmp=tmp_path) for v in value) if dotted == "orphan_manifests" else value
         assert attr(params, dotted) == wanted, dotted
@@ -612,8 +612,8 @@ def test_registry_tables_are_the_cascades() -> None:
     from difymaint.dify.archive import ARCHIVED_TABLES
     from difymaint.dify.cascades import CONVERSATION_CASCADE_TABLES, MESSAGE_CASCADE, RunCleanup
 
-    runs = RunCleanup(skip_tables=set(), conversations_updated_before=None, collect_orphans=False)
-    with_chat = RunCleanup(skip_tables=set(), conversations_updated_before=datetime.now(UTC), collect_orphans=False)
+    runs = RunCleanup(skip_tables=frozenset(), conversations_updated_before=None, collect_orphans=False)
+    with_chat = RunCleanup(skip_tables=frozenset(), conversations_updated_before=datetime.now(UTC), collect_orphans=False)
     assert JOBS["clean-messages"].tables == (*MESSAGE_CASCADE.summary_order(), *CONVERSATION_CASCADE_TABLES)
     assert runs.summary_tables() == list(JOBS["clean-workflow-runs"].tables[: len(runs.summary_tables())])
     assert JOBS["clean-workflow-runs"].tables == JOBS["clean-workflow-logs"].tables == tuple(with_chat.summary_tables())

@@ -214,11 +214,11 @@ class SessionLock:
     # A statement that returns 1 while this session still holds the lock; SELECT 1 where holding is implied.
     holds_sql = "SELECT 1"
 
-    def __init__(self, engine: Engine, name: str, params: dict[str, Any]) -> None:
+    def __init__(self, engine: Engine, description: str, params: dict[str, Any]) -> None:
         self._engine = engine
         self._params = params
         self._conn: Connection | None = None
-        self.description = f"{self.kind} {name}"
+        self.description = description  # how messages name it: "PostgreSQL advisory lock for 'x'"
         self.renew_every_s: float | None = ADVISORY_CHECK_EVERY_S
 
     def _connect(self) -> Connection:
@@ -271,8 +271,7 @@ class PostgresAdvisoryLock(SessionLock):
     release_sql = "SELECT pg_advisory_unlock(:k)"
 
     def __init__(self, engine: Engine, key: str) -> None:
-        super().__init__(engine, repr(key), {"k": advisory_key(key)})
-        self.description = f"PostgreSQL advisory lock for {key!r}"
+        super().__init__(engine, f"PostgreSQL advisory lock for {key!r}", {"k": advisory_key(key)})
 
 
 MYSQL_LOCK_NAME_MAX = 64  # MySQL refuses longer GET_LOCK names
@@ -298,8 +297,7 @@ class MySQLNamedLock(SessionLock):
 
     def __init__(self, engine: Engine, key: str) -> None:
         self.name = mysql_lock_name(engine.url.database, key)
-        super().__init__(engine, repr(self.name), {"name": self.name})
-        self.description = f"MySQL named lock {self.name!r}"
+        super().__init__(engine, f"MySQL named lock {self.name!r}", {"name": self.name})
 
     def _connect(self) -> Connection:
         conn = self._engine.connect()
