@@ -613,7 +613,9 @@ def test_registry_tables_are_the_cascades() -> None:
     from difymaint.dify.cascades import CONVERSATION_CASCADE_TABLES, MESSAGE_CASCADE, RunCleanup
 
     runs = RunCleanup(skip_tables=frozenset(), conversations_updated_before=None, collect_orphans=False)
-    with_chat = RunCleanup(skip_tables=frozenset(), conversations_updated_before=datetime.now(UTC), collect_orphans=False)
+    with_chat = RunCleanup(
+        skip_tables=frozenset(), conversations_updated_before=datetime.now(UTC), collect_orphans=False
+    )
     assert JOBS["clean-messages"].tables == (*MESSAGE_CASCADE.summary_order(), *CONVERSATION_CASCADE_TABLES)
     assert runs.summary_tables() == list(JOBS["clean-workflow-runs"].tables[: len(runs.summary_tables())])
     assert JOBS["clean-workflow-runs"].tables == JOBS["clean-workflow-logs"].tables == tuple(with_chat.summary_tables())
