@@ -82,6 +82,11 @@ TEST_JOBS: dict[str, JobInfo] = {
 
 
 if __name__ == "__main__":
+    import signal
+
     from difymaint.cli.app import create_app
 
+    # As the real entry point (difymaint/_entry.py) does: Ctrl-C is ours even when the parent ignored SIGINT
+    # (a shell's background job does), or `status --watch` could not be stopped.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     create_app(TEST_JOBS)()
