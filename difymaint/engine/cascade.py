@@ -215,14 +215,13 @@ class Cascade:
         self, conn: Connection, doomed: sa.Select[Any], *, dry_run: bool, skip: Collection[str] = ()
     ) -> BatchResult:
         """Delete (or count) one batch in one round trip on PostgreSQL (see :meth:`batch_statement`). On MySQL
-        the page is read inside the batch's transaction and its ids deleted by :meth:`delete`, one statement
-        per table (module docstring)."""
-        if (
-            is_mysql(conn)
-            and _page_range(doomed, self.root.table) is not None
-            and not any(_has_subquery(step.where) for step in self.steps)
-        ):
-            return self._mysql_range_batch(conn, doomed, dry_run=dry_run, skip=skip)
+        the page is read inside the batch's transaction, then its rows are deleted by their key range
+        (:meth:`_mysql_range_batch`) or, when the page is not a keyset page of the root, by its ids
+        (:meth:`delete`); SQLite takes the ids (module docstring)."""
+        if is_mysql(conn) and not any(_has_subquery(step.where) for step in self.steps):
+            page_range = _page_range(doomed, self.root.table)
+            if page_range is not None:
+                return self._mysql_range_batch(conn, doomed, page_range, dry_run=dry_run, skip=skip)
         if not is_postgres(conn):
             rows = conn.execute(doomed).all()
             counts = self.delete(conn, [str(row.id) for row in rows], dry_run=dry_run, skip=skip)
@@ -302,7 +301,7 @@ class Cascade:
         return dict(zip((step.name for step in steps), values, strict=True))
 
     def _mysql_range_batch(
-        self, conn: Connection, doomed: sa.Select[Any], *, dry_run: bool, skip: Collection[str]
+        self, conn: Connection, doomed: sa.Select[Any], page_range: PageRange, *, dry_run: bool, skip: Collection[str]
     ) -> BatchResult:
         """MySQL, a keyset page: the page is read for its length and last key, then every step's rows are
         found by joining from the root rows in the page's key range (its own conditions, at or before its last
@@ -310,11 +309,11 @@ class Cascade:
         one index scan of the root (module docstring; docs/mysql.md#deletes)."""
         steps = [step for step in self.steps if step.name not in skip]
         rows = conn.execute(doomed).all()
-        if not rows or not steps:
+        if not rows:
             return BatchResult(counts={step.name: 0 for step in steps}, scanned=0, last=None)
         last = (rows[-1].created_at, str(rows[-1].id))
-        page_range = _page_range(doomed, self.root.table)
-        assert page_range is not None  # run_batch checked
+        if not steps:  # every table skipped: the walk still moves past the page, as with an id list
+            return BatchResult(counts={}, scanned=len(rows), last=last)
         created, ident, where = page_range
         upto = KeysetCompare(
             created, ident, sa.literal(last[0], created.type), sa.literal(last[1], ident.type), is_after=False
@@ -369,17 +368,13 @@ class Cascade:
             return sa.delete(step.table).where(self.predicate(step, MARKED, "mysql"))
         parent = self._step(step.parent)
         quote = conn.dialect.identifier_preparer
-
-        def sql(clause: sa.ColumnElement[Any]) -> str:
-            return str(clause.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
-
         child_table, parent_table = quote.format_table(step.table), quote.format_table(parent.table)
-        where = [sql(self.predicate(parent, MARKED, "mysql"))]
+        where = [mysql_literal(conn, self.predicate(parent, MARKED, "mysql"))]
         if step.where is not None:
-            where.append(sql(step.where))
+            where.append(mysql_literal(conn, step.where))
         statement = (
             f"DELETE {child_table} FROM {parent_table} STRAIGHT_JOIN {child_table} ON "
-            f"{sql(step.table.c[step.key] == parent.table.c[step.parent_key])} WHERE "
+            f"{mysql_literal(conn, step.table.c[step.key] == parent.table.c[step.parent_key])} WHERE "
             + " AND ".join(f"({part})" for part in where)
         )
         return sa.text(statement.replace(":", "\\:"))  # rendered already: no bind parameters in it
@@ -391,9 +386,11 @@ class Cascade:
         raise KeyError(f"cascade has no step {name!r}")
 
 
-def _page_range(
-    doomed: sa.Select[Any], root: sa.Table
-) -> tuple[sa.ColumnElement[Any], sa.ColumnElement[Any], sa.ColumnElement[bool]] | None:
+# A keyset page of the root: its created_at column, its id column and its conditions.
+PageRange = tuple[sa.ColumnElement[Any], sa.ColumnElement[Any], sa.ColumnElement[bool]]
+
+
+def _page_range(doomed: sa.Select[Any], root: sa.Table) -> PageRange | None:
     """A keyset page of ``root`` as ``(created_at column, id column, its conditions)``; None when it is not
     one (no ``created_at``, another table, or a sub-query in its conditions: on MySQL a DELETE may not read its
     own table in a sub-query, error 1093)."""
