@@ -221,8 +221,11 @@ def test_a_role_without_pg_monitor_gets_one_warning_and_replica_url_reads_the_re
     # The same role reading the lag on the replica itself does throttle; the URL's password is never shown.
     replica_url = f"postgresql://{BLIND_ROLE}:{SECRET}@127.0.0.1:{replica.port}/postgres"
     replica.pause_replay()
+    # ~24 batches remain: a longer pause keeps the run going well past the moment the lag passes the bound
+    # (at the default 100 ms it could finish first on a fast machine and never be throttled).
     proc = start(
-        blind.render_as_string(hide_password=False), "--max-replica-lag", str(BOUND_S), "--replica-url", replica_url
+        blind.render_as_string(hide_password=False),
+        *("--max-replica-lag", str(BOUND_S), "--replica-url", replica_url, "--sleep-ms", "300"),
     )
     wait_for("the job to connect", lambda: connected(engine), proc)
     time.sleep(BOUND_S + 1.0)
