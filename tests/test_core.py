@@ -248,3 +248,22 @@ def test_sqlite_batches_stay_within_its_parameter_limit(tmp_path: Path) -> None:
         ctx = Context(load_settings(None, {"DIFYMAINT_DATABASE_URL": url, "DIFYMAINT_USE_REDIS": False}))
         run = JobRun(ctx, "x", options=RunOptions(batch_size=60000), lock=NoLock(), window=None, tables=["messages"])
         assert run.sizer.maximum == expected and run.batch_size == expected // 4  # the first batch: a probe
+
+
+def test_only_a_page_in_keyset_order_is_deleted_by_its_key_range() -> None:
+    """On MySQL a batch deletes the rows of its page's conditions at or before the page's last key
+    (engine/cascade.py): that is the page only when it is ordered by (created_at, id)."""
+    from difymaint.dify import tables as t
+    from difymaint.engine.cascade import _page_range
+
+    messages = t.messages
+    page = sa.select(messages.c.id, messages.c.created_at).where(messages.c.app_id == "a").limit(10)
+    assert _page_range(page.order_by(messages.c.created_at, messages.c.id), messages) is not None
+    assert _page_range(page.order_by(messages.c.id), messages) is None
+    assert _page_range(page.order_by(messages.c.id, messages.c.created_at), messages) is None
+    assert _page_range(page.order_by(messages.c.created_at.desc(), messages.c.id.desc()), messages) is None
+    assert _page_range(page, messages) is None
+    reads_itself = page.where(messages.c.id.in_(sa.select(messages.c.id))).order_by(
+        messages.c.created_at, messages.c.id
+    )
+    assert _page_range(reads_itself, messages) is None

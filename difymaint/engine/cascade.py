@@ -392,15 +392,20 @@ PageRange = tuple[sa.ColumnElement[Any], sa.ColumnElement[Any], sa.ColumnElement
 
 def _page_range(doomed: sa.Select[Any], root: sa.Table) -> PageRange | None:
     """A keyset page of ``root`` as ``(created_at column, id column, its conditions)``; None when it is not
-    one (no ``created_at``, another table, or a sub-query in its conditions: on MySQL a DELETE may not read its
-    own table in a sub-query, error 1093)."""
+    one (no ``created_at``, another table, another order, or a sub-query in its conditions: on MySQL a DELETE
+    may not read its own table in a sub-query, error 1093). Only a page ordered by ``(created_at, id)`` is
+    exactly its conditions at or before its last key: any other order would make that range wider than the
+    page."""
     columns = doomed.selected_columns
     if "created_at" not in columns or "id" not in columns or doomed.get_final_froms() != [root]:
+        return None
+    created, ident = (_unlabelled(columns[name]) for name in ("created_at", "id"))
+    order = list(doomed._order_by_clauses)
+    if len(order) != 2 or not (order[0].compare(created) and order[1].compare(ident)):
         return None
     where = doomed.whereclause if doomed.whereclause is not None else sa.true()
     if _has_subquery(where):
         return None
-    created, ident = (_unlabelled(columns[name]) for name in ("created_at", "id"))
     return created, ident, where
 
 
