@@ -71,6 +71,8 @@ KEPT_DETAILS = (
     "lock_blocked_batches",
     "lock_blocked_sessions_max",
     "contended_batches",
+    "traffic_batches",
+    "batch_target_ms",
     "paced_extra_s",
 )
 KINDS = ("insert", "update", "read", "touch-old")  # the workload's operations in turn; the last with --conflicts

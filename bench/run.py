@@ -10,7 +10,9 @@ TEMPLATE``), for clean-messages, clean-workflow-runs, clean-embeddings and clean
   first, one DELETE per row; clean_dataset_queries_task: 500 ids, one ``DELETE … IN``); ``dify-no-sleep``: the
   same without the pause;
 * ``difymaint``: the CLI with its defaults; ``difymaint-sleep0``: ``--sleep-ms 0``;
-  ``difymaint-workers2``: ``--sleep-ms 0 --workers 2``.
+  ``difymaint-workers2``: ``--sleep-ms 0 --workers 2``; with ``--busy``, ``difymaint-busy``: the defaults with
+  the batch length they aim at while other sessions use the database (``DIFYMAINT_SHARED_BATCH_MS``; the bench's
+  database is otherwise idle, so this stands in for a run beside Dify's traffic).
 
 Every contender must delete exactly the same rows per table (checked by counting the copies afterwards). It
 prints wall time, rows/s, the ratios to Dify's default, to Dify without its sleep and to the floor,
@@ -44,6 +46,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
+from difymaint.core.settings import Settings
 from difymaint.dify.tables import metadata
 
 MESSAGE_CHILDREN = (
@@ -583,6 +586,10 @@ DIFYMAINT = {
     "difymaint-sleep0": ["--sleep-ms", "0"],
     "difymaint-workers2": ["--sleep-ms", "0", "--workers", "2"],
 }
+# --busy: the defaults as they run beside Dify's traffic (docs/batching.md#pacing-and-full-speed).
+BUSY = {
+    "difymaint-busy": {"DIFYMAINT_TARGET_BATCH_MS": str(Settings.model_fields["DIFYMAINT_SHARED_BATCH_MS"].default)}
+}
 
 
 # --- harness ---------------------------------------------------------------------------------------------------
@@ -774,8 +781,8 @@ def measure(bench: Bench, job: str, contender: str, cutoff: datetime) -> Result:
         purged_before = bench.purged_records()
     lsn = bench.wal_lsn()
     result: Result
-    if contender in DIFYMAINT:
-        summary, wall, rss = cli(job, bench.url(bench.copy), cutoff, DIFYMAINT[contender])
+    if contender in DIFYMAINT or contender in BUSY:
+        summary, wall, rss = cli(job, bench.url(bench.copy), cutoff, DIFYMAINT.get(contender, []), BUSY.get(contender))
         result = Result(job, contender, summary["duration_s"], 0, {}, summary["batches"])
         result.batch_ms = summary["details"].get("batch_ms", {})
         result.peak_rss_mb = round(rss, 1)
@@ -889,6 +896,11 @@ def main(argv: list[str] | None = None) -> int:
         help="drop this index from the template (e.g. dataset_query_created_at_idx, absent in released Dify)",
     )
     parser.add_argument("--jobs", default=",".join(JOBS), help="comma-separated subset of " + ", ".join(JOBS))
+    parser.add_argument(
+        "--busy",
+        action="store_true",
+        help="also time the defaults at the batch length they aim at beside Dify's traffic",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     parser.add_argument("--keep", action="store_true", help="keep the template database")
     args = parser.parse_args(argv)
@@ -940,6 +952,8 @@ def main(argv: list[str] | None = None) -> int:
         mismatched = []
         for job in [name.strip() for name in args.jobs.split(",") if name.strip()]:
             contenders = [name for name in bench.jobs()[job] if name != "tables"] + list(DIFYMAINT)
+            if args.busy:
+                contenders += list(BUSY)
             if job in NO_PAUSE:
                 contenders.remove("difymaint-sleep0")  # no pause by default: the same as "difymaint"
             results = [measure(bench, job, contender, cutoff) for contender in contenders]

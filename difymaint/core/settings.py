@@ -435,6 +435,12 @@ class RunSettings(_Group):
     DIFYMAINT_TARGET_BATCH_MS: NonNegativeInt = Field(
         default=300, description="Adapt the batch size toward this duration per batch (0 = fixed size)."
     )
+    DIFYMAINT_SHARED_BATCH_MS: NonNegativeInt = Field(
+        default=40,
+        description="While other sessions use the database (seen at the end of each batch), aim batches at this "
+        "duration instead of DIFYMAINT_TARGET_BATCH_MS: Dify's own commits wait for the WAL a batch wrote before "
+        "them, so shorter batches keep its latency (0 = off; --sleep-ms 0 turns it off).",
+    )
     DIFYMAINT_SLEEP_COEF: NonNegativeFloat = Field(
         default=1.0,
         le=100,

@@ -14,6 +14,12 @@ The longest of three pauses wins:
 * the lock signal on its own: when sessions wait on the batch's locks, at least as long as the batch took,
   and the next batch is half the size, so the next wait is shorter (``DIFYMAINT_YIELD_TO_LOCK_WAITERS``).
 
+While other sessions use the database at all (any of them ran a statement while the batch ran), the batch
+size aims at ``DIFYMAINT_SHARED_BATCH_MS`` (40 ms) instead of ``DIFYMAINT_TARGET_BATCH_MS`` (300 ms): every
+commit of theirs flushes the WAL written before it, the purge's included, so the length of a batch, more than
+the pauses between batches, sets how long Dify's own commits wait (bench/live). A database nobody else uses
+keeps the long batches and their throughput.
+
 ``--sleep-ms 0`` turns all of it off: full speed, for a maintenance window. The look only evaluates
 ``pg_blocking_pids`` (which takes the lock manager's partition locks) for sessions that wait on a lock at all.
 """
@@ -32,7 +38,9 @@ from sqlalchemy.engine import Connection
 _CONTENTION = sa.text(
     "SELECT count(*) FILTER (WHERE CASE WHEN wait_event_type = 'Lock' "
     "THEN pg_backend_pid() = ANY (pg_blocking_pids(pid)) ELSE false END) AS blocked, "
-    "count(*) FILTER (WHERE wait_event IN ('WALWrite', 'WALSync', 'WALInsert', 'WALBufMapping')) AS wal "
+    "count(*) FILTER (WHERE wait_event IN ('WALWrite', 'WALSync', 'WALInsert', 'WALBufMapping')) AS wal, "
+    # Sessions that ran anything while this batch ran (now() is the batch transaction's start): live traffic.
+    "count(*) FILTER (WHERE state = 'active' OR state_change >= now()) AS traffic "
     "FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' "
     "AND application_name IS DISTINCT FROM 'difymaint'"
 )
@@ -51,6 +59,7 @@ def pause_s(max_ms: int, scanned: int, requested: int) -> float:
 class Contention:
     blocked: int = 0  # sessions waiting on this batch's locks
     wal: int = 0  # sessions waiting on the WAL
+    traffic: int = 0  # sessions that ran a statement while the batch ran
 
 
 @dataclass
@@ -58,11 +67,14 @@ class Pacer:
     sleep_ms: int
     coef: float = 0.0
     watch_locks: bool = True
+    shared_target_s: float = 0.0  # the batch duration to aim at while others use the database (0 = off)
     pressure: float = 0.0  # 0..1: how often recent batches found others waiting on the WAL or on their locks
     blocked_batches: int = 0  # batches that, before committing, had other sessions waiting on their locks
     blocked_sessions: int = 0  # the most sessions one batch held up
+    traffic: float = 0.0  # 0..1: how often recent batches ran while other sessions did
     looks: int = 0
     contended_looks: int = 0
+    traffic_looks: int = 0
     paused_s: float = 0.0  # the pauses beyond Dify's random one
     _mutex: threading.Lock = field(default_factory=threading.Lock)
 
@@ -72,7 +84,7 @@ class Pacer:
 
     @property
     def watching(self) -> bool:
-        return self.active and (self.watch_locks or self.coef > 0)
+        return self.active and (self.watch_locks or self.coef > 0 or self.shared_target_s > 0)
 
     def look(self, conn: Connection) -> Contention:
         """Who waits right now, in the batch's own transaction right before it commits (one round trip: a
@@ -81,9 +93,16 @@ class Pacer:
         if not self.watching or conn.dialect.name != "postgresql":
             return Contention()
         row = conn.execute(_CONTENTION).one()
-        seen = Contention(blocked=int(row.blocked) if self.watch_locks else 0, wal=int(row.wal))
+        seen = Contention(
+            blocked=int(row.blocked) if self.watch_locks else 0, wal=int(row.wal), traffic=int(row.traffic)
+        )
         with self._mutex:
             self.looks += 1
+            self.traffic_looks += bool(seen.traffic)
+            # The first look counts in full: a workload that is there at the start is there, and the probe
+            # batch should not be followed by full-length ones.
+            weight = 1.0 if self.looks == 1 else SMOOTHING
+            self.traffic = (1 - weight) * self.traffic + weight * bool(seen.traffic)
             contended = bool(seen.blocked or seen.wal)
             self.contended_looks += contended
             self.pressure = (1 - SMOOTHING) * self.pressure + SMOOTHING * contended
@@ -91,6 +110,15 @@ class Pacer:
                 self.blocked_batches += 1
                 self.blocked_sessions = max(self.blocked_sessions, seen.blocked)
         return seen
+
+    def batch_target_s(self, full_s: float) -> float:
+        """The batch duration the size should aim at: ``full_s`` on a database nobody else uses, down to the
+        shared target while others use it all the time, geometrically in between (durations scale by factors).
+        ``full_s`` of 0 (a fixed batch size) stays 0."""
+        if full_s <= 0 or self.shared_target_s <= 0 or not self.looks:
+            return full_s
+        shared_s = min(self.shared_target_s, full_s)
+        return float(full_s * (shared_s / full_s) ** self.traffic)
 
     def pause(self, *, seconds: float, scanned: int, requested: int, seen: Contention) -> float:
         """The pause after a batch that deleted something and took ``seconds``."""
@@ -109,6 +137,7 @@ class Pacer:
             return {}
         figures: dict[str, float | int] = {
             "contended_batches": self.contended_looks,
+            "traffic_batches": self.traffic_looks,
             "paced_extra_s": round(self.paused_s, 3),
         }
         if self.blocked_batches:

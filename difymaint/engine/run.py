@@ -130,7 +130,9 @@ class JobRun:
             0 if options.dry_run else options.sleep_ms,
             coef=settings.DIFYMAINT_SLEEP_COEF,
             watch_locks=settings.DIFYMAINT_YIELD_TO_LOCK_WAITERS,
+            shared_target_s=settings.DIFYMAINT_SHARED_BATCH_MS / 1000,
         )
+        self._full_target_s = self.sizer.target_s
         self.summary = RunSummary(
             job=job,
             dry_run=options.dry_run,
@@ -277,6 +279,7 @@ class JobRun:
         self.batch_seconds.append(seconds)
         if self.summary.batches == 1:  # how long the run took to get going (plans, index checks, first page)
             self.summary.details["first_batch_s"] = round(self.elapsed(), 3)
+        self.sizer.target_s = self.pacer.batch_target_s(self._full_target_s)  # shorter while Dify is busy
         self.sizer.observe(seconds, batch.scanned)
         self.ctx.reporter.batch(
             BatchProgress(
@@ -346,6 +349,8 @@ class JobRun:
         if self.throttle is not None:
             self.summary.details.update(self.throttle.figures())
         self.summary.details.update(self.pacer.figures())
+        if self.pacer.looks:
+            self.summary.details["batch_target_ms"] = round(self.sizer.target_s * 1000)
         return self.summary
 
 
