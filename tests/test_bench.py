@@ -29,16 +29,17 @@ def _report(script: Path, args: list[str], *, timeout: int) -> dict[str, Any]:
 def test_bench_runs_every_contender_and_they_delete_the_same_rows(pg_admin_url: str) -> None:
     report = _report(
         BENCH,
-        ["--pg-url", pg_admin_url, "--messages", "400", "--history-days", "60", "--json"],
+        ["--pg-url", pg_admin_url, "--messages", "400", "--history-days", "60", "--busy", "--json"],
         timeout=600,
     )
     assert report["same_rows"] is True and report["scale"]["history_days"] == 60
     cascade = ["floor", "dify", "dify-no-sleep", "difymaint", "difymaint-sleep0", "difymaint-workers2"]
+    busy = ["difymaint-busy"]  # --busy: the defaults at the batch length they aim at beside Dify's traffic
     expected = {
-        "clean-messages": cascade,
-        "clean-workflow-runs": cascade,
-        "clean-embeddings": ["floor", "dify", "difymaint", "difymaint-workers2"],
-        "clean-dataset-queries": ["floor", "dify", "difymaint", "difymaint-workers2"],
+        "clean-messages": cascade + busy,
+        "clean-workflow-runs": cascade + busy,
+        "clean-embeddings": ["floor", "dify", "difymaint", "difymaint-workers2", *busy],
+        "clean-dataset-queries": ["floor", "dify", "difymaint", "difymaint-workers2", *busy],
     }
     assert {job: [r["contender"] for r in results] for job, results in report["jobs"].items()} == expected
     for job, results in report["jobs"].items():
