@@ -904,6 +904,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     parser.add_argument("--keep", action="store_true", help="keep the template database")
     args = parser.parse_args(argv)
+    if args.busy and args.mysql_url:
+        parser.error("--busy is PostgreSQL's: on MySQL the batches never aim at the shared target")
     if args.history_days <= DAYS:
         parser.error(f"--history-days must be more than the {DAYS}-day cut-off, or nothing is old enough to delete")
     runs = args.runs if args.runs is not None else max(10, args.messages // 5)

@@ -89,6 +89,19 @@ def test_adaptive_batch_size_moves_toward_target() -> None:
     assert sizer.size == 4000
 
 
+def test_the_cost_memory_bounds_growth_and_never_shrinks_after_a_blip() -> None:
+    sizer = AdaptiveBatchSize(1000, target_s=0.3, maximum=10000)
+    sizer.observe(0.075, rows=250)
+    sizer.observe(0.3, rows=1000)
+    assert sizer.size == 1000
+    sizer.observe(0.9, rows=1000)
+    assert sizer.size == 500  # a blip: halved
+    sizer.observe(0.15, rows=500)
+    assert sizer.size == 500  # fast again, but the blip's cost is still remembered: no growth, and no second halving
+    sizer.observe(0.15, rows=500)
+    assert sizer.size == 1000  # the blip has left the memory (this batch and the one before)
+
+
 def test_the_probe_never_goes_under_the_minimum_and_a_fixed_size_has_none() -> None:
     assert AdaptiveBatchSize(100, target_s=0.3, maximum=1000).size == 50
     assert AdaptiveBatchSize(20, target_s=0.3, maximum=1000).size == 20

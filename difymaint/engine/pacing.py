@@ -14,7 +14,7 @@ The longest of three pauses wins:
 * the lock signal on its own: when sessions wait on the batch's locks, at least as long as the batch took,
   and the next batch is half the size, so the next wait is shorter (``DIFYMAINT_YIELD_TO_LOCK_WAITERS``).
 
-While other sessions use the database at all (any of them ran a statement while the batch ran), the batch
+While other sessions use the database at all (any of them ran a statement since the previous look), the batch
 size aims at ``DIFYMAINT_SHARED_BATCH_MS`` (40 ms) instead of ``DIFYMAINT_TARGET_BATCH_MS`` (300 ms): every
 commit of theirs flushes the WAL written before it, the purge's included, so the length of a batch, more than
 the pauses between batches, sets how long Dify's own commits wait (bench/live). A database nobody else uses
@@ -29,6 +29,7 @@ from __future__ import annotations
 import random
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -39,8 +40,11 @@ _CONTENTION = sa.text(
     "SELECT count(*) FILTER (WHERE CASE WHEN wait_event_type = 'Lock' "
     "THEN pg_backend_pid() = ANY (pg_blocking_pids(pid)) ELSE false END) AS blocked, "
     "count(*) FILTER (WHERE wait_event IN ('WALWrite', 'WALSync', 'WALInsert', 'WALBufMapping')) AS wal, "
-    # Sessions that ran anything while this batch ran (now() is the batch transaction's start): live traffic.
-    "count(*) FILTER (WHERE state = 'active' OR state_change >= now()) AS traffic "
+    # Sessions that ran anything since the previous look (or, at the first, since this batch began): live
+    # traffic. Counting from the previous look, pauses and page reads included, keeps what is seen independent
+    # of the batch length it steers (a window of the batch alone would see less as the batches shrink).
+    "count(*) FILTER (WHERE state = 'active' OR state_change >= LEAST(now(), CAST(:since AS timestamptz))) AS traffic, "
+    "clock_timestamp() AS looked_at "
     "FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' "
     "AND application_name IS DISTINCT FROM 'difymaint'"
 )
@@ -59,7 +63,7 @@ def pause_s(max_ms: int, scanned: int, requested: int) -> float:
 class Contention:
     blocked: int = 0  # sessions waiting on this batch's locks
     wal: int = 0  # sessions waiting on the WAL
-    traffic: int = 0  # sessions that ran a statement while the batch ran
+    traffic: int = 0  # sessions that ran a statement since the previous look
 
 
 @dataclass
@@ -75,6 +79,7 @@ class Pacer:
     looks: int = 0
     contended_looks: int = 0
     traffic_looks: int = 0
+    last_look_at: datetime | None = None  # the server's clock at the previous look
     paused_s: float = 0.0  # the pauses beyond Dify's random one
     _mutex: threading.Lock = field(default_factory=threading.Lock)
 
@@ -92,11 +97,12 @@ class Pacer:
         or paced off. PostgreSQL keeps one pg_stat_activity snapshot per transaction: one look per batch."""
         if not self.watching or conn.dialect.name != "postgresql":
             return Contention()
-        row = conn.execute(_CONTENTION).one()
+        row = conn.execute(_CONTENTION, {"since": self.last_look_at}).one()
         seen = Contention(
             blocked=int(row.blocked) if self.watch_locks else 0, wal=int(row.wal), traffic=int(row.traffic)
         )
         with self._mutex:
+            self.last_look_at = max(filter(None, (self.last_look_at, row.looked_at)))
             self.looks += 1
             self.traffic_looks += bool(seen.traffic)
             # The first look counts in full: a workload that is there at the start is there, and the probe

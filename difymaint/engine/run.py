@@ -76,7 +76,8 @@ class AdaptiveBatchSize:
             # on MariaDB at a 300 ms target). The probe is left out: cold pages cost it more than the rest.
             self._costs.append(seconds / rows)
             del self._costs[:-_COST_MEMORY]
-            ratio = min(ratio, self.target_s / max(max(self._costs) * rows, 1e-3))
+            # A bound on growth only: after a blip has halved the size, a fast batch must not shrink it again.
+            ratio = min(ratio, max(1.0, self.target_s / max(max(self._costs) * rows, 1e-3)))
         self._probed = True
         # Grow at most ×4 per batch (a nightly run reaches its size in two steps instead of four, which
         # is fewer small batches and fewer pauses), shrink at most ÷2 (a slow batch may be a blip).
