@@ -59,6 +59,7 @@ def run_checks(ctx: Context, options: DoctorOptions) -> list[Check]:
     if database_ok:
         _guard(checks, "dify schema", lambda: _schema(ctx))
         _guard(checks, "indexes", lambda: _indexes(ctx, options.create_missing_indexes))
+        _guard(checks, "session visibility", lambda: _session_visibility(ctx))
     _guard(checks, "redis", lambda: _redis(ctx))
     _guard(checks, "celery broker", lambda: _broker(ctx))
     _guard(checks, "billing", lambda: _billing(ctx))
@@ -199,6 +200,36 @@ def _create_index_sql(edge: str, *, mysql: bool = False) -> str:
     if mysql:  # an online (in-place, no lock) build on MySQL 8.0 and MariaDB alike
         return f"ALTER TABLE {table} ADD INDEX difymaint_{table}_{column}_idx ({column}), ALGORITHM=INPLACE, LOCK=NONE;"
     return f"CREATE INDEX CONCURRENTLY IF NOT EXISTS difymaint_{table}_{column}_idx ON {table} ({column});"
+
+
+def _session_visibility(ctx: Context) -> list[Check]:
+    """What the run's looks at pg_stat_activity and pg_stat_replication can see: PostgreSQL shows another role's
+    sessions (state, waits) and the replicas' positions only to superusers and members of pg_read_all_stats, so
+    without it the pacing sees the traffic and WAL waits of its own role's sessions only (Dify's, when Dify
+    connects as the same role) and --max-replica-lag needs --replica-url."""
+    engine = ctx.engine
+    if engine.dialect.name != "postgresql":
+        return []
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text(
+                "SELECT current_user AS role, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
+                "OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS sees_all"
+            )
+        ).one()
+    if row.sees_all:
+        return [Check("session visibility", Status.OK, f"role {row.role} sees every session and replica")]
+    return [
+        Check(
+            "session visibility",
+            Status.OK,
+            f"role {row.role} sees its own sessions only: the pacing reads the traffic and WAL waits of sessions "
+            "that connect as it (Dify's, with the same DB_USERNAME), and --max-replica-lag cannot read the replicas",
+            f"GRANT pg_monitor TO {row.role}; to pace on every role's traffic and throttle on replica lag "
+            "(or pass --replica-url)",
+            statements=[f"GRANT pg_monitor TO {row.role};"],
+        )
+    ]
 
 
 def _redis(ctx: Context) -> list[Check]:
