@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -159,6 +161,34 @@ def db_engine(db_url: str) -> Iterator[Engine]:
     engine = sa.create_engine(db_url)
     yield engine
     engine.dispose()
+
+
+@dataclass(frozen=True)
+class LoginRole:
+    name: str
+    url: str  # the database as this role
+    admin: Engine  # the test's superuser, autocommit
+
+
+@contextmanager
+def login_role(pg_url: str, prefix: str, *grants: str) -> Iterator[LoginRole]:
+    """A throwaway LOGIN role on ``pg_url``'s database with the given statements run for it (``{role}`` and
+    ``{database}`` filled in); dropped with everything it owns afterwards."""
+    role = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    database = make_url(pg_url).database
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN PASSWORD 'pw'"))
+        for grant in grants:
+            conn.execute(sa.text(grant.format(role=role, database=database)))
+    url = make_url(pg_url).set(username=role, password="pw").render_as_string(hide_password=False)
+    try:
+        yield LoginRole(role, url, admin)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP OWNED BY {role}"))
+            conn.execute(sa.text(f"DROP ROLE {role}"))
+        admin.dispose()
 
 
 def is_mysql_url(url: str) -> bool:

@@ -10,14 +10,12 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from difymaint.cli.app import create_app
@@ -27,7 +25,7 @@ from difymaint.core.settings import load_settings
 from difymaint.ops.console import worst
 from difymaint.ops.history import HistoryStore, RunRecord, redact
 from difymaint.ops.schedule import is_due, is_overdue, job_schedule, previous_fire, schedule_zone
-from tests.conftest import is_mysql_url
+from tests.conftest import is_mysql_url, login_role
 from tests.console_jobs import TEST_JOBS
 
 APP = create_app(TEST_JOBS)
@@ -152,29 +150,17 @@ def test_history_of_an_interrupted_run_and_redacted_arguments(pg_url: str) -> No
 
 
 def test_history_unavailable_warns_and_the_job_still_succeeds(pg_url: str, pg_admin_url: str) -> None:
-    role = f"nocreate_{uuid.uuid4().hex[:8]}"
-    database = make_url(pg_url).database
-    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN PASSWORD 'pw'"))
-        conn.execute(sa.text(f'REVOKE CREATE ON DATABASE "{database}" FROM PUBLIC, {role}'))
-        conn.execute(sa.text(f"GRANT USAGE ON SCHEMA public TO {role}"))
-    url = make_url(pg_url).set(username=role, password="pw").render_as_string(hide_password=False)
-    try:
-        result = cli("quick-job", "--database-url", url, "--yes", "--json")
+    grants = ('REVOKE CREATE ON DATABASE "{database}" FROM PUBLIC, {role}', "GRANT USAGE ON SCHEMA public TO {role}")
+    with login_role(pg_url, "nocreate", *grants) as role:
+        result = cli("quick-job", "--database-url", role.url, "--yes", "--json")
         assert result.exit_code == 0, result.output
         summary = json.loads(result.stdout)
         assert summary["outcome"] == "done"
         assert any(w.startswith("run history unavailable (start)") for w in summary["warnings"]), summary
         assert "run history unavailable" in result.stderr
-        with admin.connect() as conn:
+        with role.admin.connect() as conn:
             exists = conn.execute(sa.text("SELECT 1 FROM pg_namespace WHERE nspname = 'difymaint'")).first()
         assert exists is None
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP OWNED BY {role}"))
-            conn.execute(sa.text(f"DROP ROLE {role}"))
-        admin.dispose()
 
 
 def test_history_off_records_nothing_and_prune_trims(pg_url: str) -> None:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 from difymaint.core.exit_codes import ExitCode
-from tests.conftest import is_mysql_url
+from tests.conftest import is_mysql_url, login_role
 from tests.stubs.smtp import SmtpStub
 from tests.test_cli import invoke_assert_code
 
@@ -184,23 +183,12 @@ def test_a_deleting_job_that_would_empty_the_archive_is_named(pg_url: str, tmp_p
 def test_session_visibility_says_what_the_pacing_can_see(pg_url: str) -> None:
     superuser = by_area(doctor(["--database-url", pg_url], ExitCode.OK), "session visibility")
     assert superuser[0]["status"] == "ok" and "sees every session" in superuser[0]["detail"]
-    role = f"blind_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN PASSWORD 'pw'"))
-        conn.execute(sa.text(f"GRANT USAGE ON SCHEMA public TO {role}"))
-        conn.execute(sa.text(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))
-    url = make_url(pg_url).set(username=role, password="pw").render_as_string(hide_password=False)
-    try:
-        blind = by_area(doctor(["--database-url", url], ExitCode.OK), "session visibility")
+    grants = ("GRANT USAGE ON SCHEMA public TO {role}", "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    with login_role(pg_url, "blind", *grants) as role:
+        blind = by_area(doctor(["--database-url", role.url], ExitCode.OK), "session visibility")
         assert blind[0]["status"] == "ok" and "its own sessions only" in blind[0]["detail"]
-        assert blind[0]["statements"] == [f"GRANT pg_monitor TO {role};"]
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"GRANT pg_monitor TO {role}"))
-        granted = by_area(doctor(["--database-url", url], ExitCode.OK), "session visibility")
+        assert blind[0]["statements"] == [f"GRANT pg_monitor TO {role.name};"]
+        with role.admin.connect() as conn:
+            conn.execute(sa.text(f"GRANT pg_monitor TO {role.name}"))
+        granted = by_area(doctor(["--database-url", role.url], ExitCode.OK), "session visibility")
         assert "sees every session" in granted[0]["detail"]
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP OWNED BY {role}"))
-            conn.execute(sa.text(f"DROP ROLE {role}"))
-        admin.dispose()
