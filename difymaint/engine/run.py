@@ -71,9 +71,9 @@ class AdaptiveBatchSize:
             return
         ratio = self.target_s / max(seconds, 1e-3)
         if self._probed:
-            # Grow on the slowest per-row cost of the last few full batches, not on this one alone: one lucky
-            # fast batch would size the next at ×4, and the batch after a lucky one is what made the p95 (0.45-0.86 s
-            # on MariaDB at a 300 ms target). The probe is left out: cold pages cost it more than the rest.
+            # Grow on the slower per-row cost of this batch and the one before (_COST_MEMORY), not on this one
+            # alone: one lucky fast batch would size the next at ×4, and the batch after a lucky one is what made
+            # the p95 (0.45-0.86 s on MariaDB at a 300 ms target). The probe is left out: cold pages cost it more.
             self._costs.append(seconds / rows)
             del self._costs[:-_COST_MEMORY]
             # A bound on growth only: after a blip has halved the size, a fast batch must not shrink it again.
